@@ -1,0 +1,372 @@
+//! Configuration: the TOML file plus environment overrides, validated once at load.
+//!
+//! Invariant: a `Config` that exists is usable — every file it names was readable, the upstream
+//! URL parsed, every user has an org and a SCRAM verifier. Nothing here reads the environment
+//! itself: callers pass `EnvOverrides`, so tests and reloads never depend on process globals.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::scram::{self, Verifier};
+
+/// Errors that stop Orgwall from starting; each names the key or file at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config: {0}")]
+    Parse(String),
+    #[error("invalid config key `{key}`: {why}")]
+    Invalid { key: String, why: String },
+    #[error("cannot read file {path} (from `{key}`): {source}")]
+    File {
+        key: String,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Values the process environment may supply (`DATABASE_URL`, `DEFAULT_ORG_ID`).
+#[derive(Debug, Clone, Default)]
+pub struct EnvOverrides {
+    pub database_url: Option<String>,
+    pub default_org_id: Option<String>,
+}
+
+impl EnvOverrides {
+    /// Reads the overrides from the process environment (call once, in `main`).
+    pub fn from_process() -> Self {
+        let get = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        EnvOverrides {
+            database_url: get("DATABASE_URL"),
+            default_org_id: get("DEFAULT_ORG_ID"),
+        }
+    }
+}
+
+/// How long a server connection stays with one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PoolMode {
+    Transaction,
+    Session,
+}
+
+/// What a principal may do (DESIGN.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Tenant,
+    Switcher,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Tenant => "tenant",
+            Role::Switcher => "switcher",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    listen: Option<String>,
+    max_client_connections: Option<usize>,
+    idle_client_timeout_secs: Option<u64>,
+    shutdown_timeout_secs: Option<u64>,
+    max_message_bytes: Option<usize>,
+    upstream: RawUpstream,
+    tls: Option<RawTls>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Option<String>,
+    pool_size: Option<usize>,
+    pool_mode: Option<PoolMode>,
+    connect_timeout_secs: Option<u64>,
+    checkout_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    #[serde(default)]
+    require: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    name: String,
+    password: String,
+    org_id: Option<String>,
+    role: Option<Role>,
+}
+
+/// Where and how to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub pool_size: usize,
+    pub pool_mode: PoolMode,
+    pub connect_timeout: Duration,
+    pub checkout_timeout: Duration,
+}
+
+/// The TLS certificate chain and key, already read from disk.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub require: bool,
+}
+
+/// One login Orgwall accepts.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub verifier: Verifier,
+    pub org_id: String,
+    pub role: Role,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub max_client_connections: usize,
+    /// `None` disables the idle-client timeout.
+    pub idle_client_timeout: Option<Duration>,
+    pub shutdown_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub upstream: UpstreamConfig,
+    pub tls: Option<TlsConfig>,
+    pub users: Vec<User>,
+}
+
+impl Config {
+    /// Loads and validates a config file; relative TLS paths resolve against its folder.
+    pub fn load(path: &Path, env: &EnvOverrides) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base, env)
+    }
+
+    /// Parses and validates TOML text; `base` is the folder relative paths start from.
+    pub fn from_toml(text: &str, base: &Path, env: &EnvOverrides) -> Result<Config, ConfigError> {
+        let raw: RawConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim().into()))?;
+        let invalid = |key: &str, why: String| ConfigError::Invalid {
+            key: key.into(),
+            why,
+        };
+        let listen_s = raw.listen.as_deref().unwrap_or("127.0.0.1:6432");
+        let listen = listen_s
+            .parse()
+            .map_err(|e| invalid("listen", format!("`{listen_s}` is not host:port ({e})")))?;
+        let url = env
+            .database_url
+            .clone()
+            .or(raw.upstream.url.clone())
+            .ok_or_else(|| invalid("upstream.url", "missing (and DATABASE_URL unset)".into()))?;
+        let upstream = parse_upstream(&url, &raw.upstream)?;
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => Some(TlsConfig {
+                cert_pem: read_file("tls.cert", &base.join(&t.cert))?,
+                key_pem: read_file("tls.key", &base.join(&t.key))?,
+                require: t.require,
+            }),
+        };
+        let mut seen = HashSet::new();
+        let mut users = Vec::with_capacity(raw.users.len());
+        for u in raw.users {
+            if !seen.insert(u.name.clone()) {
+                return Err(invalid("users.name", format!("user `{}` listed twice", u.name)));
+            }
+            let org_id = u
+                .org_id
+                .or_else(|| env.default_org_id.clone())
+                .ok_or_else(|| {
+                    invalid(
+                        "users.org_id",
+                        format!("user `{}` has no org_id and DEFAULT_ORG_ID is unset", u.name),
+                    )
+                })?;
+            let verifier = if u.password.starts_with("SCRAM-SHA-256$") {
+                Verifier::parse(&u.password).map_err(|why| {
+                    invalid("users.password", format!("user `{}`: {why}", u.name))
+                })?
+            } else {
+                scram::Verifier::from_password(&u.password)
+            };
+            users.push(User {
+                name: u.name,
+                verifier,
+                org_id,
+                role: u.role.unwrap_or(Role::Tenant),
+            });
+        }
+        let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
+        Ok(Config {
+            listen,
+            max_client_connections: raw.max_client_connections.unwrap_or(1000),
+            idle_client_timeout: match raw.idle_client_timeout_secs.unwrap_or(0) {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
+            shutdown_timeout: secs(raw.shutdown_timeout_secs, 30),
+            max_message_bytes: raw.max_message_bytes.unwrap_or(64 << 20),
+            upstream,
+            tls,
+            users,
+        })
+    }
+
+    /// Finds a configured user by login name.
+    pub fn user(&self, name: &str) -> Option<&User> {
+        self.users.iter().find(|u| u.name == name)
+    }
+}
+
+fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    std::fs::read(path).map_err(|source| ConfigError::File {
+        key: key.into(),
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+fn parse_upstream(url: &str, raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let bad = |why: String| ConfigError::Invalid {
+        key: "upstream.url".into(),
+        why,
+    };
+    let u = url::Url::parse(url).map_err(|e| bad(format!("not a URL ({e})")))?;
+    if u.scheme() != "postgres" && u.scheme() != "postgresql" {
+        return Err(bad(format!("scheme must be postgres://, got `{}`", u.scheme())));
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(s.as_bytes())
+            .map(|(k, v)| if v.is_empty() { k } else { format!("{k}={v}").into() })
+            .collect::<String>()
+    };
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad("missing host".into()))?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let user = decode(u.username());
+    if user.is_empty() {
+        return Err(bad("missing user name".into()));
+    }
+    let database = u.path().trim_start_matches('/');
+    if database.is_empty() {
+        return Err(bad("missing database name".into()));
+    }
+    let pool_size = raw.pool_size.unwrap_or(20);
+    if pool_size == 0 {
+        return Err(ConfigError::Invalid {
+            key: "upstream.pool_size".into(),
+            why: "must be at least 1".into(),
+        });
+    }
+    Ok(UpstreamConfig {
+        host,
+        port: u.port().unwrap_or(5432),
+        user,
+        password: u.password().map(decode),
+        database: decode(database),
+        pool_size,
+        pool_mode: raw.pool_mode.unwrap_or(PoolMode::Transaction),
+        connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
+        checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: &str = r#"
+listen = "127.0.0.1:6432"
+[upstream]
+url = "postgres://app_proxy:s%40cret@127.0.0.1:5433/app"
+[[users]]
+name = "acme"
+password = "acme-pw"
+org_id = "org_a"
+"#;
+
+    fn load(text: &str, env: &EnvOverrides) -> Result<Config, ConfigError> {
+        Config::from_toml(text, Path::new("."), env)
+    }
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = load(MIN, &EnvOverrides::default()).unwrap();
+        assert_eq!(c.upstream.port, 5433);
+        assert_eq!(c.upstream.password.as_deref(), Some("s@cret"));
+        assert_eq!(c.upstream.database, "app");
+        assert_eq!(c.upstream.pool_mode, PoolMode::Transaction);
+        assert_eq!(c.users[0].role, Role::Tenant);
+        assert!(c.users[0].verifier.check_password("acme-pw"));
+    }
+
+    #[test]
+    fn database_url_overrides_and_default_org_fills() {
+        let env = EnvOverrides {
+            database_url: Some("postgres://u@db.internal/other".into()),
+            default_org_id: Some("org_default".into()),
+        };
+        let text = MIN.replace("org_id = \"org_a\"", "");
+        let c = load(&text, &env).unwrap();
+        assert_eq!(c.upstream.host, "db.internal");
+        assert_eq!(c.upstream.database, "other");
+        assert_eq!(c.users[0].org_id, "org_default");
+    }
+
+    #[test]
+    fn refusals_name_the_key_or_file() {
+        let env = EnvOverrides::default();
+        let cases = [
+            (format!("{MIN}\nbogus = 1"), "bogus"),
+            (MIN.replace("url = ", "urll = "), "urll"),
+            (MIN.replace("postgres://", "mysql://"), "upstream.url"),
+            (MIN.replace("/app\"", "\""), "upstream.url"),
+            (MIN.replace("org_id = \"org_a\"", ""), "users.org_id"),
+            (format!("{MIN}\n[tls]\ncert = \"/nonexistent.crt\"\nkey = \"k\""), "tls.cert"),
+            (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
+            (MIN.replace("role", "role").replace("org_id = \"org_a\"", "org_id = \"a\"\nrole = \"root\""), "root"),
+        ];
+        for (text, needle) in cases {
+            let err = load(&text, &env).unwrap_err().to_string();
+            assert!(err.contains(needle), "{needle:?} not in {err:?}");
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! `orgwall demo`: a private PostgreSQL, the seed schema, two demo tenants, the proxy.

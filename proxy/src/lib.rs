@@ -1,0 +1,26 @@
+//! Orgwall: a PostgreSQL wire-protocol proxy that confines every statement to a tenant.
+//!
+//! Module map, in the order a connection flows through them (DESIGN.md §2):
+//! - [`config`]: TOML + environment, validated at load.
+//! - [`server`]: the accept loop, connection limit and graceful drain.
+//! - [`frontend`]: one client's handshake — SSLRequest/TLS, startup, SCRAM, cancel requests.
+//! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
+//! - [`sql`]: pure functions over SQL text (no I/O); the seam where the rewriter plugs in.
+//! - [`upstream`]: connections to PostgreSQL, the pool, the server-side statement cache.
+//! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
+//! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
+//! - [`wire`], [`scram`]: protocol framing and SCRAM primitives shared by both sides.
+//! - [`localpg`], [`demo`]: a private PostgreSQL for `orgwall demo` and the test suite.
+
+pub mod cancel;
+pub mod config;
+pub mod demo;
+pub mod errors;
+pub mod frontend;
+pub mod localpg;
+pub mod scram;
+pub mod server;
+pub mod session;
+pub mod sql;
+pub mod upstream;
+pub mod wire;

@@ -1,0 +1,3 @@
+//! The `orgwall` command line: `serve`, `demo`.
+
+fn main() {}

@@ -1,0 +1,173 @@
+//! Message framing and the few messages Orgwall builds itself, on top of pgwire's codec.
+//!
+//! Frames are split here (tag + length, checked against the configured maximum) so that rows
+//! can be forwarded as raw bytes: a `DataRow` is never decoded. Everything Orgwall must read or
+//! produce is decoded/encoded with `pgwire::messages`.
+
+use bytes::{Buf, BufMut, BytesMut};
+use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::{DecodeContext, Message};
+
+/// Why a byte stream is not a valid sequence of protocol messages.
+#[derive(Debug, thiserror::Error)]
+pub enum WireError {
+    #[error("message length {len} exceeds the limit of {max} bytes")]
+    TooLarge { len: usize, max: usize },
+    #[error("invalid message length {0}")]
+    BadLength(i32),
+    #[error("malformed {0} message")]
+    Malformed(&'static str),
+    #[error("unexpected message type {0:?}")]
+    UnexpectedType(char),
+}
+
+/// Splits one complete tagged message (tag byte + length + body) off the front of `buf`.
+/// Returns `Ok(None)` when more bytes are needed.
+pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, WireError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if len < 4 {
+        return Err(WireError::BadLength(len));
+    }
+    let len = len as usize;
+    if len > max {
+        return Err(WireError::TooLarge { len, max });
+    }
+    if buf.len() < len + 1 {
+        buf.reserve(len + 1 - buf.len());
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(len + 1)))
+}
+
+/// Splits one untagged startup-phase packet (length + body).
+pub fn split_startup(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, WireError> {
+    if buf.len() < 4 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+    if !(8..=max as i32).contains(&len) {
+        return Err(WireError::BadLength(len));
+    }
+    let len = len as usize;
+    if buf.len() < len {
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(len)))
+}
+
+/// Decodes a complete frame with pgwire's codec.
+pub fn decode<M: Message>(mut frame: BytesMut, what: &'static str) -> Result<M, WireError> {
+    M::decode(&mut frame, &DecodeContext::default())
+        .ok()
+        .flatten()
+        .ok_or(WireError::Malformed(what))
+}
+
+/// Encodes a message onto `out`. Our own messages are always small and valid.
+pub fn put<M: Message>(out: &mut BytesMut, msg: &M) {
+    if let Err(e) = msg.encode(out) {
+        tracing::error!(error = %e, "failed to encode a protocol message");
+    }
+}
+
+/// The SQLSTATE-carrying fields of an ErrorResponse or NoticeResponse.
+pub fn error_fields(severity: &str, code: &str, message: &str) -> Vec<(u8, String)> {
+    vec![
+        (b'S', severity.to_string()),
+        (b'V', severity.to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ]
+}
+
+/// Appends an ErrorResponse.
+pub fn put_error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    put(out, &ErrorResponse::new(error_fields(severity, code, message)));
+}
+
+/// Appends ReadyForQuery with the given status byte (`I`, `T` or `E`).
+pub fn put_ready(out: &mut BytesMut, status: u8) {
+    let status = match status {
+        b'T' => TransactionStatus::Transaction,
+        b'E' => TransactionStatus::Error,
+        _ => TransactionStatus::Idle,
+    };
+    put(out, &ReadyForQuery::new(status));
+}
+
+/// Builds a tagged message from a tag and body bytes.
+pub fn frame(tag: u8, body: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(body.len() + 5);
+    b.put_u8(tag);
+    b.put_i32(body.len() as i32 + 4);
+    b.put_slice(body);
+    b
+}
+
+/// Reads the SQLSTATE (`C` field) out of a raw ErrorResponse/NoticeResponse frame.
+pub fn error_code(frame: &[u8]) -> Option<&str> {
+    let mut body = frame.get(5..)?;
+    while let Some((&kind, rest)) = body.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = rest.iter().position(|&b| b == 0)?;
+        if kind == b'C' {
+            return std::str::from_utf8(&rest[..end]).ok();
+        }
+        body = &rest[end + 1..];
+    }
+    None
+}
+
+/// The status byte of a raw ReadyForQuery frame.
+pub fn ready_status(frame: &[u8]) -> u8 {
+    frame.get(5).copied().unwrap_or(b'I')
+}
+
+/// Reads the tag of a raw CommandComplete frame.
+pub fn command_tag(frame: &[u8]) -> &str {
+    let body = frame.get(5..).unwrap_or_default();
+    let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
+    std::str::from_utf8(&body[..end]).unwrap_or("")
+}
+
+/// Reads a big-endian i32 from the start of `b`, if long enough.
+pub fn be_i32(mut b: &[u8]) -> Option<i32> {
+    (b.len() >= 4).then(|| b.get_i32())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_split_only_when_complete_and_within_limit() {
+        let mut buf = BytesMut::from(&b"Q\0\0\0\x09SELE"[..]);
+        assert!(split_frame(&mut buf, 100).unwrap().is_none());
+        buf.extend_from_slice(b"\0extra");
+        let f = split_frame(&mut buf, 100).unwrap().unwrap();
+        assert_eq!(&f[..], b"Q\0\0\0\x09SELE\0");
+        assert_eq!(&buf[..], b"extra");
+        let mut huge = BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]);
+        assert!(matches!(split_frame(&mut huge, 1 << 20), Err(WireError::TooLarge { .. })));
+        let mut neg = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
+        assert!(matches!(split_frame(&mut neg, 1 << 20), Err(WireError::BadLength(-1))));
+    }
+
+    #[test]
+    fn error_fields_round_trip() {
+        let mut out = BytesMut::new();
+        put_error(&mut out, "ERROR", "42501", "orgwall: nope");
+        assert_eq!(out[0], b'E');
+        assert_eq!(error_code(&out), Some("42501"));
+        let mut cc = frame(b'C', b"SELECT 1\0");
+        assert_eq!(command_tag(&cc), "SELECT 1");
+        cc.clear();
+        put_ready(&mut cc, b'T');
+        assert_eq!(ready_status(&cc), b'T');
+    }
+}
