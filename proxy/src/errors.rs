@@ -1,1 +1,112 @@
-//! TODO
+//! The one place where errors become what a client sees: SQLSTATE, severity and an
+//! `orgwall:`-prefixed message. Modules define their own `thiserror` enums; this file maps them.
+
+use bytes::BytesMut;
+
+use crate::scram::ScramError;
+use crate::upstream::UpstreamError;
+use crate::wire::{self, WireError};
+
+/// An error ready to be sent to a client as an ErrorResponse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: &'static str,
+    pub message: String,
+    /// FATAL errors end the client's connection after being sent.
+    pub fatal: bool,
+}
+
+impl ClientError {
+    pub fn error(code: &'static str, message: impl std::fmt::Display) -> Self {
+        ClientError {
+            code,
+            message: format!("orgwall: {message}"),
+            fatal: false,
+        }
+    }
+
+    pub fn fatal(code: &'static str, message: impl std::fmt::Display) -> Self {
+        ClientError {
+            fatal: true,
+            ..Self::error(code, message)
+        }
+    }
+
+    /// Appends the ErrorResponse to `out`.
+    pub fn write(&self, out: &mut BytesMut) {
+        let sev = if self.fatal { "FATAL" } else { "ERROR" };
+        wire::put_error(out, sev, self.code, &self.message);
+    }
+
+    /// The ErrorResponse as its own buffer.
+    pub fn to_frame(&self) -> BytesMut {
+        let mut b = BytesMut::new();
+        self.write(&mut b);
+        b
+    }
+}
+
+/// SQLSTATE codes Orgwall produces.
+pub mod code {
+    pub const PROTOCOL_VIOLATION: &str = "08P01";
+    pub const CONNECTION_FAILURE: &str = "08006";
+    pub const CANNOT_CONNECT: &str = "08001";
+    pub const INVALID_PASSWORD: &str = "28P01";
+    pub const INVALID_AUTHORIZATION: &str = "28000";
+    pub const FEATURE_NOT_SUPPORTED: &str = "0A000";
+    pub const TOO_MANY_CONNECTIONS: &str = "53300";
+    pub const ADMIN_SHUTDOWN: &str = "57P01";
+    pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const INVALID_STATEMENT_NAME: &str = "26000";
+    pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub const UNDEFINED_DATABASE: &str = "3D000";
+    pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+}
+
+impl From<WireError> for ClientError {
+    fn from(e: WireError) -> Self {
+        ClientError::fatal(code::PROTOCOL_VIOLATION, format!("invalid message: {e}"))
+    }
+}
+
+impl From<&UpstreamError> for ClientError {
+    fn from(e: &UpstreamError) -> Self {
+        match e {
+            UpstreamError::PoolTimeout(_) => ClientError::error(
+                code::TOO_MANY_CONNECTIONS,
+                format!("no PostgreSQL connection available: {e}"),
+            ),
+            UpstreamError::Rejected { code: c, .. } if c.starts_with("28") => ClientError::error(
+                code::CANNOT_CONNECT,
+                format!("PostgreSQL refused Orgwall's login: {e}"),
+            ),
+            _ => ClientError::error(
+                code::CONNECTION_FAILURE,
+                format!("cannot reach PostgreSQL: {e}"),
+            ),
+        }
+    }
+}
+
+impl From<ScramError> for ClientError {
+    fn from(_: ScramError) -> Self {
+        // Never say which part failed: it would help a password guesser.
+        ClientError::fatal(code::INVALID_PASSWORD, "password authentication failed")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_are_prefixed_and_carry_the_code() {
+        let e = ClientError::error(code::FEATURE_NOT_SUPPORTED, "LISTEN needs session pooling");
+        let frame = e.to_frame();
+        assert_eq!(wire::error_code(&frame), Some("0A000"));
+        assert!(e.message.starts_with("orgwall: "));
+        let f: ClientError = WireError::BadLength(-1).into();
+        assert!(f.fatal);
+        assert_eq!(f.code, "08P01");
+    }
+}

@@ -1,3 +1,84 @@
-//! The `orgwall` command line: `serve`, `demo`.
+//! The `orgwall` command line: `serve` runs the proxy from a config file, `demo` runs a private
+//! PostgreSQL with two demo tenants behind the proxy.
 
-fn main() {}
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use orgwall::config::{Config, EnvOverrides};
+
+#[derive(Parser)]
+#[command(
+    name = "orgwall",
+    version,
+    about = "PostgreSQL proxy that confines every statement to its tenant"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Serve {
+        /// Config file (TOML).
+        #[arg(long, env = "ORGWALL_CONFIG")]
+        config: PathBuf,
+    },
+    /// Start a private PostgreSQL with the demo schema and tenants, and the proxy in front of it.
+    Demo {
+        /// Address the proxy listens on.
+        #[arg(long, default_value = "127.0.0.1:6432")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    rt.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Demo { listen } => {
+                let dir = std::env::current_dir().context("current directory")?;
+                orgwall::demo::run(&dir, listen).await
+            }
+        }
+    })
+}
+
+async fn serve(path: PathBuf) -> anyhow::Result<()> {
+    let config = Config::load(&path, &EnvOverrides::from_process())
+        .with_context(|| format!("loading {}", path.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    orgwall::server::run(listener, Arc::new(config), shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -98,7 +98,7 @@ impl Verifier {
 }
 
 /// Why an exchange failed; all of these end as `28P01` for the client.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum ScramError {
     #[error("malformed SCRAM message")]
     Malformed,
@@ -289,7 +289,10 @@ mod tests {
             ServerExchange::start(v.clone(), "p=tls-server-end-point,,n=,r=abc").err(),
             Some(ScramError::ChannelBinding)
         );
-        assert_eq!(ServerExchange::start(v, "garbage").err(), Some(ScramError::Malformed));
+        assert_eq!(
+            ServerExchange::start(v, "garbage").err(),
+            Some(ScramError::Malformed)
+        );
     }
 
     #[test]

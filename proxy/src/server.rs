@@ -1,11 +1,57 @@
-//! The accept loop: connection limit, per-connection tasks and graceful drain.
+//! The accept loop: connection limit, one task and tracing span per connection, graceful drain.
+//!
+//! Invariant: a panic or error in one connection's task never reaches another (each runs in its
+//! own task); on shutdown, no new connection is accepted and open transactions get
+//! `shutdown_timeout` to finish.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::TcpListener;
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{field::Empty, Instrument};
 
+use crate::cancel::CancelRegistry;
 use crate::config::Config;
+use crate::errors::{code, ClientError};
+use crate::frontend::{self, tls_acceptor};
+use crate::scram::Verifier;
+use crate::session;
+use crate::upstream::Pool;
+
+/// What every connection task shares.
+pub struct ProxyState {
+    pub config: Arc<Config>,
+    pub pool: Pool,
+    pub cancel: Arc<CancelRegistry>,
+    pub tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Verifier used for unknown users so they cannot be told apart from wrong passwords.
+    pub decoy: Verifier,
+    /// Fires when the proxy starts draining.
+    pub shutdown: CancellationToken,
+}
+
+impl ProxyState {
+    pub fn new(config: Arc<Config>) -> std::io::Result<ProxyState> {
+        let tls = match &config.tls {
+            Some(t) => Some(tls_acceptor(&t.cert_pem, &t.key_pem)?),
+            None => None,
+        };
+        Ok(ProxyState {
+            pool: Pool::new(config.upstream.clone()),
+            cancel: Arc::default(),
+            tls,
+            decoy: Verifier::from_password(&crate::scram::nonce()),
+            shutdown: CancellationToken::new(),
+            config,
+        })
+    }
+}
 
 /// Serves clients on `listener` until `shutdown` resolves, then drains (bounded by
 /// `config.shutdown_timeout`) and returns.
@@ -14,7 +60,78 @@ pub async fn run(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let _ = (listener, config);
-    shutdown.await;
+    let state = Arc::new(ProxyState::new(config)?);
+    let limit = Arc::new(Semaphore::new(state.config.max_client_connections));
+    let tasks = TaskTracker::new();
+    tracing::info!(listen = %listener.local_addr()?, "orgwall accepting connections");
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let (socket, peer) = match accepted {
+                    Ok(a) => a,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let Ok(permit) = limit.clone().try_acquire_owned() else {
+                    tasks.spawn(refuse_over_limit(socket));
+                    continue;
+                };
+                let state = state.clone();
+                tasks.spawn(async move {
+                    serve_client(socket, peer, state).await;
+                    drop(permit);
+                });
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(
+        open = tasks.len(),
+        "draining: no longer accepting connections"
+    );
+    state.shutdown.cancel();
+    tasks.close();
+    if tokio::time::timeout(state.config.shutdown_timeout, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = tasks.len(),
+            "drain timed out; closing remaining connections"
+        );
+    }
+    state.pool.close_idle();
     Ok(())
+}
+
+async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+    let span = tracing::info_span!("conn", %peer, user = Empty, org_id = Empty, role = Empty);
+    async move {
+        match frontend::handshake(socket, &state).await {
+            Ok(Some(login)) => {
+                tracing::info!("login");
+                session::run(login, &state).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::info!(error = %e, "handshake ended"),
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn refuse_over_limit(mut socket: TcpStream) {
+    let mut out = BytesMut::new();
+    ClientError::fatal(
+        code::TOO_MANY_CONNECTIONS,
+        "sorry, too many clients already",
+    )
+    .write(&mut out);
+    let _ = socket.write_all(&out).await;
+    let _ = socket.shutdown().await;
 }

@@ -1,1 +1,428 @@
-//! TODO
+//! Pure functions over SQL text: no I/O, no globals.
+//!
+//! Today this is the statement splitter and the classifier that finds session-level effects
+//! (which cannot survive transaction pooling). It is a lexer, not a parser: it understands
+//! quotes, dollar quotes, comments and `;`, which is all these checks need, and costs one pass.
+//! The tenant rewriter (DESIGN.md §4) plugs in beside it.
+
+/// A statement effect that outlives the transaction it runs in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEffect {
+    /// `SET [SESSION] name {TO|=} value` (also `SET TIME ZONE value`): replayable.
+    Set { name: String, value: String },
+    /// `RESET name`.
+    Reset { name: String },
+    /// `RESET ALL`.
+    ResetAll,
+    /// Something that cannot be carried across pooled connections.
+    Pinned(&'static str),
+}
+
+/// What the pooler needs to know about one SQL string.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    /// Number of non-empty statements.
+    pub statements: usize,
+    /// Session-level effects, in order.
+    pub effects: Vec<SessionEffect>,
+}
+
+/// Splits SQL text into statements (without the `;`), skipping empty ones.
+pub fn split_statements(sql: &str) -> Vec<&str> {
+    let b = sql.as_bytes();
+    let mut out = Vec::new();
+    let (mut i, mut start) = (0, 0);
+    while i < b.len() {
+        match b[i] {
+            b'\'' | b'"' => i = skip_quoted(b, i, b[i]),
+            b'-' if b.get(i + 1) == Some(&b'-') => {
+                i = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p + 1)
+            }
+            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
+            b'$' => i = skip_dollar(b, i),
+            b';' => {
+                push_stmt(&mut out, &sql[start..i]);
+                i += 1;
+                start = i;
+            }
+            _ => i += 1,
+        }
+    }
+    push_stmt(&mut out, &sql[start..]);
+    out
+}
+
+fn push_stmt<'a>(out: &mut Vec<&'a str>, s: &'a str) {
+    if !words(s, 1).is_empty() {
+        out.push(s.trim());
+    }
+}
+
+fn skip_quoted(b: &[u8], i: usize, q: u8) -> usize {
+    // Backslash escapes only in E'' strings; a doubled quote is an escaped quote either way.
+    let escapes = q == b'\'' && i > 0 && matches!(b[i - 1], b'e' | b'E');
+    let mut j = i + 1;
+    while j < b.len() {
+        if escapes && b[j] == b'\\' {
+            j += 2;
+            continue;
+        }
+        if b[j] == q {
+            if b.get(j + 1) == Some(&q) {
+                j += 2;
+                continue;
+            }
+            return j + 1;
+        }
+        j += 1;
+    }
+    b.len()
+}
+
+fn skip_block_comment(b: &[u8], i: usize) -> usize {
+    let (mut depth, mut j) = (0usize, i);
+    while j + 1 < b.len() {
+        if b[j] == b'/' && b[j + 1] == b'*' {
+            depth += 1;
+            j += 2;
+        } else if b[j] == b'*' && b[j + 1] == b'/' {
+            depth -= 1;
+            j += 2;
+            if depth == 0 {
+                return j;
+            }
+        } else {
+            j += 1;
+        }
+    }
+    b.len()
+}
+
+fn skip_dollar(b: &[u8], i: usize) -> usize {
+    // `$tag$` opens a dollar quote only if the tag is an identifier (or empty); `$1` is a parameter.
+    let tag_end = b[i + 1..]
+        .iter()
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+        .map(|p| i + 1 + p);
+    let Some(end) = tag_end.filter(|&e| b[e] == b'$') else {
+        return i + 1;
+    };
+    if b.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
+        return i + 1;
+    }
+    let tag = &b[i..=end];
+    let body = end + 1;
+    b[body..]
+        .windows(tag.len())
+        .position(|w| w == tag)
+        .map_or(b.len(), |p| body + p + tag.len())
+}
+
+/// A fingerprint of a statement's shape: literals and numbers do not change it, so logs can
+/// name a statement without carrying tenant data.
+pub fn fingerprint(sql: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let b = sql.as_bytes();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c == b'\'' {
+            i = skip_quoted(b, i, c);
+            b'?'.hash(&mut h);
+        } else if c == b'$' {
+            let j = skip_dollar(b, i);
+            if j > i + 1 && b[i + 1..].first().is_some_and(|d| !d.is_ascii_digit()) {
+                b'?'.hash(&mut h);
+            } else {
+                c.hash(&mut h);
+            }
+            i = j.max(i + 1);
+        } else if c.is_ascii_digit()
+            && (i == 0
+                || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'))
+        {
+            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
+                i += 1;
+            }
+            b'?'.hash(&mut h);
+        } else {
+            if !c.is_ascii_whitespace() {
+                c.to_ascii_lowercase().hash(&mut h);
+            }
+            i += 1;
+        }
+    }
+    h.finish()
+}
+
+/// The first `n` words of a statement, upper-cased, skipping comments.
+fn words(stmt: &str, n: usize) -> Vec<String> {
+    let b = stmt.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() && out.len() < n {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            i = b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |p| i + p + 1);
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i = skip_block_comment(b, i);
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let s = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
+                i += 1;
+            }
+            out.push(stmt[s..i].to_ascii_uppercase());
+        } else {
+            // Punctuation or a quoted identifier: count it as a word boundary token.
+            out.push(String::from_utf8_lossy(&b[i..=i]).into_owned());
+            i += 1;
+        }
+    }
+    out
+}
+
+const SESSION_ADVISORY: [&str; 4] = [
+    "PG_ADVISORY_LOCK(",
+    "PG_ADVISORY_LOCK_SHARED(",
+    "PG_TRY_ADVISORY_LOCK(",
+    "PG_TRY_ADVISORY_LOCK_SHARED(",
+];
+
+/// Classifies one SQL string (possibly several statements).
+pub fn summarize(sql: &str) -> Summary {
+    let stmts = split_statements(sql);
+    let mut effects = Vec::new();
+    for s in &stmts {
+        if let Some(e) = classify(s) {
+            effects.push(e);
+        }
+    }
+    Summary {
+        statements: stmts.len(),
+        effects,
+    }
+}
+
+fn classify(stmt: &str) -> Option<SessionEffect> {
+    let w = words(stmt, 4);
+    let w: Vec<&str> = w.iter().map(String::as_str).collect();
+    match w.as_slice() {
+        ["SET", "LOCAL", ..] | ["SET", "TRANSACTION", ..] => None,
+        ["SET", "CONSTRAINTS", ..] => None,
+        ["SET", "SESSION", "CHARACTERISTICS", ..] => {
+            Some(SessionEffect::Pinned("SET SESSION CHARACTERISTICS"))
+        }
+        ["SET", "SESSION", "AUTHORIZATION", ..] | ["SET", "ROLE", ..] => {
+            Some(SessionEffect::Pinned("SET ROLE / SESSION AUTHORIZATION"))
+        }
+        ["SET", ..] => parse_set(stmt),
+        ["RESET", "ALL", ..] => Some(SessionEffect::ResetAll),
+        ["RESET", name, ..] => Some(SessionEffect::Reset {
+            name: name.to_ascii_lowercase(),
+        }),
+        ["LISTEN", ..] => Some(SessionEffect::Pinned("LISTEN")),
+        ["PREPARE", ..] | ["EXECUTE", ..] | ["DEALLOCATE", ..] => Some(SessionEffect::Pinned(
+            "SQL-level PREPARE/EXECUTE/DEALLOCATE",
+        )),
+        ["DISCARD", ..] => Some(SessionEffect::Pinned("DISCARD")),
+        ["LOAD", ..] => Some(SessionEffect::Pinned("LOAD")),
+        ["CREATE", "TEMP" | "TEMPORARY", ..]
+        | ["CREATE", "GLOBAL" | "LOCAL", "TEMP" | "TEMPORARY", ..]
+        | ["CREATE", "UNLOGGED" | "OR", ..]
+            if is_temp(stmt) =>
+        {
+            Some(SessionEffect::Pinned("temporary tables"))
+        }
+        ["DECLARE", ..] if contains_upper(stmt, " WITH HOLD") => {
+            Some(SessionEffect::Pinned("WITH HOLD cursors"))
+        }
+        _ if SESSION_ADVISORY.iter().any(|f| contains_upper(stmt, f)) => {
+            Some(SessionEffect::Pinned("session-level advisory locks"))
+        }
+        _ => None,
+    }
+}
+
+fn is_temp(stmt: &str) -> bool {
+    (contains_upper(stmt, " TEMP ") || contains_upper(stmt, " TEMPORARY "))
+        && !contains_upper(stmt, "ON COMMIT DROP")
+}
+
+fn contains_upper(stmt: &str, needle: &str) -> bool {
+    let squashed: String = stmt
+        .chars()
+        .filter(|c| !c.is_whitespace() || needle.contains(' '))
+        .map(|c| {
+            if c.is_whitespace() {
+                ' '
+            } else {
+                c.to_ascii_uppercase()
+            }
+        })
+        .collect();
+    squashed.contains(needle)
+}
+
+fn parse_set(stmt: &str) -> Option<SessionEffect> {
+    let body = stmt.trim_start();
+    let body = body[3..].trim_start();
+    let body = strip_word(body, "SESSION").unwrap_or(body);
+    if let Some(rest) = strip_word(body, "TIME").and_then(|r| strip_word(r, "ZONE")) {
+        return Some(SessionEffect::Set {
+            name: "timezone".into(),
+            value: rest.trim().to_string(),
+        });
+    }
+    let name_end = body
+        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '"'))
+        .unwrap_or(body.len());
+    let name = body[..name_end].trim_matches('"').to_ascii_lowercase();
+    let rest = body[name_end..].trim_start();
+    let value = strip_word(rest, "TO")
+        .or_else(|| rest.strip_prefix('='))?
+        .trim();
+    if name.is_empty() || value.is_empty() {
+        return Some(SessionEffect::Pinned("an unrecognised SET form"));
+    }
+    Some(SessionEffect::Set {
+        name,
+        value: value.to_string(),
+    })
+}
+
+fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
+    let head = s.get(..word.len())?;
+    let next = s[word.len()..].chars().next();
+    (head.eq_ignore_ascii_case(word) && next.is_none_or(|c| !c.is_ascii_alphanumeric() && c != '_'))
+        .then(|| s[word.len()..].trim_start())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use SessionEffect::*;
+
+    fn check(sql: &str, statements: usize, effects: &[SessionEffect]) {
+        let s = summarize(sql);
+        assert_eq!(s.statements, statements, "statement count of {sql:?}");
+        assert_eq!(s.effects, effects, "effects of {sql:?}");
+    }
+
+    fn set(name: &str, value: &str) -> SessionEffect {
+        Set {
+            name: name.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn splitting_respects_quotes_comments_and_dollar_quotes() {
+        check("", 0, &[]);
+        check(" ; ;", 0, &[]);
+        check("select 1; select 2;", 2, &[]);
+        check("select ';' ; select 'it''s;'", 2, &[]);
+        check("select E'\\';' ; select 2", 2, &[]);
+        check("select \";\" from t", 1, &[]);
+        check("select 1 -- ; comment\n", 1, &[]);
+        check("select /* ; /* nested ; */ */ 1", 1, &[]);
+        check("do $$ begin; end $$; select $1", 2, &[]);
+        check("select $tag$ ; $tag$", 1, &[]);
+        check("-- only a comment", 0, &[]);
+    }
+
+    #[test]
+    fn session_sets_are_recognised_and_local_ones_ignored() {
+        check(
+            "SET statement_timeout = '5s'",
+            1,
+            &[set("statement_timeout", "'5s'")],
+        );
+        check(
+            "set SESSION search_path TO a, b",
+            1,
+            &[set("search_path", "a, b")],
+        );
+        check("SET TIME ZONE 'UTC'", 1, &[set("timezone", "'UTC'")]);
+        check("set \"DateStyle\" to iso", 1, &[set("datestyle", "iso")]);
+        check("SET LOCAL statement_timeout = 1", 1, &[]);
+        check("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", 1, &[]);
+        check(
+            "RESET work_mem",
+            1,
+            &[Reset {
+                name: "work_mem".into(),
+            }],
+        );
+        check("reset all", 1, &[ResetAll]);
+        check(
+            "SET ROLE admin",
+            1,
+            &[Pinned("SET ROLE / SESSION AUTHORIZATION")],
+        );
+        check("SET foo", 1, &[]);
+    }
+
+    #[test]
+    fn fingerprints_ignore_literals_but_not_shape() {
+        let f = fingerprint;
+        assert_eq!(
+            f("select * from t where a = 1"),
+            f("SELECT *  FROM t WHERE a = 42")
+        );
+        assert_eq!(f("select 'x'"), f("select 'it''s'"));
+        assert_ne!(
+            f("select * from t where a = $1"),
+            f("select * from t where a = $2")
+        );
+        assert_ne!(f("select a from t"), f("select b from t"));
+        assert_ne!(f("select * from t1"), f("select * from t2"));
+    }
+
+    #[test]
+    fn pinning_statements_are_found() {
+        check("LISTEN chan", 1, &[Pinned("LISTEN")]);
+        check(
+            "select pg_advisory_lock(1)",
+            1,
+            &[Pinned("session-level advisory locks")],
+        );
+        check("select pg_advisory_xact_lock(1)", 1, &[]);
+        check(
+            "select PG_TRY_ADVISORY_LOCK (1)",
+            1,
+            &[Pinned("session-level advisory locks")],
+        );
+        check(
+            "create temp table t(x int)",
+            1,
+            &[Pinned("temporary tables")],
+        );
+        check("CREATE TEMPORARY TABLE t(x int) ON COMMIT DROP", 1, &[]);
+        check("create table temp(x int)", 1, &[]);
+        check(
+            "PREPARE p AS select 1",
+            1,
+            &[Pinned("SQL-level PREPARE/EXECUTE/DEALLOCATE")],
+        );
+        check(
+            "declare c cursor with hold for select 1",
+            1,
+            &[Pinned("WITH HOLD cursors")],
+        );
+        check("declare c cursor for select 1", 1, &[]);
+        check(
+            "select 'pg_advisory_lock(1)'",
+            1,
+            &[Pinned("session-level advisory locks")],
+        );
+    }
+}

@@ -1,0 +1,374 @@
+//! One client's handshake: SSLRequest/GSSENCRequest negotiation, TLS, the startup packet,
+//! SCRAM-SHA-256 login, cancel requests, and the greeting (ParameterStatus, BackendKeyData).
+//!
+//! Everything before `ReadyForQuery` happens here; the result is a [`Login`] for `session`.
+
+mod auth;
+mod stream;
+
+use std::time::Duration;
+
+use bytes::{Buf, BytesMut};
+use pgwire::messages::startup::{
+    BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey, Startup,
+};
+use pgwire::messages::{DecodeContext, Message};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+pub use stream::{tls_acceptor, ClientStream};
+
+use crate::cancel::CancelHandle;
+use crate::config::Role;
+use crate::errors::{code, ClientError};
+use crate::scram::ScramError;
+use crate::server::ProxyState;
+use crate::wire::{self, WireError};
+
+/// A client must finish its handshake within this time.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
+/// Startup-phase messages are small; anything bigger is an attack or a bug.
+const STARTUP_MAX: usize = 64 * 1024;
+const SSL_REQUEST: i32 = 80877103;
+const GSSENC_REQUEST: i32 = 80877104;
+const CANCEL_REQUEST: i32 = 80877102;
+
+/// Who logged in.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub user: String,
+    pub org_id: String,
+    pub role: Role,
+}
+
+/// A logged-in client, greeted and ready for its first query.
+pub struct Login {
+    pub stream: ClientStream,
+    /// Bytes the client already sent after its login.
+    pub buf: BytesMut,
+    pub principal: Principal,
+    /// Run-time settings the client asked for in its startup packet (name, value).
+    pub settings: Vec<(String, String)>,
+    pub cancel: CancelHandle,
+}
+
+/// Why a handshake ended without a login.
+#[derive(Debug, thiserror::Error)]
+pub enum FrontendError {
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Wire(#[from] WireError),
+    #[error("authentication: {0}")]
+    Scram(#[from] ScramError),
+    #[error("TLS handshake: {0}")]
+    Tls(std::io::Error),
+    #[error("{}", .0.message)]
+    Client(ClientError),
+    #[error("client closed the connection")]
+    Closed,
+    #[error("handshake timed out")]
+    Timeout,
+}
+
+impl FrontendError {
+    fn client_error(&self) -> Option<ClientError> {
+        match self {
+            FrontendError::Client(e) => Some(e.clone()),
+            FrontendError::Scram(e) => Some(e.clone().into()),
+            FrontendError::Wire(e) => Some(ClientError::from(clone_wire(e))),
+            FrontendError::Timeout => Some(ClientError::fatal(
+                code::PROTOCOL_VIOLATION,
+                "handshake timed out",
+            )),
+            _ => None,
+        }
+    }
+}
+
+fn clone_wire(e: &WireError) -> WireError {
+    match e {
+        WireError::TooLarge { len, max } => WireError::TooLarge {
+            len: *len,
+            max: *max,
+        },
+        WireError::BadLength(l) => WireError::BadLength(*l),
+        WireError::Malformed(w) => WireError::Malformed(w),
+        WireError::UnexpectedType(c) => WireError::UnexpectedType(*c),
+    }
+}
+
+/// Runs the handshake. `Ok(None)` means the connection carried a cancel request or closed.
+pub async fn handshake(
+    socket: TcpStream,
+    state: &ProxyState,
+) -> Result<Option<Login>, FrontendError> {
+    let _ = socket.set_nodelay(true);
+    let mut stream = ClientStream::Plain(socket);
+    let mut buf = BytesMut::with_capacity(1024);
+    let result = tokio::time::timeout(STARTUP_TIMEOUT, negotiate(&mut stream, &mut buf, state))
+        .await
+        .unwrap_or(Err(FrontendError::Timeout));
+    match result {
+        Ok(Some((principal, settings))) => {
+            let cancel = state.cancel.register();
+            match greet(&mut stream, state, &settings, &cancel).await {
+                Ok(()) => Ok(Some(Login {
+                    stream,
+                    buf,
+                    principal,
+                    settings,
+                    cancel,
+                })),
+                Err(e) => Err(report(&mut stream, e).await),
+            }
+        }
+        Ok(None) => Ok(None),
+        Err(e) => Err(report(&mut stream, e).await),
+    }
+}
+
+async fn report(stream: &mut ClientStream, e: FrontendError) -> FrontendError {
+    if let Some(ce) = e.client_error() {
+        let mut out = BytesMut::new();
+        ClientError { fatal: true, ..ce }.write(&mut out);
+        let _ = stream.write_all(&out).await;
+        let _ = stream.shutdown().await;
+    }
+    e
+}
+
+/// Reads one tagged message, reading more bytes as needed.
+pub(crate) async fn read_frame<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, FrontendError> {
+    loop {
+        if let Some(f) = wire::split_frame(buf, STARTUP_MAX)? {
+            return Ok(f);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(FrontendError::Closed);
+        }
+    }
+}
+
+async fn read_startup_packet(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+) -> Result<BytesMut, FrontendError> {
+    loop {
+        if let Some(p) = wire::split_startup(buf, STARTUP_MAX)? {
+            return Ok(p);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(FrontendError::Closed);
+        }
+    }
+}
+
+type Negotiated = (Principal, Vec<(String, String)>);
+
+async fn negotiate(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+    state: &ProxyState,
+) -> Result<Option<Negotiated>, FrontendError> {
+    loop {
+        let packet = read_startup_packet(stream, buf).await?;
+        let code = wire::be_i32(&packet[4..]).unwrap_or(0);
+        match code {
+            SSL_REQUEST => {
+                if !buf.is_empty() {
+                    // Bytes after SSLRequest would be read in plaintext: refuse (CVE-2021-23214).
+                    return Err(WireError::Malformed("SSLRequest followed by data").into());
+                }
+                let Some(acceptor) = state.tls.as_ref().filter(|_| !stream.is_tls()) else {
+                    stream.write_all(b"N").await?;
+                    continue;
+                };
+                stream.write_all(b"S").await?;
+                let ClientStream::Plain(tcp) = std::mem::replace(stream, ClientStream::Upgrading)
+                else {
+                    return Err(WireError::Malformed("SSLRequest").into());
+                };
+                let tls = acceptor.accept(tcp).await.map_err(FrontendError::Tls)?;
+                *stream = ClientStream::Tls(Box::new(tls));
+            }
+            GSSENC_REQUEST => stream.write_all(b"N").await?,
+            CANCEL_REQUEST => {
+                let mut body = &packet[8..];
+                if body.len() < 8 {
+                    return Err(WireError::Malformed("CancelRequest").into());
+                }
+                let pid = body.get_i32();
+                let secret = SecretKey::I32(body.get_i32());
+                state.cancel.cancel(pid, &secret).await;
+                return Ok(None);
+            }
+            _ => return startup(stream, buf, packet, state).await.map(Some),
+        }
+    }
+}
+
+async fn startup(
+    stream: &mut ClientStream,
+    buf: &mut BytesMut,
+    mut packet: BytesMut,
+    state: &ProxyState,
+) -> Result<Negotiated, FrontendError> {
+    let startup = Startup::decode(&mut packet, &DecodeContext::default())
+        .ok()
+        .flatten()
+        .ok_or(WireError::Malformed("startup packet"))?;
+    let cfg = &state.config;
+    let refuse = |code, msg: String| FrontendError::Client(ClientError::fatal(code, msg));
+    let pq_options: Vec<String> = startup
+        .parameters
+        .keys()
+        .filter(|k| k.starts_with("_pq_."))
+        .cloned()
+        .collect();
+    if startup.protocol_number_minor > 0 || !pq_options.is_empty() {
+        let mut out = BytesMut::new();
+        wire::put(&mut out, &NegotiateProtocolVersion::new(0, pq_options));
+        stream.write_all(&out).await?;
+    }
+    if cfg.tls.as_ref().is_some_and(|t| t.require) && !stream.is_tls() {
+        return Err(refuse(
+            code::INVALID_AUTHORIZATION,
+            "SSL connection is required (use sslmode=require)".into(),
+        ));
+    }
+    let params = startup.parameters;
+    let user_name = params.get("user").cloned().unwrap_or_default();
+    if user_name.is_empty() {
+        return Err(refuse(
+            code::INVALID_AUTHORIZATION,
+            "no user name in startup packet".into(),
+        ));
+    }
+    if params.contains_key("replication") && params["replication"] != "false" {
+        return Err(refuse(
+            code::FEATURE_NOT_SUPPORTED,
+            "replication connections are not supported".into(),
+        ));
+    }
+    let database = params
+        .get("database")
+        .cloned()
+        .unwrap_or_else(|| user_name.clone());
+    let user = cfg.user(&user_name);
+    auth::scram(stream, buf, user, &state.decoy)
+        .await
+        .map_err(|e| match e {
+            FrontendError::Scram(_) => refuse(
+                code::INVALID_PASSWORD,
+                format!("password authentication failed for user \"{user_name}\""),
+            ),
+            other => other,
+        })?;
+    let user = user.ok_or_else(|| {
+        refuse(
+            code::INVALID_PASSWORD,
+            "password authentication failed".into(),
+        )
+    })?;
+    if database != cfg.upstream.database {
+        return Err(refuse(
+            code::UNDEFINED_DATABASE,
+            format!("database \"{database}\" does not exist"),
+        ));
+    }
+    let mut settings = Vec::new();
+    for (k, v) in params {
+        match k.as_str() {
+            "user" | "database" | "replication" => {}
+            "options" => settings
+                .extend(parse_options(&v).map_err(|m| refuse(code::FEATURE_NOT_SUPPORTED, m))?),
+            _ if k.starts_with("_pq_.") => {}
+            _ => settings.push((k, v)),
+        }
+    }
+    let principal = Principal {
+        user: user.name.clone(),
+        org_id: user.org_id.clone(),
+        role: user.role,
+    };
+    let span = tracing::Span::current();
+    span.record("user", principal.user.as_str());
+    span.record("org_id", principal.org_id.as_str());
+    span.record("role", principal.role.as_str());
+    Ok((principal, settings))
+}
+
+/// Parses the startup `options` value: only `-c name=value` / `--name=value` are understood.
+fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(w) = words.next() {
+        let kv = if w == "-c" {
+            words.next().unwrap_or_default()
+        } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
+            rest
+        } else {
+            return Err(format!(
+                "startup option `{w}` is not supported (only -c name=value)"
+            ));
+        };
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| format!("startup option `{kv}` has no value"))?;
+        out.push((k.replace('-', "_"), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Sends ParameterStatus (the server's, overridden by the client's own settings),
+/// the proxy's BackendKeyData and ReadyForQuery.
+async fn greet(
+    stream: &mut ClientStream,
+    state: &ProxyState,
+    settings: &[(String, String)],
+    cancel: &CancelHandle,
+) -> Result<(), FrontendError> {
+    let server = state.pool.server_params().await.map_err(|e| {
+        FrontendError::Client(ClientError {
+            fatal: true,
+            ..ClientError::from(&e)
+        })
+    })?;
+    let mut out = BytesMut::new();
+    for (name, value) in &server {
+        let value = settings
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map_or(value, |(_, v)| v);
+        wire::put(&mut out, &ParameterStatus::new(name.clone(), value.clone()));
+    }
+    wire::put(
+        &mut out,
+        &BackendKeyData::new(cancel.pid, SecretKey::I32(cancel.secret)),
+    );
+    wire::put_ready(&mut out, b'I');
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_options_parse_into_settings() {
+        assert_eq!(
+            parse_options("-c search_path=app -c statement-timeout=5s --work_mem=4MB").unwrap(),
+            vec![
+                ("search_path".into(), "app".into()),
+                ("statement_timeout".into(), "5s".into()),
+                ("work_mem".into(), "4MB".into())
+            ]
+        );
+        assert!(parse_options("-x").is_err());
+    }
+}

@@ -1,0 +1,361 @@
+//! Client messages: every `Query` and `Parse` goes through [`Session::route_sql`] (the seam the
+//! tenant rewriter plugs into); named statements are mapped onto per-server-connection names so
+//! they survive transaction pooling and are prepared once per server connection.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Parse, ParseComplete};
+use pgwire::messages::simplequery::Query;
+
+use super::pending::Pending;
+use super::{Session, Statement};
+use crate::config::PoolMode;
+use crate::errors::{code, ClientError};
+use crate::sql::{self, SessionEffect};
+use crate::wire;
+
+/// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
+const REFUSED_SQL: &str = "orgwall refused this statement";
+
+/// What `route_sql` decided for one SQL string.
+pub(super) struct Routed {
+    /// Replacement SQL, or `None` to send the client's text unchanged.
+    pub sql: Option<String>,
+    pub effect: Option<SessionEffect>,
+}
+
+impl Session<'_> {
+    pub(super) async fn on_client_message(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        let tag = frame[0];
+        if self.skipping && matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'H') {
+            return Ok(());
+        }
+        match tag {
+            b'Q' => self.on_query(frame).await,
+            b'P' => self.on_parse(frame).await,
+            b'B' => self.on_bind(frame).await,
+            b'D' => self.on_describe(frame).await,
+            b'E' => self.on_execute(frame).await,
+            b'C' => self.on_close(frame).await,
+            b'S' => self.on_sync(frame),
+            b'H' => {
+                if self.server.is_some() {
+                    self.to_server.extend_from_slice(&frame);
+                }
+                Ok(())
+            }
+            // COPY data goes to the server that asked for it; outside COPY PostgreSQL ignores it.
+            b'd' | b'c' | b'f' => {
+                if self.server.is_some() {
+                    self.to_server.extend_from_slice(&frame);
+                }
+                Ok(())
+            }
+            b'X' => {
+                tracing::debug!("client sent Terminate");
+                self.closing = true;
+                Ok(())
+            }
+            other => Err(wire::WireError::UnexpectedType(other as char).into()),
+        }
+    }
+
+    /// The single function every client SQL string passes through before PostgreSQL.
+    pub(super) fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
+        let summary = sql::summarize(text);
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "statement");
+        }
+        let mut effect = None;
+        for e in summary.effects {
+            if self.mode == PoolMode::Transaction {
+                if let SessionEffect::Pinned(what) = e {
+                    return Err(ClientError::error(
+                        code::FEATURE_NOT_SUPPORTED,
+                        format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
+                    ));
+                }
+                if summary.statements > 1 {
+                    return Err(ClientError::error(
+                        code::FEATURE_NOT_SUPPORTED,
+                        "session-level SET/RESET must be sent as its own statement with transaction pooling",
+                    ));
+                }
+            }
+            effect = Some(e);
+        }
+        Ok(Routed { sql: None, effect })
+    }
+
+    async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        let q: Query = wire::decode(frame.clone(), "Query")?;
+        let routed = match self.route_sql(&q.query) {
+            Ok(r) => r,
+            Err(e) => return self.refuse(e, true).await,
+        };
+        if let Err(e) = self.ensure_server().await {
+            self.push_synthetic(e.to_frame());
+            let mut rfq = BytesMut::new();
+            wire::put_ready(&mut rfq, self.status);
+            self.push_synthetic(rfq);
+            return Ok(());
+        }
+        match routed.sql {
+            None => self.to_server.extend_from_slice(&frame),
+            Some(sql) => wire::put(&mut self.to_server, &Query::new(sql)),
+        }
+        self.lease().unnamed = None;
+        self.pending.push_back(Pending::Query {
+            effect: routed.effect,
+        });
+        Ok(())
+    }
+
+    async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        let p: Parse = wire::decode(frame, "Parse")?;
+        let name = p.name.unwrap_or_default();
+        let routed = match self.route_sql(&p.query) {
+            Ok(r) => r,
+            Err(e) => return self.refuse(e, false).await,
+        };
+        if !name.is_empty() && self.statements.contains_key(&name) {
+            let e = ClientError::error(
+                code::DUPLICATE_PREPARED_STATEMENT,
+                format!("prepared statement \"{name}\" already exists"),
+            );
+            return self.refuse(e, false).await;
+        }
+        let sql = routed.sql.unwrap_or(p.query);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&sql, &p.type_oids).hash(&mut h);
+        let hash = h.finish();
+        let stmt = Arc::new(Statement {
+            server_name: format!("orgwall_{hash:016x}"),
+            sql,
+            types: p.type_oids,
+            hash,
+            effect: routed.effect,
+        });
+        if !name.is_empty() && self.server.is_none() {
+            // Outside a transaction a named Parse takes no server connection: the statement is
+            // prepared on whichever connection first runs it. Taking one here would let a client
+            // that prepares synchronously (pgbench -M prepared) wait on a pool its own other
+            // connections are holding. Cost: an invalid statement fails at Bind/Describe.
+            self.push_parse_complete();
+            self.statements.insert(name, stmt);
+            return Ok(());
+        }
+        if let Err(e) = self.ensure_server().await {
+            return self.refuse(e, false).await;
+        }
+        if name.is_empty() {
+            self.send_parse(&stmt, false, true);
+        } else if self.lease().prepared.contains(&stmt.server_name) {
+            self.push_parse_complete();
+        } else {
+            self.send_parse(&stmt, true, true);
+        }
+        self.statements.insert(name, stmt);
+        Ok(())
+    }
+
+    fn push_parse_complete(&mut self) {
+        let mut b = BytesMut::new();
+        wire::put(&mut b, &ParseComplete::new());
+        self.push_synthetic(b);
+    }
+
+    /// Sends a Parse for `stmt` under its server name (or as the unnamed statement).
+    fn send_parse(&mut self, stmt: &Statement, named: bool, forward: bool) {
+        let name = named.then(|| stmt.server_name.clone());
+        let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
+        wire::put(&mut self.to_server, &parse);
+        let conn = self.lease();
+        if named {
+            conn.prepared.insert(stmt.server_name.clone());
+        } else {
+            conn.unnamed = Some(stmt.hash);
+        }
+        self.pending.push_back(Pending::Parse {
+            server_name: name,
+            forward,
+        });
+    }
+
+    /// Looks up a client statement and makes sure the held server connection has it.
+    async fn statement_on_server(&mut self, name: &str) -> Result<Option<String>, ClientError> {
+        let Some(stmt) = self.statements.get(name).cloned() else {
+            let what = if name.is_empty() {
+                "unnamed prepared statement".to_string()
+            } else {
+                format!("prepared statement \"{name}\"")
+            };
+            return Err(ClientError::error(
+                code::INVALID_STATEMENT_NAME,
+                format!("{what} does not exist"),
+            ));
+        };
+        self.ensure_server().await?;
+        if name.is_empty() {
+            if self.lease().unnamed != Some(stmt.hash) {
+                self.send_parse(&stmt, false, false);
+            }
+            Ok(None)
+        } else {
+            if !self.lease().prepared.contains(&stmt.server_name) {
+                self.send_parse(&stmt, true, false);
+            }
+            Ok(Some(stmt.server_name.clone()))
+        }
+    }
+
+    async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        let mut b: Bind = wire::decode(frame, "Bind")?;
+        let name = b.statement_name.clone().unwrap_or_default();
+        let server_name = match self.statement_on_server(&name).await {
+            Ok(n) => n,
+            Err(e) => return self.refuse(e, false).await,
+        };
+        let effect = self.statements.get(&name).and_then(|s| s.effect.clone());
+        self.portals
+            .insert(b.portal_name.clone().unwrap_or_default(), effect);
+        b.statement_name = server_name;
+        wire::put(&mut self.to_server, &b);
+        self.pending.push_back(Pending::Bind);
+        Ok(())
+    }
+
+    async fn on_describe(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        let mut d: Describe = wire::decode(frame.clone(), "Describe")?;
+        if d.target_type == b'S' {
+            let name = d.name.clone().unwrap_or_default();
+            match self.statement_on_server(&name).await {
+                Ok(n) => d.name = n,
+                Err(e) => return self.refuse(e, false).await,
+            }
+            wire::put(&mut self.to_server, &d);
+            self.pending.push_back(Pending::DescribeStatement);
+        } else {
+            if let Err(e) = self.ensure_server().await {
+                return self.refuse(e, false).await;
+            }
+            self.to_server.extend_from_slice(&frame);
+            self.pending.push_back(Pending::DescribePortal);
+        }
+        Ok(())
+    }
+
+    async fn on_execute(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        if let Err(e) = self.ensure_server().await {
+            return self.refuse(e, false).await;
+        }
+        let portal = wire_portal_name(&frame);
+        let effect = self.portals.get(portal).cloned().flatten();
+        self.to_server.extend_from_slice(&frame);
+        self.pending.push_back(Pending::Execute { effect });
+        Ok(())
+    }
+
+    async fn on_close(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        let c: Close = wire::decode(frame.clone(), "Close")?;
+        if c.target_type == b'S' || self.server.is_none() {
+            // Statements stay prepared on the server connections for the next user; a portal
+            // cannot exist without a held server connection.
+            if c.target_type == b'S' {
+                self.statements.remove(&c.name.unwrap_or_default());
+            }
+            let mut b = BytesMut::new();
+            wire::put(&mut b, &CloseComplete::new());
+            self.push_synthetic(b);
+        } else {
+            self.portals.remove(&c.name.unwrap_or_default());
+            self.to_server.extend_from_slice(&frame);
+            self.pending.push_back(Pending::Close);
+        }
+        Ok(())
+    }
+
+    fn on_sync(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        self.skipping = false;
+        if self.server.is_some() {
+            self.to_server.extend_from_slice(&frame);
+            self.pending.push_back(Pending::Sync);
+        } else {
+            self.portals.clear();
+            let mut b = BytesMut::new();
+            wire::put_ready(&mut b, self.status);
+            self.push_synthetic(b);
+        }
+        Ok(())
+    }
+
+    /// Refuses a statement. With a server connection held, a failing statement is sent in its
+    /// place so PostgreSQL aborts the transaction (or pipeline) exactly as for a real error.
+    async fn refuse(&mut self, e: ClientError, simple: bool) -> Result<(), ClientError> {
+        tracing::info!(code = e.code, reason = %e.message, "statement refused");
+        if self.server.is_some() {
+            if simple {
+                wire::put(&mut self.to_server, &Query::new(REFUSED_SQL.into()));
+            } else {
+                wire::put(
+                    &mut self.to_server,
+                    &Parse::new(None, REFUSED_SQL.into(), vec![]),
+                );
+                self.skipping = true;
+            }
+            self.lease().unnamed = None;
+            self.pending.push_back(Pending::Refused {
+                error: e.to_frame(),
+                simple,
+            });
+        } else {
+            self.push_synthetic(e.to_frame());
+            if simple {
+                let mut b = BytesMut::new();
+                wire::put_ready(&mut b, self.status);
+                self.push_synthetic(b);
+            } else {
+                self.skipping = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes sure a server connection is held, replaying the client's settings on it.
+    pub(super) async fn ensure_server(&mut self) -> Result<(), ClientError> {
+        if self.server.is_some() {
+            return Ok(());
+        }
+        let mut lease = self.state.pool.acquire().await.map_err(|e| {
+            tracing::warn!(error = %e, "no server connection");
+            ClientError::from(&e)
+        })?;
+        self.cancel.set_target(Some(lease.conn.key.clone()));
+        let want = self.settings.fingerprint();
+        if lease.conn.settings != want {
+            wire::put(&mut self.to_server, &Query::new(self.settings.replay_sql()));
+            lease.conn.settings = want;
+            lease.conn.unnamed = None;
+            self.pending.push_back(Pending::Settings);
+        }
+        self.server = Some(lease);
+        Ok(())
+    }
+
+    fn lease(&mut self) -> &mut crate::upstream::ServerConn {
+        &mut self
+            .server
+            .as_mut()
+            .expect("callers ensure a server connection is held")
+            .conn
+    }
+}
+
+/// The portal name of a raw Execute frame.
+fn wire_portal_name(frame: &[u8]) -> &str {
+    let body = frame.get(5..).unwrap_or_default();
+    let end = body.iter().position(|&b| b == 0).unwrap_or(0);
+    std::str::from_utf8(&body[..end]).unwrap_or("")
+}

@@ -1,0 +1,434 @@
+//! One client session: the protocol loop between a logged-in client and its server connection.
+//!
+//! The loop is full duplex (reads and writes on both sides progress independently, so large
+//! pipelines and COPY cannot deadlock) with bounded buffers for backpressure. Server rows are
+//! forwarded as raw frames. In transaction pooling the server connection is held from the first
+//! message that needs it until ReadyForQuery reports idle with nothing in flight.
+
+mod client;
+mod pending;
+mod settings;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+
+use crate::cancel::CancelHandle;
+use crate::config::PoolMode;
+use crate::errors::{code, ClientError};
+use crate::frontend::{ClientStream, Login, Principal};
+use crate::server::ProxyState;
+use crate::upstream::Lease;
+use crate::wire;
+use pending::{Action, Pending};
+use settings::Settings;
+
+/// Stop reading from one side while this much is waiting to be written to the other.
+const HIGH_WATER: usize = 256 * 1024;
+
+/// A statement the client prepared, by the client's name.
+#[derive(Debug)]
+struct Statement {
+    sql: String,
+    types: Vec<u32>,
+    hash: u64,
+    /// Name on every server connection (derived from the SQL, so clients share them).
+    server_name: String,
+    effect: Option<crate::sql::SessionEffect>,
+}
+
+/// Everything one client connection owns.
+pub(crate) struct Session<'a> {
+    state: &'a ProxyState,
+    principal: Principal,
+    mode: PoolMode,
+    cread: ReadHalf<ClientStream>,
+    cwrite: WriteHalf<ClientStream>,
+    cbuf: BytesMut,
+    to_client: BytesMut,
+    to_server: BytesMut,
+    server: Option<Lease>,
+    pending: VecDeque<Pending>,
+    statements: HashMap<String, Arc<Statement>>,
+    /// Session effect of each open portal's statement (for SET through the extended protocol).
+    portals: HashMap<String, Option<crate::sql::SessionEffect>>,
+    settings: Settings,
+    /// After an error in the extended protocol: drop messages until Sync, as PostgreSQL does.
+    skipping: bool,
+    /// Transaction status from the last ReadyForQuery.
+    status: u8,
+    cancel: CancelHandle,
+    /// Set when the session must end once its output is flushed.
+    closing: bool,
+}
+
+enum Event {
+    ClientRead(std::io::Result<usize>),
+    ServerRead(std::io::Result<usize>),
+    ClientWrote(std::io::Result<usize>),
+    ServerWrote(std::io::Result<usize>),
+    Shutdown,
+    Idle,
+}
+
+/// Serves a logged-in client until it leaves, breaks the protocol, or the proxy drains.
+pub async fn run(login: Login, state: &ProxyState) {
+    let (cread, cwrite) = tokio::io::split(login.stream);
+    let mut s = Session {
+        state,
+        principal: login.principal,
+        mode: state.config.upstream.pool_mode,
+        cread,
+        cwrite,
+        cbuf: login.buf,
+        to_client: BytesMut::with_capacity(16 * 1024),
+        to_server: BytesMut::with_capacity(16 * 1024),
+        server: None,
+        pending: VecDeque::new(),
+        statements: HashMap::new(),
+        portals: HashMap::new(),
+        settings: Settings::new(login.settings),
+        skipping: false,
+        status: b'I',
+        cancel: login.cancel,
+        closing: false,
+    };
+    let reason = s.run_loop().await;
+    tracing::info!(reason, "session ended");
+    s.finish().await;
+}
+
+impl Session<'_> {
+    async fn run_loop(&mut self) -> &'static str {
+        let mut draining = false;
+        // Process whatever arrived together with the login.
+        if let Err(reason) = self.process_client().await {
+            return reason;
+        }
+        loop {
+            if self.closing && self.to_client.is_empty() {
+                return "closed by orgwall";
+            }
+            if draining && self.is_idle() {
+                self.fatal(ClientError::fatal(
+                    code::ADMIN_SHUTDOWN,
+                    "the proxy is shutting down",
+                ));
+            }
+            let idle_timeout = self
+                .state
+                .config
+                .idle_client_timeout
+                .filter(|_| self.is_idle());
+            let ev = {
+                let Session {
+                    cread,
+                    cwrite,
+                    cbuf,
+                    to_client,
+                    to_server,
+                    server,
+                    closing,
+                    ..
+                } = self;
+                let read_client = !*closing && to_server.len() < HIGH_WATER;
+                let has_server = server.is_some();
+                let read_server = has_server && to_client.len() < HIGH_WATER;
+                let (sread, swrite) = match server.as_mut() {
+                    Some(l) => {
+                        let (r, w) = l.conn.stream.split();
+                        (Some((r, &mut l.conn.rbuf)), Some(w))
+                    }
+                    None => (None, None),
+                };
+                tokio::select! {
+                    r = cread.read_buf(cbuf), if read_client => Event::ClientRead(r),
+                    r = async {
+                        match sread {
+                            Some((mut r, b)) => r.read_buf(b).await,
+                            None => std::future::pending().await,
+                        }
+                    }, if read_server => Event::ServerRead(r),
+                    r = cwrite.write(&to_client[..]), if !to_client.is_empty() => Event::ClientWrote(r),
+                    r = async {
+                        match swrite {
+                            Some(mut w) => w.write(&to_server[..]).await,
+                            None => std::future::pending().await,
+                        }
+                    }, if has_server && !to_server.is_empty() => Event::ServerWrote(r),
+                    _ = self.state.shutdown.cancelled(), if !draining => Event::Shutdown,
+                    _ = sleep_or_never(idle_timeout) => Event::Idle,
+                }
+            };
+            match ev {
+                Event::ClientRead(Ok(0)) | Event::ClientRead(Err(_)) => {
+                    return "client disconnected"
+                }
+                Event::ClientRead(Ok(_)) => {
+                    if let Err(reason) = self.process_client().await {
+                        return reason;
+                    }
+                }
+                Event::ServerRead(Ok(0)) | Event::ServerRead(Err(_)) => self.server_lost(),
+                Event::ServerRead(Ok(_)) => self.process_server(),
+                Event::ClientWrote(Ok(n)) if n > 0 => self.to_client.advance(n),
+                Event::ClientWrote(_) => return "client disconnected",
+                Event::ServerWrote(Ok(n)) if n > 0 => self.to_server.advance(n),
+                Event::ServerWrote(_) => self.server_lost(),
+                Event::Shutdown => draining = true,
+                Event::Idle => self.fatal(ClientError::fatal(
+                    code::IDLE_SESSION_TIMEOUT,
+                    "terminating connection due to idle-session timeout",
+                )),
+            }
+        }
+    }
+
+    /// No server work in flight and no transaction open.
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.status == b'I'
+            && (self.server.is_none() || self.mode == PoolMode::Session)
+    }
+
+    /// Queues a FATAL error and ends the session once it is written.
+    fn fatal(&mut self, e: ClientError) {
+        e.write(&mut self.to_client);
+        self.closing = true;
+    }
+
+    /// Splits and handles every complete client message in the buffer.
+    async fn process_client(&mut self) -> Result<(), &'static str> {
+        let max = self.state.config.max_message_bytes;
+        while !self.closing {
+            match wire::split_frame(&mut self.cbuf, max) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = self.on_client_message(frame).await {
+                        tracing::info!(error = %e.message, "closing client connection");
+                        self.fatal(e);
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::info!(error = %e, "client sent an invalid message");
+                    self.fatal(e.into());
+                }
+            }
+        }
+        if self.to_client.is_empty() && self.closing {
+            return Err("closed by orgwall");
+        }
+        Ok(())
+    }
+
+    /// Handles every complete server message in the server's buffer.
+    fn process_server(&mut self) {
+        loop {
+            let Some(lease) = self.server.as_mut() else {
+                return;
+            };
+            let frame = match wire::split_frame(&mut lease.conn.rbuf, usize::MAX >> 1) {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "PostgreSQL sent an invalid message");
+                    return self.server_lost();
+                }
+            };
+            self.on_server_message(frame);
+        }
+    }
+
+    fn on_server_message(&mut self, frame: BytesMut) {
+        match pending::classify(self.pending.front(), frame[0]) {
+            Action::Forward => self.to_client.extend_from_slice(&frame),
+            Action::Swallow => {}
+            Action::ForwardPop => {
+                self.complete_head(&frame);
+                self.to_client.extend_from_slice(&frame);
+                self.pop_head();
+            }
+            Action::SwallowPop => self.pop_head(),
+            Action::Error => self.on_server_error(frame),
+            Action::Ready { swallow } => {
+                self.status = wire::ready_status(&frame);
+                if !swallow {
+                    self.to_client.extend_from_slice(&frame);
+                }
+                self.pop_head();
+                self.maybe_release();
+            }
+            Action::Unexpected => {
+                tracing::warn!(tag = %(frame[0] as char), head = ?self.pending.front(), "unexpected server message");
+                self.to_client.extend_from_slice(&frame);
+            }
+        }
+    }
+
+    /// Applies what a successful CommandComplete confirms (tracked session settings).
+    fn complete_head(&mut self, frame: &[u8]) {
+        if frame[0] != b'C' {
+            return;
+        }
+        let effect = match self.pending.front() {
+            Some(Pending::Query { effect: Some(e) })
+            | Some(Pending::Execute { effect: Some(e) }) => e.clone(),
+            _ => return,
+        };
+        let tag = wire::command_tag(frame);
+        if tag == "SET" || tag == "RESET" {
+            self.settings.apply(&effect);
+            if let Some(l) = self.server.as_mut() {
+                l.conn.settings = settings::DIRTY;
+            }
+        }
+    }
+
+    /// Removes the head entry and emits any synthetic responses that are now due.
+    fn pop_head(&mut self) {
+        self.pending.pop_front();
+        self.emit_due();
+    }
+
+    fn emit_due(&mut self) {
+        while let Some(Pending::Synthetic(_)) = self.pending.front() {
+            if let Some(Pending::Synthetic(b)) = self.pending.pop_front() {
+                self.to_client.extend_from_slice(&b);
+            }
+        }
+    }
+
+    /// Queues a response of our own, in protocol order.
+    fn push_synthetic(&mut self, bytes: BytesMut) {
+        if self.pending.is_empty() {
+            self.to_client.extend_from_slice(&bytes);
+        } else {
+            self.pending.push_back(Pending::Synthetic(bytes));
+        }
+    }
+
+    fn on_server_error(&mut self, frame: BytesMut) {
+        match self.pending.front_mut() {
+            // Inside a simple query the error is one of its results; ReadyForQuery follows.
+            Some(Pending::Query { .. }) => self.to_client.extend_from_slice(&frame),
+            Some(Pending::Settings) => {
+                tracing::warn!(
+                    code = wire::error_code(&frame),
+                    "replaying client settings failed"
+                );
+            }
+            Some(Pending::Refused {
+                error,
+                simple: true,
+            }) => {
+                let error = std::mem::take(error);
+                self.to_client.extend_from_slice(&error);
+                self.pending[0] = Pending::Query { effect: None };
+            }
+            Some(Pending::Refused {
+                error,
+                simple: false,
+            }) => {
+                let error = std::mem::take(error);
+                self.to_client.extend_from_slice(&error);
+                self.skip_to_sync();
+            }
+            Some(_) => {
+                self.to_client.extend_from_slice(&frame);
+                self.skip_to_sync();
+            }
+            // Unsolicited (e.g. FATAL before the server closes): pass it on.
+            None => self.to_client.extend_from_slice(&frame),
+        }
+    }
+
+    /// After an extended-protocol error PostgreSQL ignores everything up to Sync: drop the
+    /// entries it will never answer, and the client's messages until its Sync arrives.
+    fn skip_to_sync(&mut self) {
+        while let Some(p) = self.pending.front() {
+            match p {
+                Pending::Sync | Pending::Query { .. } | Pending::Settings => return,
+                Pending::Parse {
+                    server_name: Some(n),
+                    ..
+                } => {
+                    if let Some(l) = self.server.as_mut() {
+                        l.conn.prepared.remove(n);
+                    }
+                }
+                _ => {}
+            }
+            self.pending.pop_front();
+        }
+        self.skipping = true;
+    }
+
+    /// In transaction pooling, returns the server connection once nothing is in flight.
+    fn maybe_release(&mut self) {
+        if self.mode == PoolMode::Transaction
+            && self.status == b'I'
+            && self.pending.is_empty()
+            && !self.skipping
+            && self.to_server.is_empty()
+        {
+            if let Some(lease) = self.server.take() {
+                self.cancel.set_target(None);
+                self.state.pool.release(lease);
+            }
+        }
+    }
+
+    /// The server connection broke: the client's transaction is gone, so is its connection.
+    fn server_lost(&mut self) {
+        self.server = None;
+        self.cancel.set_target(None);
+        self.to_server.clear();
+        if self.pending.is_empty() && self.status == b'I' && self.mode == PoolMode::Transaction {
+            tracing::info!("idle server connection closed");
+            return;
+        }
+        tracing::warn!("lost the server connection mid-transaction");
+        self.pending.clear();
+        self.fatal(ClientError::fatal(
+            code::CONNECTION_FAILURE,
+            "lost the connection to PostgreSQL; the current transaction was aborted",
+        ));
+    }
+
+    /// Flushes what is left and hands the server connection back only if it is clean.
+    async fn finish(mut self) {
+        if !self.to_client.is_empty() {
+            let _ = tokio::time::timeout(
+                std::time::Duration::from_secs(2),
+                self.cwrite.write_all(&self.to_client),
+            )
+            .await;
+        }
+        let _ = self.cwrite.shutdown().await;
+        if let Some(lease) = self.server.take() {
+            self.cancel.set_target(None);
+            if self.pending.is_empty()
+                && self.status == b'I'
+                && self.to_server.is_empty()
+                && self.mode == PoolMode::Transaction
+            {
+                self.state.pool.release(lease);
+            } else {
+                tracing::info!(
+                    server = lease.conn.id,
+                    "closing server connection left mid-transaction"
+                );
+            }
+        }
+        let _ = &self.principal;
+    }
+}
+
+async fn sleep_or_never(d: Option<std::time::Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,151 @@
+//! The queue of responses a session expects from its server connection, in protocol order,
+//! and what to do with each server message: forward it, swallow it, or complete an entry.
+//!
+//! Why a queue: Orgwall answers some messages itself (a Parse of a statement the server already
+//! has, a Close of a pooled statement, refusals) and injects others (re-preparing a statement on
+//! a different server connection, replaying settings). Those answers must reach the client in
+//! exactly the order PostgreSQL would have produced them.
+
+use bytes::BytesMut;
+
+use crate::sql::SessionEffect;
+
+/// One expected response (or group of responses).
+#[derive(Debug)]
+pub enum Pending {
+    /// A simple Query; everything up to ReadyForQuery belongs to it.
+    Query {
+        effect: Option<SessionEffect>,
+    },
+    /// A Parse; `forward = false` for one Orgwall injected (its ParseComplete is swallowed).
+    /// `server_name` is forgotten from the statement cache if the Parse fails.
+    Parse {
+        server_name: Option<String>,
+        forward: bool,
+    },
+    Bind,
+    /// Describe of a statement: ParameterDescription, then RowDescription or NoData.
+    DescribeStatement,
+    /// Describe of a portal: RowDescription or NoData.
+    DescribePortal,
+    /// Execute: rows/copy traffic until CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute {
+        effect: Option<SessionEffect>,
+    },
+    Close,
+    Sync,
+    /// Orgwall's settings replay: every response is swallowed.
+    Settings,
+    /// A deliberately failing statement standing in for a refused one, so PostgreSQL aborts the
+    /// transaction exactly as it would have; its ErrorResponse is replaced by `error`.
+    Refused {
+        error: BytesMut,
+        simple: bool,
+    },
+    /// A response Orgwall produces itself, sent when it reaches the head of the queue.
+    Synthetic(BytesMut),
+}
+
+/// What the session does with one server message.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Action {
+    Forward,
+    Swallow,
+    /// Forward, and the head entry is complete.
+    ForwardPop,
+    /// Swallow, and the head entry is complete.
+    SwallowPop,
+    /// An ErrorResponse: see `Session::on_server_error`.
+    Error,
+    /// ReadyForQuery completing the head entry; forward unless `swallow`.
+    Ready {
+        swallow: bool,
+    },
+    /// A message that fits no expectation (logged; forwarded).
+    Unexpected,
+}
+
+/// Decides what to do with a server message of type `tag`, given the head of the queue.
+pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
+    use Action::*;
+    let swallowing = matches!(head, Some(Pending::Settings));
+    match tag {
+        b'E' => return Error,
+        b'N' | b'A' | b'S' => return if swallowing { Swallow } else { Forward },
+        _ => {}
+    }
+    let Some(head) = head else { return Unexpected };
+    match (head, tag) {
+        (Pending::Settings, b'Z') => Ready { swallow: true },
+        (Pending::Settings, _) => Swallow,
+        (Pending::Query { .. } | Pending::Sync | Pending::Refused { simple: true, .. }, b'Z') => {
+            Ready { swallow: false }
+        }
+        (Pending::Query { .. }, _) => Forward,
+        (Pending::Parse { forward: true, .. }, b'1') => ForwardPop,
+        (Pending::Parse { forward: false, .. }, b'1') => SwallowPop,
+        (Pending::Bind, b'2') | (Pending::Close, b'3') => ForwardPop,
+        (Pending::DescribeStatement, b't') => Forward,
+        (Pending::DescribeStatement | Pending::DescribePortal, b'T' | b'n') => ForwardPop,
+        (Pending::Execute { .. }, b'C' | b'I' | b's') => ForwardPop,
+        (Pending::Execute { .. }, _) => Forward,
+        _ => Unexpected,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Action::*;
+
+    #[test]
+    fn server_messages_map_to_actions() {
+        let q = Pending::Query { effect: None };
+        let cases: Vec<(Option<Pending>, u8, Action)> = vec![
+            (Some(Pending::Query { effect: None }), b'D', Forward),
+            (
+                Some(Pending::Query { effect: None }),
+                b'Z',
+                Ready { swallow: false },
+            ),
+            (
+                Some(Pending::Parse {
+                    server_name: None,
+                    forward: true,
+                }),
+                b'1',
+                ForwardPop,
+            ),
+            (
+                Some(Pending::Parse {
+                    server_name: None,
+                    forward: false,
+                }),
+                b'1',
+                SwallowPop,
+            ),
+            (Some(Pending::Bind), b'2', ForwardPop),
+            (Some(Pending::DescribeStatement), b't', Forward),
+            (Some(Pending::DescribeStatement), b'n', ForwardPop),
+            (Some(Pending::DescribePortal), b'T', ForwardPop),
+            (Some(Pending::Execute { effect: None }), b'D', Forward),
+            (Some(Pending::Execute { effect: None }), b'G', Forward),
+            (Some(Pending::Execute { effect: None }), b's', ForwardPop),
+            (Some(Pending::Settings), b'S', Swallow),
+            (Some(Pending::Settings), b'Z', Ready { swallow: true }),
+            (Some(Pending::Sync), b'N', Forward),
+            (Some(Pending::Bind), b'E', Error),
+            (Some(Pending::Bind), b'Z', Unexpected),
+            (None, b'D', Unexpected),
+        ];
+        drop(q);
+        for (head, tag, want) in cases {
+            assert_eq!(
+                classify(head.as_ref(), tag),
+                want,
+                "{head:?} {}",
+                tag as char
+            );
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Client settings that must follow the client across pooled server connections: those from its
+//! startup packet and its session-level `SET`s. They are replayed on a server connection (after
+//! `RESET ALL`) whenever that connection last served different settings.
+
+use std::hash::{Hash, Hasher};
+
+use crate::sql::SessionEffect;
+
+/// The settings one client expects every server connection to have.
+#[derive(Debug, Default)]
+pub struct Settings {
+    /// From the startup packet, applied with `set_config` (raw values, as libpq sends them).
+    startup: Vec<(String, String)>,
+    /// Session-level `SET name TO value`, replayed as written.
+    session: Vec<(String, String)>,
+    fingerprint: u64,
+}
+
+/// Marks a server connection whose settings are no longer known.
+pub const DIRTY: u64 = u64::MAX;
+
+impl Settings {
+    pub fn new(startup: Vec<(String, String)>) -> Settings {
+        let mut s = Settings {
+            startup,
+            ..Settings::default()
+        };
+        s.refresh();
+        s
+    }
+
+    /// A fingerprint of the settings; 0 when there are none (server defaults).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn refresh(&mut self) {
+        self.fingerprint = if self.startup.is_empty() && self.session.is_empty() {
+            0
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.startup.hash(&mut h);
+            self.session.hash(&mut h);
+            h.finish().clamp(1, DIRTY - 1)
+        };
+    }
+
+    /// Records a session effect that PostgreSQL has just confirmed.
+    pub fn apply(&mut self, effect: &SessionEffect) {
+        match effect {
+            SessionEffect::Set { name, value } => {
+                self.session.retain(|(n, _)| n != name);
+                self.session.push((name.clone(), value.clone()));
+            }
+            SessionEffect::Reset { name } => self.session.retain(|(n, _)| n != name),
+            SessionEffect::ResetAll => self.session.clear(),
+            SessionEffect::Pinned(_) => {}
+        }
+        self.refresh();
+    }
+
+    /// The SQL that brings a server connection to these settings.
+    pub fn replay_sql(&self) -> String {
+        let mut sql = String::from("RESET ALL;");
+        for (k, v) in &self.startup {
+            sql.push_str(&format!(
+                "SELECT pg_catalog.set_config({}, {}, false);",
+                literal(k),
+                literal(v)
+            ));
+        }
+        for (k, v) in &self.session {
+            sql.push_str(&format!("SET {k} TO {v};"));
+        }
+        sql
+    }
+}
+
+fn literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replay_sql_resets_then_applies_startup_and_session_settings() {
+        let mut s = Settings::new(vec![("application_name".into(), "it's".into())]);
+        let f0 = s.fingerprint();
+        assert_ne!(f0, 0);
+        s.apply(&SessionEffect::Set {
+            name: "statement_timeout".into(),
+            value: "'5s'".into(),
+        });
+        s.apply(&SessionEffect::Set {
+            name: "statement_timeout".into(),
+            value: "'6s'".into(),
+        });
+        assert_eq!(
+            s.replay_sql(),
+            "RESET ALL;SELECT pg_catalog.set_config('application_name', 'it''s', false);SET statement_timeout TO '6s';"
+        );
+        s.apply(&SessionEffect::ResetAll);
+        assert_eq!(s.fingerprint(), f0);
+        assert_eq!(Settings::new(vec![]).fingerprint(), 0);
+    }
+}

@@ -1,0 +1,215 @@
+//! One connection to PostgreSQL: connect, authenticate (trust, cleartext, md5, SCRAM-SHA-256)
+//! and the per-connection state the session relies on (statement cache, applied settings).
+
+use std::collections::HashSet;
+
+use bytes::{Bytes, BytesMut};
+use pgwire::messages::startup::{
+    Authentication, BackendKeyData, ParameterStatus, Password, PasswordMessageFamily,
+    SASLInitialResponse, SASLResponse, SecretKey, Startup,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::UpstreamError;
+use crate::config::UpstreamConfig;
+use crate::scram::{self, ClientExchange};
+use crate::wire;
+
+/// The largest message PostgreSQL sends during startup that we accept.
+const STARTUP_MAX: usize = 1 << 20;
+
+/// How to reach the backend that runs this connection, for cancel requests.
+#[derive(Debug, Clone)]
+pub struct BackendKey {
+    pub host: String,
+    pub port: u16,
+    pub pid: i32,
+    pub secret: SecretKey,
+}
+
+/// An authenticated connection to PostgreSQL.
+#[derive(Debug)]
+pub struct ServerConn {
+    pub id: u64,
+    pub stream: TcpStream,
+    /// Bytes read from the server and not yet processed.
+    pub rbuf: BytesMut,
+    pub key: BackendKey,
+    /// ParameterStatus values PostgreSQL reported at startup.
+    pub startup_params: Vec<(String, String)>,
+    /// Server-side names of the statements prepared on this connection.
+    pub prepared: HashSet<String>,
+    /// Hash of the SQL and types of the unnamed statement, when this proxy parsed it.
+    pub unnamed: Option<u64>,
+    /// Fingerprint of the client settings applied on this connection (0 = server defaults).
+    pub settings: u64,
+}
+
+impl ServerConn {
+    /// Connects and authenticates, bounded by the configured connect timeout.
+    pub async fn connect(cfg: &UpstreamConfig, id: u64) -> Result<ServerConn, UpstreamError> {
+        tokio::time::timeout(cfg.connect_timeout, Self::connect_inner(cfg, id))
+            .await
+            .map_err(|_| UpstreamError::ConnectTimeout(cfg.connect_timeout))?
+    }
+
+    async fn connect_inner(cfg: &UpstreamConfig, id: u64) -> Result<ServerConn, UpstreamError> {
+        let stream = TcpStream::connect((cfg.host.as_str(), cfg.port))
+            .await
+            .map_err(UpstreamError::Connect)?;
+        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+        let mut conn = ServerConn {
+            id,
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            key: BackendKey {
+                host: cfg.host.clone(),
+                port: cfg.port,
+                pid: 0,
+                secret: SecretKey::I32(0),
+            },
+            startup_params: Vec::new(),
+            prepared: HashSet::new(),
+            unnamed: None,
+            settings: 0,
+        };
+        let mut startup = Startup::new();
+        startup.parameters.insert("user".into(), cfg.user.clone());
+        startup
+            .parameters
+            .insert("database".into(), cfg.database.clone());
+        startup
+            .parameters
+            .insert("application_name".into(), "orgwall".into());
+        let mut out = BytesMut::new();
+        wire::put(&mut out, &startup);
+        conn.send(&out).await?;
+        conn.authenticate(cfg).await?;
+        conn.finish_startup().await?;
+        Ok(conn)
+    }
+
+    async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+        self.stream
+            .write_all(bytes)
+            .await
+            .map_err(UpstreamError::Io)
+    }
+
+    /// Reads one whole message during startup.
+    async fn read_frame(&mut self) -> Result<BytesMut, UpstreamError> {
+        loop {
+            if let Some(f) = wire::split_frame(&mut self.rbuf, STARTUP_MAX)? {
+                if f[0] == b'E' {
+                    return Err(UpstreamError::rejected(&f));
+                }
+                return Ok(f);
+            }
+            if self
+                .stream
+                .read_buf(&mut self.rbuf)
+                .await
+                .map_err(UpstreamError::Io)?
+                == 0
+            {
+                return Err(UpstreamError::Closed);
+            }
+        }
+    }
+
+    async fn send_password(&mut self, msg: PasswordMessageFamily) -> Result<(), UpstreamError> {
+        let mut out = BytesMut::new();
+        wire::put(&mut out, &msg);
+        self.send(&out).await
+    }
+
+    async fn authenticate(&mut self, cfg: &UpstreamConfig) -> Result<(), UpstreamError> {
+        let password = || cfg.password.clone().ok_or(UpstreamError::PasswordRequired);
+        loop {
+            let f = self.read_frame().await?;
+            let auth: Authentication = wire::decode(f, "Authentication")?;
+            match auth {
+                Authentication::Ok => return Ok(()),
+                Authentication::CleartextPassword => {
+                    let pw = Password::new(password()?);
+                    self.send_password(PasswordMessageFamily::Password(pw))
+                        .await?;
+                }
+                Authentication::MD5Password(salt) => {
+                    let salt: [u8; 4] = salt.try_into().map_err(|_| UpstreamError::Protocol)?;
+                    let pw = scram::md5_password(&cfg.user, &password()?, &salt);
+                    self.send_password(PasswordMessageFamily::Password(Password::new(pw)))
+                        .await?;
+                }
+                Authentication::SASL(mechs) if mechs.iter().any(|m| m == "SCRAM-SHA-256") => {
+                    self.scram(&password()?).await?;
+                    return self.expect_auth_ok().await;
+                }
+                other => return Err(UpstreamError::UnsupportedAuth(format!("{other:?}"))),
+            }
+        }
+    }
+
+    async fn scram(&mut self, password: &str) -> Result<(), UpstreamError> {
+        let (mut ex, first) = ClientExchange::start(password);
+        let init = SASLInitialResponse::new(
+            "SCRAM-SHA-256".into(),
+            Some(Bytes::from(first.into_bytes())),
+        );
+        self.send_password(PasswordMessageFamily::SASLInitialResponse(init))
+            .await?;
+        let server_first = match wire::decode(self.read_frame().await?, "SASLContinue")? {
+            Authentication::SASLContinue(d) => d,
+            _ => return Err(UpstreamError::Protocol),
+        };
+        let fin = ex
+            .respond(&String::from_utf8_lossy(&server_first))
+            .map_err(UpstreamError::Scram)?;
+        let resp = SASLResponse::new(Bytes::from(fin.into_bytes()));
+        self.send_password(PasswordMessageFamily::SASLResponse(resp))
+            .await?;
+        match wire::decode(self.read_frame().await?, "SASLFinal")? {
+            Authentication::SASLFinal(d) => ex
+                .finish(&String::from_utf8_lossy(&d))
+                .map_err(UpstreamError::Scram),
+            _ => Err(UpstreamError::Protocol),
+        }
+    }
+
+    async fn expect_auth_ok(&mut self) -> Result<(), UpstreamError> {
+        match wire::decode(self.read_frame().await?, "AuthenticationOk")? {
+            Authentication::Ok => Ok(()),
+            _ => Err(UpstreamError::Protocol),
+        }
+    }
+
+    async fn finish_startup(&mut self) -> Result<(), UpstreamError> {
+        loop {
+            let f = self.read_frame().await?;
+            match f[0] {
+                b'S' => {
+                    let p: ParameterStatus = wire::decode(f, "ParameterStatus")?;
+                    self.startup_params.push((p.name, p.value));
+                }
+                b'K' => {
+                    let k: BackendKeyData = wire::decode(f, "BackendKeyData")?;
+                    self.key.pid = k.pid;
+                    self.key.secret = k.secret_key;
+                }
+                b'Z' => return Ok(()),
+                _ => {} // NoticeResponse and the like
+            }
+        }
+    }
+
+    /// True when the idle connection has nothing to say: an idle backend that sent bytes (or
+    /// closed) was terminated or restarted, and must not be handed to a client.
+    pub fn looks_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        match self.stream.try_read(&mut probe) {
+            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            Ok(_) => false,
+        }
+    }
+}
