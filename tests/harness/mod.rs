@@ -1,1 +1,36 @@
+//! Shared end-to-end harness: a real throw-away PostgreSQL per test binary, a fresh database per
+//! test, an in-process Orgwall proxy per test, and helpers for the clients that talk to it
+//! (tokio-postgres, `psql`, `pgbench`, and a raw wire-protocol socket for malformed input).
+//!
+//! Nothing here is mocked: every test talks to PostgreSQL through the real proxy over TCP.
 
+pub mod clients;
+pub mod pg;
+pub mod proxy;
+pub mod raw;
+pub mod tls;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use clients::{connect, expect_db_error, sqlstate, CliOutput};
+pub use pg::{dedicated_postgres, shared_postgres, DedicatedPostgres, TestDb};
+pub use proxy::{ProxyOptions, TestProxy, ADMIN, TENANT};
+
+/// Runs a test body, panicking if it has not finished after `secs` seconds.
+///
+/// This is a guard against a hung proxy stalling the whole suite, not a performance assertion:
+/// the bounds are generous multiples of what the work needs.
+pub async fn bounded<T>(secs: u64, body: impl Future<Output = T>) -> T {
+    match tokio::time::timeout(Duration::from_secs(secs), body).await {
+        Ok(v) => v,
+        Err(_) => panic!("test body did not finish within {secs}s: the proxy probably hung"),
+    }
+}
+
+/// Starts a database and a proxy in front of it: the common first two lines of a test.
+pub async fn db_and_proxy(label: &str, opts: ProxyOptions) -> (TestDb, TestProxy) {
+    let db = TestDb::create(label).await;
+    let proxy = TestProxy::start(&db, opts).await;
+    (db, proxy)
+}

@@ -1,0 +1,188 @@
+//! Client helpers: tokio-postgres connections, SQLSTATE assertions, and `psql` / `pgbench`
+//! subprocesses pointed at a test proxy (password via `PGPASSWORD`, `-X`, host 127.0.0.1).
+
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use tokio::io::AsyncWriteExt;
+use tokio_postgres::{Client, NoTls};
+
+use crate::proxy::{Login, TestProxy};
+
+/// Connects with tokio-postgres (no TLS) and drives the connection on a background task.
+pub async fn connect(conn_str: &str) -> Client {
+    match try_connect(conn_str).await {
+        Ok(c) => c,
+        Err(e) => panic!("connect failed ({conn_str}): {}", describe(&e)),
+    }
+}
+
+/// Like [`connect`] but returns the error instead of panicking.
+pub async fn try_connect(conn_str: &str) -> Result<Client, tokio_postgres::Error> {
+    let fut = tokio_postgres::connect(conn_str, NoTls);
+    let (client, connection) = match tokio::time::timeout(Duration::from_secs(30), fut).await {
+        Ok(r) => r?,
+        Err(_) => panic!("connecting ({conn_str}) did not complete within 30s"),
+    };
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// Asserts a connection attempt was refused and returns the error.
+pub fn expect_refused(
+    r: Result<Client, tokio_postgres::Error>,
+    what: &str,
+) -> tokio_postgres::Error {
+    match r {
+        Ok(_) => panic!("{what}: the login was accepted"),
+        Err(e) => e,
+    }
+}
+
+/// The SQLSTATE of a database error, if the error carries one.
+pub fn sqlstate(e: &tokio_postgres::Error) -> Option<String> {
+    e.code().map(|c| c.code().to_string())
+}
+
+/// A one-line description of an error including SQLSTATE and server message, for assertions.
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => format!("{e} ({e:?})"),
+    }
+}
+
+/// Asserts `r` failed with SQLSTATE `code`; returns the server's message.
+pub fn expect_db_error<T: std::fmt::Debug>(
+    r: Result<T, tokio_postgres::Error>,
+    code: &str,
+    what: &str,
+) -> String {
+    match r {
+        Ok(v) => panic!("{what}: expected SQLSTATE {code}, but it succeeded with {v:?}"),
+        Err(e) => {
+            assert_eq!(
+                sqlstate(&e).as_deref(),
+                Some(code),
+                "{what}: wrong error: {}",
+                describe(&e)
+            );
+            e.as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default()
+        }
+    }
+}
+
+/// What a subprocess printed and how it exited.
+#[derive(Debug)]
+pub struct CliOutput {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl CliOutput {
+    /// Panics with the full output unless the process exited with status 0.
+    pub fn assert_success(&self, what: &str) -> &Self {
+        assert!(
+            self.status.success(),
+            "{what} failed ({}):\n--- stdout\n{}\n--- stderr\n{}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+}
+
+/// Panics with the package to install when a client binary is missing; never skips.
+fn require_binary(name: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "`{name}` not found on PATH: the end-to-end tests need the PostgreSQL client tools. \
+         Install them with `apt-get install -y postgresql` (Debian/Ubuntu)."
+    );
+}
+
+async fn run(
+    program: &str,
+    args: &[String],
+    password: &str,
+    stdin: Option<&str>,
+    limit_secs: u64,
+) -> CliOutput {
+    require_binary(program);
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.args(args)
+        .env("PGPASSWORD", password)
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env_remove("PGSERVICE")
+        .env_remove("PGSSLMODE")
+        .env_remove("PGOPTIONS")
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {program}: {e}"));
+    if let Some(input) = stdin {
+        let mut pipe = child.stdin.take().expect("piped stdin");
+        pipe.write_all(input.as_bytes())
+            .await
+            .expect("write to subprocess stdin");
+        drop(pipe);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(limit_secs), child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within {limit_secs}s"))
+        .unwrap_or_else(|e| panic!("wait for {program}: {e}"));
+    CliOutput {
+        status: out.status,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Runs `psql -X` against the proxy as `login` with the given `sslmode` and extra arguments;
+/// `stdin` (if any) is fed as the script.
+pub async fn psql(
+    proxy: &TestProxy,
+    login: Login,
+    sslmode: &str,
+    extra: &[&str],
+    stdin: Option<&str>,
+) -> CliOutput {
+    let conninfo = format!(
+        "host=127.0.0.1 port={} user={} dbname={} sslmode={sslmode}",
+        proxy.port, login.name, proxy.dbname
+    );
+    let mut args = vec!["-X".to_string(), "-d".to_string(), conninfo];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    run("psql", &args, login.password, stdin, 120).await
+}
+
+/// Runs `pgbench` against the proxy as `login` (plaintext) with the given arguments.
+pub async fn pgbench(proxy: &TestProxy, login: Login, extra: &[&str]) -> CliOutput {
+    let mut args = vec![
+        "-h".to_string(),
+        "127.0.0.1".to_string(),
+        "-p".to_string(),
+        proxy.port.to_string(),
+        "-U".to_string(),
+        login.name.to_string(),
+    ];
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args.push(proxy.dbname.clone());
+    run("pgbench", &args, login.password, None, 600).await
+}

@@ -1,0 +1,194 @@
+//! An in-process Orgwall in front of one test database: config written as TOML, loaded through
+//! `Config::from_toml`, served by `orgwall::server::run` on an ephemeral port, shut down on drop.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::pg::TestDb;
+use crate::tls::TestCert;
+
+/// A configured login: name, password, org and role as written in `[[users]]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Login {
+    pub name: &'static str,
+    pub password: &'static str,
+    pub org_id: &'static str,
+    pub role: &'static str,
+}
+
+/// The operator login every test proxy has: statements pass through unrewritten.
+pub const ADMIN: Login = Login {
+    name: "ops_admin",
+    password: "admin-pw",
+    org_id: "org_ops",
+    role: "admin",
+};
+
+/// A tenant login every test proxy has (org `org_a`).
+pub const TENANT: Login = Login {
+    name: "acme",
+    password: "acme-pw",
+    org_id: "org_a",
+    role: "tenant",
+};
+
+/// What varies between test proxies; `Default` is transaction pooling with 4 connections.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    pub pool_size: usize,
+    /// `"transaction"` or `"session"`.
+    pub pool_mode: &'static str,
+    /// Serve TLS with this certificate; `require` refuses plaintext clients.
+    pub tls: Option<(TestCert, bool)>,
+    pub max_message_bytes: Option<usize>,
+    pub checkout_timeout_secs: u64,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            pool_size: 4,
+            pool_mode: "transaction",
+            tls: None,
+            max_message_bytes: None,
+            checkout_timeout_secs: 20,
+        }
+    }
+}
+
+impl ProxyOptions {
+    pub fn pool(pool_size: usize, pool_mode: &'static str) -> Self {
+        ProxyOptions {
+            pool_size,
+            pool_mode,
+            ..Default::default()
+        }
+    }
+}
+
+/// A running proxy; dropping it triggers shutdown and removes its config folder.
+pub struct TestProxy {
+    pub port: u16,
+    /// The database clients ask for (the same one the proxy's upstream URL names).
+    pub dbname: String,
+    dir: PathBuf,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<std::io::Result<()>>>,
+}
+
+static PROXY_SEQ: AtomicUsize = AtomicUsize::new(0);
+
+impl TestProxy {
+    /// Writes a config for `db`, loads it with the proxy's own loader and starts serving.
+    pub async fn start(db: &TestDb, opts: ProxyOptions) -> TestProxy {
+        let dir = std::env::temp_dir().join(format!(
+            "orgwall-e2e-{}-proxy{}",
+            std::process::id(),
+            PROXY_SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create proxy temp dir");
+        let toml = config_toml(&db.upstream_url(), &opts, &dir);
+        let cfg = orgwall::config::Config::from_toml(
+            &toml,
+            &dir,
+            &orgwall::config::EnvOverrides::default(),
+        )
+        .unwrap_or_else(|e| panic!("proxy config rejected: {e}\n---\n{toml}"));
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind proxy listener");
+        let port = listener.local_addr().expect("listener address").port();
+        let (tx, rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = rx.await;
+        };
+        let task = tokio::spawn(orgwall::server::run(listener, Arc::new(cfg), shutdown));
+        TestProxy {
+            port,
+            dbname: db.name.clone(),
+            dir,
+            shutdown: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// A libpq/tokio-postgres key=value connection string for `login` (plaintext).
+    pub fn conn_str(&self, login: Login) -> String {
+        self.conn_str_with(login.name, login.password, "disable")
+    }
+
+    /// A connection string with an explicit user, password and `sslmode`.
+    pub fn conn_str_with(&self, user: &str, password: &str, sslmode: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname={} \
+             sslmode={sslmode} connect_timeout=10 application_name=orgwall-e2e",
+            self.port, self.dbname
+        )
+    }
+
+    /// Triggers shutdown and waits (bounded) for `server::run` to return.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().expect("proxy task present until shutdown");
+        match tokio::time::timeout(std::time::Duration::from_secs(60), task).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(join)) => panic!("proxy task panicked: {join}"),
+            Err(_) => panic!("proxy did not finish shutting down within 60s"),
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
+    // `listen` is required by the format but unused: the test binds the listener itself.
+    let mut t = String::from("listen = \"127.0.0.1:0\"\nshutdown_timeout_secs = 5\n");
+    if let Some(max) = opts.max_message_bytes {
+        t += &format!("max_message_bytes = {max}\n");
+    }
+    t += &format!(
+        "[upstream]\n\
+         url = \"{upstream_url}\"\n\
+         pool_size = {}\n\
+         pool_mode = \"{}\"\n\
+         connect_timeout_secs = 10\n\
+         checkout_timeout_secs = {}\n",
+        opts.pool_size, opts.pool_mode, opts.checkout_timeout_secs
+    );
+    if let Some((cert, require)) = &opts.tls {
+        cert.write_to(dir);
+        t += &format!(
+            "[tls]\ncert = \"{}\"\nkey = \"{}\"\nrequire = {require}\n",
+            TestCert::CERT_FILE,
+            TestCert::KEY_FILE
+        );
+    }
+    for u in [ADMIN, TENANT] {
+        t += &format!(
+            "[[users]]\nname = \"{}\"\npassword = \"{}\"\norg_id = \"{}\"\nrole = \"{}\"\n",
+            u.name, u.password, u.org_id, u.role
+        );
+    }
+    t
+}

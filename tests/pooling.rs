@@ -1,0 +1,254 @@
+//! Session state versus pooling: in transaction mode, state that cannot survive pooling
+//! (LISTEN, session advisory locks, temp tables) is refused with `0A000`, and session `SET`s
+//! follow their client across pooled server connections without leaking to other clients;
+//! in session mode LISTEN/NOTIFY works.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use orgwall_e2e::clients::describe;
+use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
+use tokio_postgres::{AsyncMessage, NoTls};
+
+async fn show(c: &tokio_postgres::Client, what: &str) -> String {
+    c.query_one(&format!("SHOW {what}"), &[])
+        .await
+        .unwrap_or_else(|e| panic!("SHOW {what}: {}", describe(&e)))
+        .get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooling_refuses_listen_with_0a000() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("listen_tx", ProxyOptions::pool(2, "transaction")).await;
+        let c = connect(&proxy.conn_str(ADMIN)).await;
+        expect_db_error(
+            c.simple_query("LISTEN foo").await,
+            "0A000",
+            "LISTEN (simple)",
+        );
+        expect_db_error(
+            c.query("LISTEN foo", &[]).await,
+            "0A000",
+            "LISTEN (extended)",
+        );
+        let v: i32 = c
+            .query_one("SELECT 1", &[])
+            .await
+            .expect("after refusal")
+            .get(0);
+        assert_eq!(v, 1);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooling_refuses_session_advisory_locks_with_0a000() {
+    bounded(120, async {
+        let (db, proxy) = db_and_proxy("advisory_tx", ProxyOptions::pool(2, "transaction")).await;
+        let c = connect(&proxy.conn_str(ADMIN)).await;
+        expect_db_error(
+            c.simple_query("SELECT pg_advisory_lock(1)").await,
+            "0A000",
+            "pg_advisory_lock (simple)",
+        );
+        expect_db_error(
+            c.query("SELECT pg_advisory_lock($1::int8)", &[&1i64]).await,
+            "0A000",
+            "pg_advisory_lock (extended)",
+        );
+        // Nothing was actually locked upstream.
+        let direct = connect(&db.direct_conn_str()).await;
+        let locks: i64 = direct
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'",
+                &[],
+            )
+            .await
+            .expect("pg_locks")
+            .get(0);
+        assert_eq!(
+            locks, 0,
+            "a refused advisory lock must not be held by a pooled connection"
+        );
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transaction_pooling_refuses_temp_tables_with_0a000() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("temp_tx", ProxyOptions::pool(2, "transaction")).await;
+        let c = connect(&proxy.conn_str(ADMIN)).await;
+        expect_db_error(
+            c.simple_query("CREATE TEMP TABLE t (x int)").await,
+            "0A000",
+            "CREATE TEMP TABLE",
+        );
+        expect_db_error(
+            c.simple_query("CREATE TEMPORARY TABLE t2 AS SELECT 1 AS x")
+                .await,
+            "0A000",
+            "CREATE TEMPORARY TABLE AS",
+        );
+        // Ordinary tables are fine.
+        c.batch_execute("CREATE TABLE t (x int)")
+            .await
+            .expect("regular table");
+    })
+    .await;
+}
+
+/// Pool of one, two clients interleaving: A's session `SET` must be in force for every later
+/// statement of A (in and out of explicit transactions, both protocols) and never visible to B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_set_follows_its_client_across_a_shared_pooled_connection() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("session_set", ProxyOptions::pool(1, "transaction")).await;
+        let a = connect(&proxy.conn_str(ADMIN)).await;
+        let b = connect(&proxy.conn_str(ADMIN)).await;
+        let default = show(&b, "statement_timeout").await;
+        assert_eq!(default, "0");
+
+        a.batch_execute("SET statement_timeout = '1234ms'")
+            .await
+            .expect("SET");
+        for round in 0..3 {
+            assert_eq!(show(&b, "statement_timeout").await, "0", "B, round {round}");
+            assert_eq!(
+                show(&a, "statement_timeout").await,
+                "1234ms",
+                "A, round {round}"
+            );
+            let msgs = a
+                .simple_query("SHOW statement_timeout")
+                .await
+                .expect("simple SHOW");
+            let got: Vec<&str> = msgs
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(got, vec!["1234ms"], "A simple protocol, round {round}");
+            b.batch_execute("BEGIN; SELECT 1; COMMIT")
+                .await
+                .expect("B transaction");
+        }
+        // Inside A's explicit transaction too, while B waits for the single connection.
+        let mut a = a;
+        let tx = a.transaction().await.expect("begin");
+        let b_task = tokio::spawn(async move {
+            let v = show(&b, "statement_timeout").await;
+            (b, v)
+        });
+        let in_tx: String = tx
+            .query_one("SHOW statement_timeout", &[])
+            .await
+            .expect("SHOW")
+            .get(0);
+        assert_eq!(in_tx, "1234ms");
+        tx.commit().await.expect("commit");
+        let (b, b_saw) = b_task.await.expect("B task");
+        assert_eq!(b_saw, "0");
+
+        // The setting is really in force for A: a longer statement is cancelled by it.
+        let e = expect_db_error(
+            a.query_one("SELECT pg_sleep(3)", &[]).await,
+            "57014",
+            "A's statement_timeout",
+        );
+        assert!(e.contains("statement timeout"), "{e}");
+        b.query_one("SELECT pg_sleep(1.5)", &[])
+            .await
+            .expect("B has no timeout");
+
+        // SET LOCAL lasts for the transaction only; RESET restores the default.
+        a.batch_execute("BEGIN; SET LOCAL statement_timeout = '777ms'; COMMIT")
+            .await
+            .expect("SET LOCAL");
+        assert_eq!(show(&a, "statement_timeout").await, "1234ms");
+        a.batch_execute("RESET statement_timeout")
+            .await
+            .expect("RESET");
+        assert_eq!(show(&a, "statement_timeout").await, "0");
+        assert_eq!(show(&b, "statement_timeout").await, "0");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pooling_allows_listen_and_delivers_notifications() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("listen_session", ProxyOptions::pool(3, "session")).await;
+        let (listener, mut connection) = tokio_postgres::connect(&proxy.conn_str(ADMIN), NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("connect: {}", describe(&e)));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            while let Some(Ok(m)) = messages.next().await {
+                if let AsyncMessage::Notification(n) = m {
+                    let _ = tx.send((n.channel().to_string(), n.payload().to_string()));
+                }
+            }
+        });
+        listener
+            .batch_execute("LISTEN foo")
+            .await
+            .expect("LISTEN in session mode");
+
+        let notifier = connect(&proxy.conn_str(ADMIN)).await;
+        notifier
+            .batch_execute("NOTIFY foo, 'hello from notifier'")
+            .await
+            .expect("NOTIFY");
+        let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("notification delivered to the idle listener (10s guard)")
+            .expect("notification channel open");
+        assert_eq!(got, ("foo".to_string(), "hello from notifier".to_string()));
+
+        // UNLISTEN works and the listener connection stays usable.
+        listener
+            .batch_execute("UNLISTEN foo")
+            .await
+            .expect("UNLISTEN");
+        let v: i32 = listener
+            .query_one("SELECT 9", &[])
+            .await
+            .expect("query")
+            .get(0);
+        assert_eq!(v, 9);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pooling_keeps_temp_tables_and_session_state() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("session_temp", ProxyOptions::pool(2, "session")).await;
+        let c = connect(&proxy.conn_str(ADMIN)).await;
+        c.batch_execute("CREATE TEMP TABLE tt (x int); INSERT INTO tt VALUES (1), (2)")
+            .await
+            .expect("temp table in session mode");
+        c.batch_execute("SET application_name = 'session-mode'")
+            .await
+            .expect("SET");
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM tt", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 2);
+        assert_eq!(show(&c, "application_name").await, "session-mode");
+        let locked: bool = c
+            .query_one("SELECT pg_try_advisory_lock(42)", &[])
+            .await
+            .expect("advisory lock in session mode")
+            .get(0);
+        assert!(locked);
+    })
+    .await;
+}
