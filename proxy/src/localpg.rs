@@ -115,14 +115,16 @@ impl LocalPostgres {
     pub fn start(opts: LocalPgOptions) -> Result<LocalPostgres, LocalPgError> {
         let bins = find_bins()?;
         let run_as = run_as()?;
-        for (k, _) in &opts.extra_conf {
-            if k.is_empty()
-                || !k
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
-            {
-                return Err(LocalPgError::BadSetting(k.clone()));
-            }
+        let valid = |k: &str| {
+            k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        };
+        if let Some((k, _)) = opts
+            .extra_conf
+            .iter()
+            .find(|(k, _)| k.is_empty() || !valid(k))
+        {
+            return Err(LocalPgError::BadSetting(k.clone()));
         }
         let data_dir = std::path::absolute(&opts.data_dir).map_err(io_err("bad data dir"))?;
         std::fs::create_dir_all(&data_dir)
@@ -172,45 +174,13 @@ impl LocalPostgres {
     /// Runs `sql` through `psql -X -q -v ON_ERROR_STOP=1 -At` over TCP as the superuser and
     /// returns its standard output without the final newline (rows `|`-separated, no headers).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, LocalPgError> {
-        let port = self.port.to_string();
-        let mut cmd = Command::new(&self.bins.psql);
-        cmd.args([
-            "-X",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-At",
-            "-h",
-            "127.0.0.1",
-            "-p",
-        ])
-        .args([
-            port.as_str(),
-            "-U",
-            self.superuser.as_str(),
-            "-d",
-            db,
-            "-f",
-            "-",
-        ])
-        .env("PGPASSWORD", &self.password)
-        .env("PGCONNECT_TIMEOUT", "10")
-        .env("PGSSLMODE", "disable")
-        .env_remove("PGOPTIONS")
-        .env_remove("PGSERVICE");
-        let out = run_with_input(cmd, sql.as_bytes())?;
-        if !out.status.success() {
-            let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-            return Err(LocalPgError::Psql {
-                db: db.into(),
-                stderr,
-            });
+        let mut cmd = self.psql_cmd("127.0.0.1".as_ref(), db);
+        cmd.arg("-At").env("PGPASSWORD", &self.password);
+        let mut out = psql_output(cmd, db, sql)?;
+        if out.ends_with('\n') {
+            out.pop();
         }
-        let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
-        if s.ends_with('\n') {
-            s.pop();
-        }
-        Ok(s)
+        Ok(out)
     }
 
     /// Creates database `name` unless it exists.
@@ -313,18 +283,10 @@ impl LocalPostgres {
         cmd.arg("-D")
             .arg(&self.data_dir)
             .arg(format!("--pwfile={}", pwfile.display()));
-        cmd.args([
-            "-U",
-            "postgres",
-            "--auth-host=scram-sha-256",
-            "--auth-local=trust",
-        ]);
-        cmd.args([
-            "--encoding=UTF8",
-            "--locale=C",
-            "--no-instructions",
-            "--no-sync",
-        ]);
+        let flags =
+            "-U postgres --auth-host=scram-sha-256 --auth-local=trust --encoding=UTF8 --locale=C";
+        cmd.args(flags.split(' '))
+            .args(["--no-instructions", "--no-sync"]);
         let res = run(cmd);
         let _ = std::fs::remove_file(&pwfile);
         res.map(drop)
@@ -380,32 +342,35 @@ impl LocalPostgres {
     /// An existing cluster whose password differs from the requested one: local (socket)
     /// connections are `trust`, so set it there.
     fn reset_password_over_socket(&self) -> Result<(), LocalPgError> {
-        let pw = self.password.replace('\'', "''");
+        let sql = format!(
+            "ALTER ROLE postgres PASSWORD '{}'",
+            self.password.replace('\'', "''")
+        );
+        psql_output(
+            self.psql_cmd(self.data_dir.as_os_str(), "postgres"),
+            "postgres",
+            &sql,
+        )
+        .map(drop)
+    }
+
+    /// `psql` as the superuser on `host` (an address or a socket directory), reading stdin.
+    fn psql_cmd(&self, host: &std::ffi::OsStr, db: &str) -> Command {
         let mut cmd = Command::new(&self.bins.psql);
-        cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.data_dir);
+        cmd.args("-X -q -v ON_ERROR_STOP=1 -f - -h".split(' '))
+            .arg(host);
         cmd.args([
             "-p",
             &self.port.to_string(),
             "-U",
-            "postgres",
+            &self.superuser,
             "-d",
-            "postgres",
-            "-f",
-            "-",
+            db,
         ]);
-        let out = run_with_input(
-            cmd,
-            format!("ALTER ROLE postgres PASSWORD '{pw}'").as_bytes(),
-        )?;
-        if out.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        Err(LocalPgError::Psql {
-            db: "postgres".into(),
-            stderr,
-        })
+        cmd.env("PGCONNECT_TIMEOUT", "10")
+            .env("PGSSLMODE", "disable");
+        cmd.env_remove("PGOPTIONS").env_remove("PGSERVICE");
+        cmd
     }
 
     fn write_conf(&self) -> Result<(), LocalPgError> {
@@ -579,21 +544,28 @@ fn run(mut cmd: Command) -> Result<String, LocalPgError> {
     })
 }
 
-/// Runs `cmd`, feeding `input` on stdin from a thread so large outputs cannot deadlock.
-fn run_with_input(mut cmd: Command, input: &[u8]) -> Result<std::process::Output, LocalPgError> {
+/// Runs psql with `sql` on stdin (written from a thread, so large outputs cannot deadlock);
+/// returns stdout, or stderr as the error.
+fn psql_output(mut cmd: Command, db: &str, sql: &str) -> Result<String, LocalPgError> {
     let what = format!("cannot run {:?}", cmd.get_program());
     cmd.stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(io_err(what.clone()))?;
     let mut stdin = child.stdin.take().expect("piped stdin");
-    let input = input.to_vec();
-    let writer = std::thread::spawn(move || {
-        let _ = stdin.write_all(&input); // psql may exit early on error; that is reported below
-    });
+    let input = sql.as_bytes().to_vec();
+    // psql may exit early on an error; that is reported from its exit status.
+    let writer = std::thread::spawn(move || drop(stdin.write_all(&input)));
     let out = child.wait_with_output().map_err(io_err(what))?;
     let _ = writer.join();
-    Ok(out)
+    if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        return Err(LocalPgError::Psql {
+            db: db.into(),
+            stderr,
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters.
@@ -635,7 +607,7 @@ fn find_bins() -> Result<Bins, LocalPgError> {
             .flatten()
             .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
             .collect();
-        versioned.sort_by(|a, b| b.0.cmp(&a.0));
+        versioned.sort_by_key(|v| std::cmp::Reverse(v.0));
         dirs.extend(versioned.into_iter().map(|(_, d)| d));
         let server = dirs
             .iter()
