@@ -124,8 +124,9 @@ fn banner(addr: SocketAddr, pg: &LocalPostgres) -> String {
         b += &format!("  psql {:<52} # {role}, {org}\n", format!("\"{url}\""));
     }
     b += &format!(
-        "\nTry `SELECT item_number, description FROM items;` as acme and as globex: same item\n\
-         numbers, different rows. PostgreSQL itself (superuser, bypasses Orgwall):\n\
+        "\nAcme and Globex both have items W-100 and W-200, location Main/A-01 and count CNT-0001:\n\
+         compare `SELECT item_number, description FROM items;` as each. PostgreSQL itself\n\
+         (superuser, not through Orgwall):\n\
          \n  psql \"{}\"\n\nData and logs: {}. Press Ctrl-C to stop.\n",
         pg.url(DEMO_DB),
         pg.data_dir.parent().unwrap_or(&pg.data_dir).display()
