@@ -74,10 +74,15 @@ impl PgServer {
             .unwrap_or_else(|e| panic!("direct psql on {db} failed: {e}\n{sql}"))
     }
 
-    /// Restarts the server in place (same port, same data).
+    /// Restarts the server in place (same port, same data); also starts a stopped one.
     pub fn restart(&self) {
         self.with(|pg| pg.restart())
             .unwrap_or_else(|e| panic!("restarting the test PostgreSQL failed: {e}"));
+    }
+
+    /// Stops the server, keeping its data; [`restart`](Self::restart) brings it back.
+    pub fn stop(&self) {
+        self.with(|pg| pg.stop());
     }
 
     /// Stops the server and removes its folder; idempotent.

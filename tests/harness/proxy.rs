@@ -46,6 +46,7 @@ pub struct ProxyOptions {
     /// Serve TLS with this certificate; `require` refuses plaintext clients.
     pub tls: Option<(TestCert, bool)>,
     pub max_message_bytes: Option<usize>,
+    pub max_client_connections: Option<usize>,
     pub checkout_timeout_secs: u64,
 }
 
@@ -56,6 +57,7 @@ impl Default for ProxyOptions {
             pool_mode: "transaction",
             tls: None,
             max_message_bytes: None,
+            max_client_connections: None,
             checkout_timeout_secs: 20,
         }
     }
@@ -131,17 +133,32 @@ impl TestProxy {
         )
     }
 
-    /// Triggers shutdown and waits (bounded) for `server::run` to return.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
+    /// Resolves the shutdown future passed to `server::run` (as SIGTERM would in `main`).
+    pub fn trigger_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
-        let task = self.task.take().expect("proxy task present until shutdown");
-        match tokio::time::timeout(std::time::Duration::from_secs(60), task).await {
+    }
+
+    /// Whether `server::run` has returned.
+    pub fn is_stopped(&self) -> bool {
+        self.task.as_ref().is_none_or(|t| t.is_finished())
+    }
+
+    /// Waits up to `secs` for `server::run` to return and yields its result.
+    pub async fn wait_stopped(&mut self, secs: u64) -> std::io::Result<()> {
+        let task = self.task.take().expect("proxy task not yet awaited");
+        match tokio::time::timeout(std::time::Duration::from_secs(secs), task).await {
             Ok(Ok(r)) => r,
             Ok(Err(join)) => panic!("proxy task panicked: {join}"),
-            Err(_) => panic!("proxy did not finish shutting down within 60s"),
+            Err(_) => panic!("proxy did not finish shutting down within {secs}s"),
         }
+    }
+
+    /// Triggers shutdown and waits (bounded) for `server::run` to return.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        self.trigger_shutdown();
+        self.wait_stopped(60).await
     }
 
     pub fn dir(&self) -> &Path {
@@ -166,6 +183,9 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
     let mut t = String::from("listen = \"127.0.0.1:0\"\nshutdown_timeout_secs = 5\n");
     if let Some(max) = opts.max_message_bytes {
         t += &format!("max_message_bytes = {max}\n");
+    }
+    if let Some(max) = opts.max_client_connections {
+        t += &format!("max_client_connections = {max}\n");
     }
     t += &format!(
         "[upstream]\n\
