@@ -206,7 +206,10 @@ impl Config {
         let mut users = Vec::with_capacity(raw.users.len());
         for u in raw.users {
             if !seen.insert(u.name.clone()) {
-                return Err(invalid("users.name", format!("user `{}` listed twice", u.name)));
+                return Err(invalid(
+                    "users.name",
+                    format!("user `{}` listed twice", u.name),
+                ));
             }
             let org_id = u
                 .org_id
@@ -214,13 +217,15 @@ impl Config {
                 .ok_or_else(|| {
                     invalid(
                         "users.org_id",
-                        format!("user `{}` has no org_id and DEFAULT_ORG_ID is unset", u.name),
+                        format!(
+                            "user `{}` has no org_id and DEFAULT_ORG_ID is unset",
+                            u.name
+                        ),
                     )
                 })?;
             let verifier = if u.password.starts_with("SCRAM-SHA-256$") {
-                Verifier::parse(&u.password).map_err(|why| {
-                    invalid("users.password", format!("user `{}`: {why}", u.name))
-                })?
+                Verifier::parse(&u.password)
+                    .map_err(|why| invalid("users.password", format!("user `{}`: {why}", u.name)))?
             } else {
                 scram::Verifier::from_password(&u.password)
             };
@@ -268,11 +273,20 @@ fn parse_upstream(url: &str, raw: &RawUpstream) -> Result<UpstreamConfig, Config
     };
     let u = url::Url::parse(url).map_err(|e| bad(format!("not a URL ({e})")))?;
     if u.scheme() != "postgres" && u.scheme() != "postgresql" {
-        return Err(bad(format!("scheme must be postgres://, got `{}`", u.scheme())));
+        return Err(bad(format!(
+            "scheme must be postgres://, got `{}`",
+            u.scheme()
+        )));
     }
     let decode = |s: &str| {
         url::form_urlencoded::parse(s.as_bytes())
-            .map(|(k, v)| if v.is_empty() { k } else { format!("{k}={v}").into() })
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    k
+                } else {
+                    format!("{k}={v}").into()
+                }
+            })
             .collect::<String>()
     };
     let host = u
@@ -360,9 +374,15 @@ org_id = "org_a"
             (MIN.replace("postgres://", "mysql://"), "upstream.url"),
             (MIN.replace("/app\"", "\""), "upstream.url"),
             (MIN.replace("org_id = \"org_a\"", ""), "users.org_id"),
-            (format!("{MIN}\n[tls]\ncert = \"/nonexistent.crt\"\nkey = \"k\""), "tls.cert"),
+            (
+                format!("{MIN}\n[tls]\ncert = \"/nonexistent.crt\"\nkey = \"k\""),
+                "tls.cert",
+            ),
             (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
-            (MIN.replace("role", "role").replace("org_id = \"org_a\"", "org_id = \"a\"\nrole = \"root\""), "root"),
+            (
+                MIN.replace("org_id = \"org_a\"", "org_id = \"a\"\nrole = \"root\""),
+                "root",
+            ),
         ];
         for (text, needle) in cases {
             let err = load(&text, &env).unwrap_err().to_string();

@@ -10,6 +10,7 @@ mod pending;
 mod settings;
 
 use std::collections::{HashMap, VecDeque};
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
@@ -117,6 +118,7 @@ impl Session<'_> {
                     "the proxy is shutting down",
                 ));
             }
+            self.try_flush();
             let idle_timeout = self
                 .state
                 .config
@@ -186,6 +188,27 @@ impl Session<'_> {
         }
     }
 
+    /// Writes what can be written without waiting, saving a trip through `select!` for the
+    /// common case where the socket has room. Errors are left for the awaited write to report.
+    fn try_flush(&mut self) {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if let Some(lease) = self.server.as_mut() {
+            while !self.to_server.is_empty() {
+                match lease.conn.stream.try_write(&self.to_server) {
+                    Ok(n) if n > 0 => self.to_server.advance(n),
+                    _ => break,
+                }
+            }
+        }
+        while !self.to_client.is_empty() {
+            let fut = self.cwrite.write(&self.to_client);
+            match std::pin::pin!(fut).poll(&mut cx) {
+                std::task::Poll::Ready(Ok(n)) if n > 0 => self.to_client.advance(n),
+                _ => break,
+            }
+        }
+    }
+
     /// No server work in flight and no transaction open.
     fn is_idle(&self) -> bool {
         self.pending.is_empty()
@@ -242,11 +265,13 @@ impl Session<'_> {
     }
 
     fn on_server_message(&mut self, frame: BytesMut) {
+        if frame[0] == b'C' {
+            self.complete_head(&frame);
+        }
         match pending::classify(self.pending.front(), frame[0]) {
             Action::Forward => self.to_client.extend_from_slice(&frame),
             Action::Swallow => {}
             Action::ForwardPop => {
-                self.complete_head(&frame);
                 self.to_client.extend_from_slice(&frame);
                 self.pop_head();
             }
