@@ -1,0 +1,138 @@
+//! End-to-end throughput: `pgbench -S` against PostgreSQL directly and through Orgwall, in the
+//! same run, for each query mode; prints tps and the proxy/direct ratio.
+//!
+//! Run: `cargo run --release -p orgwall-benches --bin pgbench_ratio -- [--clients 16]
+//! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]`.
+//! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
+//! reported figure per mode is the median of the rounds. The proxy runs in this process on its
+//! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
+
+use std::process::Command;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use orgwall::config::{Config, EnvOverrides};
+use orgwall::localpg::{LocalPgOptions, LocalPostgres};
+
+struct Args {
+    clients: u32,
+    seconds: u32,
+    modes: Vec<String>,
+    scale: u32,
+    pool: u32,
+    rounds: usize,
+}
+
+fn parse_args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        clients: 16,
+        seconds: 10,
+        modes: vec!["simple".into(), "extended".into(), "prepared".into()],
+        scale: 10,
+        pool: 16,
+        rounds: 3,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let val = it.next().with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--clients" => a.clients = val.parse()?,
+            "--seconds" => a.seconds = val.parse()?,
+            "--modes" => a.modes = val.split(',').map(str::to_string).collect(),
+            "--scale" => a.scale = val.parse()?,
+            "--pool" => a.pool = val.parse()?,
+            "--rounds" => a.rounds = val.parse()?,
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    Ok(a)
+}
+
+fn pgbench(args: &[String], password: &str) -> anyhow::Result<String> {
+    let out = Command::new("pgbench")
+        .args(args)
+        .env("PGPASSWORD", password)
+        .output()
+        .context("running pgbench (Debian: apt-get install -y postgresql)")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        bail!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(text.into_owned())
+}
+
+fn tps(output: &str) -> anyhow::Result<f64> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("tps = "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no tps in pgbench output: {output}"))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = parse_args()?;
+    let dir = std::env::temp_dir().join(format!("orgwall-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let pg = LocalPostgres::start(LocalPgOptions {
+        data_dir: dir.join("pgdata"),
+        port: None,
+        superuser_password: "bench-pw".into(),
+        extra_conf: vec![("max_connections".into(), "300".into())],
+    })?;
+    pg.create_database("bench")?;
+    let host = |port: u16| vec!["-h".to_string(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+    let mut init = host(pg.port);
+    init.extend(["-U", "postgres", "-i", "-q", "-s"].map(String::from));
+    init.extend([args.scale.to_string(), "bench".into()]);
+    pgbench(&init, "bench-pw").context("pgbench -i")?;
+
+    let toml = format!(
+        "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\n\
+         [[users]]\nname = \"bench\"\npassword = \"bench-pw\"\norg_id = \"bench\"\nrole = \"admin\"\n",
+        pg.url("bench"),
+        args.pool
+    );
+    let config = Config::from_toml(&toml, &dir, &EnvOverrides::default())?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+    let proxy_port = listener.local_addr()?.port();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(orgwall::server::run(listener, Arc::new(config), async move {
+        let _ = stop_rx.await;
+    }));
+
+    println!(
+        "pgbench -S, {} clients, -j 2, {} s per run, scale {}, pool {}, {} rounds (median)",
+        args.clients, args.seconds, args.scale, args.pool, args.rounds
+    );
+    println!("{:<10} {:>12} {:>12} {:>8}", "mode", "direct tps", "orgwall tps", "ratio");
+    for mode in &args.modes {
+        let run = |port: u16, user: &str, pw: &str| {
+            let mut a = host(port);
+            a.extend(["-U", user, "-S", "-n", "-j", "2", "-M", mode].map(String::from));
+            a.extend(["-c".into(), args.clients.to_string(), "-T".into(), args.seconds.to_string(), "bench".into()]);
+            tps(&pgbench(&a, pw)?)
+        };
+        let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+        for _ in 0..args.rounds {
+            direct.push(run(pg.port, "postgres", "bench-pw")?);
+            proxied.push(run(proxy_port, "bench", "bench-pw")?);
+        }
+        let (d, p) = (median(direct), median(proxied));
+        println!("{mode:<10} {d:>12.0} {p:>12.0} {:>8.3}", p / d);
+    }
+    let _ = stop_tx.send(());
+    let _ = rt.block_on(server);
+    drop(pg);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
