@@ -85,7 +85,10 @@ pub fn error_fields(severity: &str, code: &str, message: &str) -> Vec<(u8, Strin
 
 /// Appends an ErrorResponse.
 pub fn put_error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
-    put(out, &ErrorResponse::new(error_fields(severity, code, message)));
+    put(
+        out,
+        &ErrorResponse::new(error_fields(severity, code, message)),
+    );
 }
 
 /// Appends ReadyForQuery with the given status byte (`I`, `T` or `E`).
@@ -153,9 +156,15 @@ mod tests {
         assert_eq!(&f[..], b"Q\0\0\0\x09SELE\0");
         assert_eq!(&buf[..], b"extra");
         let mut huge = BytesMut::from(&b"Q\x7f\xff\xff\xff"[..]);
-        assert!(matches!(split_frame(&mut huge, 1 << 20), Err(WireError::TooLarge { .. })));
+        assert!(matches!(
+            split_frame(&mut huge, 1 << 20),
+            Err(WireError::TooLarge { .. })
+        ));
         let mut neg = BytesMut::from(&b"Q\xff\xff\xff\xff"[..]);
-        assert!(matches!(split_frame(&mut neg, 1 << 20), Err(WireError::BadLength(-1))));
+        assert!(matches!(
+            split_frame(&mut neg, 1 << 20),
+            Err(WireError::BadLength(-1))
+        ));
     }
 
     #[test]
