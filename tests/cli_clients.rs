@@ -208,3 +208,43 @@ async fn pgbench_extended_protocol_8_clients_through_pool_of_4_has_no_failures()
 async fn pgbench_prepared_statements_8_clients_through_pool_of_4_has_no_failures() {
     pgbench_through_pool("prepared").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_sees_notices_and_startup_parameter_status() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("psql_notice", ProxyOptions::default()).await;
+        let script = "\
+DO $$ BEGIN RAISE NOTICE 'hello from plpgsql'; END $$;
+\\echo version=:SERVER_VERSION_NAME
+SHOW server_version;
+";
+        let out = psql(
+            &proxy,
+            ADMIN,
+            "disable",
+            &["-v", "ON_ERROR_STOP=1", "-A", "-t", "-f", "-"],
+            Some(script),
+        )
+        .await;
+        out.assert_success("psql notice script");
+        assert!(
+            out.stderr.contains("NOTICE:  hello from plpgsql"),
+            "NoticeResponse not passed through: {out:?}"
+        );
+        // psql takes SERVER_VERSION_NAME from the startup ParameterStatus messages.
+        let lines: Vec<&str> = out.stdout.lines().collect();
+        let reported = lines
+            .iter()
+            .find_map(|l| l.strip_prefix("version="))
+            .expect("echo line");
+        assert!(
+            !reported.is_empty(),
+            "server_version ParameterStatus missing: {out:?}"
+        );
+        assert!(
+            lines.contains(&reported),
+            "ParameterStatus server_version {reported:?} differs from SHOW server_version: {out:?}"
+        );
+    })
+    .await;
+}

@@ -227,3 +227,36 @@ async fn upstream_outage_gives_clean_errors_then_recovers() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_client_timeout_closes_idle_clients_but_not_busy_ones() {
+    bounded(120, async {
+        let opts = ProxyOptions {
+            idle_client_timeout_secs: Some(1),
+            ..Default::default()
+        };
+        let (_db, proxy) = db_and_proxy("idle_timeout", opts).await;
+        let idle = connect(&proxy.conn_str(ADMIN)).await;
+        let busy = connect(&proxy.conn_str(ADMIN)).await;
+        idle.simple_query("SELECT 1")
+            .await
+            .expect("idle client first query");
+        // The busy client never pauses for long; the idle one sits well past the timeout.
+        for i in 0..16i32 {
+            let v: i32 = busy
+                .query_one("SELECT $1::int4", &[&i])
+                .await
+                .unwrap_or_else(|e| {
+                    panic!("busy client closed by the idle timeout: {}", describe(&e))
+                })
+                .get(0);
+            assert_eq!(v, i);
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        assert!(
+            idle.simple_query("SELECT 1").await.is_err(),
+            "a client idle for 4s survived idle_client_timeout_secs = 1"
+        );
+    })
+    .await;
+}

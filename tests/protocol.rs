@@ -485,3 +485,104 @@ async fn errors_then_recovery_on_the_same_connection() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_fetch_in_batches_inside_a_transaction() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("portals", ProxyOptions::pool(1, "transaction")).await;
+        let mut c = connect(&proxy.conn_str(ADMIN)).await;
+        // A second client shares the single server connection between our transactions.
+        let other = connect(&proxy.conn_str(ADMIN)).await;
+        for round in 0..2 {
+            let tx = c.transaction().await.expect("begin");
+            let stmt = tx
+                .prepare("SELECT g FROM generate_series(1, $1::int4) AS g")
+                .await
+                .expect("prepare");
+            let portal = tx.bind(&stmt, &[&25i32]).await.expect("bind portal");
+            let mut seen = Vec::new();
+            loop {
+                // Execute with a row limit: PortalSuspended between batches.
+                let batch = tx.query_portal(&portal, 10).await.expect("fetch batch");
+                if batch.is_empty() {
+                    break;
+                }
+                seen.extend(batch.iter().map(|r| r.get::<_, i32>(0)));
+            }
+            assert_eq!(seen, (1..=25).collect::<Vec<_>>(), "round {round}");
+            tx.commit().await.expect("commit");
+            let v: i32 = other
+                .query_one("SELECT 99", &[])
+                .await
+                .expect("other")
+                .get(0);
+            assert_eq!(v, 99);
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_without_sync_gets_answers_before_sync() {
+    use bytes::BytesMut;
+    use orgwall_e2e::raw::RawConn;
+    use postgres_protocol::message::frontend;
+
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("flush", ProxyOptions::pool(1, "transaction")).await;
+        let mut raw = RawConn::connect(proxy.port).await;
+        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
+            .await
+            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        // Parse + Describe + Flush: ParseComplete, ParameterDescription, RowDescription must
+        // arrive without a Sync (drivers such as asyncpg and JDBC rely on this).
+        let mut out = BytesMut::new();
+        frontend::parse("", "SELECT $1::int4 + 1 AS n", [23u32], &mut out).expect("parse");
+        frontend::describe(b'S', "", &mut out).expect("describe");
+        frontend::flush(&mut out);
+        raw.send(&out).await.expect("send");
+        let tags: Vec<u8> = [
+            raw.expect_msg(10, "ParseComplete after Flush").await.tag,
+            raw.expect_msg(10, "ParameterDescription after Flush")
+                .await
+                .tag,
+            raw.expect_msg(10, "RowDescription after Flush").await.tag,
+        ]
+        .to_vec();
+        assert_eq!(tags, b"1tT".to_vec());
+
+        let mut out = BytesMut::new();
+        frontend::bind(
+            "",
+            "",
+            [0i16],
+            [41i32],
+            |v, buf| {
+                buf.extend_from_slice(v.to_string().as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            },
+            [0i16],
+            &mut out,
+        )
+        .map_err(|_| "bind encode")
+        .expect("bind");
+        frontend::execute("", 0, &mut out).expect("execute");
+        frontend::sync(&mut out);
+        raw.send(&out).await.expect("send");
+        let mut msgs = Vec::new();
+        loop {
+            let m = raw.expect_msg(10, "Bind/Execute/Sync").await;
+            let done = m.tag == b'Z';
+            msgs.push(m);
+            if done {
+                break;
+            }
+        }
+        let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
+        assert_eq!(tags, b"2DCZ".to_vec());
+        let data = &msgs[1].body;
+        // DataRow: 1 column, length 2, "42".
+        assert_eq!(&data[..], &[0, 1, 0, 0, 0, 2, b'4', b'2']);
+    })
+    .await;
+}

@@ -328,3 +328,34 @@ async fn upstream_restart_mid_test_recovers_for_new_connections() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_over_max_message_bytes_closes_only_that_connection() {
+    bounded(120, async {
+        let opts = ProxyOptions {
+            max_message_bytes: Some(4096),
+            ..Default::default()
+        };
+        let (_db, proxy) = db_and_proxy("max_msg", opts).await;
+        let neighbour = connect(&proxy.conn_str(ADMIN)).await;
+        // A query just under the limit is fine.
+        let small = format!("SELECT '{}'::text", "x".repeat(3000));
+        neighbour
+            .simple_query(&small)
+            .await
+            .expect("query under the limit");
+
+        let mut raw = RawConn::connect(proxy.port).await;
+        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
+            .await
+            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut q = bytes::BytesMut::new();
+        let big = format!("SELECT '{}'::text", "y".repeat(10_000));
+        postgres_protocol::message::frontend::query(&big, &mut q).expect("encode");
+        // The proxy may close as soon as it has read the length, so a failed write is fine.
+        let _ = raw.send(&q).await;
+        assert_closed_with_at_most_an_error(&mut raw, "message over max_message_bytes").await;
+        assert_neighbour_works(&neighbour, &proxy).await;
+    })
+    .await;
+}

@@ -3,6 +3,8 @@
 //! (tokio-postgres, `psql`, `pgbench`, and a raw wire-protocol socket for malformed input).
 //!
 //! Nothing here is mocked: every test talks to PostgreSQL through the real proxy over TCP.
+//! Run with `cargo test -p orgwall-e2e -- --test-threads=2`; the PostgreSQL server and client
+//! binaries must be installed (`apt-get install -y postgresql`), or the tests fail saying so.
 
 pub mod clients;
 pub mod pg;

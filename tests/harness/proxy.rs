@@ -47,6 +47,7 @@ pub struct ProxyOptions {
     pub tls: Option<(TestCert, bool)>,
     pub max_message_bytes: Option<usize>,
     pub max_client_connections: Option<usize>,
+    pub idle_client_timeout_secs: Option<u64>,
     pub checkout_timeout_secs: u64,
 }
 
@@ -58,6 +59,7 @@ impl Default for ProxyOptions {
             tls: None,
             max_message_bytes: None,
             max_client_connections: None,
+            idle_client_timeout_secs: None,
             checkout_timeout_secs: 20,
         }
     }
@@ -186,6 +188,9 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
     }
     if let Some(max) = opts.max_client_connections {
         t += &format!("max_client_connections = {max}\n");
+    }
+    if let Some(secs) = opts.idle_client_timeout_secs {
+        t += &format!("idle_client_timeout_secs = {secs}\n");
     }
     t += &format!(
         "[upstream]\n\
