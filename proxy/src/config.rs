@@ -100,6 +100,18 @@ struct RawUpstream {
     pool_mode: Option<PoolMode>,
     connect_timeout_secs: Option<u64>,
     checkout_timeout_secs: Option<u64>,
+    sslmode: Option<SslMode>,
+    sslrootcert: Option<PathBuf>,
+}
+
+/// TLS towards PostgreSQL, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +144,9 @@ pub struct UpstreamConfig {
     pub pool_mode: PoolMode,
     pub connect_timeout: Duration,
     pub checkout_timeout: Duration,
+    pub sslmode: SslMode,
+    /// PEM CA bundle for `verify-full`.
+    pub ssl_root_cert: Option<Vec<u8>>,
 }
 
 /// The TLS certificate chain and key, already read from disk.
@@ -193,7 +208,7 @@ impl Config {
             .clone()
             .or(raw.upstream.url.clone())
             .ok_or_else(|| invalid("upstream.url", "missing (and DATABASE_URL unset)".into()))?;
-        let upstream = parse_upstream(&url, &raw.upstream)?;
+        let upstream = parse_upstream(&url, &raw.upstream, base)?;
         let tls = match raw.tls {
             None => None,
             Some(t) => Some(TlsConfig {
@@ -266,7 +281,11 @@ fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     })
 }
 
-fn parse_upstream(url: &str, raw: &RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+fn parse_upstream(
+    url: &str,
+    raw: &RawUpstream,
+    base: &Path,
+) -> Result<UpstreamConfig, ConfigError> {
     let bad = |why: String| ConfigError::Invalid {
         key: "upstream.url".into(),
         why,
@@ -310,7 +329,36 @@ fn parse_upstream(url: &str, raw: &RawUpstream) -> Result<UpstreamConfig, Config
             why: "must be at least 1".into(),
         });
     }
+    let mut sslmode = raw.sslmode.unwrap_or(SslMode::Disable);
+    let mut rootcert = raw.sslrootcert.as_ref().map(|p| base.join(p));
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "sslmode" => {
+                sslmode = match v.as_ref() {
+                    "disable" | "allow" => SslMode::Disable,
+                    "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" | "verify-full" => SslMode::VerifyFull,
+                    other => return Err(bad(format!("unknown sslmode `{other}`"))),
+                }
+            }
+            "sslrootcert" => rootcert = Some(PathBuf::from(v.as_ref())),
+            other => return Err(bad(format!("unsupported URL parameter `{other}`"))),
+        }
+    }
+    let ssl_root_cert = match (&rootcert, sslmode) {
+        (Some(p), _) => Some(read_file("upstream.sslrootcert", p)?),
+        (None, SslMode::VerifyFull) => {
+            return Err(ConfigError::Invalid {
+                key: "upstream.sslrootcert".into(),
+                why: "sslmode verify-full needs a CA certificate file".into(),
+            })
+        }
+        (None, _) => None,
+    };
     Ok(UpstreamConfig {
+        sslmode,
+        ssl_root_cert,
         host,
         port: u.port().unwrap_or(5432),
         user,

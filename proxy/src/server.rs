@@ -43,7 +43,9 @@ impl ProxyState {
             None => None,
         };
         Ok(ProxyState {
-            pool: Pool::new(config.upstream.clone()),
+            pool: Pool::new(config.upstream.clone()).map_err(|e| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
+            })?,
             cancel: Arc::default(),
             tls,
             decoy: Verifier::from_password(&crate::scram::nonce()),

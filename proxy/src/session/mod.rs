@@ -6,15 +6,15 @@
 //! message that needs it until ReadyForQuery reports idle with nothing in flight.
 
 mod client;
+mod duplex;
 mod pending;
 mod settings;
 
 use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::AsyncWriteExt;
 
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
@@ -23,6 +23,7 @@ use crate::frontend::{ClientStream, Login, Principal};
 use crate::server::ProxyState;
 use crate::upstream::Lease;
 use crate::wire;
+use duplex::Io;
 use pending::{Action, Pending};
 use settings::Settings;
 
@@ -45,8 +46,7 @@ pub(crate) struct Session<'a> {
     state: &'a ProxyState,
     principal: Principal,
     mode: PoolMode,
-    cread: ReadHalf<ClientStream>,
-    cwrite: WriteHalf<ClientStream>,
+    client: ClientStream,
     cbuf: BytesMut,
     to_client: BytesMut,
     to_server: BytesMut,
@@ -76,13 +76,11 @@ enum Event {
 
 /// Serves a logged-in client until it leaves, breaks the protocol, or the proxy drains.
 pub async fn run(login: Login, state: &ProxyState) {
-    let (cread, cwrite) = tokio::io::split(login.stream);
     let mut s = Session {
         state,
         principal: login.principal,
         mode: state.config.upstream.pool_mode,
-        cread,
-        cwrite,
+        client: login.stream,
         cbuf: login.buf,
         to_client: BytesMut::with_capacity(16 * 1024),
         to_server: BytesMut::with_capacity(16 * 1024),
@@ -126,8 +124,7 @@ impl Session<'_> {
                 .filter(|_| self.is_idle());
             let ev = {
                 let Session {
-                    cread,
-                    cwrite,
+                    client,
                     cbuf,
                     to_client,
                     to_server,
@@ -136,30 +133,27 @@ impl Session<'_> {
                     ..
                 } = self;
                 let read_client = !*closing && to_server.len() < HIGH_WATER;
+                let read_server = to_client.len() < HIGH_WATER;
                 let has_server = server.is_some();
-                let read_server = has_server && to_client.len() < HIGH_WATER;
-                let (sread, swrite) = match server.as_mut() {
-                    Some(l) => {
-                        let (r, w) = l.conn.stream.split();
-                        (Some((r, &mut l.conn.rbuf)), Some(w))
-                    }
-                    None => (None, None),
-                };
                 tokio::select! {
-                    r = cread.read_buf(cbuf), if read_client => Event::ClientRead(r),
-                    r = async {
-                        match sread {
-                            Some((mut r, b)) => r.read_buf(b).await,
-                            None => std::future::pending().await,
-                        }
-                    }, if read_server => Event::ServerRead(r),
-                    r = cwrite.write(&to_client[..]), if !to_client.is_empty() => Event::ClientWrote(r),
-                    r = async {
-                        match swrite {
-                            Some(mut w) => w.write(&to_server[..]).await,
-                            None => std::future::pending().await,
-                        }
-                    }, if has_server && !to_server.is_empty() => Event::ServerWrote(r),
+                    io = std::future::poll_fn(|cx| {
+                        duplex::poll_duplex(cx, client, read_client.then_some(&mut *cbuf), to_client)
+                    }) => match io {
+                        Io::Read(r) => Event::ClientRead(r),
+                        Io::Wrote(r) => Event::ClientWrote(r),
+                    },
+                    io = std::future::poll_fn(|cx| match server.as_mut() {
+                        Some(l) => duplex::poll_duplex(
+                            cx,
+                            &mut l.conn.stream,
+                            read_server.then_some(&mut l.conn.rbuf),
+                            to_server,
+                        ),
+                        None => std::task::Poll::Pending,
+                    }), if has_server => match io {
+                        Io::Read(r) => Event::ServerRead(r),
+                        Io::Wrote(r) => Event::ServerWrote(r),
+                    },
                     _ = self.state.shutdown.cancelled(), if !draining => Event::Shutdown,
                     _ = sleep_or_never(idle_timeout) => Event::Idle,
                 }
@@ -191,22 +185,10 @@ impl Session<'_> {
     /// Writes what can be written without waiting, saving a trip through `select!` for the
     /// common case where the socket has room. Errors are left for the awaited write to report.
     fn try_flush(&mut self) {
-        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
         if let Some(lease) = self.server.as_mut() {
-            while !self.to_server.is_empty() {
-                match lease.conn.stream.try_write(&self.to_server) {
-                    Ok(n) if n > 0 => self.to_server.advance(n),
-                    _ => break,
-                }
-            }
+            duplex::write_now(&mut lease.conn.stream, &mut self.to_server);
         }
-        while !self.to_client.is_empty() {
-            let fut = self.cwrite.write(&self.to_client);
-            match std::pin::pin!(fut).poll(&mut cx) {
-                std::task::Poll::Ready(Ok(n)) if n > 0 => self.to_client.advance(n),
-                _ => break,
-            }
-        }
+        duplex::write_now(&mut self.client, &mut self.to_client);
     }
 
     /// No server work in flight and no transaction open.
@@ -427,11 +409,11 @@ impl Session<'_> {
         if !self.to_client.is_empty() {
             let _ = tokio::time::timeout(
                 std::time::Duration::from_secs(2),
-                self.cwrite.write_all(&self.to_client),
+                self.client.write_all(&self.to_client),
             )
             .await;
         }
-        let _ = self.cwrite.shutdown().await;
+        let _ = self.client.shutdown().await;
         if let Some(lease) = self.server.take() {
             self.cancel.set_target(None);
             if self.pending.is_empty()

@@ -9,8 +9,8 @@ use pgwire::messages::startup::{
     SASLInitialResponse, SASLResponse, SecretKey, Startup,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::stream::ServerStream;
 use super::UpstreamError;
 use crate::config::UpstreamConfig;
 use crate::scram::{self, ClientExchange};
@@ -32,7 +32,7 @@ pub struct BackendKey {
 #[derive(Debug)]
 pub struct ServerConn {
     pub id: u64,
-    pub stream: TcpStream,
+    pub stream: ServerStream,
     /// Bytes read from the server and not yet processed.
     pub rbuf: BytesMut,
     pub key: BackendKey,
@@ -48,17 +48,22 @@ pub struct ServerConn {
 
 impl ServerConn {
     /// Connects and authenticates, bounded by the configured connect timeout.
-    pub async fn connect(cfg: &UpstreamConfig, id: u64) -> Result<ServerConn, UpstreamError> {
-        tokio::time::timeout(cfg.connect_timeout, Self::connect_inner(cfg, id))
+    pub async fn connect(
+        cfg: &UpstreamConfig,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+        id: u64,
+    ) -> Result<ServerConn, UpstreamError> {
+        tokio::time::timeout(cfg.connect_timeout, Self::connect_inner(cfg, tls, id))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout(cfg.connect_timeout))?
     }
 
-    async fn connect_inner(cfg: &UpstreamConfig, id: u64) -> Result<ServerConn, UpstreamError> {
-        let stream = TcpStream::connect((cfg.host.as_str(), cfg.port))
-            .await
-            .map_err(UpstreamError::Connect)?;
-        stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    async fn connect_inner(
+        cfg: &UpstreamConfig,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+        id: u64,
+    ) -> Result<ServerConn, UpstreamError> {
+        let stream = ServerStream::connect(cfg, tls).await?;
         let mut conn = ServerConn {
             id,
             stream,
@@ -205,11 +210,7 @@ impl ServerConn {
 
     /// True when the idle connection has nothing to say: an idle backend that sent bytes (or
     /// closed) was terminated or restarted, and must not be handed to a client.
-    pub fn looks_alive(&self) -> bool {
-        let mut probe = [0u8; 1];
-        match self.stream.try_read(&mut probe) {
-            Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
-            Ok(_) => false,
-        }
+    pub fn looks_alive(&mut self) -> bool {
+        self.stream.looks_idle()
     }
 }

@@ -5,6 +5,7 @@
 //! clean (idle transaction status, nothing in flight); idle connections are probed before reuse.
 
 mod conn;
+mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -13,6 +14,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use conn::{BackendKey, ServerConn};
+pub use stream::ServerStream;
 
 use crate::config::UpstreamConfig;
 use crate::wire::{self, WireError};
@@ -42,6 +44,8 @@ pub enum UpstreamError {
     Protocol,
     #[error("{0}")]
     Wire(#[from] WireError),
+    #[error("TLS with PostgreSQL: {0}")]
+    Tls(String),
 }
 
 impl UpstreamError {
@@ -79,6 +83,7 @@ pub struct Lease {
 #[derive(Debug)]
 pub struct Pool {
     cfg: UpstreamConfig,
+    tls: Option<Arc<rustls::ClientConfig>>,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
     next_id: AtomicU64,
@@ -87,14 +92,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(cfg: UpstreamConfig) -> Pool {
-        Pool {
+    /// Builds the pool (no connection is opened yet); fails on an unusable TLS setup.
+    pub fn new(cfg: UpstreamConfig) -> Result<Pool, UpstreamError> {
+        let tls = stream::client_config(&cfg).map_err(UpstreamError::Tls)?;
+        Ok(Pool {
+            tls,
             permits: Arc::new(Semaphore::new(cfg.pool_size)),
             cfg,
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             server_params: Mutex::new(Vec::new()),
-        }
+        })
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -110,23 +118,17 @@ impl Pool {
         .await
         .map_err(|_| UpstreamError::PoolTimeout(self.cfg.pool_size))?
         .map_err(|_| UpstreamError::Closed)?;
-        loop {
-            let candidate = self.lock_idle().pop();
-            match candidate {
-                Some(conn) if conn.looks_alive() => {
-                    return Ok(Lease {
-                        conn,
-                        _permit: permit,
-                    })
-                }
-                Some(conn) => {
-                    tracing::info!(server = conn.id, "dropping dead idle server connection")
-                }
-                None => break,
+        while let Some(mut conn) = self.lock_idle().pop() {
+            if conn.looks_alive() {
+                return Ok(Lease {
+                    conn,
+                    _permit: permit,
+                });
             }
+            tracing::info!(server = conn.id, "dropping dead idle server connection");
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = ServerConn::connect(&self.cfg, id).await?;
+        let conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id).await?;
         tracing::debug!(server = id, pid = conn.key.pid, "new server connection");
         *self.server_params.lock().unwrap_or_else(|p| p.into_inner()) = conn.startup_params.clone();
         Ok(Lease {
