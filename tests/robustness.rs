@@ -16,8 +16,8 @@ async fn assert_closed_with_at_most_an_error(raw: &mut RawConn, what: &str) {
     let end = raw.wait_closed(15).await;
     assert!(
         end.closed,
-        "{what}: the proxy kept the connection open (received {:?})",
-        end.messages
+        "{what}: the proxy kept the connection open for 15s after receiving {:?}",
+        end.messages.iter().map(|m| m.summary()).collect::<Vec<_>>()
     );
     for m in &end.messages {
         assert_eq!(

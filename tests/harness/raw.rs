@@ -35,6 +35,16 @@ impl Msg {
         None
     }
 
+    /// A short human-readable form: the tag, plus SQLSTATE and message for errors/notices.
+    pub fn summary(&self) -> String {
+        match (self.field(b'C'), self.field(b'M')) {
+            (Some(c), Some(m)) if matches!(self.tag, b'E' | b'N') => {
+                format!("{} {c}: {m}", self.tag as char)
+            }
+            _ => format!("{} ({} bytes)", self.tag as char, self.body.len()),
+        }
+    }
+
     fn int32(&self) -> Option<i32> {
         self.body
             .get(..4)
