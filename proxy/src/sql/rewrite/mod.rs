@@ -1,1 +1,230 @@
-//! Tenant rewriter (DESIGN.md §4): sqlparser AST in, confined SQL template or a refusal out.
+//! Tenant rewriter (DESIGN.md §4): SQL text in, a confined SQL [`Template`] or a [`Refusal`] out.
+//!
+//! Pure and fail-closed: every tenant-table reference in every scope is replaced by
+//! `(SELECT * FROM schema.t WHERE org_id = <tenant>) AS t`, writes get the tenant injected and
+//! checked, and anything not understood is refused. The template does not contain the tenant:
+//! it holds a marker that [`Template::render`] replaces with an escaped literal, so one
+//! template (and one cache entry) serves every tenant.
+
+pub mod cache;
+pub mod catalog;
+mod dml;
+mod functions;
+mod names;
+mod query;
+mod statements;
+
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_prop;
+
+use std::fmt;
+
+use sqlparser::ast::{Expr, Ident};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+pub use cache::RewriteCache;
+pub use catalog::{Catalog, TableInfo, TableKind};
+
+/// A statement the tenant may not run, or that Orgwall cannot confine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// SQLSTATE: `42501` policy, `42601` unparsable, `0A000` unsupported.
+    pub code: &'static str,
+    /// What was refused and why (the session prefixes `orgwall: `).
+    pub message: String,
+}
+
+impl Refusal {
+    /// SQLSTATE for a policy refusal (insufficient_privilege).
+    pub const POLICY: &'static str = "42501";
+    /// SQLSTATE for SQL the parser rejects (syntax_error).
+    pub const SYNTAX: &'static str = "42601";
+    /// SQLSTATE for SQL Orgwall cannot confine (feature_not_supported).
+    pub const UNSUPPORTED: &'static str = "0A000";
+
+    pub(crate) fn policy(message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: Self::POLICY,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn syntax(message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: Self::SYNTAX,
+            message: message.into(),
+        }
+    }
+    pub(crate) fn unsupported(message: impl Into<String>) -> Refusal {
+        Refusal {
+            code: Self::UNSUPPORTED,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+/// The text the rewriter places wherever the tenant literal goes. It contains NUL, which
+/// cannot occur in a query string (the protocol NUL-terminates it, and input containing it is
+/// refused) and which sqlparser never prints for anything else, so splitting on it is exact.
+const MARKER: &str = "\u{0}orgwall_tenant\u{0}";
+
+/// The expression standing for the tenant value in a rewritten AST.
+pub(crate) fn tenant_expr() -> Expr {
+    Expr::Identifier(Ident::new(MARKER))
+}
+
+/// Rewritten SQL with holes for the tenant; tenant-independent and cacheable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    /// The SQL around the holes: `parts.len() == holes + 1`.
+    parts: Vec<String>,
+    /// 1-based `$n` parameters that supply the tenant column of inserted rows.
+    param_checks: Vec<usize>,
+    /// Tenant values the client wrote literally; each must equal the tenant.
+    literal_checks: Vec<String>,
+    statement_count: usize,
+}
+
+impl Template {
+    /// The SQL for `org_id`, which is substituted as a string literal that cannot break out
+    /// of its quotes. Prefer [`Template::render_checked`]: this one does not enforce the
+    /// literal checks (a client-written tenant value is replaced by `org_id` regardless).
+    pub fn render(&self, org_id: &str) -> String {
+        let lit = quote_literal(org_id);
+        let mut out = String::with_capacity(
+            self.parts.iter().map(String::len).sum::<usize>() + lit.len() * self.parts.len(),
+        );
+        for (i, p) in self.parts.iter().enumerate() {
+            if i > 0 {
+                out.push_str(&lit);
+            }
+            out.push_str(p);
+        }
+        out
+    }
+
+    /// Like [`Template::render`], but refuses when a tenant value the client wrote literally
+    /// (e.g. `INSERT … (org_id) VALUES ('org_b')`) is not `org_id`.
+    pub fn render_checked(&self, org_id: &str) -> Result<String, Refusal> {
+        if let Some(bad) = self.literal_checks.iter().find(|l| *l != org_id) {
+            return Err(Refusal::policy(format!(
+                "tenant value '{}' is not the session's tenant",
+                bad.replace('\'', "''")
+            )));
+        }
+        Ok(self.render(org_id))
+    }
+
+    /// 1-based `$n` parameters that supply tenant-column values: the proxy must check at Bind
+    /// that each equals the tenant.
+    pub fn param_checks(&self) -> &[usize] {
+        &self.param_checks
+    }
+
+    /// Tenant values written literally by the client (checked by `render_checked`).
+    pub fn literal_checks(&self) -> &[String] {
+        &self.literal_checks
+    }
+
+    /// Number of statements in the (possibly multi-statement) SQL.
+    pub fn statement_count(&self) -> usize {
+        self.statement_count
+    }
+}
+
+/// `'…'` with quotes doubled; `E'…'` when a backslash is present so the result reads the
+/// same whatever `standard_conforming_strings` says. A NUL (impossible in PostgreSQL text)
+/// yields `NULL`, which matches no row and violates every NOT NULL tenant column.
+fn quote_literal(v: &str) -> String {
+    if v.contains('\0') {
+        return "NULL".to_string();
+    }
+    let body = v.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
+
+/// Statements sqlparser cannot parse but which are refused by policy anyway: say so, rather
+/// than reporting a syntax error.
+const REFUSED_KEYWORDS: &[&str] = &[
+    "DO", "ALTER", "CREATE", "DROP", "GRANT", "REVOKE", "LOAD", "CALL", "TRUNCATE", "VACUUM",
+    "CLUSTER", "REINDEX", "SECURITY", "COMMENT", "IMPORT", "REFRESH", "REASSIGN", "CHECKPOINT",
+];
+
+fn parse_refusal(sql: &str, e: sqlparser::parser::ParserError) -> Refusal {
+    let first: String = sql
+        .trim_start()
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if REFUSED_KEYWORDS.contains(&first.as_str()) {
+        Refusal::policy(format!("{first} is not allowed for tenants"))
+    } else {
+        Refusal::syntax(format!("cannot parse statement: {e}"))
+    }
+}
+
+/// sqlparser reads `U&"x"` as the operator `U & "x"`, PostgreSQL as one identifier: refuse
+/// rather than let the two disagree about a name.
+fn refuse_unicode_identifiers(sql: &str) -> Result<(), Refusal> {
+    use sqlparser::tokenizer::{Token, Tokenizer};
+    let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql)
+        .tokenize()
+        .map_err(|e| Refusal::syntax(format!("cannot tokenize statement: {e}")))?;
+    let unicode_ident = tokens.windows(3).any(|w| match w {
+        [Token::Word(u), Token::Ampersand, Token::Word(q)] => {
+            u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u") && q.quote_style == Some('"')
+        }
+        _ => false,
+    });
+    if unicode_ident {
+        return Err(Refusal::unsupported(
+            "U&\"…\" identifiers are not supported; use a plain quoted identifier",
+        ));
+    }
+    Ok(())
+}
+
+/// Confines `sql` (one or more statements) for a tenant session.
+pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
+    if sql.contains('\0') {
+        return Err(Refusal::syntax("query contains a NUL character"));
+    }
+    if sql.contains("&\"") {
+        refuse_unicode_identifiers(sql)?;
+    }
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parse_refusal(sql, e))?;
+    let mut cx = query::Cx::new(catalog);
+    let mut texts = Vec::with_capacity(stmts.len());
+    for mut stmt in stmts {
+        functions::check_functions(&stmt, catalog)?;
+        statements::rewrite_statement(&mut stmt, &mut cx)?;
+        texts.push(stmt.to_string());
+    }
+    let text = texts.join("; ");
+    let parts: Vec<String> = text.split(MARKER).map(str::to_string).collect();
+    if parts.len() != cx.holes + 1 {
+        // Someone else printed the marker: never guess where the tenant goes.
+        return Err(Refusal::syntax("statement text collides with orgwall's marker"));
+    }
+    Ok(Template {
+        parts,
+        param_checks: cx.param_checks,
+        literal_checks: cx.literal_checks,
+        statement_count: texts.len(),
+    })
+}

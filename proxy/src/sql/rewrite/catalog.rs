@@ -1,0 +1,359 @@
+//! What the rewriter knows about the database: tenant tables (and their tenant column),
+//! `organizations`, global tables, the schemas an unqualified name may resolve to, and the
+//! functions allowed beyond the built-in list. Name resolution against it never consults the
+//! server's `search_path`: only `Catalog::search_path`, after PostgreSQL's implicit `pg_catalog`.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use sqlparser::ast::ObjectName;
+
+use super::names::qualified;
+use super::Refusal;
+
+/// How a table is confined.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TableKind {
+    /// Rows belong to the tenant named in `column`.
+    Tenant { column: String },
+    /// The tenants table itself: the tenant sees the row whose `id` is its own.
+    Organizations,
+    /// Shared, readable by every tenant, never written by one.
+    Global,
+}
+
+/// One table in the protected schemas.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TableInfo {
+    pub schema: String,
+    pub name: String,
+    pub kind: TableKind,
+    /// Columns in table order (used to expand `INSERT INTO t VALUES …` without a column list).
+    pub columns: Vec<String>,
+    /// Tenant-composite unique indexes, as column lists without the tenant column
+    /// (`["email"]` for `users_orgId_email_key`).
+    pub tenant_unique: Vec<Vec<String>>,
+}
+
+impl TableInfo {
+    /// The column that holds the tenant (`org_id`, or `id` for organizations).
+    pub fn tenant_column(&self) -> Option<&str> {
+        match &self.kind {
+            TableKind::Tenant { column } => Some(column),
+            TableKind::Organizations => Some("id"),
+            TableKind::Global => None,
+        }
+    }
+}
+
+/// `pg_catalog` relations that hold other tenants' data (or secrets): always refused.
+const LEAKY_CATALOGS: &[&str] = &[
+    "pg_stats",
+    "pg_stats_ext",
+    "pg_stats_ext_exprs",
+    "pg_statistic",
+    "pg_statistic_ext",
+    "pg_statistic_ext_data",
+    "pg_stat_activity",
+    "pg_stat_statements",
+    "pg_stat_statements_info",
+    "pg_authid",
+    "pg_shadow",
+    "pg_user_mapping",
+    "pg_user_mappings",
+    "pg_largeobject",
+    "pg_largeobject_metadata",
+    "pg_locks",
+    "pg_prepared_xacts",
+    "pg_prepared_statements",
+    "pg_cursors",
+    "pg_settings",
+    "pg_file_settings",
+    "pg_hba_file_rules",
+    "pg_replication_slots",
+    "pg_subscription",
+];
+
+/// Metadata-only `pg_catalog` relations drivers and ORMs read (types, names, columns,
+/// constraints). They describe the schema, which every tenant shares anyway. `pg_class`
+/// also carries planner row estimates (`reltuples`) for whole tables: an aggregate, judged
+/// acceptable so that drivers' type loading keeps working.
+const SAFE_PG_CATALOG: &[&str] = &[
+    "pg_type",
+    "pg_namespace",
+    "pg_class",
+    "pg_attribute",
+    "pg_attrdef",
+    "pg_index",
+    "pg_constraint",
+    "pg_enum",
+    "pg_range",
+    "pg_proc",
+    "pg_description",
+    "pg_am",
+    "pg_collation",
+    "pg_inherits",
+    "pg_extension",
+    "pg_tables",
+    "pg_views",
+    "pg_indexes",
+    "pg_sequence",
+    "pg_trigger",
+    "pg_operator",
+    "pg_cast",
+    "pg_language",
+];
+
+/// `information_schema` views that describe the (shared) schema only.
+const SAFE_INFORMATION_SCHEMA: &[&str] = &[
+    "tables",
+    "columns",
+    "views",
+    "schemata",
+    "table_constraints",
+    "key_column_usage",
+    "referential_constraints",
+    "constraint_column_usage",
+    "check_constraints",
+    "sequences",
+    "element_types",
+];
+
+/// What a table name in a query resolved to.
+pub(crate) enum Target<'a> {
+    /// A protected table.
+    Table(&'a TableInfo),
+    /// A safe system relation, with its qualified output name.
+    System(ObjectName),
+}
+
+/// The tables and settings the rewriter confines against. Immutable once built; build a new
+/// one on reload (its [`Catalog::version`] changes when its contents do).
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    tables: HashMap<(String, String), TableInfo>,
+    /// Schemas searched, in order, for an unqualified table name (after `pg_catalog`).
+    pub search_path: Vec<String>,
+    /// Functions allowed in addition to the built-in list: `name` or `schema.name`, as
+    /// PostgreSQL would resolve them (lower case unless created quoted).
+    pub allowed_functions: HashSet<String>,
+    version: u64,
+}
+
+impl Catalog {
+    /// Builds a catalog; an empty `search_path` means `["public"]`.
+    pub fn new(
+        tables: Vec<TableInfo>,
+        search_path: Vec<String>,
+        allowed_functions: Vec<String>,
+    ) -> Catalog {
+        let search_path = if search_path.is_empty() {
+            vec!["public".to_string()]
+        } else {
+            search_path
+        };
+        let mut sorted = tables.clone();
+        sorted.sort_by(|a, b| (&a.schema, &a.name).cmp(&(&b.schema, &b.name)));
+        let mut funcs = allowed_functions.clone();
+        funcs.sort();
+        // A content hash: identical reloads keep cached templates, any change invalidates them.
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&sorted, &search_path, &funcs).hash(&mut h);
+        Catalog {
+            tables: tables
+                .into_iter()
+                .map(|t| ((t.schema.clone(), t.name.clone()), t))
+                .collect(),
+            search_path,
+            allowed_functions: allowed_functions.into_iter().collect(),
+            version: h.finish(),
+        }
+    }
+
+    /// Identifies this catalog's contents; part of the rewrite cache key.
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Looks a table up by its exact schema and name.
+    pub fn table(&self, schema: &str, name: &str) -> Option<&TableInfo> {
+        self.tables.get(&(schema.to_string(), name.to_string()))
+    }
+
+    /// Resolves the (already case-folded) parts of a table name the way PostgreSQL would with
+    /// `search_path = pg_catalog, <self.search_path>`.
+    pub(crate) fn resolve(&self, parts: &[String]) -> Result<Target<'_>, Refusal> {
+        match parts {
+            [name] => {
+                if LEAKY_CATALOGS.contains(&name.as_str()) || SAFE_PG_CATALOG.contains(&name.as_str())
+                {
+                    return system("pg_catalog", name);
+                }
+                self.search_path
+                    .iter()
+                    .find_map(|s| self.table(s, name))
+                    .map(Target::Table)
+                    .ok_or_else(|| Refusal::policy(format!("unknown table {name}")))
+            }
+            [schema, name] => match schema.as_str() {
+                "pg_catalog" | "information_schema" => system(schema, name),
+                _ => self
+                    .table(schema, name)
+                    .map(Target::Table)
+                    .ok_or_else(|| Refusal::policy(format!("unknown table {schema}.{name}"))),
+            },
+            _ => Err(Refusal::unsupported(format!(
+                "table name {} has too many parts (cross-database references)",
+                parts.join(".")
+            ))),
+        }
+    }
+
+    /// The seed's schema after migrations 0001–0003 (`public`, tenant column `org_id`).
+    pub fn seed_for_tests() -> Catalog {
+        let t = |name: &str, cols: &[&str], uniq: &[&[&str]]| TableInfo {
+            schema: "public".into(),
+            name: name.into(),
+            kind: TableKind::Tenant {
+                column: "org_id".into(),
+            },
+            columns: cols.iter().map(|c| c.to_string()).collect(),
+            tenant_unique: uniq
+                .iter()
+                .map(|u| u.iter().map(|c| c.to_string()).collect())
+                .collect(),
+        };
+        let ts = ["created_at", "updated_at"];
+        let with = |cols: &[&'static str], extra: &[&'static str]| -> Vec<&'static str> {
+            let mut v = cols.to_vec();
+            v.extend_from_slice(extra);
+            v
+        };
+        let tables = vec![
+            TableInfo {
+                schema: "public".into(),
+                name: "organizations".into(),
+                kind: TableKind::Organizations,
+                columns: vec!["id".into(), "name".into(), "created_at".into()],
+                tenant_unique: vec![],
+            },
+            t(
+                "users",
+                &with(
+                    &["id", "email", "name", "password_hash", "role"],
+                    &[ts[0], ts[1], "org_id"],
+                ),
+                &[&["email"]],
+            ),
+            t(
+                "items",
+                &with(
+                    &["id", "item_number", "description", "unit_of_measure", "active"],
+                    &[ts[0], ts[1], "org_id"],
+                ),
+                &[&["item_number"]],
+            ),
+            t(
+                "locations",
+                &with(&["id", "site", "name", "description"], &[ts[0], ts[1], "org_id"]),
+                &[&["site", "name"]],
+            ),
+            t(
+                "inventory_ledger",
+                &[
+                    "id",
+                    "item_id",
+                    "location_id",
+                    "lot_id",
+                    "quantity_delta",
+                    "reason",
+                    "reference",
+                    "user_id",
+                    "created_at",
+                    "org_id",
+                ],
+                &[],
+            ),
+            t(
+                "count_sheets",
+                &[
+                    "id",
+                    "count_number",
+                    "location_id",
+                    "status",
+                    "created_by",
+                    "created_at",
+                    "completed_at",
+                    "org_id",
+                ],
+                &[&["count_number"]],
+            ),
+            t(
+                "count_lines",
+                &[
+                    "id",
+                    "count_sheet_id",
+                    "item_id",
+                    "lot_id",
+                    "expected_quantity",
+                    "counted_quantity",
+                    "counted_by",
+                    "created_at",
+                    "org_id",
+                ],
+                &[],
+            ),
+            t(
+                "audit_logs",
+                &[
+                    "id",
+                    "actor",
+                    "action",
+                    "entity_type",
+                    "entity_id",
+                    "payload",
+                    "created_at",
+                    "org_id",
+                ],
+                &[],
+            ),
+            t(
+                "feature_flags",
+                &with(&["id", "key", "enabled", "description"], &[ts[0], ts[1], "org_id"]),
+                &[&["key"]],
+            ),
+            t(
+                "inventory_balances",
+                &[
+                    "org_id",
+                    "item_id",
+                    "location_id",
+                    "lot_id",
+                    "quantity",
+                    "updated_at",
+                ],
+                &[&["item_id", "location_id", "lot_id"]],
+            ),
+        ];
+        Catalog::new(tables, vec!["public".into()], vec![])
+    }
+}
+
+fn system(schema: &str, name: &str) -> Result<Target<'static>, Refusal> {
+    if schema == "pg_catalog" && LEAKY_CATALOGS.contains(&name) {
+        return Err(Refusal::policy(format!(
+            "pg_catalog.{name} exposes other tenants' data or server secrets"
+        )));
+    }
+    let safe = match schema {
+        "pg_catalog" => SAFE_PG_CATALOG.contains(&name),
+        _ => SAFE_INFORMATION_SCHEMA.contains(&name),
+    };
+    if safe {
+        Ok(Target::System(qualified(schema, name)))
+    } else {
+        Err(Refusal::policy(format!(
+            "system relation {schema}.{name} is not on the tenant allow-list"
+        )))
+    }
+}

@@ -1,0 +1,271 @@
+//! Top-level dispatch: which statements a tenant may run, how each is confined, and the
+//! refusal list (DDL, privileges, role and search_path changes, utility statements). Anything
+//! not listed here is refused.
+
+use sqlparser::ast::{
+    CopySource, CopyTarget, DeclareType, DescribeAlias, DiscardObject, Expr, ObjectName, Reset,
+    ResetStatement, Set, Statement, Value,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::dml::rewrite_dml;
+use super::names;
+use super::query::{rewrite_query, walk, Cx};
+use super::Refusal;
+
+type R = Result<(), Refusal>;
+
+/// Settings a tenant may not change: they alter name resolution, identity, or how the server
+/// tokenizes the SQL Orgwall produced.
+const DENIED_SETTINGS: &[&str] = &[
+    "search_path",
+    "role",
+    "session_authorization",
+    "standard_conforming_strings",
+    "backslash_quote",
+    "session_replication_role",
+    "session_preload_libraries",
+    "local_preload_libraries",
+    "allow_system_table_mods",
+    "default_tablespace",
+    "temp_tablespaces",
+];
+
+/// Rewrites one top-level statement in place, or refuses it.
+pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
+    match stmt {
+        Statement::Query(q) => rewrite_query(q, cx),
+        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) => {
+            rewrite_dml(stmt, cx)
+        }
+        Statement::Copy {
+            source,
+            to,
+            target,
+            legacy_options,
+            payload,
+            ..
+        } => {
+            if !*to {
+                return Err(Refusal::unsupported(
+                    "COPY … FROM is not supported for tenants; use INSERT (Orgwall confines it)",
+                ));
+            }
+            if !matches!(target, CopyTarget::Stdout) {
+                return Err(Refusal::policy("COPY … TO a file or program is not allowed"));
+            }
+            if !legacy_options.is_empty() || payload.is_some() {
+                return Err(Refusal::unsupported("legacy COPY options are not supported"));
+            }
+            copy_source(source, cx)
+        }
+        Statement::Prepare { statement, .. } => {
+            if !matches!(
+                statement.as_ref(),
+                Statement::Query(_)
+                    | Statement::Insert(_)
+                    | Statement::Update(_)
+                    | Statement::Delete(_)
+                    | Statement::Merge(_)
+            ) {
+                return Err(Refusal::policy(format!("PREPARE of {statement}")));
+            }
+            let before = cx.param_checks.len();
+            rewrite_statement(statement, cx)?;
+            if cx.param_checks.len() != before {
+                return Err(Refusal::policy(
+                    "PREPARE with a $n parameter for the tenant column cannot be checked; \
+                     omit the tenant column",
+                ));
+            }
+            Ok(())
+        }
+        Statement::Execute {
+            name: Some(_),
+            parameters,
+            immediate: false,
+            into,
+            using,
+            output: false,
+            default: false,
+            ..
+        } if into.is_empty() && using.is_empty() => walk(parameters, cx),
+        Statement::Deallocate { .. } | Statement::Fetch { into: None, .. } => Ok(()),
+        Statement::Close { .. } => Ok(()),
+        Statement::Declare { stmts, .. } => {
+            for d in stmts {
+                match (&d.declare_type, &mut d.for_query) {
+                    (Some(DeclareType::Cursor), Some(q)) => rewrite_query(q, cx)?,
+                    _ => return Err(Refusal::unsupported("DECLARE other than a cursor")),
+                }
+            }
+            Ok(())
+        }
+        Statement::Explain {
+            describe_alias: DescribeAlias::Explain,
+            statement,
+            ..
+        } => match statement.as_ref() {
+            Statement::Query(_)
+            | Statement::Insert(_)
+            | Statement::Update(_)
+            | Statement::Delete(_)
+            | Statement::Merge(_) => rewrite_statement(statement, cx),
+            other => Err(Refusal::policy(format!("EXPLAIN of {other}"))),
+        },
+        Statement::StartTransaction { statements, .. } if statements.is_empty() => Ok(()),
+        Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. }
+        | Statement::ShowVariable { .. } => Ok(()),
+        Statement::Discard { object_type } => match object_type {
+            DiscardObject::ALL => Err(Refusal::policy(
+                "DISCARD ALL resets the session's role and is not allowed",
+            )),
+            _ => Ok(()),
+        },
+        Statement::Set(set) => check_set(set),
+        Statement::Reset(ResetStatement { reset }) => match reset {
+            Reset::ALL => Err(Refusal::policy("RESET ALL is not allowed for tenants")),
+            Reset::SessionAuthorization => Err(Refusal::policy(
+                "RESET SESSION AUTHORIZATION is not allowed for tenants",
+            )),
+            Reset::ConfigurationParameter(name) => check_setting_name(name, "RESET"),
+        },
+        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => {
+            Err(Refusal::policy(
+                "LISTEN/NOTIFY channels are shared by all tenants and not allowed",
+            ))
+        }
+        Statement::Grant(_)
+        | Statement::Revoke(_)
+        | Statement::GrantRole(_)
+        | Statement::RevokeRole(_) => Err(Refusal::policy("GRANT/REVOKE is not allowed for tenants")),
+        Statement::Call(_) => Err(Refusal::policy("CALL is not allowed for tenants")),
+        Statement::Load { .. } => Err(Refusal::policy("LOAD is not allowed for tenants")),
+        other => Err(Refusal::policy(format!(
+            "{} is not allowed for tenants (DDL and utility statements are refused)",
+            kind(other)
+        ))),
+    }
+}
+
+/// The leading keywords of a statement, for messages that must not echo tenant data.
+fn kind(stmt: &Statement) -> String {
+    let text = stmt.to_string();
+    let words: Vec<&str> = text
+        .split_whitespace()
+        .take_while(|w| w.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .take(3)
+        .collect();
+    if words.is_empty() {
+        "this statement".to_string()
+    } else {
+        words.join(" ")
+    }
+}
+
+/// `COPY t [(cols)] TO STDOUT` becomes `COPY (SELECT cols FROM <confined t>) TO STDOUT`.
+fn copy_source(source: &mut CopySource, cx: &mut Cx) -> R {
+    match source {
+        CopySource::Query(q) => rewrite_query(q, cx),
+        CopySource::Table {
+            table_name,
+            columns,
+        } => {
+            let cols = if columns.is_empty() {
+                "*".to_string()
+            } else {
+                columns
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let sql = format!("SELECT {cols} FROM {table_name}");
+            let mut q = Parser::new(&PostgreSqlDialect {})
+                .try_with_sql(&sql)
+                .and_then(|mut p| p.parse_query())
+                .map_err(|e| Refusal::syntax(format!("cannot parse COPY source: {e}")))?;
+            rewrite_query(&mut q, cx)?;
+            *source = CopySource::Query(q);
+            Ok(())
+        }
+    }
+}
+
+fn check_set(set: &Set) -> R {
+    match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } => {
+            check_setting_name(variable, "SET")?;
+            let name = names::parts(variable)?.join(".");
+            for v in values {
+                check_setting_value(&name, v)?;
+            }
+            Ok(())
+        }
+        Set::SetTimeZone { value, .. } => check_setting_value("timezone", value),
+        Set::SetTransaction { .. } => Ok(()),
+        Set::SetRole { .. } => Err(Refusal::policy("SET ROLE is not allowed for tenants")),
+        Set::SetSessionAuthorization(_) => Err(Refusal::policy(
+            "SET SESSION AUTHORIZATION is not allowed for tenants",
+        )),
+        Set::SetNames { charset_name, .. } => {
+            utf8_only(&charset_name.value.to_ascii_lowercase())
+        }
+        Set::SetNamesDefault {} => Ok(()),
+        _ => Err(Refusal::unsupported("this form of SET is not supported")),
+    }
+}
+
+fn check_setting_name(name: &ObjectName, verb: &str) -> R {
+    let parts = names::parts(name)?;
+    let full = parts.join(".").to_ascii_lowercase();
+    if full.starts_with("orgwall.") {
+        return Err(Refusal::policy(format!(
+            "{verb} {full} is handled by the Orgwall session, not passed to the server"
+        )));
+    }
+    if DENIED_SETTINGS.contains(&full.as_str()) {
+        return Err(Refusal::policy(format!(
+            "{verb} {full} is not allowed for tenants"
+        )));
+    }
+    Ok(())
+}
+
+/// Values must be plain literals or words (no subqueries or function calls reach the server
+/// through SET), and the client encoding must stay UTF-8.
+fn check_setting_value(name: &str, v: &Expr) -> R {
+    let text = match v {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => s.to_ascii_lowercase(),
+            Value::Number(..) | Value::Boolean(_) => return Ok(()),
+            other => {
+                return Err(Refusal::unsupported(format!("SET {name} to {other}")));
+            }
+        },
+        Expr::Identifier(i) => i.value.to_ascii_lowercase(),
+        Expr::UnaryOp { expr, .. } if matches!(expr.as_ref(), Expr::Value(_)) => {
+            return Ok(())
+        }
+        other => return Err(Refusal::unsupported(format!("SET {name} to {other}"))),
+    };
+    if name == "client_encoding" {
+        return utf8_only(&text);
+    }
+    Ok(())
+}
+
+fn utf8_only(enc: &str) -> R {
+    match enc {
+        "utf8" | "utf-8" | "unicode" | "default" => Ok(()),
+        _ => Err(Refusal::policy(
+            "client encodings other than UTF8 are not allowed for tenants",
+        )),
+    }
+}

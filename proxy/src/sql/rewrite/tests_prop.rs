@@ -1,0 +1,1 @@
+//! Property test: generated queries over the seed schema stay confined.
