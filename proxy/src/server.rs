@@ -34,6 +34,8 @@ pub struct ProxyState {
     pub decoy: Verifier,
     /// Fires when the proxy starts draining.
     pub shutdown: CancellationToken,
+    /// Fires when draining timed out: sessions end even mid-transaction.
+    pub terminate: CancellationToken,
 }
 
 impl ProxyState {
@@ -50,6 +52,7 @@ impl ProxyState {
             tls,
             decoy: Verifier::from_password(&crate::scram::nonce()),
             shutdown: CancellationToken::new(),
+            terminate: CancellationToken::new(),
             config,
         })
     }
@@ -106,6 +109,11 @@ pub async fn run(
             open = tasks.len(),
             "drain timed out; closing remaining connections"
         );
+        state.terminate.cancel();
+        let grace = std::time::Duration::from_secs(2);
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!(open = tasks.len(), "connections still open after termination");
+        }
     }
     state.pool.close_idle();
     Ok(())

@@ -50,6 +50,10 @@ impl Session<'_> {
             b'd' | b'c' | b'f' => {
                 if self.server.is_some() {
                     self.to_server.extend_from_slice(&frame);
+                    if tag != b'd' {
+                        self.copy_in = false;
+                        self.pending.push_back(Pending::CopyEnd);
+                    }
                 }
                 Ok(())
             }
@@ -279,6 +283,11 @@ impl Session<'_> {
 
     fn on_sync(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         self.skipping = false;
+        if self.copy_in {
+            // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
+            self.to_server.extend_from_slice(&frame);
+            return Ok(());
+        }
         if self.server.is_some() {
             self.to_server.extend_from_slice(&frame);
             self.pending.push_back(Pending::Sync);

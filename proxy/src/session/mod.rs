@@ -63,6 +63,8 @@ pub(crate) struct Session<'a> {
     cancel: CancelHandle,
     /// Set when the session must end once its output is flushed.
     closing: bool,
+    /// The server is in COPY FROM STDIN (extended protocol) and the client has not ended it.
+    copy_in: bool,
 }
 
 enum Event {
@@ -71,6 +73,8 @@ enum Event {
     ClientWrote(std::io::Result<usize>),
     ServerWrote(std::io::Result<usize>),
     Shutdown,
+    /// The drain timed out: end the session even mid-transaction.
+    Terminate,
     Idle,
 }
 
@@ -93,6 +97,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         status: b'I',
         cancel: login.cancel,
         closing: false,
+        copy_in: false,
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
@@ -107,16 +112,16 @@ impl Session<'_> {
             return reason;
         }
         loop {
-            if self.closing && self.to_client.is_empty() {
-                return "closed by orgwall";
-            }
-            if draining && self.is_idle() {
+            if draining && self.is_idle() && !self.closing {
                 self.fatal(ClientError::fatal(
                     code::ADMIN_SHUTDOWN,
                     "the proxy is shutting down",
                 ));
             }
             self.try_flush();
+            if self.closing && self.to_client.is_empty() {
+                return "closed by orgwall";
+            }
             let idle_timeout = self
                 .state
                 .config
@@ -155,6 +160,7 @@ impl Session<'_> {
                         Io::Wrote(r) => Event::ServerWrote(r),
                     },
                     _ = self.state.shutdown.cancelled(), if !draining => Event::Shutdown,
+                    _ = self.state.terminate.cancelled() => Event::Terminate,
                     _ = sleep_or_never(idle_timeout) => Event::Idle,
                 }
             };
@@ -174,6 +180,15 @@ impl Session<'_> {
                 Event::ServerWrote(Ok(n)) if n > 0 => self.to_server.advance(n),
                 Event::ServerWrote(_) => self.server_lost(),
                 Event::Shutdown => draining = true,
+                Event::Terminate => {
+                    self.pending.clear();
+                    self.fatal(ClientError::fatal(
+                        code::ADMIN_SHUTDOWN,
+                        "terminating connection: the proxy is shutting down",
+                    ));
+                    self.try_flush();
+                    return "terminated by shutdown";
+                }
                 Event::Idle => self.fatal(ClientError::fatal(
                     code::IDLE_SESSION_TIMEOUT,
                     "terminating connection due to idle-session timeout",
@@ -247,8 +262,10 @@ impl Session<'_> {
     }
 
     fn on_server_message(&mut self, frame: BytesMut) {
-        if frame[0] == b'C' {
-            self.complete_head(&frame);
+        match frame[0] {
+            b'C' => self.complete_head(&frame),
+            b'G' => self.enter_copy_in(),
+            _ => {}
         }
         match pending::classify(self.pending.front(), frame[0]) {
             Action::Forward => self.to_client.extend_from_slice(&frame),
@@ -293,6 +310,25 @@ impl Session<'_> {
         }
     }
 
+    /// The server entered COPY FROM STDIN. In the extended protocol PostgreSQL ignores Sync
+    /// until the copy ends, so Syncs the client sent before its CopyDone/CopyFail get no answer.
+    fn enter_copy_in(&mut self) {
+        if !matches!(self.pending.front(), Some(Pending::Execute { .. })) {
+            return;
+        }
+        self.copy_in = true;
+        let mut i = 1;
+        while i < self.pending.len() {
+            match self.pending[i] {
+                Pending::CopyEnd => break,
+                Pending::Sync => {
+                    self.pending.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
+    }
+
     /// Removes the head entry and emits any synthetic responses that are now due.
     fn pop_head(&mut self) {
         self.pending.pop_front();
@@ -300,9 +336,17 @@ impl Session<'_> {
     }
 
     fn emit_due(&mut self) {
-        while let Some(Pending::Synthetic(_)) = self.pending.front() {
-            if let Some(Pending::Synthetic(b)) = self.pending.pop_front() {
-                self.to_client.extend_from_slice(&b);
+        loop {
+            match self.pending.front() {
+                Some(Pending::Synthetic(_)) => {
+                    if let Some(Pending::Synthetic(b)) = self.pending.pop_front() {
+                        self.to_client.extend_from_slice(&b);
+                    }
+                }
+                Some(Pending::CopyEnd) => {
+                    self.pending.pop_front();
+                }
+                _ => return,
             }
         }
     }

@@ -44,6 +44,8 @@ pub enum Pending {
     },
     /// A response Orgwall produces itself, sent when it reaches the head of the queue.
     Synthetic(BytesMut),
+    /// Marks where the client ended a COPY (CopyDone/CopyFail); expects no response.
+    CopyEnd,
 }
 
 /// What the session does with one server message.
