@@ -2,9 +2,10 @@
 -- (before MIGRATION_GUIDE.md). Unique keys are unique indexes named the way the guide's
 -- rollback recreates them; unquoted, so `items_itemNumber_key` is stored as
 -- `items_itemnumber_key`, exactly what the guide's `DROP INDEX IF EXISTS` statements find.
--- Run in one transaction.
+-- Everything is IF NOT EXISTS, so `orgwall migrate up` on an existing application database
+-- records this step without changing anything. Run in one transaction.
 
-CREATE TABLE users (
+CREATE TABLE IF NOT EXISTS users (
     id            text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     email         text NOT NULL,
     name          text,
@@ -13,9 +14,9 @@ CREATE TABLE users (
     created_at    timestamptz NOT NULL DEFAULT now(),
     updated_at    timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX users_email_key ON users (email);
+CREATE UNIQUE INDEX IF NOT EXISTS users_email_key ON users (email);
 
-CREATE TABLE items (
+CREATE TABLE IF NOT EXISTS items (
     id              text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     item_number     text NOT NULL,
     description     text,
@@ -24,9 +25,9 @@ CREATE TABLE items (
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX items_itemNumber_key ON items (item_number);
+CREATE UNIQUE INDEX IF NOT EXISTS items_itemNumber_key ON items (item_number);
 
-CREATE TABLE locations (
+CREATE TABLE IF NOT EXISTS locations (
     id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     site        text NOT NULL,
     name        text NOT NULL,
@@ -34,10 +35,10 @@ CREATE TABLE locations (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX locations_site_name_key ON locations (site, name);
+CREATE UNIQUE INDEX IF NOT EXISTS locations_site_name_key ON locations (site, name);
 
 -- Append-only: every stock movement is one row; the balance is the sum of quantity_delta.
-CREATE TABLE inventory_ledger (
+CREATE TABLE IF NOT EXISTS inventory_ledger (
     id             text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     item_id        text NOT NULL REFERENCES items (id),
     location_id    text NOT NULL REFERENCES locations (id),
@@ -48,9 +49,9 @@ CREATE TABLE inventory_ledger (
     user_id        text REFERENCES users (id),
     created_at     timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX inventory_ledger_item_id_location_id_idx ON inventory_ledger (item_id, location_id);
+CREATE INDEX IF NOT EXISTS inventory_ledger_item_id_location_id_idx ON inventory_ledger (item_id, location_id);
 
-CREATE TABLE count_sheets (
+CREATE TABLE IF NOT EXISTS count_sheets (
     id           text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     count_number text NOT NULL,
     location_id  text REFERENCES locations (id),
@@ -59,9 +60,9 @@ CREATE TABLE count_sheets (
     created_at   timestamptz NOT NULL DEFAULT now(),
     completed_at timestamptz
 );
-CREATE UNIQUE INDEX count_sheets_countNumber_key ON count_sheets (count_number);
+CREATE UNIQUE INDEX IF NOT EXISTS count_sheets_countNumber_key ON count_sheets (count_number);
 
-CREATE TABLE count_lines (
+CREATE TABLE IF NOT EXISTS count_lines (
     id                text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     count_sheet_id    text NOT NULL REFERENCES count_sheets (id) ON DELETE CASCADE,
     item_id           text NOT NULL REFERENCES items (id),
@@ -71,9 +72,9 @@ CREATE TABLE count_lines (
     counted_by        text REFERENCES users (id),
     created_at        timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX count_lines_count_sheet_id_idx ON count_lines (count_sheet_id);
+CREATE INDEX IF NOT EXISTS count_lines_count_sheet_id_idx ON count_lines (count_sheet_id);
 
-CREATE TABLE audit_logs (
+CREATE TABLE IF NOT EXISTS audit_logs (
     id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     actor       text,
     action      text NOT NULL,
@@ -82,9 +83,9 @@ CREATE TABLE audit_logs (
     payload     jsonb NOT NULL DEFAULT '{}'::jsonb,
     created_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE INDEX audit_logs_created_at_idx ON audit_logs (created_at);
+CREATE INDEX IF NOT EXISTS audit_logs_created_at_idx ON audit_logs (created_at);
 
-CREATE TABLE feature_flags (
+CREATE TABLE IF NOT EXISTS feature_flags (
     id          text PRIMARY KEY DEFAULT gen_random_uuid()::text,
     key         text NOT NULL,
     enabled     boolean NOT NULL DEFAULT false,
@@ -92,4 +93,4 @@ CREATE TABLE feature_flags (
     created_at  timestamptz NOT NULL DEFAULT now(),
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
-CREATE UNIQUE INDEX feature_flags_key_key ON feature_flags (key);
+CREATE UNIQUE INDEX IF NOT EXISTS feature_flags_key_key ON feature_flags (key);

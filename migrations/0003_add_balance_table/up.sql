@@ -3,9 +3,9 @@
 -- (org_id, item_id, location_id, lot_id); lot_id may be NULL and NULL lots are one key
 -- (NULLS NOT DISTINCT, PostgreSQL 15+). The trigger keeps it exact on every ledger insert.
 -- Run in one transaction: CREATE TRIGGER locks out ledger writes until the backfill commits,
--- so no movement is counted twice or missed.
+-- so no movement is counted twice or missed. Idempotent: a re-run recomputes the balances.
 
-CREATE TABLE inventory_balances (
+CREATE TABLE IF NOT EXISTS inventory_balances (
     org_id      text NOT NULL,
     item_id     text NOT NULL,
     location_id text NOT NULL,
@@ -17,9 +17,9 @@ CREATE TABLE inventory_balances (
     CONSTRAINT inventory_balances_itemId_fkey FOREIGN KEY (item_id) REFERENCES items (id),
     CONSTRAINT inventory_balances_locationId_fkey FOREIGN KEY (location_id) REFERENCES locations (id)
 );
-CREATE UNIQUE INDEX inventory_balances_orgId_itemId_locationId_lotId_key
+CREATE UNIQUE INDEX IF NOT EXISTS inventory_balances_orgId_itemId_locationId_lotId_key
     ON inventory_balances (org_id, item_id, location_id, lot_id) NULLS NOT DISTINCT;
-CREATE INDEX inventory_balances_org_id_idx ON inventory_balances (org_id);
+CREATE INDEX IF NOT EXISTS inventory_balances_org_id_idx ON inventory_balances (org_id);
 
 -- Called after each inserted ledger row; adds its delta to the matching balance row.
 CREATE OR REPLACE FUNCTION update_inventory_balance() RETURNS trigger

@@ -2,10 +2,9 @@
 //!
 //! Everything lives in `<work_dir>/.orgwall/`: the cluster (`pgdata/`, kept between runs so data
 //! written through the proxy survives), its log, and `demo.state` (port and superuser password).
-//! The migrations are compiled into the binary, applied once each and recorded in
-//! `orgwall.schema_migrations`; the demo rows are inserted idempotently.
+//! The migrations are applied by `orgwall migrate`'s runner (compiled in, recorded in
+//! `orgwall.schema_migrations`); the demo rows are inserted idempotently.
 
-use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
@@ -15,31 +14,6 @@ use anyhow::Context;
 
 use crate::config::{Config, EnvOverrides};
 use crate::localpg::{self, LocalPgError, LocalPgOptions, LocalPostgres};
-
-/// One folder of `migrations/`, compiled in.
-#[derive(Debug, Clone, Copy)]
-pub struct Migration {
-    pub name: &'static str,
-    pub up: &'static str,
-    pub down: &'static str,
-}
-
-macro_rules! migration {
-    ($name:literal) => {
-        Migration {
-            name: $name,
-            up: include_str!(concat!("../../migrations/", $name, "/up.sql")),
-            down: include_str!(concat!("../../migrations/", $name, "/down.sql")),
-        }
-    };
-}
-
-/// The migrations in the order they apply.
-pub const MIGRATIONS: &[Migration] = &[
-    migration!("0001_base_schema"),
-    migration!("0002_add_organization_support"),
-    migration!("0003_add_balance_table"),
-];
 
 /// The port the demo's PostgreSQL uses when it is free.
 pub const DEFAULT_PG_PORT: u16 = 54329;
@@ -243,29 +217,28 @@ pub fn prepare(work_dir: &Path, default_port: Option<u16>) -> anyhow::Result<Loc
     Ok(pg)
 }
 
-/// Applies every embedded migration not yet recorded in `orgwall.schema_migrations`, each in
-/// its own transaction together with its record.
+/// Applies the pending migrations with [`crate::migrate::up`]. No backup guard: the demo's
+/// private cluster is disposable.
 pub fn apply_migrations(pg: &LocalPostgres, db: &str) -> anyhow::Result<()> {
-    pg.psql(
-        db,
-        "SET client_min_messages = warning;\n\
-         CREATE SCHEMA IF NOT EXISTS orgwall;\n\
-         CREATE TABLE IF NOT EXISTS orgwall.schema_migrations (\n\
-           version text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());",
-    )?;
-    let applied: HashSet<String> = pg
-        .psql(db, "SELECT version FROM orgwall.schema_migrations")?
-        .lines()
-        .map(str::to_string)
-        .collect();
-    for m in MIGRATIONS.iter().filter(|m| !applied.contains(m.name)) {
-        tracing::info!(migration = m.name, db, "applying migration");
-        let sql = format!(
-            "BEGIN;\n{}\n;INSERT INTO orgwall.schema_migrations (version) VALUES ('{}');\nCOMMIT;\n",
-            m.up, m.name
-        );
-        pg.psql(db, &sql)
-            .with_context(|| format!("migration {} failed", m.name))?;
+    use crate::migrate::{self, backup::BackupPolicy, RunOptions, Target};
+    let target = Target::from_url(&pg.url(db))?;
+    let opts = RunOptions {
+        backup: BackupPolicy::Skip,
+        ..RunOptions::default()
+    };
+    let run = migrate::up(&target, None, &opts);
+    // `prepare` runs on a blocking thread; reuse the caller's runtime when there is one.
+    let report = match tokio::runtime::Handle::try_current() {
+        Ok(handle) => handle.block_on(run),
+        Err(_) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("starting a runtime for the migrations")?
+            .block_on(run),
+    }
+    .context("applying the migrations")?;
+    for m in &report.migrations {
+        tracing::info!(migration = %m, db, "applied migration");
     }
     Ok(())
 }
@@ -354,109 +327,6 @@ mod tests {
         let p = PathBuf::from(format!("/tmp/orgwall-{tag}-{}-{nanos}", std::process::id()));
         std::fs::create_dir_all(&p).unwrap();
         p
-    }
-
-    /// The guide's procedure end to end: base schema with data, organization migration and its
-    /// verification queries, balance table and trigger, then every rollback in reverse.
-    #[test]
-    fn migrations_round_trip() {
-        let dir = scratch("migrations-test");
-        let mut pg = LocalPostgres::start(LocalPgOptions {
-            data_dir: dir.join("pgdata"),
-            port: None,
-            superuser_password: "pw".into(),
-            extra_conf: vec![],
-        })
-        .unwrap();
-        pg.create_database("m").unwrap();
-        let sql = |s: &str| pg.psql("m", s).unwrap_or_else(|e| panic!("{e}\n{s}"));
-        let apply = |s: &str| sql(&format!("BEGIN;\n{s}\nCOMMIT;"));
-        let [m1, m2, m3] = [MIGRATIONS[0], MIGRATIONS[1], MIGRATIONS[2]];
-
-        apply(m1.up);
-        sql("INSERT INTO users (id, email) VALUES ('u1', 'a@x.test');
-             INSERT INTO items (id, item_number) VALUES ('i1', 'W-100');
-             INSERT INTO locations (id, site, name) VALUES ('l1', 'Main', 'A-01');
-             INSERT INTO inventory_ledger (item_id, location_id, lot_id, quantity_delta)
-               VALUES ('i1', 'l1', NULL, 5), ('i1', 'l1', NULL, -2), ('i1', 'l1', 'L7', 4);
-             INSERT INTO count_sheets (id, count_number) VALUES ('c1', 'CNT-1');
-             INSERT INTO count_lines (count_sheet_id, item_id, counted_quantity) VALUES ('c1', 'i1', 3);
-             INSERT INTO audit_logs (actor, action) VALUES ('u1', 'login');
-             INSERT INTO feature_flags (key, enabled) VALUES ('f', true);");
-
-        apply(m2.up);
-        assert_eq!(
-            sql("SELECT id, name FROM organizations"),
-            "org_default|Default Organization"
-        );
-        let nullable = sql(
-            "SELECT table_name, is_nullable FROM information_schema.columns
-                            WHERE column_name = 'org_id' AND table_schema = 'public' ORDER BY 1",
-        );
-        assert_eq!(nullable.lines().count(), 8, "{nullable}");
-        assert!(nullable.lines().all(|l| l.ends_with("|NO")), "{nullable}");
-        assert_eq!(
-            sql(
-                "SELECT COUNT(*) = COUNT(org_id) FROM inventory_ledger UNION ALL
-                 SELECT COUNT(*) = COUNT(org_id) FROM users"
-            ),
-            "t\nt"
-        );
-        // Tenant-composite keys: a second org may reuse the business keys.
-        sql("INSERT INTO organizations VALUES ('org_b', 'B');
-             INSERT INTO items (id, org_id, item_number) VALUES ('ib', 'org_b', 'W-100');
-             INSERT INTO locations (id, org_id, site, name) VALUES ('lb', 'org_b', 'Main', 'A-01');
-             INSERT INTO users (id, org_id, email) VALUES ('ub', 'org_b', 'a@x.test');");
-        assert!(pg
-            .psql(
-                "m",
-                "INSERT INTO items (org_id, item_number) VALUES ('org_b', 'W-100')"
-            )
-            .is_err());
-        assert!(pg
-            .psql(
-                "m",
-                "INSERT INTO items (org_id, item_number) VALUES ('nope', 'X')"
-            )
-            .is_err());
-
-        apply(m3.up);
-        let balances = "SELECT org_id, item_id, coalesce(lot_id, '-'), quantity FROM inventory_balances ORDER BY 1, 3";
-        assert_eq!(sql(balances), "org_default|i1|-|3\norg_default|i1|L7|4");
-        sql("INSERT INTO inventory_ledger (org_id, item_id, location_id, lot_id, quantity_delta) VALUES
-               ('org_default', 'i1', 'l1', NULL, 10), ('org_b', 'ib', 'lb', NULL, 1.5),
-               ('org_b', 'ib', 'lb', NULL, 2), ('org_default', 'i1', 'l1', 'L7', -4)");
-        assert_eq!(
-            sql(balances),
-            "org_b|ib|-|3.5\norg_default|i1|-|13\norg_default|i1|L7|0"
-        );
-        assert_eq!(
-            sql(
-                "SELECT count(*) FROM pg_trigger WHERE tgname = 'inventory_ledger_balance_trigger'"
-            ),
-            "1"
-        );
-
-        apply(m3.down);
-        assert_eq!(sql("SELECT to_regclass('inventory_balances') IS NULL"), "t");
-        // The guide's rollback restores the global unique keys, so tenants must not collide.
-        sql("DELETE FROM inventory_ledger WHERE org_id = 'org_b'; DELETE FROM items WHERE org_id = 'org_b';
-             DELETE FROM locations WHERE org_id = 'org_b'; DELETE FROM users WHERE org_id = 'org_b';");
-        apply(m2.down);
-        assert_eq!(
-            sql("SELECT count(*) FROM information_schema.columns WHERE column_name = 'org_id'"),
-            "0"
-        );
-        assert_eq!(sql("SELECT count(*) FROM pg_indexes WHERE indexname IN ('users_email_key',
-            'items_itemnumber_key', 'locations_site_name_key', 'count_sheets_countnumber_key', 'feature_flags_key_key')"), "5");
-        apply(m1.down);
-        assert_eq!(
-            sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
-            "0"
-        );
-        pg.stop();
-        drop(pg);
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

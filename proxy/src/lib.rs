@@ -11,6 +11,7 @@
 //! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
 //! - [`wire`], [`scram`]: protocol framing and SCRAM primitives shared by both sides.
 //! - [`localpg`], [`demo`]: a private PostgreSQL for `orgwall demo` and the test suite.
+//! - [`migrate`]: admin tooling — `orgwall migrate` (the migration guide as resumable steps) and `reconcile`.
 
 pub mod cancel;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod demo;
 pub mod errors;
 pub mod frontend;
 pub mod localpg;
+pub mod migrate;
 pub mod scram;
 pub mod server;
 pub mod session;

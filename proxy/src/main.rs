@@ -1,5 +1,5 @@
 //! The `orgwall` command line: `serve` runs the proxy from a config file, `demo` runs a private
-//! PostgreSQL with two demo tenants behind the proxy.
+//! PostgreSQL with two demo tenants behind the proxy, `migrate` / `reconcile` are admin tooling.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -34,6 +34,10 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6432")]
         listen: SocketAddr,
     },
+    /// Apply, roll back or check the schema migrations (`status | up | down | verify`).
+    Migrate(orgwall::migrate::cli::MigrateArgs),
+    /// Compare inventory_balances with the ledger; `--fix` repairs drift.
+    Reconcile(orgwall::migrate::cli::ReconcileArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +69,8 @@ fn main() -> anyhow::Result<()> {
                 let dir = std::env::current_dir().context("current directory")?;
                 orgwall::demo::run(&dir, listen).await
             }
+            Command::Migrate(args) => Ok(orgwall::migrate::cli::migrate(args).await?),
+            Command::Reconcile(args) => Ok(orgwall::migrate::cli::reconcile(args).await?),
         }
     })
 }
