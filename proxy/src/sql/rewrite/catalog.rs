@@ -185,7 +185,8 @@ impl Catalog {
     pub(crate) fn resolve(&self, parts: &[String]) -> Result<Target<'_>, Refusal> {
         match parts {
             [name] => {
-                if LEAKY_CATALOGS.contains(&name.as_str()) || SAFE_PG_CATALOG.contains(&name.as_str())
+                if LEAKY_CATALOGS.contains(&name.as_str())
+                    || SAFE_PG_CATALOG.contains(&name.as_str())
                 {
                     return system("pg_catalog", name);
                 }
@@ -248,14 +249,23 @@ impl Catalog {
             t(
                 "items",
                 &with(
-                    &["id", "item_number", "description", "unit_of_measure", "active"],
+                    &[
+                        "id",
+                        "item_number",
+                        "description",
+                        "unit_of_measure",
+                        "active",
+                    ],
                     &[ts[0], ts[1], "org_id"],
                 ),
                 &[&["item_number"]],
             ),
             t(
                 "locations",
-                &with(&["id", "site", "name", "description"], &[ts[0], ts[1], "org_id"]),
+                &with(
+                    &["id", "site", "name", "description"],
+                    &[ts[0], ts[1], "org_id"],
+                ),
                 &[&["site", "name"]],
             ),
             t(
@@ -319,7 +329,10 @@ impl Catalog {
             ),
             t(
                 "feature_flags",
-                &with(&["id", "key", "enabled", "description"], &[ts[0], ts[1], "org_id"]),
+                &with(
+                    &["id", "key", "enabled", "description"],
+                    &[ts[0], ts[1], "org_id"],
+                ),
                 &[&["key"]],
             ),
             t(

@@ -4,10 +4,10 @@
 //! column can never be assigned.
 
 use sqlparser::ast::{
-    Assignment, AssignmentTarget, ConflictTarget, Delete, Expr, FromTable, Ident, Insert,
-    Merge, MergeAction, MergeClauseKind, MergeInsertKind, MergeUpdateKind, ObjectName,
-    OnConflict, OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias,
-    TableFactor, TableObject, Update, UpdateTableFromKind, Value,
+    Assignment, AssignmentTarget, ConflictTarget, Delete, Expr, FromTable, Ident, Insert, Merge,
+    MergeAction, MergeClauseKind, MergeInsertKind, MergeUpdateKind, ObjectName, OnConflict,
+    OnConflictAction, OnInsert, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor,
+    TableObject, Update, UpdateTableFromKind, Value,
 };
 
 use super::catalog::{TableInfo, TableKind, Target};
@@ -152,7 +152,9 @@ fn tenant_value(e: &mut Expr, column: &str, cx: &mut Cx) -> R {
             }
             _ => Err(bad_tenant_value(column)),
         },
-        Expr::Identifier(i) if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") => {
+        Expr::Identifier(i)
+            if i.quote_style.is_none() && i.value.eq_ignore_ascii_case("default") =>
+        {
             *e = cx.tenant();
             Ok(())
         }
@@ -177,7 +179,9 @@ fn inject_rows(
 ) -> R {
     for row in rows.iter_mut() {
         if row.len() != width {
-            return Err(Refusal::syntax("VALUES row length differs from the column list"));
+            return Err(Refusal::syntax(
+                "VALUES row length differs from the column list",
+            ));
         }
         match pos {
             Some(k) => match row.get_mut(k) {
@@ -252,7 +256,9 @@ fn insert(ins: &mut Insert, cx: &mut Cx) -> R {
                     if cols.is_empty() {
                         // Table order, as PostgreSQL assigns a column-less VALUES list.
                         if width > t.table.columns.len() {
-                            return Err(Refusal::syntax("INSERT has more expressions than columns"));
+                            return Err(Refusal::syntax(
+                                "INSERT has more expressions than columns",
+                            ));
                         }
                         cols = t.table.columns[..width].to_vec();
                         ins.columns = cols.iter().map(|c| ident(c).into()).collect();
@@ -309,7 +315,11 @@ fn wrap_with_tenant(inner: Query, cx: &mut Cx) -> Query {
         }),
         sample: None,
     };
-    select_query(vec![star(), SelectItem::UnnamedExpr(cx.tenant())], from, None)
+    select_query(
+        vec![star(), SelectItem::UnnamedExpr(cx.tenant())],
+        from,
+        None,
+    )
 }
 
 fn on_conflict(oc: &mut OnConflict, t: &WriteTarget, cx: &mut Cx) -> R {
@@ -370,7 +380,9 @@ fn update(u: &mut Update, cx: &mut Cx) -> R {
             }
         }
         Some(UpdateTableFromKind::BeforeSet(_)) => {
-            return Err(Refusal::unsupported("UPDATE FROM before SET is not PostgreSQL"));
+            return Err(Refusal::unsupported(
+                "UPDATE FROM before SET is not PostgreSQL",
+            ));
         }
     }
     walk(&mut u.assignments, cx)?;
@@ -392,7 +404,9 @@ fn delete(d: &mut Delete, cx: &mut Cx) -> R {
         return Err(Refusal::unsupported("DELETE form is not PostgreSQL syntax"));
     }
     let FromTable::WithFromKeyword(from) = &mut d.from else {
-        return Err(Refusal::unsupported("DELETE without FROM is not PostgreSQL"));
+        return Err(Refusal::unsupported(
+            "DELETE without FROM is not PostgreSQL",
+        ));
     };
     let [target] = from.as_mut_slice() else {
         return Err(Refusal::unsupported("DELETE from several tables"));
@@ -425,7 +439,10 @@ fn merge(m: &mut Merge, cx: &mut Cx) -> R {
     walk(m.on.as_mut(), cx)?;
     // Other tenants' rows never match, so they are neither updated nor deleted.
     let on = std::mem::replace(m.on.as_mut(), Expr::Value(Value::Null.into()));
-    *m.on = and(tenant_eq(Some(t.reference.clone()), &t.column, cx), Some(on));
+    *m.on = and(
+        tenant_eq(Some(t.reference.clone()), &t.column, cx),
+        Some(on),
+    );
     for clause in &mut m.clauses {
         if matches!(clause.clause_kind, MergeClauseKind::NotMatchedBySource) {
             // Those rows include every other tenant's.

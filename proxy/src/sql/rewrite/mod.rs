@@ -160,8 +160,24 @@ fn quote_literal(v: &str) -> String {
 /// Statements sqlparser cannot parse but which are refused by policy anyway: say so, rather
 /// than reporting a syntax error.
 const REFUSED_KEYWORDS: &[&str] = &[
-    "DO", "ALTER", "CREATE", "DROP", "GRANT", "REVOKE", "LOAD", "CALL", "TRUNCATE", "VACUUM",
-    "CLUSTER", "REINDEX", "SECURITY", "COMMENT", "IMPORT", "REFRESH", "REASSIGN", "CHECKPOINT",
+    "DO",
+    "ALTER",
+    "CREATE",
+    "DROP",
+    "GRANT",
+    "REVOKE",
+    "LOAD",
+    "CALL",
+    "TRUNCATE",
+    "VACUUM",
+    "CLUSTER",
+    "REINDEX",
+    "SECURITY",
+    "COMMENT",
+    "IMPORT",
+    "REFRESH",
+    "REASSIGN",
+    "CHECKPOINT",
 ];
 
 fn parse_refusal(sql: &str, e: sqlparser::parser::ParserError) -> Refusal {
@@ -187,7 +203,9 @@ fn refuse_unicode_identifiers(sql: &str) -> Result<(), Refusal> {
         .map_err(|e| Refusal::syntax(format!("cannot tokenize statement: {e}")))?;
     let unicode_ident = tokens.windows(3).any(|w| match w {
         [Token::Word(u), Token::Ampersand, Token::Word(q)] => {
-            u.quote_style.is_none() && u.value.eq_ignore_ascii_case("u") && q.quote_style == Some('"')
+            u.quote_style.is_none()
+                && u.value.eq_ignore_ascii_case("u")
+                && q.quote_style == Some('"')
         }
         _ => false,
     });
@@ -219,7 +237,9 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     let parts: Vec<String> = text.split(MARKER).map(str::to_string).collect();
     if parts.len() != cx.holes + 1 {
         // Someone else printed the marker: never guess where the tenant goes.
-        return Err(Refusal::syntax("statement text collides with orgwall's marker"));
+        return Err(Refusal::syntax(
+            "statement text collides with orgwall's marker",
+        ));
     }
     Ok(Template {
         parts,

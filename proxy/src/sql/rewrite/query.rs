@@ -8,9 +8,9 @@ use std::ops::ControlFlow;
 use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, Ident, JoinOperator, ObjectName, Query, Select,
-    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator,
-    SetQuantifier, Statement, TableAlias, TableFactor, TableWithJoins, Values, VisitMut,
-    VisitorMut, WildcardAdditionalOptions,
+    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier,
+    Statement, TableAlias, TableFactor, TableWithJoins, Values, VisitMut, VisitorMut,
+    WildcardAdditionalOptions,
 };
 
 use super::catalog::{Catalog, TableInfo, Target};
@@ -181,7 +181,9 @@ fn rewrite_query_scoped(q: &mut Query, cx: &mut Cx) -> R {
         || q.format_clause.is_some()
         || !q.pipe_operators.is_empty()
     {
-        return Err(Refusal::unsupported("query clause is not PostgreSQL syntax"));
+        return Err(Refusal::unsupported(
+            "query clause is not PostgreSQL syntax",
+        ));
     }
     if let Some(with) = &mut q.with {
         let names = with
@@ -273,7 +275,9 @@ fn rewrite_select(s: &mut Select, cx: &mut Cx) -> R {
         || s.value_table_mode.is_some()
         || !matches!(s.flavor, SelectFlavor::Standard)
     {
-        return Err(Refusal::unsupported("SELECT clause is not PostgreSQL syntax"));
+        return Err(Refusal::unsupported(
+            "SELECT clause is not PostgreSQL syntax",
+        ));
     }
     for twj in &mut s.from {
         rewrite_twj(twj, cx)?;

@@ -36,9 +36,10 @@ const DENIED_SETTINGS: &[&str] = &[
 pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
     match stmt {
         Statement::Query(q) => rewrite_query(q, cx),
-        Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_) | Statement::Merge(_) => {
-            rewrite_dml(stmt, cx)
-        }
+        Statement::Insert(_)
+        | Statement::Update(_)
+        | Statement::Delete(_)
+        | Statement::Merge(_) => rewrite_dml(stmt, cx),
         Statement::Copy {
             source,
             to,
@@ -53,10 +54,14 @@ pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
                 ));
             }
             if !matches!(target, CopyTarget::Stdout) {
-                return Err(Refusal::policy("COPY … TO a file or program is not allowed"));
+                return Err(Refusal::policy(
+                    "COPY … TO a file or program is not allowed",
+                ));
             }
             if !legacy_options.is_empty() || payload.is_some() {
-                return Err(Refusal::unsupported("legacy COPY options are not supported"));
+                return Err(Refusal::unsupported(
+                    "legacy COPY options are not supported",
+                ));
             }
             copy_source(source, cx)
         }
@@ -134,15 +139,15 @@ pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
             )),
             Reset::ConfigurationParameter(name) => check_setting_name(name, "RESET"),
         },
-        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => {
-            Err(Refusal::policy(
-                "LISTEN/NOTIFY channels are shared by all tenants and not allowed",
-            ))
-        }
+        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => Err(
+            Refusal::policy("LISTEN/NOTIFY channels are shared by all tenants and not allowed"),
+        ),
         Statement::Grant(_)
         | Statement::Revoke(_)
         | Statement::GrantRole(_)
-        | Statement::RevokeRole(_) => Err(Refusal::policy("GRANT/REVOKE is not allowed for tenants")),
+        | Statement::RevokeRole(_) => {
+            Err(Refusal::policy("GRANT/REVOKE is not allowed for tenants"))
+        }
         Statement::Call(_) => Err(Refusal::policy("CALL is not allowed for tenants")),
         Statement::Load { .. } => Err(Refusal::policy("LOAD is not allowed for tenants")),
         other => Err(Refusal::policy(format!(
@@ -214,9 +219,7 @@ fn check_set(set: &Set) -> R {
         Set::SetSessionAuthorization(_) => Err(Refusal::policy(
             "SET SESSION AUTHORIZATION is not allowed for tenants",
         )),
-        Set::SetNames { charset_name, .. } => {
-            utf8_only(&charset_name.value.to_ascii_lowercase())
-        }
+        Set::SetNames { charset_name, .. } => utf8_only(&charset_name.value.to_ascii_lowercase()),
         Set::SetNamesDefault {} => Ok(()),
         _ => Err(Refusal::unsupported("this form of SET is not supported")),
     }
@@ -250,9 +253,7 @@ fn check_setting_value(name: &str, v: &Expr) -> R {
             }
         },
         Expr::Identifier(i) => i.value.to_ascii_lowercase(),
-        Expr::UnaryOp { expr, .. } if matches!(expr.as_ref(), Expr::Value(_)) => {
-            return Ok(())
-        }
+        Expr::UnaryOp { expr, .. } if matches!(expr.as_ref(), Expr::Value(_)) => return Ok(()),
         other => return Err(Refusal::unsupported(format!("SET {name} to {other}"))),
     };
     if name == "client_encoding" {
