@@ -6,13 +6,16 @@
 //! it holds a marker that [`Template::render`] replaces with an escaped literal, so one
 //! template (and one cache entry) serves every tenant.
 
+mod build;
 pub mod cache;
 pub mod catalog;
 mod dml;
 mod functions;
+mod insert;
 mod names;
 mod query;
 mod statements;
+mod walk;
 
 #[cfg(test)]
 mod tests;
@@ -226,7 +229,7 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
         refuse_unicode_identifiers(sql)?;
     }
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parse_refusal(sql, e))?;
-    let mut cx = query::Cx::new(catalog);
+    let mut cx = build::Cx::new(catalog);
     let mut texts = Vec::with_capacity(stmts.len());
     for mut stmt in stmts {
         functions::check_functions(&stmt, catalog)?;

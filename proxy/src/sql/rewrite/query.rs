@@ -1,164 +1,21 @@
 //! Queries: WITH (CTE scoping as PostgreSQL does it), set operations, SELECT clauses, FROM
-//! items and joins, and every subquery inside an expression. Each tenant-table reference
-//! becomes `(SELECT * FROM schema.t WHERE org_id = <tenant>) AS t`, which keeps outer-join
-//! semantics and which PostgreSQL flattens back into an index scan.
+//! items and joins. Each tenant-table reference becomes
+//! `(SELECT * FROM schema.t WHERE org_id = <tenant>) AS t`, which keeps outer-join semantics
+//! and which PostgreSQL flattens back into an index scan; expressions go through `walk`.
 
-use std::ops::ControlFlow;
-
-use sqlparser::ast::helpers::attached_token::AttachedToken;
 use sqlparser::ast::{
-    BinaryOperator, Expr, GroupByExpr, Ident, JoinOperator, ObjectName, Query, Select,
-    SelectFlavor, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier,
-    Statement, TableAlias, TableFactor, TableWithJoins, Values, VisitMut, VisitorMut,
-    WildcardAdditionalOptions,
+    JoinOperator, ObjectName, Query, Select, SelectFlavor, SelectItem,
+    SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableAlias, TableFactor,
+    TableWithJoins,
 };
 
-use super::catalog::{Catalog, TableInfo, Target};
-use super::names::{self, ident, last_ident, norm, qualified};
-use super::{dml, tenant_expr, Refusal};
+use super::build::{select_query, star, table_factor, tenant_eq, Cx};
+use super::catalog::{TableInfo, Target};
+use super::names::{self, last_ident, norm, qualified};
+pub(crate) use super::walk::walk;
+use super::{dml, Refusal};
 
 type R = Result<(), Refusal>;
-
-/// Rewrite state for one SQL string: the CTE names in scope and what the template must record.
-pub(crate) struct Cx<'a> {
-    pub catalog: &'a Catalog,
-    /// Visible CTE names, innermost last; a query truncates back to its mark when it ends.
-    ctes: Vec<String>,
-    /// How many tenant markers were placed.
-    pub holes: usize,
-    pub param_checks: Vec<usize>,
-    pub literal_checks: Vec<String>,
-}
-
-impl<'a> Cx<'a> {
-    pub fn new(catalog: &'a Catalog) -> Self {
-        Cx {
-            catalog,
-            ctes: Vec::new(),
-            holes: 0,
-            param_checks: Vec::new(),
-            literal_checks: Vec::new(),
-        }
-    }
-
-    /// The tenant value (a marker the template fills in).
-    pub fn tenant(&mut self) -> Expr {
-        self.holes += 1;
-        tenant_expr()
-    }
-
-    fn is_cte(&self, name: &str) -> bool {
-        self.ctes.iter().any(|c| c == name)
-    }
-}
-
-/// `a AND (b)`.
-pub(crate) fn and(guard: Expr, rest: Option<Expr>) -> Expr {
-    match rest {
-        None => guard,
-        Some(e) => Expr::BinaryOp {
-            left: Box::new(guard),
-            op: BinaryOperator::And,
-            right: Box::new(Expr::Nested(Box::new(e))),
-        },
-    }
-}
-
-/// `qualifier.column = <tenant>`, or `column = <tenant>` without a qualifier.
-pub(crate) fn tenant_eq(qualifier: Option<Ident>, column: &str, cx: &mut Cx) -> Expr {
-    let col = match qualifier {
-        Some(q) => Expr::CompoundIdentifier(vec![q, ident(column)]),
-        None => Expr::Identifier(ident(column)),
-    };
-    Expr::BinaryOp {
-        left: Box::new(col),
-        op: BinaryOperator::Eq,
-        right: Box::new(cx.tenant()),
-    }
-}
-
-/// A bare table reference `name`.
-pub(crate) fn table_factor(name: ObjectName) -> TableFactor {
-    TableFactor::Table {
-        name,
-        alias: None,
-        args: None,
-        with_hints: vec![],
-        version: None,
-        with_ordinality: false,
-        partitions: vec![],
-        json_path: None,
-        sample: None,
-        index_directives: vec![],
-        inheritance: None,
-    }
-}
-
-/// `SELECT <projection> FROM <from> [WHERE <selection>]` as a query.
-pub(crate) fn select_query(
-    projection: Vec<SelectItem>,
-    from: TableFactor,
-    selection: Option<Expr>,
-) -> Query {
-    let select = Select {
-        select_token: AttachedToken::empty(),
-        optimizer_hints: vec![],
-        distinct: None,
-        select_modifiers: None,
-        top: None,
-        top_before_distinct: false,
-        projection,
-        exclude: None,
-        into: None,
-        from: vec![TableWithJoins {
-            relation: from,
-            joins: vec![],
-        }],
-        lateral_views: vec![],
-        prewhere: None,
-        selection,
-        connect_by: vec![],
-        group_by: GroupByExpr::Expressions(vec![], vec![]),
-        cluster_by: vec![],
-        distribute_by: vec![],
-        sort_by: vec![],
-        having: None,
-        named_window: vec![],
-        qualify: None,
-        window_before_qualify: false,
-        value_table_mode: None,
-        flavor: SelectFlavor::Standard,
-    };
-    query_of(SetExpr::Select(Box::new(select)))
-}
-
-pub(crate) fn query_of(body: SetExpr) -> Query {
-    Query {
-        with: None,
-        body: Box::new(body),
-        order_by: None,
-        limit_clause: None,
-        fetch: None,
-        locks: vec![],
-        for_clause: None,
-        settings: None,
-        format_clause: None,
-        pipe_operators: vec![],
-    }
-}
-
-/// A query with no expressions and no tables (`VALUES` with no rows), used as a stand-in.
-pub(crate) fn placeholder() -> Query {
-    query_of(SetExpr::Values(Values {
-        explicit_row: false,
-        value_keyword: false,
-        rows: vec![],
-    }))
-}
-
-pub(crate) fn star() -> SelectItem {
-    SelectItem::Wildcard(WildcardAdditionalOptions::default())
-}
 
 /// `(SELECT * FROM schema.t WHERE <tenant column> = <tenant>)` for a confined table.
 fn confined(t: &TableInfo, column: &str, cx: &mut Cx) -> Query {
@@ -407,79 +264,5 @@ pub(crate) fn rewrite_factor(f: &mut TableFactor, cx: &mut Cx) -> R {
         other => Err(Refusal::unsupported(format!(
             "FROM item {other} is not supported"
         ))),
-    }
-}
-
-/// Walks an expression-bearing node: every subquery in it is confined in place, and any
-/// table reference outside a query is refused.
-pub(crate) fn walk<T: VisitMut>(node: &mut T, cx: &mut Cx) -> R {
-    let mut w = Walker {
-        cx,
-        stash: Vec::new(),
-    };
-    match node.visit(&mut w) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
-    }
-}
-
-struct Walker<'c, 'a> {
-    cx: &'c mut Cx<'a>,
-    /// Rewritten subqueries waiting to be put back after the visitor passes their stand-in.
-    stash: Vec<Query>,
-}
-
-impl VisitorMut for Walker<'_, '_> {
-    type Break = Refusal;
-
-    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<Refusal> {
-        // Take the subquery out, confine it with our own scoping, and let the generic visitor
-        // descend into an empty stand-in; `post_visit_query` puts the result back.
-        let mut taken = std::mem::replace(q, placeholder());
-        if let Err(e) = rewrite_query(&mut taken, self.cx) {
-            return ControlFlow::Break(e);
-        }
-        self.stash.push(taken);
-        ControlFlow::Continue(())
-    }
-
-    fn post_visit_query(&mut self, q: &mut Query) -> ControlFlow<Refusal> {
-        if let Some(t) = self.stash.pop() {
-            *q = t;
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, f: &mut TableFactor) -> ControlFlow<Refusal> {
-        ControlFlow::Break(Refusal::unsupported(format!(
-            "table reference {f} in an unsupported position"
-        )))
-    }
-
-    fn pre_visit_relation(&mut self, r: &mut ObjectName) -> ControlFlow<Refusal> {
-        ControlFlow::Break(Refusal::unsupported(format!(
-            "table reference {r} in an unsupported position"
-        )))
-    }
-
-    fn pre_visit_statement(&mut self, s: &mut Statement) -> ControlFlow<Refusal> {
-        ControlFlow::Break(Refusal::unsupported(format!(
-            "nested statement {s} is not supported"
-        )))
-    }
-
-    fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<Refusal> {
-        // `public.users.email` names a FROM item that is now the derived table `users`.
-        if let Expr::CompoundIdentifier(ids) = e {
-            if ids.len() >= 3 {
-                let ps: Result<Vec<String>, _> = ids[..2].iter().map(norm).collect();
-                if let Ok(ps) = ps {
-                    if matches!(self.cx.catalog.resolve(&ps), Ok(Target::Table(_))) {
-                        ids.remove(0);
-                    }
-                }
-            }
-        }
-        ControlFlow::Continue(())
     }
 }

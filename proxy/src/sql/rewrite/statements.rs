@@ -9,9 +9,10 @@ use sqlparser::ast::{
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use super::build::Cx;
 use super::dml::rewrite_dml;
 use super::names;
-use super::query::{rewrite_query, walk, Cx};
+use super::query::{rewrite_query, walk};
 use super::Refusal;
 
 type R = Result<(), Refusal>;
