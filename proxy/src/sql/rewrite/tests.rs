@@ -1838,3 +1838,49 @@ fn identifiers() {
         ),
     );
 }
+
+#[test]
+fn no_tenant_never_means_no_filter() {
+    // An empty or hostile tenant value still renders a predicate: it matches no row.
+    let cat = Catalog::seed_for_tests();
+    let t = rewrite("SELECT * FROM items WHERE org_id IS NULL", &cat).expect("rewrites");
+    assert_eq!(
+        t.render(""),
+        "SELECT * FROM (SELECT * FROM public.items WHERE org_id = '') AS items WHERE org_id IS NULL"
+    );
+    let t = rewrite("DELETE FROM items", &cat).expect("rewrites");
+    assert_eq!(
+        t.render(""),
+        "DELETE FROM public.items WHERE items.org_id = ''"
+    );
+}
+
+#[test]
+fn more_forms() {
+    check("SELECT * FROM now()", Sql("SELECT * FROM now()"));
+    check(
+        "INSERT INTO items (id, item_number) OVERRIDING SYSTEM VALUE VALUES ('a', 'b')",
+        Sql("INSERT INTO public.items (id, item_number, org_id) OVERRIDING SYSTEM VALUE VALUES ('a', 'b', 'org_a')"),
+    );
+    check(
+        "SELECT * FROM items WHERE id = $1 AND org_id = $2",
+        Sql("SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id = $1 AND org_id = $2"),
+    );
+    check(
+        "SELECT o.name, count(u.id) FROM organizations o LEFT JOIN users u ON u.org_id = o.id GROUP BY o.name",
+        Sql("SELECT o.name, count(u.id) FROM (SELECT * FROM public.organizations WHERE id = 'org_a') o LEFT JOIN (SELECT * FROM public.users WHERE org_id = 'org_a') u ON u.org_id = o.id GROUP BY o.name"),
+    );
+    check(
+        "SELECT * FROM items i WHERE i.id IN (WITH x AS (SELECT item_id FROM count_lines) SELECT * FROM x)",
+        Sql("SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i WHERE i.id IN (WITH x AS (SELECT item_id FROM (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines) SELECT * FROM x)"),
+    );
+    check(
+        "WITH x AS (SELECT 1) SELECT * FROM items WHERE EXISTS (SELECT 1 FROM x, users)",
+        Sql("WITH x AS (SELECT 1) SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE EXISTS (SELECT 1 FROM x, (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"),
+    );
+    check("SELECT * FROM x", Refused("42501", "unknown table x"));
+    check(
+        "SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM items LIMIT 1)",
+        Sql("SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items LIMIT 1)"),
+    );
+}
