@@ -133,6 +133,8 @@ pub(crate) enum Target<'a> {
 pub struct Catalog {
     tables: HashMap<(String, String), TableInfo>,
     /// Schemas searched, in order, for an unqualified table name (after `pg_catalog`).
+    /// Set it through [`Catalog::new`]: `version()` is computed there, so changing a built
+    /// catalog in place would let the rewrite cache serve templates made for the old one.
     pub search_path: Vec<String>,
     /// Functions allowed in addition to the built-in list: `name` or `schema.name`, as
     /// PostgreSQL would resolve them (lower case unless created quoted).
