@@ -89,7 +89,53 @@ struct RawConfig {
     upstream: RawUpstream,
     tls: Option<RawTls>,
     #[serde(default)]
+    tenancy: Tenancy,
+    jwt: Option<RawJwt>,
+    #[serde(default)]
     users: Vec<RawUser>,
+}
+
+/// Which tables are tenant data and how they are recognised (`[tenancy]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Tenancy {
+    /// The tenant column (`org_id`).
+    pub column: String,
+    /// Schemas whose tables are protected; unqualified names resolve in this order.
+    pub schemas: Vec<String>,
+    /// Tables without the tenant column that every tenant may read.
+    pub global_tables: Vec<String>,
+    /// Functions tenants may call beyond the built-in list.
+    pub allowed_functions: Vec<String>,
+    /// Statements whose rewrite is cached.
+    pub rewrite_cache_size: usize,
+}
+
+impl Default for Tenancy {
+    fn default() -> Self {
+        Tenancy {
+            column: "org_id".into(),
+            schemas: vec!["public".into()],
+            global_tables: Vec::new(),
+            allowed_functions: Vec::new(),
+            rewrite_cache_size: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    hs256_secret: Option<String>,
+    rs256_public_key: Option<PathBuf>,
+}
+
+/// Keys that verify `SET orgwall.tenant_token` JWTs (claim `org_id`).
+#[derive(Debug, Clone, Default)]
+pub struct JwtKeys {
+    pub hs256_secret: Option<Vec<u8>>,
+    /// PEM-encoded RSA public key.
+    pub rs256_public_pem: Option<Vec<u8>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -177,6 +223,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub upstream: UpstreamConfig,
     pub tls: Option<TlsConfig>,
+    pub tenancy: Tenancy,
+    pub jwt: JwtKeys,
     pub users: Vec<User>,
 }
 
@@ -251,6 +299,22 @@ impl Config {
                 role: u.role.unwrap_or(Role::Tenant),
             });
         }
+        let jwt = match raw.jwt {
+            None => JwtKeys::default(),
+            Some(j) => JwtKeys {
+                hs256_secret: j.hs256_secret.map(String::into_bytes),
+                rs256_public_pem: match j.rs256_public_key {
+                    Some(p) => Some(read_file("jwt.rs256_public_key", &base.join(p))?),
+                    None => None,
+                },
+            },
+        };
+        if raw.tenancy.column.is_empty() || raw.tenancy.schemas.is_empty() {
+            return Err(invalid(
+                "tenancy",
+                "column and schemas must not be empty".into(),
+            ));
+        }
         let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
         Ok(Config {
             listen,
@@ -263,6 +327,8 @@ impl Config {
             max_message_bytes: raw.max_message_bytes.unwrap_or(64 << 20),
             upstream,
             tls,
+            tenancy: raw.tenancy,
+            jwt,
             users,
         })
     }
@@ -427,6 +493,11 @@ org_id = "org_a"
                 "tls.cert",
             ),
             (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
+            (format!("{MIN}\n[tenancy]\ncolumns = \"x\""), "columns"),
+            (
+                format!("{MIN}\n[jwt]\nrs256_public_key = \"/nonexistent.pem\""),
+                "jwt.rs256_public_key",
+            ),
             (
                 MIN.replace("org_id = \"org_a\"", "org_id = \"a\"\nrole = \"root\""),
                 "root",

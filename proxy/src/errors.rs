@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 
 use crate::scram::ScramError;
+use crate::sql::rewrite::Refusal;
 use crate::upstream::UpstreamError;
 use crate::wire::{self, WireError};
 
@@ -85,6 +86,17 @@ impl From<&UpstreamError> for ClientError {
                 format!("cannot reach PostgreSQL: {e}"),
             ),
         }
+    }
+}
+
+impl From<Refusal> for ClientError {
+    fn from(r: Refusal) -> Self {
+        let code = match r.code {
+            "42601" => "42601",
+            "0A000" => code::FEATURE_NOT_SUPPORTED,
+            _ => code::INSUFFICIENT_PRIVILEGE,
+        };
+        ClientError::error(code, r.message)
     }
 }
 

@@ -22,7 +22,8 @@ use crate::errors::{code, ClientError};
 use crate::frontend::{self, tls_acceptor};
 use crate::scram::Verifier;
 use crate::session;
-use crate::upstream::Pool;
+use crate::sql::rewrite::{Catalog, RewriteCache};
+use crate::upstream::{catalog, Pool, UpstreamError};
 
 /// What every connection task shares.
 pub struct ProxyState {
@@ -36,6 +37,12 @@ pub struct ProxyState {
     pub shutdown: CancellationToken,
     /// Fires when draining timed out: sessions end even mid-transaction.
     pub terminate: CancellationToken,
+    /// The rewriter's view of the schema; loaded on first use, replaced on reload (SIGHUP).
+    catalog: std::sync::RwLock<Option<Arc<Catalog>>>,
+    /// Serialises catalog discovery so concurrent sessions load it once.
+    catalog_loading: tokio::sync::Mutex<()>,
+    /// Tenant-independent rewrite templates, shared by all sessions.
+    pub rewrites: RewriteCache,
 }
 
 impl ProxyState {
@@ -53,8 +60,42 @@ impl ProxyState {
             decoy: Verifier::from_password(&crate::scram::nonce()),
             shutdown: CancellationToken::new(),
             terminate: CancellationToken::new(),
+            catalog: std::sync::RwLock::new(None),
+            catalog_loading: tokio::sync::Mutex::new(()),
+            rewrites: RewriteCache::new(config.tenancy.rewrite_cache_size),
             config,
         })
+    }
+}
+
+impl ProxyState {
+    /// The current catalog, discovering it from PostgreSQL the first time.
+    pub async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError> {
+        if let Some(c) = self.current_catalog() {
+            return Ok(c);
+        }
+        let _loading = self.catalog_loading.lock().await;
+        if let Some(c) = self.current_catalog() {
+            return Ok(c);
+        }
+        let c = Arc::new(catalog::load(&self.pool, &self.config.tenancy).await?);
+        tracing::info!(version = c.version(), "catalog loaded");
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
+        Ok(c)
+    }
+
+    fn current_catalog(&self) -> Option<Arc<Catalog>> {
+        self.catalog
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Forgets the catalog; the next tenant statement rediscovers it. Cached rewrites are keyed
+    /// by catalog version, so stale templates are never used.
+    pub async fn reload_catalog(&self) {
+        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = None;
+        tracing::info!("catalog reload requested");
     }
 }
 
@@ -70,9 +111,19 @@ pub async fn run(
     let tasks = TaskTracker::new();
     tracing::info!(listen = %listener.local_addr()?, "orgwall accepting connections");
     tokio::pin!(shutdown);
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            Some(()) = async {
+                match hangup.as_mut() {
+                    Some(h) => h.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                state.reload_catalog().await;
+                continue;
+            }
             accepted = listener.accept() => {
                 let (socket, peer) = match accepted {
                     Ok(a) => a,
@@ -112,7 +163,10 @@ pub async fn run(
         state.terminate.cancel();
         let grace = std::time::Duration::from_secs(2);
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
-            tracing::warn!(open = tasks.len(), "connections still open after termination");
+            tracing::warn!(
+                open = tasks.len(),
+                "connections still open after termination"
+            );
         }
     }
     state.pool.close_idle();

@@ -138,6 +138,30 @@ pub fn command_tag(frame: &[u8]) -> &str {
     std::str::from_utf8(&body[..end]).unwrap_or("")
 }
 
+/// The fields of a raw DataRow frame as text (`None` for NULL). Only for Orgwall's own
+/// housekeeping queries: client rows are never decoded.
+pub fn data_row_text(frame: &[u8]) -> Option<Vec<Option<String>>> {
+    let mut b = frame.get(5..)?;
+    if b.len() < 2 {
+        return None;
+    }
+    let n = b.get_i16();
+    let mut fields = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = be_i32(b)?;
+        b = &b[4..];
+        if len < 0 {
+            fields.push(None);
+            continue;
+        }
+        let len = len as usize;
+        let v = b.get(..len)?;
+        fields.push(Some(String::from_utf8_lossy(v).into_owned()));
+        b = &b[len..];
+    }
+    Some(fields)
+}
+
 /// Reads a big-endian i32 from the start of `b`, if long enough.
 pub fn be_i32(mut b: &[u8]) -> Option<i32> {
     (b.len() >= 4).then(|| b.get_i32())

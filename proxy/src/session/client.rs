@@ -2,7 +2,6 @@
 //! tenant rewriter plugs into); named statements are mapped onto per-server-connection names so
 //! they survive transaction pooling and are prepared once per server connection.
 
-use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::BytesMut;
@@ -10,21 +9,13 @@ use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Pars
 use pgwire::messages::simplequery::Query;
 
 use super::pending::Pending;
+use super::tenant::{self, OrgwallCommand};
 use super::{Session, Statement};
-use crate::config::PoolMode;
 use crate::errors::{code, ClientError};
-use crate::sql::{self, SessionEffect};
 use crate::wire;
 
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
 const REFUSED_SQL: &str = "orgwall refused this statement";
-
-/// What `route_sql` decided for one SQL string.
-pub(super) struct Routed {
-    /// Replacement SQL, or `None` to send the client's text unchanged.
-    pub sql: Option<String>,
-    pub effect: Option<SessionEffect>,
-}
 
 impl Session<'_> {
     pub(super) async fn on_client_message(&mut self, frame: BytesMut) -> Result<(), ClientError> {
@@ -66,36 +57,12 @@ impl Session<'_> {
         }
     }
 
-    /// The single function every client SQL string passes through before PostgreSQL.
-    pub(super) fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
-        let summary = sql::summarize(text);
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "statement");
-        }
-        let mut effect = None;
-        for e in summary.effects {
-            if self.mode == PoolMode::Transaction {
-                if let SessionEffect::Pinned(what) = e {
-                    return Err(ClientError::error(
-                        code::FEATURE_NOT_SUPPORTED,
-                        format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
-                    ));
-                }
-                if summary.statements > 1 {
-                    return Err(ClientError::error(
-                        code::FEATURE_NOT_SUPPORTED,
-                        "session-level SET/RESET must be sent as its own statement with transaction pooling",
-                    ));
-                }
-            }
-            effect = Some(e);
-        }
-        Ok(Routed { sql: None, effect })
-    }
-
     async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let q: Query = wire::decode(frame.clone(), "Query")?;
-        let routed = match self.route_sql(&q.query) {
+        if let Some(cmd) = tenant::parse_command(&q.query) {
+            return self.on_orgwall_command(cmd).await;
+        }
+        let routed = match self.route_sql(&q.query).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, true).await,
         };
@@ -120,7 +87,14 @@ impl Session<'_> {
     async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let p: Parse = wire::decode(frame, "Parse")?;
         let name = p.name.unwrap_or_default();
-        let routed = match self.route_sql(&p.query) {
+        if tenant::parse_command(&p.query).is_some() {
+            let e = ClientError::error(
+                code::FEATURE_NOT_SUPPORTED,
+                "SET orgwall.* is only supported in the simple query protocol",
+            );
+            return self.refuse(e, false).await;
+        }
+        let routed = match self.route_sql(&p.query).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, false).await,
         };
@@ -132,16 +106,12 @@ impl Session<'_> {
             return self.refuse(e, false).await;
         }
         let sql = routed.sql.unwrap_or(p.query);
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (&sql, &p.type_oids).hash(&mut h);
-        let hash = h.finish();
-        let stmt = Arc::new(Statement {
-            server_name: format!("orgwall_{hash:016x}"),
+        let stmt = Arc::new(Statement::new(
             sql,
-            types: p.type_oids,
-            hash,
-            effect: routed.effect,
-        });
+            p.type_oids,
+            routed.effect,
+            routed.tenant,
+        ));
         if !name.is_empty() && self.server.is_none() {
             // Outside a transaction a named Parse takes no server connection: the statement is
             // prepared on whichever connection first runs it. Taking one here would let a client
@@ -190,7 +160,7 @@ impl Session<'_> {
 
     /// Looks up a client statement and makes sure the held server connection has it.
     async fn statement_on_server(&mut self, name: &str) -> Result<Option<String>, ClientError> {
-        let Some(stmt) = self.statements.get(name).cloned() else {
+        let Some(found) = self.statements.get(name).cloned() else {
             let what = if name.is_empty() {
                 "unnamed prepared statement".to_string()
             } else {
@@ -201,6 +171,10 @@ impl Session<'_> {
                 format!("{what} does not exist"),
             ));
         };
+        let stmt = self.for_current_tenant(found.clone())?;
+        if !Arc::ptr_eq(&stmt, &found) {
+            self.statements.insert(name.to_string(), stmt.clone());
+        }
         self.ensure_server().await?;
         if name.is_empty() {
             if self.lease().unnamed != Some(stmt.hash) {
@@ -222,6 +196,11 @@ impl Session<'_> {
             Ok(n) => n,
             Err(e) => return self.refuse(e, false).await,
         };
+        if let Some(stmt) = self.statements.get(&name).cloned() {
+            if let Err(e) = self.check_tenant_params(&stmt, &b) {
+                return self.refuse(e, false).await;
+            }
+        }
         let effect = self.statements.get(&name).and_then(|s| s.effect.clone());
         self.portals
             .insert(b.portal_name.clone().unwrap_or_default(), effect);
@@ -298,6 +277,52 @@ impl Session<'_> {
             self.push_synthetic(b);
         }
         Ok(())
+    }
+
+    /// Applies `SET`/`RESET orgwall.*` (simple protocol) and answers it locally.
+    async fn on_orgwall_command(
+        &mut self,
+        cmd: Result<OrgwallCommand, ClientError>,
+    ) -> Result<(), ClientError> {
+        let tag = match cmd.and_then(|c| self.apply_orgwall_command(c)) {
+            Ok(tag) => tag,
+            Err(e) => return self.refuse(e, true).await,
+        };
+        let mut b = BytesMut::new();
+        wire::put(
+            &mut b,
+            &pgwire::messages::response::CommandComplete::new(tag.into()),
+        );
+        wire::put_ready(&mut b, self.status);
+        self.push_synthetic(b);
+        Ok(())
+    }
+
+    fn apply_orgwall_command(&mut self, cmd: OrgwallCommand) -> Result<&'static str, ClientError> {
+        match cmd {
+            OrgwallCommand::Bind { org, local } => {
+                let org = tenant::resolve(self.principal.role, &org, &self.state.config.jwt)?;
+                tracing::info!(org_id = %org, local, "tenant bound");
+                if local {
+                    if self.status != b'I' {
+                        self.bound_local = Some(org);
+                    }
+                } else {
+                    self.bound = Some(org);
+                }
+                Ok("SET")
+            }
+            OrgwallCommand::Reset => {
+                tenant::resolve(
+                    self.principal.role,
+                    &tenant::Source::OrgId("-".into()),
+                    &self.state.config.jwt,
+                )?;
+                self.bound = None;
+                self.bound_local = None;
+                Ok("RESET")
+            }
+        }
     }
 
     /// Refuses a statement. With a server connection held, a failing statement is sent in its

@@ -8,7 +8,9 @@
 mod client;
 mod duplex;
 mod pending;
+mod route;
 mod settings;
+mod tenant;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -39,6 +41,8 @@ struct Statement {
     /// Name on every server connection (derived from the SQL, so clients share them).
     server_name: String,
     effect: Option<crate::sql::SessionEffect>,
+    /// The tenant and template this statement was rendered with (tenant/switcher logins).
+    tenant: Option<route::Rendered>,
 }
 
 /// Everything one client connection owns.
@@ -65,6 +69,9 @@ pub(crate) struct Session<'a> {
     closing: bool,
     /// The server is in COPY FROM STDIN (extended protocol) and the client has not ended it.
     copy_in: bool,
+    /// Switcher logins: the tenant bound for the session and for the current transaction.
+    bound: Option<String>,
+    bound_local: Option<String>,
 }
 
 enum Event {
@@ -98,6 +105,8 @@ pub async fn run(login: Login, state: &ProxyState) {
         cancel: login.cancel,
         closing: false,
         copy_in: false,
+        bound: None,
+        bound_local: None,
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
@@ -278,6 +287,9 @@ impl Session<'_> {
             Action::Error => self.on_server_error(frame),
             Action::Ready { swallow } => {
                 self.status = wire::ready_status(&frame);
+                if self.status == b'I' {
+                    self.bound_local = None;
+                }
                 if !swallow {
                     self.to_client.extend_from_slice(&frame);
                 }

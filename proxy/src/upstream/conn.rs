@@ -208,6 +208,48 @@ impl ServerConn {
         }
     }
 
+    /// Runs one simple query on an idle connection and returns its rows as text. For Orgwall's
+    /// own housekeeping (catalog discovery), never for client statements.
+    pub async fn query_text(
+        &mut self,
+        sql: &str,
+    ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        let mut out = BytesMut::new();
+        wire::put(
+            &mut out,
+            &pgwire::messages::simplequery::Query::new(sql.to_string()),
+        );
+        self.send(&out).await?;
+        let mut rows = Vec::new();
+        let mut failure = None;
+        loop {
+            let f = loop {
+                if let Some(f) = wire::split_frame(&mut self.rbuf, usize::MAX >> 1)? {
+                    break f;
+                }
+                if self
+                    .stream
+                    .read_buf(&mut self.rbuf)
+                    .await
+                    .map_err(UpstreamError::Io)?
+                    == 0
+                {
+                    return Err(UpstreamError::Closed);
+                }
+            };
+            match f[0] {
+                b'D' => rows.push(wire::data_row_text(&f).ok_or(UpstreamError::Protocol)?),
+                b'E' => failure = Some(UpstreamError::rejected(&f)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(rows),
+        }
+    }
+
     /// True when the idle connection has nothing to say: an idle backend that sent bytes (or
     /// closed) was terminated or restarted, and must not be handed to a client.
     pub fn looks_alive(&mut self) -> bool {

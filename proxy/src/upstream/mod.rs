@@ -4,6 +4,7 @@
 //! with every lease); a connection goes back to the idle list only when its owner says it is
 //! clean (idle transaction status, nothing in flight); idle connections are probed before reuse.
 
+pub mod catalog;
 mod conn;
 mod stream;
 

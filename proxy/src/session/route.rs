@@ -1,0 +1,192 @@
+//! The seam between the session and the SQL layer: every client `Query` and `Parse` passes
+//! through [`Session::route_sql`]. Admin logins pass through (logged by fingerprint); tenant
+//! and switcher logins get the rewriter's confined SQL for their org, or a refusal.
+
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+
+use pgwire::messages::extendedquery::Bind;
+
+use super::{Session, Statement};
+use crate::config::{PoolMode, Role};
+use crate::errors::{code, ClientError};
+use crate::sql::rewrite::Template;
+use crate::sql::{self, SessionEffect};
+
+/// What `route_sql` decided for one SQL string.
+pub(super) struct Routed {
+    /// Replacement SQL, or `None` to send the client's text unchanged.
+    pub sql: Option<String>,
+    pub effect: Option<SessionEffect>,
+    /// For rewritten statements: the org it was rendered for and the template.
+    pub tenant: Option<Rendered>,
+}
+
+/// A statement rendered for one tenant.
+#[derive(Debug, Clone)]
+pub(super) struct Rendered {
+    pub org: String,
+    pub template: Arc<Template>,
+}
+
+impl Session<'_> {
+    /// The single function every client SQL string passes through before PostgreSQL.
+    pub(super) async fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
+        let effect = self.pooling_effect(text)?;
+        if self.principal.role == Role::Admin {
+            tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "admin statement");
+            return Ok(Routed {
+                sql: None,
+                effect,
+                tenant: None,
+            });
+        }
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            tracing::debug!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "statement");
+        }
+        let catalog = self
+            .state
+            .catalog()
+            .await
+            .map_err(|e| ClientError::from(&e))?;
+        let template = self.state.rewrites.get_or_rewrite(text, &catalog)?;
+        let Some(org) = self.current_org() else {
+            if touches_tenant_data(&template) {
+                return Err(ClientError::error(
+                    code::INSUFFICIENT_PRIVILEGE,
+                    "no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first",
+                ));
+            }
+            return Ok(Routed {
+                sql: Some(template.render("")),
+                effect,
+                tenant: None,
+            });
+        };
+        let sql = template.render_checked(&org)?;
+        Ok(Routed {
+            sql: Some(sql),
+            effect,
+            tenant: Some(Rendered { org, template }),
+        })
+    }
+
+    /// Session-level effects the pooler must know about; refuses what cannot be pooled.
+    fn pooling_effect(&self, text: &str) -> Result<Option<SessionEffect>, ClientError> {
+        let summary = sql::summarize(text);
+        let mut effect = None;
+        for e in summary.effects {
+            if self.mode == PoolMode::Transaction {
+                if let SessionEffect::Pinned(what) = e {
+                    return Err(ClientError::error(
+                        code::FEATURE_NOT_SUPPORTED,
+                        format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
+                    ));
+                }
+                if summary.statements > 1 {
+                    return Err(ClientError::error(
+                        code::FEATURE_NOT_SUPPORTED,
+                        "session-level SET/RESET must be sent as its own statement with transaction pooling",
+                    ));
+                }
+            }
+            effect = Some(e);
+        }
+        Ok(effect)
+    }
+
+    /// The org this session's statements run as now.
+    pub(super) fn current_org(&self) -> Option<String> {
+        match self.principal.role {
+            Role::Tenant => Some(self.principal.org_id.clone()),
+            Role::Switcher => self
+                .bound_local
+                .clone()
+                .filter(|_| self.status != b'I')
+                .or_else(|| self.bound.clone()),
+            Role::Admin => None,
+        }
+    }
+
+    /// For a switcher whose tenant changed since the statement was prepared, renders it again
+    /// for the current tenant (a different server-side statement).
+    pub(super) fn for_current_tenant(
+        &self,
+        stmt: Arc<Statement>,
+    ) -> Result<Arc<Statement>, ClientError> {
+        let Some(rendered) = &stmt.tenant else {
+            return Ok(stmt);
+        };
+        let org = self.current_org().ok_or_else(|| {
+            ClientError::error(
+                code::INSUFFICIENT_PRIVILEGE,
+                "no tenant is bound: SET orgwall.org_id first",
+            )
+        })?;
+        if org == rendered.org {
+            return Ok(stmt);
+        }
+        let sql = rendered.template.render_checked(&org)?;
+        Ok(Arc::new(Statement::new(
+            sql,
+            stmt.types.clone(),
+            stmt.effect.clone(),
+            Some(Rendered {
+                org,
+                template: rendered.template.clone(),
+            }),
+        )))
+    }
+
+    /// Refuses a Bind whose tenant-column parameters are not the session's tenant.
+    pub(super) fn check_tenant_params(
+        &self,
+        stmt: &Statement,
+        bind: &Bind,
+    ) -> Result<(), ClientError> {
+        let Some(rendered) = &stmt.tenant else {
+            return Ok(());
+        };
+        for &n in rendered.template.param_checks() {
+            let ok = bind
+                .parameters
+                .get(n - 1)
+                .and_then(|p| p.as_deref())
+                .is_some_and(|v| v == rendered.org.as_bytes());
+            if !ok {
+                return Err(ClientError::error(
+                    code::INSUFFICIENT_PRIVILEGE,
+                    format!("parameter ${n} supplies the tenant column and must be the session's tenant"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Statement {
+    pub(super) fn new(
+        sql: String,
+        types: Vec<u32>,
+        effect: Option<SessionEffect>,
+        tenant: Option<Rendered>,
+    ) -> Statement {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&sql, &types).hash(&mut h);
+        let hash = h.finish();
+        Statement {
+            server_name: format!("orgwall_{hash:016x}"),
+            sql,
+            types,
+            hash,
+            effect,
+            tenant,
+        }
+    }
+}
+
+/// Whether the template has any place where the tenant goes (a statement with none, such as
+/// `SELECT 1` or `BEGIN`, needs no tenant).
+fn touches_tenant_data(t: &Template) -> bool {
+    !t.param_checks().is_empty() || !t.literal_checks().is_empty() || t.render("a") != t.render("b")
+}
