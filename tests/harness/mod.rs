@@ -10,6 +10,7 @@ pub mod clients;
 pub mod pg;
 pub mod proxy;
 pub mod raw;
+pub mod tenancy;
 pub mod tls;
 
 use std::future::Future;

@@ -90,13 +90,19 @@ static PROXY_SEQ: AtomicUsize = AtomicUsize::new(0);
 impl TestProxy {
     /// Writes a config for `db`, loads it with the proxy's own loader and starts serving.
     pub async fn start(db: &TestDb, opts: ProxyOptions) -> TestProxy {
+        Self::start_with_extra(db, opts, "").await
+    }
+
+    /// Like [`start`](Self::start), with `extra_toml` appended to the generated config (more
+    /// `[[users]]`, `[tenancy]`, `[jwt]` …); it must not repeat a table the config already has.
+    pub async fn start_with_extra(db: &TestDb, opts: ProxyOptions, extra_toml: &str) -> TestProxy {
         let dir = std::env::temp_dir().join(format!(
             "orgwall-e2e-{}-proxy{}",
             std::process::id(),
             PROXY_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("create proxy temp dir");
-        let toml = config_toml(&db.upstream_url(), &opts, &dir);
+        let toml = config_toml(&db.upstream_url(), &opts, &dir) + extra_toml;
         let cfg = orgwall::config::Config::from_toml(
             &toml,
             &dir,
