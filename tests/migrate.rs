@@ -140,7 +140,7 @@ async fn populated_database_up_verify_down_round_trip() {
             .iter()
             .find(|b| b.table == "inventory_ledger")
             .unwrap();
-        assert_eq!((ledger.rows, ledger.batches), (120_000, 13), "{ledger:?}");
+        assert_eq!((ledger.rows, ledger.batches), (120_000, 12), "{ledger:?}");
         let dumped = std::fs::read_to_string(&dump).unwrap();
         assert!(
             dumped.contains("COPY public.inventory_ledger"),
@@ -212,13 +212,13 @@ async fn up_resumes_after_failures_midway() {
 
         // Rolling back and re-applying after a failure inside the last step also converges.
         migrate::down(&t, Some(to("1")), &opts(1000)).await.unwrap();
-        // Commits of 0002 with 1000-row batches: organizations, columns (2); backfill batches,
-        // each table's last one finding nothing (users 2, items 2, locations 2, ledger 21,
-        // count_sheets 2, count_lines 3, audit_logs 2, feature_flags 2 = 36); five constraint
-        // steps; then the first concurrent-index step (44) — stop right after it.
-        let before_indexes = 2 + 36 + 5 + 1;
+        // Commits of 0002 with 1000-row batches: organizations, columns (2); backfill batches
+        // (users 1, items 1, locations 1, ledger 20, count_sheets 1, count_lines 2,
+        // audit_logs 1, feature_flags 1 = 28); five constraint steps; then the first
+        // concurrent-index step (36) — stop right after it.
+        let before_indexes = 2 + 28 + 5 + 1;
         let err = migrate::up(&t, None, &failing(before_indexes)).await.unwrap_err();
-        assert!(matches!(err, MigrateError::InjectedFailure(44)), "{err}");
+        assert!(matches!(err, MigrateError::InjectedFailure(36)), "{err}");
         assert_eq!(db.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_orgid_email_key'").await, "1");
         assert_eq!(db.psql("SELECT count(*) FROM pg_indexes WHERE indexname = 'users_email_key'").await, "1");
         migrate::up(&t, None, &opts(1000)).await.unwrap();

@@ -69,19 +69,19 @@ async fn table(
         .ok_or_else(|| MigrateError::NoBatchKey(b.table.clone()))?;
     let (k, ktype): (String, String) = (quote(&key.get::<_, String>(0)), key.get(1));
     let count_sql = format!("SELECT count(*) FROM {t} WHERE {c} IS NULL");
-    // One statement per batch: pick the next keys in order, update those still NULL, and
-    // report where the walk got to (NULL when the table is exhausted).
-    let step = |bound: &str| {
-        format!(
-            "WITH batch AS (SELECT {k} FROM {t} {bound} ORDER BY {k} LIMIT {batch}),
-                  upd AS (UPDATE {t} SET {c} = {v} FROM batch
-                          WHERE {t}.{k} = batch.{k} AND {t}.{c} IS NULL RETURNING 1)
-             SELECT (SELECT max({k})::text FROM batch), (SELECT count(*) FROM upd)",
-            v = b.value
-        )
-    };
-    let first = step("");
-    let next = step(&format!("WHERE {k} > $1::text::{ktype}"));
+    // Per batch: find where the next `batch` keys end, then update that key range (an index
+    // range scan; a join against the batch's keys lets the planner pick a full scan per batch).
+    let cast = format!("$1::text::{ktype}");
+    let first_end =
+        format!("SELECT max({k})::text FROM (SELECT {k} FROM {t} ORDER BY {k} LIMIT {batch}) b");
+    let next_end = format!(
+        "SELECT max({k})::text FROM (SELECT {k} FROM {t} WHERE {k} > {cast} ORDER BY {k} LIMIT {batch}) b"
+    );
+    let v = &b.value;
+    let first = format!("UPDATE {t} SET {c} = {v} WHERE {k} <= {cast} AND {c} IS NULL");
+    let next = format!(
+        "UPDATE {t} SET {c} = {v} WHERE {k} > $2::text::{ktype} AND {k} <= {cast} AND {c} IS NULL"
+    );
     let mut stats = TableStats {
         table: b.table.clone(),
         rows: 0,
@@ -103,21 +103,24 @@ async fn table(
         let mut last: Option<String> = None;
         loop {
             let t0 = Instant::now();
-            let row = match &last {
-                None => client.query_one(&first, &[]).await,
-                Some(l) => client.query_one(&next, &[l]).await,
+            let end: Option<String> = match &last {
+                None => client.query_one(&first_end, &[]).await,
+                Some(l) => client.query_one(&next_end, &[l]).await,
+            }
+            .map_err(MigrateError::sql(&what))?
+            .get(0);
+            let Some(end) = end else { break };
+            let updated = match &last {
+                None => client.execute(&first, &[&end]).await,
+                Some(l) => client.execute(&next, &[&end, l]).await,
             }
             .map_err(MigrateError::sql(&what))?;
             stats.longest_batch = stats.longest_batch.max(t0.elapsed());
-            let (reached, updated): (Option<String>, i64) = (row.get(0), row.get(1));
             stats.batches += 1;
-            stats.rows += updated as u64;
-            bar.inc(updated as u64);
+            stats.rows += updated;
+            bar.inc(updated);
             commits.committed()?;
-            match reached {
-                Some(r) => last = Some(r),
-                None => break,
-            }
+            last = Some(end);
         }
         bar.finish_and_clear();
     }
