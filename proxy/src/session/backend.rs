@@ -1,0 +1,220 @@
+//! Server messages: each one is forwarded, swallowed or completes an entry of the pending
+//! queue (see `pending.rs`); errors, COPY IN, server-connection release and loss live here.
+
+use bytes::BytesMut;
+
+use super::pending::{self, Action, Pending};
+use super::{settings, Session};
+use crate::config::PoolMode;
+use crate::errors::{code, ClientError};
+use crate::wire;
+
+impl Session<'_> {
+    /// Handles every complete server message in the server's buffer.
+    pub(super) fn process_server(&mut self) {
+        loop {
+            let Some(lease) = self.server.as_mut() else {
+                return;
+            };
+            let frame = match wire::split_frame(&mut lease.conn.rbuf, usize::MAX >> 1) {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err(e) => {
+                    tracing::error!(error = %e, "PostgreSQL sent an invalid message");
+                    return self.server_lost();
+                }
+            };
+            self.on_server_message(frame);
+        }
+    }
+
+    fn on_server_message(&mut self, frame: BytesMut) {
+        match frame[0] {
+            b'C' => self.complete_head(&frame),
+            b'G' => self.enter_copy_in(),
+            _ => {}
+        }
+        match pending::classify(self.pending.front(), frame[0]) {
+            Action::Forward => self.to_client.extend_from_slice(&frame),
+            Action::Swallow => {}
+            Action::ForwardPop => {
+                self.to_client.extend_from_slice(&frame);
+                self.pop_head();
+            }
+            Action::SwallowPop => self.pop_head(),
+            Action::Error => self.on_server_error(frame),
+            Action::Ready { swallow } => {
+                self.status = wire::ready_status(&frame);
+                if self.status == b'I' {
+                    self.bound_local = None;
+                }
+                if !swallow {
+                    self.to_client.extend_from_slice(&frame);
+                }
+                self.pop_head();
+                self.maybe_release();
+            }
+            Action::Unexpected => {
+                tracing::warn!(tag = %(frame[0] as char), head = ?self.pending.front(), "unexpected server message");
+                self.to_client.extend_from_slice(&frame);
+            }
+        }
+    }
+
+    /// Applies what a successful CommandComplete confirms (tracked session settings).
+    fn complete_head(&mut self, frame: &[u8]) {
+        if frame[0] != b'C' {
+            return;
+        }
+        let effect = match self.pending.front() {
+            Some(Pending::Query { effect: Some(e) })
+            | Some(Pending::Execute { effect: Some(e) }) => e.clone(),
+            _ => return,
+        };
+        let tag = wire::command_tag(frame);
+        if tag == "SET" || tag == "RESET" {
+            self.settings.apply(&effect);
+            if let Some(l) = self.server.as_mut() {
+                l.conn.settings = settings::DIRTY;
+            }
+        }
+    }
+
+    /// The server entered COPY FROM STDIN. In the extended protocol PostgreSQL ignores Sync
+    /// until the copy ends, so Syncs the client sent before its CopyDone/CopyFail get no answer.
+    fn enter_copy_in(&mut self) {
+        if !matches!(self.pending.front(), Some(Pending::Execute { .. })) {
+            return;
+        }
+        self.copy_in = true;
+        let mut i = 1;
+        while i < self.pending.len() {
+            match self.pending[i] {
+                Pending::CopyEnd => break,
+                Pending::Sync => {
+                    self.pending.remove(i);
+                }
+                _ => i += 1,
+            }
+        }
+    }
+
+    /// Removes the head entry and emits any synthetic responses that are now due.
+    fn pop_head(&mut self) {
+        self.pending.pop_front();
+        self.emit_due();
+    }
+
+    fn emit_due(&mut self) {
+        loop {
+            match self.pending.front() {
+                Some(Pending::Synthetic(_)) => {
+                    if let Some(Pending::Synthetic(b)) = self.pending.pop_front() {
+                        self.to_client.extend_from_slice(&b);
+                    }
+                }
+                Some(Pending::CopyEnd) => {
+                    self.pending.pop_front();
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Queues a response of our own, in protocol order.
+    pub(super) fn push_synthetic(&mut self, bytes: BytesMut) {
+        if self.pending.is_empty() {
+            self.to_client.extend_from_slice(&bytes);
+        } else {
+            self.pending.push_back(Pending::Synthetic(bytes));
+        }
+    }
+
+    fn on_server_error(&mut self, frame: BytesMut) {
+        match self.pending.front_mut() {
+            // Inside a simple query the error is one of its results; ReadyForQuery follows.
+            Some(Pending::Query { .. }) => self.to_client.extend_from_slice(&frame),
+            Some(Pending::Settings) => {
+                tracing::warn!(
+                    code = wire::error_code(&frame),
+                    "replaying client settings failed"
+                );
+            }
+            Some(Pending::Refused {
+                error,
+                simple: true,
+            }) => {
+                let error = std::mem::take(error);
+                self.to_client.extend_from_slice(&error);
+                self.pending[0] = Pending::Query { effect: None };
+            }
+            Some(Pending::Refused {
+                error,
+                simple: false,
+            }) => {
+                let error = std::mem::take(error);
+                self.to_client.extend_from_slice(&error);
+                self.skip_to_sync();
+            }
+            Some(_) => {
+                self.to_client.extend_from_slice(&frame);
+                self.skip_to_sync();
+            }
+            // Unsolicited (e.g. FATAL before the server closes): pass it on.
+            None => self.to_client.extend_from_slice(&frame),
+        }
+    }
+
+    /// After an extended-protocol error PostgreSQL ignores everything up to Sync: drop the
+    /// entries it will never answer, and the client's messages until its Sync arrives.
+    fn skip_to_sync(&mut self) {
+        while let Some(p) = self.pending.front() {
+            match p {
+                Pending::Sync | Pending::Query { .. } | Pending::Settings => return,
+                Pending::Parse {
+                    server_name: Some(n),
+                    ..
+                } => {
+                    if let Some(l) = self.server.as_mut() {
+                        l.conn.prepared.remove(n);
+                    }
+                }
+                _ => {}
+            }
+            self.pending.pop_front();
+        }
+        self.skipping = true;
+    }
+
+    /// In transaction pooling, returns the server connection once nothing is in flight.
+    fn maybe_release(&mut self) {
+        if self.mode == PoolMode::Transaction
+            && self.status == b'I'
+            && self.pending.is_empty()
+            && !self.skipping
+            && self.to_server.is_empty()
+        {
+            if let Some(lease) = self.server.take() {
+                self.cancel.set_target(None);
+                self.state.pool.release(lease);
+            }
+        }
+    }
+
+    /// The server connection broke: the client's transaction is gone, so is its connection.
+    pub(super) fn server_lost(&mut self) {
+        self.server = None;
+        self.cancel.set_target(None);
+        self.to_server.clear();
+        if self.pending.is_empty() && self.status == b'I' && self.mode == PoolMode::Transaction {
+            tracing::info!("idle server connection closed");
+            return;
+        }
+        tracing::warn!("lost the server connection mid-transaction");
+        self.pending.clear();
+        self.fatal(ClientError::fatal(
+            code::CONNECTION_FAILURE,
+            "lost the connection to PostgreSQL; the current transaction was aborted",
+        ));
+    }
+}
