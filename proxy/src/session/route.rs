@@ -32,8 +32,8 @@ pub(super) struct Rendered {
 impl Session<'_> {
     /// The single function every client SQL string passes through before PostgreSQL.
     pub(super) async fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
-        let effect = self.pooling_effect(text)?;
         if self.principal.role == Role::Admin {
+            let effect = self.pooling_effect(text)?;
             tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "admin statement");
             return Ok(Routed {
                 sql: None,
@@ -49,7 +49,9 @@ impl Session<'_> {
             .catalog()
             .await
             .map_err(|e| ClientError::from(&e))?;
+        // Policy first: a tenant is told "not allowed" before "not poolable".
         let template = self.state.rewrites.get_or_rewrite(text, &catalog)?;
+        let effect = self.pooling_effect(text)?;
         let Some(org) = self.current_org() else {
             if touches_tenant_data(&template) {
                 return Err(ClientError::error(
