@@ -93,6 +93,8 @@ struct RawConfig {
     jwt: Option<RawJwt>,
     #[serde(default)]
     users: Vec<RawUser>,
+    #[serde(default)]
+    balances: BalancesConfig,
 }
 
 /// Which tables are tenant data and how they are recognised (`[tenancy]`).
@@ -226,6 +228,8 @@ pub struct Config {
     pub tenancy: Tenancy,
     pub jwt: JwtKeys,
     pub users: Vec<User>,
+    /// The balance cache (`[balances]`).
+    pub balances: BalancesConfig,
 }
 
 impl Config {
@@ -330,6 +334,7 @@ impl Config {
             tenancy: raw.tenancy,
             jwt,
             users,
+            balances: raw.balances.validated()?,
         })
     }
 
@@ -507,5 +512,56 @@ org_id = "org_a"
             let err = load(&text, &env).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
+    }
+}
+
+/// The balance cache (`[balances]`, DESIGN.md §5). Off unless `enabled = true`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BalancesConfig {
+    pub enabled: bool,
+    /// Publication on the ledger (created if absent).
+    pub publication: String,
+    /// Schema of `inventory_ledger` and `inventory_balances`.
+    pub schema: String,
+    /// How long a session that wrote the ledger waits for the cache to catch up before its
+    /// read goes to PostgreSQL instead.
+    pub read_your_writes_timeout_ms: u64,
+    /// Upper bound of the reconnect backoff.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for BalancesConfig {
+    fn default() -> Self {
+        BalancesConfig {
+            enabled: false,
+            publication: "orgwall_ledger".into(),
+            schema: "public".into(),
+            read_your_writes_timeout_ms: 1000,
+            max_backoff_ms: 5000,
+        }
+    }
+}
+
+impl BalancesConfig {
+    fn validated(self) -> Result<Self, ConfigError> {
+        let ident = |s: &str| {
+            !s.is_empty()
+                && s.len() < 64
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        };
+        for (key, value) in [
+            ("balances.publication", &self.publication),
+            ("balances.schema", &self.schema),
+        ] {
+            if !ident(value) {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    why: format!("`{value}` must be a lower-case identifier (a-z, 0-9, _)"),
+                });
+            }
+        }
+        Ok(self)
     }
 }

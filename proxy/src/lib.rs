@@ -11,8 +11,11 @@
 //! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
 //! - [`wire`], [`scram`]: protocol framing and SCRAM primitives shared by both sides.
 //! - [`localpg`], [`demo`]: a private PostgreSQL for `orgwall demo` and the test suite.
+//! - [`balances`]: the inventory balance cache fed by logical replication; answers balance
+//!   lookups locally after the tenant rewrite.
 //! - [`migrate`]: admin tooling — `orgwall migrate` (the migration guide as resumable steps) and `reconcile`.
 
+pub mod balances;
 pub mod cancel;
 pub mod config;
 pub mod demo;

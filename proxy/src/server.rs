@@ -43,6 +43,8 @@ pub struct ProxyState {
     catalog_loading: tokio::sync::Mutex<()>,
     /// Tenant-independent rewrite templates, shared by all sessions.
     pub rewrites: RewriteCache,
+    /// The balance cache, when `[balances] enabled = true` (its feed starts in [`run`]).
+    pub balances: Option<Arc<crate::balances::Balances>>,
 }
 
 impl ProxyState {
@@ -63,6 +65,10 @@ impl ProxyState {
             catalog: std::sync::RwLock::new(None),
             catalog_loading: tokio::sync::Mutex::new(()),
             rewrites: RewriteCache::new(config.tenancy.rewrite_cache_size),
+            balances: config
+                .balances
+                .enabled
+                .then(|| Arc::new(crate::balances::Balances::new(config.balances.clone()))),
             config,
         })
     }
@@ -109,6 +115,13 @@ pub async fn run(
     let state = Arc::new(ProxyState::new(config)?);
     let limit = Arc::new(Semaphore::new(state.config.max_client_connections));
     let tasks = TaskTracker::new();
+    if let Some(b) = state.balances.clone() {
+        let st = state.clone();
+        // Not tracked: the feed holds no client work and stops on `shutdown` itself.
+        tokio::spawn(async move {
+            crate::balances::feed::run(b, &st.pool, st.shutdown.clone()).await;
+        });
+    }
     tracing::info!(listen = %listener.local_addr()?, "orgwall accepting connections");
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();

@@ -9,7 +9,7 @@ use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Pars
 use pgwire::messages::simplequery::Query;
 
 use super::pending::Pending;
-use super::tenant::{self, OrgwallCommand};
+use super::tenant;
 use super::{Session, Statement};
 use crate::errors::{code, ClientError};
 use crate::wire;
@@ -87,13 +87,10 @@ impl Session<'_> {
     async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let p: Parse = wire::decode(frame, "Parse")?;
         let name = p.name.unwrap_or_default();
-        if tenant::parse_command(&p.query).is_some() {
-            let e = ClientError::error(
-                code::FEATURE_NOT_SUPPORTED,
-                "SET orgwall.* is only supported in the simple query protocol",
-            );
-            return self.refuse(e, false).await;
+        if let Some(cmd) = tenant::parse_command(&p.query) {
+            return self.parse_command_statement(name, cmd).await;
         }
+        self.commands.forget_statement(&name);
         let routed = match self.route_sql(&p.query).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, false).await,
@@ -191,6 +188,11 @@ impl Session<'_> {
 
     async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let mut b: Bind = wire::decode(frame, "Bind")?;
+        if self.bind_command(&b) {
+            return Ok(());
+        }
+        self.commands
+            .forget(b'P', b.portal_name.as_deref().unwrap_or(""));
         let name = b.statement_name.clone().unwrap_or_default();
         let server_name = match self.statement_on_server(&name).await {
             Ok(n) => n,
@@ -212,6 +214,9 @@ impl Session<'_> {
 
     async fn on_describe(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let mut d: Describe = wire::decode(frame.clone(), "Describe")?;
+        if self.describe_command(d.target_type, d.name.as_deref().unwrap_or("")) {
+            return Ok(());
+        }
         if d.target_type == b'S' {
             let name = d.name.clone().unwrap_or_default();
             match self.statement_on_server(&name).await {
@@ -231,6 +236,9 @@ impl Session<'_> {
     }
 
     async fn on_execute(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        if let Some(cmd) = self.commands.portal(wire_portal_name(&frame)) {
+            return self.execute_command(cmd).await;
+        }
         if let Err(e) = self.ensure_server().await {
             return self.refuse(e, false).await;
         }
@@ -243,6 +251,7 @@ impl Session<'_> {
 
     async fn on_close(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let c: Close = wire::decode(frame.clone(), "Close")?;
+        self.commands.forget(c.target_type, c.name.as_deref().unwrap_or(""));
         if c.target_type == b'S' || self.server.is_none() {
             // Statements stay prepared on the server connections for the next user; a portal
             // cannot exist without a held server connection.
@@ -279,55 +288,9 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Applies `SET`/`RESET orgwall.*` (simple protocol) and answers it locally.
-    async fn on_orgwall_command(
-        &mut self,
-        cmd: Result<OrgwallCommand, ClientError>,
-    ) -> Result<(), ClientError> {
-        let tag = match cmd.and_then(|c| self.apply_orgwall_command(c)) {
-            Ok(tag) => tag,
-            Err(e) => return self.refuse(e, true).await,
-        };
-        let mut b = BytesMut::new();
-        wire::put(
-            &mut b,
-            &pgwire::messages::response::CommandComplete::new(tag.into()),
-        );
-        wire::put_ready(&mut b, self.status);
-        self.push_synthetic(b);
-        Ok(())
-    }
-
-    fn apply_orgwall_command(&mut self, cmd: OrgwallCommand) -> Result<&'static str, ClientError> {
-        match cmd {
-            OrgwallCommand::Bind { org, local } => {
-                let org = tenant::resolve(self.principal.role, &org, &self.state.config.jwt)?;
-                tracing::info!(org_id = %org, local, "tenant bound");
-                if local {
-                    if self.status != b'I' {
-                        self.bound_local = Some(org);
-                    }
-                } else {
-                    self.bound = Some(org);
-                }
-                Ok("SET")
-            }
-            OrgwallCommand::Reset => {
-                tenant::resolve(
-                    self.principal.role,
-                    &tenant::Source::OrgId("-".into()),
-                    &self.state.config.jwt,
-                )?;
-                self.bound = None;
-                self.bound_local = None;
-                Ok("RESET")
-            }
-        }
-    }
-
     /// Refuses a statement. With a server connection held, a failing statement is sent in its
     /// place so PostgreSQL aborts the transaction (or pipeline) exactly as for a real error.
-    async fn refuse(&mut self, e: ClientError, simple: bool) -> Result<(), ClientError> {
+    pub(super) async fn refuse(&mut self, e: ClientError, simple: bool) -> Result<(), ClientError> {
         tracing::info!(code = e.code, reason = %e.message, "statement refused");
         if self.server.is_some() {
             if simple {

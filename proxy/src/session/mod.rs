@@ -7,6 +7,7 @@
 
 mod backend;
 mod client;
+mod commands;
 mod duplex;
 mod pending;
 mod route;
@@ -73,6 +74,8 @@ pub(crate) struct Session<'a> {
     /// Switcher logins: the tenant bound for the session and for the current transaction.
     bound: Option<String>,
     bound_local: Option<String>,
+    /// `SET orgwall.*` prepared through the extended protocol (answered by Orgwall).
+    commands: commands::Commands,
 }
 
 enum Event {
@@ -108,6 +111,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         copy_in: false,
         bound: None,
         bound_local: None,
+        commands: commands::Commands::default(),
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");

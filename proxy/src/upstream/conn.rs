@@ -53,7 +53,22 @@ impl ServerConn {
         tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
         id: u64,
     ) -> Result<ServerConn, UpstreamError> {
-        tokio::time::timeout(cfg.connect_timeout, Self::connect_inner(cfg, tls, id))
+        tokio::time::timeout(
+            cfg.connect_timeout,
+            Self::connect_inner(cfg, tls, id, false),
+        )
+        .await
+        .map_err(|_| UpstreamError::ConnectTimeout(cfg.connect_timeout))?
+    }
+
+    /// Connects with `replication=database` (a walsender connection for the balance cache's
+    /// logical replication feed; it accepts replication commands and simple queries).
+    pub async fn connect_replication(
+        cfg: &UpstreamConfig,
+        tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
+        id: u64,
+    ) -> Result<ServerConn, UpstreamError> {
+        tokio::time::timeout(cfg.connect_timeout, Self::connect_inner(cfg, tls, id, true))
             .await
             .map_err(|_| UpstreamError::ConnectTimeout(cfg.connect_timeout))?
     }
@@ -62,6 +77,7 @@ impl ServerConn {
         cfg: &UpstreamConfig,
         tls: Option<&std::sync::Arc<rustls::ClientConfig>>,
         id: u64,
+        replication: bool,
     ) -> Result<ServerConn, UpstreamError> {
         let stream = ServerStream::connect(cfg, tls).await?;
         let mut conn = ServerConn {
@@ -87,6 +103,11 @@ impl ServerConn {
         startup
             .parameters
             .insert("application_name".into(), "orgwall".into());
+        if replication {
+            startup
+                .parameters
+                .insert("replication".into(), "database".into());
+        }
         let mut out = BytesMut::new();
         wire::put(&mut out, &startup);
         conn.send(&out).await?;

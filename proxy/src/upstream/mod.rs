@@ -138,6 +138,17 @@ impl Pool {
         })
     }
 
+    /// Opens a connection outside the pool (no permit, never pooled): for the balance cache's
+    /// feed, which holds its connections for as long as it runs.
+    pub async fn connect_dedicated(&self, replication: bool) -> Result<ServerConn, UpstreamError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        if replication {
+            ServerConn::connect_replication(&self.cfg, self.tls.as_ref(), id).await
+        } else {
+            ServerConn::connect(&self.cfg, self.tls.as_ref(), id).await
+        }
+    }
+
     /// Returns a clean connection to the idle list (most recently used is reused first).
     pub fn release(&self, lease: Lease) {
         self.lock_idle().push(lease.conn);

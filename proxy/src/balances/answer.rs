@@ -1,0 +1,268 @@
+//! Builds the responses PostgreSQL would send for a recognised shape: RowDescription (with the
+//! column's real table OID, attnum, type OID, typlen and typmod), DataRow in text or binary, and
+//! the CommandComplete tag. Pure: the caller supplies the looked-up value.
+
+use bytes::{BufMut, BytesMut};
+
+use super::decimal::Decimal;
+use super::shape::{Column, Shape, Val};
+
+/// Catalog facts about one column of `inventory_balances`, as `pg_attribute` reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ColumnMeta {
+    pub table_oid: u32,
+    pub attnum: i16,
+    pub type_oid: u32,
+    pub typlen: i16,
+    pub typmod: i32,
+}
+
+/// Metadata of the five columns the cache serves, in [`Column`] order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    pub org_id: ColumnMeta,
+    pub item_id: ColumnMeta,
+    pub location_id: ColumnMeta,
+    pub lot_id: ColumnMeta,
+    pub quantity: ColumnMeta,
+}
+
+impl Columns {
+    fn get(&self, c: Column) -> ColumnMeta {
+        match c {
+            Column::OrgId => self.org_id,
+            Column::ItemId => self.item_id,
+            Column::LocationId => self.location_id,
+            Column::LotId => self.lot_id,
+            Column::Quantity => self.quantity,
+        }
+    }
+}
+
+const NUMERIC: u32 = 1700;
+
+/// The key values of one request, resolved from parameters and literals. `None` = SQL NULL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key<'a> {
+    pub org: &'a str,
+    pub item: Option<&'a str>,
+    pub location: Option<&'a str>,
+    /// `None` = `lot_id IS NULL`; `Some(None)` = `lot_id = NULL` (matches nothing).
+    pub lot: Option<Option<&'a str>>,
+}
+
+/// Resolves the shape's values against Bind parameters (text or binary: for `text` parameters
+/// both are the UTF-8 bytes). `None` when a parameter is missing or not valid text input.
+pub fn resolve<'a>(
+    shape: &'a Shape,
+    org: &'a str,
+    params: &'a [Option<&'a [u8]>],
+) -> Option<Key<'a>> {
+    let val = |v: &'a Val| -> Option<Option<&'a str>> {
+        match v {
+            Val::Literal(s) => Some(Some(s.as_str())),
+            Val::Param(n) => match params.get(n - 1)? {
+                None => Some(None),
+                Some(bytes) => {
+                    let s = std::str::from_utf8(bytes).ok()?;
+                    (!s.contains('\0')).then_some(Some(s))
+                }
+            },
+        }
+    };
+    Some(match shape {
+        Shape::Point {
+            item,
+            location,
+            lot,
+            ..
+        } => Key {
+            org,
+            item: val(item)?,
+            location: val(location)?,
+            lot: match lot {
+                None => None,
+                Some(v) => Some(val(v)?),
+            },
+        },
+        Shape::Total { item, .. } => Key {
+            org,
+            item: val(item)?,
+            location: None,
+            lot: None,
+        },
+    })
+}
+
+/// The format code of each output column, from Bind's result format codes.
+pub fn formats(shape: &Shape, codes: &[i16]) -> Option<Vec<i16>> {
+    let n = match shape {
+        Shape::Point { cols, .. } => cols.len(),
+        Shape::Total { .. } => 1,
+    };
+    let all = |c: i16| (c == 0 || c == 1).then(|| vec![c; n]);
+    match codes.len() {
+        0 => all(0),
+        1 => all(codes[0]),
+        len if len == n => codes
+            .iter()
+            .all(|&c| c == 0 || c == 1)
+            .then(|| codes.to_vec()),
+        _ => None,
+    }
+}
+
+fn frame(tag: u8, body: &[u8]) -> BytesMut {
+    let mut b = BytesMut::with_capacity(body.len() + 5);
+    b.put_u8(tag);
+    b.put_i32(body.len() as i32 + 4);
+    b.put_slice(body);
+    b
+}
+
+/// RowDescription for the shape.
+pub fn row_description(shape: &Shape, cols: &Columns, formats: &[i16]) -> BytesMut {
+    let mut body = BytesMut::new();
+    let mut field = |name: &str, m: ColumnMeta, format: i16| {
+        body.put_slice(name.as_bytes());
+        body.put_u8(0);
+        body.put_u32(m.table_oid);
+        body.put_i16(m.attnum);
+        body.put_u32(m.type_oid);
+        body.put_i16(m.typlen);
+        body.put_i32(m.typmod);
+        body.put_i16(format);
+    };
+    match shape {
+        Shape::Point { cols: outs, .. } => {
+            let mut head = BytesMut::new();
+            head.put_i16(outs.len() as i16);
+            for (o, &f) in outs.iter().zip(formats) {
+                field(&o.name, cols.get(o.column), f);
+            }
+            head.put_slice(&body);
+            return frame(b'T', &head);
+        }
+        Shape::Total { name, .. } => {
+            let sum = ColumnMeta {
+                table_oid: 0,
+                attnum: 0,
+                type_oid: NUMERIC,
+                typlen: -1,
+                typmod: -1,
+            };
+            field(name, sum, formats.first().copied().unwrap_or(0));
+        }
+    }
+    let mut head = BytesMut::new();
+    head.put_i16(1);
+    head.put_slice(&body);
+    frame(b'T', &head)
+}
+
+fn put_value(body: &mut BytesMut, v: Option<&[u8]>) {
+    match v {
+        None => body.put_i32(-1),
+        Some(b) => {
+            body.put_i32(b.len() as i32);
+            body.put_slice(b);
+        }
+    }
+}
+
+fn numeric(d: Decimal, format: i16) -> Vec<u8> {
+    if format == 1 {
+        d.to_binary()
+    } else {
+        d.to_text().into_bytes()
+    }
+}
+
+/// The DataRow of a found point lookup.
+pub fn point_row(shape: &Shape, key: &Key<'_>, qty: Decimal, formats: &[i16]) -> BytesMut {
+    let Shape::Point { cols, .. } = shape else {
+        return total_row(Some(qty), formats);
+    };
+    let mut body = BytesMut::new();
+    body.put_i16(cols.len() as i16);
+    for (o, &f) in cols.iter().zip(formats) {
+        let text = |s: Option<&str>| s.map(|s| s.as_bytes().to_vec());
+        let v = match o.column {
+            Column::OrgId => text(Some(key.org)),
+            Column::ItemId => text(key.item),
+            Column::LocationId => text(key.location),
+            Column::LotId => text(key.lot.flatten()),
+            Column::Quantity => Some(numeric(qty, f)),
+        };
+        put_value(&mut body, v.as_deref());
+    }
+    frame(b'D', &body)
+}
+
+/// The DataRow of a total (`None` = no balance rows: SQL NULL).
+pub fn total_row(total: Option<Decimal>, formats: &[i16]) -> BytesMut {
+    let mut body = BytesMut::new();
+    body.put_i16(1);
+    let v = total.map(|d| numeric(d, formats.first().copied().unwrap_or(0)));
+    put_value(&mut body, v.as_deref());
+    frame(b'D', &body)
+}
+
+/// CommandComplete `SELECT n`.
+pub fn command_complete(rows: usize) -> BytesMut {
+    frame(b'C', format!("SELECT {rows}\0").as_bytes())
+}
+
+/// Whether PostgreSQL's column types are the ones this module knows how to encode.
+pub fn supported(cols: &Columns) -> bool {
+    const TEXT: u32 = 25;
+    [cols.org_id, cols.item_id, cols.location_id, cols.lot_id]
+        .iter()
+        .all(|c| c.type_oid == TEXT)
+        && cols.quantity.type_oid == NUMERIC
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::balances::shape::recognise;
+
+    #[test]
+    fn resolves_params_and_formats() {
+        let shape = recognise(
+            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id = $3",
+            "public",
+        )
+        .expect("shape");
+        let params: Vec<Option<&[u8]>> = vec![Some(b"i"), Some(b"l"), None];
+        let key = resolve(&shape, "o", &params).expect("key");
+        assert_eq!(key.lot, Some(None));
+        assert!(resolve(&shape, "o", &params[..2]).is_none());
+        let bad: Vec<Option<&[u8]>> = vec![Some(b"\xff"), Some(b"l"), None];
+        assert!(resolve(&shape, "o", &bad).is_none());
+        assert_eq!(formats(&shape, &[]), Some(vec![0]));
+        assert_eq!(formats(&shape, &[1]), Some(vec![1]));
+        assert_eq!(formats(&shape, &[0, 1]), None);
+        assert_eq!(formats(&shape, &[2]), None);
+    }
+
+    #[test]
+    fn encodes_rows() {
+        let shape = recognise(
+            "SELECT sum(quantity) FROM inventory_balances WHERE item_id = 'x'",
+            "public",
+        )
+        .expect("shape");
+        assert_eq!(
+            &total_row(None, &[0])[..],
+            b"D\0\0\0\x0a\0\x01\xff\xff\xff\xff"
+        );
+        let d = Decimal::parse("1.50").expect("decimal");
+        assert_eq!(
+            &total_row(Some(d), &[0])[..],
+            b"D\0\0\0\x0e\0\x01\0\0\0\x041.50"
+        );
+        assert_eq!(&command_complete(1)[..], b"C\0\0\0\x0dSELECT 1\0");
+        let _ = shape;
+    }
+}

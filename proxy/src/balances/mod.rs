@@ -1,0 +1,211 @@
+//! The balance cache (DESIGN.md §5): inventory balances held in memory, kept exact by the
+//! ledger's logical replication stream, answering point lookups and per-item totals locally.
+//!
+//! - [`shape`]: which statements can be answered (pure, on the client's SQL).
+//! - [`store`]: the balances and per-item totals (`DashMap`, interned ids, exact decimals).
+//! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
+//! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
+//! - [`pgoutput`]: decoding of the replication stream.
+//! - [`feed`]: the replication connection — slot with exported snapshot, initial load,
+//!   streaming, acknowledgements, reconnect + resync.
+//!
+//! Invariant: a lookup is answered only while the feed is streaming from a consistent load
+//! (`serving()`); otherwise, and for anything the store cannot reproduce exactly, the caller
+//! goes to PostgreSQL.
+
+pub mod answer;
+pub mod decimal;
+pub mod feed;
+pub mod pgoutput;
+pub mod shape;
+pub mod store;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use crate::config::BalancesConfig;
+use answer::Columns;
+use store::Store;
+
+/// Counters exported by `SHOW orgwall.balances` and [`Balances::metrics_text`].
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub hits: AtomicU64,
+    /// Recognised shapes that went to PostgreSQL (not serving, unservable value, RYW timeout).
+    pub fallbacks: AtomicU64,
+    pub resyncs: AtomicU64,
+    pub transactions_applied: AtomicU64,
+    pub rows_applied: AtomicU64,
+    pub read_your_writes_waits: AtomicU64,
+    pub read_your_writes_timeouts: AtomicU64,
+    /// Keys found drifting by the last drift check.
+    pub drift_keys: AtomicU64,
+}
+
+/// The cache shared by all sessions.
+#[derive(Debug)]
+pub struct Balances {
+    pub config: BalancesConfig,
+    pub store: Store,
+    serving: AtomicBool,
+    /// End LSN of the last applied transaction (or keepalive position with nothing pending).
+    applied_lsn: AtomicU64,
+    /// The server's WAL end as last reported by the stream.
+    server_lsn: AtomicU64,
+    columns: RwLock<Option<Arc<Columns>>>,
+    /// Wakes read-your-writes waiters when `applied_lsn` moves.
+    advanced: tokio::sync::Notify,
+    /// Asks the feed to request a keepalive now (a waiter needs the server's position).
+    ping: tokio::sync::Notify,
+    /// Set when the cache is off for good (e.g. `wal_level` is not `logical`).
+    off_reason: RwLock<Option<String>>,
+    pub metrics: Metrics,
+}
+
+impl Balances {
+    pub fn new(config: BalancesConfig) -> Balances {
+        Balances {
+            config,
+            store: Store::new(),
+            serving: AtomicBool::new(false),
+            applied_lsn: AtomicU64::new(0),
+            server_lsn: AtomicU64::new(0),
+            columns: RwLock::new(None),
+            advanced: tokio::sync::Notify::new(),
+            ping: tokio::sync::Notify::new(),
+            off_reason: RwLock::new(None),
+            metrics: Metrics::default(),
+        }
+    }
+
+    /// True while lookups may be answered from memory.
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Column metadata for RowDescription (known once the feed has connected).
+    pub fn columns(&self) -> Option<Arc<Columns>> {
+        self.columns
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn applied_lsn(&self) -> u64 {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
+    /// Replication lag in bytes of WAL (server position − applied position).
+    pub fn lag_bytes(&self) -> u64 {
+        self.server_lsn
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.applied_lsn())
+    }
+
+    /// Why the cache is off for good, if it is.
+    pub fn off_reason(&self) -> Option<String> {
+        self.off_reason
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Waits until everything up to `lsn` is applied, at most `timeout`. False on timeout or when
+    /// the cache stopped serving meanwhile.
+    pub async fn wait_for(&self, lsn: u64, timeout: Duration) -> bool {
+        self.metrics
+            .read_your_writes_waits
+            .fetch_add(1, Ordering::Relaxed);
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.advanced.notified();
+            if !self.serving() {
+                break;
+            }
+            if self.applied_lsn() >= lsn {
+                return true;
+            }
+            self.ping.notify_one();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break;
+            }
+        }
+        self.metrics
+            .read_your_writes_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    fn set_serving(&self, on: bool) {
+        self.serving.store(on, Ordering::Release);
+        self.advanced.notify_waiters();
+    }
+
+    fn set_applied(&self, lsn: u64) {
+        self.applied_lsn.fetch_max(lsn, Ordering::AcqRel);
+        self.advanced.notify_waiters();
+    }
+
+    fn set_server_lsn(&self, lsn: u64) {
+        self.server_lsn.fetch_max(lsn, Ordering::Relaxed);
+    }
+
+    /// `(name, value)` pairs describing the cache, for `SHOW orgwall.balances` and metrics.
+    pub fn stats(&self) -> Vec<(&'static str, String)> {
+        let m = &self.metrics;
+        let n = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
+        vec![
+            ("serving", self.serving().to_string()),
+            ("off_reason", self.off_reason().unwrap_or_default()),
+            ("applied_lsn", pgoutput::format_lsn(self.applied_lsn())),
+            ("replication_lag_bytes", self.lag_bytes().to_string()),
+            ("balances", self.store.len().to_string()),
+            (
+                "bytes_per_balance",
+                self.store.bytes_per_balance().to_string(),
+            ),
+            ("hits", n(&m.hits)),
+            ("fallbacks", n(&m.fallbacks)),
+            ("resyncs", n(&m.resyncs)),
+            ("transactions_applied", n(&m.transactions_applied)),
+            ("rows_applied", n(&m.rows_applied)),
+            ("read_your_writes_waits", n(&m.read_your_writes_waits)),
+            ("read_your_writes_timeouts", n(&m.read_your_writes_timeouts)),
+            ("drift_keys", n(&m.drift_keys)),
+        ]
+    }
+
+    /// The same figures in Prometheus text format (`orgwall_balances_*`), for an admin endpoint.
+    pub fn metrics_text(&self) -> String {
+        let mut out = String::new();
+        for (name, value) in self.stats() {
+            let v = match value.as_str() {
+                "true" => "1".to_string(),
+                "false" => "0".to_string(),
+                v if v.parse::<f64>().is_ok() => v.to_string(),
+                _ => continue,
+            };
+            out += &format!("orgwall_balances_{name} {v}\n");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn waiting_times_out_when_not_serving_and_succeeds_once_applied() {
+        let b = Arc::new(Balances::new(BalancesConfig::default()));
+        assert!(!b.wait_for(1, Duration::from_millis(10)).await);
+        b.set_serving(true);
+        let b2 = b.clone();
+        let waiter = tokio::spawn(async move { b2.wait_for(100, Duration::from_secs(5)).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        b.set_applied(100);
+        assert!(waiter.await.expect("join"));
+        assert!(b.metrics_text().contains("orgwall_balances_serving 1"));
+    }
+}
