@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use crate::policy::Refusal as PolicyRefusal;
 use crate::scram::ScramError;
 use crate::sql::rewrite::Refusal;
 use crate::upstream::UpstreamError;
@@ -97,6 +98,13 @@ impl From<Refusal> for ClientError {
             _ => code::INSUFFICIENT_PRIVILEGE,
         };
         ClientError::error(code, r.message)
+    }
+}
+
+impl From<PolicyRefusal> for ClientError {
+    fn from(r: PolicyRefusal) -> Self {
+        // The code is the plugin's (validated, interned) SQLSTATE.
+        ClientError::error(r.code, r.message)
     }
 }
 

@@ -6,6 +6,7 @@
 //! - [`frontend`]: one client's handshake — SSLRequest/TLS, startup, SCRAM, cancel requests.
 //! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
 //! - [`sql`]: pure functions over SQL text (no I/O); the seam where the rewriter plugs in.
+//! - [`policy`]: WebAssembly policy plugins (wasmtime host), asked about every statement.
 //! - [`upstream`]: connections to PostgreSQL, the pool, the server-side statement cache.
 //! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
 //! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
@@ -23,6 +24,7 @@ pub mod errors;
 pub mod frontend;
 pub mod localpg;
 pub mod migrate;
+pub mod policy;
 pub mod scram;
 pub mod server;
 pub mod session;

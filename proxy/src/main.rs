@@ -38,6 +38,18 @@ enum Command {
     Migrate(orgwall::migrate::cli::MigrateArgs),
     /// Compare inventory_balances with the ledger; `--fix` repairs drift.
     Reconcile(orgwall::migrate::cli::ReconcileArgs),
+    /// Policy plugin tools.
+    Plugin {
+        #[command(subcommand)]
+        command: PluginCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Run a plugin on one statement without a database and print its decision
+    /// (exit 0 allow/mask, 2 deny, 1 the plugin could not be loaded).
+    Check(orgwall::policy::cli::CheckArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -71,6 +83,13 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Migrate(args) => Ok(orgwall::migrate::cli::migrate(args).await?),
             Command::Reconcile(args) => Ok(orgwall::migrate::cli::reconcile(args).await?),
+            Command::Plugin {
+                command: PluginCommand::Check(args),
+            } => {
+                let (report, status) = orgwall::policy::cli::check(&args)?;
+                print!("{report}");
+                std::process::exit(status);
+            }
         }
     })
 }

@@ -20,6 +20,7 @@ use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::errors::{code, ClientError};
 use crate::frontend::{self, tls_acceptor};
+use crate::policy::{self, PolicyEngine};
 use crate::scram::Verifier;
 use crate::session;
 use crate::sql::rewrite::{Catalog, RewriteCache};
@@ -45,6 +46,8 @@ pub struct ProxyState {
     pub rewrites: RewriteCache,
     /// The balance cache, when `[balances] enabled = true` (its feed starts in [`run`]).
     pub balances: Option<Arc<crate::balances::Balances>>,
+    /// Policy plugins (`[[plugins]]`), hot-reloaded by `policy::reload::watch`.
+    pub policy: Arc<PolicyEngine>,
 }
 
 impl ProxyState {
@@ -69,6 +72,7 @@ impl ProxyState {
                 .balances
                 .enabled
                 .then(|| Arc::new(crate::balances::Balances::new(config.balances.clone()))),
+            policy: Arc::new(PolicyEngine::new(&config.plugins).map_err(std::io::Error::other)?),
             config,
         })
     }
@@ -121,6 +125,14 @@ pub async fn run(
         tokio::spawn(async move {
             crate::balances::feed::run(b, &st.pool, st.shutdown.clone()).await;
         });
+    }
+    if !state.config.plugins.is_empty() || state.config.source.is_some() {
+        tokio::spawn(policy::reload::watch(
+            state.policy.clone(),
+            state.config.source.clone(),
+            state.config.plugins.clone(),
+            state.shutdown.clone(),
+        ));
     }
     tracing::info!(listen = %listener.local_addr()?, "orgwall accepting connections");
     tokio::pin!(shutdown);

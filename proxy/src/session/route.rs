@@ -32,11 +32,21 @@ pub(super) struct Rendered {
 impl Session<'_> {
     /// The single function every client SQL string passes through before PostgreSQL.
     pub(super) async fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
+        // Policy plugins see the statement after tenant binding; a mask rewrites the text.
+        let masked = self.state.policy.check(
+            &crate::policy::Who {
+                user: &self.principal.user,
+                org_id: self.current_org().as_deref(),
+                role: self.principal.role,
+            },
+            text,
+        )?;
+        let text = masked.as_deref().unwrap_or(text);
         if self.principal.role == Role::Admin {
             let effect = self.pooling_effect(text)?;
             tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "admin statement");
             return Ok(Routed {
-                sql: None,
+                sql: masked.clone(),
                 effect,
                 tenant: None,
             });

@@ -3,8 +3,10 @@
 //! Today this is the statement splitter and the classifier that finds session-level effects
 //! (which cannot survive transaction pooling). It is a lexer, not a parser: it understands
 //! quotes, dollar quotes, comments and `;`, which is all these checks need, and costs one pass.
-//! The tenant rewriter (DESIGN.md §4) lives in [`rewrite`].
+//! The tenant rewriter (DESIGN.md §4) lives in [`rewrite`]; what a statement reads and writes,
+//! for policy plugins, in [`analyze`].
 
+pub mod analyze;
 pub mod rewrite;
 
 /// A statement effect that outlives the transaction it runs in.

@@ -1,0 +1,369 @@
+//! What a statement does, for policy plugins: its operation, every table it touches (read or
+//! written) with the columns it names, and its top-level literal `LIMIT`. Pure: no I/O.
+//!
+//! Invariant: the table list is never smaller than the truth. An unqualified column in a
+//! statement over several tables is listed for each of them; `*` is listed as a column.
+//! Names of CTEs are not tables and are left out. Text that does not parse is an error
+//! (the caller refuses it), never an empty analysis.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    AssignmentTarget, CopySource, Expr, FromTable, Ident, ObjectName, ObjectNamePart, Query,
+    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
+    TableObject, Value, Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+/// Why a statement could not be analysed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnalyzeError {
+    #[error("cannot parse SQL: {0}")]
+    Parse(String),
+}
+
+/// The kind of statement (mirrors `operation` in `plugins/wit/policy.wit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Operation {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    Truncate,
+    Copy,
+    Ddl,
+    Utility,
+    Other,
+}
+
+/// How a statement uses a table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Access {
+    Read,
+    Write,
+}
+
+/// One table a statement touches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableAccess {
+    /// As written, or "" when unqualified.
+    pub schema: String,
+    pub name: String,
+    pub access: Access,
+    /// Named columns (sorted, lower-cased unless quoted), `*` for a wildcard.
+    pub columns: Vec<String>,
+}
+
+/// The analysis of one statement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementInfo {
+    pub operation: Operation,
+    pub tables: Vec<TableAccess>,
+    /// Top-level `LIMIT n` when `n` is a literal.
+    pub limit: Option<u64>,
+}
+
+/// Parses `sql` (PostgreSQL dialect) and analyses each statement in it.
+pub fn analyze(sql: &str) -> Result<Vec<StatementInfo>, AnalyzeError> {
+    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+        .map_err(|e| AnalyzeError::Parse(e.to_string()))?;
+    Ok(stmts.iter().map(analyze_statement).collect())
+}
+
+/// Analyses one parsed statement.
+pub fn analyze_statement(stmt: &Statement) -> StatementInfo {
+    let mut c = Collector::default();
+    let _ = stmt.visit(&mut c);
+    // Columns named by INSERT's column list and UPDATE's SET are not expressions.
+    match stmt {
+        Statement::Insert(i) => c.bare.extend(i.columns.iter().map(|n| split_name(n).1)),
+        Statement::Update(u) => {
+            for a in &u.assignments {
+                if let AssignmentTarget::ColumnName(n) = &a.target {
+                    c.bare.insert(split_name(n).1);
+                }
+            }
+        }
+        Statement::Copy {
+            source:
+                CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            ..
+        } => {
+            let n = split_name(table_name);
+            if !c.relations.contains(&n) {
+                c.relations.push(n);
+            }
+            c.bare.extend(columns.iter().map(norm));
+        }
+        _ => {}
+    }
+    let writes = write_targets(stmt);
+    let op = operation(stmt);
+    let mut tables: Vec<TableAccess> = Vec::new();
+    for (schema, name) in c.relations.iter() {
+        if schema.is_empty() && c.ctes.contains(name) {
+            continue;
+        }
+        // Schema changes count as writes to every table they name.
+        let written = op == Operation::Ddl || writes.iter().any(|(s, n)| s == schema && n == name);
+        // A write target is also read when the statement names its columns outside SET/VALUES;
+        // conservatively, UPDATE/DELETE/MERGE targets are both read and written.
+        let also_read = !written || op != Operation::Insert;
+        let columns = c.columns_of(schema, name);
+        if written {
+            tables.push(table(schema, name, Access::Write, columns.clone()));
+        }
+        if also_read {
+            tables.push(table(schema, name, Access::Read, columns));
+        }
+    }
+    StatementInfo {
+        operation: op,
+        tables,
+        limit: match stmt {
+            Statement::Query(q) => literal_limit(q),
+            _ => None,
+        },
+    }
+}
+
+fn table(schema: &str, name: &str, access: Access, columns: Vec<String>) -> TableAccess {
+    TableAccess {
+        schema: schema.into(),
+        name: name.into(),
+        access,
+        columns,
+    }
+}
+
+fn operation(stmt: &Statement) -> Operation {
+    match stmt {
+        Statement::Query(_) => Operation::Select,
+        Statement::Insert(_) => Operation::Insert,
+        Statement::Update(_) => Operation::Update,
+        Statement::Delete(_) => Operation::Delete,
+        Statement::Merge(_) => Operation::Merge,
+        Statement::Truncate(_) => Operation::Truncate,
+        Statement::Copy { .. } => Operation::Copy,
+        Statement::CreateTable(_)
+        | Statement::CreateIndex(_)
+        | Statement::CreateView(_)
+        | Statement::CreateSchema { .. }
+        | Statement::CreateFunction(_)
+        | Statement::AlterTable(_)
+        | Statement::Drop { .. } => Operation::Ddl,
+        Statement::Set(_)
+        | Statement::ShowVariable { .. }
+        | Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. }
+        | Statement::LISTEN { .. }
+        | Statement::NOTIFY { .. }
+        | Statement::UNLISTEN { .. }
+        | Statement::Discard { .. } => Operation::Utility,
+        _ => Operation::Other,
+    }
+}
+
+/// The tables a statement writes, as (schema, name).
+fn write_targets(stmt: &Statement) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut push = |n: &ObjectName| out.push(split_name(n));
+    match stmt {
+        Statement::Insert(i) => {
+            if let TableObject::TableName(n) = &i.table {
+                push(n);
+            }
+        }
+        Statement::Update(u) => {
+            if let TableFactor::Table { name, .. } = &u.table.relation {
+                push(name);
+            }
+        }
+        Statement::Delete(d) => {
+            d.tables.iter().for_each(&mut push);
+            let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
+            for t in from {
+                if let TableFactor::Table { name, .. } = &t.relation {
+                    push(name);
+                }
+            }
+        }
+        Statement::Merge(m) => {
+            if let TableFactor::Table { name, .. } = &m.table {
+                push(name);
+            }
+        }
+        Statement::Truncate(t) => t.table_names.iter().for_each(|t| push(&t.name)),
+        Statement::Copy {
+            source: CopySource::Table { table_name, .. },
+            to: false,
+            ..
+        } => push(table_name),
+        _ => {}
+    }
+    out
+}
+
+fn literal_limit(q: &Query) -> Option<u64> {
+    use sqlparser::ast::LimitClause;
+    let limit = match q.limit_clause.as_ref()? {
+        LimitClause::LimitOffset { limit, .. } => limit.as_ref()?,
+        LimitClause::OffsetCommaLimit { limit, .. } => limit,
+    };
+    match limit {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n.parse().ok(),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Lower-cases an unquoted identifier, as PostgreSQL does.
+pub fn norm(i: &Ident) -> String {
+    match i.quote_style {
+        Some(_) => i.value.clone(),
+        None => i.value.to_lowercase(),
+    }
+}
+
+/// (schema, name) of a table name; the schema is "" when unqualified. For longer names
+/// (`db.schema.table`) the last two parts are used.
+pub fn split_name(n: &ObjectName) -> (String, String) {
+    let parts: Vec<String> =
+        n.0.iter()
+            .map(|p| match p {
+                ObjectNamePart::Identifier(i) => norm(i),
+                other => other.to_string(),
+            })
+            .collect();
+    match parts.as_slice() {
+        [] => (String::new(), String::new()),
+        [name] => (String::new(), name.clone()),
+        [.., schema, name] => (schema.clone(), name.clone()),
+    }
+}
+
+/// Walks the AST once, gathering relations, aliases, CTE names and column references.
+#[derive(Default)]
+struct Collector {
+    /// Relations in order of first appearance.
+    relations: Vec<(String, String)>,
+    /// alias (or bare table name) → (schema, name).
+    aliases: Vec<(String, (String, String))>,
+    ctes: BTreeSet<String>,
+    /// Qualified column references: (qualifier, column).
+    qualified: BTreeSet<(String, String)>,
+    /// Unqualified column references.
+    bare: BTreeSet<String>,
+}
+
+impl Collector {
+    fn columns_of(&self, schema: &str, name: &str) -> Vec<String> {
+        let me = (schema.to_string(), name.to_string());
+        let qualifiers: Vec<&str> = self
+            .aliases
+            .iter()
+            .filter(|(_, t)| *t == me)
+            .map(|(a, _)| a.as_str())
+            .collect();
+        let mut cols: BTreeSet<String> = self.bare.clone();
+        for (q, c) in &self.qualified {
+            if qualifiers.contains(&q.as_str()) || q == name {
+                cols.insert(c.clone());
+            }
+        }
+        cols.into_iter().collect()
+    }
+}
+
+impl Visitor for Collector {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        if let Some(with) = &q.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(norm(&cte.alias.name));
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<()> {
+        let n = split_name(r);
+        if !self.relations.contains(&n) {
+            self.relations.push(n);
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
+        if let TableFactor::Table { name, alias, .. } = t {
+            let n = split_name(name);
+            let key = match alias {
+                Some(a) => norm(&a.name),
+                None => n.1.clone(),
+            };
+            self.aliases.push((key, n));
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
+        for item in &s.projection {
+            match item {
+                SelectItem::Wildcard(_) => {
+                    self.bare.insert("*".into());
+                }
+                SelectItem::QualifiedWildcard(kind, _) => {
+                    self.qualified
+                        .insert((wildcard_qualifier(kind), "*".into()));
+                }
+                _ => {}
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        match e {
+            Expr::Identifier(i) => {
+                self.bare.insert(norm(i));
+            }
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                let q = norm(&parts[parts.len() - 2]);
+                self.qualified.insert((q, norm(&parts[parts.len() - 1])));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+/// The table or alias of `q.*` (its last name part; "" for expression wildcards).
+pub fn wildcard_qualifier(kind: &SelectItemQualifiedWildcardKind) -> String {
+    match kind {
+        SelectItemQualifiedWildcardKind::ObjectName(n) => split_name(n).1,
+        SelectItemQualifiedWildcardKind::Expr(_) => String::new(),
+    }
+}
+
+/// Whether the query is one plain SELECT (no set operation) — the only shape masks apply to.
+pub fn plain_select(q: &Query) -> Option<&Select> {
+    match q.body.as_ref() {
+        SetExpr::Select(s) => Some(s),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests;
