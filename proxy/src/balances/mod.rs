@@ -28,7 +28,7 @@ use crate::config::BalancesConfig;
 use answer::Columns;
 use store::Store;
 
-/// Counters exported by `SHOW orgwall.balances` and [`Balances::metrics_text`].
+/// Counters exported by `SHOW orgwall_balances` and [`Balances::metrics_text`].
 #[derive(Debug, Default)]
 pub struct Metrics {
     pub hits: AtomicU64,
@@ -151,7 +151,7 @@ impl Balances {
         self.server_lsn.fetch_max(lsn, Ordering::Relaxed);
     }
 
-    /// `(name, value)` pairs describing the cache, for `SHOW orgwall.balances` and metrics.
+    /// `(name, value)` pairs describing the cache, for `SHOW orgwall_balances` and metrics.
     pub fn stats(&self) -> Vec<(&'static str, String)> {
         let m = &self.metrics;
         let n = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
@@ -189,6 +189,81 @@ impl Balances {
             out += &format!("orgwall_balances_{name} {v}\n");
         }
         out
+    }
+}
+
+/// The messages that answer one recognised statement: RowDescription and the DataRows
+/// (CommandComplete is `answer::command_complete(rows.len())`).
+#[derive(Debug)]
+pub struct Response {
+    pub row_description: bytes::BytesMut,
+    pub rows: Vec<bytes::BytesMut>,
+}
+
+impl Balances {
+    /// Answers `shape` for tenant `org` from memory, or `None` when PostgreSQL must (not
+    /// serving, a value the store cannot reproduce, parameters PostgreSQL would reject).
+    pub fn answer(
+        &self,
+        shape: &shape::Shape,
+        org: &str,
+        params: &[Option<&[u8]>],
+        result_formats: &[i16],
+    ) -> Option<Response> {
+        let found = self.lookup(shape, org, params, result_formats);
+        let counter = if found.is_some() {
+            &self.metrics.hits
+        } else {
+            &self.metrics.fallbacks
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    fn lookup(
+        &self,
+        shape: &shape::Shape,
+        org: &str,
+        params: &[Option<&[u8]>],
+        result_formats: &[i16],
+    ) -> Option<Response> {
+        use store::Lookup;
+        let cols = self.columns()?;
+        let formats = answer::formats(shape, result_formats)?;
+        let key = answer::resolve(shape, org, params)?;
+        let found = self.store.read(|s| {
+            if !self.serving() {
+                return None;
+            }
+            Some(match shape {
+                shape::Shape::Point { .. } => match (key.item, key.location, key.lot) {
+                    (Some(i), Some(l), None) => s.point(org, i, l, None),
+                    (Some(i), Some(l), Some(Some(lot))) => s.point(org, i, l, Some(lot)),
+                    _ => Lookup::Missing,
+                },
+                shape::Shape::Total { .. } => match key.item {
+                    Some(i) => s.total(org, i),
+                    None => Lookup::Missing,
+                },
+            })
+        })?;
+        let rows = match (shape, found) {
+            (_, Lookup::Unservable) => return None,
+            (shape::Shape::Point { .. }, Lookup::Missing) => vec![],
+            (shape::Shape::Point { .. }, Lookup::Found(d)) => {
+                vec![answer::point_row(shape, &key, d, &formats)]
+            }
+            (shape::Shape::Total { .. }, Lookup::Missing) => {
+                vec![answer::total_row(None, &formats)]
+            }
+            (shape::Shape::Total { .. }, Lookup::Found(d)) => {
+                vec![answer::total_row(Some(d), &formats)]
+            }
+        };
+        Some(Response {
+            row_description: answer::row_description(shape, &cols, &formats),
+            rows,
+        })
     }
 }
 

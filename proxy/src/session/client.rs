@@ -66,6 +66,9 @@ impl Session<'_> {
             Ok(r) => r,
             Err(e) => return self.refuse(e, true).await,
         };
+        if self.answer_query_locally(&q.query, &routed).await {
+            return Ok(());
+        }
         if let Err(e) = self.ensure_server().await {
             self.push_synthetic(e.to_frame());
             let mut rfq = BytesMut::new();
@@ -102,6 +105,9 @@ impl Session<'_> {
             );
             return self.refuse(e, false).await;
         }
+        let local = self
+            .parse_locally(&name, &p.query, &p.type_oids, &routed)
+            .await;
         let sql = routed.sql.unwrap_or(p.query);
         let stmt = Arc::new(Statement::new(
             sql,
@@ -109,7 +115,8 @@ impl Session<'_> {
             routed.effect,
             routed.tenant,
         ));
-        if !name.is_empty() && self.server.is_none() {
+        if (local || !name.is_empty()) && self.server.is_none() {
+            // (`local`: a statement the balance cache answers, see `local.rs`.)
             // Outside a transaction a named Parse takes no server connection: the statement is
             // prepared on whichever connection first runs it. Taking one here would let a client
             // that prepares synchronously (pgbench -M prepared) wait on a pool its own other
@@ -193,6 +200,9 @@ impl Session<'_> {
         }
         self.commands
             .forget(b'P', b.portal_name.as_deref().unwrap_or(""));
+        if self.bind_locally(&b).await {
+            return Ok(());
+        }
         let name = b.statement_name.clone().unwrap_or_default();
         let server_name = match self.statement_on_server(&name).await {
             Ok(n) => n,
@@ -217,6 +227,9 @@ impl Session<'_> {
         if self.describe_command(d.target_type, d.name.as_deref().unwrap_or("")) {
             return Ok(());
         }
+        if self.describe_locally(d.target_type, d.name.as_deref().unwrap_or("")) {
+            return Ok(());
+        }
         if d.target_type == b'S' {
             let name = d.name.clone().unwrap_or_default();
             match self.statement_on_server(&name).await {
@@ -239,6 +252,9 @@ impl Session<'_> {
         if let Some(cmd) = self.commands.portal(wire_portal_name(&frame)) {
             return self.execute_command(cmd).await;
         }
+        if self.execute_locally(&frame) {
+            return Ok(());
+        }
         if let Err(e) = self.ensure_server().await {
             return self.refuse(e, false).await;
         }
@@ -252,6 +268,9 @@ impl Session<'_> {
     async fn on_close(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let c: Close = wire::decode(frame.clone(), "Close")?;
         self.commands.forget(c.target_type, c.name.as_deref().unwrap_or(""));
+        if self.close_locally(c.target_type, c.name.as_deref().unwrap_or("")) {
+            return Ok(());
+        }
         if c.target_type == b'S' || self.server.is_none() {
             // Statements stay prepared on the server connections for the next user; a portal
             // cannot exist without a held server connection.
@@ -271,6 +290,7 @@ impl Session<'_> {
 
     fn on_sync(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         self.skipping = false;
+        self.sync_locally();
         if self.copy_in {
             // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
             self.to_server.extend_from_slice(&frame);

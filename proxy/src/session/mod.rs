@@ -9,6 +9,7 @@ mod backend;
 mod client;
 mod commands;
 mod duplex;
+mod local;
 mod pending;
 mod route;
 mod settings;
@@ -76,6 +77,8 @@ pub(crate) struct Session<'a> {
     bound_local: Option<String>,
     /// `SET orgwall.*` prepared through the extended protocol (answered by Orgwall).
     commands: commands::Commands,
+    /// Balance-cache state (recognised statements, local portals, read-your-writes).
+    local: local::Local,
 }
 
 enum Event {
@@ -112,6 +115,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         bound: None,
         bound_local: None,
         commands: commands::Commands::default(),
+        local: local::Local::default(),
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
