@@ -12,9 +12,10 @@ pub mod mask;
 mod plugin;
 pub mod reload;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock};
 
+use wasmtime::component::Component;
 use wasmtime::Engine;
 
 pub use convert::Outcome;
@@ -87,6 +88,35 @@ pub struct PolicyEngine {
     /// SQLSTATEs plugins used, interned because `ClientError` codes are `&'static str`;
     /// bounded (see [`PolicyEngine::intern`]).
     codes: Mutex<HashSet<&'static str>>,
+    compiled: Compiled,
+}
+
+/// Compiled components by content hash, so plugins sharing a file (and reloads that did not
+/// change it) compile once. Holds only what the last build used.
+#[derive(Default)]
+pub struct Compiled(Mutex<HashMap<(u64, usize), Component>>);
+
+impl Compiled {
+    fn get_or_compile(
+        &self,
+        engine: &Engine,
+        bytes: &[u8],
+    ) -> wasmtime::Result<((u64, usize), Component)> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        bytes.hash(&mut h);
+        let key = (h.finish(), bytes.len());
+        if let Some(c) = self.lock().get(&key) {
+            return Ok((key, c.clone()));
+        }
+        let c = Component::from_binary(engine, bytes)?;
+        self.lock().insert(key, c.clone());
+        Ok((key, c))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(u64, usize), Component>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl PolicyEngine {
@@ -95,12 +125,13 @@ impl PolicyEngine {
         let mut config = wasmtime::Config::new();
         config.consume_fuel(true);
         // Logs name the plugin and the trap; wasm frame lists would only add noise.
-        config.wasm_backtrace(false);
+        config.wasm_backtrace_max_frames(None);
         let engine = Engine::new(&config).map_err(|e| PolicyError::Engine(e.to_string()))?;
         let me = PolicyEngine {
             engine,
             set: RwLock::new(Arc::default()),
             codes: Mutex::new(HashSet::new()),
+            compiled: Compiled::default(),
         };
         let set = me.build(specs, &PluginSet::default());
         me.swap(set);
@@ -139,7 +170,7 @@ impl PolicyEngine {
                     continue;
                 }
             }
-            match Plugin::load(&self.engine, spec) {
+            match Plugin::load(&self.engine, spec, &self.compiled) {
                 Ok(p) => {
                     tracing::info!(plugin = %spec.name, path = %spec.path.display(), caches = p.caches(), "policy plugin loaded");
                     slots.push(Slot::Ready(Arc::new(p)));
@@ -159,6 +190,15 @@ impl PolicyEngine {
                 },
             }
         }
+        // Forget compilations no plugin uses any more (a reload replaced them).
+        let keep: Vec<_> = slots
+            .iter()
+            .filter_map(|s| match s {
+                Slot::Ready(p) => Some(p.component_key),
+                Slot::Failed { .. } => None,
+            })
+            .collect();
+        self.compiled.lock().retain(|k, _| keep.contains(k));
         PluginSet { slots }
     }
 

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
-use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store, StoreLimits, StoreLimitsBuilder};
 
 use super::bindings::orgwall::policy::types as wit;
@@ -67,6 +67,8 @@ pub struct Plugin {
     /// File modification time at load, for hot reload.
     pub mtime: Option<std::time::SystemTime>,
     pre: PolicyPre<HostState>,
+    /// Which compiled component this is (see `Compiled`).
+    pub(super) component_key: (u64, usize),
     engine: Engine,
     config_json: String,
     idle: Mutex<Vec<Slot>>,
@@ -76,7 +78,11 @@ pub struct Plugin {
 
 impl Plugin {
     /// Compiles `spec.path`, links it and makes one instance (running `init`) to prove it works.
-    pub fn load(engine: &Engine, spec: &PluginSpec) -> Result<Plugin, PolicyError> {
+    pub fn load(
+        engine: &Engine,
+        spec: &PluginSpec,
+        compiled: &super::Compiled,
+    ) -> Result<Plugin, PolicyError> {
         let failed = |why: String| PolicyError::Load {
             plugin: spec.name.clone(),
             why,
@@ -86,7 +92,8 @@ impl Plugin {
         let mtime = std::fs::metadata(&spec.path)
             .and_then(|m| m.modified())
             .ok();
-        let component = Component::from_binary(engine, &bytes)
+        let (component_key, component) = compiled
+            .get_or_compile(engine, &bytes)
             .map_err(|e| failed(format!("not a valid component: {e}")))?;
         let mut linker: Linker<HostState> = Linker::new(engine);
         Policy::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |s| s)
@@ -109,6 +116,7 @@ impl Plugin {
             spec: spec.clone(),
             mtime,
             pre,
+            component_key,
             engine: engine.clone(),
             config_json: spec.config_json.clone(),
             idle: Mutex::new(Vec::new()),
