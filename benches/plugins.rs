@@ -1,0 +1,69 @@
+//! Per-statement cost of policy plugins (criterion): statement analysis alone, then the full
+//! `PolicyEngine::check` with 1 and 3 plugins, with and without the decision cache. Builds
+//! `plugins/` for wasm32-wasip2 first (its own target dir under target/plugins).
+//! Run: `cargo bench -p orgwall-benches --bench plugins`.
+
+use std::path::{Path, PathBuf};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use orgwall::config::{PluginSpec, Role};
+use orgwall::policy::{PolicyEngine, Who};
+
+const SQL: &str = "SELECT id, name FROM items WHERE org_id = 'org_a' AND id = 'i_a1'";
+
+fn wasm_dir() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let target = root.join("target").join("plugins");
+    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .current_dir(root.join("plugins"))
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .env("CARGO_TARGET_DIR", &target)
+        .status()
+        .expect("run cargo");
+    assert!(status.success(), "building plugins/ failed");
+    target.join("wasm32-wasip2").join("release")
+}
+
+fn spec(dir: &Path, name: &str, cache: bool) -> PluginSpec {
+    PluginSpec {
+        name: name.into(),
+        path: dir.join(format!("{name}.wasm")),
+        config_json: "{}".into(),
+        fuel: 5_000_000,
+        init_fuel: 50_000_000,
+        memory_bytes: 16 << 20,
+        cache,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let dir = wasm_dir();
+    let who = Who {
+        user: "acme",
+        org_id: Some("org_a"),
+        role: Role::Tenant,
+    };
+    c.bench_function("analyze_only", |b| {
+        b.iter(|| orgwall::sql::analyze::analyze(std::hint::black_box(SQL)).map(|v| v.len()))
+    });
+    for cache in [false, true] {
+        for names in [
+            &["append_only_ledger"][..],
+            &["append_only_ledger", "audit_admin_only", "row_limit"][..],
+        ] {
+            let specs: Vec<PluginSpec> = names.iter().map(|n| spec(&dir, n, cache)).collect();
+            let engine = PolicyEngine::new(&specs).expect("engine");
+            let label = format!(
+                "check/{}_plugins/{}",
+                names.len(),
+                if cache { "cache" } else { "nocache" }
+            );
+            c.bench_function(&label, |b| {
+                b.iter(|| engine.check(&who, std::hint::black_box(SQL)).is_ok())
+            });
+        }
+    }
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
