@@ -40,6 +40,9 @@ fn check(engine: &PolicyEngine, who: &Who<'_>, sql: &str) -> Result<Option<Strin
     engine.check(who, sql).map_err(|r| r.code.to_string())
 }
 
+/// (principal, SQL, expected: allow `Ok(None)`, mask `Ok(Some(sql))`, refusal `Err(code)`).
+type Case<'a> = (&'a Who<'a>, &'a str, Result<Option<&'a str>, &'a str>);
+
 #[test]
 fn example_plugins_decide_as_documented() {
     let e = PolicyEngine::new(&[
@@ -59,7 +62,7 @@ fn example_plugins_decide_as_documented() {
             orgwall::policy::Slot::Failed { why, .. } => panic!("load failed: {why}"),
         }
     }
-    let cases: &[(&Who, &str, Result<Option<&str>, &str>)] = &[
+    let cases: &[Case] = &[
         // append-only-ledger: history cannot change, for anyone.
         (
             &TENANT,

@@ -19,6 +19,7 @@
 /// The generated bindings (in a module: the exported macro cannot live beside a `use` of it
 /// at the crate root).
 #[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // generated code
 pub mod bindings {
     wit_bindgen::generate!({
         path: "../wit",
