@@ -6,6 +6,11 @@
 //! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
 //! reported figure per mode is the median of the rounds. The proxy runs in this process on its
 //! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
+//!
+//! `--tenant` (issue 3): every pgbench table gets `org_id text NOT NULL DEFAULT 'bench'` after
+//! `pgbench -i`, and the proxied login is a `tenant` of org `bench`, so every statement pgbench
+//! sends through Orgwall is rewritten (`pgbench_accounts` becomes a tenant-confined subquery).
+//! Direct runs use the same tables, unconfined.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -21,6 +26,7 @@ struct Args {
     scale: u32,
     pool: u32,
     rounds: usize,
+    tenant: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -31,9 +37,14 @@ fn parse_args() -> anyhow::Result<Args> {
         scale: 10,
         pool: 16,
         rounds: 3,
+        tenant: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--tenant" {
+            a.tenant = true;
+            continue;
+        }
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--clients" => a.clients = val.parse()?,
@@ -91,10 +102,20 @@ fn main() -> anyhow::Result<()> {
     init.extend(["-U", "postgres", "-i", "-q", "-s"].map(String::from));
     init.extend([args.scale.to_string(), "bench".into()]);
     pgbench(&init, "bench-pw").context("pgbench -i")?;
+    if args.tenant {
+        // Before the proxy starts: it discovers tenant tables from the catalog at start.
+        let mut sql = String::new();
+        for t in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"] {
+            sql += &format!("ALTER TABLE {t} ADD COLUMN org_id text NOT NULL DEFAULT 'bench';\n");
+        }
+        sql += "VACUUM ANALYZE;";
+        pg.psql("bench", &sql).context("adding org_id to the pgbench tables")?;
+    }
+    let role = if args.tenant { "tenant" } else { "admin" };
 
     let toml = format!(
         "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\n\
-         [[users]]\nname = \"bench\"\npassword = \"bench-pw\"\norg_id = \"bench\"\nrole = \"admin\"\n",
+         [[users]]\nname = \"bench\"\npassword = \"bench-pw\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
         pg.url("bench"),
         args.pool
     );
@@ -111,7 +132,7 @@ fn main() -> anyhow::Result<()> {
     }));
 
     println!(
-        "pgbench -S, {} clients, -j 2, {} s per run, scale {}, pool {}, {} rounds (median)",
+        "pgbench -S, {} clients, -j 2, {} s per run, scale {}, pool {}, {} rounds (median), proxy login: {role}",
         args.clients, args.seconds, args.scale, args.pool, args.rounds
     );
     println!("{:<10} {:>12} {:>12} {:>8}", "mode", "direct tps", "orgwall tps", "ratio");
