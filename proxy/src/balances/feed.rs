@@ -404,25 +404,24 @@ fn apply(
             schema,
             name,
             columns,
-        } => {
-            if schema == b.config.schema && name == "inventory_ledger" {
-                let pos = |c: &str| {
-                    columns.iter().position(|x| x == c).ok_or_else(|| {
-                        FeedError::Off(format!("inventory_ledger has no column {c}"))
-                    })
-                };
-                *ledger = Some(Ledger {
-                    id,
-                    idx: [
-                        pos("org_id")?,
-                        pos("item_id")?,
-                        pos("location_id")?,
-                        pos("lot_id")?,
-                        pos("quantity_delta")?,
-                    ],
-                });
-            }
+        } if schema == b.config.schema && name == "inventory_ledger" => {
+            let pos = |c: &str| {
+                columns.iter().position(|x| x == c).ok_or_else(|| {
+                    FeedError::Off(format!("inventory_ledger has no column {c}"))
+                })
+            };
+            *ledger = Some(Ledger {
+                id,
+                idx: [
+                    pos("org_id")?,
+                    pos("item_id")?,
+                    pos("location_id")?,
+                    pos("lot_id")?,
+                    pos("quantity_delta")?,
+                ],
+            });
         }
+        Message::Relation { .. } => {}
         Message::Begin { .. } => {
             txn.clear();
             *in_txn = true;
