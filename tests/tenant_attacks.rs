@@ -51,6 +51,9 @@ const ATTACKS: &[(&str, Expect)] = &[
     ("COMMENT ON TABLE users IS 'owned'", POLICY),
     ("VACUUM FULL users", POLICY),
     ("REINDEX TABLE users", POLICY),
+    // system columns would bind to the outer table inside a confined subquery
+    ("UPDATE users SET name = 'first' WHERE ctid IN (SELECT ctid FROM users WHERE name IS NULL LIMIT 1)", Expect::Refused(&["0A000"])),
+    ("SELECT ctid, xmin, tableoid FROM users", Expect::Refused(&["0A000"])),
     // session identity and settings
     ("SET ROLE postgres", POLICY),
     ("SET role = 'postgres'", POLICY),
@@ -167,12 +170,16 @@ async fn judge(c: &tokio_postgres::Client, sql: &str, expect: Expect) -> (String
     let fail = match (expect, &outcome) {
         (Expect::Refused(codes), Outcome::Error { code, message }) => {
             if !codes.contains(&code.as_str()) || !message.starts_with("orgwall:") {
-                Some(format!("expected an orgwall refusal {codes:?}, got {outcome}"))
+                Some(format!(
+                    "expected an orgwall refusal {codes:?}, got {outcome}"
+                ))
             } else {
                 None
             }
         }
-        (Expect::Refused(codes), _) => Some(format!("expected an orgwall refusal {codes:?}, but it ran: {outcome}")),
+        (Expect::Refused(codes), _) => Some(format!(
+            "expected an orgwall refusal {codes:?}, but it ran: {outcome}"
+        )),
         (Expect::NoLeak, Outcome::Rows(rs)) => rs
             .leaks_b()
             .map(|cell| format!("LEAK of tenant B ({cell}): {outcome}")),
@@ -296,8 +303,10 @@ async fn attack_corpus(pool_mode: &'static str) {
 /// Lines that differ; pg_dump's per-run `\restrict` keys are ignored.
 fn diff_lines(a: &str, b: &str) -> String {
     let keep = |l: &&str| !l.starts_with("\\restrict") && !l.starts_with("\\unrestrict");
-    let (la, lb): (Vec<&str>, Vec<&str>) =
-        (a.lines().filter(keep).collect(), b.lines().filter(keep).collect());
+    let (la, lb): (Vec<&str>, Vec<&str>) = (
+        a.lines().filter(keep).collect(),
+        b.lines().filter(keep).collect(),
+    );
     let mut out = String::new();
     for l in la.iter().filter(|l| !lb.contains(l)) {
         let _ = writeln!(out, "- {l}");

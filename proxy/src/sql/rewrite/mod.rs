@@ -15,6 +15,7 @@ mod insert;
 mod names;
 mod query;
 mod statements;
+mod system;
 mod walk;
 
 #[cfg(test)]
@@ -233,6 +234,7 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     let mut texts = Vec::with_capacity(stmts.len());
     for mut stmt in stmts {
         functions::check_functions(&stmt, catalog)?;
+        system::check_system_columns(&stmt)?;
         statements::rewrite_statement(&mut stmt, &mut cx)?;
         texts.push(stmt.to_string());
     }
