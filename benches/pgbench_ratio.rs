@@ -67,7 +67,11 @@ fn pgbench(args: &[String], password: &str) -> anyhow::Result<String> {
         .context("running pgbench (Debian: apt-get install -y postgresql)")?;
     let text = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
-        bail!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "pgbench failed: {}{}",
+            text,
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(text.into_owned())
 }
@@ -97,7 +101,14 @@ fn main() -> anyhow::Result<()> {
         extra_conf: vec![("max_connections".into(), "300".into())],
     })?;
     pg.create_database("bench")?;
-    let host = |port: u16| vec!["-h".to_string(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+    let host = |port: u16| {
+        vec![
+            "-h".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ]
+    };
     let mut init = host(pg.port);
     init.extend(["-U", "postgres", "-i", "-q", "-s"].map(String::from));
     init.extend([args.scale.to_string(), "bench".into()]);
@@ -105,11 +116,17 @@ fn main() -> anyhow::Result<()> {
     if args.tenant {
         // Before the proxy starts: it discovers tenant tables from the catalog at start.
         let mut sql = String::new();
-        for t in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"] {
+        for t in [
+            "pgbench_accounts",
+            "pgbench_branches",
+            "pgbench_tellers",
+            "pgbench_history",
+        ] {
             sql += &format!("ALTER TABLE {t} ADD COLUMN org_id text NOT NULL DEFAULT 'bench';\n");
         }
         sql += "VACUUM ANALYZE;";
-        pg.psql("bench", &sql).context("adding org_id to the pgbench tables")?;
+        pg.psql("bench", &sql)
+            .context("adding org_id to the pgbench tables")?;
     }
     let role = if args.tenant { "tenant" } else { "admin" };
 
@@ -127,20 +144,33 @@ fn main() -> anyhow::Result<()> {
     let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
     let proxy_port = listener.local_addr()?.port();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(orgwall::server::run(listener, Arc::new(config), async move {
-        let _ = stop_rx.await;
-    }));
+    let server = rt.spawn(orgwall::server::run(
+        listener,
+        Arc::new(config),
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
 
     println!(
         "pgbench -S, {} clients, -j 2, {} s per run, scale {}, pool {}, {} rounds (median), proxy login: {role}",
         args.clients, args.seconds, args.scale, args.pool, args.rounds
     );
-    println!("{:<10} {:>12} {:>12} {:>8}", "mode", "direct tps", "orgwall tps", "ratio");
+    println!(
+        "{:<10} {:>12} {:>12} {:>8}",
+        "mode", "direct tps", "orgwall tps", "ratio"
+    );
     for mode in &args.modes {
         let run = |port: u16, user: &str, pw: &str| {
             let mut a = host(port);
             a.extend(["-U", user, "-S", "-n", "-j", "2", "-M", mode].map(String::from));
-            a.extend(["-c".into(), args.clients.to_string(), "-T".into(), args.seconds.to_string(), "bench".into()]);
+            a.extend([
+                "-c".into(),
+                args.clients.to_string(),
+                "-T".into(),
+                args.seconds.to_string(),
+                "bench".into(),
+            ]);
             tps(&pgbench(&a, pw)?)
         };
         let (mut direct, mut proxied) = (Vec::new(), Vec::new());

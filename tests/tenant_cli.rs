@@ -29,7 +29,14 @@ async fn psql_tenants_see_only_their_rows() {
             DROP TABLE users;\n\
             SELECT count(*) FROM users WHERE org_id = 'org_b';\n\
             SELECT 'still-alive';\n";
-        let out = psql(&proxy, TENANT_A, "disable", &["-A", "-t", "-f", "-"], Some(script)).await;
+        let out = psql(
+            &proxy,
+            TENANT_A,
+            "disable",
+            &["-A", "-t", "-f", "-"],
+            Some(script),
+        )
+        .await;
         assert!(out.stderr.matches("42501").count() >= 2, "{out:?}");
         assert!(out.stderr.contains("orgwall:"), "{out:?}");
         let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
@@ -44,7 +51,14 @@ async fn psql_tenants_see_only_their_rows() {
             SELECT string_agg(id, ',' ORDER BY id) FROM users;\n\
             COMMIT;\n\
             SELECT string_agg(id, ',' ORDER BY id) FROM users;\n";
-        let out = psql(&proxy, SWITCHER, "disable", &["-A", "-t", "-q", "-f", "-"], Some(script)).await;
+        let out = psql(
+            &proxy,
+            SWITCHER,
+            "disable",
+            &["-A", "-t", "-q", "-f", "-"],
+            Some(script),
+        )
+        .await;
         out.assert_success("psql switcher script");
         let lines: Vec<&str> = out.stdout.lines().filter(|l| !l.is_empty()).collect();
         assert_eq!(
@@ -69,15 +83,33 @@ const BENCH_TENANT: Login = Login {
 async fn pgbench_db() -> TestDb {
     let db = TestDb::create("tenant_pgbench").await;
     let out = tokio::process::Command::new("pgbench")
-        .args(["-i", "-q", "-s", "1", "-h", "127.0.0.1", "-p", &db.server.port().to_string()])
+        .args([
+            "-i",
+            "-q",
+            "-s",
+            "1",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &db.server.port().to_string(),
+        ])
         .args(["-U", "postgres", &db.name])
         .env("PGPASSWORD", orgwall_e2e::pg::SUPERUSER_PASSWORD)
         .output()
         .await
         .expect("run pgbench -i (apt-get install -y postgresql)");
-    assert!(out.status.success(), "pgbench -i: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "pgbench -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut sql = String::new();
-    for t in ["pgbench_accounts", "pgbench_branches", "pgbench_tellers", "pgbench_history"] {
+    for t in [
+        "pgbench_accounts",
+        "pgbench_branches",
+        "pgbench_tellers",
+        "pgbench_history",
+    ] {
         sql += &format!("ALTER TABLE {t} ADD COLUMN org_id text NOT NULL DEFAULT 'bench';\n");
     }
     sql += "INSERT INTO pgbench_branches (bid, bbalance, org_id) VALUES (1000, 0, 'other');\n";

@@ -335,10 +335,7 @@ pub fn now_secs() -> u64 {
 pub struct RawValue(pub Option<Vec<u8>>);
 
 impl<'a> FromSql<'a> for RawValue {
-    fn from_sql(
-        _: &Type,
-        raw: &'a [u8],
-    ) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+    fn from_sql(_: &Type, raw: &'a [u8]) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
         Ok(RawValue(Some(raw.to_vec())))
     }
     fn from_sql_null(_: &Type) -> Result<Self, Box<dyn std::error::Error + Sync + Send>> {
@@ -427,10 +424,11 @@ pub fn render_simple(msgs: &[SimpleQueryMessage]) -> ResultSet {
 }
 
 fn hex(b: &[u8]) -> String {
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 /// A query parameter of the corpus: its value, its type for `query_typed`, and its literal

@@ -406,9 +406,10 @@ fn apply(
             columns,
         } if schema == b.config.schema && name == "inventory_ledger" => {
             let pos = |c: &str| {
-                columns.iter().position(|x| x == c).ok_or_else(|| {
-                    FeedError::Off(format!("inventory_ledger has no column {c}"))
-                })
+                columns
+                    .iter()
+                    .position(|x| x == c)
+                    .ok_or_else(|| FeedError::Off(format!("inventory_ledger has no column {c}")))
             };
             *ledger = Some(Ledger {
                 id,

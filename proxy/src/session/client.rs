@@ -267,7 +267,8 @@ impl Session<'_> {
 
     async fn on_close(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let c: Close = wire::decode(frame.clone(), "Close")?;
-        self.commands.forget(c.target_type, c.name.as_deref().unwrap_or(""));
+        self.commands
+            .forget(c.target_type, c.name.as_deref().unwrap_or(""));
         if self.close_locally(c.target_type, c.name.as_deref().unwrap_or("")) {
             return Ok(());
         }

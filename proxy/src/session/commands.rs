@@ -68,8 +68,12 @@ impl Session<'_> {
     ) -> Result<(), ClientError> {
         let checked = cmd.and_then(|c| {
             if self.principal.role != Role::Switcher {
-                return tenant::resolve(self.principal.role, &Source::OrgId("-".into()), &self.state.config.jwt)
-                    .map(|_| c);
+                return tenant::resolve(
+                    self.principal.role,
+                    &Source::OrgId("-".into()),
+                    &self.state.config.jwt,
+                )
+                .map(|_| c);
             }
             Ok(c)
         });
@@ -77,7 +81,9 @@ impl Session<'_> {
             Ok(c) => c,
             Err(e) => return self.refuse(e, false).await,
         };
-        if !name.is_empty() && (self.statements.contains_key(&name) || self.commands.statements.contains_key(&name)) {
+        if !name.is_empty()
+            && (self.statements.contains_key(&name) || self.commands.statements.contains_key(&name))
+        {
             let e = ClientError::error(
                 code::DUPLICATE_PREPARED_STATEMENT,
                 format!("prepared statement \"{name}\" already exists"),
@@ -152,7 +158,11 @@ impl Session<'_> {
                 Ok("SET")
             }
             OrgwallCommand::Reset => {
-                tenant::resolve(self.principal.role, &Source::OrgId("-".into()), &self.state.config.jwt)?;
+                tenant::resolve(
+                    self.principal.role,
+                    &Source::OrgId("-".into()),
+                    &self.state.config.jwt,
+                )?;
                 self.bound = None;
                 self.bound_local = None;
                 Ok("RESET")
