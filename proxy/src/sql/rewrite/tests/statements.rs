@@ -1,0 +1,419 @@
+//! Rewriter cases: transactions and settings, DDL and utilities, functions, identifiers.
+
+use super::*;
+
+#[test]
+fn transactions_settings() {
+    check(
+        r#"START TRANSACTION ISOLATION LEVEL SERIALIZABLE"#,
+        Sql(r#"START TRANSACTION ISOLATION LEVEL SERIALIZABLE"#),
+    );
+    check(r#"BEGIN READ ONLY"#, Sql(r#"BEGIN READ ONLY"#));
+    check(r#"ROLLBACK"#, Sql(r#"ROLLBACK"#));
+    check(r#"SAVEPOINT s1"#, Sql(r#"SAVEPOINT s1"#));
+    check(r#"RELEASE SAVEPOINT s1"#, Sql(r#"RELEASE SAVEPOINT s1"#));
+    check(
+        r#"ROLLBACK TO SAVEPOINT s1"#,
+        Sql(r#"ROLLBACK TO SAVEPOINT s1"#),
+    );
+    check(r#"END"#, Sql(r#"END"#));
+    check(r#"SHOW TimeZone"#, Sql(r#"SHOW TimeZone"#));
+    check(r#"SHOW ALL"#, Sql(r#"SHOW ALL"#));
+    check(
+        r#"SET SESSION search_path TO DEFAULT"#,
+        Refused("42501", r#"SET search_path is not allowed for tenants"#),
+    );
+    check(
+        r#"SET "search_path" = public"#,
+        Refused("42501", r#"SET search_path is not allowed for tenants"#),
+    );
+    check(
+        r#"SET search_path TO public, evil"#,
+        Refused("42501", r#"SET search_path is not allowed for tenants"#),
+    );
+    check(
+        r#"SET SESSION ROLE admin"#,
+        Refused("42501", r#"SET ROLE is not allowed for tenants"#),
+    );
+    check(
+        r#"SET LOCAL statement_timeout = 1000"#,
+        Sql(r#"SET LOCAL statement_timeout = 1000"#),
+    );
+    check(
+        r#"SET extra_float_digits = 3"#,
+        Sql(r#"SET extra_float_digits = 3"#),
+    );
+    check(
+        r#"SET intervalstyle = 'iso_8601'"#,
+        Sql(r#"SET intervalstyle = 'iso_8601'"#),
+    );
+    check(
+        r#"SET NAMES 'SJIS'"#,
+        Refused(
+            "42501",
+            r#"client encodings other than UTF8 are not allowed for tenants"#,
+        ),
+    );
+    check(r#"SET NAMES 'UTF8'"#, Sql(r#"SET NAMES 'UTF8'"#));
+    check(
+        r#"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"#,
+        Sql(r#"SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"#),
+    );
+    check(
+        r#"SET ORGWALL.tenant_token = 'x'"#,
+        Refused(
+            "42501",
+            r#"SET orgwall.tenant_token is handled by the Orgwall session, not passed to the server"#,
+        ),
+    );
+    check(
+        r#"SET session_replication_role = replica"#,
+        Refused(
+            "42501",
+            r#"SET session_replication_role is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SET statement_timeout = (SELECT 1)"#,
+        Refused("0A000", r#"SET statement_timeout to (SELECT 1)"#),
+    );
+    check(
+        r#"RESET ROLE"#,
+        Refused("42501", r#"RESET role is not allowed for tenants"#),
+    );
+    check(
+        r#"RESET SESSION AUTHORIZATION"#,
+        Refused(
+            "42501",
+            r#"RESET SESSION AUTHORIZATION is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"DISCARD ALL"#,
+        Refused(
+            "42501",
+            r#"DISCARD ALL resets the session's role and is not allowed"#,
+        ),
+    );
+    check(r#"DISCARD PLANS"#, Sql(r#"DISCARD PLANS"#));
+}
+
+#[test]
+fn ddl_and_utility() {
+    check(
+        r#"ALTER TABLE items DROP COLUMN org_id"#,
+        Refused(
+            "42501",
+            r#"ALTER TABLE is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"DROP SCHEMA public CASCADE"#,
+        Refused(
+            "42501",
+            r#"DROP SCHEMA is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CREATE INDEX ON items (id)"#,
+        Refused(
+            "42501",
+            r#"CREATE INDEX ON is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CREATE FUNCTION f() RETURNS int AS 'select 1' LANGUAGE sql"#,
+        Refused(
+            "42501",
+            r#"CREATE FUNCTION is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CREATE EXTENSION dblink"#,
+        Refused(
+            "42501",
+            r#"CREATE EXTENSION is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CREATE ROLE r"#,
+        Refused(
+            "42501",
+            r#"CREATE ROLE is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"ALTER ROLE tenant SUPERUSER"#,
+        Refused(
+            "42501",
+            r#"ALTER ROLE is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"REVOKE ALL ON items FROM public"#,
+        Refused("42501", r#"GRANT/REVOKE is not allowed for tenants"#),
+    );
+    check(
+        r#"VACUUM items"#,
+        Refused(
+            "42501",
+            r#"VACUUM is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"ANALYZE items"#,
+        Refused(
+            "42501",
+            r#"ANALYZE is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CLUSTER items"#,
+        Refused("42501", r#"CLUSTER is not allowed for tenants"#),
+    );
+    check(
+        r#"REINDEX TABLE items"#,
+        Refused("42501", r#"REINDEX is not allowed for tenants"#),
+    );
+    check(
+        r#"COMMENT ON TABLE items IS 'x'"#,
+        Refused(
+            "42501",
+            r#"COMMENT ON TABLE is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"LOCK TABLE items"#,
+        Refused(
+            "42501",
+            r#"LOCK TABLE is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"REFRESH MATERIALIZED VIEW mv"#,
+        Refused(
+            "42501",
+            r#"REFRESH MATERIALIZED VIEW is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CREATE VIEW v AS SELECT * FROM items"#,
+        Refused(
+            "42501",
+            r#"CREATE VIEW is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CREATE TEMP TABLE t AS SELECT * FROM users"#,
+        Refused(
+            "42501",
+            r#"CREATE TEMPORARY TABLE is not allowed for tenants (DDL and utility statements are refused)"#,
+        ),
+    );
+    check(
+        r#"CHECKPOINT"#,
+        Refused("42501", r#"CHECKPOINT is not allowed for tenants"#),
+    );
+}
+
+#[test]
+fn functions() {
+    check(
+        r#"SELECT current_setting('TimeZone')"#,
+        Sql(r#"SELECT current_setting('TimeZone')"#),
+    );
+    check(
+        r#"SELECT pg_cancel_backend(1)"#,
+        Refused(
+            "42501",
+            r#"function pg_cancel_backend runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT pg_reload_conf()"#,
+        Refused(
+            "42501",
+            r#"function pg_reload_conf runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT table_to_xml('users', true, true, '')"#,
+        Refused(
+            "42501",
+            r#"function table_to_xml runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT cursor_to_xml('c', 1, true, true, '')"#,
+        Refused(
+            "42501",
+            r#"function cursor_to_xml runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT query_to_xml_and_xmlschema('select 1', true, true, '')"#,
+        Refused(
+            "42501",
+            r#"function query_to_xml_and_xmlschema runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT pg_ls_dir('.')"#,
+        Refused(
+            "42501",
+            r#"function pg_ls_dir runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT lo_get(1)"#,
+        Refused(
+            "42501",
+            r#"function lo_get runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT * FROM dblink('host=x', 'select 1') AS t(a int)"#,
+        Refused(
+            "42501",
+            r#"function dblink runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT evil.fn()"#,
+        Refused("42501", r#"function evil.fn is not on the allow-list"#),
+    );
+    check(
+        r#"SELECT date_trunc('day', created_at), count(*) FROM inventory_ledger GROUP BY 1"#,
+        Sql(
+            r#"SELECT date_trunc('day', created_at), count(*) FROM (SELECT * FROM public.inventory_ledger WHERE org_id = 'org_a') AS inventory_ledger GROUP BY 1"#,
+        ),
+    );
+    check(
+        r#"SELECT * FROM items i, LATERAL generate_series(1, 3) g"#,
+        Sql(
+            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i, LATERAL generate_series(1, 3) g"#,
+        ),
+    );
+    check(
+        r#"SELECT 'items'::regclass"#,
+        Sql(r#"SELECT 'items'::REGCLASS"#),
+    );
+    check(
+        r#"SELECT string_agg(email, ',' ORDER BY email) FROM users"#,
+        Sql(
+            r#"SELECT string_agg(email, ',' ORDER BY email) FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users"#,
+        ),
+    );
+    check(
+        r#"SELECT gen_random_uuid(), to_char(now(), 'YYYY'), greatest(1, 2), round(1.5), nullif(1, 2)"#,
+        Sql(
+            r#"SELECT gen_random_uuid(), to_char(now(), 'YYYY'), greatest(1, 2), round(1.5), nullif(1, 2)"#,
+        ),
+    );
+}
+
+#[test]
+fn identifiers() {
+    check(
+        r#"SELECT * FROM "users""#,
+        Sql(r#"SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS "users""#),
+    );
+    check(
+        r#"SELECT * FROM "USERS""#,
+        Refused("42501", r#"unknown table USERS"#),
+    );
+    check(
+        r#"SELECT * FROM Public.Users"#,
+        Sql(r#"SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS Users"#),
+    );
+    check(
+        r#"SELECT * FROM "public"."users" "U""#,
+        Sql(r#"SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') "U""#),
+    );
+    check(
+        r#"WITH "Items" AS (SELECT 1) SELECT * FROM items"#,
+        Sql(
+            r#"WITH "Items" AS (SELECT 1) SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+        ),
+    );
+    check(
+        r#"WITH ITEMS AS (SELECT 1) SELECT * FROM "items""#,
+        Sql(r#"WITH ITEMS AS (SELECT 1) SELECT * FROM "items""#),
+    );
+    check(
+        r#"WITH items AS (SELECT * FROM (SELECT * FROM items) q) SELECT * FROM items"#,
+        Sql(
+            r#"WITH items AS (SELECT * FROM (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) q) SELECT * FROM items"#,
+        ),
+    );
+    check(
+        r#"WITH a AS (SELECT * FROM items) SELECT * FROM (SELECT * FROM a) s WHERE EXISTS (SELECT 1 FROM a)"#,
+        Sql(
+            r#"WITH a AS (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) SELECT * FROM (SELECT * FROM a) s WHERE EXISTS (SELECT 1 FROM a)"#,
+        ),
+    );
+    check(
+        r#"SELECT * FROM items WHERE id IN (SELECT id FROM items UNION SELECT id FROM users)"#,
+        Sql(
+            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id IN (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items UNION SELECT id FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"#,
+        ),
+    );
+    check(
+        r#"SELECT * FROM items i JOIN locations l ON l.id IN (SELECT location_id FROM count_sheets)"#,
+        Sql(
+            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') l ON l.id IN (SELECT location_id FROM (SELECT * FROM public.count_sheets WHERE org_id = 'org_a') AS count_sheets)"#,
+        ),
+    );
+    check(
+        r#"SELECT "I"."id" FROM "public"."items" AS "I" INNER JOIN "public"."locations" AS "L" ON ("L"."id") = ("I"."id") WHERE ("I"."active" = $1 AND "I"."item_number" IN ($2, $3)) ORDER BY "I"."id" ASC LIMIT $4 OFFSET $5"#,
+        Sql(
+            r#"SELECT "I"."id" FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS "I" INNER JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') AS "L" ON ("L"."id") = ("I"."id") WHERE ("I"."active" = $1 AND "I"."item_number" IN ($2, $3)) ORDER BY "I"."id" ASC LIMIT $4 OFFSET $5"#,
+        ),
+    );
+}
+
+#[test]
+fn no_tenant_never_means_no_filter() {
+    // An empty or hostile tenant value still renders a predicate: it matches no row.
+    let cat = Catalog::seed_for_tests();
+    let t = rewrite("SELECT * FROM items WHERE org_id IS NULL", &cat).expect("rewrites");
+    assert_eq!(
+        t.render(""),
+        "SELECT * FROM (SELECT * FROM public.items WHERE org_id = '') AS items WHERE org_id IS NULL"
+    );
+    let t = rewrite("DELETE FROM items", &cat).expect("rewrites");
+    assert_eq!(
+        t.render(""),
+        "DELETE FROM public.items WHERE items.org_id = ''"
+    );
+}
+
+#[test]
+fn more_forms() {
+    check("SELECT * FROM now()", Sql("SELECT * FROM now()"));
+    check(
+        "INSERT INTO items (id, item_number) OVERRIDING SYSTEM VALUE VALUES ('a', 'b')",
+        Sql("INSERT INTO public.items (id, item_number, org_id) OVERRIDING SYSTEM VALUE VALUES ('a', 'b', 'org_a')"),
+    );
+    check(
+        "SELECT * FROM items WHERE id = $1 AND org_id = $2",
+        Sql("SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id = $1 AND org_id = $2"),
+    );
+    check(
+        "SELECT o.name, count(u.id) FROM organizations o LEFT JOIN users u ON u.org_id = o.id GROUP BY o.name",
+        Sql("SELECT o.name, count(u.id) FROM (SELECT * FROM public.organizations WHERE id = 'org_a') o LEFT JOIN (SELECT * FROM public.users WHERE org_id = 'org_a') u ON u.org_id = o.id GROUP BY o.name"),
+    );
+    check(
+        "SELECT * FROM items i WHERE i.id IN (WITH x AS (SELECT item_id FROM count_lines) SELECT * FROM x)",
+        Sql("SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i WHERE i.id IN (WITH x AS (SELECT item_id FROM (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines) SELECT * FROM x)"),
+    );
+    check(
+        "WITH x AS (SELECT 1) SELECT * FROM items WHERE EXISTS (SELECT 1 FROM x, users)",
+        Sql("WITH x AS (SELECT 1) SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE EXISTS (SELECT 1 FROM x, (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"),
+    );
+    check("SELECT * FROM x", Refused("42501", "unknown table x"));
+    check(
+        "SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM items LIMIT 1)",
+        Sql("SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items LIMIT 1)"),
+    );
+}
