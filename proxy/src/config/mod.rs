@@ -13,6 +13,17 @@ use serde::Deserialize;
 
 use crate::scram::{self, Verifier};
 
+mod plugins;
+mod sections;
+mod upstream;
+
+pub use plugins::{load_plugin_specs, PluginSpec};
+use plugins::{plugin_specs, RawPlugin};
+use sections::RawJwt;
+pub use sections::{BalancesConfig, JwtKeys, Tenancy};
+use upstream::{parse_upstream, RawUpstream};
+pub use upstream::{SslMode, UpstreamConfig};
+
 /// Errors that stop Orgwall from starting; each names the key or file at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -99,71 +110,6 @@ struct RawConfig {
     plugins: Vec<RawPlugin>,
 }
 
-/// Which tables are tenant data and how they are recognised (`[tenancy]`).
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct Tenancy {
-    /// The tenant column (`org_id`).
-    pub column: String,
-    /// Schemas whose tables are protected; unqualified names resolve in this order.
-    pub schemas: Vec<String>,
-    /// Tables without the tenant column that every tenant may read.
-    pub global_tables: Vec<String>,
-    /// Functions tenants may call beyond the built-in list.
-    pub allowed_functions: Vec<String>,
-    /// Statements whose rewrite is cached.
-    pub rewrite_cache_size: usize,
-}
-
-impl Default for Tenancy {
-    fn default() -> Self {
-        Tenancy {
-            column: "org_id".into(),
-            schemas: vec!["public".into()],
-            global_tables: Vec::new(),
-            allowed_functions: Vec::new(),
-            rewrite_cache_size: 10_000,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawJwt {
-    hs256_secret: Option<String>,
-    rs256_public_key: Option<PathBuf>,
-}
-
-/// Keys that verify `SET orgwall.tenant_token` JWTs (claim `org_id`).
-#[derive(Debug, Clone, Default)]
-pub struct JwtKeys {
-    pub hs256_secret: Option<Vec<u8>>,
-    /// PEM-encoded RSA public key.
-    pub rs256_public_pem: Option<Vec<u8>>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawUpstream {
-    url: Option<String>,
-    pool_size: Option<usize>,
-    pool_mode: Option<PoolMode>,
-    connect_timeout_secs: Option<u64>,
-    checkout_timeout_secs: Option<u64>,
-    sslmode: Option<SslMode>,
-    sslrootcert: Option<PathBuf>,
-}
-
-/// TLS towards PostgreSQL, with libpq's meanings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SslMode {
-    Disable,
-    Prefer,
-    Require,
-    VerifyFull,
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawTls {
@@ -180,23 +126,6 @@ struct RawUser {
     password: String,
     org_id: Option<String>,
     role: Option<Role>,
-}
-
-/// Where and how to reach PostgreSQL.
-#[derive(Debug, Clone)]
-pub struct UpstreamConfig {
-    pub host: String,
-    pub port: u16,
-    pub user: String,
-    pub password: Option<String>,
-    pub database: String,
-    pub pool_size: usize,
-    pub pool_mode: PoolMode,
-    pub connect_timeout: Duration,
-    pub checkout_timeout: Duration,
-    pub sslmode: SslMode,
-    /// PEM CA bundle for `verify-full`.
-    pub ssl_root_cert: Option<Vec<u8>>,
 }
 
 /// The TLS certificate chain and key, already read from disk.
@@ -354,185 +283,11 @@ impl Config {
     }
 }
 
-/// One `[[plugins]]` entry as written.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawPlugin {
-    name: String,
-    path: PathBuf,
-    config: Option<toml::Table>,
-    fuel: Option<u64>,
-    memory_mb: Option<u64>,
-    cache: Option<bool>,
-}
-
-/// A policy plugin to load (`[[plugins]]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PluginSpec {
-    pub name: String,
-    /// The `.wasm` component, resolved against the config file's folder.
-    pub path: PathBuf,
-    /// The `config` table as JSON (what the plugin's `init` receives); `{}` when absent.
-    pub config_json: String,
-    /// Fuel (roughly, wasm instructions) per `check` call; default 5,000,000 (a few ms).
-    pub fuel: u64,
-    /// Fuel for `init`: ten times `fuel`.
-    pub init_fuel: u64,
-    /// Linear-memory cap per instance; default 16 MiB (`memory_mb`).
-    pub memory_bytes: usize,
-    /// Cache decisions when the plugin declares itself deterministic (default true).
-    pub cache: bool,
-}
-
-/// Reads only the `[[plugins]]` entries of a config file (plugin hot reload re-reads them
-/// without revalidating the rest).
-pub fn load_plugin_specs(path: &Path) -> Result<Vec<PluginSpec>, ConfigError> {
-    #[derive(Deserialize)]
-    struct OnlyPlugins {
-        #[serde(default)]
-        plugins: Vec<RawPlugin>,
-    }
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    let raw: OnlyPlugins =
-        toml::from_str(&text).map_err(|e| ConfigError::Parse(e.to_string().trim().into()))?;
-    plugin_specs(raw.plugins, path.parent().unwrap_or(Path::new(".")))
-}
-
-fn plugin_specs(raw: Vec<RawPlugin>, base: &Path) -> Result<Vec<PluginSpec>, ConfigError> {
-    let invalid = |why: String| ConfigError::Invalid {
-        key: "plugins".into(),
-        why,
-    };
-    let mut seen = HashSet::new();
-    let mut out = Vec::with_capacity(raw.len());
-    for p in raw {
-        if p.name.is_empty() || !seen.insert(p.name.clone()) {
-            return Err(invalid(format!(
-                "plugin name `{}` is empty or repeated",
-                p.name
-            )));
-        }
-        let fuel = p.fuel.unwrap_or(5_000_000);
-        let memory_mb = p.memory_mb.unwrap_or(16);
-        if fuel == 0 || memory_mb == 0 || memory_mb > 4096 {
-            return Err(invalid(format!(
-                "plugin `{}`: fuel must be positive and memory_mb within 1..=4096",
-                p.name
-            )));
-        }
-        let config_json = serde_json::to_string(&p.config.unwrap_or_default())
-            .map_err(|e| invalid(format!("plugin `{}`: config: {e}", p.name)))?;
-        out.push(PluginSpec {
-            path: base.join(&p.path),
-            name: p.name,
-            config_json,
-            fuel,
-            init_fuel: fuel.saturating_mul(10),
-            memory_bytes: (memory_mb as usize) << 20,
-            cache: p.cache.unwrap_or(true),
-        });
-    }
-    Ok(out)
-}
-
 fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|source| ConfigError::File {
         key: key.into(),
         path: path.to_path_buf(),
         source,
-    })
-}
-
-fn parse_upstream(
-    url: &str,
-    raw: &RawUpstream,
-    base: &Path,
-) -> Result<UpstreamConfig, ConfigError> {
-    let bad = |why: String| ConfigError::Invalid {
-        key: "upstream.url".into(),
-        why,
-    };
-    let u = url::Url::parse(url).map_err(|e| bad(format!("not a URL ({e})")))?;
-    if u.scheme() != "postgres" && u.scheme() != "postgresql" {
-        return Err(bad(format!(
-            "scheme must be postgres://, got `{}`",
-            u.scheme()
-        )));
-    }
-    let decode = |s: &str| {
-        url::form_urlencoded::parse(s.as_bytes())
-            .map(|(k, v)| {
-                if v.is_empty() {
-                    k
-                } else {
-                    format!("{k}={v}").into()
-                }
-            })
-            .collect::<String>()
-    };
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| bad("missing host".into()))?
-        .trim_matches(|c| c == '[' || c == ']')
-        .to_string();
-    let user = decode(u.username());
-    if user.is_empty() {
-        return Err(bad("missing user name".into()));
-    }
-    let database = u.path().trim_start_matches('/');
-    if database.is_empty() {
-        return Err(bad("missing database name".into()));
-    }
-    let pool_size = raw.pool_size.unwrap_or(20);
-    if pool_size == 0 {
-        return Err(ConfigError::Invalid {
-            key: "upstream.pool_size".into(),
-            why: "must be at least 1".into(),
-        });
-    }
-    let mut sslmode = raw.sslmode.unwrap_or(SslMode::Disable);
-    let mut rootcert = raw.sslrootcert.as_ref().map(|p| base.join(p));
-    for (k, v) in u.query_pairs() {
-        match k.as_ref() {
-            "sslmode" => {
-                sslmode = match v.as_ref() {
-                    "disable" | "allow" => SslMode::Disable,
-                    "prefer" => SslMode::Prefer,
-                    "require" => SslMode::Require,
-                    "verify-ca" | "verify-full" => SslMode::VerifyFull,
-                    other => return Err(bad(format!("unknown sslmode `{other}`"))),
-                }
-            }
-            "sslrootcert" => rootcert = Some(PathBuf::from(v.as_ref())),
-            other => return Err(bad(format!("unsupported URL parameter `{other}`"))),
-        }
-    }
-    let ssl_root_cert = match (&rootcert, sslmode) {
-        (Some(p), _) => Some(read_file("upstream.sslrootcert", p)?),
-        (None, SslMode::VerifyFull) => {
-            return Err(ConfigError::Invalid {
-                key: "upstream.sslrootcert".into(),
-                why: "sslmode verify-full needs a CA certificate file".into(),
-            })
-        }
-        (None, _) => None,
-    };
-    Ok(UpstreamConfig {
-        sslmode,
-        ssl_root_cert,
-        host,
-        port: u.port().unwrap_or(5432),
-        user,
-        password: u.password().map(decode),
-        database: decode(database),
-        pool_size,
-        pool_mode: raw.pool_mode.unwrap_or(PoolMode::Transaction),
-        connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
-        checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
     })
 }
 
@@ -606,56 +361,5 @@ org_id = "org_a"
             let err = load(&text, &env).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
-    }
-}
-
-/// The balance cache (`[balances]`, DESIGN.md §5). Off unless `enabled = true`.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields, default)]
-pub struct BalancesConfig {
-    pub enabled: bool,
-    /// Publication on the ledger (created if absent).
-    pub publication: String,
-    /// Schema of `inventory_ledger` and `inventory_balances`.
-    pub schema: String,
-    /// How long a session that wrote the ledger waits for the cache to catch up before its
-    /// read goes to PostgreSQL instead.
-    pub read_your_writes_timeout_ms: u64,
-    /// Upper bound of the reconnect backoff.
-    pub max_backoff_ms: u64,
-}
-
-impl Default for BalancesConfig {
-    fn default() -> Self {
-        BalancesConfig {
-            enabled: false,
-            publication: "orgwall_ledger".into(),
-            schema: "public".into(),
-            read_your_writes_timeout_ms: 1000,
-            max_backoff_ms: 5000,
-        }
-    }
-}
-
-impl BalancesConfig {
-    fn validated(self) -> Result<Self, ConfigError> {
-        let ident = |s: &str| {
-            !s.is_empty()
-                && s.len() < 64
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        };
-        for (key, value) in [
-            ("balances.publication", &self.publication),
-            ("balances.schema", &self.schema),
-        ] {
-            if !ident(value) {
-                return Err(ConfigError::Invalid {
-                    key: key.into(),
-                    why: format!("`{value}` must be a lower-case identifier (a-z, 0-9, _)"),
-                });
-            }
-        }
-        Ok(self)
     }
 }

@@ -1,0 +1,132 @@
+//! `[upstream]`: the PostgreSQL URL (with `sslmode`/`sslrootcert`) and pool settings.
+
+use super::*;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub(super) url: Option<String>,
+    pool_size: Option<usize>,
+    pool_mode: Option<PoolMode>,
+    connect_timeout_secs: Option<u64>,
+    checkout_timeout_secs: Option<u64>,
+    sslmode: Option<SslMode>,
+    sslrootcert: Option<PathBuf>,
+}
+
+/// TLS towards PostgreSQL, with libpq's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SslMode {
+    Disable,
+    Prefer,
+    Require,
+    VerifyFull,
+}
+
+/// Where and how to reach PostgreSQL.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub password: Option<String>,
+    pub database: String,
+    pub pool_size: usize,
+    pub pool_mode: PoolMode,
+    pub connect_timeout: Duration,
+    pub checkout_timeout: Duration,
+    pub sslmode: SslMode,
+    /// PEM CA bundle for `verify-full`.
+    pub ssl_root_cert: Option<Vec<u8>>,
+}
+
+pub(super) fn parse_upstream(
+    url: &str,
+    raw: &RawUpstream,
+    base: &Path,
+) -> Result<UpstreamConfig, ConfigError> {
+    let bad = |why: String| ConfigError::Invalid {
+        key: "upstream.url".into(),
+        why,
+    };
+    let u = url::Url::parse(url).map_err(|e| bad(format!("not a URL ({e})")))?;
+    if u.scheme() != "postgres" && u.scheme() != "postgresql" {
+        return Err(bad(format!(
+            "scheme must be postgres://, got `{}`",
+            u.scheme()
+        )));
+    }
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(s.as_bytes())
+            .map(|(k, v)| {
+                if v.is_empty() {
+                    k
+                } else {
+                    format!("{k}={v}").into()
+                }
+            })
+            .collect::<String>()
+    };
+    let host = u
+        .host_str()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| bad("missing host".into()))?
+        .trim_matches(|c| c == '[' || c == ']')
+        .to_string();
+    let user = decode(u.username());
+    if user.is_empty() {
+        return Err(bad("missing user name".into()));
+    }
+    let database = u.path().trim_start_matches('/');
+    if database.is_empty() {
+        return Err(bad("missing database name".into()));
+    }
+    let pool_size = raw.pool_size.unwrap_or(20);
+    if pool_size == 0 {
+        return Err(ConfigError::Invalid {
+            key: "upstream.pool_size".into(),
+            why: "must be at least 1".into(),
+        });
+    }
+    let mut sslmode = raw.sslmode.unwrap_or(SslMode::Disable);
+    let mut rootcert = raw.sslrootcert.as_ref().map(|p| base.join(p));
+    for (k, v) in u.query_pairs() {
+        match k.as_ref() {
+            "sslmode" => {
+                sslmode = match v.as_ref() {
+                    "disable" | "allow" => SslMode::Disable,
+                    "prefer" => SslMode::Prefer,
+                    "require" => SslMode::Require,
+                    "verify-ca" | "verify-full" => SslMode::VerifyFull,
+                    other => return Err(bad(format!("unknown sslmode `{other}`"))),
+                }
+            }
+            "sslrootcert" => rootcert = Some(PathBuf::from(v.as_ref())),
+            other => return Err(bad(format!("unsupported URL parameter `{other}`"))),
+        }
+    }
+    let ssl_root_cert = match (&rootcert, sslmode) {
+        (Some(p), _) => Some(read_file("upstream.sslrootcert", p)?),
+        (None, SslMode::VerifyFull) => {
+            return Err(ConfigError::Invalid {
+                key: "upstream.sslrootcert".into(),
+                why: "sslmode verify-full needs a CA certificate file".into(),
+            })
+        }
+        (None, _) => None,
+    };
+    Ok(UpstreamConfig {
+        sslmode,
+        ssl_root_cert,
+        host,
+        port: u.port().unwrap_or(5432),
+        user,
+        password: u.password().map(decode),
+        database: decode(database),
+        pool_size,
+        pool_mode: raw.pool_mode.unwrap_or(PoolMode::Transaction),
+        connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
+        checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
+    })
+}
