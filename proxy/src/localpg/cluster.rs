@@ -164,7 +164,6 @@ impl LocalPostgres {
             ("max_wal_senders", "10".into()),
             ("max_replication_slots", "10".into()),
             ("fsync", "off".into()),
-            ("synchronous_commit", "off".into()),
             ("full_page_writes", "off".into()),
             ("max_connections", "200".into()),
         ]

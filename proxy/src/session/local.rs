@@ -95,7 +95,7 @@ impl Session<'_> {
     }
 
     async fn current_wal_lsn(&mut self) -> Option<u64> {
-        const SQL: &str = "SELECT pg_catalog.pg_current_wal_lsn()";
+        const SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
         let rows = match self.server.as_mut() {
             Some(lease) => lease.conn.query_text(SQL).await.ok()?,
             None => {
@@ -203,7 +203,18 @@ impl Session<'_> {
     }
 
     /// Bind: answers it (BindComplete) and computes the portal's rows when the cache can.
+    /// Binding a statement that may write the ledger (a prepared INSERT re-executed) marks the
+    /// session for read-your-writes, as its Parse did.
     pub(super) async fn bind_locally(&mut self, bind: &Bind) -> bool {
+        let name = bind.statement_name.as_deref().unwrap_or("");
+        if self.state.balances.is_some()
+            && self
+                .statements
+                .get(name)
+                .is_some_and(|s| mentions(&s.sql, "inventory_ledger"))
+        {
+            self.local.ledger_dirty = true;
+        }
         let portal = bind.portal_name.clone().unwrap_or_default();
         self.local.portals.remove(&portal);
         let name = bind.statement_name.clone().unwrap_or_default();
