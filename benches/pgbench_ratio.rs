@@ -11,7 +11,15 @@
 //! `pgbench -i`, and the proxied login is a `tenant` of org `bench`, so every statement pgbench
 //! sends through Orgwall is rewritten (`pgbench_accounts` becomes a tenant-confined subquery).
 //! Direct runs use the same tables, unconfined.
+//!
+//! `--plugins` (issue 6): a second proxy with the three example policy plugins
+//! (append-only-ledger, audit-admin-only, row-limit; built from `plugins/` first) runs in
+//! the same rounds; its tps and its loss against the proxy without plugins are printed too.
 
+#[path = "wasm.rs"]
+mod wasm;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -27,6 +35,7 @@ struct Args {
     pool: u32,
     rounds: usize,
     tenant: bool,
+    plugins: bool,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -38,11 +47,16 @@ fn parse_args() -> anyhow::Result<Args> {
         pool: 16,
         rounds: 3,
         tenant: false,
+        plugins: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--tenant" {
             a.tenant = true;
+            continue;
+        }
+        if flag == "--plugins" {
+            a.plugins = true;
             continue;
         }
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -88,6 +102,35 @@ fn tps(output: &str) -> anyhow::Result<f64> {
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
+}
+
+/// A proxy running on the bench's tokio runtime.
+struct Proxy {
+    port: u16,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Proxy {
+    fn start(rt: &tokio::runtime::Runtime, toml: &str, dir: &Path) -> anyhow::Result<Proxy> {
+        let config = Config::from_toml(toml, dir, &EnvOverrides::default())?;
+        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let port = listener.local_addr()?.port();
+        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = rt.spawn(async move {
+            orgwall::server::run(listener, Arc::new(config), async move {
+                let _ = stop_rx.await;
+            })
+            .await
+            .map_err(anyhow::Error::from)
+        });
+        Ok(Proxy { port, stop, server })
+    }
+
+    fn stop(self, rt: &tokio::runtime::Runtime) {
+        let _ = self.stop.send(());
+        let _ = rt.block_on(self.server);
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -136,29 +179,40 @@ fn main() -> anyhow::Result<()> {
         pg.url("bench"),
         args.pool
     );
-    let config = Config::from_toml(&toml, &dir, &EnvOverrides::default())?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-    let proxy_port = listener.local_addr()?.port();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = rt.spawn(orgwall::server::run(
-        listener,
-        Arc::new(config),
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let plain = Proxy::start(&rt, &toml, &dir)?;
+    let with_plugins = if args.plugins {
+        let wasm = wasm::build_plugins();
+        let mut t = toml.clone();
+        for name in ["append_only_ledger", "audit_admin_only", "row_limit"] {
+            t += &format!(
+                "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+                wasm.join(format!("{name}.wasm")).display()
+            );
+        }
+        Some(Proxy::start(&rt, &t, &dir)?)
+    } else {
+        None
+    };
 
     println!(
         "pgbench -S, {} clients, -j 2, {} s per run, scale {}, pool {}, {} rounds (median), proxy login: {role}",
         args.clients, args.seconds, args.scale, args.pool, args.rounds
     );
     println!(
-        "{:<10} {:>12} {:>12} {:>8}",
-        "mode", "direct tps", "orgwall tps", "ratio"
+        "{:<10} {:>12} {:>12} {:>8}{}",
+        "mode",
+        "direct tps",
+        "orgwall tps",
+        "ratio",
+        if args.plugins {
+            "  +3 plugins tps    ratio  plugin loss"
+        } else {
+            ""
+        }
     );
     for mode in &args.modes {
         let run = |port: u16, user: &str, pw: &str| {
@@ -173,16 +227,30 @@ fn main() -> anyhow::Result<()> {
             ]);
             tps(&pgbench(&a, pw)?)
         };
-        let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+        let (mut direct, mut proxied, mut plugged) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.rounds {
             direct.push(run(pg.port, "postgres", "bench-pw")?);
-            proxied.push(run(proxy_port, "bench", "bench-pw")?);
+            proxied.push(run(plain.port, "bench", "bench-pw")?);
+            if let Some(w) = &with_plugins {
+                plugged.push(run(w.port, "bench", "bench-pw")?);
+            }
         }
         let (d, p) = (median(direct), median(proxied));
-        println!("{mode:<10} {d:>12.0} {p:>12.0} {:>8.3}", p / d);
+        print!("{mode:<10} {d:>12.0} {p:>12.0} {:>8.3}", p / d);
+        if !plugged.is_empty() {
+            let w = median(plugged);
+            print!(
+                "  {w:>14.0} {:>8.3} {:>11.1}%",
+                w / d,
+                100.0 * (1.0 - w / p)
+            );
+        }
+        println!();
     }
-    let _ = stop_tx.send(());
-    let _ = rt.block_on(server);
+    plain.stop(&rt);
+    if let Some(w) = with_plugins {
+        w.stop(&rt);
+    }
     drop(pg);
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())

@@ -3,26 +3,16 @@
 //! `plugins/` for wasm32-wasip2 first (its own target dir under target/plugins).
 //! Run: `cargo bench -p orgwall-benches --bench plugins`.
 
-use std::path::{Path, PathBuf};
+#[path = "wasm.rs"]
+mod wasm;
+
+use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use orgwall::config::{PluginSpec, Role};
 use orgwall::policy::{PolicyEngine, Who};
 
 const SQL: &str = "SELECT id, name FROM items WHERE org_id = 'org_a' AND id = 'i_a1'";
-
-fn wasm_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target").join("plugins");
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .current_dir(root.join("plugins"))
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building plugins/ failed");
-    target.join("wasm32-wasip2").join("release")
-}
 
 fn spec(dir: &Path, name: &str, cache: bool) -> PluginSpec {
     PluginSpec {
@@ -37,7 +27,7 @@ fn spec(dir: &Path, name: &str, cache: bool) -> PluginSpec {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = wasm_dir();
+    let dir = wasm::build_plugins();
     let who = Who {
         user: "acme",
         org_id: Some("org_a"),

@@ -135,6 +135,34 @@ fn example_plugins_decide_as_documented() {
         check(&e, &TENANT, "SELECT id FROM inventory_ledger LIMIT 5000"),
         Err("54000".into())
     );
+    // Statements that differ only in what a lexical fingerprint drops (whitespace, case inside
+    // quotes) or in their place in a multi-statement string must not share a cached verdict.
+    let conflations: &[(&str, Result<Option<&str>, &str>)] = &[
+        ("SELECT e mail FROM users", Ok(None)),
+        (
+            "SELECT email FROM users",
+            Ok(Some("SELECT '***' AS email FROM users")),
+        ),
+        ("SELECT \"Email\" FROM users", Ok(None)),
+        (
+            "SELECT \"email\" FROM users",
+            Ok(Some("SELECT '***' AS email FROM users")),
+        ),
+        ("SELECT 1; SELECT 1", Ok(None)),
+        ("SELECT 1; DELETE FROM inventory_ledger", Err("42501")),
+        (
+            "SELECT 1 FROM items; SELECT 1 FROM audit_logs",
+            Err("42501"),
+        ),
+        ("SELECT 1 FROM items--x\n", Ok(None)),
+        ("SELECT 1 FROM items--x\nFROM audit_logs", Err("42601")),
+        ("SELECT E'\\' FROM audit_logs --' FROM users", Ok(None)),
+        ("SELECT E'x' FROM audit_logs --' FROM users", Err("42501")),
+    ];
+    for (sql, want) in conflations {
+        let want = want.map(|o| o.map(str::to_string)).map_err(str::to_string);
+        assert_eq!(check(&e, &TENANT, sql), want, "{sql}");
+    }
 }
 
 #[test]

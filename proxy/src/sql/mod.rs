@@ -4,10 +4,12 @@
 //! (which cannot survive transaction pooling). It is a lexer, not a parser: it understands
 //! quotes, dollar quotes, comments and `;`, which is all these checks need, and costs one pass.
 //! The tenant rewriter (DESIGN.md §4) lives in [`rewrite`]; what a statement reads and writes,
-//! for policy plugins, in [`analyze`].
+//! for policy plugins, in [`analyze`]; literal-blind statement keys in [`shape_key`].
 
 pub mod analyze;
 pub mod rewrite;
+pub mod shape_key;
+pub use shape_key::shape_key;
 
 /// A statement effect that outlives the transaction it runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
