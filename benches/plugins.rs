@@ -1,5 +1,6 @@
 //! Per-statement cost of policy plugins (criterion): statement analysis alone, then the full
-//! `PolicyEngine::check` with 1 and 3 plugins, with and without the decision cache. Builds
+//! `PolicyEngine::check` with 1 and 3 plugins, with and without the decision cache, for a
+//! repeated text and for the same statement with a new literal every time. Builds
 //! `plugins/` for wasm32-wasip2 first (its own target dir under target/plugins).
 //! Run: `cargo bench -p orgwall-benches --bench plugins`.
 
@@ -50,6 +51,18 @@ fn bench(c: &mut Criterion) {
             );
             c.bench_function(&label, |b| {
                 b.iter(|| engine.check(&who, std::hint::black_box(SQL)).is_ok())
+            });
+            // Simple-protocol traffic: the same statement with a new literal each time (the
+            // analysis and decisions are found by shape, after one tokenizer pass).
+            let texts: Vec<String> = (0..4096)
+                .map(|i| SQL.replace("'i_a1'", &format!("'i_{i}'")))
+                .collect();
+            let mut i = 0;
+            c.bench_function(&format!("{label}/new_literals"), |b| {
+                b.iter(|| {
+                    i = (i + 1) % texts.len();
+                    engine.check(&who, std::hint::black_box(&texts[i])).is_ok()
+                })
             });
         }
     }

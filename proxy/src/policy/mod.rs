@@ -90,14 +90,17 @@ pub struct PolicyEngine {
     /// bounded (see [`PolicyEngine::intern`]).
     codes: Mutex<HashSet<&'static str>>,
     compiled: Compiled,
-    /// Statement analyses by shape key (see [`PolicyEngine::analysed`]).
-    analyses: Lru<Arc<Analysed>>,
+    /// Statement analyses by exact text and by shape key (see [`PolicyEngine::analysed`]).
+    by_text: Lru<Arc<Analysed>>,
+    by_shape: Lru<Arc<Analysed>>,
 }
 
 /// The analysis of one SQL text, shared by every text of the same shape.
 pub(crate) struct Analysed {
     /// The shape key (literal-blind; see `sql::shape_key`): the decision caches' key.
     pub(crate) key: Arc<str>,
+    /// `sql::fingerprint` of the first text of this shape (for logs and plugins).
+    pub(crate) fingerprint: u64,
     pub(crate) infos: Vec<analyze::StatementInfo>,
 }
 
@@ -145,7 +148,8 @@ impl PolicyEngine {
             set: RwLock::new(Arc::default()),
             codes: Mutex::new(HashSet::new()),
             compiled: Compiled::default(),
-            analyses: Lru::new(ANALYSES),
+            by_text: Lru::new(ANALYSES),
+            by_shape: Lru::new(ANALYSES),
         };
         let set = me.build(specs, &PluginSet::default());
         me.swap(set);
@@ -231,7 +235,7 @@ impl PolicyEngine {
             return Ok(None);
         }
         let analysed = self.analysed(sql)?;
-        let fingerprint = crate::sql::fingerprint(sql);
+        let fingerprint = analysed.fingerprint;
         let infos = &analysed.infos;
         let mut masks = Vec::new();
         for (index, info) in infos.iter().enumerate() {
@@ -267,10 +271,14 @@ impl PolicyEngine {
         })
     }
 
-    /// The analysis of `sql`, from the cache when a text of the same shape was seen. An
-    /// analysis with a literal `LIMIT` depends on that literal, so it is cached under the
-    /// exact text instead (a NUL-prefixed key no shape key can equal).
+    /// The analysis of `sql`: by exact text (repeated and prepared statements: a hash lookup),
+    /// else by shape (the same statement with other literals: one tokenizer pass), else
+    /// analysed and cached. An analysis with a literal `LIMIT` depends on that literal, so it
+    /// is cached by exact text only.
     fn analysed(&self, sql: &str) -> Result<Arc<Analysed>, Refusal> {
+        if let Some(hit) = self.by_text.get(sql) {
+            return Ok(hit);
+        }
         let refuse = |why: String| Refusal {
             code: "42601",
             message: format!("policy: {why}"),
@@ -282,21 +290,20 @@ impl PolicyEngine {
                 Ok(_) => "cannot tokenize SQL".into(),
             }));
         };
-        if let Some(hit) = self.analyses.get(&shape) {
-            return Ok(hit);
-        }
-        let exact = format!("\0{sql}");
-        if let Some(hit) = self.analyses.get(&exact) {
+        if let Some(hit) = self.by_shape.get(&shape) {
             return Ok(hit);
         }
         let infos = analyze::analyze(sql).map_err(|e| refuse(e.to_string()))?;
         let literal_limit = infos.iter().any(|i| i.limit.is_some());
         let analysed = Arc::new(Analysed {
             key: Arc::from(shape.as_str()),
+            fingerprint: crate::sql::fingerprint(sql),
             infos,
         });
-        let key = if literal_limit { &exact } else { &shape };
-        self.analyses.insert(key, analysed.clone());
+        self.by_text.insert(sql, analysed.clone());
+        if !literal_limit {
+            self.by_shape.insert(&shape, analysed.clone());
+        }
         Ok(analysed)
     }
 

@@ -3,18 +3,108 @@
 //! derived from the parse tree but not from literal values (policy analysis and decisions) key
 //! on it, so `... WHERE id = 1` and `... WHERE id = 2` share an entry.
 //!
-//! Built from sqlparser's own tokenizer — the one the parser uses — so two texts with equal
-//! keys parse to trees that differ only in literals. Whitespace and comments are dropped;
-//! every kept token is written length-prefixed, so no two token sequences share a key (a
-//! lexical fingerprint that drops whitespace would make `e mail` and `email` equal).
+//! Two ways to build it, in separate key spaces:
+//! - fast (`F…`), for plain text — no backslash, comment, dollar quote or prefixed string
+//!   (`E'…'`, `U&…`, `B'…'`): the text byte for byte, with each plain `'…'` string and each
+//!   plain number replaced by a NUL marker (NUL cannot occur in PostgreSQL text). Two texts
+//!   with equal fast keys differ only inside literals that every lexer delimits alike.
+//! - exact (`S…`), for everything else: sqlparser's own tokenizer (the one the parser uses),
+//!   whitespace and comments dropped, each token written length-prefixed, so no two token
+//!   sequences share a key (a fingerprint that drops whitespace makes `e mail` equal `email`).
 
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::tokenizer::{Token, Tokenizer};
 
 /// The shape key of `sql`, or `None` when it does not tokenize (it will not parse either).
 pub fn shape_key(sql: &str) -> Option<String> {
+    fast_key(sql).or_else(|| exact_key(sql))
+}
+
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// One pass over plain text; `None` when the text has anything the fast key does not handle.
+fn fast_key(sql: &str) -> Option<String> {
+    let b = sql.as_bytes();
+    let mut key = Vec::with_capacity(b.len() + 1);
+    key.push(b'F');
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        let prev = if i > 0 { b[i - 1] } else { b' ' };
+        match c {
+            b'\\' | 0 => return None,
+            b'-' if b.get(i + 1) == Some(&b'-') => return None,
+            b'/' if b.get(i + 1) == Some(&b'*') => return None,
+            b'$' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) || is_ident_byte(prev) => {
+                return None
+            }
+            b'\'' => {
+                if is_ident_byte(prev) || prev == b'&' {
+                    return None; // E'…', B'…', X'…', N'…', U&'…'
+                }
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return None,
+                        Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
+                        Some(b'\'') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                key.extend_from_slice(b"\0s");
+                i += 1;
+            }
+            b'"' => {
+                if prev == b'&' {
+                    return None; // U&"…"
+                }
+                let start = i;
+                i += 1;
+                loop {
+                    match b.get(i) {
+                        None => return None,
+                        Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
+                        Some(b'"') => break,
+                        Some(_) => i += 1,
+                    }
+                }
+                i += 1;
+                key.extend_from_slice(&b[start..i]);
+            }
+            b'0'..=b'9' if !is_ident_byte(prev) && prev != b'.' => {
+                let start = i;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if b.get(i) == Some(&b'.') && b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    i += 1;
+                    while i < b.len() && b[i].is_ascii_digit() {
+                        i += 1;
+                    }
+                }
+                // `1e5`, `0x1F`, `1_000`, `1.`, `1abc`: kept as written (no sharing).
+                if b.get(i).is_some_and(|&n| is_ident_byte(n) || n == b'.') {
+                    key.extend_from_slice(&b[start..i]);
+                } else {
+                    key.extend_from_slice(b"\0n");
+                }
+            }
+            _ => {
+                key.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(key).ok()
+}
+
+/// The token-based key (see the module docs).
+fn exact_key(sql: &str) -> Option<String> {
     let tokens = Tokenizer::new(&PostgreSqlDialect {}, sql).tokenize().ok()?;
     let mut key = String::with_capacity(sql.len() + sql.len() / 2);
+    key.push('S');
     for t in &tokens {
         let text = match t {
             Token::Whitespace(_) | Token::EOF => continue,
@@ -59,7 +149,7 @@ fn is_literal(t: &Token) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::shape_key;
+    use super::{exact_key, fast_key, shape_key};
 
     #[test]
     fn literals_do_not_change_the_key_and_everything_else_does() {
@@ -72,7 +162,38 @@ mod tests {
             ("SELECT $$a$$ FROM t", "SELECT 'b' FROM t -- trailing"),
         ];
         for (a, b) in same {
+            assert_eq!(exact_key(a), exact_key(b), "{a} / {b}");
+        }
+        let fast_same = [
+            (
+                "SELECT a FROM t WHERE id = 1",
+                "SELECT a FROM t WHERE id = 22.5",
+            ),
+            (
+                "SELECT 'x' FROM t WHERE b = $1",
+                "SELECT 'it''s' FROM t WHERE b = $1",
+            ),
+            (
+                "SELECT \"a\"\"b\" FROM t1 LIMIT 1",
+                "SELECT \"a\"\"b\" FROM t1 LIMIT 1000",
+            ),
+        ];
+        for (a, b) in fast_same {
+            assert!(fast_key(a).is_some(), "{a} should take the fast path");
             assert_eq!(shape_key(a), shape_key(b), "{a} / {b}");
+        }
+        // Anything the fast path does not understand takes the exact one.
+        for sql in [
+            "SELECT E'\\'' FROM t",
+            "SELECT 1 -- c",
+            "SELECT /* c */ 1",
+            "SELECT $$x$$",
+            "SELECT U&'d\\0061t'",
+            "SELECT B'101'",
+            "SELECT a$b FROM t",
+        ] {
+            assert_eq!(fast_key(sql), None, "{sql}");
+            assert!(shape_key(sql).is_some_and(|k| k.starts_with('S')), "{sql}");
         }
         let different = [
             ("SELECT e mail FROM users", "SELECT email FROM users"),
@@ -84,6 +205,9 @@ mod tests {
                 "SELECT E'x' FROM audit_logs --' FROM users",
             ),
             ("SELECT 1; SELECT 1", "SELECT 1; DELETE FROM t"),
+            ("SELECT x ? 'k' FROM t", "SELECT x '?' 'k' FROM t"),
+            ("SELECT 1email FROM users", "SELECT 2email FROM users"),
+            ("SELECT 1 FROM t", "SELECT '1' FROM t"),
             ("SELECT $1 FROM t", "SELECT $2 FROM t"),
         ];
         for (a, b) in different {
