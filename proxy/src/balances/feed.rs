@@ -21,6 +21,7 @@ use super::answer::{self, ColumnMeta, Columns};
 use super::pgoutput::{self, Cell, Message, ServerCopy};
 use super::store::Movement;
 use super::Balances;
+use crate::sql::quote_literal;
 use crate::upstream::{Pool, ServerConn, UpstreamError};
 use crate::wire;
 
@@ -88,10 +89,6 @@ fn cell(row: &[Option<String>], i: usize) -> Option<&str> {
     row.get(i).and_then(|c| c.as_deref())
 }
 
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 async fn round(b: &Balances, pool: &Pool) -> Result<(), FeedError> {
     let cfg = &b.config;
     let mut conn = pool.connect_dedicated(false).await?;
@@ -140,8 +137,11 @@ async fn round(b: &Balances, pool: &Pool) -> Result<(), FeedError> {
 
     conn.query_text("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
-    conn.query_text(&format!("SET TRANSACTION SNAPSHOT {}", literal(&snapshot)))
-        .await?;
+    conn.query_text(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        quote_literal(&snapshot)
+    ))
+    .await?;
     let rows = conn
         .query_text(&format!(
             "SELECT org_id, item_id, location_id, lot_id, quantity FROM {}.inventory_balances",
@@ -186,7 +186,7 @@ async fn load_columns(conn: &mut ServerConn, schema: &str) -> Result<Columns, Fe
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = {} AND c.relname = 'inventory_balances' \
                AND a.attnum > 0 AND NOT a.attisdropped",
-            literal(schema)
+            quote_literal(schema)
         ))
         .await?;
     let meta = |name: &str| -> Result<ColumnMeta, FeedError> {
@@ -232,7 +232,7 @@ async fn ensure_publication(
     let exists = |rows: &Vec<Vec<Option<String>>>| !rows.is_empty();
     let check = format!(
         "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
-        literal(publication)
+        quote_literal(publication)
     );
     if exists(&conn.query_text(&check).await?) {
         return Ok(());
