@@ -14,7 +14,10 @@ use orgwall_e2e::balances::{
 use orgwall_e2e::clients::try_connect;
 use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
-use orgwall_e2e::{bounded, connect, dedicated_postgres, dedicated_postgres_with, ProxyOptions};
+use orgwall_e2e::{
+    bounded, connect, dedicated_postgres, dedicated_postgres_with, expect_db_error, ProxyOptions,
+    ADMIN,
+};
 
 /// What one writer saw.
 #[derive(Debug, Default)]
@@ -199,6 +202,16 @@ async fn with_wal_level_replica_the_cache_stays_off_and_postgres_answers() {
             counter(&s, "resyncs"),
             0,
             "the feed gives up once, it does not retry: {s:?}"
+        );
+        let admin = connect(&cached.conn_str(ADMIN)).await;
+        let msg = expect_db_error(
+            admin.simple_query("SHOW orgwall.balances_drift").await,
+            "55000",
+            "drift check with the cache off",
+        );
+        assert!(
+            msg.contains("not serving") && msg.contains("wal_level"),
+            "{msg}"
         );
         let publications = db.psql("SELECT count(*) FROM pg_publication").await;
         assert_eq!(

@@ -462,8 +462,15 @@ fn apply(
         }
         Message::Commit { end_lsn, .. } => {
             let n = txn.len() as u64;
-            if n > 0 {
-                b.store.write(|s| txn.iter().for_each(|m| s.apply(m)));
+            // The position moves under the write gate with the movements, so a reader holding
+            // the read side sees a store and an applied LSN that agree (the drift check).
+            if n == 0 {
+                b.set_applied(end_lsn);
+            } else {
+                b.store.write(|s| {
+                    txn.iter().for_each(|m| s.apply(m));
+                    b.set_applied(end_lsn);
+                });
                 b.metrics
                     .transactions_applied
                     .fetch_add(1, Ordering::Relaxed);
@@ -471,7 +478,6 @@ fn apply(
             }
             txn.clear();
             *in_txn = false;
-            b.set_applied(end_lsn);
         }
         _ => {}
     }

@@ -8,6 +8,8 @@
 //! - [`pgoutput`]: decoding of the replication stream.
 //! - [`feed`]: the replication connection — slot with exported snapshot, initial load,
 //!   streaming, acknowledgements, reconnect + resync.
+//! - [`drift`]: the cache against `inventory_balances` at a consistent point
+//!   (`SHOW orgwall.balances_drift`).
 //!
 //! Invariant: a lookup is answered only while the feed is streaming from a consistent load
 //! (`serving()`); otherwise, and for anything the store cannot reproduce exactly, the caller
@@ -15,6 +17,7 @@
 
 pub mod answer;
 pub mod decimal;
+pub mod drift;
 pub mod feed;
 pub mod pgoutput;
 pub mod shape;
@@ -117,6 +120,17 @@ impl Balances {
         self.metrics
             .read_your_writes_waits
             .fetch_add(1, Ordering::Relaxed);
+        if self.wait_applied(lsn, timeout).await {
+            return true;
+        }
+        self.metrics
+            .read_your_writes_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// [`wait_for`](Self::wait_for) without the read-your-writes counters.
+    pub async fn wait_applied(&self, lsn: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.advanced.notified();
@@ -131,9 +145,6 @@ impl Balances {
                 break;
             }
         }
-        self.metrics
-            .read_your_writes_timeouts
-            .fetch_add(1, Ordering::Relaxed);
         false
     }
 
