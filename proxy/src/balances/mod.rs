@@ -6,8 +6,9 @@
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
 //! - [`pgoutput`]: decoding of the replication stream.
-//! - [`feed`]: the replication connection — slot with exported snapshot, initial load,
-//!   streaming, acknowledgements, reconnect + resync.
+//! - [`feed`]: the replication rounds — reconnect with backoff, resync, off for good;
+//!   `snapshot` (checks, slot with exported snapshot, initial load) and `stream` (streaming,
+//!   applying whole transactions, acknowledgements) are its two halves.
 //! - [`drift`]: the cache against `inventory_balances` at a consistent point
 //!   (`SHOW orgwall.balances_drift`).
 //!
@@ -21,7 +22,9 @@ pub mod drift;
 pub mod feed;
 pub mod pgoutput;
 pub mod shape;
+mod snapshot;
 pub mod store;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
