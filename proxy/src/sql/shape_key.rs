@@ -24,12 +24,39 @@ fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
-/// One pass over plain text; `None` when the text has anything the fast key does not handle.
-fn fast_key(sql: &str) -> Option<String> {
+/// A literal of plain text: a `'…'` string or a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Literal {
+    pub kind: LiteralKind,
+    /// Byte range in the text, quotes included.
+    pub span: std::ops::Range<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LiteralKind {
+    String,
+    Number,
+}
+
+/// The literals of plain text, in order; `None` when the text is not plain: it has a
+/// backslash, NUL, comment, dollar quote, prefixed string (`E'…'`, `B'…'`, `U&'…'`), a `$`
+/// inside a quoted identifier, an unterminated quote, or a `$n` past PostgreSQL's 65535.
+pub fn plain_literals(sql: &str) -> Option<Vec<Literal>> {
     let b = sql.as_bytes();
-    let mut key = Vec::with_capacity(b.len() + 1);
-    key.push(b'F');
+    let mut out = Vec::new();
     let mut i = 0;
+    // The end of a quoted run starting at `i` (`q` doubled inside), past the closing quote.
+    let quoted = |mut i: usize, q: u8| -> Option<usize> {
+        i += 1;
+        loop {
+            match b.get(i) {
+                None => return None,
+                Some(&c) if c == q && b.get(i + 1) == Some(&q) => i += 2,
+                Some(&c) if c == q => return Some(i + 1),
+                Some(_) => i += 1,
+            }
+        }
+    };
     while i < b.len() {
         let c = b[i];
         let prev = if i > 0 { b[i - 1] } else { b' ' };
@@ -37,41 +64,36 @@ fn fast_key(sql: &str) -> Option<String> {
             b'\\' | 0 => return None,
             b'-' if b.get(i + 1) == Some(&b'-') => return None,
             b'/' if b.get(i + 1) == Some(&b'*') => return None,
-            b'$' if !b.get(i + 1).is_some_and(u8::is_ascii_digit) || is_ident_byte(prev) => {
-                return None
+            b'$' => {
+                if is_ident_byte(prev) || !b.get(i + 1).is_some_and(u8::is_ascii_digit) {
+                    return None;
+                }
+                let start = i + 1;
+                i = start;
+                while i < b.len() && b[i].is_ascii_digit() {
+                    i += 1;
+                }
+                if sql[start..i].parse::<u32>().map_or(true, |n| n > 65_535) {
+                    return None;
+                }
             }
             b'\'' => {
                 if is_ident_byte(prev) || prev == b'&' {
                     return None; // E'…', B'…', X'…', N'…', U&'…'
                 }
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return None,
-                        Some(b'\'') if b.get(i + 1) == Some(&b'\'') => i += 2,
-                        Some(b'\'') => break,
-                        Some(_) => i += 1,
-                    }
-                }
-                key.extend_from_slice(b"\0s");
-                i += 1;
+                let end = quoted(i, b'\'')?;
+                out.push(Literal {
+                    kind: LiteralKind::String,
+                    span: i..end,
+                });
+                i = end;
             }
             b'"' => {
-                if prev == b'&' {
-                    return None; // U&"…"
+                let end = quoted(i, b'"')?;
+                if prev == b'&' || b[i..end].contains(&b'$') {
+                    return None; // U&"…"; `$` kept out of identifiers for `shaped` templates
                 }
-                let start = i;
-                i += 1;
-                loop {
-                    match b.get(i) {
-                        None => return None,
-                        Some(b'"') if b.get(i + 1) == Some(&b'"') => i += 2,
-                        Some(b'"') => break,
-                        Some(_) => i += 1,
-                    }
-                }
-                i += 1;
-                key.extend_from_slice(&b[start..i]);
+                i = end;
             }
             b'0'..=b'9' if !is_ident_byte(prev) && prev != b'.' => {
                 let start = i;
@@ -85,19 +107,51 @@ fn fast_key(sql: &str) -> Option<String> {
                     }
                 }
                 // `1e5`, `0x1F`, `1_000`, `1.`, `1abc`: kept as written (no sharing).
-                if b.get(i).is_some_and(|&n| is_ident_byte(n) || n == b'.') {
-                    key.extend_from_slice(&b[start..i]);
-                } else {
-                    key.extend_from_slice(b"\0n");
+                if !b.get(i).is_some_and(|&n| is_ident_byte(n) || n == b'.') {
+                    out.push(Literal {
+                        kind: LiteralKind::Number,
+                        span: start..i,
+                    });
                 }
             }
-            _ => {
-                key.push(c);
-                i += 1;
-            }
+            _ => i += 1,
         }
     }
-    String::from_utf8(key).ok()
+    Some(out)
+}
+
+/// `sql` with each literal replaced by `with(index, literal)`.
+pub fn replace_literals(
+    sql: &str,
+    literals: &[Literal],
+    mut with: impl FnMut(usize, &Literal, &mut String),
+) -> String {
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut at = 0;
+    for (k, l) in literals.iter().enumerate() {
+        out.push_str(&sql[at..l.span.start]);
+        with(k, l, &mut out);
+        at = l.span.end;
+    }
+    out.push_str(&sql[at..]);
+    out
+}
+
+/// The fast key (see the module docs), for plain text only.
+fn fast_key(sql: &str) -> Option<String> {
+    Some(fast_key_of(sql, &plain_literals(sql)?))
+}
+
+/// The fast key of plain text whose literals are known.
+pub fn fast_key_of(sql: &str, literals: &[Literal]) -> String {
+    let mut key = String::from("F");
+    key += &replace_literals(sql, literals, |_, l, out| {
+        out.push_str(match l.kind {
+            LiteralKind::String => "\0s",
+            LiteralKind::Number => "\0n",
+        })
+    });
+    key
 }
 
 /// The token-based key (see the module docs).

@@ -4,8 +4,10 @@
 
 use std::sync::Arc;
 
+use super::shaped::{self, Shaped};
 use super::{rewrite, Catalog, Refusal, Template};
 use crate::lru::Lru;
+use crate::sql::shape_key::fast_key_of;
 
 type Outcome = Result<Arc<Template>, Refusal>;
 
@@ -13,6 +15,8 @@ type Outcome = Result<Arc<Template>, Refusal>;
 pub struct RewriteCache {
     /// SQL text → (catalog version, outcome).
     map: Lru<(u64, Outcome)>,
+    /// Shape key of plain text → (catalog version, shaped template or "rewrite each text").
+    shapes: Lru<(u64, Option<Arc<Shaped>>)>,
 }
 
 impl RewriteCache {
@@ -20,15 +24,32 @@ impl RewriteCache {
     pub fn new(capacity: usize) -> RewriteCache {
         RewriteCache {
             map: Lru::new(capacity),
+            shapes: Lru::new(capacity),
         }
     }
 
-    /// The cached outcome for `sql` under this catalog, or a fresh rewrite (then cached).
+    /// The cached outcome for `sql` under this catalog; else, for text with literals, its
+    /// shape's template with these literals (see [`super::shaped`]); else a fresh rewrite
+    /// (then cached).
     pub fn get_or_rewrite(&self, sql: &str, catalog: &Catalog) -> Outcome {
         let version = catalog.version();
         if let Some((v, hit)) = self.map.get(sql) {
             if v == version {
                 return hit;
+            }
+        }
+        if let Some(literals) = shaped::literals_of(sql) {
+            let key = fast_key_of(sql, &literals);
+            let shape = match self.shapes.get(&key) {
+                Some((v, s)) if v == version => s,
+                _ => {
+                    let s = shaped::shape(sql, &literals, catalog).map(Arc::new);
+                    self.shapes.insert(&key, (version, s.clone()));
+                    s
+                }
+            };
+            if let Some(s) = shape {
+                return Ok(Arc::new(s.instantiate(sql, &literals)));
             }
         }
         // Rewrite outside the lock: other sessions keep hitting the cache meanwhile.
@@ -82,6 +103,26 @@ mod tests {
         assert_eq!(r.err().map(|e| e.code), Some("42501"));
         let r = cache.get_or_rewrite("DROP TABLE items", &cat);
         assert_eq!(r.err().map(|e| e.code), Some("42501"));
+    }
+
+    #[test]
+    fn texts_differing_in_literals_share_a_shape() {
+        let cat = Catalog::seed_for_tests();
+        let cache = RewriteCache::new(4);
+        for (id, qty) in [("a", "1"), ("it''s", "22.5")] {
+            let sql = format!("SELECT id FROM items WHERE id = '{id}' AND 1 < {qty}");
+            let got = cache.get_or_rewrite(&sql, &cat).map(|t| t.render("org_b"));
+            let want = rewrite(&sql, &cat).map(|t| t.render("org_b"));
+            assert_eq!(got, want);
+            assert!(got.is_ok_and(|s| s.contains(&format!("id = '{id}' AND 1 < {qty}"))));
+        }
+        assert_eq!((cache.map.len(), cache.shapes.len()), (0, 1));
+        // A literal tenant value is the rewriter's to check: never shaped.
+        for org in ["org_a", "org_b"] {
+            let sql = format!("INSERT INTO items (org_id, id) VALUES ('{org}', 'x')");
+            let t = cache.get_or_rewrite(&sql, &cat).expect("rewrite");
+            assert_eq!(t.render_checked("org_a").is_ok(), org == "org_a", "{sql}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod functions;
 mod insert;
 mod names;
 mod query;
+pub mod shaped;
 mod statements;
 mod system;
 mod walk;
