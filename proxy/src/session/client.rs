@@ -183,7 +183,7 @@ impl Session<'_> {
                 format!("{what} does not exist"),
             ));
         };
-        let stmt = self.for_current_tenant(found.clone())?;
+        let stmt = self.for_current_tenant(found.clone()).await?;
         if !Arc::ptr_eq(&stmt, &found) {
             self.statements.insert(name.to_string(), stmt.clone());
         }
