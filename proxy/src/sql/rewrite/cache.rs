@@ -40,16 +40,23 @@ impl RewriteCache {
         }
         if let Some(literals) = shaped::literals_of(sql) {
             let key = fast_key_of(sql, &literals);
-            let shape = match self.shapes.get(&key) {
-                Some((v, s)) if v == version => s,
+            let (shape, new) = match self.shapes.get(&key) {
+                Some((v, s)) if v == version => (s, false),
                 _ => {
                     let s = shaped::shape(sql, &literals, catalog).map(Arc::new);
                     self.shapes.insert(&key, (version, s.clone()));
-                    s
+                    (s, true)
                 }
             };
             if let Some(s) = shape {
-                return Ok(Arc::new(s.instantiate(sql, &literals)));
+                let outcome = Ok(Arc::new(s.instantiate(sql, &literals)));
+                // The first text of a shape is cached as text too (a statement prepared with
+                // literals repeats its text); later ones are not, so varying literals cannot
+                // flood the text cache.
+                if new {
+                    self.map.insert(sql, (version, outcome.clone()));
+                }
+                return outcome;
             }
         }
         // Rewrite outside the lock: other sessions keep hitting the cache meanwhile.
@@ -116,7 +123,7 @@ mod tests {
             assert_eq!(got, want);
             assert!(got.is_ok_and(|s| s.contains(&format!("id = '{id}' AND 1 < {qty}"))));
         }
-        assert_eq!((cache.map.len(), cache.shapes.len()), (0, 1));
+        assert_eq!((cache.map.len(), cache.shapes.len()), (1, 1));
         // A literal tenant value is the rewriter's to check: never shaped.
         for org in ["org_a", "org_b"] {
             let sql = format!("INSERT INTO items (org_id, id) VALUES ('{org}', 'x')");
