@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use orgwall_e2e::balances::{
-    assert_cache_matches_ledger, cached_proxy, compare_simple, counter, lookup_sql, movement,
-    stats, tenant_keys, wait_caught_up, wait_serving, TENANT_INSERT,
+    assert_cache_matches_ledger, cached_proxy, compare_simple, counter, ledger_rows, lookup_sql,
+    movement, stats, tenant_keys, wait_caught_up, wait_serving, TENANT_INSERT,
 };
 use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
@@ -284,12 +284,7 @@ async fn concurrent_writers_through_the_proxy_then_quiesce_cache_equals_ledger_s
         let db = tenancy::tenant_db("bal_writers").await;
         let cached = cached_proxy(&db).await;
         wait_serving(&cached).await;
-        let seed_rows: i64 = tenancy::admin_direct(&db)
-            .await
-            .query_one("SELECT count(*) FROM inventory_ledger", &[])
-            .await
-            .expect("count")
-            .get(0);
+        let seed_rows = ledger_rows(&db).await;
 
         // Three writers per tenant, while two readers keep the cache answering lookups.
         let mut writers = Vec::new();
@@ -327,12 +322,7 @@ async fn concurrent_writers_through_the_proxy_then_quiesce_cache_equals_ledger_s
 
         wait_caught_up(&db, &cached).await;
         let keys = assert_cache_matches_ledger(&db, &cached).await;
-        let ledger_rows: i64 = tenancy::admin_direct(&db)
-            .await
-            .query_one("SELECT count(*) FROM inventory_ledger", &[])
-            .await
-            .expect("count")
-            .get(0);
+        let ledger_rows = ledger_rows(&db).await;
         assert_eq!(
             ledger_rows - seed_rows,
             committed as i64,

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use orgwall_e2e::balances::{
-    assert_cache_matches_ledger, cached_proxy, compare_simple, counter, first_column, lookup_sql,
-    movement, stats, wait_caught_up, wait_serving, wait_stats, TENANT_INSERT,
+    assert_cache_matches_ledger, cached_proxy, compare_simple, counter, first_column, ledger_rows,
+    lookup_sql, movement, stats, wait_caught_up, wait_serving, wait_stats, TENANT_INSERT,
 };
 use orgwall_e2e::clients::try_connect;
 use orgwall_e2e::proxy::Login;
@@ -113,12 +113,7 @@ async fn upstream_restart_mid_stream_resyncs_and_loses_or_doubles_nothing() {
 
         wait_caught_up(&db, &proxy).await;
         let keys = assert_cache_matches_ledger(&db, &proxy).await;
-        let ledger_rows: i64 = tenancy::admin_direct(&db)
-            .await
-            .query_one("SELECT count(*) FROM inventory_ledger", &[])
-            .await
-            .expect("count")
-            .get(0);
+        let ledger_rows = ledger_rows(&db).await;
         let s = stats(&proxy).await;
         println!(
             "upstream restart: serving again {:.2}s after the restart returned; {ok} inserts \

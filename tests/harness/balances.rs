@@ -193,6 +193,16 @@ pub async fn truth(db: &TestDb) -> Vec<Truth> {
 /// After a quiesce: for every key, `inventory_balances` == `SUM(ledger)` (directly), and the
 /// proxy's answer — read as the key's tenant, served by the cache (its `hits` must grow by one
 /// per lookup) — equals it; the same for each item's total. Returns the keys compared.
+/// Rows in the ledger now (read directly, as the superuser).
+pub async fn ledger_rows(db: &TestDb) -> i64 {
+    tenancy::admin_direct(db)
+        .await
+        .query_one("SELECT count(*) FROM inventory_ledger", &[])
+        .await
+        .expect("count ledger rows")
+        .get(0)
+}
+
 pub async fn assert_cache_matches_ledger(db: &TestDb, proxy: &TestProxy) -> usize {
     let keys = truth(db).await;
     assert!(!keys.is_empty(), "no balances at all");
