@@ -271,12 +271,15 @@ struct Tally {
     stale: u64,
     missing: u64,
     errors: u64,
+    /// Errors by what failed (reader lookup, writer insert, writer read-back).
+    error_kinds: std::collections::BTreeMap<String, u64>,
     first_error: Option<String>,
 }
 
 impl Tally {
     fn error(&mut self, e: anyhow::Error) {
         self.errors += 1;
+        *self.error_kinds.entry(e.to_string()).or_default() += 1;
         self.first_error.get_or_insert_with(|| format!("{e:#}"));
     }
 
@@ -287,6 +290,9 @@ impl Tally {
         self.stale += o.stale;
         self.missing += o.missing;
         self.errors += o.errors;
+        for (k, n) in o.error_kinds {
+            *self.error_kinds.entry(k).or_default() += n;
+        }
         if self.first_error.is_none() {
             self.first_error = o.first_error;
         }
@@ -310,7 +316,7 @@ async fn reader(conn: Conn, data: Dataset, seed: u64, until: Instant, live: Arc<
                 t.missing += u64::from(found.is_none());
                 live.lookups.fetch_add(1, Ordering::Relaxed);
             }
-            Err(e) => t.error(e),
+            Err(e) => t.error(e.context("reader lookup")),
         }
     }
     t
@@ -323,7 +329,7 @@ async fn writer(conn: Conn, item: String, baseline: i64, until: Instant, live: A
     let mut expected = baseline;
     while Instant::now() < until {
         if let Err(e) = conn.insert(&item, "0").await {
-            t.error(e);
+            t.error(e.context("writer insert"));
             continue;
         }
         expected += 1;
@@ -341,7 +347,7 @@ async fn writer(conn: Conn, item: String, baseline: i64, until: Instant, live: A
                     }
                 }
             }
-            Err(e) => t.error(e),
+            Err(e) => t.error(e.context("writer read-back")),
         }
     }
     t
@@ -366,19 +372,7 @@ struct Report {
     writes_per_s: f64,
     ryw_p99: f64,
     tally: Tally,
-    cache_hits: Option<(u64, u64)>,
-}
-
-async fn cache_counters(port: u16) -> anyhow::Result<(u64, u64)> {
-    let stats = common::wait_cache_serving(port, Duration::from_secs(30)).await?;
-    let get = |k: &str| {
-        stats
-            .iter()
-            .find(|(n, _)| n == k)
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0)
-    };
-    Ok((get("hits"), get("fallbacks")))
+    cache: Option<common::CacheCounters>,
 }
 
 async fn run(
@@ -407,7 +401,7 @@ async fn run(
         baselines.push(row.get::<_, i64>(0));
     }
     let before = match target.admin_port {
-        Some(p) => Some(cache_counters(p).await?),
+        Some(p) => Some(common::cache_counters(p).await?),
         None => None,
     };
     let live = Arc::new(Live::default());
@@ -439,7 +433,7 @@ async fn run(
     let elapsed = started.elapsed().as_secs_f64();
     progress.abort();
     let after = match target.admin_port {
-        Some(p) => Some(cache_counters(p).await?),
+        Some(p) => Some(common::cache_counters(p).await?),
         None => None,
     };
     total.lookup_us.sort_unstable();
@@ -452,9 +446,7 @@ async fn run(
         p999: pct_ms(&total.lookup_us, 0.999),
         writes_per_s: total.writes as f64 / elapsed,
         ryw_p99: pct_ms(&total.ryw_us, 0.99),
-        cache_hits: before
-            .zip(after)
-            .map(|(b, a)| (a.0.saturating_sub(b.0), a.1.saturating_sub(b.1))),
+        cache: before.zip(after).map(|(b, a)| a.since(b)),
         tally: total,
     })
 }
@@ -492,15 +484,15 @@ fn print_report(r: &Report) {
             r.writes_per_s, r.ryw_p99, t.stale
         );
     }
-    if let Some((hits, fallbacks)) = r.cache_hits {
-        print!("  | cache hits {hits}, fallbacks {fallbacks}");
+    if let Some(c) = r.cache {
+        print!("  | {c}");
     }
     println!();
     if t.missing > 0 {
         println!("    {} lookups found no row (unexpected)", t.missing);
     }
     if let Some(e) = &t.first_error {
-        println!("    {} errors, first: {e}", t.errors);
+        println!("    {} errors {:?}, first: {e}", t.errors, t.error_kinds);
     }
 }
 
@@ -558,16 +550,10 @@ fn main() -> anyhow::Result<()> {
     }
     let result = rt.block_on(async {
         let stats = common::wait_cache_serving(cached.port, Duration::from_secs(300)).await?;
-        let get = |k: &str| {
-            stats
-                .iter()
-                .find(|(n, _)| n == k)
-                .map_or("?".to_string(), |(_, v)| v.clone())
-        };
         println!(
             "balance cache serving: {} balances, {} bytes/balance (estimate)",
-            get("balances"),
-            get("bytes_per_balance")
+            common::stat(&stats, "balances"),
+            common::stat(&stats, "bytes_per_balance")
         );
         println!(
             "{} clients ({} readers, {} writers), {} s per run, proxy pool {}",

@@ -139,25 +139,19 @@ fn main() -> anyhow::Result<()> {
             }
         })
     };
-    if args.script == Script::Balances {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let balances = args.script == Script::Balances;
+    if balances {
         let stats = rt.block_on(common::wait_cache_serving(
             proxy.port,
-            std::time::Duration::from_secs(120),
+            std::time::Duration::from_secs(300),
         ))?;
-        let get = |k: &str| {
-            stats
-                .iter()
-                .find(|(n, _)| n == k)
-                .map_or("?", |(_, v)| v.as_str())
-                .to_string()
-        };
         println!(
             "balance cache serving: {} balances, {} bytes/balance (estimate)",
-            get("balances"),
-            get("bytes_per_balance")
+            common::stat(&stats, "balances"),
+            common::stat(&stats, "bytes_per_balance")
         );
     }
 
@@ -195,19 +189,32 @@ fn main() -> anyhow::Result<()> {
                 pgbench_figure(&out, "latency average")?,
             ))
         };
+        let counters = || -> anyhow::Result<common::CacheCounters> {
+            if balances {
+                rt.block_on(common::cache_counters(proxy.port))
+            } else {
+                Ok(common::CacheCounters::default())
+            }
+        };
         let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+        let before = counters()?;
         for _ in 0..args.rounds {
             direct.push(run(&direct_side)?);
             proxied.push(run(&proxied_side)?);
         }
+        let after = counters()?;
         let d = median(direct.iter().map(|r| r.0).collect());
         let p = median(proxied.iter().map(|r| r.0).collect());
         let dl = median(direct.iter().map(|r| r.1).collect());
         let pl = median(proxied.iter().map(|r| r.1).collect());
-        println!(
+        print!(
             "{mode:<10} {d:>12.0} {p:>12.0} {:>8.3} {dl:>14.3} {pl:>14.3}",
             p / d
         );
+        if balances {
+            print!("   ({})", after.since(before));
+        }
+        println!();
     }
     drop(proxy);
     drop(cluster);
@@ -248,6 +255,7 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
 /// Writes the point-lookup script for `mode` and returns its path. pgbench substitutes
 /// `:var` textually in simple mode (so the ids, which are text, are quoted there) and turns it
 /// into `$n` in extended/prepared mode (where quotes would make it a literal `'$1'`).
+/// `\gset` makes a lookup that finds no row an error, so a wrong key cannot pass unnoticed.
 fn balances_script(
     dir: &std::path::Path,
     data: &common::Dataset,
@@ -269,7 +277,7 @@ fn balances_script(
     let script = format!(
         "\\set i random(0, {items} - 1)\n\\set l random(0, {locs} - 1)\n\
          SELECT quantity FROM inventory_balances WHERE item_id = {i} AND location_id = {l} \
-         AND lot_id IS NULL{org};\n",
+         AND lot_id IS NULL{org} \\gset\n",
         items = data.balances / data.locations,
         locs = data.locations,
         i = v("i"),

@@ -257,3 +257,54 @@ pub async fn wait_cache_serving(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// One figure of `SHOW orgwall_balances` (`?` when absent).
+pub fn stat(stats: &[(String, String)], key: &str) -> String {
+    stats
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or_else(|| "?".to_string(), |(_, v)| v.clone())
+}
+
+/// The cache's counters that tell whether a run was served from memory.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CacheCounters {
+    pub hits: u64,
+    pub fallbacks: u64,
+    pub resyncs: u64,
+    pub ryw_timeouts: u64,
+}
+
+impl CacheCounters {
+    /// `self − earlier`.
+    pub fn since(self, earlier: CacheCounters) -> CacheCounters {
+        CacheCounters {
+            hits: self.hits.saturating_sub(earlier.hits),
+            fallbacks: self.fallbacks.saturating_sub(earlier.fallbacks),
+            resyncs: self.resyncs.saturating_sub(earlier.resyncs),
+            ryw_timeouts: self.ryw_timeouts.saturating_sub(earlier.ryw_timeouts),
+        }
+    }
+}
+
+impl std::fmt::Display for CacheCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "cache hits {}, fallbacks {}, resyncs {}, read-your-writes timeouts {}",
+            self.hits, self.fallbacks, self.resyncs, self.ryw_timeouts
+        )
+    }
+}
+
+/// The cache's counters now (waits until it serves).
+pub async fn cache_counters(port: u16) -> anyhow::Result<CacheCounters> {
+    let stats = wait_cache_serving(port, Duration::from_secs(30)).await?;
+    let n = |k: &str| stat(&stats, k).parse().unwrap_or(0);
+    Ok(CacheCounters {
+        hits: n("hits"),
+        fallbacks: n("fallbacks"),
+        resyncs: n("resyncs"),
+        ryw_timeouts: n("read_your_writes_timeouts"),
+    })
+}
