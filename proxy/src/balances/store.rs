@@ -1,9 +1,10 @@
 //! The in-memory balances: `(org_id, item_id, location_id, lot_id)` → exact quantity, plus a
 //! running total per `(org_id, item_id)`.
 //!
-//! Memory (issue 5: ≤ 150 bytes per balance at 1M): ids are interned to `u32` and a quantity
-//! is packed into 8 bytes when it fits (`qty.rs`; wider values sit in a side map), so a
-//! balance is one 24-byte slot (+1 control byte) of a plain `HashMap`. All tables sit behind
+//! Memory (issue 5: ≤ 150 bytes per balance at 1M): ids are interned to `u32` (`interner.rs`:
+//! one text arena, 12-byte hash slots) and a quantity is packed into 8 bytes when it fits
+//! (`qty.rs`; wider values sit in a side map), so a balance is one 24-byte slot (+1 control
+//! byte) of a plain `HashMap`. All tables sit behind
 //! one `RwLock`: a transaction is applied under the write side and lookups hold the read side,
 //! so a reader never sees half a transaction — which is also why no per-shard locking
 //! (DashMap) is needed.
@@ -11,12 +12,14 @@
 //! Use: `store.write(|t| { t.apply(..); .. })`, `store.read(|t| t.point(..))`. Do not call the
 //! `Store`'s own locking methods (`len`, `snapshot`, …) from inside those closures.
 
+mod interner;
 mod qty;
 
 use std::collections::HashMap;
 use std::sync::RwLock;
 
 use super::decimal::Decimal;
+use interner::Interner;
 use qty::{Packed, Small, Value};
 
 /// Interned id; `0` stands for a NULL lot.
@@ -68,45 +71,6 @@ pub struct Movement {
     pub quantity: String,
 }
 
-/// Strings ↔ ids. Ids are handed out densely from 1; names are recovered by scanning (only
-/// `snapshot` needs them), so each name is stored once.
-#[derive(Debug, Default)]
-struct Interner {
-    ids: HashMap<Box<str>, Id>,
-}
-
-impl Interner {
-    fn get(&self, s: &str) -> Option<Id> {
-        self.ids.get(s).copied()
-    }
-
-    fn intern(&mut self, s: &str) -> Id {
-        if let Some(id) = self.get(s) {
-            return id;
-        }
-        // 4 billion distinct names would need far more memory than any host has.
-        let id = Id::try_from(self.ids.len() + 1).unwrap_or(Id::MAX);
-        self.ids.insert(s.into(), id);
-        id
-    }
-
-    /// `names[id]` for every id (index 0, the NULL lot, is empty).
-    fn names(&self) -> Vec<&str> {
-        let mut names = vec![""; self.ids.len() + 1];
-        for (name, &id) in &self.ids {
-            if let Some(slot) = names.get_mut(id as usize) {
-                *slot = name;
-            }
-        }
-        names
-    }
-
-    fn bytes(&self) -> usize {
-        let text: usize = self.ids.keys().map(|n| malloc_chunk(n.len())).sum();
-        text + table_bytes(self.ids.capacity(), std::mem::size_of::<(Box<str>, Id)>())
-    }
-}
-
 /// Heap bytes of a hash table (std's `HashMap` is hashbrown: a power-of-two number of buckets
 /// at most 7/8 full, one control byte per bucket plus one group of 16).
 fn table_bytes(capacity: usize, entry: usize) -> usize {
@@ -144,7 +108,7 @@ impl Tables {
         self.balances.clear();
         self.totals.clear();
         self.wide.clear();
-        self.ids.ids.clear();
+        self.ids.clear();
     }
 
     /// Sets a balance row as loaded from `inventory_balances`.
@@ -261,8 +225,7 @@ impl Tables {
 
     /// Every balance as `(key and quantity text, servable)`; unservable ones have no text.
     pub fn snapshot(&self) -> Vec<(Movement, bool)> {
-        let names = self.ids.names();
-        let name = |id: Id| names.get(id as usize).copied().unwrap_or("").to_string();
+        let name = |id: Id| self.ids.name(id).to_string();
         self.balances
             .iter()
             .map(|(&k, &p)| {
