@@ -20,8 +20,14 @@
 //! superuser runs it with `AND org_id = 'org_bench'` added — the statement Orgwall would send
 //! upstream without the cache. pgbench reports the average latency only; `balances_load` prints
 //! percentiles.
+//!
+//! `--plugins` (issue 6): a second proxy with the three example policy plugins
+//! (append-only-ledger, audit-admin-only, row-limit; built from `plugins/` first) runs in
+//! the same rounds; its tps and its loss against the proxy without plugins are printed too.
 
 mod common;
+#[path = "wasm.rs"]
+mod wasm;
 
 use anyhow::{bail, Context};
 use common::{host_args, median, pgbench, pgbench_figure, Cluster, InProcessProxy, PASSWORD};
@@ -40,6 +46,7 @@ struct Args {
     pool: u32,
     rounds: usize,
     tenant: bool,
+    plugins: bool,
     script: Script,
     balances: u64,
 }
@@ -53,6 +60,7 @@ fn parse_args() -> anyhow::Result<Args> {
         pool: 16,
         rounds: 3,
         tenant: false,
+        plugins: false,
         script: Script::SelectOnly,
         balances: 100_000,
     };
@@ -60,6 +68,10 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--tenant" {
             a.tenant = true;
+            continue;
+        }
+        if flag == "--plugins" {
+            a.plugins = true;
             continue;
         }
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -105,6 +117,19 @@ fn main() -> anyhow::Result<()> {
         }
     };
     let proxy = InProcessProxy::start(&toml, &cluster.dir)?;
+    let with_plugins = if args.plugins {
+        let wasm = wasm::build_plugins();
+        let mut t = toml.clone();
+        for name in ["append_only_ledger", "audit_admin_only", "row_limit"] {
+            t += &format!(
+                "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+                wasm.join(format!("{name}.wasm")).display()
+            );
+        }
+        Some(InProcessProxy::start(&t, &cluster.dir)?)
+    } else {
+        None
+    };
     let role = if role { "tenant" } else { "admin" };
     let per_mode = |mode: &str| -> anyhow::Result<(Side, Side)> {
         Ok(match args.script {
@@ -167,8 +192,18 @@ fn main() -> anyhow::Result<()> {
         args.clients, args.seconds, args.pool, args.rounds
     );
     println!(
-        "{:<10} {:>12} {:>12} {:>8} {:>14} {:>14}",
-        "mode", "direct tps", "orgwall tps", "ratio", "direct lat ms", "orgwall lat ms"
+        "{:<10} {:>12} {:>12} {:>8} {:>14} {:>14}{}",
+        "mode",
+        "direct tps",
+        "orgwall tps",
+        "ratio",
+        "direct lat ms",
+        "orgwall lat ms",
+        if args.plugins {
+            "  +3 plugins tps    ratio  plugin loss"
+        } else {
+            ""
+        }
     );
     for mode in &args.modes {
         let (direct_side, proxied_side) = per_mode(mode)?;
@@ -196,11 +231,19 @@ fn main() -> anyhow::Result<()> {
                 Ok(common::CacheCounters::default())
             }
         };
-        let (mut direct, mut proxied) = (Vec::new(), Vec::new());
+        let plugged_side = with_plugins.as_ref().map(|w| Side {
+            port: w.port,
+            user: proxied_side.user,
+            workload: proxied_side.workload.clone(),
+        });
+        let (mut direct, mut proxied, mut plugged) = (Vec::new(), Vec::new(), Vec::new());
         let before = counters()?;
         for _ in 0..args.rounds {
             direct.push(run(&direct_side)?);
             proxied.push(run(&proxied_side)?);
+            if let Some(side) = &plugged_side {
+                plugged.push(run(side)?.0);
+            }
         }
         let after = counters()?;
         let d = median(direct.iter().map(|r| r.0).collect());
@@ -211,11 +254,20 @@ fn main() -> anyhow::Result<()> {
             "{mode:<10} {d:>12.0} {p:>12.0} {:>8.3} {dl:>14.3} {pl:>14.3}",
             p / d
         );
+        if !plugged.is_empty() {
+            let w = median(plugged);
+            print!(
+                "  {w:>14.0} {:>8.3} {:>11.1}%",
+                w / d,
+                100.0 * (1.0 - w / p)
+            );
+        }
         if balances {
             print!("   ({})", after.since(before));
         }
         println!();
     }
+    drop(with_plugins);
     drop(proxy);
     drop(cluster);
     Ok(())

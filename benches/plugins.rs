@@ -1,28 +1,19 @@
 //! Per-statement cost of policy plugins (criterion): statement analysis alone, then the full
-//! `PolicyEngine::check` with 1 and 3 plugins, with and without the decision cache. Builds
+//! `PolicyEngine::check` with 1 and 3 plugins, with and without the decision cache, for a
+//! repeated text and for the same statement with a new literal every time. Builds
 //! `plugins/` for wasm32-wasip2 first (its own target dir under target/plugins).
 //! Run: `cargo bench -p orgwall-benches --bench plugins`.
 
-use std::path::{Path, PathBuf};
+#[path = "wasm.rs"]
+mod wasm;
+
+use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use orgwall::config::{PluginSpec, Role};
 use orgwall::policy::{PolicyEngine, Who};
 
 const SQL: &str = "SELECT id, name FROM items WHERE org_id = 'org_a' AND id = 'i_a1'";
-
-fn wasm_dir() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let target = root.join("target").join("plugins");
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
-        .current_dir(root.join("plugins"))
-        .args(["build", "--release", "--target", "wasm32-wasip2"])
-        .env("CARGO_TARGET_DIR", &target)
-        .status()
-        .expect("run cargo");
-    assert!(status.success(), "building plugins/ failed");
-    target.join("wasm32-wasip2").join("release")
-}
 
 fn spec(dir: &Path, name: &str, cache: bool) -> PluginSpec {
     PluginSpec {
@@ -37,7 +28,7 @@ fn spec(dir: &Path, name: &str, cache: bool) -> PluginSpec {
 }
 
 fn bench(c: &mut Criterion) {
-    let dir = wasm_dir();
+    let dir = wasm::build_plugins();
     let who = Who {
         user: "acme",
         org_id: Some("org_a"),
@@ -60,6 +51,18 @@ fn bench(c: &mut Criterion) {
             );
             c.bench_function(&label, |b| {
                 b.iter(|| engine.check(&who, std::hint::black_box(SQL)).is_ok())
+            });
+            // Simple-protocol traffic: the same statement with a new literal each time (the
+            // analysis and decisions are found by shape, after one tokenizer pass).
+            let texts: Vec<String> = (0..4096)
+                .map(|i| SQL.replace("'i_a1'", &format!("'i_{i}'")))
+                .collect();
+            let mut i = 0;
+            c.bench_function(&format!("{label}/new_literals"), |b| {
+                b.iter(|| {
+                    i = (i + 1) % texts.len();
+                    engine.check(&who, std::hint::black_box(&texts[i])).is_ok()
+                })
             });
         }
     }

@@ -1,6 +1,7 @@
 //! Rewrite latency (issue 3 benchmark): `orgwall::sql::rewrite::rewrite` over ORM-style
 //! statements against the seed catalog, cold (parse + rewrite + print) and cached
-//! (`RewriteCache::get_or_rewrite` hit + `Template::render`).
+//! (`RewriteCache::get_or_rewrite` hit + `Template::render`), and with new literal values on
+//! every call (the simple protocol's case: served by the shape cache).
 //!
 //! Run: `cargo bench -p orgwall-benches --bench rewrite` (criterion prints the median of
 //! each; the issue's targets are cold ≤ 30 µs for the 3-table join, cached ≤ 1 µs).
@@ -66,6 +67,33 @@ fn bench(c: &mut Criterion) {
         });
     }
     cached.finish();
+
+    // Simple-protocol traffic: the same statement with new literals every time. The exact-text
+    // cache misses; the shape cache serves a template with the literals put back.
+    let mut shaped = c.benchmark_group("rewrite_new_literals");
+    for (name, sql) in CORPUS {
+        let texts: Vec<String> = (0..4096)
+            .map(|i| {
+                sql.replace("$1", &format!("'v{i}'"))
+                    .replace("$2", &i.to_string())
+                    .replace("$3", "'x'")
+            })
+            .collect();
+        if cache.get_or_rewrite(&texts[0], &cat).is_err() {
+            continue;
+        }
+        let mut i = 0;
+        shaped.bench_function(BenchmarkId::from_parameter(name), |b| {
+            b.iter(|| {
+                i = (i + 1) % texts.len();
+                let t = cache
+                    .get_or_rewrite(black_box(&texts[i]), &cat)
+                    .expect("rewrites");
+                black_box(t.render(black_box("org_a")))
+            })
+        });
+    }
+    shaped.finish();
 }
 
 criterion_group!(benches, bench);

@@ -2,88 +2,15 @@
 //! lookups from memory, and its bytes equal those of a proxy without the cache (which sends
 //! the same rewritten SQL to PostgreSQL), in the simple and extended protocols, text and binary.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use orgwall_e2e::raw::RawConn;
-use orgwall_e2e::tenancy::{self, RawValue, TENANT_A};
-use orgwall_e2e::{bounded, connect, ProxyOptions, TestDb, TestProxy, ADMIN};
-
-const CACHE_TOML: &str = "[balances]\nenabled = true\n";
-
-async fn cached_proxy(db: &TestDb) -> TestProxy {
-    let extra = tenancy::tenancy_toml() + CACHE_TOML;
-    TestProxy::start_with_extra(db, ProxyOptions::pool(8, "transaction"), &extra).await
-}
-
-/// `SHOW orgwall_balances` through the admin login, as a map.
-async fn stats(proxy: &TestProxy) -> HashMap<String, String> {
-    let admin = connect(&proxy.conn_str(ADMIN)).await;
-    let mut out = HashMap::new();
-    for m in admin
-        .simple_query("SHOW orgwall_balances")
-        .await
-        .expect("show")
-    {
-        if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
-            out.insert(
-                r.get(0).unwrap_or_default().to_string(),
-                r.get(1).unwrap_or_default().to_string(),
-            );
-        }
-    }
-    out
-}
-
-async fn wait_serving(proxy: &TestProxy) -> HashMap<String, String> {
-    for _ in 0..200 {
-        let s = stats(proxy).await;
-        if s.get("serving").map(String::as_str) == Some("true") {
-            return s;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!(
-        "balance cache never started serving: {:?}",
-        stats(proxy).await
-    );
-}
-
-fn parse_lsn(s: &str) -> u64 {
-    let (hi, lo) = s.split_once('/').expect("lsn");
-    (u64::from_str_radix(hi, 16).expect("hi") << 32) | u64::from_str_radix(lo, 16).expect("lo")
-}
-
-/// Waits until the cache has applied everything PostgreSQL has written so far.
-async fn wait_caught_up(db: &TestDb, proxy: &TestProxy) {
-    let admin = tenancy::admin_direct(db).await;
-    let row = admin
-        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
-        .await
-        .expect("lsn");
-    let target = parse_lsn(row.get::<_, &str>(0));
-    for _ in 0..400 {
-        let s = stats(proxy).await;
-        if s.get("serving").map(String::as_str) == Some("true")
-            && parse_lsn(&s["applied_lsn"]) >= target
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("cache did not catch up: {:?}", stats(proxy).await);
-}
-
-fn lookup_sql(item: &str, loc: &str, lot: Option<&str>) -> String {
-    let lot = match lot {
-        Some(l) => format!("lot_id = '{l}'"),
-        None => "lot_id IS NULL".into(),
-    };
-    format!(
-        "SELECT quantity, item_id, lot_id FROM inventory_balances \
-         WHERE item_id = '{item}' AND location_id = '{loc}' AND {lot}"
-    )
-}
+use orgwall_e2e::balances::{
+    assert_cache_matches_ledger, cached_proxy, compare_simple, counter, lookup_sql, movement,
+    stats, tenant_keys, wait_caught_up, wait_serving, TENANT_INSERT,
+};
+use orgwall_e2e::proxy::Login;
+use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
+use orgwall_e2e::{bounded, connect, ProxyOptions, TestProxy};
 
 const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("i_a1", "l_a1", None),
@@ -93,33 +20,6 @@ const KEYS: &[(&str, &str, Option<&str>)] = &[
     ("i_b1", "l_b1", None),
     ("i_missing", "l_a1", None),
 ];
-
-/// Every message, byte for byte, of each query through both proxies.
-async fn compare_simple(cached: &TestProxy, plain: &TestProxy, sqls: &[String]) {
-    let mut a = RawConn::connect(cached.port).await;
-    a.login(TENANT_A.name, TENANT_A.password, &cached.dbname)
-        .await
-        .expect("login");
-    let mut b = RawConn::connect(plain.port).await;
-    b.login(TENANT_A.name, TENANT_A.password, &plain.dbname)
-        .await
-        .expect("login");
-    for sql in sqls {
-        let x: Vec<(u8, Vec<u8>)> = a
-            .query(sql)
-            .await
-            .into_iter()
-            .map(|m| (m.tag, m.body))
-            .collect();
-        let y: Vec<(u8, Vec<u8>)> = b
-            .query(sql)
-            .await
-            .into_iter()
-            .map(|m| (m.tag, m.body))
-            .collect();
-        assert_eq!(x, y, "simple protocol differs for {sql}");
-    }
-}
 
 /// Extended protocol (tokio-postgres: binary results) through both proxies.
 async fn compare_extended(cached: &TestProxy, plain: &TestProxy) {
@@ -217,37 +117,8 @@ async fn cached_answers_are_byte_identical_including_after_concurrent_writes() {
         compare_simple(&cached, &plain, &all_simple_sqls()).await;
         compare_extended(&cached, &plain).await;
 
-        // Cache == SUM(ledger) == inventory_balances for every key.
-        let admin = tenancy::admin_direct(&db).await;
-        let rows = admin
-            .query(
-                "SELECT l.org_id, l.item_id, l.location_id, l.lot_id, sum(l.quantity_delta)::text, b.quantity::text \
-                 FROM inventory_ledger l JOIN inventory_balances b USING (org_id, item_id, location_id) \
-                 WHERE l.lot_id IS NOT DISTINCT FROM b.lot_id \
-                 GROUP BY 1, 2, 3, 4, b.quantity",
-                &[],
-            )
-            .await
-            .expect("sums");
-        let tenant = connect(&cached.conn_str(TENANT_A)).await;
-        for r in rows {
-            let (org, item, loc, lot): (String, String, String, Option<String>) =
-                (r.get(0), r.get(1), r.get(2), r.get(3));
-            let (sum, bal): (String, String) = (r.get(4), r.get(5));
-            assert_eq!(sum, bal, "inventory_balances drifted for {item} {loc} {lot:?}");
-            if org != TENANT_A.org_id {
-                continue;
-            }
-            let got = tenant
-                .simple_query(&lookup_sql(&item, &loc, lot.as_deref()))
-                .await
-                .expect("lookup");
-            let value = got.iter().find_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            });
-            assert_eq!(value.as_deref(), Some(sum.as_str()), "cache for {item} {loc} {lot:?}");
-        }
+        // Cache == SUM(ledger) == inventory_balances for every key, both tenants.
+        assert_cache_matches_ledger(&db, &cached).await;
     })
     .await;
 }
@@ -351,6 +222,133 @@ async fn an_update_on_the_ledger_forces_a_resync() {
         panic!(
             "no resync after an UPDATE on the ledger: {:?}",
             stats(&cached).await
+        );
+    })
+    .await;
+}
+
+/// One writer through the proxy: `rows` movements as `login`, alternating the simple protocol
+/// with literals, a prepared statement, explicit multi-row transactions and rolled-back ones
+/// (which must never reach the cache). Returns the movements that committed.
+async fn proxy_writer(proxy_conn: String, login: Login, w: usize, rows: usize) -> u64 {
+    let c = connect(&proxy_conn).await;
+    let insert = c.prepare(TENANT_INSERT).await.expect("prepare insert");
+    let mut committed = 0u64;
+    let mut n = 0;
+    while n < rows {
+        let (item, loc, lot, delta) = movement(login, w, n);
+        match n % 4 {
+            0 => {
+                let lot = lot.map_or("NULL".to_string(), |l| format!("'{l}'"));
+                c.simple_query(&format!(
+                    "INSERT INTO inventory_ledger (item_id, location_id, lot_id, quantity_delta, reason) \
+                     VALUES ('{item}', '{loc}', {lot}, {delta}, 'e2e')"
+                ))
+                .await
+                .expect("simple insert");
+                committed += 1;
+            }
+            1 => {
+                c.execute(&insert, &[&item, &loc, &lot, &delta])
+                    .await
+                    .expect("prepared insert");
+                committed += 1;
+            }
+            2 => {
+                c.batch_execute("BEGIN").await.expect("begin");
+                for k in 0..3 {
+                    let (item, loc, lot, delta) = movement(login, w, n + k);
+                    c.execute(&insert, &[&item, &loc, &lot, &delta])
+                        .await
+                        .expect("insert in transaction");
+                }
+                c.batch_execute("COMMIT").await.expect("commit");
+                committed += 3;
+            }
+            _ => {
+                c.batch_execute("BEGIN").await.expect("begin");
+                c.execute(&insert, &[&item, &loc, &lot, &"1000000"])
+                    .await
+                    .expect("insert to roll back");
+                c.batch_execute("ROLLBACK").await.expect("rollback");
+            }
+        }
+        n += 1;
+    }
+    committed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writers_through_the_proxy_then_quiesce_cache_equals_ledger_sums() {
+    bounded(300, async {
+        let db = tenancy::tenant_db("bal_writers").await;
+        let cached = cached_proxy(&db).await;
+        wait_serving(&cached).await;
+        let seed_rows: i64 = tenancy::admin_direct(&db)
+            .await
+            .query_one("SELECT count(*) FROM inventory_ledger", &[])
+            .await
+            .expect("count")
+            .get(0);
+
+        // Three writers per tenant, while two readers keep the cache answering lookups.
+        let mut writers = Vec::new();
+        for (w, login) in [TENANT_A, TENANT_B, TENANT_A, TENANT_B, TENANT_A, TENANT_B]
+            .into_iter()
+            .enumerate()
+        {
+            writers.push(tokio::spawn(proxy_writer(
+                cached.conn_str(login),
+                login,
+                w,
+                80,
+            )));
+        }
+        let mut readers = Vec::new();
+        for login in [TENANT_A, TENANT_B] {
+            let conn = cached.conn_str(login);
+            readers.push(tokio::spawn(async move {
+                let c = connect(&conn).await;
+                let (items, locs) = tenant_keys(login);
+                for n in 0..200 {
+                    c.simple_query(&lookup_sql(items[n % 3], locs[n % 2], None))
+                        .await
+                        .expect("concurrent lookup");
+                }
+            }));
+        }
+        let mut committed = 0;
+        for w in writers {
+            committed += w.await.expect("writer");
+        }
+        for r in readers {
+            r.await.expect("reader");
+        }
+
+        wait_caught_up(&db, &cached).await;
+        let keys = assert_cache_matches_ledger(&db, &cached).await;
+        let ledger_rows: i64 = tenancy::admin_direct(&db)
+            .await
+            .query_one("SELECT count(*) FROM inventory_ledger", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(
+            ledger_rows - seed_rows,
+            committed as i64,
+            "committed movements"
+        );
+        let s = stats(&cached).await;
+        assert_eq!(
+            counter(&s, "rows_applied"),
+            committed,
+            "every committed movement applied exactly once, no rolled-back one: {s:?}"
+        );
+        assert_eq!(counter(&s, "resyncs"), 0, "{s:?}");
+        println!(
+            "concurrent writers: {committed} movements from 6 connections, {keys} keys compared, \
+             {} transactions applied",
+            counter(&s, "transactions_applied")
         );
     })
     .await;

@@ -321,7 +321,7 @@ async fn trigger_keeps_balances_under_concurrent_writers_and_reconcile_repairs_d
         let drift = reconcile::find_drift(&c).await.unwrap();
         assert_eq!(drift.len(), 3, "{drift:#?}");
         assert!(drift.iter().any(|d| d.item_id == "i2" && d.lot_id.is_none() && d.balance.is_none()));
-        let args = |fix| cli::ReconcileArgs { fix, target: TargetArgs { database_url: Some(db.upstream_url()), config: None } };
+        let args = |fix| cli::ReconcileArgs { fix, proxy: None, target: TargetArgs { database_url: Some(db.upstream_url()), config: None } };
         let err = cli::reconcile(args(false)).await.unwrap_err();
         assert!(matches!(err, MigrateError::Drift(3)), "{err}");
         let checks = verify::verify(&t).await.unwrap();

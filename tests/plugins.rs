@@ -9,7 +9,7 @@ use common::{plugin_toml, wasm};
 use orgwall::config::{PluginSpec, Role};
 use orgwall::policy::{PolicyEngine, Who};
 use orgwall_e2e::clients::{expect_db_error, sqlstate};
-use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, TENANT_A};
+use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, SWITCHER, TENANT_A};
 use orgwall_e2e::{bounded, connect, ProxyOptions, TestProxy, ADMIN};
 
 fn spec(name: &str, file: &str, config_json: &str) -> PluginSpec {
@@ -135,6 +135,34 @@ fn example_plugins_decide_as_documented() {
         check(&e, &TENANT, "SELECT id FROM inventory_ledger LIMIT 5000"),
         Err("54000".into())
     );
+    // Statements that differ only in what a lexical fingerprint drops (whitespace, case inside
+    // quotes) or in their place in a multi-statement string must not share a cached verdict.
+    let conflations: &[(&str, Result<Option<&str>, &str>)] = &[
+        ("SELECT e mail FROM users", Ok(None)),
+        (
+            "SELECT email FROM users",
+            Ok(Some("SELECT '***' AS email FROM users")),
+        ),
+        ("SELECT \"Email\" FROM users", Ok(None)),
+        (
+            "SELECT \"email\" FROM users",
+            Ok(Some("SELECT '***' AS email FROM users")),
+        ),
+        ("SELECT 1; SELECT 1", Ok(None)),
+        ("SELECT 1; DELETE FROM inventory_ledger", Err("42501")),
+        (
+            "SELECT 1 FROM items; SELECT 1 FROM audit_logs",
+            Err("42501"),
+        ),
+        ("SELECT 1 FROM items--x\n", Ok(None)),
+        ("SELECT 1 FROM items--x\nFROM audit_logs", Err("42601")),
+        ("SELECT E'\\' FROM audit_logs --' FROM users", Ok(None)),
+        ("SELECT E'x' FROM audit_logs --' FROM users", Err("42501")),
+    ];
+    for (sql, want) in conflations {
+        let want = want.map(|o| o.map(str::to_string)).map_err(str::to_string);
+        assert_eq!(check(&e, &TENANT, sql), want, "{sql}");
+    }
 }
 
 #[test]
@@ -294,6 +322,50 @@ async fn example_plugins_through_the_proxy_in_both_protocols() {
             .expect("alive")
             .get(0);
         assert_eq!(one, 1);
+    })
+    .await;
+}
+
+/// Plugins decide for the tenant a statement runs as: a switcher that prepares a statement
+/// as one tenant and runs it after switching to another gets the new tenant's verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switcher_statement_is_checked_again_for_the_tenant_it_runs_as() {
+    bounded(300, async {
+        let e = PolicyEngine::new(&[spec("audit", "audit_admin_only", r#"{"orgs":["org_a"]}"#)])
+            .expect("engine");
+        let b = Who {
+            org_id: Some("org_b"),
+            ..TENANT
+        };
+        let sql = "SELECT count(*) FROM audit_logs";
+        assert_eq!(check(&e, &TENANT, sql), Ok(None), "org_a is listed");
+        assert_eq!(check(&e, &b, sql), Err("42501".into()), "org_b is not");
+
+        let db = tenant_db("plugins_switcher").await;
+        let plugins = plugin_toml(
+            "audit-admin-only",
+            &wasm("audit_admin_only"),
+            "orgs = [\"org_a\"]",
+        );
+        let proxy =
+            TestProxy::start_with_extra(&db, ProxyOptions::default(), &(tenancy_toml() + &plugins))
+                .await;
+        let c = connect(&proxy.conn_str(SWITCHER)).await;
+        c.batch_execute("SET orgwall.org_id = 'org_a'")
+            .await
+            .expect("bind org_a");
+        let stmt = c.prepare(sql).await.expect("org_a may prepare");
+        let n: i64 = c.query_one(&stmt, &[]).await.expect("org_a reads").get(0);
+        assert!(n > 0, "org_a has audit rows");
+        c.batch_execute("SET orgwall.org_id = 'org_b'")
+            .await
+            .expect("bind org_b");
+        expect_db_error(c.query_one(&stmt, &[]).await, "42501", "requires role");
+        c.batch_execute("SET orgwall.org_id = 'org_a'")
+            .await
+            .expect("bind org_a again");
+        let again: i64 = c.query_one(&stmt, &[]).await.expect("org_a again").get(0);
+        assert_eq!(again, n);
     })
     .await;
 }

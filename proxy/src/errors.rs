@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use crate::balances::drift::DriftError;
 use crate::policy::Refusal as PolicyRefusal;
 use crate::scram::ScramError;
 use crate::sql::rewrite::Refusal;
@@ -63,6 +64,7 @@ pub mod code {
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+    pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 }
 
 impl From<WireError> for ClientError {
@@ -85,6 +87,21 @@ impl From<&UpstreamError> for ClientError {
             _ => ClientError::error(
                 code::CONNECTION_FAILURE,
                 format!("cannot reach PostgreSQL: {e}"),
+            ),
+        }
+    }
+}
+
+impl From<&DriftError> for ClientError {
+    fn from(e: &DriftError) -> Self {
+        match e {
+            DriftError::Upstream(u) => {
+                let inner = ClientError::from(u);
+                ClientError::error(inner.code, format!("balance drift check: {e}"))
+            }
+            _ => ClientError::error(
+                code::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("balance drift check: {e}"),
             ),
         }
     }

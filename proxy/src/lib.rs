@@ -23,6 +23,7 @@ pub mod demo;
 pub mod errors;
 pub mod frontend;
 pub mod localpg;
+pub mod lru;
 pub mod migrate;
 pub mod policy;
 pub mod scram;

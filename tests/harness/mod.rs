@@ -6,6 +6,7 @@
 //! Run with `cargo test -p orgwall-e2e -- --test-threads=2`; the PostgreSQL server and client
 //! binaries must be installed (`apt-get install -y postgresql`), or the tests fail saying so.
 
+pub mod balances;
 pub mod clients;
 pub mod pg;
 pub mod proxy;
@@ -17,7 +18,9 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use clients::{connect, expect_db_error, sqlstate, CliOutput};
-pub use pg::{dedicated_postgres, shared_postgres, DedicatedPostgres, TestDb};
+pub use pg::{
+    dedicated_postgres, dedicated_postgres_with, shared_postgres, DedicatedPostgres, TestDb,
+};
 pub use proxy::{ProxyOptions, TestProxy, ADMIN, TENANT};
 
 /// Runs a test body, panicking if it has not finished after `secs` seconds.

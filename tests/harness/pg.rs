@@ -20,7 +20,7 @@ pub struct PgServer {
 }
 
 impl PgServer {
-    fn start(label: &str) -> PgServer {
+    fn start(label: &str, extra_conf: Vec<(String, String)>) -> PgServer {
         static SEQ: AtomicUsize = AtomicUsize::new(0);
         let root = std::env::temp_dir().join(format!(
             "orgwall-e2e-{}-{label}{}",
@@ -33,8 +33,9 @@ impl PgServer {
             data_dir: root.join("pgdata"),
             port: None,
             superuser_password: SUPERUSER_PASSWORD.to_string(),
-            // LocalPostgres already sets what the tests need (logical WAL, 200 connections).
-            extra_conf: Vec::new(),
+            // LocalPostgres already sets what the tests need (logical WAL, 200 connections);
+            // `extra_conf` comes after its settings, so it can override them.
+            extra_conf,
         };
         let pg = LocalPostgres::start(opts).unwrap_or_else(|e| {
             let _ = std::fs::remove_dir_all(&root);
@@ -112,7 +113,7 @@ extern "C" fn stop_shared_at_exit() {
 pub fn shared_postgres() -> Arc<PgServer> {
     SHARED
         .get_or_init(|| {
-            let s = Arc::new(PgServer::start("pg"));
+            let s = Arc::new(PgServer::start("pg", Vec::new()));
             // SAFETY: registering a plain `extern "C" fn` with no arguments is always sound.
             let rc = unsafe { libc::atexit(stop_shared_at_exit) };
             assert_eq!(rc, 0, "atexit registration failed");
@@ -128,7 +129,17 @@ pub struct DedicatedPostgres {
 
 /// Starts a PostgreSQL that only the calling test uses.
 pub async fn dedicated_postgres() -> DedicatedPostgres {
-    let server = tokio::task::spawn_blocking(|| Arc::new(PgServer::start("dedicated")))
+    dedicated_postgres_with(&[]).await
+}
+
+/// Starts a PostgreSQL that only the calling test uses, with extra `postgresql.conf` settings
+/// (written after the harness's own, so `("wal_level", "replica")` overrides `logical`).
+pub async fn dedicated_postgres_with(settings: &[(&str, &str)]) -> DedicatedPostgres {
+    let extra: Vec<(String, String)> = settings
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let server = tokio::task::spawn_blocking(move || Arc::new(PgServer::start("dedicated", extra)))
         .await
         .expect("start dedicated PostgreSQL");
     DedicatedPostgres { server }

@@ -124,7 +124,15 @@ COMMIT;
 /// A fresh database with migrations 0001–0003 applied (by the proxy's own runner) and
 /// [`SEED_SQL`] loaded.
 pub async fn tenant_db(label: &str) -> TestDb {
-    let db = TestDb::create(label).await;
+    seed(TestDb::create(label).await).await
+}
+
+/// Like [`tenant_db`], on a given server (a dedicated one, for tests that restart it).
+pub async fn tenant_db_on(server: std::sync::Arc<crate::pg::PgServer>, label: &str) -> TestDb {
+    seed(TestDb::create_on(server, label).await).await
+}
+
+async fn seed(db: TestDb) -> TestDb {
     migrate(&db).await;
     db.psql(SEED_SQL).await;
     db

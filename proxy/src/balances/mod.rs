@@ -6,8 +6,11 @@
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
 //! - [`pgoutput`]: decoding of the replication stream.
-//! - [`feed`]: the replication connection — slot with exported snapshot, initial load,
-//!   streaming, acknowledgements, reconnect + resync.
+//! - [`feed`]: the replication rounds — reconnect with backoff, resync, off for good;
+//!   `snapshot` (checks, slot with exported snapshot, initial load) and `stream` (streaming,
+//!   applying whole transactions, acknowledgements) are its two halves.
+//! - [`drift`]: the cache against `inventory_balances` at a consistent point
+//!   (`SHOW orgwall.balances_drift`).
 //!
 //! Invariant: a lookup is answered only while the feed is streaming from a consistent load
 //! (`serving()`); otherwise, and for anything the store cannot reproduce exactly, the caller
@@ -15,10 +18,13 @@
 
 pub mod answer;
 pub mod decimal;
+pub mod drift;
 pub mod feed;
 pub mod pgoutput;
 pub mod shape;
+mod snapshot;
 pub mod store;
+mod stream;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -117,6 +123,17 @@ impl Balances {
         self.metrics
             .read_your_writes_waits
             .fetch_add(1, Ordering::Relaxed);
+        if self.wait_applied(lsn, timeout).await {
+            return true;
+        }
+        self.metrics
+            .read_your_writes_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        false
+    }
+
+    /// [`wait_for`](Self::wait_for) without the read-your-writes counters.
+    pub async fn wait_applied(&self, lsn: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let notified = self.advanced.notified();
@@ -131,9 +148,6 @@ impl Balances {
                 break;
             }
         }
-        self.metrics
-            .read_your_writes_timeouts
-            .fetch_add(1, Ordering::Relaxed);
         false
     }
 

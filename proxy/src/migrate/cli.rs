@@ -104,6 +104,11 @@ pub struct ReconcileArgs {
     /// Repair drifting balances (one transaction).
     #[arg(long)]
     pub fix: bool,
+    /// An admin login on a running Orgwall (`postgres://admin:pw@proxy:port/db`): also compare
+    /// its balance cache with inventory_balances (`SHOW orgwall.balances_drift`). Without a
+    /// database target, only the cache is checked.
+    #[arg(long, value_name = "URL", conflicts_with = "fix")]
+    pub proxy: Option<String>,
     #[command(flatten)]
     pub target: TargetArgs,
 }
@@ -179,19 +184,43 @@ fn print_report(verb: &str, r: &runner::RunReport) {
     println!("{verb}: {}", r.migrations.join(", "));
 }
 
-/// Runs `orgwall reconcile [--fix]`.
+/// Rows printed before "… and N more".
+const SHOWN: usize = 50;
+
+/// Runs `orgwall reconcile [--fix] [--proxy URL]`: non-zero exit on any unrepaired drift.
 pub async fn reconcile(args: ReconcileArgs) -> Result<(), MigrateError> {
-    const SHOWN: usize = 50;
-    let target = args.target.resolve()?;
+    let target = match (args.target.resolve(), &args.proxy) {
+        (Err(MigrateError::NoTarget), Some(_)) => None,
+        (t, _) => Some(t?),
+    };
+    let ledger_drift = match &target {
+        Some(t) => reconcile_ledger(t, args.fix).await?,
+        None => 0,
+    };
+    let cache_drift = match &args.proxy {
+        Some(url) => reconcile_cache(url).await?,
+        None => 0,
+    };
+    if ledger_drift > 0 {
+        Err(MigrateError::Drift(ledger_drift))
+    } else if cache_drift > 0 {
+        Err(MigrateError::CacheDrift(cache_drift))
+    } else {
+        Ok(())
+    }
+}
+
+/// `inventory_balances` against the ledger; the number of keys still drifting.
+async fn reconcile_ledger(target: &Target, fix: bool) -> Result<usize, MigrateError> {
     let mut client = target.connect().await?;
-    let drift = if args.fix {
+    let drift = if fix {
         reconcile::fix(&mut client).await?
     } else {
         reconcile::find_drift(&client).await?
     };
     if drift.is_empty() {
         println!("inventory_balances matches the ledger");
-        return Ok(());
+        return Ok(0);
     }
     println!(
         "{:<16} {:<16} {:<16} {:<12} {:>14} {:>14}",
@@ -211,10 +240,57 @@ pub async fn reconcile(args: ReconcileArgs) -> Result<(), MigrateError> {
     if drift.len() > SHOWN {
         println!("… and {} more", drift.len() - SHOWN);
     }
-    if args.fix {
+    if fix {
         println!("repaired {} key(s) in one transaction", drift.len());
-        Ok(())
-    } else {
-        Err(MigrateError::Drift(drift.len()))
+        return Ok(0);
     }
+    Ok(drift.len())
+}
+
+/// A running Orgwall's balance cache against `inventory_balances`, through its admin login;
+/// the number of drifting keys.
+async fn reconcile_cache(url: &str) -> Result<usize, MigrateError> {
+    let proxy = Target::from_url(url)?;
+    let client = proxy.connect().await?;
+    let msgs = client
+        .simple_query("SHOW orgwall.balances_drift")
+        .await
+        .map_err(MigrateError::sql(format!(
+            "SHOW orgwall.balances_drift on {}",
+            proxy.label()
+        )))?;
+    let rows: Vec<_> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    if rows.is_empty() {
+        println!(
+            "the balance cache of {} matches inventory_balances",
+            proxy.label()
+        );
+        return Ok(0);
+    }
+    println!(
+        "{:<16} {:<16} {:<16} {:<12} {:>14} {:>14}",
+        "ORG", "ITEM", "LOCATION", "LOT", "CACHED", "ACTUAL"
+    );
+    for r in rows.iter().take(SHOWN) {
+        let col = |i: usize, none: &'static str| r.get(i).unwrap_or(none).to_string();
+        println!(
+            "{:<16} {:<16} {:<16} {:<12} {:>14} {:>14}",
+            col(0, "?"),
+            col(1, "?"),
+            col(2, "?"),
+            col(3, "(none)"),
+            col(4, "(missing)"),
+            col(5, "(missing)")
+        );
+    }
+    if rows.len() > SHOWN {
+        println!("… and {} more", rows.len() - SHOWN);
+    }
+    Ok(rows.len())
 }

@@ -60,6 +60,11 @@ pub enum MigrateError {
         "inventory_balances drifts from the ledger on {0} key(s); run `orgwall reconcile --fix`"
     )]
     Drift(usize),
+    #[error(
+        "the running Orgwall's balance cache drifts from inventory_balances on {0} key(s); \
+         it reloads from inventory_balances when its feed resyncs (e.g. a proxy restart)"
+    )]
+    CacheDrift(usize),
 }
 
 impl MigrateError {

@@ -2,7 +2,10 @@
 //! once, asks each plugin in order, and folds the answers (first deny wins, masks add up).
 //! A plugin that fails is a deny naming it (fail closed).
 
+use std::sync::Arc;
+
 use super::mask::Mask;
+use super::plugin::CacheKey;
 use super::wit;
 use super::{PluginSet, Slot, Who};
 use crate::config::Role;
@@ -16,23 +19,28 @@ pub enum Outcome {
     Mask(Vec<Mask>),
 }
 
-/// Asks every plugin in `set` about one statement.
-pub(super) fn decide(
-    set: &PluginSet,
-    who: &Who<'_>,
-    sql: &str,
-    fingerprint: u64,
-    info: &StatementInfo,
-) -> Outcome {
-    let principal = principal(who);
-    let stmt = statement(sql, fingerprint, info);
-    let key = (
-        fingerprint,
+/// Where a statement is: its SQL string, the string's fingerprint and shape key, and its
+/// position in the string.
+pub(super) struct At<'a> {
+    pub sql: &'a str,
+    pub fingerprint: u64,
+    pub shape: &'a Arc<str>,
+    pub index: usize,
+}
+
+/// Asks every plugin in `set` about one statement. The WIT principal and statement are built
+/// only if some plugin has no cached decision.
+pub(super) fn decide(set: &PluginSet, who: &Who<'_>, at: &At<'_>, info: &StatementInfo) -> Outcome {
+    let key: CacheKey = (
+        at.shape.clone(),
+        at.index,
         info.limit,
         who.role.as_str(),
         who.user.to_string(),
         who.org_id.map(str::to_string),
     );
+    let fingerprint = at.fingerprint;
+    let mut built = None;
     let mut masks = Vec::new();
     for slot in &set.slots {
         let plugin = match slot {
@@ -44,7 +52,15 @@ pub(super) fn decide(
                 }
             }
         };
-        match plugin.check(&key, &principal, &stmt) {
+        let answer = match plugin.cached(&key) {
+            Some(d) => Ok(d),
+            None => {
+                let (principal, stmt) = built
+                    .get_or_insert_with(|| (principal(who), statement(at.sql, fingerprint, info)));
+                plugin.check(&key, principal, stmt)
+            }
+        };
+        match answer {
             Ok(wit::Decision::Allow) => {}
             Ok(wit::Decision::Deny(d)) => {
                 return Outcome::Deny {

@@ -22,6 +22,7 @@ pub use convert::Outcome;
 pub use plugin::Plugin;
 
 use crate::config::{PluginSpec, Role};
+use crate::lru::Lru;
 use crate::sql::analyze;
 
 /// Bindings generated from the WIT world.
@@ -89,7 +90,22 @@ pub struct PolicyEngine {
     /// bounded (see [`PolicyEngine::intern`]).
     codes: Mutex<HashSet<&'static str>>,
     compiled: Compiled,
+    /// Statement analyses by exact text and by shape key (see [`PolicyEngine::analysed`]).
+    by_text: Lru<Arc<Analysed>>,
+    by_shape: Lru<Arc<Analysed>>,
 }
+
+/// The analysis of one SQL text, shared by every text of the same shape.
+pub(crate) struct Analysed {
+    /// The shape key (literal-blind; see `sql::shape_key`): the decision caches' key.
+    pub(crate) key: Arc<str>,
+    /// `sql::fingerprint` of the first text of this shape (for logs and plugins).
+    pub(crate) fingerprint: u64,
+    pub(crate) infos: Vec<analyze::StatementInfo>,
+}
+
+/// Analyses cached per engine; plenty for an application's statement shapes.
+const ANALYSES: usize = 4096;
 
 /// Compiled components by content hash, so plugins sharing a file (and reloads that did not
 /// change it) compile once. Holds only what the last build used.
@@ -132,6 +148,8 @@ impl PolicyEngine {
             set: RwLock::new(Arc::default()),
             codes: Mutex::new(HashSet::new()),
             compiled: Compiled::default(),
+            by_text: Lru::new(ANALYSES),
+            by_shape: Lru::new(ANALYSES),
         };
         let set = me.build(specs, &PluginSet::default());
         me.swap(set);
@@ -216,14 +234,18 @@ impl PolicyEngine {
         if set.slots.is_empty() {
             return Ok(None);
         }
-        let infos = analyze::analyze(sql).map_err(|e| Refusal {
-            code: "42601",
-            message: format!("policy: {e}"),
-        })?;
-        let fingerprint = crate::sql::fingerprint(sql);
+        let analysed = self.analysed(sql)?;
+        let fingerprint = analysed.fingerprint;
+        let infos = &analysed.infos;
         let mut masks = Vec::new();
-        for info in &infos {
-            match convert::decide(&set, who, sql, fingerprint, info) {
+        for (index, info) in infos.iter().enumerate() {
+            let at = convert::At {
+                sql,
+                fingerprint,
+                shape: &analysed.key,
+                index,
+            };
+            match convert::decide(&set, who, &at, info) {
                 Outcome::Allow => {}
                 Outcome::Mask(m) => masks.extend(m),
                 Outcome::Deny { code, message } => {
@@ -247,6 +269,42 @@ impl PolicyEngine {
             code: "42501",
             message: format!("policy: {e}"),
         })
+    }
+
+    /// The analysis of `sql`: by exact text (repeated and prepared statements: a hash lookup),
+    /// else by shape (the same statement with other literals: one tokenizer pass), else
+    /// analysed and cached. An analysis with a literal `LIMIT` depends on that literal, so it
+    /// is cached by exact text only.
+    fn analysed(&self, sql: &str) -> Result<Arc<Analysed>, Refusal> {
+        if let Some(hit) = self.by_text.get(sql) {
+            return Ok(hit);
+        }
+        let refuse = |why: String| Refusal {
+            code: "42601",
+            message: format!("policy: {why}"),
+        };
+        let Some(shape) = crate::sql::shape_key(sql) else {
+            // Tokenizing failed; the parser's error says why.
+            return Err(refuse(match analyze::analyze(sql) {
+                Err(e) => e.to_string(),
+                Ok(_) => "cannot tokenize SQL".into(),
+            }));
+        };
+        if let Some(hit) = self.by_shape.get(&shape) {
+            return Ok(hit);
+        }
+        let infos = analyze::analyze(sql).map_err(|e| refuse(e.to_string()))?;
+        let literal_limit = infos.iter().any(|i| i.limit.is_some());
+        let analysed = Arc::new(Analysed {
+            key: Arc::from(shape.as_str()),
+            fingerprint: crate::sql::fingerprint(sql),
+            infos,
+        });
+        self.by_text.insert(sql, analysed.clone());
+        if !literal_limit {
+            self.by_shape.insert(&shape, analysed.clone());
+        }
+        Ok(analysed)
     }
 
     /// A `&'static` SQLSTATE for a plugin's (validated) code. At most 256 distinct codes are

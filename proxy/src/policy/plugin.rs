@@ -52,8 +52,16 @@ struct Slot {
     bindings: Policy,
 }
 
-/// Cache key: (fingerprint, literal LIMIT, role, user, org).
-pub(super) type CacheKey = (u64, Option<u64>, &'static str, String, Option<String>);
+/// Cache key: (shape key of the SQL string, statement index in it, literal LIMIT, role, user,
+/// org). The shape key is exact up to literal values (see `sql::shape_key`).
+pub(super) type CacheKey = (
+    Arc<str>,
+    usize,
+    Option<u64>,
+    &'static str,
+    String,
+    Option<String>,
+);
 
 /// Decision caches are cleared when they reach this many entries.
 const CACHE_CAP: usize = 50_000;
@@ -175,6 +183,11 @@ impl Plugin {
             .map_err(|e| failed(format!("init trapped: {}", describe(&e))))?
             .map_err(|why| failed(format!("init refused its config: {why}")))?;
         Ok((Slot { store, bindings }, info))
+    }
+
+    /// The cached decision for `key`, when the plugin caches and has one.
+    pub(super) fn cached(&self, key: &CacheKey) -> Option<wit::Decision> {
+        self.cache.as_ref()?.get(key).map(|d| d.clone())
     }
 
     /// Asks the plugin about one statement. Errors (trap, fuel, failed instantiation) mean the

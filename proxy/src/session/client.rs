@@ -9,7 +9,7 @@ use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Pars
 use pgwire::messages::simplequery::Query;
 
 use super::pending::Pending;
-use super::tenant;
+use super::{admin, tenant};
 use super::{Session, Statement};
 use crate::errors::{code, ClientError};
 use crate::wire;
@@ -59,6 +59,10 @@ impl Session<'_> {
 
     async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let q: Query = wire::decode(frame.clone(), "Query")?;
+        // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
+        if let Some(cmd) = admin::parse(&q.query) {
+            return self.on_admin_command(cmd, true).await;
+        }
         if let Some(cmd) = tenant::parse_command(&q.query) {
             return self.on_orgwall_command(cmd).await;
         }
@@ -90,6 +94,10 @@ impl Session<'_> {
     async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let p: Parse = wire::decode(frame, "Parse")?;
         let name = p.name.unwrap_or_default();
+        // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
+        if let Some(cmd) = admin::parse(&p.query) {
+            return self.on_admin_command(cmd, false).await;
+        }
         if let Some(cmd) = tenant::parse_command(&p.query) {
             return self.parse_command_statement(name, cmd).await;
         }
@@ -175,7 +183,7 @@ impl Session<'_> {
                 format!("{what} does not exist"),
             ));
         };
-        let stmt = self.for_current_tenant(found.clone())?;
+        let stmt = self.for_current_tenant(found.clone()).await?;
         if !Arc::ptr_eq(&stmt, &found) {
             self.statements.insert(name.to_string(), stmt.clone());
         }

@@ -109,17 +109,8 @@ impl Session<'_> {
         pgoutput::parse_lsn(text)
     }
 
-    /// Simple protocol: answers the query from the cache; true when answered. Also answers
-    /// `SHOW orgwall_balances` (admin logins): the cache's state and counters.
+    /// Simple protocol: answers the query from the cache; true when answered.
     pub(super) async fn answer_query_locally(&mut self, text: &str, routed: &Routed) -> bool {
-        if self.principal.role == crate::config::Role::Admin
-            && text
-                .trim()
-                .trim_end_matches(';')
-                .eq_ignore_ascii_case("SHOW orgwall_balances")
-        {
-            return self.show_balances();
-        }
         let Some(shape) = self.recognise(text, routed).await else {
             return false;
         };
@@ -137,41 +128,6 @@ impl Session<'_> {
             out.extend_from_slice(r);
         }
         out.extend_from_slice(&answer::command_complete(resp.rows.len()));
-        wire::put_ready(&mut out, self.status);
-        self.push_synthetic(out);
-        true
-    }
-
-    fn show_balances(&mut self) -> bool {
-        let stats = match &self.state.balances {
-            Some(b) => b.stats(),
-            None => vec![
-                ("serving", "false".into()),
-                ("off_reason", "disabled".into()),
-            ],
-        };
-        let mut out = BytesMut::new();
-        let mut body = Vec::new();
-        body.extend_from_slice(&2i16.to_be_bytes());
-        for name in ["name", "value"] {
-            body.extend_from_slice(name.as_bytes());
-            body.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0]); // table oid, attnum
-            body.extend_from_slice(&25u32.to_be_bytes());
-            body.extend_from_slice(&(-1i16).to_be_bytes());
-            body.extend_from_slice(&(-1i32).to_be_bytes());
-            body.extend_from_slice(&0i16.to_be_bytes());
-        }
-        out.extend_from_slice(&wire::frame(b'T', &body));
-        for (name, value) in &stats {
-            let mut row = Vec::new();
-            row.extend_from_slice(&2i16.to_be_bytes());
-            for v in [name.as_bytes(), value.as_bytes()] {
-                row.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                row.extend_from_slice(v);
-            }
-            out.extend_from_slice(&wire::frame(b'D', &row));
-        }
-        out.extend_from_slice(&answer::command_complete(stats.len()));
         wire::put_ready(&mut out, self.status);
         self.push_synthetic(out);
         true

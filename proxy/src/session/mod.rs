@@ -5,6 +5,7 @@
 //! forwarded as raw frames. In transaction pooling the server connection is held from the first
 //! message that needs it until ReadyForQuery reports idle with nothing in flight.
 
+mod admin;
 mod backend;
 mod client;
 mod commands;

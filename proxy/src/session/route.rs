@@ -27,6 +27,9 @@ pub(super) struct Routed {
 pub(super) struct Rendered {
     pub org: String,
     pub template: Arc<Template>,
+    /// The client's text, for switcher logins: routed again (policy included) when the
+    /// session's tenant changes before the statement runs.
+    pub client_text: Option<Arc<str>>,
 }
 
 impl Session<'_> {
@@ -79,7 +82,11 @@ impl Session<'_> {
         Ok(Routed {
             sql: Some(sql),
             effect,
-            tenant: Some(Rendered { org, template }),
+            tenant: Some(Rendered {
+                org,
+                template,
+                client_text: (self.principal.role == Role::Switcher).then(|| Arc::from(text)),
+            }),
         })
     }
 
@@ -122,7 +129,7 @@ impl Session<'_> {
 
     /// For a switcher whose tenant changed since the statement was prepared, renders it again
     /// for the current tenant (a different server-side statement).
-    pub(super) fn for_current_tenant(
+    pub(super) async fn for_current_tenant(
         &self,
         stmt: Arc<Statement>,
     ) -> Result<Arc<Statement>, ClientError> {
@@ -138,15 +145,26 @@ impl Session<'_> {
         if org == rendered.org {
             return Ok(stmt);
         }
-        let sql = rendered.template.render_checked(&org)?;
+        // Policy plugins decided for the old tenant: the client's text goes through the whole
+        // seam again (policy, rewrite, render) for the new one.
+        let routed = match &rendered.client_text {
+            Some(text) => self.route_sql(text).await?,
+            None => Routed {
+                sql: Some(rendered.template.render_checked(&org)?),
+                effect: stmt.effect.clone(),
+                tenant: Some(Rendered {
+                    org,
+                    template: rendered.template.clone(),
+                    client_text: None,
+                }),
+            },
+        };
+        let sql = routed.sql.unwrap_or_else(|| stmt.sql.clone());
         Ok(Arc::new(Statement::new(
             sql,
             stmt.types.clone(),
-            stmt.effect.clone(),
-            Some(Rendered {
-                org,
-                template: rendered.template.clone(),
-            }),
+            routed.effect,
+            routed.tenant,
         )))
     }
 

@@ -4,6 +4,7 @@
 
 use std::hash::{Hash, Hasher};
 
+use crate::sql::quote_literal;
 use crate::sql::SessionEffect;
 
 /// The settings one client expects every server connection to have.
@@ -65,8 +66,8 @@ impl Settings {
         for (k, v) in &self.startup {
             sql.push_str(&format!(
                 "SELECT pg_catalog.set_config({}, {}, false);",
-                literal(k),
-                literal(v)
+                quote_literal(k),
+                quote_literal(v)
             ));
         }
         for (k, v) in &self.session {
@@ -74,10 +75,6 @@ impl Settings {
         }
         sql
     }
-}
-
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 #[cfg(test)]

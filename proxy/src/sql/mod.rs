@@ -4,10 +4,29 @@
 //! (which cannot survive transaction pooling). It is a lexer, not a parser: it understands
 //! quotes, dollar quotes, comments and `;`, which is all these checks need, and costs one pass.
 //! The tenant rewriter (DESIGN.md §4) lives in [`rewrite`]; what a statement reads and writes,
-//! for policy plugins, in [`analyze`].
+//! for policy plugins, in [`analyze`]; literal-blind statement keys in [`shape_key`].
 
 pub mod analyze;
 pub mod rewrite;
+pub mod shape_key;
+pub use shape_key::shape_key;
+
+/// `v` as an SQL string literal: `'…'` with quotes doubled; `E'…'` when a backslash is present
+/// so the result reads the same whatever `standard_conforming_strings` says. A NUL (impossible
+/// in PostgreSQL text) yields `NULL`, which matches no row and violates every NOT NULL column.
+/// The one quoting function: the rewriter's tenant literal, settings replay, catalog and
+/// balance-feed queries all use it.
+pub fn quote_literal(v: &str) -> String {
+    if v.contains('\0') {
+        return "NULL".to_string();
+    }
+    let body = v.replace('\'', "''");
+    if body.contains('\\') {
+        format!("E'{}'", body.replace('\\', "\\\\"))
+    } else {
+        format!("'{body}'")
+    }
+}
 
 /// A statement effect that outlives the transaction it runs in.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -314,6 +333,15 @@ fn strip_word<'a>(s: &'a str, word: &str) -> Option<&'a str> {
 mod tests {
     use super::*;
     use SessionEffect::*;
+
+    #[test]
+    fn quote_literal_doubles_quotes_and_escapes_backslashes() {
+        assert_eq!(quote_literal("plain"), "'plain'");
+        assert_eq!(quote_literal("it's"), "'it''s'");
+        assert_eq!(quote_literal(r"a\'b"), r"E'a\\''b'");
+        assert_eq!(quote_literal("a\0b"), "NULL");
+        assert_eq!(quote_literal(""), "''");
+    }
 
     fn check(sql: &str, statements: usize, effects: &[SessionEffect]) {
         let s = summarize(sql);

@@ -5,14 +5,11 @@ use std::collections::BTreeMap;
 
 use super::{Pool, UpstreamError};
 use crate::config::Tenancy;
+use crate::sql::quote_literal;
 use crate::sql::rewrite::{Catalog, TableInfo, TableKind};
 
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
 fn schema_list(t: &Tenancy) -> String {
-    let items: Vec<String> = t.schemas.iter().map(|s| literal(s)).collect();
+    let items: Vec<String> = t.schemas.iter().map(|s| quote_literal(s)).collect();
     format!("ARRAY[{}]::text[]", items.join(","))
 }
 

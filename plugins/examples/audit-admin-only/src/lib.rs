@@ -1,11 +1,13 @@
-//! `audit-admin-only`: the audit trail is readable only by principals whose role is listed.
-//! Config: `tables = ["audit_logs"]`, `roles = ["admin"]` (defaults).
+//! `audit-admin-only`: the audit trail is readable only by principals whose role is listed, or
+//! whose org is listed (tenants that bought the audit feature read their own, confined trail).
+//! Config: `tables = ["audit_logs"]`, `roles = ["admin"]`, `orgs = []` (defaults).
 
 use orgwall_policy::{deny, Config, Decision, Policy, Principal, Statement};
 
 struct AuditAdminOnly {
     tables: Vec<String>,
     roles: Vec<String>,
+    orgs: Vec<String>,
 }
 
 impl Policy for AuditAdminOnly {
@@ -13,11 +15,17 @@ impl Policy for AuditAdminOnly {
         Ok(AuditAdminOnly {
             tables: config.strings("tables", &["audit_logs"])?,
             roles: config.strings("roles", &["admin"])?,
+            orgs: config.strings("orgs", &[])?,
         })
     }
 
     fn check(&self, who: &Principal, stmt: &Statement) -> Decision {
-        if self.roles.iter().any(|r| r == who.role.as_str()) {
+        if self.roles.iter().any(|r| r == who.role.as_str())
+            || who
+                .org_id
+                .as_ref()
+                .is_some_and(|o| self.orgs.iter().any(|x| x == o))
+        {
             return Decision::Allow;
         }
         match self.tables.iter().find(|t| stmt.reads(t)) {

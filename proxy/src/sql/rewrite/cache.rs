@@ -1,116 +1,78 @@
 //! A bounded rewrite cache keyed by SQL text and catalog version. It stores templates (and
 //! refusals), never a tenant: the tenant is substituted by `Template::render` on every use.
-//! Least-recently-used entries are evicted in batches when the cache is full.
+//! Bounded by [`crate::lru::Lru`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
+use super::shaped::{self, Shaped};
 use super::{rewrite, Catalog, Refusal, Template};
+use crate::lru::Lru;
+use crate::sql::shape_key::fast_key_of;
 
 type Outcome = Result<Arc<Template>, Refusal>;
 
-struct Entry {
-    version: u64,
-    outcome: Outcome,
-    last_used: u64,
-}
-
-struct Inner {
-    map: HashMap<String, Entry>,
-    tick: u64,
-}
-
 /// Shared by all sessions; every method takes `&self`.
 pub struct RewriteCache {
-    capacity: usize,
-    inner: Mutex<Inner>,
+    /// SQL text → (catalog version, outcome).
+    map: Lru<(u64, Outcome)>,
+    /// Shape key of plain text → (catalog version, shaped template or "rewrite each text").
+    shapes: Lru<(u64, Option<Arc<Shaped>>)>,
 }
 
 impl RewriteCache {
     /// A cache holding at most `capacity` statements (at least one).
     pub fn new(capacity: usize) -> RewriteCache {
         RewriteCache {
-            capacity: capacity.max(1),
-            inner: Mutex::new(Inner {
-                map: HashMap::new(),
-                tick: 0,
-            }),
+            map: Lru::new(capacity),
+            shapes: Lru::new(capacity),
         }
     }
 
-    /// The cached outcome for `sql` under this catalog, or a fresh rewrite (then cached).
+    /// The cached outcome for `sql` under this catalog; else, for text with literals, its
+    /// shape's template with these literals (see [`super::shaped`]); else a fresh rewrite
+    /// (then cached).
     pub fn get_or_rewrite(&self, sql: &str, catalog: &Catalog) -> Outcome {
         let version = catalog.version();
-        if let Some(hit) = self.lookup(sql, version) {
-            return hit;
+        if let Some((v, hit)) = self.map.get(sql) {
+            if v == version {
+                return hit;
+            }
+        }
+        if let Some(literals) = shaped::literals_of(sql) {
+            let key = fast_key_of(sql, &literals);
+            let (shape, new) = match self.shapes.get(&key) {
+                Some((v, s)) if v == version => (s, false),
+                _ => {
+                    let s = shaped::shape(sql, &literals, catalog).map(Arc::new);
+                    self.shapes.insert(&key, (version, s.clone()));
+                    (s, true)
+                }
+            };
+            if let Some(s) = shape {
+                let outcome = Ok(Arc::new(s.instantiate(sql, &literals)));
+                // The first text of a shape is cached as text too (a statement prepared with
+                // literals repeats its text); later ones are not, so varying literals cannot
+                // flood the text cache.
+                if new {
+                    self.map.insert(sql, (version, outcome.clone()));
+                }
+                return outcome;
+            }
         }
         // Rewrite outside the lock: other sessions keep hitting the cache meanwhile.
         let outcome = rewrite(sql, catalog).map(Arc::new);
-        self.store(sql, version, outcome.clone());
+        self.map.insert(sql, (version, outcome.clone()));
         outcome
     }
 
     /// Number of cached statements.
     pub fn len(&self) -> usize {
-        self.lock().map.len()
+        self.map.len()
     }
 
     /// Whether nothing is cached.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the map inconsistent (every mutation is
-        // a single HashMap call), so a poisoned lock is still usable.
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn lookup(&self, sql: &str, version: u64) -> Option<Outcome> {
-        let mut inner = self.lock();
-        inner.tick += 1;
-        let tick = inner.tick;
-        let e = inner.map.get_mut(sql)?;
-        if e.version != version {
-            return None;
-        }
-        e.last_used = tick;
-        Some(e.outcome.clone())
-    }
-
-    fn store(&self, sql: &str, version: u64, outcome: Outcome) {
-        let mut inner = self.lock();
-        if inner.map.len() >= self.capacity && !inner.map.contains_key(sql) {
-            evict(&mut inner.map, self.capacity);
-        }
-        inner.tick += 1;
-        let last_used = inner.tick;
-        inner.map.insert(
-            sql.to_string(),
-            Entry {
-                version,
-                outcome,
-                last_used,
-            },
-        );
-    }
-}
-
-/// Drops the least recently used eighth (at least one entry), so eviction cost is amortized.
-fn evict(map: &mut HashMap<String, Entry>, capacity: usize) {
-    let n = (capacity / 8).max(1).min(map.len());
-    let mut ages: Vec<u64> = map.values().map(|e| e.last_used).collect();
-    ages.sort_unstable();
-    if let Some(&cutoff) = ages.get(n - 1) {
-        let mut removed = 0;
-        map.retain(|_, e| {
-            if removed < n && e.last_used <= cutoff {
-                removed += 1;
-                false
-            } else {
-                true
-            }
-        });
+        self.map.is_empty()
     }
 }
 
@@ -148,6 +110,26 @@ mod tests {
         assert_eq!(r.err().map(|e| e.code), Some("42501"));
         let r = cache.get_or_rewrite("DROP TABLE items", &cat);
         assert_eq!(r.err().map(|e| e.code), Some("42501"));
+    }
+
+    #[test]
+    fn texts_differing_in_literals_share_a_shape() {
+        let cat = Catalog::seed_for_tests();
+        let cache = RewriteCache::new(4);
+        for (id, qty) in [("a", "1"), ("it''s", "22.5")] {
+            let sql = format!("SELECT id FROM items WHERE id = '{id}' AND 1 < {qty}");
+            let got = cache.get_or_rewrite(&sql, &cat).map(|t| t.render("org_b"));
+            let want = rewrite(&sql, &cat).map(|t| t.render("org_b"));
+            assert_eq!(got, want);
+            assert!(got.is_ok_and(|s| s.contains(&format!("id = '{id}' AND 1 < {qty}"))));
+        }
+        assert_eq!((cache.map.len(), cache.shapes.len()), (1, 1));
+        // A literal tenant value is the rewriter's to check: never shaped.
+        for org in ["org_a", "org_b"] {
+            let sql = format!("INSERT INTO items (org_id, id) VALUES ('{org}', 'x')");
+            let t = cache.get_or_rewrite(&sql, &cat).expect("rewrite");
+            assert_eq!(t.render_checked("org_a").is_ok(), org == "org_a", "{sql}");
+        }
     }
 
     #[test]

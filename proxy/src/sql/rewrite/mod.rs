@@ -14,6 +14,7 @@ mod functions;
 mod insert;
 mod names;
 mod query;
+pub mod shaped;
 mod statements;
 mod system;
 mod walk;
@@ -28,6 +29,8 @@ use std::fmt;
 use sqlparser::ast::{Expr, Ident};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
+
+use super::quote_literal;
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
@@ -143,21 +146,6 @@ impl Template {
     /// Number of statements in the (possibly multi-statement) SQL.
     pub fn statement_count(&self) -> usize {
         self.statement_count
-    }
-}
-
-/// `'…'` with quotes doubled; `E'…'` when a backslash is present so the result reads the
-/// same whatever `standard_conforming_strings` says. A NUL (impossible in PostgreSQL text)
-/// yields `NULL`, which matches no row and violates every NOT NULL tenant column.
-fn quote_literal(v: &str) -> String {
-    if v.contains('\0') {
-        return "NULL".to_string();
-    }
-    let body = v.replace('\'', "''");
-    if body.contains('\\') {
-        format!("E'{}'", body.replace('\\', "\\\\"))
-    } else {
-        format!("'{body}'")
     }
 }
 

@@ -21,6 +21,7 @@ fn check(input: &str, expected: Expect) {
 
 fn check_with(cat: &Catalog, input: &str, expected: Expect) {
     let got = rewrite(input, cat).and_then(|t| t.render_checked("org_a"));
+    shaped_agrees(cat, input, &got);
     match (expected, got) {
         (Sql(want), Ok(sql)) => {
             assert_eq!(sql, want, "rewrite of {input}");
@@ -47,6 +48,24 @@ fn check_with(cat: &Catalog, input: &str, expected: Expect) {
         }
         (Sql(want), Err(e)) => panic!("{input}: expected {want}, refused {e:?}"),
         (Refused(code, _), Ok(sql)) => panic!("{input}: expected refusal {code}, got {sql}"),
+    }
+}
+
+/// When `input` can be shaped (see `shaped.rs`), the shaped template with its own literals
+/// renders exactly what rewriting it directly renders, and never lets through what the
+/// rewriter refuses.
+fn shaped_agrees(cat: &Catalog, input: &str, direct: &Result<String, super::Refusal>) {
+    let Some(literals) = super::shaped::literals_of(input) else {
+        return;
+    };
+    let Some(shape) = super::shaped::shape(input, &literals, cat) else {
+        return;
+    };
+    let via = shape.instantiate(input, &literals).render_checked("org_a");
+    match (direct, &via) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "shaped rewrite of {input}"),
+        (Err(a), Err(b)) => assert_eq!(a.code, b.code, "shaped refusal of {input}"),
+        _ => panic!("shaped rewrite of {input} disagrees: direct {direct:?}, shaped {via:?}"),
     }
 }
 

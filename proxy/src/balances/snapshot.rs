@@ -1,0 +1,185 @@
+//! The start of a feed round: the server checks (`wal_level`, the served columns' catalog
+//! facts, the ledger publication), the replication connection, and the initial load —
+//! a temporary logical slot that exports its snapshot, and `inventory_balances` read in a
+//! REPEATABLE READ transaction on exactly that snapshot, so the load and the stream that
+//! starts at the slot's consistent point meet with nothing missed or counted twice.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use super::answer::{self, ColumnMeta, Columns};
+use super::feed::FeedError;
+use super::pgoutput;
+use super::store::Movement;
+use super::Balances;
+use crate::sql::quote_literal;
+use crate::upstream::{Pool, ServerConn, UpstreamError};
+
+pub(super) fn cell(row: &[Option<String>], i: usize) -> Option<&str> {
+    row.get(i).and_then(|c| c.as_deref())
+}
+
+/// Checks `wal_level`, records the served columns' metadata and makes sure the publication
+/// exists, on an ordinary connection (kept for the initial load).
+pub(super) async fn prepare(b: &Balances, pool: &Pool) -> Result<ServerConn, FeedError> {
+    let cfg = &b.config;
+    let mut conn = pool.connect_dedicated(false).await?;
+    let level = conn.query_text("SHOW wal_level").await?;
+    let level = level
+        .first()
+        .and_then(|r| cell(r, 0))
+        .unwrap_or("?")
+        .to_string();
+    if level != "logical" {
+        return Err(FeedError::Off(format!(
+            "PostgreSQL runs with wal_level = {level}; the cache needs wal_level = logical"
+        )));
+    }
+    let columns = load_columns(&mut conn, &cfg.schema).await?;
+    *b.columns.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(columns));
+    ensure_publication(&mut conn, &cfg.schema, &cfg.publication).await?;
+    Ok(conn)
+}
+
+/// A walsender connection; a role without REPLICATION turns the cache off for good.
+pub(super) async fn replication_connection(pool: &Pool) -> Result<ServerConn, FeedError> {
+    match pool.connect_dedicated(true).await {
+        Err(UpstreamError::Rejected { code, message }) if code == "42501" => Err(FeedError::Off(
+            format!("the upstream role may not replicate ({message}); grant it REPLICATION"),
+        )),
+        other => Ok(other?),
+    }
+}
+
+/// Creates the temporary slot `slot` on `repl`, loads the store from its exported snapshot
+/// over `conn` (consumed), and returns the LSN the stream starts from.
+pub(super) async fn load(
+    b: &Balances,
+    mut conn: ServerConn,
+    repl: &mut ServerConn,
+    slot: &str,
+) -> Result<u64, FeedError> {
+    let created = repl
+        .query_text(&format!(
+            "CREATE_REPLICATION_SLOT {slot} TEMPORARY LOGICAL pgoutput EXPORT_SNAPSHOT"
+        ))
+        .await?;
+    let row = created
+        .first()
+        .ok_or_else(|| FeedError::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+    let start = cell(row, 1)
+        .and_then(pgoutput::parse_lsn)
+        .ok_or_else(|| FeedError::Protocol("no consistent point".into()))?;
+    let snapshot = cell(row, 2)
+        .ok_or_else(|| FeedError::Protocol("no exported snapshot".into()))?
+        .to_string();
+
+    conn.query_text("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .await?;
+    conn.query_text(&format!(
+        "SET TRANSACTION SNAPSHOT {}",
+        quote_literal(&snapshot)
+    ))
+    .await?;
+    let rows = conn
+        .query_text(&format!(
+            "SELECT org_id, item_id, location_id, lot_id, quantity FROM {}.inventory_balances",
+            b.config.schema
+        ))
+        .await?;
+    conn.query_text("COMMIT").await?;
+    drop(conn);
+    b.store.write(|s| {
+        s.clear();
+        for r in &rows {
+            let m = Movement {
+                org: cell(r, 0).unwrap_or_default().to_string(),
+                item: cell(r, 1).unwrap_or_default().to_string(),
+                location: cell(r, 2).unwrap_or_default().to_string(),
+                lot: cell(r, 3).map(str::to_string),
+                quantity: cell(r, 4).unwrap_or("NaN").to_string(),
+            };
+            s.load(&m);
+        }
+        // Not `set_applied` (a maximum): a resync may start before the last round's position.
+        b.applied_lsn.store(start, Ordering::Release);
+    });
+    Ok(start)
+}
+
+/// Reads the catalog facts PostgreSQL puts in RowDescription for the served columns.
+async fn load_columns(conn: &mut ServerConn, schema: &str) -> Result<Columns, FeedError> {
+    let rows = conn
+        .query_text(&format!(
+            "SELECT a.attname, c.oid, a.attnum, a.atttypid, a.attlen, a.atttypmod \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = {} AND c.relname = 'inventory_balances' \
+               AND a.attnum > 0 AND NOT a.attisdropped",
+            quote_literal(schema)
+        ))
+        .await?;
+    let meta = |name: &str| -> Result<ColumnMeta, FeedError> {
+        let r = rows
+            .iter()
+            .find(|r| cell(r, 0) == Some(name))
+            .ok_or_else(|| {
+                FeedError::Off(format!("{schema}.inventory_balances has no column {name}"))
+            })?;
+        let num = |i: usize| -> Result<i64, FeedError> {
+            cell(r, i)
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| FeedError::Protocol(format!("bad pg_attribute row for {name}")))
+        };
+        Ok(ColumnMeta {
+            table_oid: num(1)? as u32,
+            attnum: num(2)? as i16,
+            type_oid: num(3)? as u32,
+            typlen: num(4)? as i16,
+            typmod: num(5)? as i32,
+        })
+    };
+    let cols = Columns {
+        org_id: meta("org_id")?,
+        item_id: meta("item_id")?,
+        location_id: meta("location_id")?,
+        lot_id: meta("lot_id")?,
+        quantity: meta("quantity")?,
+    };
+    if !answer::supported(&cols) {
+        return Err(FeedError::Off(
+            "inventory_balances key columns must be text and quantity numeric".into(),
+        ));
+    }
+    Ok(cols)
+}
+
+async fn ensure_publication(
+    conn: &mut ServerConn,
+    schema: &str,
+    publication: &str,
+) -> Result<(), FeedError> {
+    let exists = |rows: &Vec<Vec<Option<String>>>| !rows.is_empty();
+    let check = format!(
+        "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
+        quote_literal(publication)
+    );
+    if exists(&conn.query_text(&check).await?) {
+        return Ok(());
+    }
+    match conn
+        .query_text(&format!(
+            "CREATE PUBLICATION {publication} FOR TABLE {schema}.inventory_ledger"
+        ))
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(publication, "created the ledger publication");
+            Ok(())
+        }
+        // Another proxy created it first.
+        Err(UpstreamError::Rejected { code, .. }) if code == "42710" => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
