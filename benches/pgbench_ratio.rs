@@ -1,31 +1,42 @@
-//! End-to-end throughput: `pgbench -S` against PostgreSQL directly and through Orgwall, in the
+//! End-to-end throughput: pgbench against PostgreSQL directly and through Orgwall, in the
 //! same run, for each query mode; prints tps and the proxy/direct ratio.
 //!
 //! Run: `cargo run --release -p orgwall-benches --bin pgbench_ratio -- [--clients 16]
-//! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]`.
+//! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]
+//! [--tenant] [--script select-only|balances] [--balances 100000]`.
 //! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
 //! reported figure per mode is the median of the rounds. The proxy runs in this process on its
 //! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
 //!
-//! `--tenant` (issue 3): every pgbench table gets `org_id text NOT NULL DEFAULT 'bench'` after
-//! `pgbench -i`, and the proxied login is a `tenant` of org `bench`, so every statement pgbench
-//! sends through Orgwall is rewritten (`pgbench_accounts` becomes a tenant-confined subquery).
-//! Direct runs use the same tables, unconfined.
+//! `--script select-only` (default): `pgbench -S` on `pgbench -i` tables. `--tenant` (issue 3):
+//! every pgbench table gets `org_id text NOT NULL DEFAULT 'bench'` after `pgbench -i`, and the
+//! proxied login is a `tenant` of org `bench`, so every statement pgbench sends through Orgwall
+//! is rewritten. Direct runs use the same tables, unconfined.
+//!
+//! `--script balances` (issue 5): the migrated schema with `--balances` balances for tenant
+//! `org_bench`, and a `pgbench -f` point-lookup script (`SELECT quantity FROM
+//! inventory_balances WHERE item_id = :i AND location_id = :l AND lot_id IS NULL`, random key).
+//! Through Orgwall the tenant `bench` runs it with the balance cache on; directly, the
+//! superuser runs it with `AND org_id = 'org_bench'` added — the statement Orgwall would send
+//! upstream without the cache. pgbench reports the average latency only; `balances_load` prints
+//! percentiles.
 //!
 //! `--plugins` (issue 6): a second proxy with the three example policy plugins
 //! (append-only-ledger, audit-admin-only, row-limit; built from `plugins/` first) runs in
 //! the same rounds; its tps and its loss against the proxy without plugins are printed too.
 
+mod common;
 #[path = "wasm.rs"]
 mod wasm;
 
-use std::path::Path;
-use std::process::Command;
-use std::sync::Arc;
-
 use anyhow::{bail, Context};
-use orgwall::config::{Config, EnvOverrides};
-use orgwall::localpg::{LocalPgOptions, LocalPostgres};
+use common::{host_args, median, pgbench, pgbench_figure, Cluster, InProcessProxy, PASSWORD};
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Script {
+    SelectOnly,
+    Balances,
+}
 
 struct Args {
     clients: u32,
@@ -36,6 +47,8 @@ struct Args {
     rounds: usize,
     tenant: bool,
     plugins: bool,
+    script: Script,
+    balances: u64,
 }
 
 fn parse_args() -> anyhow::Result<Args> {
@@ -48,6 +61,8 @@ fn parse_args() -> anyhow::Result<Args> {
         rounds: 3,
         tenant: false,
         plugins: false,
+        script: Script::SelectOnly,
+        balances: 100_000,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -67,95 +82,204 @@ fn parse_args() -> anyhow::Result<Args> {
             "--scale" => a.scale = val.parse()?,
             "--pool" => a.pool = val.parse()?,
             "--rounds" => a.rounds = val.parse()?,
+            "--balances" => a.balances = val.parse()?,
+            "--script" => {
+                a.script = match val.as_str() {
+                    "select-only" => Script::SelectOnly,
+                    "balances" => Script::Balances,
+                    _ => bail!("--script is select-only or balances"),
+                }
+            }
             _ => bail!("unknown flag {flag}"),
         }
     }
     Ok(a)
 }
 
-fn pgbench(args: &[String], password: &str) -> anyhow::Result<String> {
-    let out = Command::new("pgbench")
-        .args(args)
-        .env("PGPASSWORD", password)
-        .output()
-        .context("running pgbench (Debian: apt-get install -y postgresql)")?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() {
-        bail!(
-            "pgbench failed: {}{}",
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(text.into_owned())
-}
-
-fn tps(output: &str) -> anyhow::Result<f64> {
-    output
-        .lines()
-        .find_map(|l| l.strip_prefix("tps = "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .with_context(|| format!("no tps in pgbench output: {output}"))
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// A proxy running on the bench's tokio runtime.
-struct Proxy {
+/// What a pgbench run needs besides host and mode.
+struct Side {
     port: u16,
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<anyhow::Result<()>>,
-}
-
-impl Proxy {
-    fn start(rt: &tokio::runtime::Runtime, toml: &str, dir: &Path) -> anyhow::Result<Proxy> {
-        let config = Config::from_toml(toml, dir, &EnvOverrides::default())?;
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
-        let port = listener.local_addr()?.port();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = rt.spawn(async move {
-            orgwall::server::run(listener, Arc::new(config), async move {
-                let _ = stop_rx.await;
-            })
-            .await
-            .map_err(anyhow::Error::from)
-        });
-        Ok(Proxy { port, stop, server })
-    }
-
-    fn stop(self, rt: &tokio::runtime::Runtime) {
-        let _ = self.stop.send(());
-        let _ = rt.block_on(self.server);
-    }
+    user: &'static str,
+    /// `-S`, or `-f <file>`.
+    workload: Vec<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = parse_args()?;
-    let dir = std::env::temp_dir().join(format!("orgwall-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let pg = LocalPostgres::start(LocalPgOptions {
-        data_dir: dir.join("pgdata"),
-        port: None,
-        superuser_password: "bench-pw".into(),
-        extra_conf: vec![("max_connections".into(), "300".into())],
-    })?;
-    pg.create_database("bench")?;
-    let host = |port: u16| {
-        vec![
-            "-h".to_string(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-        ]
+    let cluster = Cluster::start("bench", 300)?;
+    let pg = cluster.pg();
+    let (toml, role) = match args.script {
+        Script::SelectOnly => (select_only_setup(&args, pg)?, args.tenant),
+        Script::Balances => {
+            let data = common::Dataset::new(args.balances, 0);
+            data.load(pg)?;
+            (common::balances_proxy_toml(pg, args.pool, true), true)
+        }
     };
-    let mut init = host(pg.port);
+    let proxy = InProcessProxy::start(&toml, &cluster.dir)?;
+    let with_plugins = if args.plugins {
+        let wasm = wasm::build_plugins();
+        let mut t = toml.clone();
+        for name in ["append_only_ledger", "audit_admin_only", "row_limit"] {
+            t += &format!(
+                "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
+                wasm.join(format!("{name}.wasm")).display()
+            );
+        }
+        Some(InProcessProxy::start(&t, &cluster.dir)?)
+    } else {
+        None
+    };
+    let role = if role { "tenant" } else { "admin" };
+    let per_mode = |mode: &str| -> anyhow::Result<(Side, Side)> {
+        Ok(match args.script {
+            Script::SelectOnly => (
+                Side {
+                    port: pg.port,
+                    user: "postgres",
+                    workload: vec!["-S".into()],
+                },
+                Side {
+                    port: proxy.port,
+                    user: "bench",
+                    workload: vec!["-S".into()],
+                },
+            ),
+            Script::Balances => {
+                let data = common::Dataset::new(args.balances, 0);
+                let direct = balances_script(&cluster.dir, &data, mode, true)?;
+                let proxied = balances_script(&cluster.dir, &data, mode, false)?;
+                (
+                    Side {
+                        port: pg.port,
+                        user: "postgres",
+                        workload: vec!["-f".into(), direct],
+                    },
+                    Side {
+                        port: proxy.port,
+                        user: "bench",
+                        workload: vec!["-f".into(), proxied],
+                    },
+                )
+            }
+        })
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let balances = args.script == Script::Balances;
+    if balances {
+        let stats = rt.block_on(common::wait_cache_serving(
+            proxy.port,
+            std::time::Duration::from_secs(300),
+        ))?;
+        println!(
+            "balance cache serving: {} balances, {} bytes/balance (estimate)",
+            common::stat(&stats, "balances"),
+            common::stat(&stats, "bytes_per_balance")
+        );
+    }
+
+    let what = match args.script {
+        Script::SelectOnly => format!("pgbench -S, scale {}", args.scale),
+        Script::Balances => format!(
+            "pgbench -f balance point lookup, {} balances, cache on",
+            args.balances
+        ),
+    };
+    println!(
+        "{what}, {} clients, -j 2, {} s per run, pool {}, {} rounds (median), proxy login: {role}",
+        args.clients, args.seconds, args.pool, args.rounds
+    );
+    println!(
+        "{:<10} {:>12} {:>12} {:>8} {:>14} {:>14}{}",
+        "mode",
+        "direct tps",
+        "orgwall tps",
+        "ratio",
+        "direct lat ms",
+        "orgwall lat ms",
+        if args.plugins {
+            "  +3 plugins tps    ratio  plugin loss"
+        } else {
+            ""
+        }
+    );
+    for mode in &args.modes {
+        let (direct_side, proxied_side) = per_mode(mode)?;
+        let run = |side: &Side| -> anyhow::Result<(f64, f64)> {
+            let mut a = host_args(side.port);
+            a.extend(["-U", side.user, "-n", "-j", "2", "-M", mode].map(String::from));
+            a.extend(side.workload.iter().cloned());
+            a.extend([
+                "-c".into(),
+                args.clients.to_string(),
+                "-T".into(),
+                args.seconds.to_string(),
+                common::DB.into(),
+            ]);
+            let out = pgbench(&a, PASSWORD)?;
+            Ok((
+                pgbench_figure(&out, "tps")?,
+                pgbench_figure(&out, "latency average")?,
+            ))
+        };
+        let counters = || -> anyhow::Result<common::CacheCounters> {
+            if balances {
+                rt.block_on(common::cache_counters(proxy.port))
+            } else {
+                Ok(common::CacheCounters::default())
+            }
+        };
+        let plugged_side = with_plugins.as_ref().map(|w| Side {
+            port: w.port,
+            user: proxied_side.user,
+            workload: proxied_side.workload.clone(),
+        });
+        let (mut direct, mut proxied, mut plugged) = (Vec::new(), Vec::new(), Vec::new());
+        let before = counters()?;
+        for _ in 0..args.rounds {
+            direct.push(run(&direct_side)?);
+            proxied.push(run(&proxied_side)?);
+            if let Some(side) = &plugged_side {
+                plugged.push(run(side)?.0);
+            }
+        }
+        let after = counters()?;
+        let d = median(direct.iter().map(|r| r.0).collect());
+        let p = median(proxied.iter().map(|r| r.0).collect());
+        let dl = median(direct.iter().map(|r| r.1).collect());
+        let pl = median(proxied.iter().map(|r| r.1).collect());
+        print!(
+            "{mode:<10} {d:>12.0} {p:>12.0} {:>8.3} {dl:>14.3} {pl:>14.3}",
+            p / d
+        );
+        if !plugged.is_empty() {
+            let w = median(plugged);
+            print!(
+                "  {w:>14.0} {:>8.3} {:>11.1}%",
+                w / d,
+                100.0 * (1.0 - w / p)
+            );
+        }
+        if balances {
+            print!("   ({})", after.since(before));
+        }
+        println!();
+    }
+    drop(with_plugins);
+    drop(proxy);
+    drop(cluster);
+    Ok(())
+}
+
+/// `pgbench -i` tables (and `org_id` columns with `--tenant`); returns the proxy config.
+fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyhow::Result<String> {
+    pg.create_database(common::DB)?;
+    let mut init = host_args(pg.port);
     init.extend(["-U", "postgres", "-i", "-q", "-s"].map(String::from));
     init.extend([args.scale.to_string(), "bench".into()]);
-    pgbench(&init, "bench-pw").context("pgbench -i")?;
+    pgbench(&init, PASSWORD).context("pgbench -i")?;
     if args.tenant {
         // Before the proxy starts: it discovers tenant tables from the catalog at start.
         let mut sql = String::new();
@@ -172,86 +296,49 @@ fn main() -> anyhow::Result<()> {
             .context("adding org_id to the pgbench tables")?;
     }
     let role = if args.tenant { "tenant" } else { "admin" };
-
-    let toml = format!(
+    Ok(format!(
         "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\n\
-         [[users]]\nname = \"bench\"\npassword = \"bench-pw\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
+         [[users]]\nname = \"bench\"\npassword = \"{PASSWORD}\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
         pg.url("bench"),
         args.pool
-    );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
-    let plain = Proxy::start(&rt, &toml, &dir)?;
-    let with_plugins = if args.plugins {
-        let wasm = wasm::build_plugins();
-        let mut t = toml.clone();
-        for name in ["append_only_ledger", "audit_admin_only", "row_limit"] {
-            t += &format!(
-                "[[plugins]]\nname = \"{name}\"\npath = \"{}\"\n",
-                wasm.join(format!("{name}.wasm")).display()
-            );
-        }
-        Some(Proxy::start(&rt, &t, &dir)?)
-    } else {
-        None
-    };
+    ))
+}
 
-    println!(
-        "pgbench -S, {} clients, -j 2, {} s per run, scale {}, pool {}, {} rounds (median), proxy login: {role}",
-        args.clients, args.seconds, args.scale, args.pool, args.rounds
-    );
-    println!(
-        "{:<10} {:>12} {:>12} {:>8}{}",
-        "mode",
-        "direct tps",
-        "orgwall tps",
-        "ratio",
-        if args.plugins {
-            "  +3 plugins tps    ratio  plugin loss"
+/// Writes the point-lookup script for `mode` and returns its path. pgbench substitutes
+/// `:var` textually in simple mode (so the ids, which are text, are quoted there) and turns it
+/// into `$n` in extended/prepared mode (where quotes would make it a literal `'$1'`).
+/// `\gset` makes a lookup that finds no row an error, so a wrong key cannot pass unnoticed.
+fn balances_script(
+    dir: &std::path::Path,
+    data: &common::Dataset,
+    mode: &str,
+    direct: bool,
+) -> anyhow::Result<String> {
+    let v = |name: &str| {
+        if mode == "simple" {
+            format!("':{name}'")
         } else {
-            ""
+            format!(":{name}")
         }
+    };
+    let org = if direct {
+        format!(" AND org_id = '{}'", common::ORG)
+    } else {
+        String::new()
+    };
+    let script = format!(
+        "\\set i random(0, {items} - 1)\n\\set l random(0, {locs} - 1)\n\
+         SELECT quantity FROM inventory_balances WHERE item_id = {i} AND location_id = {l} \
+         AND lot_id IS NULL{org} \\gset\n",
+        items = data.balances / data.locations,
+        locs = data.locations,
+        i = v("i"),
+        l = v("l"),
     );
-    for mode in &args.modes {
-        let run = |port: u16, user: &str, pw: &str| {
-            let mut a = host(port);
-            a.extend(["-U", user, "-S", "-n", "-j", "2", "-M", mode].map(String::from));
-            a.extend([
-                "-c".into(),
-                args.clients.to_string(),
-                "-T".into(),
-                args.seconds.to_string(),
-                "bench".into(),
-            ]);
-            tps(&pgbench(&a, pw)?)
-        };
-        let (mut direct, mut proxied, mut plugged) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..args.rounds {
-            direct.push(run(pg.port, "postgres", "bench-pw")?);
-            proxied.push(run(plain.port, "bench", "bench-pw")?);
-            if let Some(w) = &with_plugins {
-                plugged.push(run(w.port, "bench", "bench-pw")?);
-            }
-        }
-        let (d, p) = (median(direct), median(proxied));
-        print!("{mode:<10} {d:>12.0} {p:>12.0} {:>8.3}", p / d);
-        if !plugged.is_empty() {
-            let w = median(plugged);
-            print!(
-                "  {w:>14.0} {:>8.3} {:>11.1}%",
-                w / d,
-                100.0 * (1.0 - w / p)
-            );
-        }
-        println!();
-    }
-    plain.stop(&rt);
-    if let Some(w) = with_plugins {
-        w.stop(&rt);
-    }
-    drop(pg);
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    let path = dir.join(format!(
+        "balances-{mode}-{}.sql",
+        if direct { "direct" } else { "orgwall" }
+    ));
+    std::fs::write(&path, script)?;
+    Ok(path.display().to_string())
 }

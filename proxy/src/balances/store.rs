@@ -1,15 +1,26 @@
 //! The in-memory balances: `(org_id, item_id, location_id, lot_id)` → exact quantity, plus a
 //! running total per `(org_id, item_id)`.
 //!
-//! Ids are interned to `u32` (orgs, items, locations and lots repeat across many balances), so
-//! a balance costs one small map entry. A transaction's changes are applied under the write side
-//! of `gate` and lookups hold the read side, so a reader never sees half of a transaction.
+//! Memory (issue 5: ≤ 150 bytes per balance at 1M): ids are interned to `u32` (`interner.rs`:
+//! one text arena, 12-byte hash slots) and a quantity is packed into 8 bytes when it fits
+//! (`qty.rs`; wider values sit in a side map), so a balance is one 24-byte slot (+1 control
+//! byte) of a plain `HashMap`. All tables sit behind
+//! one `RwLock`: a transaction is applied under the write side and lookups hold the read side,
+//! so a reader never sees half a transaction — which is also why no per-shard locking
+//! (DashMap) is needed.
+//!
+//! Use: `store.write(|t| { t.apply(..); .. })`, `store.read(|t| t.point(..))`. Do not call the
+//! `Store`'s own locking methods (`len`, `snapshot`, …) from inside those closures.
 
-use std::sync::{Arc, RwLock};
+mod interner;
+mod qty;
 
-use dashmap::DashMap;
+use std::collections::HashMap;
+use std::sync::RwLock;
 
 use super::decimal::Decimal;
+use interner::Interner;
+use qty::{Packed, Small, Value};
 
 /// Interned id; `0` stands for a NULL lot.
 type Id = u32;
@@ -22,20 +33,11 @@ struct Key {
     lot: Id,
 }
 
-/// A stored quantity, or a marker that PostgreSQL's value is past what `Decimal` represents.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Qty {
-    Exact(Decimal),
-    Unservable,
-}
-
-impl Qty {
-    fn add(self, delta: Option<Decimal>) -> Qty {
-        match (self, delta) {
-            (Qty::Exact(a), Some(d)) => a.checked_add(d).map_or(Qty::Unservable, Qty::Exact),
-            _ => Qty::Unservable,
-        }
-    }
+/// Where a value that is not packed lives in the side map.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Slot {
+    Balance(Key),
+    Total(Id, Id),
 }
 
 /// What a lookup found.
@@ -46,6 +48,16 @@ pub enum Lookup {
     Found(Decimal),
     /// The value cannot be reproduced exactly here: ask PostgreSQL.
     Unservable,
+}
+
+impl From<Value> for Lookup {
+    fn from(v: Value) -> Lookup {
+        match v {
+            Value::Small(s) => s.to_decimal().map_or(Lookup::Unservable, Lookup::Found),
+            Value::Wide(d) => Lookup::Found(d),
+            Value::Unservable => Lookup::Unservable,
+        }
+    }
 }
 
 /// One ledger movement (or one initial balance row): its key and quantity text.
@@ -59,130 +71,111 @@ pub struct Movement {
     pub quantity: String,
 }
 
-#[derive(Debug, Default)]
-struct Interner {
-    ids: DashMap<Arc<str>, Id>,
-    names: RwLock<Vec<Arc<str>>>,
+/// Heap bytes of a hash table (std's `HashMap` is hashbrown: a power-of-two number of buckets
+/// at most 7/8 full, one control byte per bucket plus one group of 16).
+fn table_bytes(capacity: usize, entry: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity / 7 * 8).next_power_of_two()
+    };
+    buckets * (entry + 1) + 16
 }
 
-impl Interner {
-    fn get(&self, s: &str) -> Option<Id> {
-        self.ids.get(s).map(|r| *r)
-    }
-
-    fn intern(&self, s: &str) -> Id {
-        if let Some(id) = self.get(s) {
-            return id;
-        }
-        let mut names = self.names.write().unwrap_or_else(|p| p.into_inner());
-        if names.is_empty() {
-            names.push(Arc::from("")); // id 0 = NULL lot
-        }
-        *self.ids.entry(Arc::from(s)).or_insert_with(|| {
-            names.push(Arc::from(s));
-            (names.len() - 1) as Id
-        })
-    }
-
-    fn name(&self, id: Id) -> Arc<str> {
-        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
-        names
-            .get(id as usize)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(""))
-    }
-
-    fn bytes(&self) -> usize {
-        let names = self.names.read().unwrap_or_else(|p| p.into_inner());
-        let text: usize = names.iter().map(|n| n.len() + 16).sum();
-        text + self.ids.capacity() * (std::mem::size_of::<(Arc<str>, Id)>() + 1)
-            + names.capacity() * std::mem::size_of::<Arc<str>>()
-    }
-
-    fn clear(&self) {
-        self.ids.clear();
-        self.names
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-    }
+/// Bytes glibc's malloc really takes for an `n`-byte allocation (8-byte header, 16-byte
+/// granularity, 32-byte minimum).
+fn malloc_chunk(n: usize) -> usize {
+    (n + 8).next_multiple_of(16).max(32)
 }
 
-/// The balances and per-item totals.
+/// The balances and per-item totals. Reached through [`Store::read`] and [`Store::write`].
 #[derive(Debug, Default)]
-pub struct Store {
+pub struct Tables {
     ids: Interner,
-    balances: DashMap<Key, Qty>,
-    totals: DashMap<(Id, Id), Qty>,
-    gate: RwLock<()>,
+    balances: HashMap<Key, Packed>,
+    totals: HashMap<(Id, Id), Packed>,
+    /// Values `Packed` cannot hold (wide or unservable), by slot; its entries carry
+    /// `Packed::WIDE` in their table.
+    wide: HashMap<Slot, Value>,
 }
 
-impl Store {
-    pub fn new() -> Store {
-        Store::default()
-    }
-
-    /// Runs `f` while no transaction is half-applied.
-    pub fn read<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        let _g = self.gate.read().unwrap_or_else(|p| p.into_inner());
-        f(self)
-    }
-
-    /// Runs `f` exclusively (applying a transaction, clearing for a resync).
-    pub fn write<R>(&self, f: impl FnOnce(&Store) -> R) -> R {
-        let _g = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        f(self)
-    }
-
-    /// Forgets everything (call inside [`write`](Self::write)).
-    pub fn clear(&self) {
+impl Tables {
+    /// Forgets everything (keeps the allocations: a resync loads about as much again).
+    pub fn clear(&mut self) {
         self.balances.clear();
         self.totals.clear();
+        self.wide.clear();
         self.ids.clear();
     }
 
-    /// Sets a balance row as loaded from `inventory_balances` (call inside `write`).
-    pub fn load(&self, row: &Movement) {
+    /// Sets a balance row as loaded from `inventory_balances`.
+    pub fn load(&mut self, row: &Movement) {
         self.set_or_add(row, true);
     }
 
-    /// Adds one ledger movement (call inside `write`).
-    pub fn apply(&self, m: &Movement) {
+    /// Adds one ledger movement.
+    pub fn apply(&mut self, m: &Movement) {
         self.set_or_add(m, false);
     }
 
-    fn set_or_add(&self, m: &Movement, set: bool) {
+    fn set_or_add(&mut self, m: &Movement, set: bool) {
         let key = Key {
             org: self.ids.intern(&m.org),
             item: self.ids.intern(&m.item),
             location: self.ids.intern(&m.location),
             lot: m.lot.as_deref().map_or(0, |l| self.ids.intern(l)),
         };
-        let value = Decimal::parse(&m.quantity);
-        let mut total = self
+        let delta = Value::parse(&m.quantity);
+        let pair = (key.org, key.item);
+        let total = self
             .totals
-            .entry((key.org, key.item))
-            .or_insert(Qty::Exact(Decimal::ZERO));
-        match self.balances.entry(key) {
-            dashmap::mapref::entry::Entry::Occupied(mut e) => {
-                if set {
-                    // A duplicate key in the initial load cannot happen (unique index); be safe.
-                    *e.get_mut() = Qty::Unservable;
-                    *total = Qty::Unservable;
-                } else {
-                    *e.get_mut() = e.get().add(value);
-                    *total = total.add(value);
+            .get(&pair)
+            .map_or(Value::Small(Small::ZERO), |&p| {
+                self.value(Slot::Total(pair.0, pair.1), p)
+            });
+        let (balance, total) = match self.balances.get(&key) {
+            // A duplicate key in the initial load cannot happen (unique index); be safe.
+            Some(_) if set => (Value::Unservable, Value::Unservable),
+            Some(&p) => (
+                self.value(Slot::Balance(key), p).add(delta),
+                total.add(delta),
+            ),
+            // The trigger inserts the delta itself as the new row's quantity.
+            None => (delta, total.add(delta)),
+        };
+        let p = self.packed(Slot::Balance(key), balance);
+        self.balances.insert(key, p);
+        let p = self.packed(Slot::Total(pair.0, pair.1), total);
+        self.totals.insert(pair, p);
+    }
+
+    fn value(&self, slot: Slot, p: Packed) -> Value {
+        match p.get() {
+            Some(s) => Value::Small(s),
+            None => self.wide.get(&slot).copied().unwrap_or(Value::Unservable),
+        }
+    }
+
+    /// What to put in `slot`'s table for `v` (keeping the side map in step).
+    fn packed(&mut self, slot: Slot, v: Value) -> Packed {
+        match v {
+            Value::Small(s) => {
+                if !self.wide.is_empty() {
+                    self.wide.remove(&slot);
                 }
+                Packed::small(s)
             }
-            dashmap::mapref::entry::Entry::Vacant(e) => {
-                // The trigger inserts the delta itself as the new row's quantity.
-                e.insert(value.map_or(Qty::Unservable, Qty::Exact));
-                *total = total.add(value);
+            v => {
+                self.wide.insert(slot, v);
+                Packed::WIDE
             }
         }
     }
 
-    /// The balance of one key (call inside `read`).
+    /// The balance of one key.
     pub fn point(&self, org: &str, item: &str, location: &str, lot: Option<&str>) -> Lookup {
         let key = (|| {
             Some(Key {
@@ -195,20 +188,18 @@ impl Store {
                 },
             })
         })();
-        match key.and_then(|k| self.balances.get(&k).map(|v| *v)) {
+        match key.and_then(|k| Some((k, *self.balances.get(&k)?))) {
             None => Lookup::Missing,
-            Some(Qty::Exact(d)) => Lookup::Found(d),
-            Some(Qty::Unservable) => Lookup::Unservable,
+            Some((k, p)) => self.value(Slot::Balance(k), p).into(),
         }
     }
 
-    /// `sum(quantity)` over the item's balance rows (call inside `read`).
+    /// `sum(quantity)` over the item's balance rows.
     pub fn total(&self, org: &str, item: &str) -> Lookup {
-        let key = self.ids.get(org).zip(self.ids.get(item));
-        match key.and_then(|k| self.totals.get(&k).map(|v| *v)) {
+        let pair = self.ids.get(org).zip(self.ids.get(item));
+        match pair.and_then(|k| Some((k, *self.totals.get(&k)?))) {
             None => Lookup::Missing,
-            Some(Qty::Exact(d)) => Lookup::Found(d),
-            Some(Qty::Unservable) => Lookup::Unservable,
+            Some(((o, i), p)) => self.value(Slot::Total(o, i), p).into(),
         }
     }
 
@@ -221,109 +212,86 @@ impl Store {
         self.balances.is_empty()
     }
 
-    /// Estimated heap bytes per balance: map slots (entry + control byte, at current capacity),
-    /// totals and interned ids, divided by the number of balances.
+    /// Estimated heap bytes per balance: every table at its capacity (slots + control bytes),
+    /// the side map and the interned names with allocator overhead, over the balance count.
     pub fn bytes_per_balance(&self) -> usize {
-        let n = self.balances.len().max(1);
-        let entry = std::mem::size_of::<(Key, Qty)>() + 1;
-        let total = std::mem::size_of::<((Id, Id), Qty)>() + 1;
-        let bytes =
-            self.balances.capacity() * entry + self.totals.capacity() * total + self.ids.bytes();
-        bytes / n
+        use std::mem::size_of;
+        let bytes = table_bytes(self.balances.capacity(), size_of::<(Key, Packed)>())
+            + table_bytes(self.totals.capacity(), size_of::<((Id, Id), Packed)>())
+            + table_bytes(self.wide.capacity(), size_of::<(Slot, Value)>())
+            + self.ids.bytes();
+        bytes / self.len().max(1)
     }
 
-    /// Every balance as `(org, item, location, lot, quantity text)`; `None` quantity = unservable.
+    /// Every balance as `(key and quantity text, servable)`; unservable ones have no text.
     pub fn snapshot(&self) -> Vec<(Movement, bool)> {
+        let name = |id: Id| self.ids.name(id).to_string();
         self.balances
             .iter()
-            .map(|e| {
-                let k = e.key();
-                let (quantity, ok) = match e.value() {
-                    Qty::Exact(d) => (d.to_text(), true),
-                    Qty::Unservable => (String::new(), false),
+            .map(|(&k, &p)| {
+                let (quantity, ok) = match Lookup::from(self.value(Slot::Balance(k), p)) {
+                    Lookup::Found(d) => (d.to_text(), true),
+                    _ => (String::new(), false),
                 };
-                let lot = (k.lot != 0).then(|| self.ids.name(k.lot).to_string());
-                (
-                    Movement {
-                        org: self.ids.name(k.org).to_string(),
-                        item: self.ids.name(k.item).to_string(),
-                        location: self.ids.name(k.location).to_string(),
-                        lot,
-                        quantity,
-                    },
-                    ok,
-                )
+                let movement = Movement {
+                    org: name(k.org),
+                    item: name(k.item),
+                    location: name(k.location),
+                    lot: (k.lot != 0).then(|| name(k.lot)),
+                    quantity,
+                };
+                (movement, ok)
             })
             .collect()
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// The balances and per-item totals, shared by the feed (writer) and all sessions (readers).
+#[derive(Default)]
+pub struct Store {
+    tables: RwLock<Tables>,
+}
 
-    fn mv(org: &str, item: &str, loc: &str, lot: Option<&str>, q: &str) -> Movement {
-        Movement {
-            org: org.into(),
-            item: item.into(),
-            location: loc.into(),
-            lot: lot.map(Into::into),
-            quantity: q.into(),
-        }
-    }
-
-    fn text(l: Lookup) -> String {
-        match l {
-            Lookup::Found(d) => d.to_text(),
-            other => format!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn balances_and_totals_follow_movements() {
-        let s = Store::new();
-        s.write(|s| {
-            s.load(&mv("a", "i1", "l1", None, "10.5"));
-            s.apply(&mv("a", "i1", "l1", None, "-0.25"));
-            s.apply(&mv("a", "i1", "l2", Some("lot9"), "3"));
-            s.apply(&mv("b", "i1", "l1", None, "7"));
-        });
-        s.read(|s| {
-            assert_eq!(text(s.point("a", "i1", "l1", None)), "10.25");
-            assert_eq!(text(s.point("a", "i1", "l2", Some("lot9"))), "3");
-            assert_eq!(s.point("a", "i1", "l2", None), Lookup::Missing);
-            assert_eq!(s.point("a", "i1", "l1", Some("lot9")), Lookup::Missing);
-            assert_eq!(s.point("c", "i1", "l1", None), Lookup::Missing);
-            assert_eq!(text(s.total("a", "i1")), "13.25");
-            assert_eq!(text(s.total("b", "i1")), "7");
-            assert_eq!(s.total("b", "i2"), Lookup::Missing);
-        });
-        assert_eq!(s.len(), 3);
-        assert!(s.bytes_per_balance() > 0);
-    }
-
-    #[test]
-    fn unrepresentable_values_poison_their_key_and_total_only() {
-        let s = Store::new();
-        s.write(|s| {
-            s.apply(&mv("a", "i1", "l1", None, "NaN"));
-            s.apply(&mv("a", "i1", "l1", None, "1"));
-            s.apply(&mv("a", "i2", "l1", None, "1"));
-        });
-        s.read(|s| {
-            assert_eq!(s.point("a", "i1", "l1", None), Lookup::Unservable);
-            assert_eq!(s.total("a", "i1"), Lookup::Unservable);
-            assert_eq!(text(s.point("a", "i2", "l1", None)), "1");
-        });
-    }
-
-    #[test]
-    fn snapshot_names_every_key() {
-        let s = Store::new();
-        s.write(|s| s.apply(&mv("a", "i1", "l1", Some("x"), "2.0")));
-        let snap = s.snapshot();
-        assert_eq!(snap, vec![(mv("a", "i1", "l1", Some("x"), "2.0"), true)]);
-        s.write(|s| s.clear());
-        assert!(s.is_empty());
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("len", &self.len()).finish()
     }
 }
+
+impl Store {
+    pub fn new() -> Store {
+        Store::default()
+    }
+
+    /// Runs `f` while no transaction is half-applied.
+    pub fn read<R>(&self, f: impl FnOnce(&Tables) -> R) -> R {
+        f(&self.tables.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Runs `f` exclusively (applying a transaction, clearing for a resync).
+    pub fn write<R>(&self, f: impl FnOnce(&mut Tables) -> R) -> R {
+        f(&mut self.tables.write().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Number of balances.
+    pub fn len(&self) -> usize {
+        self.read(Tables::len)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.read(Tables::is_empty)
+    }
+
+    /// See [`Tables::bytes_per_balance`].
+    pub fn bytes_per_balance(&self) -> usize {
+        self.read(Tables::bytes_per_balance)
+    }
+
+    /// See [`Tables::snapshot`].
+    pub fn snapshot(&self) -> Vec<(Movement, bool)> {
+        self.read(Tables::snapshot)
+    }
+}
+
+#[cfg(test)]
+mod tests;
