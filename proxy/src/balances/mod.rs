@@ -22,6 +22,7 @@ pub mod drift;
 pub mod feed;
 pub mod pgoutput;
 pub mod shape;
+pub mod shape_cache;
 mod snapshot;
 pub mod store;
 mod stream;
@@ -54,6 +55,8 @@ pub struct Metrics {
 pub struct Balances {
     pub config: BalancesConfig,
     pub store: Store,
+    /// Recognised statement shapes (parsed once per shape).
+    pub shapes: shape_cache::ShapeCache,
     serving: AtomicBool,
     /// End LSN of the last applied transaction (or keepalive position with nothing pending).
     applied_lsn: AtomicU64,
@@ -71,9 +74,11 @@ pub struct Balances {
 
 impl Balances {
     pub fn new(config: BalancesConfig) -> Balances {
+        let shapes = shape_cache::ShapeCache::new(&config.schema);
         Balances {
             config,
             store: Store::new(),
+            shapes,
             serving: AtomicBool::new(false),
             applied_lsn: AtomicU64::new(0),
             server_lsn: AtomicU64::new(0),

@@ -16,6 +16,8 @@ use sqlparser::ast::{
     SelectItem, SetExpr, Statement, TableFactor, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
+
+use crate::sql::shape_key::{Literal, LiteralKind};
 use sqlparser::parser::Parser;
 
 /// A column of `inventory_balances` the cache can produce.
@@ -82,6 +84,43 @@ pub enum Shape {
 }
 
 impl Shape {
+    /// This shape (recognised by [`recognise_from`]) for a text of the same shape whose
+    /// `literals` stand where parameters from `from` are. `None` when such a literal is not a
+    /// string (as [`recognise`] would refuse it).
+    pub fn with_literals(&self, from: usize, sql: &str, literals: &[Literal]) -> Option<Shape> {
+        let fill = |v: &Val| -> Option<Val> {
+            match v {
+                Val::Param(n) if *n >= from => {
+                    let l = literals.get(n - from)?;
+                    let text = &sql[l.span.clone()];
+                    (l.kind == LiteralKind::String)
+                        .then(|| Val::Literal(text[1..text.len() - 1].replace("''", "'")))
+                }
+                other => Some(other.clone()),
+            }
+        };
+        Some(match self {
+            Shape::Point {
+                cols,
+                item,
+                location,
+                lot,
+            } => Shape::Point {
+                cols: cols.clone(),
+                item: fill(item)?,
+                location: fill(location)?,
+                lot: match lot {
+                    Some(v) => Some(fill(v)?),
+                    None => None,
+                },
+            },
+            Shape::Total { name, item } => Shape::Total {
+                name: name.clone(),
+                item: fill(item)?,
+            },
+        })
+    }
+
     /// Number of parameters the statement takes (`$1..$n` are all used).
     pub fn param_count(&self) -> usize {
         let vals: Vec<&Val> = match self {
@@ -259,6 +298,12 @@ fn is_sum_of_quantity(e: &Expr, t: &Table) -> bool {
 
 /// The shape of `sql`, if the cache can answer it. `schema` is where `inventory_balances` lives.
 pub fn recognise(sql: &str, schema: &str) -> Option<Shape> {
+    recognise_from(sql, schema, usize::MAX)
+}
+
+/// Like [`recognise`], for text whose literals were made parameters numbered from
+/// `literals_from` (`sql::rewrite::shaped::parametrize`): those need not be contiguous.
+pub fn recognise_from(sql: &str, schema: &str, literals_from: usize) -> Option<Shape> {
     let dialect = PostgreSqlDialect {};
     let stmts = Parser::parse_sql(&dialect, sql).ok()?;
     let [Statement::Query(q)] = stmts.as_slice() else {
@@ -312,12 +357,12 @@ pub fn recognise(sql: &str, schema: &str) -> Option<Shape> {
             .into_iter()
             .flatten()
             .filter_map(|v| match v {
-                Val::Param(n) => Some(*n),
+                Val::Param(n) if *n < literals_from => Some(*n),
                 _ => None,
             })
             .collect(),
         Shape::Total { item, .. } => match item {
-            Val::Param(n) => vec![*n],
+            Val::Param(n) if *n < literals_from => vec![*n],
             _ => vec![],
         },
     };

@@ -68,13 +68,12 @@ impl Session<'_> {
         if !mentions(text, "inventory_balances") {
             return None;
         }
-        let shape = crate::balances::shape::recognise(text, &b.config.schema)?;
+        let shape = b.shapes.recognise(text)?;
         // A policy plugin may have rewritten (masked) the text: only the client's own SQL,
         // confined by the tenant rewrite, is answered here.
         let catalog = self.state.catalog().await.ok()?;
         let own = self.state.rewrites.get_or_rewrite(text, &catalog).ok()?;
-        (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template)
-            .then(|| Arc::new(shape))
+        (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
     }
 
     /// Read-your-writes: after a possible ledger write, waits until the cache has applied WAL

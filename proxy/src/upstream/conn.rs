@@ -230,11 +230,13 @@ impl ServerConn {
     }
 
     /// Runs one simple query on an idle connection and returns its rows as text. For Orgwall's
-    /// own housekeeping (catalog discovery), never for client statements.
+    /// own housekeeping (catalog discovery, read-your-writes positions), never for client
+    /// statements. A simple query destroys the unnamed prepared statement, so it is forgotten.
     pub async fn query_text(
         &mut self,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        self.unnamed = None;
         let mut out = BytesMut::new();
         wire::put(
             &mut out,

@@ -14,7 +14,7 @@ use super::{rewrite, Catalog, Template};
 use crate::sql::shape_key::{plain_literals, replace_literals, Literal};
 
 /// Parameter numbers standing for literals start here (PostgreSQL allows at most 65535).
-const BASE: usize = 1_000_000;
+pub const BASE: usize = 1_000_000;
 
 /// One piece of a shaped part: text, or the client's literal number `k`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,11 +43,7 @@ pub fn literals_of(sql: &str) -> Option<Vec<Literal>> {
 /// or a literal supplies the tenant column (the caller then rewrites `sql` itself, which is
 /// what decides).
 pub fn shape(sql: &str, literals: &[Literal], catalog: &Catalog) -> Option<Shaped> {
-    let text = replace_literals(sql, literals, |k, _, out| {
-        out.push('$');
-        out.push_str(&(BASE + k).to_string());
-    });
-    let t = rewrite(&text, catalog).ok()?;
+    let t = rewrite(&parametrize(sql, literals), catalog).ok()?;
     if t.param_checks().iter().any(|&n| n >= BASE) || !t.literal_checks().is_empty() {
         return None; // a literal tenant value: its check is the rewriter's to make
     }
@@ -61,6 +57,14 @@ pub fn shape(sql: &str, literals: &[Literal], catalog: &Catalog) -> Option<Shape
         param_checks: t.param_checks().to_vec(),
         literal_count: literals.len(),
         statement_count: t.statement_count(),
+    })
+}
+
+/// `sql` with literal `k` replaced by the parameter `$(BASE + k)`.
+pub fn parametrize(sql: &str, literals: &[Literal]) -> String {
+    replace_literals(sql, literals, |k, _, out| {
+        out.push('$');
+        out.push_str(&(BASE + k).to_string());
     })
 }
 
