@@ -5,8 +5,9 @@
 use std::time::Duration;
 
 use orgwall_e2e::balances::{
-    assert_cache_matches_ledger, cached_proxy, compare_simple, counter, ledger_rows, lookup_sql,
-    movement, stats, tenant_keys, wait_caught_up, wait_serving, TENANT_INSERT,
+    assert_cache_matches_ledger, cached_proxy, compare_describe, compare_simple, counter,
+    ledger_rows, lookup_sql, movement, stats, tenant_keys, wait_caught_up, wait_serving,
+    TENANT_INSERT,
 };
 use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
@@ -61,6 +62,27 @@ async fn compare_extended(cached: &TestProxy, plain: &TestProxy) {
     }
 }
 
+/// Statements described (Parse + Describe S) through both proxies: undeclared and declared
+/// parameter types, points, totals, aliases.
+const DESCRIBED: &[(&str, &[u32])] = &[
+    (
+        "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
+        &[],
+    ),
+    (
+        "SELECT quantity AS q, lot_id FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id = $3",
+        &[25, 0, 1043],
+    ),
+    (
+        "SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1",
+        &[],
+    ),
+    (
+        "SELECT sum(quantity) AS total FROM inventory_balances WHERE item_id = 'i_a1'",
+        &[],
+    ),
+];
+
 fn all_simple_sqls() -> Vec<String> {
     let mut sqls: Vec<String> = KEYS
         .iter()
@@ -87,6 +109,7 @@ async fn cached_answers_are_byte_identical_including_after_concurrent_writes() {
         wait_serving(&cached).await;
         compare_simple(&cached, &plain, &all_simple_sqls()).await;
         compare_extended(&cached, &plain).await;
+        compare_describe(&cached, &plain, DESCRIBED).await;
         let hits: u64 = stats(&cached).await["hits"].parse().expect("hits");
         assert!(hits > 0, "the cache answered nothing");
 

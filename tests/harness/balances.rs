@@ -278,8 +278,8 @@ pub async fn drift_rows(
         .collect())
 }
 
-/// Every message, byte for byte, of each query through both proxies, as tenant A.
-pub async fn compare_simple(cached: &TestProxy, plain: &TestProxy, sqls: &[String]) {
+/// Raw connections as tenant A to both proxies.
+async fn raw_pair(cached: &TestProxy, plain: &TestProxy) -> (RawConn, RawConn) {
     let mut a = RawConn::connect(cached.port).await;
     a.login(TENANT_A.name, TENANT_A.password, &cached.dbname)
         .await
@@ -288,6 +288,38 @@ pub async fn compare_simple(cached: &TestProxy, plain: &TestProxy, sqls: &[Strin
     b.login(TENANT_A.name, TENANT_A.password, &plain.dbname)
         .await
         .expect("login");
+    (a, b)
+}
+
+/// Parse + Describe (statement) + Sync of each `(sql, declared types)`: every message, byte
+/// for byte, through both proxies (ParameterDescription and RowDescription included).
+pub async fn compare_describe(cached: &TestProxy, plain: &TestProxy, cases: &[(&str, &[u32])]) {
+    use postgres_protocol::message::frontend;
+    let (mut a, mut b) = raw_pair(cached, plain).await;
+    for (sql, types) in cases {
+        let mut out = bytes::BytesMut::new();
+        frontend::parse("", sql, types.iter().copied(), &mut out).expect("parse");
+        frontend::describe(b'S', "", &mut out).expect("describe");
+        frontend::sync(&mut out);
+        let x: Vec<(u8, Vec<u8>)> = a
+            .exchange(&out, sql)
+            .await
+            .into_iter()
+            .map(|m| (m.tag, m.body))
+            .collect();
+        let y: Vec<(u8, Vec<u8>)> = b
+            .exchange(&out, sql)
+            .await
+            .into_iter()
+            .map(|m| (m.tag, m.body))
+            .collect();
+        assert_eq!(x, y, "Describe of {sql} with types {types:?} differs");
+    }
+}
+
+/// Every message, byte for byte, of each query through both proxies, as tenant A.
+pub async fn compare_simple(cached: &TestProxy, plain: &TestProxy, sqls: &[String]) {
+    let (mut a, mut b) = raw_pair(cached, plain).await;
     for sql in sqls {
         let x: Vec<(u8, Vec<u8>)> = a
             .query(sql)

@@ -200,10 +200,15 @@ impl RawConn {
     pub async fn query(&mut self, sql: &str) -> Vec<Msg> {
         let mut out = BytesMut::new();
         frontend::query(sql, &mut out).expect("encode query");
-        self.send(&out).await.expect("send query");
+        self.exchange(&out, sql).await
+    }
+
+    /// Sends `bytes` (ending in a Query or Sync) and collects messages through ReadyForQuery.
+    pub async fn exchange(&mut self, bytes: &[u8], what: &str) -> Vec<Msg> {
+        self.send(bytes).await.expect("send");
         let mut msgs = Vec::new();
         loop {
-            let m = self.expect_msg(30, sql).await;
+            let m = self.expect_msg(30, what).await;
             let done = m.tag == b'Z';
             msgs.push(m);
             if done {

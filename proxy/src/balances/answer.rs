@@ -40,6 +40,7 @@ impl Columns {
 }
 
 const NUMERIC: u32 = 1700;
+const TEXT: u32 = 25;
 
 /// The key values of one request, resolved from parameters and literals. `None` = SQL NULL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -158,6 +159,42 @@ pub fn row_description(shape: &Shape, cols: &Columns, formats: &[i16]) -> BytesM
     head.put_i16(1);
     head.put_slice(&body);
     frame(b'T', &head)
+}
+
+/// ParameterDescription for a recognised statement: each `$n` has the type the client declared
+/// in Parse or, undeclared, the type of the key column it is compared with — which PostgreSQL
+/// infers unambiguously only for `text` columns, so anything else is `None` (ask PostgreSQL).
+pub fn parameter_description(shape: &Shape, cols: &Columns, declared: &[u32]) -> Option<BytesMut> {
+    let uses: Vec<(&Val, Column)> = match shape {
+        Shape::Point {
+            item,
+            location,
+            lot,
+            ..
+        } => {
+            let mut v = vec![(item, Column::ItemId), (location, Column::LocationId)];
+            if let Some(l) = lot {
+                v.push((l, Column::LotId));
+            }
+            v
+        }
+        Shape::Total { item, .. } => vec![(item, Column::ItemId)],
+    };
+    let n = shape.param_count().max(declared.len());
+    let mut body = BytesMut::new();
+    body.put_i16(i16::try_from(n).ok()?);
+    for i in 1..=n {
+        let oid = match declared.get(i - 1).copied().filter(|&t| t != 0) {
+            Some(t) => t,
+            None => {
+                let (_, c) = uses.iter().find(|(v, _)| **v == Val::Param(i))?;
+                let t = cols.get(*c).type_oid;
+                (t == TEXT).then_some(t)?
+            }
+        };
+        body.put_u32(oid);
+    }
+    Some(frame(b't', &body))
 }
 
 fn put_value(body: &mut BytesMut, v: Option<&[u8]>) {

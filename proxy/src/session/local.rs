@@ -211,8 +211,13 @@ impl Session<'_> {
         true
     }
 
-    /// Describe of a local portal: its RowDescription.
+    /// Describe of a local portal: its RowDescription. Describe of a recognised statement
+    /// (outside a transaction): ParameterDescription and RowDescription, as PostgreSQL sends
+    /// them, without a server connection.
     pub(super) fn describe_locally(&mut self, target: u8, name: &str) -> bool {
+        if target == b'S' {
+            return self.describe_statement_locally(name);
+        }
         if target != b'P' {
             return false;
         }
@@ -220,6 +225,36 @@ impl Session<'_> {
             return false;
         };
         let out = p.row_description.clone();
+        self.push_synthetic(out);
+        true
+    }
+
+    fn describe_statement_locally(&mut self, name: &str) -> bool {
+        let (Some((template, shape)), Some(stmt), Some(b)) = (
+            self.local.shapes.get(name).cloned(),
+            self.statements.get(name).cloned(),
+            self.state.balances.clone(),
+        ) else {
+            return false;
+        };
+        let same = stmt
+            .tenant
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(&r.template, &template));
+        let Some(cols) = b.columns() else {
+            return false;
+        };
+        if !same || self.server.is_some() {
+            return false;
+        }
+        let Some(mut out) = answer::parameter_description(&shape, &cols, &stmt.types) else {
+            return false;
+        };
+        let n = match shape.as_ref() {
+            Shape::Point { cols, .. } => cols.len(),
+            Shape::Total { .. } => 1,
+        };
+        out.extend_from_slice(&answer::row_description(&shape, &cols, &vec![0; n]));
         self.push_synthetic(out);
         true
     }
