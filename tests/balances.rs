@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use orgwall_e2e::balances::{
     assert_cache_matches_ledger, cached_proxy, compare_describe, compare_simple, counter,
-    ledger_rows, lookup_sql, movement, stats, tenant_keys, wait_caught_up, wait_serving,
-    TENANT_INSERT,
+    first_column, ledger_rows, lookup_sql, movement, stats, tenant_keys, wait_caught_up,
+    wait_serving, TENANT_INSERT,
 };
 use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
@@ -363,6 +363,56 @@ async fn concurrent_writers_through_the_proxy_then_quiesce_cache_equals_ledger_s
              {} transactions applied",
             counter(&s, "transactions_applied")
         );
+    })
+    .await;
+}
+
+/// Reads in a transaction, or by default at SERIALIZABLE/REPEATABLE READ, go to PostgreSQL.
+#[tokio::test]
+async fn transactions_and_strict_isolation_read_from_postgres() {
+    bounded(120, async {
+        let db = tenancy::tenant_db("bal_isolation").await;
+        let cached = cached_proxy(&db).await;
+        wait_serving(&cached).await;
+        let c = connect(&cached.conn_str(TENANT_A)).await;
+        let sql = lookup_sql("i_a1", "l_a1", None);
+        let hits = || async { counter(&stats(&cached).await, "hits") };
+        let read = |msgs: Vec<tokio_postgres::SimpleQueryMessage>| {
+            first_column(&msgs).into_iter().next().flatten()
+        };
+        let before = hits().await;
+        assert_eq!(
+            read(c.simple_query(&sql).await.expect("lookup")).as_deref(),
+            Some("85")
+        );
+        assert_eq!(hits().await, before + 1, "served from the cache");
+        for (setup, teardown) in [
+            ("BEGIN", "COMMIT"),
+            (
+                "SET default_transaction_isolation = 'serializable'",
+                "RESET default_transaction_isolation",
+            ),
+            (
+                "SET default_transaction_isolation TO 'repeatable read'",
+                "RESET default_transaction_isolation",
+            ),
+        ] {
+            c.batch_execute(setup).await.expect(setup);
+            let before = hits().await;
+            assert_eq!(
+                read(c.simple_query(&sql).await.expect("lookup")).as_deref(),
+                Some("85"),
+                "{setup}"
+            );
+            assert_eq!(hits().await, before, "{setup}: must go to PostgreSQL");
+            c.batch_execute(teardown).await.expect(teardown);
+        }
+        let before = hits().await;
+        assert_eq!(
+            read(c.simple_query(&sql).await.expect("lookup")).as_deref(),
+            Some("85")
+        );
+        assert_eq!(hits().await, before + 1, "served from the cache again");
     })
     .await;
 }

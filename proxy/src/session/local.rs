@@ -53,9 +53,14 @@ impl Session<'_> {
         self.state.balances.clone().filter(|b| b.serving())
     }
 
-    /// Nothing in flight, no transaction: a local answer cannot overtake or miss anything.
+    /// Nothing in flight, no transaction, not at REPEATABLE READ/SERIALIZABLE by default: a
+    /// local answer cannot overtake or miss anything, nor stand in for a snapshot.
     fn quiet(&self) -> bool {
-        self.pending.is_empty() && self.status == b'I' && !self.skipping && !self.copy_in
+        self.pending.is_empty()
+            && self.status == b'I'
+            && !self.skipping
+            && !self.copy_in
+            && !self.settings.strict_isolation()
     }
 
     /// The shape of a routed tenant statement, if the cache may answer it.

@@ -60,6 +60,16 @@ impl Settings {
         self.refresh();
     }
 
+    /// Whether statements run at REPEATABLE READ or SERIALIZABLE by default (a snapshot the
+    /// balance cache cannot stand in for).
+    pub fn strict_isolation(&self) -> bool {
+        self.startup.iter().chain(&self.session).any(|(k, v)| {
+            let v = v.to_ascii_lowercase();
+            k.eq_ignore_ascii_case("default_transaction_isolation")
+                && (v.contains("repeatable") || v.contains("serializable"))
+        })
+    }
+
     /// The SQL that brings a server connection to these settings.
     pub fn replay_sql(&self) -> String {
         let mut sql = String::from("RESET ALL;");
@@ -80,6 +90,24 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn strict_isolation_from_startup_or_session() {
+        let mut s = Settings::new(vec![]);
+        assert!(!s.strict_isolation());
+        s.apply(&SessionEffect::Set {
+            name: "default_transaction_isolation".into(),
+            value: "'SERIALIZABLE'".into(),
+        });
+        assert!(s.strict_isolation());
+        s.apply(&SessionEffect::ResetAll);
+        assert!(!s.strict_isolation());
+        let s = Settings::new(vec![(
+            "default_transaction_isolation".into(),
+            "repeatable read".into(),
+        )]);
+        assert!(s.strict_isolation());
+    }
 
     #[test]
     fn replay_sql_resets_then_applies_startup_and_session_settings() {
