@@ -190,19 +190,15 @@ impl Plugin {
         self.cache.as_ref()?.get(key).map(|d| d.clone())
     }
 
-    /// Asks the plugin about one statement. Errors (trap, fuel, failed instantiation) mean the
-    /// caller must refuse the statement.
+    /// Asks the plugin about one statement (callers look in [`Plugin::cached`] first); the
+    /// decision is cached under `key` when the plugin caches. Errors (trap, fuel, failed
+    /// instantiation) mean the caller must refuse the statement.
     pub(super) fn check(
         &self,
         key: &CacheKey,
         who: &wit::Principal,
         stmt: &wit::Statement,
     ) -> Result<wit::Decision, PolicyError> {
-        if let Some(cache) = &self.cache {
-            if let Some(d) = cache.get(key) {
-                return Ok(d.clone());
-            }
-        }
         let popped = self.idle_slots().pop();
         let mut slot = match popped {
             Some(s) => s,

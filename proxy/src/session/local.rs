@@ -178,21 +178,14 @@ impl Session<'_> {
         let portal = bind.portal_name.clone().unwrap_or_default();
         self.local.portals.remove(&portal);
         let name = bind.statement_name.clone().unwrap_or_default();
-        let (Some((template, shape)), Some(stmt)) = (
-            self.local.shapes.get(&name).cloned(),
-            self.statements.get(&name).cloned(),
-        ) else {
+        let Some((shape, stmt)) = self.local_statement(&name) else {
             return false;
         };
-        let same = stmt
-            .tenant
-            .as_ref()
-            .is_some_and(|r| Arc::ptr_eq(&r.template, &template));
         let (Some(b), Some(org)) = (self.cache(), self.current_org()) else {
             return false;
         };
         let expected = shape.param_count().max(stmt.types.len());
-        if !same || bind.parameters.len() != expected || !self.quiet() {
+        if bind.parameters.len() != expected || !self.quiet() {
             return false;
         }
         if !self.caught_up(&b).await {
@@ -234,32 +227,33 @@ impl Session<'_> {
         true
     }
 
-    fn describe_statement_locally(&mut self, name: &str) -> bool {
-        let (Some((template, shape)), Some(stmt), Some(b)) = (
-            self.local.shapes.get(name).cloned(),
-            self.statements.get(name).cloned(),
-            self.state.balances.clone(),
-        ) else {
-            return false;
-        };
-        let same = stmt
-            .tenant
+    /// A recognised statement and its shape, while the statement is still rendered with the
+    /// template it was recognised with (a switcher's tenant change renders it anew).
+    fn local_statement(&self, name: &str) -> Option<(Arc<Shape>, Arc<super::Statement>)> {
+        let (template, shape) = self.local.shapes.get(name)?;
+        let stmt = self.statements.get(name)?;
+        stmt.tenant
             .as_ref()
-            .is_some_and(|r| Arc::ptr_eq(&r.template, &template));
-        let Some(cols) = b.columns() else {
+            .is_some_and(|r| Arc::ptr_eq(&r.template, template))
+            .then(|| (shape.clone(), stmt.clone()))
+    }
+
+    fn describe_statement_locally(&mut self, name: &str) -> bool {
+        let (Some((shape, stmt)), Some(b)) =
+            (self.local_statement(name), self.state.balances.clone())
+        else {
             return false;
         };
-        if !same || self.server.is_some() {
+        let (Some(cols), Some(text)) = (b.columns(), answer::formats(&shape, &[])) else {
+            return false;
+        };
+        if self.server.is_some() {
             return false;
         }
         let Some(mut out) = answer::parameter_description(&shape, &cols, &stmt.types) else {
             return false;
         };
-        let n = match shape.as_ref() {
-            Shape::Point { cols, .. } => cols.len(),
-            Shape::Total { .. } => 1,
-        };
-        out.extend_from_slice(&answer::row_description(&shape, &cols, &vec![0; n]));
+        out.extend_from_slice(&answer::row_description(&shape, &cols, &text));
         self.push_synthetic(out);
         true
     }
