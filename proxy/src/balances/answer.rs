@@ -165,21 +165,7 @@ pub fn row_description(shape: &Shape, cols: &Columns, formats: &[i16]) -> BytesM
 /// in Parse or, undeclared, the type of the key column it is compared with — which PostgreSQL
 /// infers unambiguously only for `text` columns, so anything else is `None` (ask PostgreSQL).
 pub fn parameter_description(shape: &Shape, cols: &Columns, declared: &[u32]) -> Option<BytesMut> {
-    let uses: Vec<(&Val, Column)> = match shape {
-        Shape::Point {
-            item,
-            location,
-            lot,
-            ..
-        } => {
-            let mut v = vec![(item, Column::ItemId), (location, Column::LocationId)];
-            if let Some(l) = lot {
-                v.push((l, Column::LotId));
-            }
-            v
-        }
-        Shape::Total { item, .. } => vec![(item, Column::ItemId)],
-    };
+    let uses = shape.keys();
     let n = shape.param_count().max(declared.len());
     let mut body = BytesMut::new();
     body.put_i16(i16::try_from(n).ok()?);

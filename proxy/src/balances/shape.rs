@@ -121,22 +121,30 @@ impl Shape {
         })
     }
 
-    /// Number of parameters the statement takes (`$1..$n` are all used).
-    pub fn param_count(&self) -> usize {
-        let vals: Vec<&Val> = match self {
+    /// The key values of the statement with the column each is compared with.
+    pub fn keys(&self) -> Vec<(&Val, Column)> {
+        match self {
             Shape::Point {
                 item,
                 location,
                 lot,
                 ..
-            } => [Some(item), Some(location), lot.as_ref()]
-                .into_iter()
-                .flatten()
-                .collect(),
-            Shape::Total { item, .. } => vec![item],
-        };
-        vals.iter()
-            .filter_map(|v| match v {
+            } => {
+                let mut v = vec![(item, Column::ItemId), (location, Column::LocationId)];
+                if let Some(l) = lot {
+                    v.push((l, Column::LotId));
+                }
+                v
+            }
+            Shape::Total { item, .. } => vec![(item, Column::ItemId)],
+        }
+    }
+
+    /// Number of parameters the statement takes (`$1..$n` are all used).
+    pub fn param_count(&self) -> usize {
+        self.keys()
+            .iter()
+            .filter_map(|(v, _)| match v {
                 Val::Param(n) => Some(*n),
                 Val::Literal(_) => None,
             })
@@ -347,25 +355,14 @@ pub fn recognise_from(sql: &str, schema: &str, literals_from: usize) -> Option<S
         _ => return None,
     };
     // Every `$n` up to the highest must be used, or PostgreSQL could not type the statement.
-    let mut used: Vec<usize> = match &shape {
-        Shape::Point {
-            item,
-            location,
-            lot,
-            ..
-        } => [Some(item), Some(location), lot.as_ref()]
-            .into_iter()
-            .flatten()
-            .filter_map(|v| match v {
-                Val::Param(n) if *n < literals_from => Some(*n),
-                _ => None,
-            })
-            .collect(),
-        Shape::Total { item, .. } => match item {
-            Val::Param(n) if *n < literals_from => vec![*n],
-            _ => vec![],
-        },
-    };
+    let mut used: Vec<usize> = shape
+        .keys()
+        .iter()
+        .filter_map(|(v, _)| match v {
+            Val::Param(n) if *n < literals_from => Some(*n),
+            _ => None,
+        })
+        .collect();
     used.sort_unstable();
     used.dedup();
     if used.iter().enumerate().any(|(i, &n)| n != i + 1) {
