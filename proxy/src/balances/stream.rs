@@ -24,23 +24,6 @@ struct Ledger {
     idx: [usize; 5],
 }
 
-async fn read_frame(repl: &mut ServerConn) -> Result<BytesMut, FeedError> {
-    loop {
-        if let Some(f) = wire::split_frame(&mut repl.rbuf, usize::MAX >> 1)? {
-            return Ok(f);
-        }
-        if repl
-            .stream
-            .read_buf(&mut repl.rbuf)
-            .await
-            .map_err(UpstreamError::Io)?
-            == 0
-        {
-            return Err(UpstreamError::Closed.into());
-        }
-    }
-}
-
 async fn send_status(repl: &mut ServerConn, lsn: u64, reply: bool) -> Result<(), FeedError> {
     let mut payload = pgoutput::status_update(lsn);
     if reply {
@@ -77,7 +60,7 @@ pub(super) async fn stream(
     );
     repl.stream.write_all(&q).await.map_err(UpstreamError::Io)?;
     loop {
-        let f = read_frame(repl).await?;
+        let f = repl.next_frame(usize::MAX >> 1).await?;
         match f[0] {
             b'W' => break,
             b'E' => return Err(UpstreamError::rejected(&f).into()),

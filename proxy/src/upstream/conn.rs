@@ -123,13 +123,10 @@ impl ServerConn {
             .map_err(UpstreamError::Io)
     }
 
-    /// Reads one whole message during startup.
-    async fn read_frame(&mut self) -> Result<BytesMut, UpstreamError> {
+    /// Reads one whole message of at most `max` bytes.
+    pub async fn next_frame(&mut self, max: usize) -> Result<BytesMut, UpstreamError> {
         loop {
-            if let Some(f) = wire::split_frame(&mut self.rbuf, STARTUP_MAX)? {
-                if f[0] == b'E' {
-                    return Err(UpstreamError::rejected(&f));
-                }
+            if let Some(f) = wire::split_frame(&mut self.rbuf, max)? {
                 return Ok(f);
             }
             if self
@@ -142,6 +139,15 @@ impl ServerConn {
                 return Err(UpstreamError::Closed);
             }
         }
+    }
+
+    /// Reads one whole message during startup; an ErrorResponse is the error.
+    async fn read_frame(&mut self) -> Result<BytesMut, UpstreamError> {
+        let f = self.next_frame(STARTUP_MAX).await?;
+        if f[0] == b'E' {
+            return Err(UpstreamError::rejected(&f));
+        }
+        Ok(f)
     }
 
     async fn send_password(&mut self, msg: PasswordMessageFamily) -> Result<(), UpstreamError> {
@@ -246,20 +252,7 @@ impl ServerConn {
         let mut rows = Vec::new();
         let mut failure = None;
         loop {
-            let f = loop {
-                if let Some(f) = wire::split_frame(&mut self.rbuf, usize::MAX >> 1)? {
-                    break f;
-                }
-                if self
-                    .stream
-                    .read_buf(&mut self.rbuf)
-                    .await
-                    .map_err(UpstreamError::Io)?
-                    == 0
-                {
-                    return Err(UpstreamError::Closed);
-                }
-            };
+            let f = self.next_frame(usize::MAX >> 1).await?;
             match f[0] {
                 b'D' => rows.push(wire::data_row_text(&f).ok_or(UpstreamError::Protocol)?),
                 b'E' => failure = Some(UpstreamError::rejected(&f)),
