@@ -47,6 +47,7 @@ struct Args {
     rounds: usize,
     tenant: bool,
     plugins: bool,
+    unix_upstream: bool,
     script: Script,
     balances: u64,
 }
@@ -61,6 +62,7 @@ fn parse_args() -> anyhow::Result<Args> {
         rounds: 3,
         tenant: false,
         plugins: false,
+        unix_upstream: false,
         script: Script::SelectOnly,
         balances: 100_000,
     };
@@ -68,6 +70,10 @@ fn parse_args() -> anyhow::Result<Args> {
     while let Some(flag) = it.next() {
         if flag == "--tenant" {
             a.tenant = true;
+            continue;
+        }
+        if flag == "--unix-upstream" {
+            a.unix_upstream = true;
             continue;
         }
         if flag == "--plugins" {
@@ -299,7 +305,12 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
     Ok(format!(
         "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\n\
          [[users]]\nname = \"bench\"\npassword = \"{PASSWORD}\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
-        pg.url("bench"),
+        if args.unix_upstream {
+            pg.socket_url("bench")
+                .context("the data directory's path is too long for a Unix socket")?
+        } else {
+            pg.url("bench")
+        },
         args.pool
     ))
 }

@@ -252,3 +252,38 @@ async fn session_pooling_keeps_temp_tables_and_session_state() {
     })
     .await;
 }
+
+/// `?host=<socket dir>` in the upstream URL: the pool reaches PostgreSQL over its Unix socket
+/// (no TLS negotiation, as in libpq), and both protocols work through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_over_a_unix_socket() {
+    bounded(60, async {
+        let opts = ProxyOptions {
+            unix_upstream: true,
+            ..ProxyOptions::pool(2, "transaction")
+        };
+        let (_db, proxy) = db_and_proxy("unix_upstream", opts).await;
+        let c = connect(&proxy.conn_str(ADMIN)).await;
+        let row = c
+            .query_one("SELECT inet_server_addr() IS NULL, $1::int + 1", &[&41i32])
+            .await
+            .expect("extended query over the socket");
+        assert!(row.get::<_, bool>(0), "PostgreSQL saw a TCP connection");
+        assert_eq!(row.get::<_, i32>(1), 42);
+        let stmt = c.prepare("SELECT $1::text || '!'").await.expect("prepare");
+        for word in ["a", "b", "c"] {
+            let got: String = c.query_one(&stmt, &[&word]).await.expect("execute").get(0);
+            assert_eq!(got, format!("{word}!"));
+        }
+        c.batch_execute("CREATE TABLE t (x int); INSERT INTO t VALUES (1), (2)")
+            .await
+            .expect("multi-statement simple query");
+        let n: i64 = c
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 2);
+    })
+    .await;
+}

@@ -54,33 +54,46 @@ impl Drop for Cluster {
 /// deployment), so the bench's own clients do not share its scheduler.
 pub struct InProcessProxy {
     pub port: u16,
-    rt: tokio::runtime::Runtime,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
 }
 
 impl InProcessProxy {
-    /// Starts `orgwall::server::run` with the configuration `toml` (whose `listen` is ignored).
+    /// Starts `orgwall::server::run` with the configuration `toml` (whose `listen` is ignored),
+    /// on its own runtime driven by its own thread. `ORGWALL_WORKERS` picks the worker threads
+    /// as for `orgwall serve` (default 2; 1 = a single-threaded runtime).
     pub fn start(toml: &str, base: &Path) -> anyhow::Result<InProcessProxy> {
         let config = Config::from_toml(toml, base, &EnvOverrides::default())?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("proxy")
-            .enable_all()
-            .build()?;
-        let listener = rt.block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))?;
+        let workers = std::env::var("ORGWALL_WORKERS")
+            .ok()
+            .and_then(|w| w.parse::<usize>().ok())
+            .unwrap_or(2);
+        let mut builder = if workers <= 1 {
+            tokio::runtime::Builder::new_current_thread()
+        } else {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(workers);
+            b
+        };
+        let rt = builder.thread_name("proxy").enable_all().build()?;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = rt.spawn(async move {
-            orgwall::server::run(listener, Arc::new(config), async move {
-                let _ = stop_rx.await;
-            })
-            .await
-            .map_err(anyhow::Error::from)
-        });
+        let server = std::thread::Builder::new()
+            .name("proxy".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let listener = tokio::net::TcpListener::from_std(listener)?;
+                    orgwall::server::run(listener, Arc::new(config), async move {
+                        let _ = stop_rx.await;
+                    })
+                    .await
+                    .map_err(anyhow::Error::from)
+                })
+            })?;
         Ok(InProcessProxy {
             port,
-            rt,
             stop: Some(stop_tx),
             server: Some(server),
         })
@@ -93,7 +106,7 @@ impl Drop for InProcessProxy {
             let _ = stop.send(());
         }
         if let Some(server) = self.server.take() {
-            let _ = self.rt.block_on(server);
+            let _ = server.join();
         }
     }
 }

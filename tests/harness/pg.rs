@@ -69,6 +69,12 @@ impl PgServer {
         self.with(|pg| pg.url(db))
     }
 
+    /// A superuser URL for database `db` over the Unix socket in the data directory.
+    pub fn socket_url(&self, db: &str) -> String {
+        self.with(|pg| pg.socket_url(db))
+            .expect("the test data directory's path is short enough for a Unix socket")
+    }
+
     /// Runs SQL with psql as the superuser, directly against PostgreSQL (not the proxy).
     pub fn psql(&self, db: &str, sql: &str) -> String {
         self.with(|pg| pg.psql(db, sql))
@@ -195,6 +201,11 @@ impl TestDb {
     /// The URL the proxy uses to reach this database (superuser).
     pub fn upstream_url(&self) -> String {
         self.server.url(&self.name)
+    }
+
+    /// The same over PostgreSQL's Unix socket.
+    pub fn upstream_socket_url(&self) -> String {
+        self.server.socket_url(&self.name)
     }
 
     /// A tokio-postgres connection string straight to PostgreSQL, bypassing the proxy.

@@ -49,6 +49,8 @@ pub struct ProxyOptions {
     pub max_client_connections: Option<usize>,
     pub idle_client_timeout_secs: Option<u64>,
     pub checkout_timeout_secs: u64,
+    /// Reach PostgreSQL over its Unix socket instead of TCP.
+    pub unix_upstream: bool,
 }
 
 impl Default for ProxyOptions {
@@ -61,6 +63,7 @@ impl Default for ProxyOptions {
             max_client_connections: None,
             idle_client_timeout_secs: None,
             checkout_timeout_secs: 20,
+            unix_upstream: false,
         }
     }
 }
@@ -102,7 +105,12 @@ impl TestProxy {
             PROXY_SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("create proxy temp dir");
-        let toml = config_toml(&db.upstream_url(), &opts, &dir) + extra_toml;
+        let url = if opts.unix_upstream {
+            db.upstream_socket_url()
+        } else {
+            db.upstream_url()
+        };
+        let toml = config_toml(&url, &opts, &dir) + extra_toml;
         let cfg = orgwall::config::Config::from_toml(
             &toml,
             &dir,

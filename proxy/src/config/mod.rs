@@ -321,6 +321,33 @@ org_id = "org_a"
     }
 
     #[test]
+    fn unix_socket_directories_in_both_libpq_forms() {
+        for url in [
+            "postgres://u@%2Fvar%2Frun%2Fpostgresql:5433/app",
+            "postgres://u@localhost:5433/app?host=/var/run/postgresql",
+            "postgres://u@db:5433/app?host=%2Fvar%2Frun%2Fpostgresql",
+        ] {
+            let env = EnvOverrides {
+                database_url: Some(url.into()),
+                default_org_id: None,
+            };
+            let c = load(MIN, &env).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(c.upstream.host, "/var/run/postgresql", "{url}");
+            assert_eq!(c.upstream.port, 5433, "{url}");
+            assert_eq!(c.upstream.database, "app", "{url}");
+        }
+        let env = EnvOverrides {
+            database_url: Some("postgres://u@/app".into()),
+            default_org_id: None,
+        };
+        let err = load(MIN, &env).unwrap_err().to_string();
+        assert!(
+            err.contains("upstream.url") && err.contains("host"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn database_url_overrides_and_default_org_fills() {
         let env = EnvOverrides {
             database_url: Some("postgres://u@db.internal/other".into()),

@@ -57,24 +57,12 @@ pub(super) fn parse_upstream(
             u.scheme()
         )));
     }
-    let decode = |s: &str| {
-        url::form_urlencoded::parse(s.as_bytes())
-            .map(|(k, v)| {
-                if v.is_empty() {
-                    k
-                } else {
-                    format!("{k}={v}").into()
-                }
-            })
-            .collect::<String>()
-    };
-    let host = u
-        .host_str()
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| bad("missing host".into()))?
+    // libpq's forms: `host` in the authority (percent-encoded for a socket directory) or
+    // `?host=/socket/dir`; a host starting with `/` is a Unix-socket directory.
+    let mut host = percent_decode(u.host_str().unwrap_or(""))
         .trim_matches(|c| c == '[' || c == ']')
         .to_string();
-    let user = decode(u.username());
+    let user = percent_decode(u.username());
     if user.is_empty() {
         return Err(bad("missing user name".into()));
     }
@@ -103,8 +91,12 @@ pub(super) fn parse_upstream(
                 }
             }
             "sslrootcert" => rootcert = Some(PathBuf::from(v.as_ref())),
+            "host" => host = v.into_owned(),
             other => return Err(bad(format!("unsupported URL parameter `{other}`"))),
         }
+    }
+    if host.is_empty() {
+        return Err(bad("missing host".into()));
     }
     let ssl_root_cert = match (&rootcert, sslmode) {
         (Some(p), _) => Some(read_file("upstream.sslrootcert", p)?),
@@ -122,11 +114,35 @@ pub(super) fn parse_upstream(
         host,
         port: u.port().unwrap_or(5432),
         user,
-        password: u.password().map(decode),
-        database: decode(database),
+        password: u.password().map(percent_decode),
+        database: percent_decode(database),
         pool_size,
         pool_mode: raw.pool_mode.unwrap_or(PoolMode::Transaction),
         connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
         checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
     })
+}
+
+/// Undoes a URL's `%XX` escapes (user, password, database, and a socket-directory host, which
+/// the url crate leaves encoded).
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = b
+            .get(i + 1..i + 3)
+            .and_then(|h| std::str::from_utf8(h).ok());
+        match (b[i], hex.and_then(|h| u8::from_str_radix(h, 16).ok())) {
+            (b'%', Some(byte)) => {
+                out.push(byte);
+                i += 3;
+            }
+            (c, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

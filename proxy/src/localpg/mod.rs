@@ -163,6 +163,13 @@ impl LocalPostgres {
         )
     }
 
+    /// The same over the Unix socket in the data directory (`?host=<dir>`), when the directory's
+    /// path is short enough for one (see `write_conf`).
+    pub fn socket_url(&self, db: &str) -> Option<String> {
+        let dir = self.data_dir.to_str()?;
+        (dir.len() + 20 < 100).then(|| format!("{}?host={}", self.url(db), pct(dir)))
+    }
+
     /// Runs `sql` through `psql -X -q -v ON_ERROR_STOP=1 -At` over TCP as the superuser and
     /// returns its standard output without the final newline (rows `|`-separated, no headers).
     pub fn psql(&self, db: &str, sql: &str) -> Result<String, LocalPgError> {

@@ -1,5 +1,6 @@
-//! The byte stream to PostgreSQL: plain TCP or TLS (rustls), negotiated with SSLRequest the way
-//! libpq does for `sslmode` disable / prefer / require / verify-full.
+//! The byte stream to PostgreSQL: a Unix-domain socket, plain TCP or TLS (rustls), negotiated
+//! with SSLRequest the way libpq does for `sslmode` disable / prefer / require / verify-full.
+//! As in libpq, a socket directory (a host starting with `/`) never negotiates TLS.
 
 use std::io;
 use std::pin::Pin;
@@ -10,7 +11,7 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::client::TlsStream;
 
 use super::UpstreamError;
@@ -18,6 +19,7 @@ use crate::config::{SslMode, UpstreamConfig};
 
 /// A connection to PostgreSQL, before or after TLS.
 pub enum ServerStream {
+    Unix(UnixStream),
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
 }
@@ -25,6 +27,7 @@ pub enum ServerStream {
 impl std::fmt::Debug for ServerStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            ServerStream::Unix(_) => "ServerStream::Unix",
             ServerStream::Plain(_) => "ServerStream::Plain",
             ServerStream::Tls(_) => "ServerStream::Tls",
         })
@@ -37,6 +40,13 @@ impl ServerStream {
         cfg: &UpstreamConfig,
         tls: Option<&Arc<rustls::ClientConfig>>,
     ) -> Result<ServerStream, UpstreamError> {
+        if cfg.host.starts_with('/') {
+            let path = format!("{}/.s.PGSQL.{}", cfg.host.trim_end_matches('/'), cfg.port);
+            let unix = UnixStream::connect(&path)
+                .await
+                .map_err(UpstreamError::Connect)?;
+            return Ok(ServerStream::Unix(unix));
+        }
         let mut tcp = TcpStream::connect((cfg.host.as_str(), cfg.port))
             .await
             .map_err(UpstreamError::Connect)?;
@@ -72,13 +82,13 @@ impl ServerStream {
 
     /// True when an idle connection has nothing to say (see `ServerConn::looks_alive`).
     pub fn looks_idle(&mut self) -> bool {
+        let mut probe = [0u8; 1];
+        let would_block =
+            |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         match self {
-            ServerStream::Plain(s) => {
-                let mut probe = [0u8; 1];
-                matches!(s.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
-            }
+            ServerStream::Unix(s) => would_block(s.try_read(&mut probe)),
+            ServerStream::Plain(s) => would_block(s.try_read(&mut probe)),
             ServerStream::Tls(s) => {
-                let mut probe = [0u8; 1];
                 let mut buf = ReadBuf::new(&mut probe);
                 let mut cx = Context::from_waker(Waker::noop());
                 Pin::new(s).poll_read(&mut cx, &mut buf).is_pending()
@@ -172,6 +182,7 @@ impl AsyncRead for ServerStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            ServerStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
         }
@@ -185,6 +196,7 @@ impl AsyncWrite for ServerStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            ServerStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
         }
@@ -192,6 +204,7 @@ impl AsyncWrite for ServerStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            ServerStream::Unix(s) => Pin::new(s).poll_flush(cx),
             ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ServerStream::Tls(s) => Pin::new(s).poll_flush(cx),
         }
@@ -199,6 +212,7 @@ impl AsyncWrite for ServerStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            ServerStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
         }
