@@ -48,6 +48,7 @@ struct Args {
     tenant: bool,
     plugins: bool,
     unix_upstream: bool,
+    multiplex: u32,
     script: Script,
     balances: u64,
 }
@@ -63,6 +64,7 @@ fn parse_args() -> anyhow::Result<Args> {
         tenant: false,
         plugins: false,
         unix_upstream: false,
+        multiplex: 0,
         script: Script::SelectOnly,
         balances: 100_000,
     };
@@ -83,6 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
         match flag.as_str() {
             "--clients" => a.clients = val.parse()?,
+            "--multiplex" => a.multiplex = val.parse()?,
             "--seconds" => a.seconds = val.parse()?,
             "--modes" => a.modes = val.split(',').map(str::to_string).collect(),
             "--scale" => a.scale = val.parse()?,
@@ -303,7 +306,7 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
     }
     let role = if args.tenant { "tenant" } else { "admin" };
     Ok(format!(
-        "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\n\
+        "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\nmultiplex = {}\n\
          [[users]]\nname = \"bench\"\npassword = \"{PASSWORD}\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
         if args.unix_upstream {
             pg.socket_url("bench")
@@ -311,7 +314,8 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
         } else {
             pg.url("bench")
         },
-        args.pool
+        args.pool,
+        args.multiplex
     ))
 }
 

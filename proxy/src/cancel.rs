@@ -34,6 +34,22 @@ impl CancelHandle {
     pub fn set_target(&self, key: Option<BackendKey>) {
         *self.target.lock().unwrap_or_else(|p| p.into_inner()) = key;
     }
+
+    /// A handle on the same target for whoever knows when this client's statements run (a
+    /// multiplexed connection, which runs other clients' statements too).
+    pub fn slot(&self) -> CancelSlot {
+        CancelSlot(self.target.clone())
+    }
+}
+
+/// Sets one client's cancel target; see [`CancelHandle::slot`].
+#[derive(Debug, Clone)]
+pub struct CancelSlot(Target);
+
+impl CancelSlot {
+    pub fn set(&self, key: Option<BackendKey>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = key;
+    }
 }
 
 impl Drop for CancelHandle {

@@ -20,6 +20,7 @@ pub mod balances;
 pub mod cancel;
 pub mod config;
 pub mod demo;
+pub(crate) mod duplex;
 pub mod errors;
 pub mod frontend;
 pub mod localpg;

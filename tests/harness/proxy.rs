@@ -51,6 +51,8 @@ pub struct ProxyOptions {
     pub checkout_timeout_secs: u64,
     /// Reach PostgreSQL over its Unix socket instead of TCP.
     pub unix_upstream: bool,
+    /// `[upstream] multiplex` (0 = off).
+    pub multiplex: usize,
 }
 
 impl Default for ProxyOptions {
@@ -64,6 +66,7 @@ impl Default for ProxyOptions {
             idle_client_timeout_secs: None,
             checkout_timeout_secs: 20,
             unix_upstream: false,
+            multiplex: 0,
         }
     }
 }
@@ -212,8 +215,9 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
          pool_size = {}\n\
          pool_mode = \"{}\"\n\
          connect_timeout_secs = 10\n\
-         checkout_timeout_secs = {}\n",
-        opts.pool_size, opts.pool_mode, opts.checkout_timeout_secs
+         checkout_timeout_secs = {}\n\
+         multiplex = {}\n",
+        opts.pool_size, opts.pool_mode, opts.checkout_timeout_secs, opts.multiplex
     );
     if let Some((cert, require)) = &opts.tls {
         cert.write_to(dir);

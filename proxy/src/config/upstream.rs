@@ -8,6 +8,7 @@ pub(super) struct RawUpstream {
     pub(super) url: Option<String>,
     pool_size: Option<usize>,
     pool_mode: Option<PoolMode>,
+    multiplex: Option<usize>,
     connect_timeout_secs: Option<u64>,
     checkout_timeout_secs: Option<u64>,
     sslmode: Option<SslMode>,
@@ -34,6 +35,9 @@ pub struct UpstreamConfig {
     pub database: String,
     pub pool_size: usize,
     pub pool_mode: PoolMode,
+    /// Server connections (of `pool_size`) that carry several clients' implicit transactions
+    /// at once, pipelined (`upstream::mux`); 0 = off.
+    pub multiplex: usize,
     pub connect_timeout: Duration,
     pub checkout_timeout: Duration,
     pub sslmode: SslMode,
@@ -77,6 +81,17 @@ pub(super) fn parse_upstream(
             why: "must be at least 1".into(),
         });
     }
+    let pool_mode = raw.pool_mode.unwrap_or(PoolMode::Transaction);
+    let multiplex = raw.multiplex.unwrap_or(0);
+    if multiplex > 0 && (multiplex >= pool_size || pool_mode != PoolMode::Transaction) {
+        return Err(ConfigError::Invalid {
+            key: "upstream.multiplex".into(),
+            why: format!(
+                "needs pool_mode = \"transaction\" and must be less than pool_size ({pool_size}), \
+                 which also serves transactions and other statements"
+            ),
+        });
+    }
     let mut sslmode = raw.sslmode.unwrap_or(SslMode::Disable);
     let mut rootcert = raw.sslrootcert.as_ref().map(|p| base.join(p));
     for (k, v) in u.query_pairs() {
@@ -117,7 +132,8 @@ pub(super) fn parse_upstream(
         password: u.password().map(percent_decode),
         database: percent_decode(database),
         pool_size,
-        pool_mode: raw.pool_mode.unwrap_or(PoolMode::Transaction),
+        pool_mode,
+        multiplex,
         connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
         checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
     })

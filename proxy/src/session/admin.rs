@@ -1,5 +1,6 @@
 //! Orgwall's own admin statements, answered by the proxy for admin logins in the simple query
-//! protocol: `SHOW orgwall_balances` (the balance cache's state and counters) and
+//! protocol: `SHOW orgwall_pool` (server connections: checkouts, multiplexing),
+//! `SHOW orgwall_balances` (the balance cache's state and counters) and
 //! `SHOW orgwall.balances_drift` (the cache against `inventory_balances`, see
 //! `balances::drift`). Any other login gets 42501; they never reach PostgreSQL.
 
@@ -15,6 +16,8 @@ use crate::wire;
 /// An admin statement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum AdminCommand {
+    /// `SHOW orgwall_pool`
+    PoolStats,
     /// `SHOW orgwall_balances`
     BalanceStats,
     /// `SHOW orgwall.balances_drift`
@@ -24,6 +27,7 @@ pub(super) enum AdminCommand {
 impl AdminCommand {
     fn sql(self) -> &'static str {
         match self {
+            AdminCommand::PoolStats => "SHOW orgwall_pool",
             AdminCommand::BalanceStats => "SHOW orgwall_balances",
             AdminCommand::BalanceDrift => "SHOW orgwall.balances_drift",
         }
@@ -40,6 +44,7 @@ pub(super) fn parse(sql: &str) -> Option<AdminCommand> {
         return None;
     }
     match name.to_ascii_lowercase().as_str() {
+        "orgwall_pool" => Some(AdminCommand::PoolStats),
         "orgwall_balances" => Some(AdminCommand::BalanceStats),
         "orgwall.balances_drift" => Some(AdminCommand::BalanceDrift),
         _ => None,
@@ -78,6 +83,15 @@ fn text_result(columns: &[&str], rows: &[Vec<Option<String>>]) -> BytesMut {
     out
 }
 
+/// A two-column (name, value) result.
+fn name_values(stats: Vec<(&'static str, String)>) -> BytesMut {
+    let rows: Vec<Vec<Option<String>>> = stats
+        .into_iter()
+        .map(|(k, v)| vec![Some(k.to_string()), Some(v)])
+        .collect();
+    text_result(&["name", "value"], &rows)
+}
+
 impl Session<'_> {
     /// Answers an admin statement (`simple`: a Query; else a Parse, which is refused).
     pub(super) async fn on_admin_command(
@@ -103,6 +117,7 @@ impl Session<'_> {
             return self.refuse(e, false).await;
         }
         let mut out = match cmd {
+            AdminCommand::PoolStats => name_values(self.state.pool.stats()),
             AdminCommand::BalanceStats => self.balance_stats(),
             AdminCommand::BalanceDrift => match self.balance_drift().await {
                 Ok(out) => out,
@@ -122,11 +137,7 @@ impl Session<'_> {
                 ("off_reason", "disabled".into()),
             ],
         };
-        let rows: Vec<Vec<Option<String>>> = stats
-            .into_iter()
-            .map(|(k, v)| vec![Some(k.to_string()), Some(v)])
-            .collect();
-        text_result(&["name", "value"], &rows)
+        name_values(stats)
     }
 
     async fn balance_drift(&self) -> Result<BytesMut, DriftError> {
@@ -165,7 +176,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn recognises_only_the_two_show_statements() {
+    fn recognises_only_orgwall_show_statements() {
+        assert_eq!(parse("SHOW orgwall_pool"), Some(AdminCommand::PoolStats));
         assert_eq!(
             parse("show ORGWALL_BALANCES;"),
             Some(AdminCommand::BalanceStats)

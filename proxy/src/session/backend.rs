@@ -32,6 +32,7 @@ impl Session<'_> {
         match frame[0] {
             b'C' => self.complete_head(&frame),
             b'G' => self.enter_copy_in(),
+            b'1' => self.parse_confirmed(),
             _ => {}
         }
         match pending::classify(self.pending.front(), frame[0]) {
@@ -77,6 +78,20 @@ impl Session<'_> {
             if let Some(l) = self.server.as_mut() {
                 l.conn.settings = settings::DIRTY;
             }
+        }
+    }
+
+    /// A named statement is now known to exist on the server connection.
+    fn parse_confirmed(&mut self) {
+        if let (
+            Some(Pending::Parse {
+                server_name: Some(name),
+                ..
+            }),
+            Some(lease),
+        ) = (self.pending.front(), self.server.as_mut())
+        {
+            lease.conn.prepared.confirm(name);
         }
     }
 

@@ -156,6 +156,13 @@ impl Session<'_> {
     /// Sends a Parse for `stmt` under its server name (or as the unnamed statement).
     fn send_parse(&mut self, stmt: &Statement, named: bool, forward: bool) {
         let name = named.then(|| stmt.server_name.clone());
+        if named && self.lease().prepared.is_shared() {
+            // Another client's batch may be preparing it on this connection right now; closing
+            // a statement that does not exist is not an error.
+            let close = Close::new(b'S', name.clone());
+            wire::put(&mut self.to_server, &close);
+            self.pending.push_back(Pending::CloseQuietly);
+        }
         let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
         wire::put(&mut self.to_server, &parse);
         let conn = self.lease();
@@ -353,6 +360,18 @@ impl Session<'_> {
     pub(super) async fn ensure_server(&mut self) -> Result<(), ClientError> {
         if self.server.is_some() {
             return Ok(());
+        }
+        if self.shareable {
+            let settings = &self.settings;
+            let shared = self.state.pool.acquire_shared(
+                settings.fingerprint(),
+                || settings.replay_sql(),
+                self.cancel.slot(),
+            );
+            if let Some(lease) = shared.await {
+                self.server = Some(lease);
+                return Ok(());
+            }
         }
         let mut lease = self.state.pool.acquire().await.map_err(|e| {
             tracing::warn!(error = %e, "no server connection");

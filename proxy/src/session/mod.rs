@@ -9,11 +9,11 @@ mod admin;
 mod backend;
 mod client;
 mod commands;
-mod duplex;
 mod local;
 mod pending;
 mod route;
 mod settings;
+mod shared;
 mod tenant;
 
 use std::collections::{HashMap, VecDeque};
@@ -24,12 +24,12 @@ use tokio::io::AsyncWriteExt;
 
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
+use crate::duplex::{self, Io};
 use crate::errors::{code, ClientError};
 use crate::frontend::{ClientStream, Login, Principal};
 use crate::server::ProxyState;
 use crate::upstream::Lease;
 use crate::wire;
-use duplex::Io;
 use pending::Pending;
 use settings::Settings;
 
@@ -44,6 +44,8 @@ struct Statement {
     hash: u64,
     /// Name on every server connection (derived from the SQL, so clients share them).
     server_name: String,
+    /// May run on a multiplexed connection (`sql::Summary::batchable`).
+    batchable: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
     tenant: Option<route::Rendered>,
@@ -80,6 +82,8 @@ pub(crate) struct Session<'a> {
     commands: commands::Commands,
     /// Balance-cache state (recognised statements, local portals, read-your-writes).
     local: local::Local,
+    /// The messages being handled form a batch that may share a multiplexed connection.
+    shareable: bool,
 }
 
 enum Event {
@@ -117,6 +121,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         bound_local: None,
         commands: commands::Commands::default(),
         local: local::Local::default(),
+        shareable: false,
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
@@ -156,7 +161,11 @@ impl Session<'_> {
                     closing,
                     ..
                 } = self;
-                let read_client = !*closing && to_server.len() < HIGH_WATER;
+                // A share of a multiplexed connection carries one batch at a time: the client's
+                // next messages wait until its answers are in.
+                let read_client = !*closing
+                    && to_server.len() < HIGH_WATER
+                    && !server.as_ref().is_some_and(|l| l.is_shared());
                 let read_server = to_client.len() < HIGH_WATER;
                 let has_server = server.is_some();
                 tokio::select! {
@@ -241,6 +250,7 @@ impl Session<'_> {
     /// Splits and handles every complete client message in the buffer.
     async fn process_client(&mut self) -> Result<(), &'static str> {
         let max = self.state.config.max_message_bytes;
+        self.shareable = self.batch_is_shareable();
         while !self.closing {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {
@@ -274,7 +284,9 @@ impl Session<'_> {
         let _ = self.client.shutdown().await;
         if let Some(lease) = self.server.take() {
             self.cancel.set_target(None);
-            if self.pending.is_empty()
+            if lease.is_shared() {
+                // Its batch runs to completion on the multiplexed connection regardless.
+            } else if self.pending.is_empty()
                 && self.status == b'I'
                 && self.to_server.is_empty()
                 && self.mode == PoolMode::Transaction

@@ -33,6 +33,8 @@ pub enum Pending {
         effect: Option<SessionEffect>,
     },
     Close,
+    /// A Close Orgwall sent before preparing a statement on a multiplexed connection.
+    CloseQuietly,
     Sync,
     /// Orgwall's settings replay: every response is swallowed.
     Settings,
@@ -87,6 +89,7 @@ pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
         (Pending::Parse { forward: true, .. }, b'1') => ForwardPop,
         (Pending::Parse { forward: false, .. }, b'1') => SwallowPop,
         (Pending::Bind, b'2') | (Pending::Close, b'3') => ForwardPop,
+        (Pending::CloseQuietly, b'3') => SwallowPop,
         (Pending::DescribeStatement, b't') => Forward,
         (Pending::DescribeStatement | Pending::DescribePortal, b'T' | b'n') => ForwardPop,
         (Pending::Execute { .. }, b'C' | b'I' | b's') => ForwardPop,
@@ -127,6 +130,7 @@ mod tests {
                 SwallowPop,
             ),
             (Some(Pending::Bind), b'2', ForwardPop),
+            (Some(Pending::CloseQuietly), b'3', SwallowPop),
             (Some(Pending::DescribeStatement), b't', Forward),
             (Some(Pending::DescribeStatement), b'n', ForwardPop),
             (Some(Pending::DescribePortal), b'T', ForwardPop),

@@ -206,6 +206,7 @@ impl Statement {
         let hash = h.finish();
         Statement {
             server_name: format!("orgwall_{hash:016x}"),
+            batchable: crate::sql::summarize(&sql).batchable,
             sql,
             types,
             hash,

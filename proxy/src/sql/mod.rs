@@ -48,6 +48,10 @@ pub struct Summary {
     pub statements: usize,
     /// Session-level effects, in order.
     pub effects: Vec<SessionEffect>,
+    /// Every statement is plain DML or a query that can neither open a transaction block nor
+    /// leave session state behind: it may share a server connection with other clients'
+    /// implicit transactions (`upstream::mux`).
+    pub batchable: bool,
 }
 
 /// Splits SQL text into statements (without the `;`), skipping empty ones.
@@ -224,19 +228,65 @@ const SESSION_ADVISORY: [&str; 4] = [
 pub fn summarize(sql: &str) -> Summary {
     let stmts = split_statements(sql);
     let mut effects = Vec::new();
+    let mut batchable = !stmts.is_empty();
     for s in &stmts {
-        if let Some(e) = classify(s) {
-            effects.push(e);
-        }
+        let w = words(s, 4);
+        let upper = Squashed::of(s);
+        let effect = classify(s, &w, &upper);
+        batchable &= effect.is_none() && is_batchable(&w, &upper);
+        effects.extend(effect);
     }
     Summary {
         statements: stmts.len(),
         effects,
+        batchable,
     }
 }
 
-fn classify(stmt: &str) -> Option<SessionEffect> {
-    let w = words(stmt, 4);
+/// Statement kinds that run to completion inside an implicit transaction.
+const BATCHABLE: [&str; 8] = [
+    "SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "VALUES", "TABLE", "MERGE",
+];
+
+fn is_batchable(w: &[String], upper: &Squashed) -> bool {
+    w.first().is_some_and(|k| BATCHABLE.contains(&k.as_str()))
+        && !upper.contains("SET_CONFIG(")
+        && !upper.contains("PG_ADVISORY_UNLOCK")
+}
+
+/// A statement upper-cased, whitespace dropped (`tight`) or squashed to single spaces
+/// (`spaced`), built once for every needle test of one statement.
+struct Squashed {
+    tight: String,
+    spaced: String,
+}
+
+impl Squashed {
+    fn of(stmt: &str) -> Squashed {
+        let mut tight = String::with_capacity(stmt.len());
+        let mut spaced = String::with_capacity(stmt.len());
+        for c in stmt.chars() {
+            if c.is_whitespace() {
+                spaced.push(' ');
+            } else {
+                let u = c.to_ascii_uppercase();
+                tight.push(u);
+                spaced.push(u);
+            }
+        }
+        Squashed { tight, spaced }
+    }
+
+    fn contains(&self, needle: &str) -> bool {
+        if needle.contains(' ') {
+            self.spaced.contains(needle)
+        } else {
+            self.tight.contains(needle)
+        }
+    }
+}
+
+fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect> {
     let w: Vec<&str> = w.iter().map(String::as_str).collect();
     match w.as_slice() {
         ["SET", "LOCAL", ..] | ["SET", "TRANSACTION", ..] => None,
@@ -261,38 +311,22 @@ fn classify(stmt: &str) -> Option<SessionEffect> {
         ["CREATE", "TEMP" | "TEMPORARY", ..]
         | ["CREATE", "GLOBAL" | "LOCAL", "TEMP" | "TEMPORARY", ..]
         | ["CREATE", "UNLOGGED" | "OR", ..]
-            if is_temp(stmt) =>
+            if is_temp(upper) =>
         {
             Some(SessionEffect::Pinned("temporary tables"))
         }
-        ["DECLARE", ..] if contains_upper(stmt, " WITH HOLD") => {
+        ["DECLARE", ..] if upper.contains(" WITH HOLD") => {
             Some(SessionEffect::Pinned("WITH HOLD cursors"))
         }
-        _ if SESSION_ADVISORY.iter().any(|f| contains_upper(stmt, f)) => {
+        _ if SESSION_ADVISORY.iter().any(|f| upper.contains(f)) => {
             Some(SessionEffect::Pinned("session-level advisory locks"))
         }
         _ => None,
     }
 }
 
-fn is_temp(stmt: &str) -> bool {
-    (contains_upper(stmt, " TEMP ") || contains_upper(stmt, " TEMPORARY "))
-        && !contains_upper(stmt, "ON COMMIT DROP")
-}
-
-fn contains_upper(stmt: &str, needle: &str) -> bool {
-    let squashed: String = stmt
-        .chars()
-        .filter(|c| !c.is_whitespace() || needle.contains(' '))
-        .map(|c| {
-            if c.is_whitespace() {
-                ' '
-            } else {
-                c.to_ascii_uppercase()
-            }
-        })
-        .collect();
-    squashed.contains(needle)
+fn is_temp(upper: &Squashed) -> bool {
+    (upper.contains(" TEMP ") || upper.contains(" TEMPORARY ")) && !upper.contains("ON COMMIT DROP")
 }
 
 fn parse_set(stmt: &str) -> Option<SessionEffect> {
@@ -353,6 +387,51 @@ mod tests {
         Set {
             name: name.into(),
             value: value.into(),
+        }
+    }
+
+    #[test]
+    fn only_self_contained_statements_are_batchable() {
+        let cases: &[(&str, bool)] = &[
+            ("SELECT abalance FROM pgbench_accounts WHERE aid = 1", true),
+            ("  select 1; INSERT INTO t VALUES (1)", true),
+            (
+                "/* c */ WITH x AS (DELETE FROM t RETURNING 1) SELECT * FROM x",
+                true,
+            ),
+            ("UPDATE t SET a = 1", true),
+            ("values (1)", true),
+            ("TABLE t", true),
+            (
+                "MERGE INTO t USING s ON t.a = s.a WHEN MATCHED THEN DELETE",
+                true,
+            ),
+            ("", false),
+            ("BEGIN", false),
+            ("select 1; begin", false),
+            ("START TRANSACTION", false),
+            ("COMMIT", false),
+            ("ROLLBACK", false),
+            ("SAVEPOINT a", false),
+            ("SET statement_timeout = 1", false),
+            ("SET LOCAL statement_timeout = 1", false),
+            ("LISTEN x", false),
+            ("COPY t FROM STDIN", false),
+            ("COPY t TO STDOUT", false),
+            ("CREATE TABLE t (a int)", false),
+            ("CALL p()", false),
+            ("DO $$ BEGIN COMMIT; END $$", false),
+            ("DECLARE c CURSOR FOR SELECT 1", false),
+            ("EXPLAIN ANALYZE DELETE FROM t", false),
+            ("SELECT pg_advisory_lock(1)", false),
+            ("SELECT pg_advisory_unlock(1)", false),
+            ("select pg_catalog.set_config('a.b', 'c', false)", false),
+            ("SELECT SET_CONFIG ('a.b', 'c', false)", false),
+            ("PREPARE p AS SELECT 1", false),
+            ("DISCARD ALL", false),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(summarize(sql).batchable, *want, "{sql:?}");
         }
     }
 

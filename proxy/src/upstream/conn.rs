@@ -2,6 +2,7 @@
 //! and the per-connection state the session relies on (statement cache, applied settings).
 
 use std::collections::HashSet;
+use std::sync::{Arc, RwLock};
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::{
@@ -39,11 +40,62 @@ pub struct ServerConn {
     /// ParameterStatus values PostgreSQL reported at startup.
     pub startup_params: Vec<(String, String)>,
     /// Server-side names of the statements prepared on this connection.
-    pub prepared: HashSet<String>,
+    pub prepared: Prepared,
     /// Hash of the SQL and types of the unnamed statement, when this proxy parsed it.
     pub unnamed: Option<u64>,
     /// Fingerprint of the client settings applied on this connection (0 = server defaults).
     pub settings: u64,
+}
+
+/// Server-side names of the statements prepared on a connection. On a multiplexed connection
+/// (`mux.rs`) the set is shared by every client batch that runs on it and holds only names
+/// PostgreSQL confirmed with ParseComplete; `own` holds those this holder has sent.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    own: HashSet<String>,
+    shared: Option<Arc<RwLock<HashSet<String>>>>,
+}
+
+impl Prepared {
+    pub fn shared(set: Arc<RwLock<HashSet<String>>>) -> Prepared {
+        Prepared {
+            own: HashSet::new(),
+            shared: Some(set),
+        }
+    }
+
+    /// True for a multiplexed connection: another client's batch may prepare the same name
+    /// concurrently, so a Parse of a named statement is preceded by a Close of that name.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    pub fn contains(&self, name: &str) -> bool {
+        self.own.contains(name)
+            || self
+                .shared
+                .as_ref()
+                .is_some_and(|s| s.read().unwrap_or_else(|p| p.into_inner()).contains(name))
+    }
+
+    /// A Parse of `name` was sent.
+    pub fn insert(&mut self, name: String) {
+        self.own.insert(name);
+    }
+
+    /// A Parse of `name` was skipped or failed.
+    pub fn remove(&mut self, name: &str) {
+        self.own.remove(name);
+    }
+
+    /// PostgreSQL answered a Parse of `name` with ParseComplete.
+    pub fn confirm(&mut self, name: &str) {
+        if let Some(s) = &self.shared {
+            s.write()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.to_string());
+        }
+    }
 }
 
 impl ServerConn {
@@ -91,7 +143,7 @@ impl ServerConn {
                 secret: SecretKey::I32(0),
             },
             startup_params: Vec::new(),
-            prepared: HashSet::new(),
+            prepared: Prepared::default(),
             unnamed: None,
             settings: 0,
         };

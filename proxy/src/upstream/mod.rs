@@ -6,6 +6,7 @@
 
 pub mod catalog;
 mod conn;
+mod mux;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,9 +15,10 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use conn::{BackendKey, ServerConn};
+pub use conn::{BackendKey, Prepared, ServerConn};
 pub use stream::ServerStream;
 
+use crate::cancel::CancelSlot;
 use crate::config::UpstreamConfig;
 use crate::wire::{self, WireError};
 
@@ -73,11 +75,20 @@ impl UpstreamError {
     }
 }
 
-/// A server connection checked out of the pool.
+/// A server connection checked out of the pool, or a share of a multiplexed one (`mux.rs`).
 #[derive(Debug)]
 pub struct Lease {
     pub conn: ServerConn,
-    _permit: OwnedSemaphorePermit,
+    /// `None` for a share of a multiplexed connection (whose task holds the permit).
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Lease {
+    /// A share of a multiplexed connection: the client may hold it for implicit transactions
+    /// only, and dropping it never closes the connection.
+    pub fn is_shared(&self) -> bool {
+        self.permit.is_none()
+    }
 }
 
 /// The pool of server connections to one upstream.
@@ -90,6 +101,11 @@ pub struct Pool {
     next_id: AtomicU64,
     /// ParameterStatus values of the most recent successful connect, shown to clients at login.
     server_params: Mutex<Vec<(String, String)>>,
+    /// Multiplexed connections (`[upstream] multiplex`), if any.
+    mux: Option<mux::Mux>,
+    /// Exclusive checkouts and shares of multiplexed connections handed out (`stats`).
+    checkouts: AtomicU64,
+    shares: AtomicU64,
 }
 
 impl Pool {
@@ -97,12 +113,15 @@ impl Pool {
     pub fn new(cfg: UpstreamConfig) -> Result<Pool, UpstreamError> {
         let tls = stream::client_config(&cfg).map_err(UpstreamError::Tls)?;
         Ok(Pool {
+            mux: (cfg.multiplex > 0).then(|| mux::Mux::new(cfg.multiplex)),
             tls,
             permits: Arc::new(Semaphore::new(cfg.pool_size)),
             cfg,
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             server_params: Mutex::new(Vec::new()),
+            checkouts: AtomicU64::new(0),
+            shares: AtomicU64::new(0),
         })
     }
 
@@ -119,11 +138,12 @@ impl Pool {
         .await
         .map_err(|_| UpstreamError::PoolTimeout(self.cfg.pool_size))?
         .map_err(|_| UpstreamError::Closed)?;
+        self.checkouts.fetch_add(1, Ordering::Relaxed);
         while let Some(mut conn) = self.lock_idle().pop() {
             if conn.looks_alive() {
                 return Ok(Lease {
                     conn,
-                    _permit: permit,
+                    permit: Some(permit),
                 });
             }
             tracing::info!(server = conn.id, "dropping dead idle server connection");
@@ -134,7 +154,7 @@ impl Pool {
         *self.server_params.lock().unwrap_or_else(|p| p.into_inner()) = conn.startup_params.clone();
         Ok(Lease {
             conn,
-            _permit: permit,
+            permit: Some(permit),
         })
     }
 
@@ -149,9 +169,30 @@ impl Pool {
         }
     }
 
-    /// Returns a clean connection to the idle list (most recently used is reused first).
+    /// Returns a clean connection to the idle list (most recently used is reused first); a
+    /// share of a multiplexed connection is just let go.
     pub fn release(&self, lease: Lease) {
-        self.lock_idle().push(lease.conn);
+        if !lease.is_shared() {
+            self.lock_idle().push(lease.conn);
+        }
+    }
+
+    /// A share of a multiplexed connection whose settings fingerprint is `settings` (opened,
+    /// and brought to those settings with `replay`, if needed), or `None` when multiplexing is
+    /// off or every suitable connection is busy with a slow statement: then use [`acquire`].
+    pub async fn acquire_shared(
+        &self,
+        settings: u64,
+        replay: impl FnOnce() -> String,
+        cancel: CancelSlot,
+    ) -> Option<Lease> {
+        let mux = self.mux.as_ref()?;
+        let conn = mux.pick(self, settings, replay).await?;
+        self.shares.fetch_add(1, Ordering::Relaxed);
+        Some(Lease {
+            conn: conn.share(cancel),
+            permit: None,
+        })
     }
 
     /// The server's startup parameters, connecting once if none has been seen yet.
@@ -170,9 +211,35 @@ impl Pool {
         Ok(params)
     }
 
-    /// Closes every idle connection (used at shutdown).
+    /// Counters for `SHOW orgwall_pool`: (name, value).
+    pub fn stats(&self) -> Vec<(&'static str, String)> {
+        let idle = self.lock_idle().len();
+        vec![
+            ("pool_size", self.cfg.pool_size.to_string()),
+            ("idle", idle.to_string()),
+            (
+                "checkouts",
+                self.checkouts.load(Ordering::Relaxed).to_string(),
+            ),
+            ("multiplex", self.cfg.multiplex.to_string()),
+            (
+                "multiplexed_connections",
+                self.mux.as_ref().map_or(0, |m| m.live()).to_string(),
+            ),
+            (
+                "multiplexed_batches",
+                self.shares.load(Ordering::Relaxed).to_string(),
+            ),
+        ]
+    }
+
+    /// Closes every idle connection (used at shutdown); multiplexed ones close once their
+    /// last batch is answered.
     pub fn close_idle(&self) {
         self.lock_idle().clear();
+        if let Some(mux) = &self.mux {
+            mux.close();
+        }
     }
 
     fn lock_idle(&self) -> std::sync::MutexGuard<'_, Vec<ServerConn>> {

@@ -19,6 +19,8 @@ use crate::config::{SslMode, UpstreamConfig};
 
 /// A connection to PostgreSQL, before or after TLS.
 pub enum ServerStream {
+    /// A share of a multiplexed connection (see `mux.rs`).
+    Pipe(Box<super::mux::Pipe>),
     Unix(UnixStream),
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
@@ -27,6 +29,7 @@ pub enum ServerStream {
 impl std::fmt::Debug for ServerStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
+            ServerStream::Pipe(_) => "ServerStream::Pipe",
             ServerStream::Unix(_) => "ServerStream::Unix",
             ServerStream::Plain(_) => "ServerStream::Plain",
             ServerStream::Tls(_) => "ServerStream::Tls",
@@ -86,6 +89,7 @@ impl ServerStream {
         let would_block =
             |r: io::Result<usize>| matches!(r, Err(e) if e.kind() == io::ErrorKind::WouldBlock);
         match self {
+            ServerStream::Pipe(_) => true,
             ServerStream::Unix(s) => would_block(s.try_read(&mut probe)),
             ServerStream::Plain(s) => would_block(s.try_read(&mut probe)),
             ServerStream::Tls(s) => {
@@ -182,6 +186,7 @@ impl AsyncRead for ServerStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            ServerStream::Pipe(p) => p.poll_read(cx, buf),
             ServerStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ServerStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
@@ -196,6 +201,7 @@ impl AsyncWrite for ServerStream {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
+            ServerStream::Pipe(p) => p.poll_write(buf),
             ServerStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ServerStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
@@ -204,6 +210,7 @@ impl AsyncWrite for ServerStream {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            ServerStream::Pipe(_) => Poll::Ready(Ok(())),
             ServerStream::Unix(s) => Pin::new(s).poll_flush(cx),
             ServerStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ServerStream::Tls(s) => Pin::new(s).poll_flush(cx),
@@ -212,6 +219,7 @@ impl AsyncWrite for ServerStream {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
+            ServerStream::Pipe(_) => Poll::Ready(Ok(())),
             ServerStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ServerStream::Tls(s) => Pin::new(s).poll_shutdown(cx),

@@ -1,0 +1,505 @@
+//! Multiplexed server connections: several clients' implicit transactions pipelined on one
+//! PostgreSQL connection, each client's answers routed back to it in order.
+//!
+//! A session whose next messages form a self-contained batch (ending in Query or Sync, every
+//! statement `sql::Summary::batchable`, no transaction open) takes a *share*: a `ServerConn`
+//! whose stream is a [`Pipe`]. One write to the pipe submits one whole batch; the connection's
+//! task writes batches back to back and hands each one the server's bytes up to its last
+//! ReadyForQuery. PostgreSQL runs the batches one after another, exactly as if each had the
+//! connection to itself; what is shared is the syscalls and the backend's wake-ups.
+//!
+//! Invariants: a batch never leaves the connection inside a transaction block (the session only
+//! submits batchable statements); named statements are only assumed prepared once PostgreSQL
+//! confirmed them (`conn::Prepared`); a client's cancel target is this connection's backend only
+//! while that client's batch is the one running; a connection whose head batch has run longer
+//! than [`SLOW`] takes no new batches (they go to another connection or the exclusive pool).
+
+use std::collections::{HashSet, VecDeque};
+use std::io;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::ReadBuf;
+use tokio::sync::mpsc;
+
+use super::conn::{BackendKey, Prepared, ServerConn};
+use super::stream::ServerStream;
+use super::{Lease, Pool};
+use crate::cancel::CancelSlot;
+use crate::duplex::{self, Io};
+
+/// A head batch running longer than this keeps new batches off its connection.
+const SLOW: Duration = Duration::from_millis(20);
+
+/// The multiplexed connections of one pool.
+#[derive(Debug)]
+pub struct Mux {
+    capacity: usize,
+    conns: Mutex<Vec<Arc<MuxConn>>>,
+    /// Serialises opening connections, so a burst of clients opens one, not `capacity`.
+    opening: tokio::sync::Mutex<()>,
+}
+
+/// One multiplexed PostgreSQL connection, as the sessions see it.
+#[derive(Debug)]
+pub struct MuxConn {
+    id: u64,
+    key: BackendKey,
+    /// Fingerprint of the client settings this connection carries (see `session::settings`).
+    settings: u64,
+    submit: mpsc::UnboundedSender<Batch>,
+    prepared: Arc<RwLock<HashSet<String>>>,
+    load: Arc<Load>,
+}
+
+/// What the connection's task reports to the sessions choosing a connection.
+#[derive(Debug, Default)]
+struct Load {
+    /// Batches submitted and not yet answered.
+    inflight: AtomicUsize,
+    /// When the running batch started (ms since `epoch()`; 0 when idle).
+    head_since: AtomicU64,
+    dead: AtomicBool,
+}
+
+#[derive(Debug)]
+struct Batch {
+    bytes: Bytes,
+    /// ReadyForQuery messages that answer it (one per Query or Sync).
+    rfqs: usize,
+    reply: mpsc::UnboundedSender<Bytes>,
+    cancel: CancelSlot,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+impl Mux {
+    pub fn new(capacity: usize) -> Mux {
+        Mux {
+            capacity,
+            conns: Mutex::new(Vec::new()),
+            opening: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Chooses (or opens) a connection with these settings for one batch.
+    pub async fn pick(
+        &self,
+        pool: &Pool,
+        settings: u64,
+        replay: impl FnOnce() -> String,
+    ) -> Option<Arc<MuxConn>> {
+        if let Some(c) = self.choose(settings, true) {
+            return Some(c);
+        }
+        let Ok(_opening) = self.opening.try_lock() else {
+            // Someone is opening one: share a busy connection rather than wait for it.
+            return self.choose(settings, false);
+        };
+        if let Some(c) = self.choose(settings, true) {
+            return Some(c);
+        }
+        if !self.make_room(settings) {
+            return self.choose(settings, false);
+        }
+        match self.open(pool, settings, replay).await {
+            Ok(c) => {
+                self.lock().push(c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot open a multiplexed server connection");
+                self.choose(settings, false)
+            }
+        }
+    }
+
+    /// The least-loaded live, not-slow connection with these settings; with `idle_only`, only
+    /// one with nothing in flight.
+    fn choose(&self, settings: u64, idle_only: bool) -> Option<Arc<MuxConn>> {
+        let now = now_ms();
+        let mut conns = self.lock();
+        conns.retain(|c| !c.load.dead.load(Ordering::Relaxed));
+        conns
+            .iter()
+            .filter(|c| c.settings == settings && !c.is_slow(now))
+            .min_by_key(|c| c.load.inflight.load(Ordering::Relaxed))
+            .filter(|c| !idle_only || c.load.inflight.load(Ordering::Relaxed) == 0)
+            .cloned()
+    }
+
+    /// True when another connection may be opened: below capacity, or after letting go of an
+    /// idle connection that carries other settings.
+    fn make_room(&self, settings: u64) -> bool {
+        let mut conns = self.lock();
+        if conns.len() < self.capacity {
+            return true;
+        }
+        let idle_other = conns
+            .iter()
+            .position(|c| c.settings != settings && c.load.inflight.load(Ordering::Relaxed) == 0);
+        match idle_other {
+            Some(i) => {
+                // Its task ends (closing the connection) once no share refers to it.
+                let gone = conns.swap_remove(i);
+                tracing::debug!(server = gone.id, "retiring a multiplexed connection");
+                true
+            }
+            None => false,
+        }
+    }
+
+    async fn open(
+        &self,
+        pool: &Pool,
+        settings: u64,
+        replay: impl FnOnce() -> String,
+    ) -> Result<Arc<MuxConn>, super::UpstreamError> {
+        let mut lease = pool.acquire().await?;
+        if settings != 0 {
+            lease.conn.query_text(&replay()).await?;
+        }
+        let (submit, rx) = mpsc::unbounded_channel();
+        let load = Arc::new(Load::default());
+        let conn = Arc::new(MuxConn {
+            id: lease.conn.id,
+            key: lease.conn.key.clone(),
+            settings,
+            submit,
+            prepared: Arc::default(),
+            load: load.clone(),
+        });
+        tracing::debug!(server = conn.id, "multiplexed server connection opened");
+        tokio::spawn(run(lease, rx, load));
+        Ok(conn)
+    }
+
+    /// Live multiplexed connections.
+    pub fn live(&self) -> usize {
+        self.lock()
+            .iter()
+            .filter(|c| !c.load.dead.load(Ordering::Relaxed))
+            .count()
+    }
+
+    /// Lets go of every connection; each closes once its last batch is answered.
+    pub fn close(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Arc<MuxConn>>> {
+        self.conns.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl MuxConn {
+    fn is_slow(&self, now: u64) -> bool {
+        let since = self.load.head_since.load(Ordering::Relaxed);
+        since != 0 && now.saturating_sub(since) > SLOW.as_millis() as u64
+    }
+
+    /// A `ServerConn` for one client's batches on this connection.
+    pub fn share(self: &Arc<Self>, cancel: CancelSlot) -> ServerConn {
+        let (tx, rx) = mpsc::unbounded_channel();
+        ServerConn {
+            id: self.id,
+            stream: ServerStream::Pipe(Box::new(Pipe {
+                conn: self.clone(),
+                tx,
+                rx,
+                leftover: Bytes::new(),
+                cancel,
+            })),
+            rbuf: BytesMut::new(),
+            key: self.key.clone(),
+            startup_params: Vec::new(),
+            prepared: Prepared::shared(self.prepared.clone()),
+            unnamed: None,
+            settings: self.settings,
+        }
+    }
+}
+
+/// The connection's task: writes submitted batches, routes the answers.
+async fn run(mut lease: Lease, mut rx: mpsc::UnboundedReceiver<Batch>, load: Arc<Load>) {
+    let conn = &mut lease.conn;
+    let key = conn.key.clone();
+    let mut queue: VecDeque<Batch> = VecDeque::new();
+    let mut out = BytesMut::new();
+    let mut closed = false;
+    let why = loop {
+        if closed && queue.is_empty() {
+            break "no more clients";
+        }
+        duplex::write_now(&mut conn.stream, &mut out);
+        let ev = tokio::select! {
+            b = rx.recv(), if !closed => match b {
+                Some(b) => Ok(Some(b)),
+                None => Ok(None),
+            },
+            io = std::future::poll_fn(|cx| {
+                duplex::poll_duplex(cx, &mut conn.stream, Some(&mut conn.rbuf), &out)
+            }) => Err(io),
+        };
+        match ev {
+            Ok(Some(b)) => {
+                submit(&mut queue, &mut out, b, &key, &load);
+                while let Ok(b) = rx.try_recv() {
+                    submit(&mut queue, &mut out, b, &key, &load);
+                }
+            }
+            Ok(None) => closed = true,
+            Err(Io::Wrote(Ok(n))) if n > 0 => out.advance(n),
+            Err(Io::Read(Ok(n))) if n > 0 => route(&mut conn.rbuf, &mut queue, &key, &load),
+            Err(Io::Wrote(_)) | Err(Io::Read(_)) => break "connection lost",
+        }
+    };
+    load.dead.store(true, Ordering::Relaxed);
+    rx.close();
+    while let Ok(b) = rx.try_recv() {
+        queue.push_back(b);
+    }
+    if !queue.is_empty() {
+        tracing::warn!(
+            server = conn.id,
+            batches = queue.len(),
+            "multiplexed server connection lost"
+        );
+    }
+    for b in queue.drain(..) {
+        b.cancel.set(None);
+        let _ = b.reply.send(Bytes::new());
+        load.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+    tracing::debug!(
+        server = conn.id,
+        why,
+        "multiplexed server connection closed"
+    );
+}
+
+fn submit(
+    queue: &mut VecDeque<Batch>,
+    out: &mut BytesMut,
+    b: Batch,
+    key: &BackendKey,
+    load: &Load,
+) {
+    if queue.is_empty() {
+        start(&b, key, load);
+    }
+    out.extend_from_slice(&b.bytes);
+    queue.push_back(b);
+}
+
+/// `b` is now the batch PostgreSQL runs.
+fn start(b: &Batch, key: &BackendKey, load: &Load) {
+    load.head_since.store(now_ms(), Ordering::Relaxed);
+    b.cancel.set(Some(key.clone()));
+}
+
+/// Hands every complete message in `rbuf` to the batch it answers.
+fn route(rbuf: &mut BytesMut, queue: &mut VecDeque<Batch>, key: &BackendKey, load: &Load) {
+    loop {
+        let (mut pos, mut done) = (0, false);
+        while let Some(len) = frame_len(&rbuf[pos..]) {
+            let tag = rbuf[pos];
+            pos += len;
+            if tag == b'Z' {
+                if let Some(head) = queue.front_mut() {
+                    head.rfqs -= 1;
+                    if head.rfqs == 0 {
+                        done = true;
+                        break;
+                    }
+                }
+            }
+        }
+        if pos == 0 {
+            return;
+        }
+        let chunk = rbuf.split_to(pos).freeze();
+        let Some(head) = queue.front() else {
+            tracing::debug!(
+                bytes = chunk.len(),
+                "unsolicited messages on a multiplexed connection"
+            );
+            continue;
+        };
+        if !done {
+            let _ = head.reply.send(chunk);
+            return;
+        }
+        if let Some(head) = queue.pop_front() {
+            head.cancel.set(None);
+            let _ = head.reply.send(chunk);
+            load.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+        match queue.front() {
+            Some(next) => start(next, key, load),
+            None => load.head_since.store(0, Ordering::Relaxed),
+        }
+    }
+}
+
+/// Length of the complete message at the start of `b`, if it is all there.
+fn frame_len(b: &[u8]) -> Option<usize> {
+    let len = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize + 1;
+    (len >= 5 && b.len() >= len).then_some(len)
+}
+
+/// A client's end of a multiplexed connection: a write is one batch, reads are its answers.
+#[derive(Debug)]
+pub struct Pipe {
+    conn: Arc<MuxConn>,
+    tx: mpsc::UnboundedSender<Bytes>,
+    rx: mpsc::UnboundedReceiver<Bytes>,
+    leftover: Bytes,
+    cancel: CancelSlot,
+}
+
+impl Pipe {
+    pub(super) fn poll_read(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.leftover.is_empty() {
+            match self.rx.poll_recv(cx) {
+                // An empty chunk: the connection was lost (end of stream).
+                Poll::Ready(Some(b)) => self.leftover = b,
+                Poll::Ready(None) => return Poll::Ready(Ok(())),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        let n = self.leftover.len().min(buf.remaining());
+        buf.put_slice(&self.leftover.split_to(n));
+        Poll::Ready(Ok(()))
+    }
+
+    /// Submits `buf` (whole messages ending in Query or Sync) as one batch.
+    pub(super) fn poll_write(&mut self, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let rfqs = answers_expected(buf).ok_or_else(|| {
+            io::Error::other("a batch for a multiplexed connection must end with Query or Sync")
+        })?;
+        let batch = Batch {
+            bytes: Bytes::copy_from_slice(buf),
+            rfqs,
+            reply: self.tx.clone(),
+            cancel: self.cancel.clone(),
+        };
+        self.conn.load.inflight.fetch_add(1, Ordering::Relaxed);
+        if self.conn.submit.send(batch).is_err() {
+            self.conn.load.inflight.fetch_sub(1, Ordering::Relaxed);
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// ReadyForQuery messages PostgreSQL will send for `buf`, if it is whole messages ending in a
+/// Query or Sync.
+fn answers_expected(buf: &[u8]) -> Option<usize> {
+    let (mut pos, mut rfqs, mut last) = (0, 0, 0u8);
+    while pos < buf.len() {
+        let len = frame_len(&buf[pos..])?;
+        last = buf[pos];
+        rfqs += usize::from(matches!(last, b'Q' | b'S'));
+        pos += len;
+    }
+    matches!(last, b'Q' | b'S').then_some(rfqs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![tag];
+        m.extend_from_slice(&(body.len() as u32 + 4).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn a_batch_must_be_whole_messages_ending_in_query_or_sync() {
+        let q = msg(b'Q', b"select 1\0");
+        let (p, b, e, s) = (
+            msg(b'P', b"\0x\0\0\0"),
+            msg(b'B', b"\0\0"),
+            msg(b'E', b"\0"),
+            msg(b'S', b""),
+        );
+        let ext: Vec<u8> = [p.clone(), b, e, s.clone()].concat();
+        assert_eq!(answers_expected(&q), Some(1));
+        assert_eq!(answers_expected(&ext), Some(1));
+        assert_eq!(
+            answers_expected(&[q.clone(), ext.clone(), q.clone()].concat()),
+            Some(3)
+        );
+        assert_eq!(answers_expected(&p), None, "no Sync");
+        assert_eq!(answers_expected(&q[..q.len() - 1]), None, "cut short");
+        assert_eq!(
+            answers_expected(&[s.clone(), p].concat()),
+            None,
+            "ends after Sync"
+        );
+        assert_eq!(answers_expected(&[]), None);
+    }
+
+    #[test]
+    fn answers_are_split_at_each_batch_s_last_ready_for_query() {
+        let key = BackendKey {
+            host: "h".into(),
+            port: 1,
+            pid: 7,
+            secret: pgwire::messages::startup::SecretKey::I32(1),
+        };
+        let load = Load::default();
+        let mut queue = VecDeque::new();
+        let mut replies = Vec::new();
+        for rfqs in [2, 1] {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let slot = crate::cancel::CancelRegistry::default();
+            let handle = Arc::new(slot).register();
+            queue.push_back(Batch {
+                bytes: Bytes::new(),
+                rfqs,
+                reply: tx,
+                cancel: handle.slot(),
+            });
+            load.inflight.fetch_add(1, Ordering::Relaxed);
+            replies.push((rx, handle));
+        }
+        let (row, z) = (msg(b'D', b"\0\x01"), msg(b'Z', b"I"));
+        let first: Vec<u8> = [row.clone(), z.clone(), row.clone(), z.clone()].concat();
+        let second: Vec<u8> = [row.clone(), z.clone()].concat();
+        // Arrives in pieces: the first batch's answer, then the second's, cut mid-message.
+        let all = [first.clone(), second.clone()].concat();
+        let mut rbuf = BytesMut::from(&all[..first.len() + 3]);
+        route(&mut rbuf, &mut queue, &key, &load);
+        rbuf.extend_from_slice(&all[first.len() + 3..]);
+        route(&mut rbuf, &mut queue, &key, &load);
+        assert!(rbuf.is_empty() && queue.is_empty());
+        assert_eq!(load.inflight.load(Ordering::Relaxed), 0);
+        let got = |rx: &mut mpsc::UnboundedReceiver<Bytes>| {
+            let mut v = Vec::new();
+            while let Ok(b) = rx.try_recv() {
+                v.extend_from_slice(&b);
+            }
+            v
+        };
+        assert_eq!(got(&mut replies[0].0), first);
+        assert_eq!(got(&mut replies[1].0), second);
+    }
+}

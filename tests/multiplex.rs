@@ -1,0 +1,300 @@
+//! `[upstream] multiplex`: several clients' implicit transactions pipelined on shared server
+//! connections. Answers reach the right client in every protocol; transactions, session
+//! settings, errors and COPY never share a connection; a slow statement does not hold up other
+//! clients and can still be cancelled; a lost multiplexed connection fails only the batches on
+//! it; pgbench runs clean.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use orgwall_e2e::clients::{describe, pgbench, CliOutput};
+use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
+use tokio_postgres::SimpleQueryMessage;
+
+fn opts(pool_size: usize, multiplex: usize) -> ProxyOptions {
+    ProxyOptions {
+        multiplex,
+        ..ProxyOptions::pool(pool_size, "transaction")
+    }
+}
+
+fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<String> {
+    msgs.iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// A counter from `SHOW orgwall_pool` (admin login).
+async fn pool_stat(c: &tokio_postgres::Client, name: &str) -> u64 {
+    let msgs = c
+        .simple_query("SHOW orgwall_pool")
+        .await
+        .expect("SHOW orgwall_pool");
+    msgs.iter()
+        .find_map(|m| match m {
+            SimpleQueryMessage::Row(r) if r.get(0) == Some(name) => r.get(1)?.parse().ok(),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no {name} in SHOW orgwall_pool"))
+}
+
+/// 24 clients on a pool of 4 (2 multiplexed): every answer belongs to the client that asked,
+/// in the simple, extended and prepared protocols, and the statements really shared backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_reach_the_client_that_asked_in_every_protocol() {
+    bounded(180, async {
+        let (_db, proxy) = db_and_proxy("mux_answers", opts(4, 2)).await;
+        let mut tasks = Vec::new();
+        for client in 0..24i32 {
+            let conn = proxy.conn_str(ADMIN);
+            tasks.push(tokio::spawn(async move {
+                let c = connect(&conn).await;
+                let stmt = c
+                    .prepare("SELECT $1::int * 1000 + $2::int, pg_backend_pid()")
+                    .await
+                    .expect("prepare");
+                let mut pids = HashSet::new();
+                for i in 0..60i32 {
+                    let row = c.query_one(&stmt, &[&client, &i]).await.expect("prepared");
+                    assert_eq!(row.get::<_, i32>(0), client * 1000 + i, "prepared");
+                    pids.insert(row.get::<_, i32>(1));
+                    let row = c
+                        .query_one(
+                            "SELECT $1::text || ':' || $2::text",
+                            &[&client.to_string(), &i.to_string()],
+                        )
+                        .await
+                        .expect("extended");
+                    assert_eq!(row.get::<_, String>(0), format!("{client}:{i}"), "extended");
+                    let sql = format!("SELECT {client}; SELECT {i}, 'x' || {client}");
+                    let msgs = c.simple_query(&sql).await.expect("simple");
+                    assert_eq!(
+                        simple_rows(&msgs),
+                        vec![client.to_string(), i.to_string()],
+                        "simple multi-statement"
+                    );
+                }
+                pids
+            }));
+        }
+        let mut pids = HashSet::new();
+        for t in tasks {
+            pids.extend(t.await.expect("client task"));
+        }
+        assert!(pids.len() <= 4, "statements ran on {} backends", pids.len());
+        // 24 × (1 prepare + 60 × 3 statements); a batch meeting a slow head goes exclusive.
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        let shared = pool_stat(&admin, "multiplexed_batches").await;
+        assert!(
+            shared >= 24 * 181 / 4,
+            "only {shared} batches were multiplexed"
+        );
+        assert!(pool_stat(&admin, "multiplexed_connections").await <= 2);
+    })
+    .await;
+}
+
+/// A client's open transaction, failing batch or session SET never reaches the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_errors_and_settings_stay_with_their_client() {
+    bounded(180, async {
+        let (_db, proxy) = db_and_proxy("mux_isolation", opts(4, 2)).await;
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        admin
+            .batch_execute("CREATE TABLE t (id int PRIMARY KEY)")
+            .await
+            .expect("create");
+        let mut a = connect(&proxy.conn_str(ADMIN)).await;
+        let tx = a.transaction().await.expect("begin");
+        tx.execute("INSERT INTO t VALUES (1)", &[])
+            .await
+            .expect("insert");
+        let mut others = Vec::new();
+        for _ in 0..6 {
+            let conn = proxy.conn_str(ADMIN);
+            others.push(tokio::spawn(async move {
+                let c = connect(&conn).await;
+                for _ in 0..40 {
+                    let n: i64 = c
+                        .query_one("SELECT count(*) FROM t", &[])
+                        .await
+                        .expect("count")
+                        .get(0);
+                    assert_eq!(n, 0, "saw another client's uncommitted row");
+                    let st: String = c
+                        .query_one("SHOW statement_timeout", &[])
+                        .await
+                        .expect("show")
+                        .get(0);
+                    assert_eq!(st, "0", "saw another client's setting");
+                    let e = c.query_one("SELECT 1 / (random() * 0)::int", &[]).await;
+                    expect_db_error(e, "22012", "division by zero");
+                    let msgs = c
+                        .simple_query("SELECT 'after error'")
+                        .await
+                        .expect("recovers");
+                    assert_eq!(simple_rows(&msgs), vec!["after error"]);
+                }
+            }));
+        }
+        let b = connect(&proxy.conn_str(ADMIN)).await;
+        b.batch_execute("SET statement_timeout = '4321ms'")
+            .await
+            .expect("SET");
+        for _ in 0..20 {
+            let st: String = b
+                .query_one("SHOW statement_timeout", &[])
+                .await
+                .expect("show")
+                .get(0);
+            assert_eq!(st, "4321ms", "B lost its own setting");
+        }
+        for t in others {
+            t.await.expect("other client");
+        }
+        tx.rollback().await.expect("rollback");
+        let n: i64 = admin
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(n, 0);
+    })
+    .await;
+}
+
+/// A long statement on a multiplexed connection: other clients are served meanwhile, and a
+/// cancel request stops it (57014) without touching anyone else's statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_statement_holds_up_nobody_and_can_be_cancelled() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("mux_slow", opts(4, 1)).await;
+        let sleeper = connect(&proxy.conn_str(ADMIN)).await;
+        let token = sleeper.cancel_token();
+        let sleeping = tokio::spawn(async move { sleeper.query_one("SELECT pg_sleep(30)", &[]).await.map(|_| ()) });
+        let watcher = connect(&proxy.conn_str(ADMIN)).await;
+        loop {
+            let n: i64 = watcher
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)' AND state = 'active'",
+                    &[],
+                )
+                .await
+                .expect("pg_stat_activity")
+                .get(0);
+            if n == 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let other = connect(&proxy.conn_str(ADMIN)).await;
+        for i in 0..50i32 {
+            let v: i32 = other.query_one("SELECT $1::int", &[&i]).await.expect("quick").get(0);
+            assert_eq!(v, i);
+        }
+        assert!(!sleeping.is_finished(), "the sleep ended early");
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("send cancel");
+        let r = tokio::time::timeout(Duration::from_secs(10), sleeping)
+            .await
+            .expect("cancel took effect")
+            .expect("task");
+        let e = r.expect_err("pg_sleep(30) was cancelled");
+        assert_eq!(
+            e.as_db_error().map(|d| d.code().code()),
+            Some("57014"),
+            "{}",
+            describe(&e)
+        );
+        let v: i32 = other.query_one("SELECT 7", &[]).await.expect("after cancel").get(0);
+        assert_eq!(v, 7);
+    })
+    .await;
+}
+
+/// The backend of a multiplexed connection is terminated: clients get an error for at most
+/// the statement they had on it, then carry on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_multiplexed_connection_fails_only_its_batches() {
+    bounded(120, async {
+        let (db, proxy) = db_and_proxy("mux_lost", opts(3, 1)).await;
+        let c = connect(&proxy.conn_str(ADMIN)).await;
+        let pid: i32 = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("pid")
+            .get(0);
+        let direct = connect(&db.direct_conn_str()).await;
+        direct
+            .execute("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .expect("terminate");
+        let mut failures = 0;
+        for i in 0..20i32 {
+            match c.query_one("SELECT $1::int", &[&i]).await {
+                Ok(row) => assert_eq!(row.get::<_, i32>(0), i),
+                Err(e) => {
+                    failures += 1;
+                    assert!(failures <= 1, "more than one failure: {}", describe(&e));
+                    break;
+                }
+            }
+        }
+        let c = if failures > 0 {
+            connect(&proxy.conn_str(ADMIN)).await
+        } else {
+            c
+        };
+        let pid2: i32 = c
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .expect("after loss")
+            .get(0);
+        assert_ne!(pid, pid2);
+    })
+    .await;
+}
+
+fn assert_clean(out: &CliOutput, expected: u64, what: &str) {
+    out.assert_success(what);
+    let processed = format!("number of transactions actually processed: {expected}/{expected}");
+    assert!(
+        out.stdout.contains(&processed),
+        "{what}: {}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("ERROR") && !out.stderr.contains("FATAL"),
+        "{what}: {}",
+        out.stderr
+    );
+}
+
+/// pgbench's TPC-B-like script (explicit transactions: exclusive connections) and `-S`
+/// (implicit ones: multiplexed) in all three protocols, 8 clients on a pool of 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_runs_clean_with_multiplexing() {
+    bounded(600, async {
+        let (_db, proxy) = db_and_proxy("mux_pgbench", opts(3, 1)).await;
+        pgbench(&proxy, ADMIN, &["-i", "-s", "1", "-q"])
+            .await
+            .assert_success("pgbench -i");
+        for mode in ["simple", "extended", "prepared"] {
+            for script in [&[][..], &["-S"][..]] {
+                let mut args = vec!["-M", mode, "-c", "8", "-j", "2", "-t", "150", "-n"];
+                args.extend_from_slice(script);
+                let out = pgbench(&proxy, ADMIN, &args).await;
+                assert_clean(&out, 1200, &format!("pgbench -M {mode} {script:?}"));
+            }
+        }
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        assert!(pool_stat(&admin, "multiplexed_batches").await >= 3 * 1200);
+    })
+    .await;
+}
