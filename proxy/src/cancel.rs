@@ -1,5 +1,7 @@
 //! Cancel routing: every client gets a proxy-issued BackendKeyData; a cancel request naming it
-//! is forwarded only to the PostgreSQL backend currently serving that client, if any.
+//! is forwarded only to the PostgreSQL backend currently serving that client, if any. A client
+//! whose statement waits its turn on a multiplexed connection has its cancel held until the
+//! statement starts (`CancelSlot`).
 
 use std::sync::{Arc, Mutex};
 
@@ -8,11 +10,26 @@ use dashmap::DashMap;
 use pgwire::messages::startup::SecretKey;
 use rand::Rng;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::upstream::BackendKey;
 
-type Target = Arc<Mutex<Option<BackendKey>>>;
+type Target = Arc<Mutex<TargetState>>;
+
+/// Where a client's cancel request goes.
+#[derive(Debug, Default)]
+struct TargetState {
+    /// The backend running the client's statements now.
+    key: Option<BackendKey>,
+    /// A statement of the client's is queued on a multiplexed connection.
+    queued: bool,
+    /// A cancel arrived while it was queued: send it when the statement starts.
+    requested: bool,
+}
+
+fn lock(t: &Target) -> std::sync::MutexGuard<'_, TargetState> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// All live clients' cancel keys.
 #[derive(Debug, Default)]
@@ -32,7 +49,10 @@ pub struct CancelHandle {
 impl CancelHandle {
     /// Records which backend (if any) is running this client's statements now.
     pub fn set_target(&self, key: Option<BackendKey>) {
-        *self.target.lock().unwrap_or_else(|p| p.into_inner()) = key;
+        *lock(&self.target) = TargetState {
+            key,
+            ..TargetState::default()
+        };
     }
 
     /// A handle on the same target for whoever knows when this client's statements run (a
@@ -47,8 +67,35 @@ impl CancelHandle {
 pub struct CancelSlot(Target);
 
 impl CancelSlot {
-    pub fn set(&self, key: Option<BackendKey>) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = key;
+    /// The client's statement is queued behind others.
+    pub fn queued(&self) {
+        *lock(&self.0) = TargetState {
+            queued: true,
+            ..TargetState::default()
+        };
+    }
+
+    /// The client's statement starts on the backend `key`; forwards a cancel that arrived while
+    /// it was queued.
+    pub fn start(&self, key: &BackendKey) {
+        let requested = {
+            let mut t = lock(&self.0);
+            let requested = t.requested;
+            *t = TargetState {
+                key: Some(key.clone()),
+                ..TargetState::default()
+            };
+            requested
+        };
+        if requested {
+            let key = key.clone();
+            tokio::spawn(async move { forward(&key).await });
+        }
+    }
+
+    /// The client's statement has finished.
+    pub fn finish(&self) {
+        *lock(&self.0) = TargetState::default();
     }
 }
 
@@ -88,11 +135,22 @@ impl CancelRegistry {
                 return;
             }
         };
-        let key = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let Some(key) = key else { return };
-        if let Err(e) = send_cancel(&key).await {
-            tracing::warn!(error = %e, "forwarding cancel request failed");
+        let key = {
+            let mut t = lock(&target);
+            if t.queued {
+                t.requested = true;
+            }
+            t.key.clone()
+        };
+        if let Some(key) = key {
+            forward(&key).await;
         }
+    }
+}
+
+async fn forward(key: &BackendKey) {
+    if let Err(e) = send_cancel(key).await {
+        tracing::warn!(error = %e, "forwarding cancel request failed");
     }
 }
 
@@ -103,6 +161,12 @@ async fn send_cancel(key: &BackendKey) -> std::io::Result<()> {
     msg.put_i32(80877102);
     msg.put_i32(key.pid);
     msg.put_slice(&secret);
+    if key.host.starts_with('/') {
+        let path = format!("{}/.s.PGSQL.{}", key.host.trim_end_matches('/'), key.port);
+        let mut s = UnixStream::connect(path).await?;
+        s.write_all(&msg).await?;
+        return s.shutdown().await;
+    }
     let mut s = TcpStream::connect((key.host.as_str(), key.port)).await?;
     s.write_all(&msg).await?;
     s.shutdown().await

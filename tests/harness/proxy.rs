@@ -217,7 +217,10 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
          connect_timeout_secs = 10\n\
          checkout_timeout_secs = {}\n\
          multiplex = {}\n",
-        opts.pool_size, opts.pool_mode, opts.checkout_timeout_secs, opts.multiplex
+        opts.pool_size,
+        opts.pool_mode,
+        opts.checkout_timeout_secs,
+        multiplex(opts)
     );
     if let Some((cert, require)) = &opts.tls {
         cert.write_to(dir);
@@ -234,4 +237,15 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
         );
     }
     t
+}
+
+/// `opts.multiplex`, or 1 under `ORGWALL_E2E_MULTIPLEX=1` wherever the pool allows it (to run
+/// the whole suite with multiplexing on).
+fn multiplex(opts: &ProxyOptions) -> usize {
+    let forced = std::env::var("ORGWALL_E2E_MULTIPLEX").is_ok_and(|v| v == "1");
+    if opts.multiplex == 0 && forced && opts.pool_mode == "transaction" && opts.pool_size >= 2 {
+        1
+    } else {
+        opts.multiplex
+    }
 }

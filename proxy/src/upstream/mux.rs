@@ -277,7 +277,7 @@ async fn run(mut lease: Lease, mut rx: mpsc::UnboundedReceiver<Batch>, load: Arc
         );
     }
     for b in queue.drain(..) {
-        b.cancel.set(None);
+        b.cancel.finish();
         let _ = b.reply.send(Bytes::new());
         load.inflight.fetch_sub(1, Ordering::Relaxed);
     }
@@ -297,6 +297,8 @@ fn submit(
 ) {
     if queue.is_empty() {
         start(&b, key, load);
+    } else {
+        b.cancel.queued();
     }
     out.extend_from_slice(&b.bytes);
     queue.push_back(b);
@@ -305,7 +307,7 @@ fn submit(
 /// `b` is now the batch PostgreSQL runs.
 fn start(b: &Batch, key: &BackendKey, load: &Load) {
     load.head_since.store(now_ms(), Ordering::Relaxed);
-    b.cancel.set(Some(key.clone()));
+    b.cancel.start(key);
 }
 
 /// Hands every complete message in `rbuf` to the batch it answers.
@@ -341,7 +343,7 @@ fn route(rbuf: &mut BytesMut, queue: &mut VecDeque<Batch>, key: &BackendKey, loa
             return;
         }
         if let Some(head) = queue.pop_front() {
-            head.cancel.set(None);
+            head.cancel.finish();
             let _ = head.reply.send(chunk);
             load.inflight.fetch_sub(1, Ordering::Relaxed);
         }
