@@ -121,13 +121,18 @@ pub(crate) fn select_query(
         value_table_mode: None,
         flavor: SelectFlavor::Standard,
     };
-    query_of(SetExpr::Select(Box::new(select)))
+    // Boxed where it is built: `SetExpr` is kilobytes wide, so moving it by value costs.
+    query_of_boxed(Box::new(SetExpr::Select(Box::new(select))))
 }
 
 pub(crate) fn query_of(body: SetExpr) -> Query {
+    query_of_boxed(Box::new(body))
+}
+
+fn query_of_boxed(body: Box<SetExpr>) -> Query {
     Query {
         with: None,
-        body: Box::new(body),
+        body,
         order_by: None,
         limit_clause: None,
         fetch: None,

@@ -131,7 +131,8 @@ pub(crate) enum Target<'a> {
 /// one on reload (its [`Catalog::version`] changes when its contents do).
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    tables: HashMap<(String, String), TableInfo>,
+    /// schema → table name → table: looked up by `&str` without building an owned key.
+    tables: HashMap<String, HashMap<String, TableInfo>>,
     /// Schemas searched, in order, for an unqualified table name (after `pg_catalog`).
     /// Set it through [`Catalog::new`]: `version()` is computed there, so changing a built
     /// catalog in place would let the rewrite cache serve templates made for the old one.
@@ -162,10 +163,7 @@ impl Catalog {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&sorted, &search_path, &funcs).hash(&mut h);
         Catalog {
-            tables: tables
-                .into_iter()
-                .map(|t| ((t.schema.clone(), t.name.clone()), t))
-                .collect(),
+            tables: by_schema(tables),
             search_path,
             allowed_functions: allowed_functions.into_iter().collect(),
             version: h.finish(),
@@ -179,7 +177,7 @@ impl Catalog {
 
     /// Looks a table up by its exact schema and name.
     pub fn table(&self, schema: &str, name: &str) -> Option<&TableInfo> {
-        self.tables.get(&(schema.to_string(), name.to_string()))
+        self.tables.get(schema)?.get(name)
     }
 
     /// Resolves the (already case-folded) parts of a table name the way PostgreSQL would with
@@ -352,6 +350,17 @@ impl Catalog {
         ];
         Catalog::new(tables, vec!["public".into()], vec![])
     }
+}
+
+/// Groups tables by schema (a later duplicate replaces an earlier one).
+fn by_schema(tables: Vec<TableInfo>) -> HashMap<String, HashMap<String, TableInfo>> {
+    let mut m: HashMap<String, HashMap<String, TableInfo>> = HashMap::new();
+    for t in tables {
+        m.entry(t.schema.clone())
+            .or_default()
+            .insert(t.name.clone(), t);
+    }
+    m
 }
 
 fn system(schema: &str, name: &str) -> Result<Target<'static>, Refusal> {

@@ -8,8 +8,8 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{Expr, ObjectName, Statement, TableFactor, Visit, Visitor};
 
 use super::catalog::Catalog;
-use super::names;
 use super::Refusal;
+use super::{names, system};
 
 /// Built-in functions every tenant may call (resolved in `pg_catalog`).
 const ALLOWED: &[&str] = &[
@@ -259,16 +259,26 @@ const DANGEROUS: &[&str] = &[
     "pg_signal",
 ];
 
-/// Refuses the statement if it calls a function a tenant may not call.
-pub(crate) fn check_functions(stmt: &Statement, catalog: &Catalog) -> Result<(), Refusal> {
-    match stmt.visit(&mut FunctionCheck { catalog }) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
+/// The one check pass over a parsed statement, before it is rewritten: refuses it if it calls
+/// a function a tenant may not call, or else if it names a system column (`system`) anywhere.
+pub(crate) fn check_statement(stmt: &Statement, catalog: &Catalog) -> Result<(), Refusal> {
+    let mut check = FunctionCheck {
+        catalog,
+        system_column: None,
+    };
+    if let ControlFlow::Break(e) = stmt.visit(&mut check) {
+        return Err(e);
+    }
+    match check.system_column {
+        Some(name) => Err(system::refusal(&name)),
+        None => Ok(()),
     }
 }
 
 struct FunctionCheck<'a> {
     catalog: &'a Catalog,
+    /// The first system column seen; reported only if no function is refused.
+    system_column: Option<String>,
 }
 
 impl Visitor for FunctionCheck<'_> {
@@ -277,7 +287,12 @@ impl Visitor for FunctionCheck<'_> {
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
         match e {
             Expr::Function(f) => to_flow(check_name(&f.name, self.catalog)),
-            _ => ControlFlow::Continue(()),
+            _ => {
+                if self.system_column.is_none() {
+                    self.system_column = system::system_column(e).map(str::to_string);
+                }
+                ControlFlow::Continue(())
+            }
         }
     }
 

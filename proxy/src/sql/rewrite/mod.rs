@@ -24,7 +24,7 @@ mod tests;
 #[cfg(test)]
 mod tests_prop;
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use sqlparser::ast::{Expr, Ident};
 use sqlparser::dialect::PostgreSqlDialect;
@@ -219,14 +219,17 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     }
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parse_refusal(sql, e))?;
     let mut cx = build::Cx::new(catalog);
-    let mut texts = Vec::with_capacity(stmts.len());
-    for mut stmt in stmts {
-        functions::check_functions(&stmt, catalog)?;
-        system::check_system_columns(&stmt)?;
+    let statement_count = stmts.len();
+    // Each statement is printed straight into one buffer as soon as it is confined.
+    let mut text = String::with_capacity(sql.len() * 2 + 128);
+    for (i, mut stmt) in stmts.into_iter().enumerate() {
+        functions::check_statement(&stmt, catalog)?;
         statements::rewrite_statement(&mut stmt, &mut cx)?;
-        texts.push(stmt.to_string());
+        if i > 0 {
+            text.push_str("; ");
+        }
+        write!(text, "{stmt}").expect("writing to a String cannot fail");
     }
-    let text = texts.join("; ");
     let parts: Vec<String> = text.split(MARKER).map(str::to_string).collect();
     if parts.len() != cx.holes + 1 {
         // Someone else printed the marker: never guess where the tenant goes.
@@ -238,6 +241,6 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
         parts,
         param_checks: cx.param_checks,
         literal_checks: cx.literal_checks,
-        statement_count: texts.len(),
+        statement_count,
     })
 }

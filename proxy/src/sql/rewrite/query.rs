@@ -18,10 +18,10 @@ use super::{dml, Refusal};
 type R = Result<(), Refusal>;
 
 /// `(SELECT * FROM schema.t WHERE <tenant column> = <tenant>)` for a confined table.
-fn confined(t: &TableInfo, column: &str, cx: &mut Cx) -> Query {
+fn confined(t: &TableInfo, column: &str, cx: &mut Cx) -> Box<Query> {
     let from = table_factor(qualified(&t.schema, &t.name));
     let filter = tenant_eq(None, column, cx);
-    select_query(vec![star()], from, Some(filter))
+    Box::new(select_query(vec![star()], from, Some(filter)))
 }
 
 /// Confines a query and everything nested in it.
@@ -242,7 +242,7 @@ pub(crate) fn rewrite_factor(f: &mut TableFactor, cx: &mut Cx) -> R {
             let sub = confined(t, column, cx);
             *f = TableFactor::Derived {
                 lateral: false,
-                subquery: Box::new(sub),
+                subquery: sub,
                 alias: Some(alias),
                 sample: None,
             };

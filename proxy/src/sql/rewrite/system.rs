@@ -2,55 +2,50 @@
 //! subquery, which has none, so such a name would either fail or — worse — silently bind to an
 //! outer query's table (`UPDATE t … WHERE ctid IN (SELECT ctid FROM t …)` would hit every row).
 
-use std::ops::ControlFlow;
-
-use sqlparser::ast::{visit_expressions, Expr, Ident, Statement};
+use sqlparser::ast::{Expr, Ident};
 
 use super::Refusal;
 
 const SYSTEM_COLUMNS: &[&str] = &["ctid", "xmin", "xmax", "cmin", "cmax", "tableoid"];
 
 fn is_system(ident: &Ident) -> bool {
-    let name = match ident.quote_style {
-        Some(_) => ident.value.clone(),
-        None => ident.value.to_ascii_lowercase(),
-    };
-    SYSTEM_COLUMNS.contains(&name.as_str())
+    match ident.quote_style {
+        Some(_) => SYSTEM_COLUMNS.contains(&ident.value.as_str()),
+        // Unquoted names fold to lower case (ASCII only): compare folded, without allocating.
+        None => SYSTEM_COLUMNS
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(&ident.value)),
+    }
 }
 
-/// Refuses a statement that names a system column anywhere in an expression.
-pub(crate) fn check_system_columns(stmt: &Statement) -> Result<(), Refusal> {
-    let found = visit_expressions(stmt, |e| {
-        let hit = match e {
-            Expr::Identifier(i) => is_system(i).then(|| i.value.clone()),
-            Expr::CompoundIdentifier(parts) => parts
-                .last()
-                .filter(|i| is_system(i))
-                .map(|i| i.value.clone()),
-            _ => None,
-        };
-        match hit {
-            Some(name) => ControlFlow::Break(name),
-            None => ControlFlow::Continue(()),
-        }
-    });
-    match found {
-        ControlFlow::Break(name) => Err(Refusal::unsupported(format!(
-            "system column {name} is not available through Orgwall (tables are confined as subqueries)"
-        ))),
-        ControlFlow::Continue(()) => Ok(()),
-    }
+/// The system column `e` names, as written, if it is one. Called for every expression of a
+/// statement by the one check pass in `functions` (which refuses with [`refusal`]).
+pub(crate) fn system_column(e: &Expr) -> Option<&str> {
+    let i = match e {
+        Expr::Identifier(i) => i,
+        Expr::CompoundIdentifier(parts) => parts.last()?,
+        _ => return None,
+    };
+    is_system(i).then_some(i.value.as_str())
+}
+
+/// The refusal for a statement that names the system column `name` anywhere in an expression.
+pub(crate) fn refusal(name: &str) -> Refusal {
+    Refusal::unsupported(format!(
+        "system column {name} is not available through Orgwall (tables are confined as subqueries)"
+    ))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::super::{functions::check_statement, Catalog, Refusal};
     use sqlparser::dialect::PostgreSqlDialect;
     use sqlparser::parser::Parser;
 
     fn check(sql: &str) -> Result<(), Refusal> {
         let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).unwrap();
-        stmts.iter().try_for_each(check_system_columns)
+        let catalog = Catalog::seed_for_tests();
+        stmts.iter().try_for_each(|s| check_statement(s, &catalog))
     }
 
     #[test]
