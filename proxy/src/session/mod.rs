@@ -44,6 +44,8 @@ struct Statement {
     hash: u64,
     /// Name on every server connection (derived from the SQL, so clients share them).
     server_name: String,
+    /// The SQL names `inventory_ledger`: running it may write the ledger (read-your-writes).
+    writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
     tenant: Option<route::Rendered>,

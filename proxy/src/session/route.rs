@@ -116,13 +116,18 @@ impl Session<'_> {
 
     /// The org this session's statements run as now.
     pub(super) fn current_org(&self) -> Option<String> {
+        self.current_org_str().map(str::to_string)
+    }
+
+    /// [`current_org`](Self::current_org), borrowed.
+    pub(super) fn current_org_str(&self) -> Option<&str> {
         match self.principal.role {
-            Role::Tenant => Some(self.principal.org_id.clone()),
+            Role::Tenant => Some(&self.principal.org_id),
             Role::Switcher => self
                 .bound_local
-                .clone()
+                .as_deref()
                 .filter(|_| self.status != b'I')
-                .or_else(|| self.bound.clone()),
+                .or(self.bound.as_deref()),
             Role::Admin => None,
         }
     }
@@ -206,6 +211,7 @@ impl Statement {
         let hash = h.finish();
         Statement {
             server_name: format!("orgwall_{hash:016x}"),
+            writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
             sql,
             types,
             hash,
