@@ -116,8 +116,11 @@ impl Session<'_> {
             return None;
         }
         let shape = b.shapes.recognise(text)?;
-        // A policy plugin may have rewritten (masked) the text: only the client's own SQL,
-        // confined by the tenant rewrite, is answered here.
+        if !routed.masked {
+            return Some(shape);
+        }
+        // A policy plugin rewrote (masked) the text: only the client's own SQL, confined by
+        // the tenant rewrite, is answered here.
         let catalog = self.state.catalog().await.ok()?;
         let own = self.state.rewrites.get_or_rewrite(text, &catalog).ok()?;
         (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)

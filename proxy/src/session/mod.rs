@@ -128,6 +128,11 @@ pub async fn run(login: Login, state: &ProxyState) {
 impl Session<'_> {
     async fn run_loop(&mut self) -> &'static str {
         let mut draining = false;
+        // Registered once, not on every pass: each registration locks the shared token.
+        let state = self.state;
+        let shutdown = state.shutdown.cancelled();
+        let terminate = state.terminate.cancelled();
+        tokio::pin!(shutdown, terminate);
         // Process whatever arrived together with the login.
         if let Err(reason) = self.process_client().await {
             return reason;
@@ -180,8 +185,8 @@ impl Session<'_> {
                         Io::Read(r) => Event::ServerRead(r),
                         Io::Wrote(r) => Event::ServerWrote(r),
                     },
-                    _ = self.state.shutdown.cancelled(), if !draining => Event::Shutdown,
-                    _ = self.state.terminate.cancelled() => Event::Terminate,
+                    _ = &mut shutdown, if !draining => Event::Shutdown,
+                    _ = &mut terminate => Event::Terminate,
                     _ = sleep_or_never(idle_timeout) => Event::Idle,
                 }
             };

@@ -20,6 +20,9 @@ pub(super) struct Routed {
     pub effect: Option<SessionEffect>,
     /// For rewritten statements: the org it was rendered for and the template.
     pub tenant: Option<Rendered>,
+    /// A policy plugin rewrote (masked) the client's text, so `tenant`'s template is not the
+    /// rewrite of the client's own SQL.
+    pub masked: bool,
 }
 
 /// A statement rendered for one tenant.
@@ -52,6 +55,7 @@ impl Session<'_> {
                 sql: masked.clone(),
                 effect,
                 tenant: None,
+                masked: masked.is_some(),
             });
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -76,6 +80,7 @@ impl Session<'_> {
                 sql: Some(template.render("")),
                 effect,
                 tenant: None,
+                masked: masked.is_some(),
             });
         };
         let sql = template.render_checked(&org)?;
@@ -87,6 +92,7 @@ impl Session<'_> {
                 template,
                 client_text: (self.principal.role == Role::Switcher).then(|| Arc::from(text)),
             }),
+            masked: masked.is_some(),
         })
     }
 
@@ -162,6 +168,7 @@ impl Session<'_> {
                     template: rendered.template.clone(),
                     client_text: None,
                 }),
+                masked: true,
             },
         };
         let sql = routed.sql.unwrap_or_else(|| stmt.sql.clone());
