@@ -2,7 +2,9 @@
 //!
 //! Frames are split here (tag + length, checked against the configured maximum) so that rows
 //! can be forwarded as raw bytes: a `DataRow` is never decoded. Everything Orgwall must read or
-//! produce is decoded/encoded with `pgwire::messages`.
+//! produce is decoded/encoded with `pgwire::messages`, except on the balance cache's hot path:
+//! Bind and Describe are first read in place (`bind_view`, `describe_view`) and ReadyForQuery
+//! is written directly.
 
 use bytes::{Buf, BufMut, BytesMut};
 use pgwire::messages::response::ErrorResponse;
