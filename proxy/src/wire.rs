@@ -2,10 +2,12 @@
 //!
 //! Frames are split here (tag + length, checked against the configured maximum) so that rows
 //! can be forwarded as raw bytes: a `DataRow` is never decoded. Everything Orgwall must read or
-//! produce is decoded/encoded with `pgwire::messages`.
+//! produce is decoded/encoded with `pgwire::messages`, except on the balance cache's hot path:
+//! Bind and Describe are first read in place (`bind_view`, `describe_view`) and ReadyForQuery
+//! is written directly.
 
 use bytes::{Buf, BufMut, BytesMut};
-use pgwire::messages::response::{ErrorResponse, ReadyForQuery, TransactionStatus};
+use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::{DecodeContext, Message};
 
 /// Why a byte stream is not a valid sequence of protocol messages.
@@ -94,11 +96,10 @@ pub fn put_error(out: &mut BytesMut, severity: &str, code: &str, message: &str) 
 /// Appends ReadyForQuery with the given status byte (`I`, `T` or `E`).
 pub fn put_ready(out: &mut BytesMut, status: u8) {
     let status = match status {
-        b'T' => TransactionStatus::Transaction,
-        b'E' => TransactionStatus::Error,
-        _ => TransactionStatus::Idle,
+        b'T' | b'E' => status,
+        _ => b'I',
     };
-    put(out, &ReadyForQuery::new(status));
+    out.put_slice(&[b'Z', 0, 0, 0, 5, status]);
 }
 
 /// Builds a tagged message from a tag and body bytes.
@@ -162,6 +163,82 @@ pub fn data_row_text(frame: &[u8]) -> Option<Vec<Option<String>>> {
     Some(fields)
 }
 
+/// A Bind message read in place, without copying its parameters: what the balance cache
+/// needs to answer it. Parameter format codes are not kept (text parameters read the same in
+/// both formats).
+#[derive(Debug, PartialEq, Eq)]
+pub struct BindView<'a> {
+    pub portal: &'a str,
+    pub statement: &'a str,
+    pub params: Vec<Option<&'a [u8]>>,
+    pub result_formats: Vec<i16>,
+}
+
+/// Reads a complete Bind frame (tag and length included); `None` unless it is well formed
+/// and fully consumed (callers then decode it with pgwire, which reports the error).
+pub fn bind_view(frame: &[u8]) -> Option<BindView<'_>> {
+    fn cstr<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
+        let end = b.iter().position(|&c| c == 0)?;
+        let s = std::str::from_utf8(&b[..end]).ok()?;
+        *b = &b[end + 1..];
+        Some(s)
+    }
+    fn count(b: &mut &[u8]) -> Option<usize> {
+        let n = b.get(..2)?;
+        let n = i16::from_be_bytes([n[0], n[1]]);
+        *b = &b[2..];
+        usize::try_from(n).ok()
+    }
+    fn codes(b: &mut &[u8], n: usize) -> Option<Vec<i16>> {
+        let raw = b.get(..n.checked_mul(2)?)?;
+        *b = &b[n * 2..];
+        Some(
+            raw.chunks_exact(2)
+                .map(|c| i16::from_be_bytes([c[0], c[1]]))
+                .collect(),
+        )
+    }
+    if frame.first() != Some(&b'B') {
+        return None;
+    }
+    let mut b = frame.get(5..)?;
+    let portal = cstr(&mut b)?;
+    let statement = cstr(&mut b)?;
+    let n = count(&mut b)?;
+    codes(&mut b, n)?;
+    let n = count(&mut b)?;
+    let mut params = Vec::with_capacity(n);
+    for _ in 0..n {
+        let len = be_i32(b)?;
+        b = &b[4..];
+        if len < 0 {
+            params.push(None);
+        } else {
+            let v = b.get(..len as usize)?;
+            b = &b[len as usize..];
+            params.push(Some(v));
+        }
+    }
+    let n = count(&mut b)?;
+    let result_formats = codes(&mut b, n)?;
+    b.is_empty().then_some(BindView {
+        portal,
+        statement,
+        params,
+        result_formats,
+    })
+}
+
+/// Target (`S`/`P`) and name of a raw Describe frame, when well formed.
+pub fn describe_view(frame: &[u8]) -> Option<(u8, &str)> {
+    let (&target, rest) = frame.get(5..)?.split_first()?;
+    let name = rest.strip_suffix(b"\0")?;
+    if name.contains(&0) {
+        return None;
+    }
+    Some((target, std::str::from_utf8(name).ok()?))
+}
+
 /// Reads a big-endian i32 from the start of `b`, if long enough.
 pub fn be_i32(mut b: &[u8]) -> Option<i32> {
     (b.len() >= 4).then(|| b.get_i32())
@@ -189,6 +266,22 @@ mod tests {
             split_frame(&mut neg, 1 << 20),
             Err(WireError::BadLength(-1))
         ));
+    }
+
+    #[test]
+    fn bind_view_reads_what_pgwire_encodes() {
+        use pgwire::messages::extendedquery::Bind;
+        let params = vec![Some(bytes::Bytes::from_static(b"i1")), None];
+        let bind = Bind::new(Some("p".into()), Some("s".into()), vec![0], params, vec![1]);
+        let mut out = BytesMut::new();
+        put(&mut out, &bind);
+        let v = bind_view(&out).expect("view");
+        assert_eq!((v.portal, v.statement), ("p", "s"));
+        assert_eq!(v.params, vec![Some(&b"i1"[..]), None]);
+        assert_eq!(v.result_formats, vec![1]);
+        assert!(bind_view(&out[..out.len() - 1]).is_none());
+        out.extend_from_slice(b"x");
+        assert!(bind_view(&out).is_none());
     }
 
     #[test]

@@ -201,25 +201,38 @@ fn numeric(d: Decimal, format: i16) -> Vec<u8> {
     }
 }
 
+/// Starts a message in `out`; [`end_frame`] fills in its length.
+fn start_frame(out: &mut BytesMut, tag: u8) -> usize {
+    let at = out.len();
+    out.put_u8(tag);
+    out.put_i32(0);
+    at
+}
+
+fn end_frame(out: &mut BytesMut, at: usize) {
+    let len = (out.len() - at - 1) as i32;
+    out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
+}
+
 /// The DataRow of a found point lookup.
 pub fn point_row(shape: &Shape, key: &Key<'_>, qty: Decimal, formats: &[i16]) -> BytesMut {
     let Shape::Point { cols, .. } = shape else {
         return total_row(Some(qty), formats);
     };
-    let mut body = BytesMut::new();
-    body.put_i16(cols.len() as i16);
+    let mut out = BytesMut::with_capacity(64);
+    let at = start_frame(&mut out, b'D');
+    out.put_i16(cols.len() as i16);
     for (o, &f) in cols.iter().zip(formats) {
-        let text = |s: Option<&str>| s.map(|s| s.as_bytes().to_vec());
-        let v = match o.column {
-            Column::OrgId => text(Some(key.org)),
-            Column::ItemId => text(key.item),
-            Column::LocationId => text(key.location),
-            Column::LotId => text(key.lot.flatten()),
-            Column::Quantity => Some(numeric(qty, f)),
-        };
-        put_value(&mut body, v.as_deref());
+        match o.column {
+            Column::OrgId => put_value(&mut out, Some(key.org.as_bytes())),
+            Column::ItemId => put_value(&mut out, key.item.map(str::as_bytes)),
+            Column::LocationId => put_value(&mut out, key.location.map(str::as_bytes)),
+            Column::LotId => put_value(&mut out, key.lot.flatten().map(str::as_bytes)),
+            Column::Quantity => put_value(&mut out, Some(&numeric(qty, f))),
+        }
     }
-    frame(b'D', &body)
+    end_frame(&mut out, at);
+    out
 }
 
 /// The DataRow of a total (`None` = no balance rows: SQL NULL).
@@ -233,7 +246,29 @@ pub fn total_row(total: Option<Decimal>, formats: &[i16]) -> BytesMut {
 
 /// CommandComplete `SELECT n`.
 pub fn command_complete(rows: usize) -> BytesMut {
-    frame(b'C', format!("SELECT {rows}\0").as_bytes())
+    let mut out = BytesMut::with_capacity(16);
+    put_command_complete(&mut out, rows);
+    out
+}
+
+/// Appends CommandComplete `SELECT n` to `out`.
+pub fn put_command_complete(out: &mut BytesMut, rows: usize) {
+    let at = start_frame(out, b'C');
+    out.put_slice(b"SELECT ");
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    let mut n = rows;
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.put_slice(&digits[i..]);
+    out.put_u8(0);
+    end_frame(out, at);
 }
 
 /// Whether PostgreSQL's column types are the ones this module knows how to encode.
@@ -286,6 +321,8 @@ mod tests {
             b"D\0\0\0\x0e\0\x01\0\0\0\x041.50"
         );
         assert_eq!(&command_complete(1)[..], b"C\0\0\0\x0dSELECT 1\0");
+        assert_eq!(&command_complete(0)[..], b"C\0\0\0\x0dSELECT 0\0");
+        assert_eq!(&command_complete(1234)[..], b"C\0\0\0\x10SELECT 1234\0");
         let _ = shape;
     }
 }

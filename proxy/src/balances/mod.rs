@@ -63,6 +63,8 @@ pub struct Balances {
     /// The server's WAL end as last reported by the stream.
     server_lsn: AtomicU64,
     columns: RwLock<Option<Arc<Columns>>>,
+    /// Bumped after every change of `columns` (sessions key cached RowDescriptions on it).
+    columns_generation: AtomicU64,
     /// Wakes read-your-writes waiters when `applied_lsn` moves.
     advanced: tokio::sync::Notify,
     /// Asks the feed to request a keepalive now (a waiter needs the server's position).
@@ -83,6 +85,7 @@ impl Balances {
             applied_lsn: AtomicU64::new(0),
             server_lsn: AtomicU64::new(0),
             columns: RwLock::new(None),
+            columns_generation: AtomicU64::new(0),
             advanced: tokio::sync::Notify::new(),
             ping: tokio::sync::Notify::new(),
             off_reason: RwLock::new(None),
@@ -101,6 +104,16 @@ impl Balances {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Changes whenever [`columns`](Self::columns) may have: read it first, then the columns.
+    pub fn columns_generation(&self) -> u64 {
+        self.columns_generation.load(Ordering::Acquire)
+    }
+
+    fn set_columns(&self, columns: Columns) {
+        *self.columns.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(columns));
+        self.columns_generation.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn applied_lsn(&self) -> u64 {
@@ -215,7 +228,7 @@ impl Balances {
 /// (CommandComplete is `answer::command_complete(rows.len())`).
 #[derive(Debug)]
 pub struct Response {
-    pub row_description: bytes::BytesMut,
+    pub row_description: bytes::Bytes,
     pub rows: Vec<bytes::BytesMut>,
 }
 
@@ -229,7 +242,30 @@ impl Balances {
         params: &[Option<&[u8]>],
         result_formats: &[i16],
     ) -> Option<Response> {
-        let found = self.lookup(shape, org, params, result_formats);
+        self.answer_with(shape, org, params, result_formats, |formats| {
+            let cols = self.columns()?;
+            Some(answer::row_description(shape, &cols, formats).freeze())
+        })
+    }
+
+    /// [`answer`](Self::answer) with the RowDescription for the output formats supplied by
+    /// `describe` (`None`: the columns are not known yet), so callers may reuse one.
+    pub fn answer_with(
+        &self,
+        shape: &shape::Shape,
+        org: &str,
+        params: &[Option<&[u8]>],
+        result_formats: &[i16],
+        describe: impl FnOnce(&[i16]) -> Option<bytes::Bytes>,
+    ) -> Option<Response> {
+        let found = answer::formats(shape, result_formats).and_then(|formats| {
+            let row_description = describe(&formats)?;
+            let rows = self.rows(shape, org, params, &formats)?;
+            Some(Response {
+                row_description,
+                rows,
+            })
+        });
         let counter = if found.is_some() {
             &self.metrics.hits
         } else {
@@ -239,16 +275,14 @@ impl Balances {
         found
     }
 
-    fn lookup(
+    fn rows(
         &self,
         shape: &shape::Shape,
         org: &str,
         params: &[Option<&[u8]>],
-        result_formats: &[i16],
-    ) -> Option<Response> {
+        formats: &[i16],
+    ) -> Option<Vec<bytes::BytesMut>> {
         use store::Lookup;
-        let cols = self.columns()?;
-        let formats = answer::formats(shape, result_formats)?;
         let key = answer::resolve(shape, org, params)?;
         let found = self.store.read(|s| {
             if !self.serving() {
@@ -266,22 +300,18 @@ impl Balances {
                 },
             })
         })?;
-        let rows = match (shape, found) {
+        Some(match (shape, found) {
             (_, Lookup::Unservable) => return None,
             (shape::Shape::Point { .. }, Lookup::Missing) => vec![],
             (shape::Shape::Point { .. }, Lookup::Found(d)) => {
-                vec![answer::point_row(shape, &key, d, &formats)]
+                vec![answer::point_row(shape, &key, d, formats)]
             }
             (shape::Shape::Total { .. }, Lookup::Missing) => {
-                vec![answer::total_row(None, &formats)]
+                vec![answer::total_row(None, formats)]
             }
             (shape::Shape::Total { .. }, Lookup::Found(d)) => {
-                vec![answer::total_row(Some(d), &formats)]
+                vec![answer::total_row(Some(d), formats)]
             }
-        };
-        Some(Response {
-            row_description: answer::row_description(shape, &cols, &formats),
-            rows,
         })
     }
 }

@@ -5,7 +5,6 @@
 //! starts at the slot's consistent point meet with nothing missed or counted twice.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use super::answer::{self, ColumnMeta, Columns};
 use super::feed::FeedError;
@@ -36,7 +35,7 @@ pub(super) async fn prepare(b: &Balances, pool: &Pool) -> Result<ServerConn, Fee
         )));
     }
     let columns = load_columns(&mut conn, &cfg.schema).await?;
-    *b.columns.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(columns));
+    b.set_columns(columns);
     ensure_publication(&mut conn, &cfg.schema, &cfg.publication).await?;
     Ok(conn)
 }

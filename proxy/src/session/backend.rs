@@ -145,6 +145,18 @@ impl Session<'_> {
         }
     }
 
+    /// [`push_synthetic`](Self::push_synthetic) of what `write` appends, written straight
+    /// into the client's output when nothing is queued before it.
+    pub(super) fn push_synthetic_with(&mut self, write: impl FnOnce(&mut BytesMut)) {
+        if self.pending.is_empty() {
+            write(&mut self.to_client);
+        } else {
+            let mut b = BytesMut::new();
+            write(&mut b);
+            self.pending.push_back(Pending::Synthetic(b));
+        }
+    }
+
     fn on_server_error(&mut self, frame: BytesMut) {
         match self.pending.front_mut() {
             // Inside a simple query the error is one of its results; ReadyForQuery follows.

@@ -209,14 +209,29 @@ impl Session<'_> {
     }
 
     async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        // Read in place first: a Bind the balance cache answers is never copied or decoded.
+        let viewed = match wire::bind_view(&frame) {
+            Some(v) => {
+                if self.bind_command(v.statement, v.portal) {
+                    return Ok(());
+                }
+                self.commands.forget(b'P', v.portal);
+                if self.bind_locally(&v).await {
+                    return Ok(());
+                }
+                true
+            }
+            None => false,
+        };
         let mut b: Bind = wire::decode(frame, "Bind")?;
-        if self.bind_command(&b) {
-            return Ok(());
-        }
-        self.commands
-            .forget(b'P', b.portal_name.as_deref().unwrap_or(""));
-        if self.bind_locally(&b).await {
-            return Ok(());
+        if !viewed {
+            let portal = b.portal_name.as_deref().unwrap_or("");
+            let statement = b.statement_name.as_deref().unwrap_or("");
+            if self.bind_command(statement, portal) {
+                return Ok(());
+            }
+            self.commands.forget(b'P', portal);
+            self.note_bind(statement, portal);
         }
         let name = b.statement_name.clone().unwrap_or_default();
         let server_name = match self.statement_on_server(&name).await {
@@ -238,12 +253,20 @@ impl Session<'_> {
     }
 
     async fn on_describe(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        let mut d: Describe = wire::decode(frame.clone(), "Describe")?;
-        if self.describe_command(d.target_type, d.name.as_deref().unwrap_or("")) {
-            return Ok(());
+        // Read in place first: a Describe Orgwall answers itself is never copied or decoded.
+        if let Some((target, name)) = wire::describe_view(&frame) {
+            if self.describe_command(target, name) || self.describe_locally(target, name) {
+                return Ok(());
+            }
         }
-        if self.describe_locally(d.target_type, d.name.as_deref().unwrap_or("")) {
-            return Ok(());
+        let mut d: Describe = wire::decode(frame.clone(), "Describe")?;
+        if wire::describe_view(&frame).is_none() {
+            let name = d.name.as_deref().unwrap_or("");
+            if self.describe_command(d.target_type, name)
+                || self.describe_locally(d.target_type, name)
+            {
+                return Ok(());
+            }
         }
         if d.target_type == b'S' {
             let name = d.name.clone().unwrap_or_default();
@@ -317,9 +340,8 @@ impl Session<'_> {
             self.pending.push_back(Pending::Sync);
         } else {
             self.portals.clear();
-            let mut b = BytesMut::new();
-            wire::put_ready(&mut b, self.status);
-            self.push_synthetic(b);
+            let status = self.status;
+            self.push_synthetic_with(|out| wire::put_ready(out, status));
         }
         Ok(())
     }

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use bytes::BytesMut;
 use pgwire::messages::data::{NoData, ParameterDescription};
-use pgwire::messages::extendedquery::{Bind, BindComplete, ParseComplete};
+use pgwire::messages::extendedquery::{BindComplete, ParseComplete};
 use pgwire::messages::response::CommandComplete;
 
 use super::tenant::{self, OrgwallCommand, Source};
@@ -97,14 +97,11 @@ impl Session<'_> {
     }
 
     /// Bind of a command statement: answered locally.
-    pub(super) fn bind_command(&mut self, b: &Bind) -> bool {
-        let stmt = b.statement_name.as_deref().unwrap_or("");
-        let Some(cmd) = self.commands.statements.get(stmt).cloned() else {
+    pub(super) fn bind_command(&mut self, statement: &str, portal: &str) -> bool {
+        let Some(cmd) = self.commands.statements.get(statement).cloned() else {
             return false;
         };
-        self.commands
-            .portals
-            .insert(b.portal_name.clone().unwrap_or_default(), cmd);
+        self.commands.portals.insert(portal.to_string(), cmd);
         self.push_message(&BindComplete::new());
         true
     }

@@ -12,12 +12,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use pgwire::messages::extendedquery::{Bind, BindComplete, CloseComplete};
+use bytes::{BufMut, Bytes, BytesMut};
 
+use super::pending::Pending;
 use super::route::Routed;
 use super::Session;
-use crate::balances::{answer, pgoutput, shape::Shape, Balances};
+use crate::balances::{answer, pgoutput, shape::Shape, Balances, Response};
 use crate::sql::rewrite::Template;
 use crate::wire;
 
@@ -33,19 +33,61 @@ pub(super) struct Local {
     shapes: HashMap<String, (Arc<Template>, Arc<Shape>)>,
     /// Portals answered locally, by name.
     portals: HashMap<String, Portal>,
+    /// The last RowDescription built for a Bind, reused while statement, formats and
+    /// column metadata stay the same (the usual case: one prepared statement re-executed).
+    described: Option<Described>,
 }
 
 #[derive(Debug)]
 struct Portal {
-    row_description: BytesMut,
+    row_description: Bytes,
     rows: Vec<BytesMut>,
     sent: usize,
 }
 
-fn mentions(sql: &str, what: &str) -> bool {
-    sql.as_bytes()
-        .windows(what.len())
-        .any(|w| w.eq_ignore_ascii_case(what.as_bytes()))
+#[derive(Debug)]
+struct Described {
+    shape: Arc<Shape>,
+    generation: u64,
+    formats: Vec<i16>,
+    bytes: Bytes,
+}
+
+/// The RowDescription of `shape` in `formats`, from `cache` when it is the one last built.
+fn describe(
+    cache: &mut Option<Described>,
+    b: &Balances,
+    shape: &Arc<Shape>,
+    formats: &[i16],
+) -> Option<Bytes> {
+    let generation = b.columns_generation();
+    if let Some(d) = cache.as_ref().filter(|d| {
+        d.generation == generation && Arc::ptr_eq(&d.shape, shape) && d.formats == formats
+    }) {
+        return Some(d.bytes.clone());
+    }
+    let cols = b.columns()?;
+    let bytes = answer::row_description(shape, &cols, formats).freeze();
+    *cache = Some(Described {
+        shape: shape.clone(),
+        generation,
+        formats: formats.to_vec(),
+        bytes: bytes.clone(),
+    });
+    Some(bytes)
+}
+
+/// Whether `sql` contains `what` (lowercase ASCII), ignoring ASCII case.
+pub(super) fn mentions(sql: &str, what: &str) -> bool {
+    let (hay, needle) = (sql.as_bytes(), what.as_bytes());
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    hay.len() >= needle.len()
+        && (0..=hay.len() - needle.len()).any(|i| {
+            hay[i].to_ascii_lowercase() == first
+                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+        })
 }
 
 impl Session<'_> {
@@ -74,8 +116,11 @@ impl Session<'_> {
             return None;
         }
         let shape = b.shapes.recognise(text)?;
-        // A policy plugin may have rewritten (masked) the text: only the client's own SQL,
-        // confined by the tenant rewrite, is answered here.
+        if !routed.masked {
+            return Some(shape);
+        }
+        // A policy plugin rewrote (masked) the text: only the client's own SQL, confined by
+        // the tenant rewrite, is answered here.
         let catalog = self.state.catalog().await.ok()?;
         let own = self.state.rewrites.get_or_rewrite(text, &catalog).ok()?;
         (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
@@ -127,13 +172,15 @@ impl Session<'_> {
         let Some(resp) = b.answer(&shape, &org, &[], &[]) else {
             return false;
         };
-        let mut out = resp.row_description;
-        for r in &resp.rows {
-            out.extend_from_slice(r);
-        }
-        out.extend_from_slice(&answer::command_complete(resp.rows.len()));
-        wire::put_ready(&mut out, self.status);
-        self.push_synthetic(out);
+        let status = self.status;
+        self.push_synthetic_with(|out| {
+            out.extend_from_slice(&resp.row_description);
+            for r in &resp.rows {
+                out.extend_from_slice(r);
+            }
+            answer::put_command_complete(out, resp.rows.len());
+            wire::put_ready(out, status);
+        });
         true
     }
 
@@ -162,51 +209,69 @@ impl Session<'_> {
         self.server.is_none()
     }
 
-    /// Bind: answers it (BindComplete) and computes the portal's rows when the cache can.
-    /// Binding a statement that may write the ledger (a prepared INSERT re-executed) marks the
-    /// session for read-your-writes, as its Parse did.
-    pub(super) async fn bind_locally(&mut self, bind: &Bind) -> bool {
-        let name = bind.statement_name.as_deref().unwrap_or("");
+    /// Bind bookkeeping that holds whether or not the cache answers it: binding a statement
+    /// that may write the ledger (a prepared INSERT re-executed) marks the session for
+    /// read-your-writes, as its Parse did; the portal's old local answer is dropped.
+    pub(super) fn note_bind(&mut self, statement: &str, portal: &str) {
         if self.state.balances.is_some()
             && self
                 .statements
-                .get(name)
-                .is_some_and(|s| mentions(&s.sql, "inventory_ledger"))
+                .get(statement)
+                .is_some_and(|s| s.writes_ledger)
         {
             self.local.ledger_dirty = true;
         }
-        let portal = bind.portal_name.clone().unwrap_or_default();
-        self.local.portals.remove(&portal);
-        let name = bind.statement_name.clone().unwrap_or_default();
-        let Some((shape, stmt)) = self.local_statement(&name) else {
+        if !self.local.portals.is_empty() {
+            self.local.portals.remove(portal);
+        }
+    }
+
+    /// Bind: answers it (BindComplete) and computes the portal's rows when the cache can.
+    pub(super) async fn bind_locally(&mut self, bind: &wire::BindView<'_>) -> bool {
+        self.note_bind(bind.statement, bind.portal);
+        let state = self.state;
+        let Some(b) = state.balances.as_deref().filter(|b| b.serving()) else {
             return false;
         };
-        let (Some(b), Some(org)) = (self.cache(), self.current_org()) else {
+        let Some((shape, stmt)) = self.local_statement(bind.statement) else {
             return false;
         };
         let expected = shape.param_count().max(stmt.types.len());
-        if bind.parameters.len() != expected || !self.quiet() {
+        if self.current_org_str().is_none() || bind.params.len() != expected || !self.quiet() {
             return false;
         }
-        if !self.caught_up(&b).await {
+        if !self.caught_up(b).await {
             return false;
         }
-        let params: Vec<Option<&[u8]>> = bind.parameters.iter().map(|p| p.as_deref()).collect();
-        let Some(resp) = b.answer(&shape, &org, &params, &bind.result_column_format_codes) else {
+        let mut described = self.local.described.take();
+        let resp = self.answer_bind(b, bind, &mut described);
+        self.local.described = described;
+        let Some(resp) = resp else {
             return false;
         };
         self.local.portals.insert(
-            portal,
+            bind.portal.to_string(),
             Portal {
                 row_description: resp.row_description,
                 rows: resp.rows,
                 sent: 0,
             },
         );
-        let mut out = BytesMut::new();
-        wire::put(&mut out, &BindComplete::new());
-        self.push_synthetic(out);
+        self.push_synthetic_with(|out| out.put_slice(b"2\0\0\0\x04"));
         true
+    }
+
+    fn answer_bind(
+        &self,
+        b: &Balances,
+        bind: &wire::BindView<'_>,
+        described: &mut Option<Described>,
+    ) -> Option<Response> {
+        let org = self.current_org_str()?;
+        let (shape, _) = self.local_statement(bind.statement)?;
+        b.answer_with(shape, org, &bind.params, &bind.result_formats, |f| {
+            describe(described, b, shape, f)
+        })
     }
 
     /// Describe of a local portal: its RowDescription. Describe of a recognised statement
@@ -222,38 +287,38 @@ impl Session<'_> {
         let Some(p) = self.local.portals.get(name) else {
             return false;
         };
-        let out = p.row_description.clone();
-        self.push_synthetic(out);
+        let desc = p.row_description.clone();
+        self.push_synthetic_with(|out| out.extend_from_slice(&desc));
         true
     }
 
     /// A recognised statement and its shape, while the statement is still rendered with the
     /// template it was recognised with (a switcher's tenant change renders it anew).
-    fn local_statement(&self, name: &str) -> Option<(Arc<Shape>, Arc<super::Statement>)> {
+    fn local_statement(&self, name: &str) -> Option<(&Arc<Shape>, &super::Statement)> {
         let (template, shape) = self.local.shapes.get(name)?;
         let stmt = self.statements.get(name)?;
         stmt.tenant
             .as_ref()
             .is_some_and(|r| Arc::ptr_eq(&r.template, template))
-            .then(|| (shape.clone(), stmt.clone()))
+            .then_some((shape, &**stmt))
     }
 
     fn describe_statement_locally(&mut self, name: &str) -> bool {
-        let (Some((shape, stmt)), Some(b)) =
-            (self.local_statement(name), self.state.balances.clone())
+        let state = self.state;
+        let (Some((shape, stmt)), Some(b)) = (self.local_statement(name), state.balances.as_ref())
         else {
             return false;
         };
-        let (Some(cols), Some(text)) = (b.columns(), answer::formats(&shape, &[])) else {
+        let (Some(cols), Some(text)) = (b.columns(), answer::formats(shape, &[])) else {
             return false;
         };
         if self.server.is_some() {
             return false;
         }
-        let Some(mut out) = answer::parameter_description(&shape, &cols, &stmt.types) else {
+        let Some(mut out) = answer::parameter_description(shape, &cols, &stmt.types) else {
             return false;
         };
-        out.extend_from_slice(&answer::row_description(&shape, &cols, &text));
+        out.extend_from_slice(&answer::row_description(shape, &cols, &text));
         self.push_synthetic(out);
         true
     }
@@ -274,17 +339,26 @@ impl Session<'_> {
         } else {
             remaining
         };
-        let mut out = BytesMut::new();
+        // Written straight into the client's output when nothing is queued before it.
+        let mut queued = BytesMut::new();
+        let direct = self.pending.is_empty();
+        let out = if direct {
+            &mut self.to_client
+        } else {
+            &mut queued
+        };
         for r in &p.rows[p.sent..p.sent + n] {
             out.extend_from_slice(r);
         }
         p.sent += n;
         if max_rows > 0 && n == max_rows as usize {
-            out.extend_from_slice(&wire::frame(b's', &[]));
+            out.put_slice(b"s\0\0\0\x04");
         } else {
-            out.extend_from_slice(&answer::command_complete(n));
+            answer::put_command_complete(out, n);
         }
-        self.push_synthetic(out);
+        if !direct {
+            self.pending.push_back(Pending::Synthetic(queued));
+        }
         true
     }
 
@@ -297,9 +371,7 @@ impl Session<'_> {
         if self.local.portals.remove(name).is_none() {
             return false;
         }
-        let mut out = BytesMut::new();
-        wire::put(&mut out, &CloseComplete::new());
-        self.push_synthetic(out);
+        self.push_synthetic_with(|out| out.put_slice(b"3\0\0\0\x04"));
         true
     }
 

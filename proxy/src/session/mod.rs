@@ -46,6 +46,8 @@ struct Statement {
     server_name: String,
     /// May run on a multiplexed connection (`sql::Summary::batchable`).
     batchable: bool,
+    /// The SQL names `inventory_ledger`: running it may write the ledger (read-your-writes).
+    writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
     tenant: Option<route::Rendered>,
@@ -131,6 +133,11 @@ pub async fn run(login: Login, state: &ProxyState) {
 impl Session<'_> {
     async fn run_loop(&mut self) -> &'static str {
         let mut draining = false;
+        // Registered once, not on every pass: each registration locks the shared token.
+        let state = self.state;
+        let shutdown = state.shutdown.cancelled();
+        let terminate = state.terminate.cancelled();
+        tokio::pin!(shutdown, terminate);
         // Process whatever arrived together with the login.
         if let Err(reason) = self.process_client().await {
             return reason;
@@ -187,8 +194,8 @@ impl Session<'_> {
                         Io::Read(r) => Event::ServerRead(r),
                         Io::Wrote(r) => Event::ServerWrote(r),
                     },
-                    _ = self.state.shutdown.cancelled(), if !draining => Event::Shutdown,
-                    _ = self.state.terminate.cancelled() => Event::Terminate,
+                    _ = &mut shutdown, if !draining => Event::Shutdown,
+                    _ = &mut terminate => Event::Terminate,
                     _ = sleep_or_never(idle_timeout) => Event::Idle,
                 }
             };

@@ -20,6 +20,9 @@ pub(super) struct Routed {
     pub effect: Option<SessionEffect>,
     /// For rewritten statements: the org it was rendered for and the template.
     pub tenant: Option<Rendered>,
+    /// A policy plugin rewrote (masked) the client's text, so `tenant`'s template is not the
+    /// rewrite of the client's own SQL.
+    pub masked: bool,
 }
 
 /// A statement rendered for one tenant.
@@ -52,6 +55,7 @@ impl Session<'_> {
                 sql: masked.clone(),
                 effect,
                 tenant: None,
+                masked: masked.is_some(),
             });
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -76,6 +80,7 @@ impl Session<'_> {
                 sql: Some(template.render("")),
                 effect,
                 tenant: None,
+                masked: masked.is_some(),
             });
         };
         let sql = template.render_checked(&org)?;
@@ -87,6 +92,7 @@ impl Session<'_> {
                 template,
                 client_text: (self.principal.role == Role::Switcher).then(|| Arc::from(text)),
             }),
+            masked: masked.is_some(),
         })
     }
 
@@ -116,13 +122,18 @@ impl Session<'_> {
 
     /// The org this session's statements run as now.
     pub(super) fn current_org(&self) -> Option<String> {
+        self.current_org_str().map(str::to_string)
+    }
+
+    /// [`current_org`](Self::current_org), borrowed.
+    pub(super) fn current_org_str(&self) -> Option<&str> {
         match self.principal.role {
-            Role::Tenant => Some(self.principal.org_id.clone()),
+            Role::Tenant => Some(&self.principal.org_id),
             Role::Switcher => self
                 .bound_local
-                .clone()
+                .as_deref()
                 .filter(|_| self.status != b'I')
-                .or_else(|| self.bound.clone()),
+                .or(self.bound.as_deref()),
             Role::Admin => None,
         }
     }
@@ -157,6 +168,7 @@ impl Session<'_> {
                     template: rendered.template.clone(),
                     client_text: None,
                 }),
+                masked: true,
             },
         };
         let sql = routed.sql.unwrap_or_else(|| stmt.sql.clone());
@@ -207,6 +219,7 @@ impl Statement {
         Statement {
             server_name: format!("orgwall_{hash:016x}"),
             batchable: crate::sql::summarize(&sql).batchable,
+            writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
             sql,
             types,
             hash,

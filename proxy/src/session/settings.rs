@@ -64,9 +64,10 @@ impl Settings {
     /// balance cache cannot stand in for).
     pub fn strict_isolation(&self) -> bool {
         self.startup.iter().chain(&self.session).any(|(k, v)| {
-            let v = v.to_ascii_lowercase();
-            k.eq_ignore_ascii_case("default_transaction_isolation")
-                && (v.contains("repeatable") || v.contains("serializable"))
+            k.eq_ignore_ascii_case("default_transaction_isolation") && {
+                let v = v.to_ascii_lowercase();
+                v.contains("repeatable") || v.contains("serializable")
+            }
         })
     }
 
