@@ -2,7 +2,7 @@
 //! multi-statement scripts, `\copy` both ways, error reporting) and `pgbench` (`-i`, then
 //! `-M simple|extended|prepared` with more clients than pooled connections).
 
-use orgwall_e2e::clients::{pgbench, psql, CliOutput};
+use orgwall_e2e::clients::{assert_pgbench_clean, pgbench, psql};
 use orgwall_e2e::{bounded, db_and_proxy, ProxyOptions, ADMIN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,34 +144,6 @@ SELECT 'rows=' || count(*) FROM z;
         assert!(!out.stdout.contains("unreached"), "{out:?}");
     })
     .await;
-}
-
-/// Parses pgbench's summary and asserts every transaction was processed and none failed.
-fn assert_pgbench_clean(out: &CliOutput, expected: u64, what: &str) {
-    out.assert_success(what);
-    let processed = format!("number of transactions actually processed: {expected}/{expected}");
-    assert!(
-        out.stdout.contains(&processed),
-        "{what}: expected `{processed}`:\n{}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    if let Some(line) = out
-        .stdout
-        .lines()
-        .find(|l| l.starts_with("number of failed transactions:"))
-    {
-        assert!(
-            line.starts_with("number of failed transactions: 0 "),
-            "{what}: {line}\n{}",
-            out.stderr
-        );
-    }
-    assert!(
-        !out.stderr.contains("ERROR") && !out.stderr.contains("FATAL"),
-        "{what}: pgbench reported errors:\n{}",
-        out.stderr
-    );
 }
 
 async fn pgbench_through_pool(mode: &str) {

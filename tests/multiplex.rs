@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use orgwall_e2e::clients::{describe, pgbench, CliOutput};
+use orgwall_e2e::clients::{assert_pgbench_clean, describe, pgbench};
 use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
 use tokio_postgres::SimpleQueryMessage;
 
@@ -260,22 +260,6 @@ async fn a_lost_multiplexed_connection_fails_only_its_batches() {
     .await;
 }
 
-fn assert_clean(out: &CliOutput, expected: u64, what: &str) {
-    out.assert_success(what);
-    let processed = format!("number of transactions actually processed: {expected}/{expected}");
-    assert!(
-        out.stdout.contains(&processed),
-        "{what}: {}\n{}",
-        out.stdout,
-        out.stderr
-    );
-    assert!(
-        !out.stderr.contains("ERROR") && !out.stderr.contains("FATAL"),
-        "{what}: {}",
-        out.stderr
-    );
-}
-
 /// pgbench's TPC-B-like script (explicit transactions: exclusive connections) and `-S`
 /// (implicit ones: multiplexed) in all three protocols, 8 clients on a pool of 3.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -290,7 +274,7 @@ async fn pgbench_runs_clean_with_multiplexing() {
                 let mut args = vec!["-M", mode, "-c", "8", "-j", "2", "-t", "150", "-n"];
                 args.extend_from_slice(script);
                 let out = pgbench(&proxy, ADMIN, &args).await;
-                assert_clean(&out, 1200, &format!("pgbench -M {mode} {script:?}"));
+                assert_pgbench_clean(&out, 1200, &format!("pgbench -M {mode} {script:?}"));
             }
         }
         let admin = connect(&proxy.conn_str(ADMIN)).await;

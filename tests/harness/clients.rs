@@ -186,3 +186,31 @@ pub async fn pgbench(proxy: &TestProxy, login: Login, extra: &[&str]) -> CliOutp
     args.push(proxy.dbname.clone());
     run("pgbench", &args, login.password, None, 600).await
 }
+
+/// Parses pgbench's summary and asserts every transaction was processed and none failed.
+pub fn assert_pgbench_clean(out: &CliOutput, expected: u64, what: &str) {
+    out.assert_success(what);
+    let processed = format!("number of transactions actually processed: {expected}/{expected}");
+    assert!(
+        out.stdout.contains(&processed),
+        "{what}: expected `{processed}`:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    if let Some(line) = out
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("number of failed transactions:"))
+    {
+        assert!(
+            line.starts_with("number of failed transactions: 0 "),
+            "{what}: {line}\n{}",
+            out.stderr
+        );
+    }
+    assert!(
+        !out.stderr.contains("ERROR") && !out.stderr.contains("FATAL"),
+        "{what}: pgbench reported errors:\n{}",
+        out.stderr
+    );
+}
