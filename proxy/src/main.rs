@@ -60,23 +60,20 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let rt = match std::env::var("ORGWALL_WORKERS")
-        .ok()
-        .and_then(|w| w.parse::<usize>().ok())
-    {
-        Some(0) | Some(1) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        Some(n) => tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(n)
-            .enable_all()
-            .build(),
-        None => tokio::runtime::Runtime::new(),
-    }
-    .context("starting the async runtime")?;
+    // `serve` sizes the runtime from its config; the other commands use the default.
+    let (config, workers) = match &cli.command {
+        Command::Serve { config } => {
+            let c = Config::load(config, &EnvOverrides::from_process())
+                .with_context(|| format!("loading {}", config.display()))?;
+            let w = c.workers;
+            (Some(c), w)
+        }
+        _ => (None, orgwall::config::default_workers()),
+    };
+    let rt = orgwall::server::runtime(workers).context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve { config } => serve(config).await,
+            Command::Serve { .. } => serve(config.context("no config")?).await,
             Command::Demo { listen } => {
                 let dir = std::env::current_dir().context("current directory")?;
                 orgwall::demo::run(&dir, listen).await
@@ -94,9 +91,7 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn serve(path: PathBuf) -> anyhow::Result<()> {
-    let config = Config::load(&path, &EnvOverrides::from_process())
-        .with_context(|| format!("loading {}", path.display()))?;
+async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

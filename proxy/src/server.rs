@@ -109,6 +109,20 @@ impl ProxyState {
     }
 }
 
+/// The async runtime for `workers` threads (`Config::workers`): a single-threaded one for 1.
+pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+}
+
 /// Serves clients on `listener` until `shutdown` resolves, then drains (bounded by
 /// `config.shutdown_timeout`) and returns.
 pub async fn run(

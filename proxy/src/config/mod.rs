@@ -93,6 +93,7 @@ impl Role {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    workers: Option<usize>,
     max_client_connections: Option<usize>,
     idle_client_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
@@ -149,6 +150,8 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Threads of the async runtime (`workers`; see [`default_workers`]).
+    pub workers: usize,
     pub max_client_connections: usize,
     /// `None` disables the idle-client timeout.
     pub idle_client_timeout: Option<Duration>,
@@ -165,6 +168,13 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// The file this config was loaded from (watched for plugin hot reload).
     pub source: Option<PathBuf>,
+}
+
+/// Runtime threads when `workers` is not set: half the CPUs, at least one. A proxy mostly
+/// waits on sockets; on a small machine it shares the CPUs with PostgreSQL or the app, and one
+/// thread avoids the cross-thread wake-ups that cost more than the parallelism gains there.
+pub fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
 }
 
 impl Config {
@@ -192,6 +202,11 @@ impl Config {
         let listen = listen_s
             .parse()
             .map_err(|e| invalid("listen", format!("`{listen_s}` is not host:port ({e})")))?;
+        let workers = match raw.workers {
+            None => default_workers(),
+            Some(n @ 1..=256) => n,
+            Some(n) => return Err(invalid("workers", format!("{n} is not between 1 and 256"))),
+        };
         let url = env
             .database_url
             .clone()
@@ -259,6 +274,7 @@ impl Config {
         let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
         Ok(Config {
             listen,
+            workers,
             max_client_connections: raw.max_client_connections.unwrap_or(1000),
             idle_client_timeout: match raw.idle_client_timeout_secs.unwrap_or(0) {
                 0 => None,
@@ -318,6 +334,14 @@ org_id = "org_a"
         assert_eq!(c.upstream.pool_mode, PoolMode::Transaction);
         assert_eq!(c.users[0].role, Role::Tenant);
         assert!(c.users[0].verifier.check_password("acme-pw"));
+        assert_eq!(c.workers, default_workers());
+        assert!(c.workers >= 1);
+        let c = load(
+            &MIN.replace("listen =", "workers = 3\nlisten ="),
+            &EnvOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.workers, 3);
     }
 
     #[test]
@@ -374,6 +398,7 @@ org_id = "org_a"
                 "tls.cert",
             ),
             (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
+            (MIN.replace("listen =", "workers = 0\nlisten ="), "workers"),
             (format!("{MIN}\n[tenancy]\ncolumns = \"x\""), "columns"),
             (
                 format!("{MIN}\n[jwt]\nrs256_public_key = \"/nonexistent.pem\""),
