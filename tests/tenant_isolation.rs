@@ -96,6 +96,11 @@ const READS: &[Read] = &[
     r("cte_simple", "WITH a AS (SELECT id, email FROM users) SELECT * FROM a", &[]),
     r("cte_shadows_table", "WITH users AS (SELECT * FROM users WHERE role = 'admin') SELECT id, email FROM users", &[]),
     r("cte_chain", "WITH i AS (SELECT id FROM items WHERE active), l AS (SELECT * FROM inventory_ledger WHERE item_id IN (SELECT id FROM i)) SELECT id, quantity_delta FROM l", &[]),
+    // The flat form (inner joins only): grouping by a primary key, shadowed aliases,
+    // schema-qualified column references.
+    r("group_by_primary_key", "SELECT i.id, i.item_number, count(l.id) FROM items i JOIN inventory_ledger l ON l.item_id = i.id GROUP BY i.id", &[]),
+    r("shadowed_alias_in_exists", "SELECT i.id FROM items i WHERE EXISTS (SELECT 1 FROM items i WHERE i.item_number = 'W-100')", &[]),
+    r("schema_qualified_columns", "SELECT public.items.id FROM public.items WHERE public.items.item_number <> 'W-400' ORDER BY public.items.id", &[]),
     r("cte_recursive_constant", "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT r.n, i.id FROM r CROSS JOIN items i", &[]),
     r("cte_recursive_tenant", "WITH RECURSIVE x AS (SELECT id, 1 AS d FROM items WHERE item_number = 'W-100' UNION ALL SELECT i.id, x.d + 1 FROM x JOIN items i ON i.item_number = 'W-200' WHERE x.d < 2) SELECT * FROM x", &[]),
     r("cte_materialized_param", "WITH b AS MATERIALIZED (SELECT * FROM inventory_balances WHERE quantity > $1) SELECT item_id, location_id, quantity FROM b", &[I(0)]),

@@ -1,15 +1,18 @@
 //! Queries: WITH (CTE scoping as PostgreSQL does it), set operations, SELECT clauses, FROM
 //! items and joins. Each tenant-table reference becomes
 //! `(SELECT * FROM schema.t WHERE org_id = <tenant>) AS t`, which keeps outer-join semantics
-//! and which PostgreSQL flattens back into an index scan; expressions go through `walk`.
+//! and which PostgreSQL flattens back into an index scan. A SELECT whose FROM is only plain
+//! tables joined by inner joins gets the cheaper flat form instead — `FROM schema.t AS t WHERE
+//! t.org_id = <tenant> AND (…)` — the same rows (an inner join filters after joining exactly as
+//! before) for less work in PostgreSQL's parser and planner. Expressions go through `walk`.
 
 use sqlparser::ast::{
-    JoinOperator, ObjectName, Query, Select, SelectFlavor, SelectItem,
+    Expr, JoinOperator, ObjectName, Query, Select, SelectFlavor, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableAlias, TableFactor,
     TableWithJoins,
 };
 
-use super::build::{select_query, star, table_factor, tenant_eq, Cx};
+use super::build::{and, select_query, star, table_factor, tenant_eq, Cx};
 use super::catalog::{TableInfo, Target};
 use super::names::{self, last_ident, norm, qualified};
 pub(crate) use super::walk::walk;
@@ -136,8 +139,10 @@ fn rewrite_select(s: &mut Select, cx: &mut Cx) -> R {
             "SELECT clause is not PostgreSQL syntax",
         ));
     }
+    // The flat form's tenant filters, when every FROM item allows it.
+    let mut guards = s.from.iter().all(is_plain_inner).then(Vec::new);
     for twj in &mut s.from {
-        rewrite_twj(twj, cx)?;
+        rewrite_joins(twj, cx, guards.as_mut())?;
     }
     for item in &mut s.projection {
         if let SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), _) =
@@ -154,12 +159,49 @@ fn rewrite_select(s: &mut Select, cx: &mut Cx) -> R {
     walk(&mut s.selection, cx)?;
     walk(&mut s.group_by, cx)?;
     walk(&mut s.having, cx)?;
-    walk(&mut s.named_window, cx)
+    walk(&mut s.named_window, cx)?;
+    // After the walk: the filters are Orgwall's own, not the client's expressions.
+    if let Some(mut guards) = guards.filter(|g| !g.is_empty()) {
+        let rest = s.selection.take();
+        let mut all = guards.remove(0);
+        for g in guards {
+            all = Expr::BinaryOp {
+                left: Box::new(all),
+                op: sqlparser::ast::BinaryOperator::And,
+                right: Box::new(g),
+            };
+        }
+        s.selection = Some(match rest {
+            Some(r) => and(all, Some(r)),
+            None => all,
+        });
+    }
+    Ok(())
+}
+
+/// Plain tables (no functions, subqueries or nested joins) joined by inner or cross joins
+/// only: filtering the joined rows by each table's tenant equals filtering each table first.
+fn is_plain_inner(twj: &TableWithJoins) -> bool {
+    let plain = |f: &TableFactor| matches!(f, TableFactor::Table { args: None, .. });
+    plain(&twj.relation)
+        && twj.joins.iter().all(|j| {
+            plain(&j.relation)
+                && matches!(
+                    j.join_operator,
+                    JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+                )
+        })
 }
 
 /// Confines a FROM item and its joins.
 pub(crate) fn rewrite_twj(twj: &mut TableWithJoins, cx: &mut Cx) -> R {
-    rewrite_factor(&mut twj.relation, cx)?;
+    rewrite_joins(twj, cx, None)
+}
+
+/// Confines a FROM item and its joins; with `guards`, tenant tables take the flat form and
+/// their filters are collected there.
+fn rewrite_joins(twj: &mut TableWithJoins, cx: &mut Cx, mut guards: Option<&mut Vec<Expr>>) -> R {
+    confine_factor(&mut twj.relation, cx, guards.as_deref_mut())?;
     for join in &mut twj.joins {
         let ok = matches!(
             join.join_operator,
@@ -175,7 +217,7 @@ pub(crate) fn rewrite_twj(twj: &mut TableWithJoins, cx: &mut Cx) -> R {
         if join.global || !ok {
             return Err(Refusal::unsupported("join kind is not PostgreSQL syntax"));
         }
-        rewrite_factor(&mut join.relation, cx)?;
+        confine_factor(&mut join.relation, cx, guards.as_deref_mut())?;
         walk(&mut join.join_operator, cx)?;
     }
     Ok(())
@@ -183,6 +225,13 @@ pub(crate) fn rewrite_twj(twj: &mut TableWithJoins, cx: &mut Cx) -> R {
 
 /// Confines one FROM item.
 pub(crate) fn rewrite_factor(f: &mut TableFactor, cx: &mut Cx) -> R {
+    confine_factor(f, cx, None)
+}
+
+/// Confines one FROM item; with `guards`, a tenant table becomes `schema.t AS t` and its
+/// filter `t.<column> = <tenant>` is pushed there (not when the alias renames columns: the
+/// filter could then name another column).
+fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr>>) -> R {
     match f {
         TableFactor::Table {
             name,
@@ -230,7 +279,7 @@ pub(crate) fn rewrite_factor(f: &mut TableFactor, cx: &mut Cx) -> R {
                 *name = qualified(&t.schema, &t.name);
                 return Ok(());
             };
-            let alias = match alias.take() {
+            let taken = match alias.take() {
                 Some(a) => a,
                 None => TableAlias {
                     explicit: true,
@@ -239,11 +288,17 @@ pub(crate) fn rewrite_factor(f: &mut TableFactor, cx: &mut Cx) -> R {
                     at: None,
                 },
             };
+            if let Some(guards) = guards.filter(|_| taken.columns.is_empty()) {
+                guards.push(tenant_eq(Some(taken.name.clone()), column, cx));
+                *name = qualified(&t.schema, &t.name);
+                *alias = Some(taken);
+                return Ok(());
+            }
             let sub = confined(t, column, cx);
             *f = TableFactor::Derived {
                 lateral: false,
                 subquery: sub,
-                alias: Some(alias),
+                alias: Some(taken),
                 sample: None,
             };
             Ok(())

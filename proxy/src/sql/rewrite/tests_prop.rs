@@ -1,16 +1,17 @@
 //! An independent checker of the rewriter's invariant, and a property test that feeds it
 //! generated queries over the seed schema. The checker re-parses the rendered SQL and walks
 //! it with sqlparser's visitor, sharing no code with the rewriter: every tenant-table reference
-//! must be `(SELECT * FROM schema.t WHERE <col> = 'org_a')`, every write target guarded, every
-//! unqualified relation a CTE.
+//! must be `(SELECT * FROM schema.t WHERE <col> = 'org_a')`, or a table of a SELECT whose FROM
+//! has inner joins only and whose WHERE begins with `t.<col> = 'org_a' AND …` for its name;
+//! every write target guarded, every unqualified relation a CTE.
 
 use std::collections::HashSet;
 use std::ops::ControlFlow;
 
 use proptest::prelude::*;
 use sqlparser::ast::{
-    BinaryOperator, Expr, FromTable, Ident, ObjectName, OnConflictAction, OnInsert, Select,
-    SelectItem, SetExpr, Statement, TableFactor, TableObject, Value, Visit, Visitor,
+    BinaryOperator, Expr, FromTable, Ident, JoinOperator, ObjectName, OnConflictAction, OnInsert,
+    Select, SelectItem, SetExpr, Statement, TableFactor, TableObject, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -143,6 +144,78 @@ fn is_guarded(sel: Option<&Expr>, column: &str) -> bool {
     }
 }
 
+/// `(q, c)` of each `q.c = 'org_a'` conjunct at the top of a WHERE shaped
+/// `g AND g … AND (rest)` (or `g AND … g`): rows failing any of them are never returned.
+fn top_guards(sel: Option<&Expr>) -> Vec<(String, String)> {
+    let guard = |e: &Expr| match e {
+        Expr::BinaryOp { left, .. } => match left.as_ref() {
+            Expr::CompoundIdentifier(ids) if ids.len() == 2 => {
+                let col = fold(&ids[1]);
+                is_tenant_eq(e, &col, true).then(|| (fold(&ids[0]), col))
+            }
+            _ => None,
+        },
+        _ => None,
+    };
+    let mut out = vec![];
+    let mut cur = sel;
+    if let Some(Expr::BinaryOp {
+        left,
+        op: BinaryOperator::And,
+        right,
+    }) = cur
+    {
+        if matches!(right.as_ref(), Expr::Nested(_)) {
+            cur = Some(left);
+        }
+    }
+    while let Some(e) = cur {
+        if let Some(g) = guard(e) {
+            out.push(g);
+            break;
+        }
+        match e {
+            Expr::BinaryOp {
+                left,
+                op: BinaryOperator::And,
+                right,
+            } => match guard(right) {
+                Some(g) => {
+                    out.push(g);
+                    cur = Some(left);
+                }
+                None => break,
+            },
+            _ => break,
+        }
+    }
+    out
+}
+
+/// The flat form: `f` is a plain table of `s` (inner joins only, no nested joins) whose name or
+/// column-less alias is guarded at the top of the WHERE.
+fn is_flat_confinement(s: &Select, f: &TableFactor, column: &str) -> bool {
+    let inner_only = s.from.iter().all(|t| {
+        !matches!(t.relation, TableFactor::NestedJoin { .. })
+            && t.joins.iter().all(|j| {
+                !matches!(j.relation, TableFactor::NestedJoin { .. })
+                    && matches!(
+                        j.join_operator,
+                        JoinOperator::Join(_) | JoinOperator::Inner(_) | JoinOperator::CrossJoin(_)
+                    )
+            })
+    });
+    let TableFactor::Table { name, alias, .. } = f else {
+        return false;
+    };
+    let refname = match alias {
+        Some(a) if !a.columns.is_empty() => return false,
+        Some(a) => fold(&a.name),
+        None => name_parts(name).last().cloned().unwrap_or_default(),
+    };
+    inner_only && top_guards(s.selection.as_ref()).contains(&(refname, column.to_string()))
+}
+
 fn is_confinement(s: &Select, column: &str) -> bool {
     matches!(s.projection.as_slice(), [SelectItem::Wildcard(_)])
         && s.from.len() == 1
@@ -189,7 +262,7 @@ impl Visitor for Checker<'_> {
                 Kind::Free => {}
                 Kind::Bad(p) => self.problems.push(p),
                 Kind::Tenant(col) => {
-                    if !is_confinement(s, &col) {
+                    if !is_confinement(s, &col) && !is_flat_confinement(s, f, &col) {
                         self.problems
                             .push(format!("{name} read without confinement"));
                     }
@@ -381,10 +454,34 @@ fn checker_catches_unconfined_sql() {
         "DELETE FROM public.items WHERE items.id = 'x' AND (true)",
         "INSERT INTO public.items (id) VALUES ('x')",
         "INSERT INTO public.items (id, org_id) VALUES ('x', 'org_b')",
+        // The flat form: only top-level conjuncts for each table's own name, inner joins only,
+        // and never through an alias that renames columns.
+        "SELECT * FROM public.items AS items WHERE items.org_id = 'org_b'",
+        "SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' OR (true)",
+        "SELECT * FROM public.items AS items WHERE (items.org_id = 'org_a' OR true) AND (true)",
+        "SELECT * FROM public.items AS i WHERE items.org_id = 'org_a'",
+        "SELECT * FROM public.items AS i(org_id) WHERE i.org_id = 'org_a'",
+        "SELECT * FROM public.items AS i JOIN public.users AS u ON true WHERE i.org_id = 'org_a'",
+        "SELECT * FROM public.items AS i LEFT JOIN public.users AS u ON true \
+         WHERE i.org_id = 'org_a' AND u.org_id = 'org_a'",
+        "SELECT * FROM (public.items AS i JOIN public.users AS u ON true) \
+         WHERE i.org_id = 'org_a' AND u.org_id = 'org_a'",
+        "SELECT * FROM public.organizations AS o WHERE o.org_id = 'org_a'",
     ];
     for sql in bad {
         assert!(!violations(sql, &cat).is_empty(), "checker missed {sql}");
     }
-    let good = "SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items";
-    assert!(violations(good, &cat).is_empty());
+    for good in [
+        "SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items",
+        "SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'",
+        "SELECT * FROM public.items WHERE items.org_id = 'org_a' AND (id = 1)",
+        "SELECT * FROM public.items AS i JOIN public.organizations AS o ON true \
+         WHERE i.org_id = 'org_a' AND o.id = 'org_a' AND (i.id = 1)",
+    ] {
+        assert!(
+            violations(good, &cat).is_empty(),
+            "{good}: {:?}",
+            violations(good, &cat)
+        );
+    }
 }

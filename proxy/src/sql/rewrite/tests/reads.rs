@@ -6,18 +6,18 @@ use super::*;
 fn mixed_rules() {
     check(
         r#"SELECT * FROM items"#,
-        Sql(r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#),
+        Sql(r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'"#),
     );
     check(
         r#"SELECT id FROM items WHERE org_id IS NULL OR 1=1"#,
         Sql(
-            r#"SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE org_id IS NULL OR 1 = 1"#,
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' AND (org_id IS NULL OR 1 = 1)"#,
         ),
     );
     check(
         r#"SELECT i.id, l.name FROM items i JOIN locations l ON l.id = i.id"#,
         Sql(
-            r#"SELECT i.id, l.name FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') l ON l.id = i.id"#,
+            r#"SELECT i.id, l.name FROM public.items i JOIN public.locations l ON l.id = i.id WHERE i.org_id = 'org_a' AND l.org_id = 'org_a'"#,
         ),
     );
     check(
@@ -29,37 +29,37 @@ fn mixed_rules() {
     check(
         r#"SELECT * FROM items ORDER BY id LIMIT 5"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items ORDER BY id LIMIT 5"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' ORDER BY id LIMIT 5"#,
         ),
     );
     check(
         r#"SELECT (SELECT count(*) FROM users) AS n FROM items"#,
         Sql(
-            r#"SELECT (SELECT count(*) FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users) AS n FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"SELECT (SELECT count(*) FROM public.users AS users WHERE users.org_id = 'org_a') AS n FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT * FROM items WHERE EXISTS (SELECT 1 FROM users WHERE users.id = items.id)"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE EXISTS (SELECT 1 FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users WHERE users.id = items.id)"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (EXISTS (SELECT 1 FROM public.users AS users WHERE users.org_id = 'org_a' AND (users.id = items.id)))"#,
         ),
     );
     check(
         r#"WITH users AS (SELECT * FROM users) SELECT * FROM users"#,
         Sql(
-            r#"WITH users AS (SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users) SELECT * FROM users"#,
+            r#"WITH users AS (SELECT * FROM public.users AS users WHERE users.org_id = 'org_a') SELECT * FROM users"#,
         ),
     );
     check(
         r#"WITH RECURSIVE r AS (SELECT id FROM items UNION ALL SELECT r.id FROM r) SELECT * FROM r"#,
         Sql(
-            r#"WITH RECURSIVE r AS (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items UNION ALL SELECT r.id FROM r) SELECT * FROM r"#,
+            r#"WITH RECURSIVE r AS (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' UNION ALL SELECT r.id FROM r) SELECT * FROM r"#,
         ),
     );
     check(
         r#"SELECT "public"."users"."email" FROM "public"."users" WHERE "public"."users"."id" = $1"#,
         Sql(
-            r#"SELECT "users"."email" FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS "users" WHERE "users"."id" = $1"#,
+            r#"SELECT "users"."email" FROM public.users AS "users" WHERE "users".org_id = 'org_a' AND ("users"."id" = $1)"#,
         ),
     );
     check(
@@ -68,18 +68,18 @@ fn mixed_rules() {
     );
     check(
         r#"SELECT * FROM Users"#,
-        Sql(r#"SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS Users"#),
+        Sql(r#"SELECT * FROM public.users AS Users WHERE Users.org_id = 'org_a'"#),
     );
     check(
         r#"SELECT * FROM public.feature_flags UNION SELECT * FROM feature_flags"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.feature_flags WHERE org_id = 'org_a') AS feature_flags UNION SELECT * FROM (SELECT * FROM public.feature_flags WHERE org_id = 'org_a') AS feature_flags"#,
+            r#"SELECT * FROM public.feature_flags AS feature_flags WHERE feature_flags.org_id = 'org_a' UNION SELECT * FROM public.feature_flags AS feature_flags WHERE feature_flags.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT * FROM organizations"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.organizations WHERE id = 'org_a') AS organizations"#,
+            r#"SELECT * FROM public.organizations AS organizations WHERE organizations.id = 'org_a'"#,
         ),
     );
     check(
@@ -107,13 +107,13 @@ fn mixed_rules() {
     check(
         r#"SELECT * FROM items, LATERAL (SELECT * FROM count_lines WHERE count_lines.item_id = items.id) cl"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items, LATERAL (SELECT * FROM (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines WHERE count_lines.item_id = items.id) cl"#,
+            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items, LATERAL (SELECT * FROM public.count_lines AS count_lines WHERE count_lines.org_id = 'org_a' AND (count_lines.item_id = items.id)) cl"#,
         ),
     );
     check(
         r#"VALUES ((SELECT email FROM users LIMIT 1))"#,
         Sql(
-            r#"VALUES ((SELECT email FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users LIMIT 1))"#,
+            r#"VALUES ((SELECT email FROM public.users AS users WHERE users.org_id = 'org_a' LIMIT 1))"#,
         ),
     );
     check(
@@ -153,7 +153,7 @@ fn mixed_rules() {
     check(
         r#"INSERT INTO users (email) SELECT email FROM users"#,
         Sql(
-            r#"INSERT INTO public.users (email, org_id) SELECT *, 'org_a' FROM (SELECT email FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users) AS orgwall_src"#,
+            r#"INSERT INTO public.users (email, org_id) SELECT *, 'org_a' FROM (SELECT email FROM public.users AS users WHERE users.org_id = 'org_a') AS orgwall_src"#,
         ),
     );
     check(
@@ -171,7 +171,7 @@ fn mixed_rules() {
     check(
         r#"UPDATE items SET description = 'x' WHERE id IN (SELECT id FROM items LIMIT 1)"#,
         Sql(
-            r#"UPDATE public.items SET description = 'x' WHERE items.org_id = 'org_a' AND (id IN (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items LIMIT 1))"#,
+            r#"UPDATE public.items SET description = 'x' WHERE items.org_id = 'org_a' AND (id IN (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' LIMIT 1))"#,
         ),
     );
     check(
@@ -213,20 +213,18 @@ fn mixed_rules() {
     );
     check(
         r#"COPY items TO STDOUT"#,
-        Sql(
-            r#"COPY (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) TO STDOUT"#,
-        ),
+        Sql(r#"COPY (SELECT * FROM public.items AS items WHERE items.org_id = 'org_a') TO STDOUT"#),
     );
     check(
         r#"COPY items (id, item_number) TO STDOUT WITH (FORMAT csv)"#,
         Sql(
-            r#"COPY (SELECT id, item_number FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) TO STDOUT (FORMAT csv)"#,
+            r#"COPY (SELECT id, item_number FROM public.items AS items WHERE items.org_id = 'org_a') TO STDOUT (FORMAT csv)"#,
         ),
     );
     check(
         r#"COPY (SELECT id FROM items) TO STDOUT"#,
         Sql(
-            r#"COPY (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) TO STDOUT"#,
+            r#"COPY (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a') TO STDOUT"#,
         ),
     );
     check(
@@ -239,21 +237,19 @@ fn mixed_rules() {
     check(
         r#"PREPARE p AS SELECT * FROM items WHERE id = $1"#,
         Sql(
-            r#"PREPARE p AS SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id = $1"#,
+            r#"PREPARE p AS SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (id = $1)"#,
         ),
     );
     check(r#"EXECUTE p('x')"#, Sql(r#"EXECUTE p('x')"#));
     check(
         r#"DECLARE c CURSOR FOR SELECT * FROM items"#,
         Sql(
-            r#"DECLARE c CURSOR FOR SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"DECLARE c CURSOR FOR SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"EXPLAIN ANALYZE SELECT * FROM items"#,
-        Sql(
-            r#"EXPLAIN ANALYZE SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
-        ),
+        Sql(r#"EXPLAIN ANALYZE SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'"#),
     );
     check(
         r#"DROP TABLE items"#,
@@ -295,9 +291,7 @@ fn mixed_rules() {
     );
     check(
         r#"SELECT 1; SELECT * FROM items"#,
-        Sql(
-            r#"SELECT 1; SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
-        ),
+        Sql(r#"SELECT 1; SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'"#),
     );
     check(
         r#"WITH d AS (DELETE FROM items WHERE id = 'x' RETURNING *) SELECT * FROM d"#,
@@ -319,7 +313,7 @@ fn mixed_rules() {
     check(
         r#"SELECT count(*) FROM items GROUP BY active HAVING count(*) > (SELECT count(*) FROM users)"#,
         Sql(
-            r#"SELECT count(*) FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items GROUP BY active HAVING count(*) > (SELECT count(*) FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"#,
+            r#"SELECT count(*) FROM public.items AS items WHERE items.org_id = 'org_a' GROUP BY active HAVING count(*) > (SELECT count(*) FROM public.users AS users WHERE users.org_id = 'org_a')"#,
         ),
     );
     check(
@@ -331,9 +325,7 @@ fn mixed_rules() {
     );
     check(
         r#"SELECT * FROM items FOR UPDATE"#,
-        Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items FOR UPDATE"#,
-        ),
+        Sql(r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' FOR UPDATE"#),
     );
 }
 
@@ -490,7 +482,7 @@ fn reads_and_refusals() {
     check(
         r#"SELECT pg_catalog.count(*) FROM items"#,
         Sql(
-            r#"SELECT pg_catalog.count(*) FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"SELECT pg_catalog.count(*) FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
@@ -588,17 +580,15 @@ fn reads_and_refusals() {
     );
     check(
         r#"SELECT * FROM "public".items"#,
-        Sql(r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#),
+        Sql(r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'"#),
     );
     check(
         r#"SELECT * FROM PUBLIC.ITEMS"#,
-        Sql(r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS ITEMS"#),
+        Sql(r#"SELECT * FROM public.items AS ITEMS WHERE ITEMS.org_id = 'org_a'"#),
     );
     check(
         r#"SELECT * FROM items AS "I" WHERE "I".id = '1'"#,
-        Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS "I" WHERE "I".id = '1'"#,
-        ),
+        Sql(r#"SELECT * FROM public.items AS "I" WHERE "I".org_id = 'org_a' AND ("I".id = '1')"#),
     );
     check(
         r#"SELECT a.id FROM items a FULL JOIN locations b ON a.id = b.id RIGHT JOIN users c ON c.id = a.id"#,
@@ -609,19 +599,19 @@ fn reads_and_refusals() {
     check(
         r#"SELECT * FROM items CROSS JOIN locations"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items CROSS JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations"#,
+            r#"SELECT * FROM public.items AS items CROSS JOIN public.locations AS locations WHERE items.org_id = 'org_a' AND locations.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT * FROM items NATURAL JOIN count_lines"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items NATURAL JOIN (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines"#,
+            r#"SELECT * FROM public.items AS items NATURAL JOIN public.count_lines AS count_lines WHERE items.org_id = 'org_a' AND count_lines.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT * FROM items JOIN locations USING (id)"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations USING(id)"#,
+            r#"SELECT * FROM public.items AS items JOIN public.locations AS locations USING(id) WHERE items.org_id = 'org_a' AND locations.org_id = 'org_a'"#,
         ),
     );
     check(
@@ -633,61 +623,59 @@ fn reads_and_refusals() {
     check(
         r#"SELECT * FROM items i LEFT JOIN LATERAL (SELECT * FROM inventory_balances b WHERE b.item_id = i.id ORDER BY quantity DESC LIMIT 1) top ON true"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i LEFT JOIN LATERAL (SELECT * FROM (SELECT * FROM public.inventory_balances WHERE org_id = 'org_a') b WHERE b.item_id = i.id ORDER BY quantity DESC LIMIT 1) top ON true"#,
+            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i LEFT JOIN LATERAL (SELECT * FROM public.inventory_balances b WHERE b.org_id = 'org_a' AND (b.item_id = i.id) ORDER BY quantity DESC LIMIT 1) top ON true"#,
         ),
     );
     check(
         r#"SELECT id FROM items WHERE id IN (SELECT item_id FROM inventory_ledger)"#,
         Sql(
-            r#"SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id IN (SELECT item_id FROM (SELECT * FROM public.inventory_ledger WHERE org_id = 'org_a') AS inventory_ledger)"#,
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' AND (id IN (SELECT item_id FROM public.inventory_ledger AS inventory_ledger WHERE inventory_ledger.org_id = 'org_a'))"#,
         ),
     );
     check(
         r#"SELECT id FROM items WHERE id = ANY (SELECT item_id FROM inventory_ledger)"#,
         Sql(
-            r#"SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id = ANY(SELECT item_id FROM (SELECT * FROM public.inventory_ledger WHERE org_id = 'org_a') AS inventory_ledger)"#,
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' AND (id = ANY(SELECT item_id FROM public.inventory_ledger AS inventory_ledger WHERE inventory_ledger.org_id = 'org_a'))"#,
         ),
     );
     check(
         r#"SELECT id FROM items WHERE NOT EXISTS (SELECT 1 FROM count_lines WHERE count_lines.item_id = items.id)"#,
         Sql(
-            r#"SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE NOT EXISTS (SELECT 1 FROM (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines WHERE count_lines.item_id = items.id)"#,
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' AND (NOT EXISTS (SELECT 1 FROM public.count_lines AS count_lines WHERE count_lines.org_id = 'org_a' AND (count_lines.item_id = items.id)))"#,
         ),
     );
     check(
         r#"SELECT id FROM items ORDER BY (SELECT max(created_at) FROM inventory_ledger l WHERE l.item_id = items.id)"#,
         Sql(
-            r#"SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items ORDER BY (SELECT max(created_at) FROM (SELECT * FROM public.inventory_ledger WHERE org_id = 'org_a') l WHERE l.item_id = items.id)"#,
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' ORDER BY (SELECT max(created_at) FROM public.inventory_ledger l WHERE l.org_id = 'org_a' AND (l.item_id = items.id))"#,
         ),
     );
     check(
         r#"SELECT active, count(*) FROM items GROUP BY active, (SELECT 1 FROM users LIMIT 1)"#,
         Sql(
-            r#"SELECT active, count(*) FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items GROUP BY active, (SELECT 1 FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users LIMIT 1)"#,
+            r#"SELECT active, count(*) FROM public.items AS items WHERE items.org_id = 'org_a' GROUP BY active, (SELECT 1 FROM public.users AS users WHERE users.org_id = 'org_a' LIMIT 1)"#,
         ),
     );
     check(
         r#"SELECT ARRAY(SELECT id FROM users)"#,
-        Sql(
-            r#"SELECT ARRAY(SELECT id FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"#,
-        ),
+        Sql(r#"SELECT ARRAY(SELECT id FROM public.users AS users WHERE users.org_id = 'org_a')"#),
     );
     check(
         r#"SELECT id FROM items UNION SELECT id FROM locations EXCEPT SELECT item_id FROM count_lines INTERSECT SELECT id FROM users"#,
         Sql(
-            r#"SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items UNION SELECT id FROM (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations EXCEPT SELECT item_id FROM (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines INTERSECT SELECT id FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users"#,
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' UNION SELECT id FROM public.locations AS locations WHERE locations.org_id = 'org_a' EXCEPT SELECT item_id FROM public.count_lines AS count_lines WHERE count_lines.org_id = 'org_a' INTERSECT SELECT id FROM public.users AS users WHERE users.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"(SELECT id FROM items ORDER BY id LIMIT 1) UNION ALL (SELECT id FROM items ORDER BY id DESC LIMIT 1)"#,
         Sql(
-            r#"(SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items ORDER BY id LIMIT 1) UNION ALL (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items ORDER BY id DESC LIMIT 1)"#,
+            r#"(SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' ORDER BY id LIMIT 1) UNION ALL (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' ORDER BY id DESC LIMIT 1)"#,
         ),
     );
     check(
         r#"WITH a AS (SELECT * FROM items), b AS (SELECT * FROM a JOIN locations ON true) SELECT * FROM b"#,
         Sql(
-            r#"WITH a AS (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items), b AS (SELECT * FROM a JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations ON true) SELECT * FROM b"#,
+            r#"WITH a AS (SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'), b AS (SELECT * FROM a JOIN public.locations AS locations ON true WHERE locations.org_id = 'org_a') SELECT * FROM b"#,
         ),
     );
     check(
@@ -709,83 +697,79 @@ fn reads_and_refusals() {
     check(
         r#"WITH items AS (SELECT 2) SELECT * FROM public.items"#,
         Sql(
-            r#"WITH items AS (SELECT 2) SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"WITH items AS (SELECT 2) SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT * FROM items WHERE id = (SELECT id FROM (SELECT * FROM items) q LIMIT 1)"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id = (SELECT id FROM (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) q LIMIT 1)"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (id = (SELECT id FROM (SELECT * FROM public.items AS items WHERE items.org_id = 'org_a') q LIMIT 1))"#,
         ),
     );
     check(
         r#"SELECT * FROM feature_flags f WHERE f.enabled"#,
-        Sql(
-            r#"SELECT * FROM (SELECT * FROM public.feature_flags WHERE org_id = 'org_a') f WHERE f.enabled"#,
-        ),
+        Sql(r#"SELECT * FROM public.feature_flags f WHERE f.org_id = 'org_a' AND (f.enabled)"#),
     );
     check(
         r#"SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM users)) FROM items"#,
         Sql(
-            r#"SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)) FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"SELECT count(*) FILTER (WHERE EXISTS (SELECT 1 FROM public.users AS users WHERE users.org_id = 'org_a')) FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT row_number() OVER (PARTITION BY active ORDER BY (SELECT 1 FROM users LIMIT 1)) FROM items"#,
         Sql(
-            r#"SELECT row_number() OVER (PARTITION BY active ORDER BY (SELECT 1 FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users LIMIT 1)) FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"SELECT row_number() OVER (PARTITION BY active ORDER BY (SELECT 1 FROM public.users AS users WHERE users.org_id = 'org_a' LIMIT 1)) FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT CASE WHEN EXISTS (SELECT 1 FROM users) THEN 1 END"#,
         Sql(
-            r#"SELECT CASE WHEN EXISTS (SELECT 1 FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users) THEN 1 END"#,
+            r#"SELECT CASE WHEN EXISTS (SELECT 1 FROM public.users AS users WHERE users.org_id = 'org_a') THEN 1 END"#,
         ),
     );
     check(
         r#"SELECT coalesce((SELECT name FROM users LIMIT 1), 'x')"#,
         Sql(
-            r#"SELECT coalesce((SELECT name FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users LIMIT 1), 'x')"#,
+            r#"SELECT coalesce((SELECT name FROM public.users AS users WHERE users.org_id = 'org_a' LIMIT 1), 'x')"#,
         ),
     );
     check(
         r#"SELECT * FROM items LIMIT (SELECT count(*) FROM users)"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items LIMIT (SELECT count(*) FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' LIMIT (SELECT count(*) FROM public.users AS users WHERE users.org_id = 'org_a')"#,
         ),
     );
     check(
         r#"SELECT * FROM items ORDER BY id OFFSET 10 FETCH FIRST 5 ROWS ONLY"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items ORDER BY id OFFSET 10 FETCH FIRST 5 ROWS ONLY"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' ORDER BY id OFFSET 10 FETCH FIRST 5 ROWS ONLY"#,
         ),
     );
     check(
         r#"SELECT DISTINCT ON (item_number) * FROM items"#,
         Sql(
-            r#"SELECT DISTINCT ON (item_number) * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"SELECT DISTINCT ON (item_number) * FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT i.*, public.items.id FROM public.items AS i"#,
-        Sql(
-            r#"SELECT i.*, items.id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS i"#,
-        ),
+        Sql(r#"SELECT i.*, items.id FROM public.items AS i WHERE i.org_id = 'org_a'"#),
     );
     check(
         r#"SELECT public.items.* FROM public.items"#,
-        Sql(r#"SELECT items.* FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#),
+        Sql(r#"SELECT items.* FROM public.items AS items WHERE items.org_id = 'org_a'"#),
     );
     check(
         r#"SELECT items.id FROM items, public.items p2"#,
         Sql(
-            r#"SELECT items.id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items, (SELECT * FROM public.items WHERE org_id = 'org_a') p2"#,
+            r#"SELECT items.id FROM public.items AS items, public.items p2 WHERE items.org_id = 'org_a' AND p2.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"VALUES (1, 'a'), (2, (SELECT name FROM locations LIMIT 1))"#,
         Sql(
-            r#"VALUES (1, 'a'), (2, (SELECT name FROM (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations LIMIT 1))"#,
+            r#"VALUES (1, 'a'), (2, (SELECT name FROM public.locations AS locations WHERE locations.org_id = 'org_a' LIMIT 1))"#,
         ),
     );
     check(
@@ -817,7 +801,7 @@ fn reads_and_refusals() {
     check(
         r#"SELECT * FROM items FOR UPDATE OF items SKIP LOCKED"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items FOR UPDATE OF items SKIP LOCKED"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' FOR UPDATE OF items SKIP LOCKED"#,
         ),
     );
     check(r#"SELECT 1"#, Sql(r#"SELECT 1"#));
@@ -830,19 +814,19 @@ fn reads_and_refusals() {
     check(
         r#"SELECT lower(email), jsonb_build_object('e', email) FROM users WHERE email ILIKE $1"#,
         Sql(
-            r#"SELECT lower(email), jsonb_build_object('e', email) FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users WHERE email ILIKE $1"#,
+            r#"SELECT lower(email), jsonb_build_object('e', email) FROM public.users AS users WHERE users.org_id = 'org_a' AND (email ILIKE $1)"#,
         ),
     );
     check(
         r#"SELECT * FROM items WHERE description LIKE '%x%' AND active = true"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE description LIKE '%x%' AND active = true"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (description LIKE '%x%' AND active = true)"#,
         ),
     );
     check(
         r#"SELECT i.item_number, sum(l.quantity_delta) FROM items i JOIN inventory_ledger l ON l.item_id = i.id GROUP BY i.item_number HAVING sum(l.quantity_delta) > 0 ORDER BY 2 DESC LIMIT 10"#,
         Sql(
-            r#"SELECT i.item_number, sum(l.quantity_delta) FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i JOIN (SELECT * FROM public.inventory_ledger WHERE org_id = 'org_a') l ON l.item_id = i.id GROUP BY i.item_number HAVING sum(l.quantity_delta) > 0 ORDER BY 2 DESC LIMIT 10"#,
+            r#"SELECT i.item_number, sum(l.quantity_delta) FROM public.items i JOIN public.inventory_ledger l ON l.item_id = i.id WHERE i.org_id = 'org_a' AND l.org_id = 'org_a' GROUP BY i.item_number HAVING sum(l.quantity_delta) > 0 ORDER BY 2 DESC LIMIT 10"#,
         ),
     );
 }
@@ -852,13 +836,13 @@ fn bypass_classes() {
     check(
         r#"SELECT * FROM items WHERE org_id = 'org_b'"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE org_id = 'org_b'"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (org_id = 'org_b')"#,
         ),
     );
     check(
         r#"SELECT * FROM items WHERE org_id IS NULL"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE org_id IS NULL"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (org_id IS NULL)"#,
         ),
     );
     check(
@@ -870,7 +854,7 @@ fn bypass_classes() {
     check(
         r#"SELECT * FROM items ORDER BY id DESC LIMIT 1 OFFSET 0"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items ORDER BY id DESC LIMIT 1 OFFSET 0"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' ORDER BY id DESC LIMIT 1 OFFSET 0"#,
         ),
     );
     check(
@@ -883,25 +867,25 @@ fn bypass_classes() {
     check(
         r#"SELECT * FROM items; SELECT * FROM users"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items; SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'; SELECT * FROM public.users AS users WHERE users.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"UPDATE items SET active = false WHERE id IN (SELECT id FROM items ORDER BY id LIMIT 1)"#,
         Sql(
-            r#"UPDATE public.items SET active = false WHERE items.org_id = 'org_a' AND (id IN (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items ORDER BY id LIMIT 1))"#,
+            r#"UPDATE public.items SET active = false WHERE items.org_id = 'org_a' AND (id IN (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' ORDER BY id LIMIT 1))"#,
         ),
     );
     check(
         r#"DELETE FROM items WHERE id = (SELECT id FROM items LIMIT 1)"#,
         Sql(
-            r#"DELETE FROM public.items WHERE items.org_id = 'org_a' AND (id = (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items LIMIT 1))"#,
+            r#"DELETE FROM public.items WHERE items.org_id = 'org_a' AND (id = (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' LIMIT 1))"#,
         ),
     );
     check(
         r#"INSERT INTO users (email, name) VALUES ('a', 'b') ON CONFLICT (email) DO UPDATE SET name = (SELECT name FROM users u2 WHERE u2.email = 'x')"#,
         Sql(
-            r#"INSERT INTO public.users (email, name, org_id) VALUES ('a', 'b', 'org_a') ON CONFLICT(org_id, email) DO UPDATE SET name = (SELECT name FROM (SELECT * FROM public.users WHERE org_id = 'org_a') u2 WHERE u2.email = 'x') WHERE users.org_id = 'org_a'"#,
+            r#"INSERT INTO public.users (email, name, org_id) VALUES ('a', 'b', 'org_a') ON CONFLICT(org_id, email) DO UPDATE SET name = (SELECT name FROM public.users u2 WHERE u2.org_id = 'org_a' AND (u2.email = 'x')) WHERE users.org_id = 'org_a'"#,
         ),
     );
     check(
@@ -926,7 +910,7 @@ fn bypass_classes() {
     check(
         r#"SELECT * FROM "public"."items" WHERE "public"."items"."org_id" IS NULL"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS "items" WHERE "items"."org_id" IS NULL"#,
+            r#"SELECT * FROM public.items AS "items" WHERE "items".org_id = 'org_a' AND ("items"."org_id" IS NULL)"#,
         ),
     );
 }

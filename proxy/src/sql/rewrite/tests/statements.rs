@@ -285,7 +285,7 @@ fn functions() {
     check(
         r#"SELECT date_trunc('day', created_at), count(*) FROM inventory_ledger GROUP BY 1"#,
         Sql(
-            r#"SELECT date_trunc('day', created_at), count(*) FROM (SELECT * FROM public.inventory_ledger WHERE org_id = 'org_a') AS inventory_ledger GROUP BY 1"#,
+            r#"SELECT date_trunc('day', created_at), count(*) FROM public.inventory_ledger AS inventory_ledger WHERE inventory_ledger.org_id = 'org_a' GROUP BY 1"#,
         ),
     );
     check(
@@ -301,7 +301,7 @@ fn functions() {
     check(
         r#"SELECT string_agg(email, ',' ORDER BY email) FROM users"#,
         Sql(
-            r#"SELECT string_agg(email, ',' ORDER BY email) FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users"#,
+            r#"SELECT string_agg(email, ',' ORDER BY email) FROM public.users AS users WHERE users.org_id = 'org_a'"#,
         ),
     );
     check(
@@ -316,7 +316,7 @@ fn functions() {
 fn identifiers() {
     check(
         r#"SELECT * FROM "users""#,
-        Sql(r#"SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS "users""#),
+        Sql(r#"SELECT * FROM public.users AS "users" WHERE "users".org_id = 'org_a'"#),
     );
     check(
         r#"SELECT * FROM "USERS""#,
@@ -324,16 +324,16 @@ fn identifiers() {
     );
     check(
         r#"SELECT * FROM Public.Users"#,
-        Sql(r#"SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS Users"#),
+        Sql(r#"SELECT * FROM public.users AS Users WHERE Users.org_id = 'org_a'"#),
     );
     check(
         r#"SELECT * FROM "public"."users" "U""#,
-        Sql(r#"SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') "U""#),
+        Sql(r#"SELECT * FROM public.users "U" WHERE "U".org_id = 'org_a'"#),
     );
     check(
         r#"WITH "Items" AS (SELECT 1) SELECT * FROM items"#,
         Sql(
-            r#"WITH "Items" AS (SELECT 1) SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items"#,
+            r#"WITH "Items" AS (SELECT 1) SELECT * FROM public.items AS items WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
@@ -343,31 +343,31 @@ fn identifiers() {
     check(
         r#"WITH items AS (SELECT * FROM (SELECT * FROM items) q) SELECT * FROM items"#,
         Sql(
-            r#"WITH items AS (SELECT * FROM (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) q) SELECT * FROM items"#,
+            r#"WITH items AS (SELECT * FROM (SELECT * FROM public.items AS items WHERE items.org_id = 'org_a') q) SELECT * FROM items"#,
         ),
     );
     check(
         r#"WITH a AS (SELECT * FROM items) SELECT * FROM (SELECT * FROM a) s WHERE EXISTS (SELECT 1 FROM a)"#,
         Sql(
-            r#"WITH a AS (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) SELECT * FROM (SELECT * FROM a) s WHERE EXISTS (SELECT 1 FROM a)"#,
+            r#"WITH a AS (SELECT * FROM public.items AS items WHERE items.org_id = 'org_a') SELECT * FROM (SELECT * FROM a) s WHERE EXISTS (SELECT 1 FROM a)"#,
         ),
     );
     check(
         r#"SELECT * FROM items WHERE id IN (SELECT id FROM items UNION SELECT id FROM users)"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id IN (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items UNION SELECT id FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"#,
+            r#"SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (id IN (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' UNION SELECT id FROM public.users AS users WHERE users.org_id = 'org_a'))"#,
         ),
     );
     check(
         r#"SELECT * FROM items i JOIN locations l ON l.id IN (SELECT location_id FROM count_sheets)"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') l ON l.id IN (SELECT location_id FROM (SELECT * FROM public.count_sheets WHERE org_id = 'org_a') AS count_sheets)"#,
+            r#"SELECT * FROM public.items i JOIN public.locations l ON l.id IN (SELECT location_id FROM public.count_sheets AS count_sheets WHERE count_sheets.org_id = 'org_a') WHERE i.org_id = 'org_a' AND l.org_id = 'org_a'"#,
         ),
     );
     check(
         r#"SELECT "I"."id" FROM "public"."items" AS "I" INNER JOIN "public"."locations" AS "L" ON ("L"."id") = ("I"."id") WHERE ("I"."active" = $1 AND "I"."item_number" IN ($2, $3)) ORDER BY "I"."id" ASC LIMIT $4 OFFSET $5"#,
         Sql(
-            r#"SELECT "I"."id" FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS "I" INNER JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') AS "L" ON ("L"."id") = ("I"."id") WHERE ("I"."active" = $1 AND "I"."item_number" IN ($2, $3)) ORDER BY "I"."id" ASC LIMIT $4 OFFSET $5"#,
+            r#"SELECT "I"."id" FROM public.items AS "I" INNER JOIN public.locations AS "L" ON ("L"."id") = ("I"."id") WHERE "I".org_id = 'org_a' AND "L".org_id = 'org_a' AND (("I"."active" = $1 AND "I"."item_number" IN ($2, $3))) ORDER BY "I"."id" ASC LIMIT $4 OFFSET $5"#,
         ),
     );
 }
@@ -379,7 +379,7 @@ fn no_tenant_never_means_no_filter() {
     let t = rewrite("SELECT * FROM items WHERE org_id IS NULL", &cat).expect("rewrites");
     assert_eq!(
         t.render(""),
-        "SELECT * FROM (SELECT * FROM public.items WHERE org_id = '') AS items WHERE org_id IS NULL"
+        "SELECT * FROM public.items AS items WHERE items.org_id = '' AND (org_id IS NULL)"
     );
     let t = rewrite("DELETE FROM items", &cat).expect("rewrites");
     assert_eq!(
@@ -397,7 +397,7 @@ fn more_forms() {
     );
     check(
         "SELECT * FROM items WHERE id = $1 AND org_id = $2",
-        Sql("SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE id = $1 AND org_id = $2"),
+        Sql("SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (id = $1 AND org_id = $2)"),
     );
     check(
         "SELECT o.name, count(u.id) FROM organizations o LEFT JOIN users u ON u.org_id = o.id GROUP BY o.name",
@@ -405,15 +405,15 @@ fn more_forms() {
     );
     check(
         "SELECT * FROM items i WHERE i.id IN (WITH x AS (SELECT item_id FROM count_lines) SELECT * FROM x)",
-        Sql("SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i WHERE i.id IN (WITH x AS (SELECT item_id FROM (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines) SELECT * FROM x)"),
+        Sql("SELECT * FROM public.items i WHERE i.org_id = 'org_a' AND (i.id IN (WITH x AS (SELECT item_id FROM public.count_lines AS count_lines WHERE count_lines.org_id = 'org_a') SELECT * FROM x))"),
     );
     check(
         "WITH x AS (SELECT 1) SELECT * FROM items WHERE EXISTS (SELECT 1 FROM x, users)",
-        Sql("WITH x AS (SELECT 1) SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items WHERE EXISTS (SELECT 1 FROM x, (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"),
+        Sql("WITH x AS (SELECT 1) SELECT * FROM public.items AS items WHERE items.org_id = 'org_a' AND (EXISTS (SELECT 1 FROM x, public.users AS users WHERE users.org_id = 'org_a'))"),
     );
     check("SELECT * FROM x", Refused("42501", "unknown table x"));
     check(
         "SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM items LIMIT 1)",
-        Sql("SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items LIMIT 1)"),
+        Sql("SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' LIMIT 1)"),
     );
 }

@@ -40,7 +40,7 @@ fn inserts() {
     check(
         r#"INSERT INTO users (email) VALUES ('a'), ('b') RETURNING id, (SELECT count(*) FROM users)"#,
         Sql(
-            r#"INSERT INTO public.users (email, org_id) VALUES ('a', 'org_a'), ('b', 'org_a') RETURNING id, (SELECT count(*) FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users)"#,
+            r#"INSERT INTO public.users (email, org_id) VALUES ('a', 'org_a'), ('b', 'org_a') RETURNING id, (SELECT count(*) FROM public.users AS users WHERE users.org_id = 'org_a')"#,
         ),
     );
     check(
@@ -68,13 +68,13 @@ fn inserts() {
     check(
         r#"INSERT INTO items (item_number) VALUES ((SELECT item_number FROM items LIMIT 1))"#,
         Sql(
-            r#"INSERT INTO public.items (item_number, org_id) VALUES ((SELECT item_number FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items LIMIT 1), 'org_a')"#,
+            r#"INSERT INTO public.items (item_number, org_id) VALUES ((SELECT item_number FROM public.items AS items WHERE items.org_id = 'org_a' LIMIT 1), 'org_a')"#,
         ),
     );
     check(
         r#"INSERT INTO items (item_number) SELECT item_number FROM items UNION SELECT name FROM locations"#,
         Sql(
-            r#"INSERT INTO public.items (item_number, org_id) SELECT *, 'org_a' FROM (SELECT item_number FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items UNION SELECT name FROM (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations) AS orgwall_src"#,
+            r#"INSERT INTO public.items (item_number, org_id) SELECT *, 'org_a' FROM (SELECT item_number FROM public.items AS items WHERE items.org_id = 'org_a' UNION SELECT name FROM public.locations AS locations WHERE locations.org_id = 'org_a') AS orgwall_src"#,
         ),
     );
     check(
@@ -124,7 +124,7 @@ fn inserts() {
     check(
         r#"WITH src AS (SELECT item_number FROM items) INSERT INTO items (item_number) SELECT item_number FROM src"#,
         Sql(
-            r#"WITH src AS (SELECT item_number FROM (SELECT * FROM public.items WHERE org_id = 'org_a') AS items) INSERT INTO public.items (item_number, org_id) SELECT *, 'org_a' FROM (SELECT item_number FROM src) AS orgwall_src"#,
+            r#"WITH src AS (SELECT item_number FROM public.items AS items WHERE items.org_id = 'org_a') INSERT INTO public.items (item_number, org_id) SELECT *, 'org_a' FROM (SELECT item_number FROM src) AS orgwall_src"#,
         ),
     );
 }
@@ -159,7 +159,7 @@ fn updates_deletes() {
     check(
         r#"UPDATE items SET description = (SELECT name FROM locations LIMIT 1)"#,
         Sql(
-            r#"UPDATE public.items SET description = (SELECT name FROM (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations LIMIT 1) WHERE items.org_id = 'org_a'"#,
+            r#"UPDATE public.items SET description = (SELECT name FROM public.locations AS locations WHERE locations.org_id = 'org_a' LIMIT 1) WHERE items.org_id = 'org_a'"#,
         ),
     );
     check(
@@ -175,7 +175,7 @@ fn updates_deletes() {
     check(
         r#"DELETE FROM items WHERE id IN (SELECT item_id FROM count_lines)"#,
         Sql(
-            r#"DELETE FROM public.items WHERE items.org_id = 'org_a' AND (id IN (SELECT item_id FROM (SELECT * FROM public.count_lines WHERE org_id = 'org_a') AS count_lines))"#,
+            r#"DELETE FROM public.items WHERE items.org_id = 'org_a' AND (id IN (SELECT item_id FROM public.count_lines AS count_lines WHERE count_lines.org_id = 'org_a'))"#,
         ),
     );
     check(
@@ -231,7 +231,7 @@ fn writable_ctes_merge() {
     check(
         r#"MERGE INTO items t USING (SELECT * FROM locations) s ON t.id = s.id WHEN MATCHED THEN DELETE"#,
         Sql(
-            r#"MERGE INTO public.items t USING (SELECT * FROM (SELECT * FROM public.locations WHERE org_id = 'org_a') AS locations) s ON t.org_id = 'org_a' AND (t.id = s.id) WHEN MATCHED THEN DELETE"#,
+            r#"MERGE INTO public.items t USING (SELECT * FROM public.locations AS locations WHERE locations.org_id = 'org_a') s ON t.org_id = 'org_a' AND (t.id = s.id) WHEN MATCHED THEN DELETE"#,
         ),
     );
     check(
@@ -263,7 +263,7 @@ fn copy_prepare_cursor_explain() {
     check(
         r#"COPY organizations TO STDOUT"#,
         Sql(
-            r#"COPY (SELECT * FROM (SELECT * FROM public.organizations WHERE id = 'org_a') AS organizations) TO STDOUT"#,
+            r#"COPY (SELECT * FROM public.organizations AS organizations WHERE organizations.id = 'org_a') TO STDOUT"#,
         ),
     );
     check(
@@ -276,7 +276,7 @@ fn copy_prepare_cursor_explain() {
     check(
         r#"COPY (SELECT * FROM items i JOIN users u ON u.id = i.id) TO STDOUT WITH (FORMAT csv, HEADER)"#,
         Sql(
-            r#"COPY (SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i JOIN (SELECT * FROM public.users WHERE org_id = 'org_a') u ON u.id = i.id) TO STDOUT (FORMAT csv, HEADER)"#,
+            r#"COPY (SELECT * FROM public.items i JOIN public.users u ON u.id = i.id WHERE i.org_id = 'org_a' AND u.org_id = 'org_a') TO STDOUT (FORMAT csv, HEADER)"#,
         ),
     );
     check(
@@ -299,7 +299,7 @@ fn copy_prepare_cursor_explain() {
     check(
         r#"EXECUTE p((SELECT email FROM users LIMIT 1))"#,
         Sql(
-            r#"EXECUTE p((SELECT email FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users LIMIT 1))"#,
+            r#"EXECUTE p((SELECT email FROM public.users AS users WHERE users.org_id = 'org_a' LIMIT 1))"#,
         ),
     );
     check(r#"DEALLOCATE p"#, Sql(r#"DEALLOCATE p"#));
@@ -307,7 +307,7 @@ fn copy_prepare_cursor_explain() {
     check(
         r#"DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT * FROM items i JOIN locations l ON true"#,
         Sql(
-            r#"DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT * FROM (SELECT * FROM public.items WHERE org_id = 'org_a') i JOIN (SELECT * FROM public.locations WHERE org_id = 'org_a') l ON true"#,
+            r#"DECLARE c SCROLL CURSOR WITH HOLD FOR SELECT * FROM public.items i JOIN public.locations l ON true WHERE i.org_id = 'org_a' AND l.org_id = 'org_a'"#,
         ),
     );
     check(r#"FETCH 10 FROM c"#, Sql(r#"FETCH 10 FROM c"#));
@@ -319,7 +319,7 @@ fn copy_prepare_cursor_explain() {
     check(
         r#"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM users"#,
         Sql(
-            r#"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM (SELECT * FROM public.users WHERE org_id = 'org_a') AS users"#,
+            r#"EXPLAIN (ANALYZE, FORMAT JSON) SELECT * FROM public.users AS users WHERE users.org_id = 'org_a'"#,
         ),
     );
     check(
