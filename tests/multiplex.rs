@@ -286,7 +286,6 @@ async fn pgbench_runs_clean_with_multiplexing() {
 /// Two sleeps submitted together on one multiplexed connection: whichever waits behind the other
 /// keeps its cancel request until it starts, and the other one is never hit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "flaky under load (about 1 run in 6 on a busy 2-core machine); not yet diagnosed"]
 async fn a_cancel_for_a_queued_statement_waits_for_it_to_start() {
     bounded(120, async {
         let (_db, proxy) = db_and_proxy("mux_cancel_queued", opts(2, 1)).await;

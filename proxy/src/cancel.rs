@@ -25,6 +25,9 @@ struct TargetState {
     queued: bool,
     /// A cancel arrived while it was queued: send it when the statement starts.
     requested: bool,
+    /// Statements started through the slot so far (tells a held cancel whether the statement
+    /// it was meant for is still the one running).
+    runs: u64,
 }
 
 fn lock(t: &Target) -> std::sync::MutexGuard<'_, TargetState> {
@@ -49,8 +52,10 @@ pub struct CancelHandle {
 impl CancelHandle {
     /// Records which backend (if any) is running this client's statements now.
     pub fn set_target(&self, key: Option<BackendKey>) {
-        *lock(&self.target) = TargetState {
+        let mut t = lock(&self.target);
+        *t = TargetState {
             key,
+            runs: t.runs,
             ..TargetState::default()
         };
     }
@@ -69,33 +74,39 @@ pub struct CancelSlot(Target);
 impl CancelSlot {
     /// The client's statement is queued behind others.
     pub fn queued(&self) {
-        *lock(&self.0) = TargetState {
+        let mut t = lock(&self.0);
+        *t = TargetState {
             queued: true,
+            runs: t.runs,
             ..TargetState::default()
         };
     }
 
     /// The client's statement starts on the backend `key`; forwards a cancel that arrived while
-    /// it was queued.
+    /// it was queued (see [`held_cancel`]).
     pub fn start(&self, key: &BackendKey) {
-        let requested = {
+        let (requested, run) = {
             let mut t = lock(&self.0);
-            let requested = t.requested;
+            let (requested, run) = (t.requested, t.runs + 1);
             *t = TargetState {
                 key: Some(key.clone()),
+                runs: run,
                 ..TargetState::default()
             };
-            requested
+            (requested, run)
         };
         if requested {
-            let key = key.clone();
-            tokio::spawn(async move { forward(&key).await });
+            tokio::spawn(held_cancel(self.0.clone(), run));
         }
     }
 
     /// The client's statement has finished.
     pub fn finish(&self) {
-        *lock(&self.0) = TargetState::default();
+        let mut t = lock(&self.0);
+        *t = TargetState {
+            runs: t.runs,
+            ..TargetState::default()
+        };
     }
 }
 
@@ -147,6 +158,29 @@ impl CancelRegistry {
         }
     }
 }
+
+/// Sends a held cancel once the statement has had time to be read by PostgreSQL, and once more
+/// if it is still running later. "Started" means the statement before it was answered, when
+/// PostgreSQL may still be reading this one: a cancel that arrives while a backend reads a
+/// command is dropped by PostgreSQL. Each send first checks that the statement it is meant for
+/// (run number `run`) is still the one running, so it never reaches the next client's.
+async fn held_cancel(target: Target, run: u64) {
+    for wait in [HELD_CANCEL_FIRST, HELD_CANCEL_AGAIN] {
+        tokio::time::sleep(wait).await;
+        let key = {
+            let t = lock(&target);
+            match &t.key {
+                Some(k) if t.runs == run => k.clone(),
+                _ => return,
+            }
+        };
+        forward(&key).await;
+    }
+}
+
+/// Delays of [`held_cancel`]'s two attempts.
+const HELD_CANCEL_FIRST: std::time::Duration = std::time::Duration::from_millis(10);
+const HELD_CANCEL_AGAIN: std::time::Duration = std::time::Duration::from_millis(250);
 
 async fn forward(key: &BackendKey) {
     if let Err(e) = send_cancel(key).await {
