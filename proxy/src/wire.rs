@@ -44,6 +44,44 @@ pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, W
     Ok(Some(buf.split_to(len + 1)))
 }
 
+/// The complete tagged messages at the front of a buffer, read in place as `(tag, body)`; stops
+/// at the first message not all there (or with an impossible length).
+pub fn frames(buf: &[u8]) -> Frames<'_> {
+    Frames { buf, pos: 0 }
+}
+
+/// See [`frames`].
+pub struct Frames<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Frames<'_> {
+    /// Bytes of the messages yielded so far.
+    pub fn consumed(&self) -> usize {
+        self.pos
+    }
+
+    /// Every byte of the buffer has been yielded as whole messages.
+    pub fn at_end(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}
+
+impl<'a> Iterator for Frames<'a> {
+    type Item = (u8, &'a [u8]);
+
+    fn next(&mut self) -> Option<(u8, &'a [u8])> {
+        let b = &self.buf[self.pos..];
+        let len = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize + 1;
+        if len < 5 || b.len() < len {
+            return None;
+        }
+        self.pos += len;
+        Some((b[0], &b[5..len]))
+    }
+}
+
 /// Splits one untagged startup-phase packet (length + body).
 pub fn split_startup(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, WireError> {
     if buf.len() < 4 {
@@ -247,6 +285,24 @@ pub fn be_i32(mut b: &[u8]) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frames_yields_whole_messages_in_place() {
+        let q = frame(b'Q', b"select 1\0");
+        let s = frame(b'S', b"");
+        let both = [&q[..], &s[..]].concat();
+        let mut it = frames(&both);
+        assert_eq!(it.next(), Some((b'Q', &b"select 1\0"[..])));
+        assert_eq!(it.next(), Some((b'S', &b""[..])));
+        assert_eq!(it.next(), None);
+        assert!(it.at_end() && it.consumed() == both.len());
+        // Cut short, or a length below the header's own four bytes: stops before it.
+        let mut it = frames(&both[..both.len() - 1]);
+        assert_eq!(it.by_ref().count(), 1);
+        assert_eq!((it.consumed(), it.at_end()), (q.len(), false));
+        let mut it = frames(b"Q\0\0\0\x03xyz");
+        assert_eq!((it.next(), it.consumed()), (None, 0));
+    }
 
     #[test]
     fn frames_split_only_when_complete_and_within_limit() {

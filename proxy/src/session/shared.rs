@@ -5,6 +5,7 @@
 
 use super::Session;
 use crate::config::PoolMode;
+use crate::wire;
 
 impl Session<'_> {
     /// Whether every complete message in the client buffer may go to a multiplexed connection.
@@ -20,20 +21,12 @@ impl Session<'_> {
         {
             return false;
         }
-        let b = &self.cbuf[..];
         let mut parsed: Vec<&[u8]> = Vec::new();
-        let (mut pos, mut last) = (0, 0u8);
-        while pos < b.len() {
-            let Some(len) = b
-                .get(pos + 1..pos + 5)
-                .map(|l| u32::from_be_bytes([l[0], l[1], l[2], l[3]]) as usize + 1)
-                .filter(|&len| len >= 5 && pos + len <= b.len())
-            else {
-                return false; // a message still arriving
-            };
-            let body = &b[pos + 5..pos + len];
-            last = b[pos];
-            let ok = match last {
+        let mut last = 0u8;
+        let mut msgs = wire::frames(&self.cbuf);
+        for (tag, body) in msgs.by_ref() {
+            last = tag;
+            let ok = match tag {
                 b'Q' => cstr(body).is_some_and(|(q, _)| batchable(q)),
                 b'P' => {
                     cstr(body).and_then(|(name, rest)| {
@@ -57,7 +50,9 @@ impl Session<'_> {
             if !ok {
                 return false;
             }
-            pos += len;
+        }
+        if !msgs.at_end() {
+            return false; // a message still arriving
         }
         matches!(last, b'Q' | b'S')
     }

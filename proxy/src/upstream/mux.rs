@@ -30,6 +30,7 @@ use super::stream::ServerStream;
 use super::{Lease, Pool};
 use crate::cancel::CancelSlot;
 use crate::duplex::{self, Io};
+use crate::wire;
 
 /// A head batch running longer than this keeps new batches off its connection.
 const SLOW: Duration = Duration::from_millis(20);
@@ -313,10 +314,9 @@ fn start(b: &Batch, key: &BackendKey, load: &Load) {
 /// Hands every complete message in `rbuf` to the batch it answers.
 fn route(rbuf: &mut BytesMut, queue: &mut VecDeque<Batch>, key: &BackendKey, load: &Load) {
     loop {
-        let (mut pos, mut done) = (0, false);
-        while let Some(len) = frame_len(&rbuf[pos..]) {
-            let tag = rbuf[pos];
-            pos += len;
+        let mut done = false;
+        let mut msgs = wire::frames(rbuf);
+        for (tag, _) in msgs.by_ref() {
             if tag == b'Z' {
                 if let Some(head) = queue.front_mut() {
                     head.rfqs -= 1;
@@ -327,6 +327,7 @@ fn route(rbuf: &mut BytesMut, queue: &mut VecDeque<Batch>, key: &BackendKey, loa
                 }
             }
         }
+        let pos = msgs.consumed();
         if pos == 0 {
             return;
         }
@@ -352,12 +353,6 @@ fn route(rbuf: &mut BytesMut, queue: &mut VecDeque<Batch>, key: &BackendKey, loa
             None => load.head_since.store(0, Ordering::Relaxed),
         }
     }
-}
-
-/// Length of the complete message at the start of `b`, if it is all there.
-fn frame_len(b: &[u8]) -> Option<usize> {
-    let len = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize + 1;
-    (len >= 5 && b.len() >= len).then_some(len)
 }
 
 /// A client's end of a multiplexed connection: a write is one batch, reads are its answers.
@@ -412,14 +407,13 @@ impl Pipe {
 /// ReadyForQuery messages PostgreSQL will send for `buf`, if it is whole messages ending in a
 /// Query or Sync.
 fn answers_expected(buf: &[u8]) -> Option<usize> {
-    let (mut pos, mut rfqs, mut last) = (0, 0, 0u8);
-    while pos < buf.len() {
-        let len = frame_len(&buf[pos..])?;
-        last = buf[pos];
-        rfqs += usize::from(matches!(last, b'Q' | b'S'));
-        pos += len;
+    let (mut rfqs, mut last) = (0, 0u8);
+    let mut msgs = wire::frames(buf);
+    for (tag, _) in msgs.by_ref() {
+        last = tag;
+        rfqs += usize::from(matches!(tag, b'Q' | b'S'));
     }
-    matches!(last, b'Q' | b'S').then_some(rfqs)
+    (msgs.at_end() && matches!(last, b'Q' | b'S')).then_some(rfqs)
 }
 
 #[cfg(test)]
