@@ -3,7 +3,9 @@
 //!
 //! Run: `cargo run --release -p orgwall-benches --bin pgbench_ratio -- [--clients 16]
 //! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]
-//! [--tenant] [--script select-only|balances] [--balances 100000]`.
+//! [--tenant] [--script select-only|balances] [--balances 100000] [--multiplex N]
+//! [--workers N] [--unix-upstream] [--plugins]`.
+//! `--multiplex` and `--workers` set the proxy's `[upstream] multiplex` and `workers`.
 //! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
 //! reported figure per mode is the median of the rounds. The proxy runs in this process on its
 //! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
@@ -49,6 +51,7 @@ struct Args {
     plugins: bool,
     unix_upstream: bool,
     multiplex: u32,
+    workers: Option<u32>,
     script: Script,
     balances: u64,
 }
@@ -65,6 +68,7 @@ fn parse_args() -> anyhow::Result<Args> {
         plugins: false,
         unix_upstream: false,
         multiplex: 0,
+        workers: None,
         script: Script::SelectOnly,
         balances: 100_000,
     };
@@ -86,6 +90,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--clients" => a.clients = val.parse()?,
             "--multiplex" => a.multiplex = val.parse()?,
+            "--workers" => a.workers = Some(val.parse()?),
             "--seconds" => a.seconds = val.parse()?,
             "--modes" => a.modes = val.split(',').map(str::to_string).collect(),
             "--scale" => a.scale = val.parse()?,
@@ -124,6 +129,11 @@ fn main() -> anyhow::Result<()> {
             data.load(pg)?;
             (common::balances_proxy_toml(pg, args.pool, true), true)
         }
+    };
+    // Top-level keys go before the first table.
+    let toml = match args.workers {
+        Some(w) => format!("workers = {w}\n{toml}"),
+        None => toml,
     };
     let proxy = InProcessProxy::start(&toml, &cluster.dir)?;
     let with_plugins = if args.plugins {

@@ -60,15 +60,10 @@ pub struct InProcessProxy {
 
 impl InProcessProxy {
     /// Starts `orgwall::server::run` with the configuration `toml` (whose `listen` is ignored),
-    /// on its own runtime driven by its own thread. Its threads are the config's `workers`
-    /// (default: half the CPUs), or `ORGWALL_WORKERS` when set (a benchmark knob).
+    /// on its own runtime driven by its own thread. Its threads are the config's `workers`.
     pub fn start(toml: &str, base: &Path) -> anyhow::Result<InProcessProxy> {
         let config = Config::from_toml(toml, base, &EnvOverrides::default())?;
-        let workers = std::env::var("ORGWALL_WORKERS")
-            .ok()
-            .and_then(|w| w.parse::<usize>().ok())
-            .unwrap_or(config.workers);
-        let rt = orgwall::server::runtime(workers)?;
+        let rt = orgwall::server::runtime(config.workers)?;
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let port = listener.local_addr()?.port();

@@ -170,11 +170,12 @@ pub struct Config {
     pub source: Option<PathBuf>,
 }
 
-/// Runtime threads when `workers` is not set: half the CPUs, at least one. A proxy mostly
-/// waits on sockets; on a small machine it shares the CPUs with PostgreSQL or the app, and one
-/// thread avoids the cross-thread wake-ups that cost more than the parallelism gains there.
+/// Runtime threads when `workers` is not set: one per CPU. On a small machine shared with
+/// PostgreSQL, `workers = 1` is faster for forwarded statements (no cross-thread wake-ups,
+/// more CPU left to PostgreSQL); statements Orgwall answers itself (the balance cache) want
+/// every CPU.
 pub fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1))
+    std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 impl Config {
