@@ -161,20 +161,16 @@ fn rewrite_select(s: &mut Select, cx: &mut Cx) -> R {
     walk(&mut s.having, cx)?;
     walk(&mut s.named_window, cx)?;
     // After the walk: the filters are Orgwall's own, not the client's expressions.
-    if let Some(mut guards) = guards.filter(|g| !g.is_empty()) {
-        let rest = s.selection.take();
-        let mut all = guards.remove(0);
-        for g in guards {
-            all = Expr::BinaryOp {
-                left: Box::new(all),
-                op: sqlparser::ast::BinaryOperator::And,
-                right: Box::new(g),
-            };
-        }
-        s.selection = Some(match rest {
-            Some(r) => and(all, Some(r)),
-            None => all,
+    let all = guards
+        .into_iter()
+        .flatten()
+        .reduce(|all, g| Expr::BinaryOp {
+            left: Box::new(all),
+            op: sqlparser::ast::BinaryOperator::And,
+            right: Box::new(g),
         });
+    if let Some(all) = all {
+        s.selection = Some(and(all, s.selection.take()));
     }
     Ok(())
 }
