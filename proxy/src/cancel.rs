@@ -159,28 +159,26 @@ impl CancelRegistry {
     }
 }
 
-/// Sends a held cancel once the statement has had time to be read by PostgreSQL, and once more
-/// if it is still running later. "Started" means the statement before it was answered, when
-/// PostgreSQL may still be reading this one: a cancel that arrives while a backend reads a
-/// command is dropped by PostgreSQL. Each send first checks that the statement it is meant for
-/// (run number `run`) is still the one running, so it never reaches the next client's.
+/// Sends a held cancel once the statement has had time to be read by PostgreSQL. "Started"
+/// means the statement before it was answered, when PostgreSQL may still be reading this one,
+/// and PostgreSQL drops a cancel that arrives while a backend reads a command. The send first
+/// checks that the statement it is meant for (run number `run`) is still the one running.
+/// Sent once only: a second cancel still in flight when the first lands would hit whatever
+/// runs next on that backend, another client's statement.
 async fn held_cancel(target: Target, run: u64) {
-    for wait in [HELD_CANCEL_FIRST, HELD_CANCEL_AGAIN] {
-        tokio::time::sleep(wait).await;
-        let key = {
-            let t = lock(&target);
-            match &t.key {
-                Some(k) if t.runs == run => k.clone(),
-                _ => return,
-            }
-        };
-        forward(&key).await;
-    }
+    tokio::time::sleep(HELD_CANCEL_DELAY).await;
+    let key = {
+        let t = lock(&target);
+        match &t.key {
+            Some(k) if t.runs == run => k.clone(),
+            _ => return,
+        }
+    };
+    forward(&key).await;
 }
 
-/// Delays of [`held_cancel`]'s two attempts.
-const HELD_CANCEL_FIRST: std::time::Duration = std::time::Duration::from_millis(10);
-const HELD_CANCEL_AGAIN: std::time::Duration = std::time::Duration::from_millis(250);
+/// How long after its statement starts [`held_cancel`] sends a held cancel.
+const HELD_CANCEL_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
 
 async fn forward(key: &BackendKey) {
     if let Err(e) = send_cancel(key).await {
