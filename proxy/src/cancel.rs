@@ -34,6 +34,20 @@ fn lock(t: &Target) -> std::sync::MutexGuard<'_, TargetState> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Points `t` at `key` (or at nothing), queued or not, dropping any held cancel; `started`
+/// counts a new run. Returns whether a cancel was held, and the run number now.
+fn retarget(t: &Target, key: Option<BackendKey>, queued: bool, started: bool) -> (bool, u64) {
+    let mut t = lock(t);
+    let (requested, runs) = (t.requested, t.runs + u64::from(started));
+    *t = TargetState {
+        key,
+        queued,
+        requested: false,
+        runs,
+    };
+    (requested, runs)
+}
+
 /// All live clients' cancel keys.
 #[derive(Debug, Default)]
 pub struct CancelRegistry {
@@ -52,12 +66,7 @@ pub struct CancelHandle {
 impl CancelHandle {
     /// Records which backend (if any) is running this client's statements now.
     pub fn set_target(&self, key: Option<BackendKey>) {
-        let mut t = lock(&self.target);
-        *t = TargetState {
-            key,
-            runs: t.runs,
-            ..TargetState::default()
-        };
+        retarget(&self.target, key, false, false);
     }
 
     /// A handle on the same target for whoever knows when this client's statements run (a
@@ -74,27 +83,13 @@ pub struct CancelSlot(Target);
 impl CancelSlot {
     /// The client's statement is queued behind others.
     pub fn queued(&self) {
-        let mut t = lock(&self.0);
-        *t = TargetState {
-            queued: true,
-            runs: t.runs,
-            ..TargetState::default()
-        };
+        retarget(&self.0, None, true, false);
     }
 
     /// The client's statement starts on the backend `key`; forwards a cancel that arrived while
     /// it was queued (see [`held_cancel`]).
     pub fn start(&self, key: &BackendKey) {
-        let (requested, run) = {
-            let mut t = lock(&self.0);
-            let (requested, run) = (t.requested, t.runs + 1);
-            *t = TargetState {
-                key: Some(key.clone()),
-                runs: run,
-                ..TargetState::default()
-            };
-            (requested, run)
-        };
+        let (requested, run) = retarget(&self.0, Some(key.clone()), false, true);
         if requested {
             tokio::spawn(held_cancel(self.0.clone(), run));
         }
@@ -102,11 +97,7 @@ impl CancelSlot {
 
     /// The client's statement has finished.
     pub fn finish(&self) {
-        let mut t = lock(&self.0);
-        *t = TargetState {
-            runs: t.runs,
-            ..TargetState::default()
-        };
+        retarget(&self.0, None, false, false);
     }
 }
 

@@ -61,15 +61,16 @@ fn main() -> anyhow::Result<()> {
         .init();
     let cli = Cli::parse();
     // `serve` sizes the runtime from its config; the other commands use the default.
-    let (config, workers) = match &cli.command {
-        Command::Serve { config } => {
-            let c = Config::load(config, &EnvOverrides::from_process())
-                .with_context(|| format!("loading {}", config.display()))?;
-            let w = c.workers;
-            (Some(c), w)
-        }
-        _ => (None, orgwall::config::default_workers()),
+    let config = match &cli.command {
+        Command::Serve { config } => Some(
+            Config::load(config, &EnvOverrides::from_process())
+                .with_context(|| format!("loading {}", config.display()))?,
+        ),
+        _ => None,
     };
+    let workers = config
+        .as_ref()
+        .map_or_else(orgwall::config::default_workers, |c| c.workers);
     let rt = orgwall::server::runtime(workers).context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
