@@ -204,13 +204,7 @@ async fn a_slow_statement_holds_up_nobody_and_can_be_cancelled() {
             .await
             .expect("cancel took effect")
             .expect("task");
-        let e = r.expect_err("pg_sleep(30) was cancelled");
-        assert_eq!(
-            e.as_db_error().map(|d| d.code().code()),
-            Some("57014"),
-            "{}",
-            describe(&e)
-        );
+        expect_db_error(r, "57014", "cancelled pg_sleep(30)");
         let v: i32 = other.query_one("SELECT 7", &[]).await.expect("after cancel").get(0);
         assert_eq!(v, 7);
     })
