@@ -1,9 +1,13 @@
 //! Cancel routing: every client gets a proxy-issued BackendKeyData; a cancel request naming it
 //! is forwarded only to the PostgreSQL backend currently serving that client, if any. A client
 //! whose statement waits its turn on a multiplexed connection has its cancel held until the
-//! statement starts (`CancelSlot`).
+//! statement starts (`CancelSlot`), and every cancel sent to a multiplexed connection's backend
+//! is noted there ([`Signals`]), because it can hit the statement after the one it was meant
+//! for (see `upstream::mux`).
 
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, BytesMut};
 use dashmap::DashMap;
@@ -16,11 +20,35 @@ use crate::upstream::BackendKey;
 
 type Target = Arc<Mutex<TargetState>>;
 
+/// When a cancel was last sent to one multiplexed connection's backend.
+#[derive(Debug, Default)]
+pub struct Signals(AtomicU64);
+
+impl Signals {
+    fn note(&self) {
+        self.0.fetch_max(clock_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether a cancel was sent at or after `since` ([`clock_ms`]) or less than `grace` ago.
+    pub fn recent(&self, since: u64, grace: Duration) -> bool {
+        let last = self.0.load(Ordering::Relaxed);
+        last != 0 && (last >= since || clock_ms().saturating_sub(last) < grace.as_millis() as u64)
+    }
+}
+
+/// Milliseconds on a process-wide monotonic clock, never 0.
+pub fn clock_ms() -> u64 {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
 /// Where a client's cancel request goes.
 #[derive(Debug, Default)]
 struct TargetState {
     /// The backend running the client's statements now.
     key: Option<BackendKey>,
+    /// That backend's cancel counter, when it is a multiplexed connection's.
+    signals: Option<Arc<Signals>>,
     /// A statement of the client's is queued on a multiplexed connection.
     queued: bool,
     /// A cancel arrived while it was queued: send it when the statement starts.
@@ -28,6 +56,20 @@ struct TargetState {
     /// Statements started through the slot so far (tells a held cancel whether the statement
     /// it was meant for is still the one running).
     runs: u64,
+    /// Cancel requests the client has made so far.
+    requests: u64,
+}
+
+impl TargetState {
+    /// The backend to signal now, if any, noted on its connection's [`Signals`]. Called with
+    /// the lock held, so the note is made before the statement can be marked finished.
+    fn aim(&self) -> Option<BackendKey> {
+        let key = self.key.clone()?;
+        if let Some(s) = &self.signals {
+            s.note();
+        }
+        Some(key)
+    }
 }
 
 fn lock(t: &Target) -> std::sync::MutexGuard<'_, TargetState> {
@@ -36,14 +78,28 @@ fn lock(t: &Target) -> std::sync::MutexGuard<'_, TargetState> {
 
 /// Points `t` at `key` (or at nothing), queued or not, dropping any held cancel; `started`
 /// counts a new run. Returns whether a cancel was held, and the run number now.
-fn retarget(t: &Target, key: Option<BackendKey>, queued: bool, started: bool) -> (bool, u64) {
-    let mut t = lock(t);
+fn retarget(t: &Target, key: Option<Aim>, queued: bool, started: bool) -> (bool, u64) {
+    retarget_locked(&mut lock(t), key, queued, started)
+}
+
+/// A backend, and its connection's [`Signals`] when it is a multiplexed one.
+type Aim = (BackendKey, Option<Arc<Signals>>);
+
+fn retarget_locked(
+    t: &mut TargetState,
+    key: Option<Aim>,
+    queued: bool,
+    started: bool,
+) -> (bool, u64) {
     let (requested, runs) = (t.requested, t.runs + u64::from(started));
+    let (key, signals) = key.unzip();
     *t = TargetState {
         key,
+        signals: signals.flatten(),
         queued,
         requested: false,
         runs,
+        requests: t.requests,
     };
     (requested, runs)
 }
@@ -66,7 +122,7 @@ pub struct CancelHandle {
 impl CancelHandle {
     /// Records which backend (if any) is running this client's statements now.
     pub fn set_target(&self, key: Option<BackendKey>) {
-        retarget(&self.target, key, false, false);
+        retarget(&self.target, key.map(|k| (k, None)), false, false);
     }
 
     /// A handle on the same target for whoever knows when this client's statements run (a
@@ -81,15 +137,21 @@ impl CancelHandle {
 pub struct CancelSlot(Target);
 
 impl CancelSlot {
-    /// The client's statement is queued behind others.
+    /// The client's statement is queued behind others (or about to be submitted); a cancel
+    /// already held for it stays held.
     pub fn queued(&self) {
-        retarget(&self.0, None, true, false);
+        let mut t = lock(&self.0);
+        let requested = t.queued && t.requested;
+        retarget_locked(&mut t, None, true, false);
+        t.requested = requested;
     }
 
-    /// The client's statement starts on the backend `key`; forwards a cancel that arrived while
-    /// it was queued (see [`held_cancel`]).
-    pub fn start(&self, key: &BackendKey) {
-        let (requested, run) = retarget(&self.0, Some(key.clone()), false, true);
+    /// The client's statement starts on the backend `key` of a multiplexed connection counting
+    /// its cancels in `signals`; forwards a cancel that arrived while it was queued (see
+    /// [`held_cancel`]).
+    pub fn start(&self, key: &BackendKey, signals: &Arc<Signals>) {
+        let target = (key.clone(), Some(signals.clone()));
+        let (requested, run) = retarget(&self.0, Some(target), false, true);
         if requested {
             tokio::spawn(held_cancel(self.0.clone(), run));
         }
@@ -98,6 +160,11 @@ impl CancelSlot {
     /// The client's statement has finished.
     pub fn finish(&self) {
         retarget(&self.0, None, false, false);
+    }
+
+    /// Cancel requests the client has made so far.
+    pub fn requests(&self) -> u64 {
+        lock(&self.0).requests
     }
 }
 
@@ -139,10 +206,11 @@ impl CancelRegistry {
         };
         let key = {
             let mut t = lock(&target);
+            t.requests += 1;
             if t.queued {
                 t.requested = true;
             }
-            t.key.clone()
+            t.aim()
         };
         if let Some(key) = key {
             forward(&key).await;
@@ -160,16 +228,19 @@ async fn held_cancel(target: Target, run: u64) {
     tokio::time::sleep(HELD_CANCEL_DELAY).await;
     let key = {
         let t = lock(&target);
-        match &t.key {
-            Some(k) if t.runs == run => k.clone(),
-            _ => return,
+        if t.runs == run {
+            t.aim()
+        } else {
+            None
         }
     };
-    forward(&key).await;
+    if let Some(key) = key {
+        forward(&key).await;
+    }
 }
 
 /// How long after its statement starts [`held_cancel`] sends a held cancel.
-const HELD_CANCEL_DELAY: std::time::Duration = std::time::Duration::from_millis(20);
+const HELD_CANCEL_DELAY: Duration = Duration::from_millis(20);
 
 async fn forward(key: &BackendKey) {
     if let Err(e) = send_cancel(key).await {

@@ -151,7 +151,11 @@ pub fn frame(tag: u8, body: &[u8]) -> BytesMut {
 
 /// Reads the SQLSTATE (`C` field) out of a raw ErrorResponse/NoticeResponse frame.
 pub fn error_code(frame: &[u8]) -> Option<&str> {
-    let mut body = frame.get(5..)?;
+    sqlstate(frame.get(5..)?)
+}
+
+/// Reads the SQLSTATE (`C` field) out of an ErrorResponse/NoticeResponse body.
+pub fn sqlstate(mut body: &[u8]) -> Option<&str> {
     while let Some((&kind, rest)) = body.split_first() {
         if kind == 0 {
             break;

@@ -230,6 +230,10 @@ impl Pool {
                 "multiplexed_batches",
                 self.shares.load(Ordering::Relaxed).to_string(),
             ),
+            (
+                "multiplexed_reruns",
+                self.mux.as_ref().map_or(0, |m| m.reruns()).to_string(),
+            ),
         ]
     }
 

@@ -14,23 +14,25 @@
 //! while that client's batch is the one running; a connection whose head batch has run longer
 //! than [`SLOW`] takes no new batches (they go to another connection or the exclusive pool).
 
-use std::collections::{HashSet, VecDeque};
-use std::io;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+mod task;
 
-use bytes::{Buf, Bytes, BytesMut};
+use std::collections::HashSet;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 use tokio::sync::mpsc;
 
 use super::conn::{BackendKey, Prepared, ServerConn};
 use super::stream::ServerStream;
-use super::{Lease, Pool};
-use crate::cancel::CancelSlot;
-use crate::duplex::{self, Io};
+use super::Pool;
+use crate::cancel::{clock_ms, CancelSlot};
 use crate::wire;
+use task::{Batch, Load};
 
 /// A head batch running longer than this keeps new batches off its connection.
 const SLOW: Duration = Duration::from_millis(20);
@@ -42,6 +44,8 @@ pub struct Mux {
     conns: Mutex<Vec<Arc<MuxConn>>>,
     /// Serialises opening connections, so a burst of clients opens one, not `capacity`.
     opening: tokio::sync::Mutex<()>,
+    /// Batches run again after a cancel meant for another statement failed them.
+    reruns: Arc<AtomicU64>,
 }
 
 /// One multiplexed PostgreSQL connection, as the sessions see it.
@@ -56,40 +60,13 @@ pub struct MuxConn {
     load: Arc<Load>,
 }
 
-/// What the connection's task reports to the sessions choosing a connection.
-#[derive(Debug, Default)]
-struct Load {
-    /// Batches submitted and not yet answered.
-    inflight: AtomicUsize,
-    /// When the running batch started (ms since `epoch()`; 0 when idle).
-    head_since: AtomicU64,
-    dead: AtomicBool,
-}
-
-#[derive(Debug)]
-struct Batch {
-    bytes: Bytes,
-    /// ReadyForQuery messages that answer it (one per Query or Sync).
-    rfqs: usize,
-    reply: mpsc::UnboundedSender<Bytes>,
-    cancel: CancelSlot,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64 + 1
-}
-
 impl Mux {
     pub fn new(capacity: usize) -> Mux {
         Mux {
             capacity,
             conns: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
+            reruns: Arc::default(),
         }
     }
 
@@ -128,7 +105,7 @@ impl Mux {
     /// The least-loaded live, not-slow connection with these settings; with `idle_only`, only
     /// one with nothing in flight.
     fn choose(&self, settings: u64, idle_only: bool) -> Option<Arc<MuxConn>> {
-        let now = now_ms();
+        let now = clock_ms();
         let mut conns = self.lock();
         conns.retain(|c| !c.load.dead.load(Ordering::Relaxed));
         conns
@@ -171,7 +148,10 @@ impl Mux {
             lease.conn.query_text(&replay()).await?;
         }
         let (submit, rx) = mpsc::unbounded_channel();
-        let load = Arc::new(Load::default());
+        let load = Arc::new(Load {
+            reruns: self.reruns.clone(),
+            ..Load::default()
+        });
         let conn = Arc::new(MuxConn {
             id: lease.conn.id,
             key: lease.conn.key.clone(),
@@ -181,7 +161,7 @@ impl Mux {
             load: load.clone(),
         });
         tracing::debug!(server = conn.id, "multiplexed server connection opened");
-        tokio::spawn(run(lease, rx, load));
+        tokio::spawn(task::run(lease, rx, load));
         Ok(conn)
     }
 
@@ -191,6 +171,11 @@ impl Mux {
             .iter()
             .filter(|c| !c.load.dead.load(Ordering::Relaxed))
             .count()
+    }
+
+    /// Batches run again so far (see `task`).
+    pub fn reruns(&self) -> u64 {
+        self.reruns.load(Ordering::Relaxed)
     }
 
     /// Lets go of every connection; each closes once its last batch is answered.
@@ -211,6 +196,8 @@ impl MuxConn {
 
     /// A `ServerConn` for one client's batches on this connection.
     pub fn share(self: &Arc<Self>, cancel: CancelSlot) -> ServerConn {
+        // From now until its batch starts, a cancel from the client is held (not dropped).
+        cancel.queued();
         let (tx, rx) = mpsc::unbounded_channel();
         ServerConn {
             id: self.id,
@@ -227,130 +214,6 @@ impl MuxConn {
             prepared: Prepared::shared(self.prepared.clone()),
             unnamed: None,
             settings: self.settings,
-        }
-    }
-}
-
-/// The connection's task: writes submitted batches, routes the answers.
-async fn run(mut lease: Lease, mut rx: mpsc::UnboundedReceiver<Batch>, load: Arc<Load>) {
-    let conn = &mut lease.conn;
-    let key = conn.key.clone();
-    let mut queue: VecDeque<Batch> = VecDeque::new();
-    let mut out = BytesMut::new();
-    let mut closed = false;
-    let why = loop {
-        if closed && queue.is_empty() {
-            break "no more clients";
-        }
-        duplex::write_now(&mut conn.stream, &mut out);
-        let ev = tokio::select! {
-            b = rx.recv(), if !closed => match b {
-                Some(b) => Ok(Some(b)),
-                None => Ok(None),
-            },
-            io = std::future::poll_fn(|cx| {
-                duplex::poll_duplex(cx, &mut conn.stream, Some(&mut conn.rbuf), &out)
-            }) => Err(io),
-        };
-        match ev {
-            Ok(Some(b)) => {
-                submit(&mut queue, &mut out, b, &key, &load);
-                while let Ok(b) = rx.try_recv() {
-                    submit(&mut queue, &mut out, b, &key, &load);
-                }
-            }
-            Ok(None) => closed = true,
-            Err(Io::Wrote(Ok(n))) if n > 0 => out.advance(n),
-            Err(Io::Read(Ok(n))) if n > 0 => route(&mut conn.rbuf, &mut queue, &key, &load),
-            Err(Io::Wrote(_)) | Err(Io::Read(_)) => break "connection lost",
-        }
-    };
-    load.dead.store(true, Ordering::Relaxed);
-    rx.close();
-    while let Ok(b) = rx.try_recv() {
-        queue.push_back(b);
-    }
-    if !queue.is_empty() {
-        tracing::warn!(
-            server = conn.id,
-            batches = queue.len(),
-            "multiplexed server connection lost"
-        );
-    }
-    for b in queue.drain(..) {
-        b.cancel.finish();
-        let _ = b.reply.send(Bytes::new());
-        load.inflight.fetch_sub(1, Ordering::Relaxed);
-    }
-    tracing::debug!(
-        server = conn.id,
-        why,
-        "multiplexed server connection closed"
-    );
-}
-
-fn submit(
-    queue: &mut VecDeque<Batch>,
-    out: &mut BytesMut,
-    b: Batch,
-    key: &BackendKey,
-    load: &Load,
-) {
-    if queue.is_empty() {
-        start(&b, key, load);
-    } else {
-        b.cancel.queued();
-    }
-    out.extend_from_slice(&b.bytes);
-    queue.push_back(b);
-}
-
-/// `b` is now the batch PostgreSQL runs.
-fn start(b: &Batch, key: &BackendKey, load: &Load) {
-    load.head_since.store(now_ms(), Ordering::Relaxed);
-    b.cancel.start(key);
-}
-
-/// Hands every complete message in `rbuf` to the batch it answers.
-fn route(rbuf: &mut BytesMut, queue: &mut VecDeque<Batch>, key: &BackendKey, load: &Load) {
-    loop {
-        let mut done = false;
-        let mut msgs = wire::frames(rbuf);
-        for (tag, _) in msgs.by_ref() {
-            if tag == b'Z' {
-                if let Some(head) = queue.front_mut() {
-                    head.rfqs -= 1;
-                    if head.rfqs == 0 {
-                        done = true;
-                        break;
-                    }
-                }
-            }
-        }
-        let pos = msgs.consumed();
-        if pos == 0 {
-            return;
-        }
-        let chunk = rbuf.split_to(pos).freeze();
-        let Some(head) = queue.front() else {
-            tracing::debug!(
-                bytes = chunk.len(),
-                "unsolicited messages on a multiplexed connection"
-            );
-            continue;
-        };
-        if !done {
-            let _ = head.reply.send(chunk);
-            return;
-        }
-        if let Some(head) = queue.pop_front() {
-            head.cancel.finish();
-            let _ = head.reply.send(chunk);
-            load.inflight.fetch_sub(1, Ordering::Relaxed);
-        }
-        match queue.front() {
-            Some(next) => start(next, key, load),
-            None => load.head_since.store(0, Ordering::Relaxed),
         }
     }
 }
@@ -389,12 +252,12 @@ impl Pipe {
         let rfqs = answers_expected(buf).ok_or_else(|| {
             io::Error::other("a batch for a multiplexed connection must end with Query or Sync")
         })?;
-        let batch = Batch {
-            bytes: Bytes::copy_from_slice(buf),
+        let batch = Batch::new(
+            Bytes::copy_from_slice(buf),
             rfqs,
-            reply: self.tx.clone(),
-            cancel: self.cancel.clone(),
-        };
+            self.tx.clone(),
+            self.cancel.clone(),
+        );
         self.conn.load.inflight.fetch_add(1, Ordering::Relaxed);
         if self.conn.submit.send(batch).is_err() {
             self.conn.load.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -451,51 +314,5 @@ mod tests {
             "ends after Sync"
         );
         assert_eq!(answers_expected(&[]), None);
-    }
-
-    #[test]
-    fn answers_are_split_at_each_batch_s_last_ready_for_query() {
-        let key = BackendKey {
-            host: "h".into(),
-            port: 1,
-            pid: 7,
-            secret: pgwire::messages::startup::SecretKey::I32(1),
-        };
-        let load = Load::default();
-        let mut queue = VecDeque::new();
-        let mut replies = Vec::new();
-        for rfqs in [2, 1] {
-            let (tx, rx) = mpsc::unbounded_channel();
-            let slot = crate::cancel::CancelRegistry::default();
-            let handle = Arc::new(slot).register();
-            queue.push_back(Batch {
-                bytes: Bytes::new(),
-                rfqs,
-                reply: tx,
-                cancel: handle.slot(),
-            });
-            load.inflight.fetch_add(1, Ordering::Relaxed);
-            replies.push((rx, handle));
-        }
-        let (row, z) = (msg(b'D', b"\0\x01"), msg(b'Z', b"I"));
-        let first: Vec<u8> = [row.clone(), z.clone(), row.clone(), z.clone()].concat();
-        let second: Vec<u8> = [row.clone(), z.clone()].concat();
-        // Arrives in pieces: the first batch's answer, then the second's, cut mid-message.
-        let all = [first.clone(), second.clone()].concat();
-        let mut rbuf = BytesMut::from(&all[..first.len() + 3]);
-        route(&mut rbuf, &mut queue, &key, &load);
-        rbuf.extend_from_slice(&all[first.len() + 3..]);
-        route(&mut rbuf, &mut queue, &key, &load);
-        assert!(rbuf.is_empty() && queue.is_empty());
-        assert_eq!(load.inflight.load(Ordering::Relaxed), 0);
-        let got = |rx: &mut mpsc::UnboundedReceiver<Bytes>| {
-            let mut v = Vec::new();
-            while let Ok(b) = rx.try_recv() {
-                v.extend_from_slice(&b);
-            }
-            v
-        };
-        assert_eq!(got(&mut replies[0].0), first);
-        assert_eq!(got(&mut replies[1].0), second);
     }
 }

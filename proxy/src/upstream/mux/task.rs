@@ -1,0 +1,458 @@
+//! A multiplexed connection's task: writes the submitted batches back to back, hands each
+//! batch the answers up to its last ReadyForQuery, and runs again a batch that a cancel meant
+//! for another client's statement failed.
+//!
+//! Why the rerun: PostgreSQL's postmaster signals a backend twice for one cancel request
+//! (`kill(pid)`, then `kill(-pid)` for its process group). When the backend handles the first
+//! signal before the second is sent, the second arrives after the cancelled statement has
+//! failed — harmless on a connection of one's own (the backend is waiting for the client's
+//! next command and ignores it), but here the next command is often another client's,
+//! already in the backend's input, and PostgreSQL fails it with `57014`. A cancel can also
+//! arrive just after the statement it was meant for has finished. So a batch that starts soon
+//! after a cancel was sent to the backend has its answer held back; if that answer is a
+//! `57014` and the batch's own client asked for no cancel, nothing of it took effect (one
+//! Query or one Sync is one implicit transaction, rolled back by the error) and it is written
+//! again, its first answer never seen by the client. (A `statement_timeout` fails with `57014`
+//! too; such a batch runs again only if it failed right after a cancel to the backend.)
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::sync::mpsc;
+
+use super::super::conn::BackendKey;
+use super::super::Lease;
+use crate::cancel::{clock_ms, CancelSlot, Signals};
+use crate::duplex::{self, Io};
+use crate::wire;
+
+/// A batch starting less than this after a cancel was sent to the backend is held back.
+const SIGNAL_GRACE: Duration = Duration::from_millis(200);
+
+/// An answer held back beyond this many bytes is passed on (and can no longer be rerun).
+const HOLD_LIMIT: usize = 64 * 1024;
+
+/// Reruns of one batch, at most.
+const MAX_RERUNS: u8 = 3;
+
+/// What the connection's task reports to the sessions choosing a connection.
+#[derive(Debug, Default)]
+pub(super) struct Load {
+    /// Batches submitted and not yet answered.
+    pub inflight: AtomicUsize,
+    /// When the running batch started ([`clock_ms`]; 0 when idle).
+    pub head_since: AtomicU64,
+    pub dead: AtomicBool,
+    /// Cancels sent to this connection's backend.
+    pub signals: Arc<Signals>,
+    /// Batches run again, counted for the whole pool.
+    pub reruns: Arc<AtomicU64>,
+}
+
+#[derive(Debug)]
+pub(super) struct Batch {
+    pub bytes: Bytes,
+    /// ReadyForQuery messages that answer it (one per Query or Sync).
+    pub rfqs: usize,
+    pub reply: mpsc::UnboundedSender<Bytes>,
+    pub cancel: CancelSlot,
+    /// Of `rfqs`, those still to come.
+    pub left: usize,
+    /// When it was written to the connection ([`clock_ms`]).
+    pub written: u64,
+    /// Its client's cancel requests when it was written.
+    pub requests: u64,
+    pub held: Option<Held>,
+    pub reruns: u8,
+}
+
+impl Batch {
+    pub fn new(
+        bytes: Bytes,
+        rfqs: usize,
+        reply: mpsc::UnboundedSender<Bytes>,
+        cancel: CancelSlot,
+    ) -> Batch {
+        Batch {
+            bytes,
+            rfqs,
+            reply,
+            cancel,
+            left: rfqs,
+            written: 0,
+            requests: 0,
+            held: None,
+            reruns: 0,
+        }
+    }
+}
+
+/// An answer held back until it is known whether its batch must run again.
+#[derive(Debug, Default)]
+pub(super) struct Held {
+    chunks: Vec<Bytes>,
+    bytes: usize,
+    /// A `57014` came before the first ReadyForQuery.
+    cancelled: bool,
+}
+
+impl Held {
+    /// Takes `chunk`; false once the answer can no longer call for a rerun (then the caller
+    /// passes everything on).
+    fn take(&mut self, chunk: Bytes) -> bool {
+        for (tag, body) in wire::frames(&chunk) {
+            match tag {
+                b'E' if wire::sqlstate(body) == Some("57014") => self.cancelled = true,
+                b'Z' if !self.cancelled => {
+                    self.push(chunk);
+                    return false;
+                }
+                _ => {}
+            }
+        }
+        self.push(chunk);
+        self.cancelled || self.bytes <= HOLD_LIMIT
+    }
+
+    fn push(&mut self, chunk: Bytes) {
+        self.bytes += chunk.len();
+        self.chunks.push(chunk);
+    }
+
+    fn release(self, reply: &mpsc::UnboundedSender<Bytes>) {
+        for c in self.chunks {
+            let _ = reply.send(c);
+        }
+    }
+}
+
+/// The connection's task and its state.
+pub(super) struct Conn {
+    pub queue: VecDeque<Batch>,
+    pub out: BytesMut,
+    pub key: BackendKey,
+    pub load: Arc<Load>,
+}
+
+/// Runs the connection until no client refers to it any more or it is lost.
+pub(super) async fn run(mut lease: Lease, mut rx: mpsc::UnboundedReceiver<Batch>, load: Arc<Load>) {
+    let server = &mut lease.conn;
+    let mut c = Conn {
+        queue: VecDeque::new(),
+        out: BytesMut::new(),
+        key: server.key.clone(),
+        load,
+    };
+    let mut closed = false;
+    let why = loop {
+        if closed && c.queue.is_empty() {
+            break "no more clients";
+        }
+        duplex::write_now(&mut server.stream, &mut c.out);
+        let ev = tokio::select! {
+            b = rx.recv(), if !closed => match b {
+                Some(b) => Ok(Some(b)),
+                None => Ok(None),
+            },
+            io = std::future::poll_fn(|cx| {
+                duplex::poll_duplex(cx, &mut server.stream, Some(&mut server.rbuf), &c.out)
+            }) => Err(io),
+        };
+        match ev {
+            Ok(Some(b)) => {
+                c.submit(b);
+                while let Ok(b) = rx.try_recv() {
+                    c.submit(b);
+                }
+            }
+            Ok(None) => closed = true,
+            Err(Io::Wrote(Ok(n))) if n > 0 => c.out.advance(n),
+            Err(Io::Read(Ok(n))) if n > 0 => c.route(&mut server.rbuf),
+            Err(Io::Wrote(_)) | Err(Io::Read(_)) => break "connection lost",
+        }
+    };
+    c.load.dead.store(true, Ordering::Relaxed);
+    rx.close();
+    while let Ok(b) = rx.try_recv() {
+        c.queue.push_back(b);
+    }
+    if !c.queue.is_empty() {
+        tracing::warn!(
+            server = server.id,
+            batches = c.queue.len(),
+            "multiplexed server connection lost"
+        );
+    }
+    for b in c.queue.drain(..) {
+        b.cancel.finish();
+        let _ = b.reply.send(Bytes::new());
+        c.load.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+    tracing::debug!(
+        server = server.id,
+        why,
+        "multiplexed server connection closed"
+    );
+}
+
+impl Conn {
+    /// Writes `b` behind the batches already written.
+    pub fn submit(&mut self, mut b: Batch) {
+        b.written = clock_ms();
+        b.requests = b.cancel.requests();
+        b.left = b.rfqs;
+        if self.queue.is_empty() {
+            start(&self.load, &self.key, &mut b);
+        } else {
+            b.cancel.queued();
+        }
+        self.out.extend_from_slice(&b.bytes);
+        self.queue.push_back(b);
+    }
+
+    /// Hands every complete message in `rbuf` to the batch it answers.
+    pub fn route(&mut self, rbuf: &mut BytesMut) {
+        loop {
+            let mut done = false;
+            let mut msgs = wire::frames(rbuf);
+            for (tag, _) in msgs.by_ref() {
+                if tag == b'Z' {
+                    if let Some(head) = self.queue.front_mut() {
+                        head.left -= 1;
+                        if head.left == 0 {
+                            done = true;
+                            break;
+                        }
+                    }
+                }
+            }
+            let pos = msgs.consumed();
+            if pos == 0 {
+                return;
+            }
+            let chunk = rbuf.split_to(pos).freeze();
+            let Some(head) = self.queue.front_mut() else {
+                tracing::debug!(
+                    bytes = chunk.len(),
+                    "unsolicited messages on a multiplexed connection"
+                );
+                continue;
+            };
+            if !done {
+                pass(head, chunk);
+                return;
+            }
+            let rerun = self.queue.pop_front().and_then(|b| self.answered(b, chunk));
+            match self.queue.front_mut() {
+                Some(next) => start(&self.load, &self.key, next),
+                None => self.load.head_since.store(0, Ordering::Relaxed),
+            }
+            if let Some(b) = rerun {
+                self.submit(b);
+            }
+        }
+    }
+
+    /// `last` completes `b`'s answer: passes it on, or returns `b` to be written again when a
+    /// cancel that was not its client's failed it. The client's cancel target is reset first:
+    /// once it has its answer it may start a statement elsewhere.
+    fn answered(&mut self, mut b: Batch, last: Bytes) -> Option<Batch> {
+        b.cancel.finish();
+        if let Some(mut held) = b.held.take() {
+            held.take(last);
+            // A statement timeout fails with 57014 too: rerun only right after a cancel.
+            let signalled = self.load.signals.recent(u64::MAX, SIGNAL_GRACE);
+            if held.cancelled && signalled && b.cancel.requests() == b.requests {
+                tracing::info!(
+                    reruns = b.reruns + 1,
+                    "a batch failed by a cancel meant for another statement runs again"
+                );
+                b.reruns += 1;
+                self.load.reruns.fetch_add(1, Ordering::Relaxed);
+                return Some(b);
+            }
+            held.release(&b.reply);
+        } else {
+            let _ = b.reply.send(last);
+        }
+        self.load.inflight.fetch_sub(1, Ordering::Relaxed);
+        None
+    }
+}
+
+/// `b` is now the batch PostgreSQL runs; its answer is held back if a cancel was sent to the
+/// backend since it was written or very recently.
+fn start(load: &Load, key: &BackendKey, b: &mut Batch) {
+    load.head_since.store(clock_ms(), Ordering::Relaxed);
+    let exposed = load.signals.recent(b.written, SIGNAL_GRACE);
+    b.held = (exposed && b.rfqs == 1 && b.reruns < MAX_RERUNS).then(Held::default);
+    b.cancel.start(key, &load.signals);
+}
+
+/// Gives `chunk` to `b`'s client, or holds it back.
+fn pass(b: &mut Batch, chunk: Bytes) {
+    match &mut b.held {
+        Some(held) => {
+            if !held.take(chunk) {
+                if let Some(held) = b.held.take() {
+                    held.release(&b.reply);
+                }
+            }
+        }
+        None => {
+            let _ = b.reply.send(chunk);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cancel::{CancelHandle, CancelRegistry};
+    use pgwire::messages::startup::SecretKey;
+
+    fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+        wire::frame(tag, body).to_vec()
+    }
+
+    fn cancelled() -> Vec<u8> {
+        msg(
+            b'E',
+            b"SERROR\0C57014\0Mcanceling statement due to user request\0\0",
+        )
+    }
+
+    struct Client {
+        rx: mpsc::UnboundedReceiver<Bytes>,
+        _handle: CancelHandle,
+    }
+
+    impl Client {
+        fn got(&mut self) -> Vec<u8> {
+            let mut v = Vec::new();
+            while let Ok(b) = self.rx.try_recv() {
+                v.extend_from_slice(&b);
+            }
+            v
+        }
+    }
+
+    fn conn() -> Conn {
+        let key = BackendKey {
+            host: "h".into(),
+            port: 1,
+            pid: 7,
+            secret: SecretKey::I32(1),
+        };
+        Conn {
+            queue: VecDeque::new(),
+            out: BytesMut::new(),
+            key,
+            load: Arc::default(),
+        }
+    }
+
+    /// Submits a batch of `bytes` answered by `rfqs` ReadyForQuery messages.
+    fn submit(c: &mut Conn, reg: &Arc<CancelRegistry>, bytes: &[u8], rfqs: usize) -> Client {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = reg.register();
+        c.load.inflight.fetch_add(1, Ordering::Relaxed);
+        c.submit(Batch::new(
+            Bytes::copy_from_slice(bytes),
+            rfqs,
+            tx,
+            handle.slot(),
+        ));
+        Client {
+            rx,
+            _handle: handle,
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_split_at_each_batch_s_last_ready_for_query() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mut c = conn();
+        let mut a = submit(&mut c, &reg, b"a", 2);
+        let mut b = submit(&mut c, &reg, b"b", 1);
+        let (row, z) = (msg(b'D', b"\0\x01"), msg(b'Z', b"I"));
+        let first: Vec<u8> = [row.clone(), z.clone(), row.clone(), z.clone()].concat();
+        let second: Vec<u8> = [row.clone(), z.clone()].concat();
+        // Arrives in pieces: the first batch's answer, then the second's, cut mid-message.
+        let all = [first.clone(), second.clone()].concat();
+        let mut rbuf = BytesMut::from(&all[..first.len() + 3]);
+        c.route(&mut rbuf);
+        rbuf.extend_from_slice(&all[first.len() + 3..]);
+        c.route(&mut rbuf);
+        assert!(rbuf.is_empty() && c.queue.is_empty());
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
+        assert_eq!((a.got(), b.got()), (first, second));
+        assert_eq!(&c.out[..], b"ab");
+    }
+
+    #[tokio::test]
+    async fn a_batch_failed_by_another_client_s_cancel_runs_again() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mut c = conn();
+        let mut a = submit(&mut c, &reg, b"a", 1);
+        let mut b = submit(&mut c, &reg, b"b", 1);
+        let mut d = submit(&mut c, &reg, b"d", 2);
+        // A cancel goes to the backend while `a` runs (as `CancelRegistry::cancel` notes it).
+        let (pid, secret) = (a._handle.pid, SecretKey::I32(a._handle.secret));
+        let sent = tokio::spawn({
+            let reg = reg.clone();
+            async move { reg.cancel(pid, &secret).await }
+        });
+        sent.await.expect("cancel task");
+        assert!(c.load.signals.recent(u64::MAX, SIGNAL_GRACE));
+        let (ok, z) = ([msg(b'C', b"SELECT 1\0")].concat(), msg(b'Z', b"I"));
+        let failed: Vec<u8> = [cancelled(), z.clone()].concat();
+        // `a` and `b` both fail with 57014, `d` (two Syncs) too.
+        let d_answer = [failed.clone(), ok.clone(), z.clone()].concat();
+        let mut rbuf =
+            BytesMut::from(&[failed.clone(), failed.clone(), d_answer.clone()].concat()[..]);
+        c.route(&mut rbuf);
+        assert_eq!(
+            a.got(),
+            failed,
+            "the cancelled statement's client sees its error"
+        );
+        assert!(
+            b.got().is_empty(),
+            "the neighbour's first answer is dropped"
+        );
+        assert_eq!(
+            d.got(),
+            d_answer,
+            "a batch of two transactions is never rerun"
+        );
+        assert_eq!(&c.out[..], b"abdb", "the neighbour is written again");
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 1);
+        let b_answer = [ok.clone(), z.clone()].concat();
+        rbuf.extend_from_slice(&b_answer);
+        c.route(&mut rbuf);
+        assert_eq!(b.got(), b_answer);
+        assert!(c.queue.is_empty());
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_batch_whose_own_client_cancelled_is_not_rerun() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mut c = conn();
+        let mut a = submit(&mut c, &reg, b"a", 1);
+        let mut b = submit(&mut c, &reg, b"b", 1);
+        for h in [&a._handle, &b._handle] {
+            reg.cancel(h.pid, &SecretKey::I32(h.secret)).await;
+        }
+        let failed: Vec<u8> = [cancelled(), msg(b'Z', b"I")].concat();
+        let mut rbuf = BytesMut::from(&[failed.clone(), failed.clone()].concat()[..]);
+        c.route(&mut rbuf);
+        assert_eq!((a.got(), b.got()), (failed.clone(), failed));
+        assert_eq!(&c.out[..], b"ab");
+        assert!(c.queue.is_empty());
+    }
+}
