@@ -280,4 +280,76 @@ mod tests {
         drop(a);
         assert_eq!(reg.clients.len(), 1);
     }
+
+    /// A stand-in backend: a listener that reports the pid of every CancelRequest it gets.
+    async fn backend() -> (BackendKey, tokio::sync::mpsc::UnboundedReceiver<i32>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut msg = [0u8; 16];
+                if s.read_exact(&mut msg).await.is_ok() {
+                    let _ = tx.send(i32::from_be_bytes([msg[8], msg[9], msg[10], msg[11]]));
+                }
+            }
+        });
+        let key = BackendKey {
+            host: "127.0.0.1".into(),
+            port,
+            pid: 4242,
+            secret: SecretKey::I32(7),
+        };
+        (key, rx)
+    }
+
+    async fn next_cancel(rx: &mut tokio::sync::mpsc::UnboundedReceiver<i32>) -> Option<i32> {
+        tokio::time::timeout(Duration::from_millis(300), rx.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_the_batch_is_submitted_is_held_until_it_starts() {
+        let (key, mut rx) = backend().await;
+        let reg = Arc::new(CancelRegistry::default());
+        let client = reg.register();
+        let slot = client.slot();
+        let signals = Arc::new(Signals::default());
+        // The share is taken (queued), the cancel comes, then the connection queues the batch.
+        slot.queued();
+        reg.cancel(client.pid, &SecretKey::I32(client.secret)).await;
+        slot.queued();
+        assert_eq!(next_cancel(&mut rx).await, None, "nothing runs yet");
+        slot.start(&key, &signals);
+        assert_eq!(next_cancel(&mut rx).await, Some(4242));
+        assert!(signals.recent(u64::MAX, Duration::from_secs(1)));
+        assert_eq!(slot.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_held_cancel_is_dropped_when_its_statement_finished_first() {
+        let (key, mut rx) = backend().await;
+        let reg = Arc::new(CancelRegistry::default());
+        let client = reg.register();
+        let slot = client.slot();
+        let signals = Arc::new(Signals::default());
+        slot.queued();
+        reg.cancel(client.pid, &SecretKey::I32(client.secret)).await;
+        slot.start(&key, &signals);
+        slot.finish();
+        assert_eq!(next_cancel(&mut rx).await, None);
+        assert!(!signals.recent(u64::MAX, Duration::from_secs(1)));
+        // A wrong secret is ignored even while a statement runs.
+        slot.start(&key, &signals);
+        reg.cancel(client.pid, &SecretKey::I32(client.secret ^ 1))
+            .await;
+        assert_eq!(next_cancel(&mut rx).await, None);
+        reg.cancel(client.pid, &SecretKey::I32(client.secret)).await;
+        assert_eq!(next_cancel(&mut rx).await, Some(4242));
+    }
 }
