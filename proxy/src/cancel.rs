@@ -138,12 +138,13 @@ pub struct CancelSlot(Target);
 
 impl CancelSlot {
     /// The client's statement is queued behind others (or about to be submitted); a cancel
-    /// already held for it stays held.
-    pub fn queued(&self) {
+    /// already held for it stays held. Returns the client's cancel requests so far.
+    pub fn queued(&self) -> u64 {
         let mut t = lock(&self.0);
         let requested = t.queued && t.requested;
         retarget_locked(&mut t, None, true, false);
         t.requested = requested;
+        t.requests
     }
 
     /// The client's statement starts on the backend `key` of a multiplexed connection counting

@@ -197,7 +197,7 @@ impl MuxConn {
     /// A `ServerConn` for one client's batches on this connection.
     pub fn share(self: &Arc<Self>, cancel: CancelSlot) -> ServerConn {
         // From now until its batch starts, a cancel from the client is held (not dropped).
-        cancel.queued();
+        let requests = cancel.queued();
         let (tx, rx) = mpsc::unbounded_channel();
         ServerConn {
             id: self.id,
@@ -207,6 +207,7 @@ impl MuxConn {
                 rx,
                 leftover: Bytes::new(),
                 cancel,
+                requests,
             })),
             rbuf: BytesMut::new(),
             key: self.key.clone(),
@@ -226,6 +227,8 @@ pub struct Pipe {
     rx: mpsc::UnboundedReceiver<Bytes>,
     leftover: Bytes,
     cancel: CancelSlot,
+    /// The client's cancel requests when it took this share.
+    requests: u64,
 }
 
 impl Pipe {
@@ -257,6 +260,7 @@ impl Pipe {
             rfqs,
             self.tx.clone(),
             self.cancel.clone(),
+            self.requests,
         );
         self.conn.load.inflight.fetch_add(1, Ordering::Relaxed);
         if self.conn.submit.send(batch).is_err() {

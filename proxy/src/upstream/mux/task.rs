@@ -63,7 +63,7 @@ pub(super) struct Batch {
     pub left: usize,
     /// When it was written to the connection ([`clock_ms`]).
     pub written: u64,
-    /// Its client's cancel requests when it was written.
+    /// Its client's cancel requests when it took its share (any later one may be for it).
     pub requests: u64,
     pub held: Option<Held>,
     pub reruns: u8,
@@ -75,6 +75,7 @@ impl Batch {
         rfqs: usize,
         reply: mpsc::UnboundedSender<Bytes>,
         cancel: CancelSlot,
+        requests: u64,
     ) -> Batch {
         Batch {
             bytes,
@@ -83,7 +84,7 @@ impl Batch {
             cancel,
             left: rfqs,
             written: 0,
-            requests: 0,
+            requests,
             held: None,
             reruns: 0,
         }
@@ -202,7 +203,6 @@ impl Conn {
     /// Writes `b` behind the batches already written.
     pub fn submit(&mut self, mut b: Batch) {
         b.written = clock_ms();
-        b.requests = b.cancel.requests();
         b.left = b.rfqs;
         if self.queue.is_empty() {
             start(&self.load, &self.key, &mut b);
@@ -360,11 +360,14 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = reg.register();
         c.load.inflight.fetch_add(1, Ordering::Relaxed);
+        let slot = handle.slot();
+        let requests = slot.queued();
         c.submit(Batch::new(
             Bytes::copy_from_slice(bytes),
             rfqs,
             tx,
-            handle.slot(),
+            slot,
+            requests,
         ));
         Client {
             rx,
@@ -454,5 +457,31 @@ mod tests {
         assert_eq!((a.got(), b.got()), (failed.clone(), failed));
         assert_eq!(&c.out[..], b"ab");
         assert!(c.queue.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_cancel_between_share_and_submit_counts_as_the_batch_s_own() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mut c = conn();
+        let mut a = submit(&mut c, &reg, b"a", 1);
+        reg.cancel(a._handle.pid, &SecretKey::I32(a._handle.secret))
+            .await;
+        // `b` takes its share, its client cancels, then the batch reaches the connection.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = reg.register();
+        let slot = handle.slot();
+        let requests = slot.queued();
+        reg.cancel(handle.pid, &SecretKey::I32(handle.secret)).await;
+        c.load.inflight.fetch_add(1, Ordering::Relaxed);
+        c.submit(Batch::new(Bytes::from_static(b"b"), 1, tx, slot, requests));
+        let mut b = Client {
+            rx,
+            _handle: handle,
+        };
+        let failed: Vec<u8> = [cancelled(), msg(b'Z', b"I")].concat();
+        let mut rbuf = BytesMut::from(&[failed.clone(), failed.clone()].concat()[..]);
+        c.route(&mut rbuf);
+        assert_eq!((a.got(), b.got()), (failed.clone(), failed));
+        assert_eq!(&c.out[..], b"ab", "not run again");
     }
 }
