@@ -1,8 +1,8 @@
 //! `[upstream] multiplex`: several clients' implicit transactions pipelined on shared server
 //! connections. Answers reach the right client in every protocol; transactions, session
 //! settings, errors and COPY never share a connection; a slow statement does not hold up other
-//! clients and can still be cancelled; a lost multiplexed connection fails only the batches on
-//! it; pgbench runs clean.
+//! clients and can still be cancelled; a cancel fails no other client's statement; a lost
+//! multiplexed connection fails only the batches on it; pgbench runs clean.
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -315,6 +315,65 @@ async fn a_cancel_for_a_queued_statement_waits_for_it_to_start() {
         let admin = connect(&proxy.conn_str(ADMIN)).await;
         let reruns = pool_stat(&admin, "multiplexed_reruns").await;
         eprintln!("batches run again after a cancel meant for their neighbour: {reruns}");
+    })
+    .await;
+}
+
+/// A cancel for one client's statement never fails the other clients' statements pipelined
+/// behind it on the same connection, in either protocol — even though PostgreSQL's postmaster
+/// signals the backend twice per cancel request and the second signal can reach the next
+/// statement (Orgwall runs such a statement again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_fails_no_other_client_s_statement() {
+    bounded(180, async {
+        let (_db, proxy) = db_and_proxy("mux_cancel_neighbours", opts(4, 1)).await;
+        for round in 0..4 {
+            let c = connect(&proxy.conn_str(ADMIN)).await;
+            let mut clients = Vec::new();
+            for _ in 0..4 {
+                clients.push(connect(&proxy.conn_str(ADMIN)).await);
+            }
+            let token = c.cancel_token();
+            let long = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(10)").await });
+            // Within the 20 ms during which the long statement's connection takes new batches.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            let mut neighbours = Vec::new();
+            for (n, client) in clients.into_iter().enumerate() {
+                neighbours.push(tokio::spawn(async move {
+                    let text = format!("SELECT pg_sleep(0.05), 'n{n}'::text");
+                    if n % 2 == 0 {
+                        let msgs = client.simple_query(&text).await?;
+                        let row = msgs.iter().find_map(|m| match m {
+                            SimpleQueryMessage::Row(r) => r.get(1).map(str::to_string),
+                            _ => None,
+                        });
+                        Ok(row.unwrap_or_default())
+                    } else {
+                        let row = client.query_one(&text, &[]).await?;
+                        Ok::<_, tokio_postgres::Error>(row.get::<_, String>(1))
+                    }
+                }));
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token
+                .cancel_query(tokio_postgres::NoTls)
+                .await
+                .expect("cancel sent");
+            let r = tokio::time::timeout(Duration::from_secs(8), long)
+                .await
+                .unwrap_or_else(|_| panic!("round {round}: the cancel was lost"))
+                .expect("task");
+            expect_db_error(r, "57014", "cancelled pg_sleep");
+            for (n, t) in neighbours.into_iter().enumerate() {
+                let got = t.await.expect("task").unwrap_or_else(|e| {
+                    panic!("round {round}: neighbour {n} failed: {}", describe(&e))
+                });
+                assert_eq!(got, format!("n{n}"));
+            }
+        }
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        let reruns = pool_stat(&admin, "multiplexed_reruns").await;
+        eprintln!("statements run again after a cancel meant for another: {reruns}");
     })
     .await;
 }
