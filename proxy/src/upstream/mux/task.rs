@@ -12,8 +12,10 @@
 //! after a cancel was sent to the backend has its answer held back; if that answer is a
 //! `57014` and the batch's own client asked for no cancel, nothing of it took effect (one
 //! Query or one Sync is one implicit transaction, rolled back by the error) and it is written
-//! again, its first answer never seen by the client. (A `statement_timeout` fails with `57014`
-//! too; such a batch runs again only if it failed right after a cancel to the backend.)
+//! again, its first answer never seen by the client. What no transaction undoes happens twice,
+//! as when a client retries: sequence values drawn, functions acting outside the transaction.
+//! (A `statement_timeout` fails with `57014` too; such a batch runs again only if it failed
+//! right after a cancel to the backend.)
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
