@@ -48,7 +48,7 @@ pub struct ServerConn {
 }
 
 /// Server-side names of the statements prepared on a connection. On a multiplexed connection
-/// (`mux.rs`) the set is shared by every client batch that runs on it and holds only names
+/// (`mux/`) the set is shared by every client batch that runs on it and holds only names
 /// PostgreSQL confirmed with ParseComplete; `own` holds those this holder has sent.
 #[derive(Debug, Default)]
 pub struct Prepared {

@@ -75,7 +75,7 @@ impl UpstreamError {
     }
 }
 
-/// A server connection checked out of the pool, or a share of a multiplexed one (`mux.rs`).
+/// A server connection checked out of the pool, or a share of a multiplexed one (`mux/`).
 #[derive(Debug)]
 pub struct Lease {
     pub conn: ServerConn,

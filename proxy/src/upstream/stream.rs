@@ -19,7 +19,7 @@ use crate::config::{SslMode, UpstreamConfig};
 
 /// A connection to PostgreSQL, before or after TLS.
 pub enum ServerStream {
-    /// A share of a multiplexed connection (see `mux.rs`).
+    /// A share of a multiplexed connection (see `mux/`).
     Pipe(Box<super::mux::Pipe>),
     Unix(UnixStream),
     Plain(TcpStream),
