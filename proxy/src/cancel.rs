@@ -314,13 +314,18 @@ mod tests {
             .flatten()
     }
 
-    #[tokio::test]
-    async fn a_cancel_before_the_batch_is_submitted_is_held_until_it_starts() {
-        let (key, mut rx) = backend().await;
+    /// A registry with one client, its slot, and a multiplexed connection's [`Signals`].
+    fn one_client() -> (Arc<CancelRegistry>, CancelHandle, CancelSlot, Arc<Signals>) {
         let reg = Arc::new(CancelRegistry::default());
         let client = reg.register();
         let slot = client.slot();
-        let signals = Arc::new(Signals::default());
+        (reg, client, slot, Arc::default())
+    }
+
+    #[tokio::test]
+    async fn a_cancel_before_the_batch_is_submitted_is_held_until_it_starts() {
+        let (key, mut rx) = backend().await;
+        let (reg, client, slot, signals) = one_client();
         // The share is taken (queued), the cancel comes, then the connection queues the batch.
         slot.queued();
         reg.cancel(client.pid, &SecretKey::I32(client.secret)).await;
@@ -335,10 +340,7 @@ mod tests {
     #[tokio::test]
     async fn a_held_cancel_is_dropped_when_its_statement_finished_first() {
         let (key, mut rx) = backend().await;
-        let reg = Arc::new(CancelRegistry::default());
-        let client = reg.register();
-        let slot = client.slot();
-        let signals = Arc::new(Signals::default());
+        let (reg, client, slot, signals) = one_client();
         slot.queued();
         reg.cancel(client.pid, &SecretKey::I32(client.secret)).await;
         slot.start(&key, &signals);

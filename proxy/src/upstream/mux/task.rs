@@ -329,10 +329,16 @@ mod tests {
 
     struct Client {
         rx: mpsc::UnboundedReceiver<Bytes>,
-        _handle: CancelHandle,
+        handle: CancelHandle,
     }
 
     impl Client {
+        /// The client's cancel request, as a CancelRequest for its key would make it.
+        async fn cancel(&self, reg: &CancelRegistry) {
+            let h = &self.handle;
+            reg.cancel(h.pid, &SecretKey::I32(h.secret)).await;
+        }
+
         fn got(&mut self) -> Vec<u8> {
             let mut v = Vec::new();
             while let Ok(b) = self.rx.try_recv() {
@@ -359,22 +365,20 @@ mod tests {
 
     /// Submits a batch of `bytes` answered by `rfqs` ReadyForQuery messages.
     fn submit(c: &mut Conn, reg: &Arc<CancelRegistry>, bytes: &[u8], rfqs: usize) -> Client {
+        let (client, batch) = share(reg, bytes, rfqs);
+        c.load.inflight.fetch_add(1, Ordering::Relaxed);
+        c.submit(batch);
+        client
+    }
+
+    /// A client that has taken a share for a batch of `bytes`, and that batch, not submitted.
+    fn share(reg: &Arc<CancelRegistry>, bytes: &[u8], rfqs: usize) -> (Client, Batch) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = reg.register();
-        c.load.inflight.fetch_add(1, Ordering::Relaxed);
         let slot = handle.slot();
         let requests = slot.queued();
-        c.submit(Batch::new(
-            Bytes::copy_from_slice(bytes),
-            rfqs,
-            tx,
-            slot,
-            requests,
-        ));
-        Client {
-            rx,
-            _handle: handle,
-        }
+        let batch = Batch::new(Bytes::copy_from_slice(bytes), rfqs, tx, slot, requests);
+        (Client { rx, handle }, batch)
     }
 
     #[tokio::test]
@@ -406,12 +410,7 @@ mod tests {
         let mut b = submit(&mut c, &reg, b"b", 1);
         let mut d = submit(&mut c, &reg, b"d", 2);
         // A cancel goes to the backend while `a` runs (as `CancelRegistry::cancel` notes it).
-        let (pid, secret) = (a._handle.pid, SecretKey::I32(a._handle.secret));
-        let sent = tokio::spawn({
-            let reg = reg.clone();
-            async move { reg.cancel(pid, &secret).await }
-        });
-        sent.await.expect("cancel task");
+        a.cancel(&reg).await;
         assert!(c.load.signals.recent(u64::MAX, SIGNAL_GRACE));
         let (ok, z) = ([msg(b'C', b"SELECT 1\0")].concat(), msg(b'Z', b"I"));
         let failed: Vec<u8> = [cancelled(), z.clone()].concat();
@@ -450,9 +449,8 @@ mod tests {
         let mut c = conn();
         let mut a = submit(&mut c, &reg, b"a", 1);
         let mut b = submit(&mut c, &reg, b"b", 1);
-        for h in [&a._handle, &b._handle] {
-            reg.cancel(h.pid, &SecretKey::I32(h.secret)).await;
-        }
+        a.cancel(&reg).await;
+        b.cancel(&reg).await;
         let failed: Vec<u8> = [cancelled(), msg(b'Z', b"I")].concat();
         let mut rbuf = BytesMut::from(&[failed.clone(), failed.clone()].concat()[..]);
         c.route(&mut rbuf);
@@ -466,20 +464,12 @@ mod tests {
         let reg = Arc::new(CancelRegistry::default());
         let mut c = conn();
         let mut a = submit(&mut c, &reg, b"a", 1);
-        reg.cancel(a._handle.pid, &SecretKey::I32(a._handle.secret))
-            .await;
+        a.cancel(&reg).await;
         // `b` takes its share, its client cancels, then the batch reaches the connection.
-        let (tx, rx) = mpsc::unbounded_channel();
-        let handle = reg.register();
-        let slot = handle.slot();
-        let requests = slot.queued();
-        reg.cancel(handle.pid, &SecretKey::I32(handle.secret)).await;
+        let (mut b, batch) = share(&reg, b"b", 1);
+        b.cancel(&reg).await;
         c.load.inflight.fetch_add(1, Ordering::Relaxed);
-        c.submit(Batch::new(Bytes::from_static(b"b"), 1, tx, slot, requests));
-        let mut b = Client {
-            rx,
-            _handle: handle,
-        };
+        c.submit(batch);
         let failed: Vec<u8> = [cancelled(), msg(b'Z', b"I")].concat();
         let mut rbuf = BytesMut::from(&[failed.clone(), failed.clone()].concat()[..]);
         c.route(&mut rbuf);
