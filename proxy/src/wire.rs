@@ -271,6 +271,21 @@ pub fn bind_view(frame: &[u8]) -> Option<BindView<'_>> {
     })
 }
 
+/// Writes the Bind `frame` (read as `view`) to `out`, its statement renamed to `statement`;
+/// everything after the names is copied as it is.
+pub fn put_bind_renamed(out: &mut BytesMut, frame: &[u8], view: &BindView<'_>, statement: &str) {
+    let rest = &frame[5 + view.portal.len() + 1 + view.statement.len() + 1..];
+    let len = 4 + view.portal.len() + 1 + statement.len() + 1 + rest.len();
+    out.reserve(1 + len);
+    out.put_u8(b'B');
+    out.put_i32(len as i32);
+    for name in [view.portal, statement] {
+        out.put_slice(name.as_bytes());
+        out.put_u8(0);
+    }
+    out.put_slice(rest);
+}
+
 /// Target (`S`/`P`) and name of a raw Describe frame, when well formed.
 pub fn describe_view(frame: &[u8]) -> Option<(u8, &str)> {
     let (&target, rest) = frame.get(5..)?.split_first()?;
@@ -342,6 +357,36 @@ mod tests {
         assert!(bind_view(&out[..out.len() - 1]).is_none());
         out.extend_from_slice(b"x");
         assert!(bind_view(&out).is_none());
+    }
+
+    #[test]
+    fn a_renamed_bind_is_the_same_bind_with_the_new_name() {
+        use pgwire::messages::extendedquery::Bind;
+        let params = vec![Some(bytes::Bytes::from_static(b"\x00\x01")), None];
+        for (portal, stmt, renamed) in [("", "", ""), ("p1", "s", "orgwall_00ff"), ("", "x", "")] {
+            let bind = Bind::new(
+                Some(portal.into()),
+                Some(stmt.into()),
+                vec![1, 0],
+                params.clone(),
+                vec![1],
+            );
+            let mut raw = BytesMut::new();
+            put(&mut raw, &bind);
+            let v = bind_view(&raw).expect("view");
+            let mut out = BytesMut::new();
+            put_bind_renamed(&mut out, &raw, &v, renamed);
+            let want = Bind::new(
+                Some(portal.into()),
+                Some(renamed.into()),
+                vec![1, 0],
+                params.clone(),
+                vec![1],
+            );
+            let mut want_raw = BytesMut::new();
+            put(&mut want_raw, &want);
+            assert_eq!(out, want_raw, "{portal:?} {stmt:?} → {renamed:?}");
+        }
     }
 
     #[test]

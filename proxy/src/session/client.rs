@@ -209,45 +209,41 @@ impl Session<'_> {
     }
 
     async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        // Read in place first: a Bind the balance cache answers is never copied or decoded.
-        let viewed = match wire::bind_view(&frame) {
-            Some(v) => {
-                if self.bind_command(v.statement, v.portal) {
-                    return Ok(());
-                }
-                self.commands.forget(b'P', v.portal);
-                if self.bind_locally(&v).await {
-                    return Ok(());
-                }
-                true
+        // Read in place: a Bind the balance cache answers is never copied or decoded, and one
+        // that is forwarded is copied once, naming the statement as the server knows it. A
+        // Bind the in-place reader does not take is decoded by pgwire (which reports what is
+        // wrong with it) and read again as pgwire encodes it.
+        let frame = match wire::bind_view(&frame) {
+            Some(_) => frame,
+            None => {
+                let b: Bind = wire::decode(frame, "Bind")?;
+                let mut out = BytesMut::new();
+                wire::put(&mut out, &b);
+                out
             }
-            None => false,
         };
-        let mut b: Bind = wire::decode(frame, "Bind")?;
-        if !viewed {
-            let portal = b.portal_name.as_deref().unwrap_or("");
-            let statement = b.statement_name.as_deref().unwrap_or("");
-            if self.bind_command(statement, portal) {
-                return Ok(());
-            }
-            self.commands.forget(b'P', portal);
-            self.note_bind(statement, portal);
+        let v = wire::bind_view(&frame).ok_or(wire::WireError::Malformed("Bind"))?;
+        if self.bind_command(v.statement, v.portal) {
+            return Ok(());
         }
-        let name = b.statement_name.clone().unwrap_or_default();
-        let server_name = match self.statement_on_server(&name).await {
+        self.commands.forget(b'P', v.portal);
+        if self.bind_locally(&v).await {
+            return Ok(());
+        }
+        let server_name = match self.statement_on_server(v.statement).await {
             Ok(n) => n,
             Err(e) => return self.refuse(e, false).await,
         };
-        if let Some(stmt) = self.statements.get(&name).cloned() {
-            if let Err(e) = self.check_tenant_params(&stmt, &b) {
+        let stmt = self.statements.get(v.statement).cloned();
+        if let Some(stmt) = &stmt {
+            if let Err(e) = self.check_tenant_params(stmt, &v.params) {
                 return self.refuse(e, false).await;
             }
         }
-        let effect = self.statements.get(&name).and_then(|s| s.effect.clone());
-        self.portals
-            .insert(b.portal_name.clone().unwrap_or_default(), effect);
-        b.statement_name = server_name;
-        wire::put(&mut self.to_server, &b);
+        let effect = stmt.and_then(|s| s.effect.clone());
+        self.portals.insert(v.portal.to_string(), effect);
+        let renamed = server_name.as_deref().unwrap_or("");
+        wire::put_bind_renamed(&mut self.to_server, &frame, &v, renamed);
         self.pending.push_back(Pending::Bind);
         Ok(())
     }

@@ -5,8 +5,6 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use pgwire::messages::extendedquery::Bind;
-
 use super::{Session, Statement};
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
@@ -184,16 +182,16 @@ impl Session<'_> {
     pub(super) fn check_tenant_params(
         &self,
         stmt: &Statement,
-        bind: &Bind,
+        params: &[Option<&[u8]>],
     ) -> Result<(), ClientError> {
         let Some(rendered) = &stmt.tenant else {
             return Ok(());
         };
         for &n in rendered.template.param_checks() {
-            let ok = bind
-                .parameters
+            let ok = params
                 .get(n - 1)
-                .and_then(|p| p.as_deref())
+                .copied()
+                .flatten()
                 .is_some_and(|v| v == rendered.org.as_bytes());
             if !ok {
                 return Err(ClientError::error(
