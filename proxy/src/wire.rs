@@ -362,29 +362,26 @@ mod tests {
     #[test]
     fn a_renamed_bind_is_the_same_bind_with_the_new_name() {
         use pgwire::messages::extendedquery::Bind;
-        let params = vec![Some(bytes::Bytes::from_static(b"\x00\x01")), None];
-        for (portal, stmt, renamed) in [("", "", ""), ("p1", "s", "orgwall_00ff"), ("", "x", "")] {
+        // The raw Bind pgwire encodes for these names, binary and null parameters.
+        let encoded = |portal: &str, stmt: &str| {
+            let params = vec![Some(bytes::Bytes::from_static(b"\x00\x01")), None];
             let bind = Bind::new(
                 Some(portal.into()),
                 Some(stmt.into()),
                 vec![1, 0],
-                params.clone(),
+                params,
                 vec![1],
             );
             let mut raw = BytesMut::new();
             put(&mut raw, &bind);
+            raw
+        };
+        for (portal, stmt, renamed) in [("", "", ""), ("p1", "s", "orgwall_00ff"), ("", "x", "")] {
+            let raw = encoded(portal, stmt);
             let v = bind_view(&raw).expect("view");
             let mut out = BytesMut::new();
             put_bind_renamed(&mut out, &raw, &v, renamed);
-            let want = Bind::new(
-                Some(portal.into()),
-                Some(renamed.into()),
-                vec![1, 0],
-                params.clone(),
-                vec![1],
-            );
-            let mut want_raw = BytesMut::new();
-            put(&mut want_raw, &want);
+            let want_raw = encoded(portal, renamed);
             assert_eq!(out, want_raw, "{portal:?} {stmt:?} → {renamed:?}");
         }
     }
