@@ -213,16 +213,20 @@ impl Session<'_> {
         // that is forwarded is copied once, naming the statement as the server knows it. A
         // Bind the in-place reader does not take is decoded by pgwire (which reports what is
         // wrong with it) and read again as pgwire encodes it.
-        let frame = match wire::bind_view(&frame) {
-            Some(_) => frame,
+        let mut reencoded = BytesMut::new();
+        let v = match wire::bind_view(&frame) {
+            Some(v) => v,
             None => {
-                let b: Bind = wire::decode(frame, "Bind")?;
-                let mut out = BytesMut::new();
-                wire::put(&mut out, &b);
-                out
+                let b: Bind = wire::decode(frame.clone(), "Bind")?;
+                wire::put(&mut reencoded, &b);
+                wire::bind_view(&reencoded).ok_or(wire::WireError::Malformed("Bind"))?
             }
         };
-        let v = wire::bind_view(&frame).ok_or(wire::WireError::Malformed("Bind"))?;
+        let raw: &[u8] = if reencoded.is_empty() {
+            &frame
+        } else {
+            &reencoded
+        };
         if self.bind_command(v.statement, v.portal) {
             return Ok(());
         }
@@ -243,7 +247,7 @@ impl Session<'_> {
         let effect = stmt.and_then(|s| s.effect.clone());
         self.portals.insert(v.portal.to_string(), effect);
         let renamed = server_name.as_deref().unwrap_or("");
-        wire::put_bind_renamed(&mut self.to_server, &frame, &v, renamed);
+        wire::put_bind_renamed(&mut self.to_server, raw, &v, renamed);
         self.pending.push_back(Pending::Bind);
         Ok(())
     }
