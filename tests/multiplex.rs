@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use orgwall_e2e::clients::{assert_pgbench_clean, describe, pgbench};
 use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
+use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
 
 fn opts(pool_size: usize, multiplex: usize) -> ProxyOptions {
@@ -374,6 +375,83 @@ async fn a_cancel_fails_no_other_client_s_statement() {
         let admin = connect(&proxy.conn_str(ADMIN)).await;
         let reruns = pool_stat(&admin, "multiplexed_reruns").await;
         eprintln!("statements run again after a cancel meant for another: {reruns}");
+    })
+    .await;
+}
+
+/// Read-only statements of many clients run in groups (one implicit transaction, one Sync):
+/// every client gets its own rows; a failing member gets its own error and the members after
+/// it, which PostgreSQL skipped, run again; writes are never grouped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grouped_reads_answer_each_client_and_survive_a_failing_member() {
+    bounded(180, async {
+        let (_db, proxy) = db_and_proxy("mux_groups", opts(3, 1)).await;
+        let setup = connect(&proxy.conn_str(ADMIN)).await;
+        setup
+            .batch_execute(
+                "CREATE TABLE g (id int PRIMARY KEY, v text);
+                 INSERT INTO g SELECT i, 'v' || i FROM generate_series(1, 1000) i;
+                 CREATE TABLE w (client int, i int)",
+            )
+            .await
+            .expect("setup");
+        let fails = |client: i32, i: i32| (client + i) % 17 == 0;
+        let mut tasks = Vec::new();
+        for client in 0..16i32 {
+            let conn = proxy.conn_str(ADMIN);
+            tasks.push(tokio::spawn(async move {
+                let c = connect(&conn).await;
+                let read = c
+                    .prepare("SELECT v, 1000 / $2::int FROM g WHERE id = $1")
+                    .await
+                    .expect("prepare");
+                for i in 0..200i32 {
+                    let id = (client * 61 + i) % 1000 + 1;
+                    let divisor = if fails(client, i) { 0 } else { 1 + i % 3 };
+                    match c.query_one(&read, &[&id, &divisor]).await {
+                        Ok(row) => {
+                            assert_eq!(row.get::<_, String>(0), format!("v{id}"));
+                            assert_eq!(row.get::<_, i32>(1), 1000 / divisor);
+                        }
+                        Err(e) => {
+                            assert!(fails(client, i), "client {client}, statement {i}: {e}");
+                            assert_eq!(e.code(), Some(&SqlState::DIVISION_BY_ZERO));
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("client task");
+        }
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        let grouped = pool_stat(&admin, "multiplexed_grouped").await;
+        assert!(grouped > 0, "no statement ran in a group");
+        // Writes, however many arrive together, each run in their own transaction.
+        let mut tasks = Vec::new();
+        for client in 0..16i32 {
+            let conn = proxy.conn_str(ADMIN);
+            tasks.push(tokio::spawn(async move {
+                let c = connect(&conn).await;
+                let write = c
+                    .prepare("INSERT INTO w VALUES ($1, $2)")
+                    .await
+                    .expect("prepare");
+                for i in 0..50i32 {
+                    c.execute(&write, &[&client, &i]).await.expect("insert");
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("client task");
+        }
+        let rows: i64 = admin
+            .query_one("SELECT count(*) FROM w", &[])
+            .await
+            .expect("count")
+            .get(0);
+        assert_eq!(rows, 16 * 50);
+        assert_eq!(pool_stat(&admin, "multiplexed_grouped").await, grouped);
     })
     .await;
 }

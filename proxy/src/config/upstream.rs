@@ -9,6 +9,7 @@ pub(super) struct RawUpstream {
     pool_size: Option<usize>,
     pool_mode: Option<PoolMode>,
     multiplex: Option<usize>,
+    group_reads: Option<usize>,
     connect_timeout_secs: Option<u64>,
     checkout_timeout_secs: Option<u64>,
     sslmode: Option<SslMode>,
@@ -38,6 +39,9 @@ pub struct UpstreamConfig {
     /// Server connections (of `pool_size`) that carry several clients' implicit transactions
     /// at once, pipelined (`upstream::mux`); 0 = off.
     pub multiplex: usize,
+    /// Read-only statements of at most this many clients run in one implicit transaction on a
+    /// multiplexed connection (`upstream::mux::group`); 1 = each alone.
+    pub group_reads: usize,
     pub connect_timeout: Duration,
     pub checkout_timeout: Duration,
     pub sslmode: SslMode,
@@ -92,6 +96,13 @@ pub(super) fn parse_upstream(
             ),
         });
     }
+    let group_reads = raw.group_reads.unwrap_or(4);
+    if group_reads == 0 {
+        return Err(ConfigError::Invalid {
+            key: "upstream.group_reads".into(),
+            why: "must be at least 1 (1 runs every statement in its own transaction)".into(),
+        });
+    }
     let mut sslmode = raw.sslmode.unwrap_or(SslMode::Disable);
     let mut rootcert = raw.sslrootcert.as_ref().map(|p| base.join(p));
     for (k, v) in u.query_pairs() {
@@ -134,6 +145,7 @@ pub(super) fn parse_upstream(
         pool_size,
         pool_mode,
         multiplex,
+        group_reads,
         connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
         checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
     })

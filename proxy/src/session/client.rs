@@ -383,12 +383,13 @@ impl Session<'_> {
         if self.server.is_some() {
             return Ok(());
         }
-        if self.shareable {
+        if let Some(share) = self.shareable {
             let settings = &self.settings;
             let shared = self.state.pool.acquire_shared(
                 settings.fingerprint(),
                 || settings.replay_sql(),
                 self.cancel.slot(),
+                share.read_only,
             );
             if let Some(lease) = shared.await {
                 self.server = Some(lease);

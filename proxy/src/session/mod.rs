@@ -46,6 +46,8 @@ struct Statement {
     server_name: String,
     /// May run on a multiplexed connection (`sql::Summary::batchable`).
     batchable: bool,
+    /// Certainly only reads (`sql::Summary::read_only`).
+    read_only: bool,
     /// The SQL names `inventory_ledger`: running it may write the ledger (read-your-writes).
     writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
@@ -85,7 +87,7 @@ pub(crate) struct Session<'a> {
     /// Balance-cache state (recognised statements, local portals, read-your-writes).
     local: local::Local,
     /// The messages being handled form a batch that may share a multiplexed connection.
-    shareable: bool,
+    shareable: Option<shared::Share>,
 }
 
 enum Event {
@@ -123,7 +125,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         bound_local: None,
         commands: commands::Commands::default(),
         local: local::Local::default(),
-        shareable: false,
+        shareable: None,
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");

@@ -214,9 +214,11 @@ impl Statement {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&sql, &types).hash(&mut h);
         let hash = h.finish();
+        let summary = crate::sql::summarize(&sql);
         Statement {
             server_name: format!("orgwall_{hash:016x}"),
-            batchable: crate::sql::summarize(&sql).batchable,
+            batchable: summary.batchable,
+            read_only: summary.read_only,
             writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
             sql,
             types,

@@ -7,6 +7,7 @@
 //! for policy plugins, in [`analyze`]; literal-blind statement keys in [`shape_key`].
 
 pub mod analyze;
+pub mod read_only;
 pub mod rewrite;
 pub mod shape_key;
 pub use shape_key::shape_key;
@@ -52,6 +53,8 @@ pub struct Summary {
     /// leave session state behind: it may share a server connection with other clients'
     /// implicit transactions (`upstream::mux`).
     pub batchable: bool,
+    /// Batchable, and every statement certainly only reads ([`read_only::is_read_only`]).
+    pub read_only: bool,
 }
 
 /// Splits SQL text into statements (without the `;`), skipping empty ones.
@@ -88,7 +91,7 @@ fn push_stmt<'a>(out: &mut Vec<&'a str>, s: &'a str) {
     }
 }
 
-fn skip_quoted(b: &[u8], i: usize, q: u8) -> usize {
+pub(crate) fn skip_quoted(b: &[u8], i: usize, q: u8) -> usize {
     // Backslash escapes only in E'' strings; a doubled quote is an escaped quote either way.
     let escapes = q == b'\'' && i > 0 && matches!(b[i - 1], b'e' | b'E');
     let mut j = i + 1;
@@ -109,7 +112,7 @@ fn skip_quoted(b: &[u8], i: usize, q: u8) -> usize {
     b.len()
 }
 
-fn skip_block_comment(b: &[u8], i: usize) -> usize {
+pub(crate) fn skip_block_comment(b: &[u8], i: usize) -> usize {
     let (mut depth, mut j) = (0usize, i);
     while j + 1 < b.len() {
         if b[j] == b'/' && b[j + 1] == b'*' {
@@ -128,7 +131,7 @@ fn skip_block_comment(b: &[u8], i: usize) -> usize {
     b.len()
 }
 
-fn skip_dollar(b: &[u8], i: usize) -> usize {
+pub(crate) fn skip_dollar(b: &[u8], i: usize) -> usize {
     // `$tag$` opens a dollar quote only if the tag is an identifier (or empty); `$1` is a parameter.
     let tag_end = b[i + 1..]
         .iter()
@@ -229,17 +232,20 @@ pub fn summarize(sql: &str) -> Summary {
     let stmts = split_statements(sql);
     let mut effects = Vec::new();
     let mut batchable = !stmts.is_empty();
+    let mut read_only = batchable;
     for s in &stmts {
         let w = words(s, 4);
         let upper = Squashed::of(s);
         let effect = classify(s, &w, &upper);
         batchable &= effect.is_none() && is_batchable(&w, &upper);
         effects.extend(effect);
+        read_only &= batchable && read_only::is_read_only(s);
     }
     Summary {
         statements: stmts.len(),
         effects,
         batchable,
+        read_only,
     }
 }
 

@@ -113,7 +113,7 @@ impl Pool {
     pub fn new(cfg: UpstreamConfig) -> Result<Pool, UpstreamError> {
         let tls = stream::client_config(&cfg).map_err(UpstreamError::Tls)?;
         Ok(Pool {
-            mux: (cfg.multiplex > 0).then(|| mux::Mux::new(cfg.multiplex)),
+            mux: (cfg.multiplex > 0).then(|| mux::Mux::new(cfg.multiplex, cfg.group_reads)),
             tls,
             permits: Arc::new(Semaphore::new(cfg.pool_size)),
             cfg,
@@ -185,12 +185,13 @@ impl Pool {
         settings: u64,
         replay: impl FnOnce() -> String,
         cancel: CancelSlot,
+        read_only: bool,
     ) -> Option<Lease> {
         let mux = self.mux.as_ref()?;
         let conn = mux.pick(self, settings, replay).await?;
         self.shares.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
-            conn: conn.share(cancel),
+            conn: conn.share(cancel, read_only),
             permit: None,
         })
     }
@@ -214,6 +215,7 @@ impl Pool {
     /// Counters for `SHOW orgwall_pool`: (name, value).
     pub fn stats(&self) -> Vec<(&'static str, String)> {
         let idle = self.lock_idle().len();
+        let (groups, grouped) = self.mux.as_ref().map_or((0, 0), |m| m.groups());
         vec![
             ("pool_size", self.cfg.pool_size.to_string()),
             ("idle", idle.to_string()),
@@ -234,6 +236,8 @@ impl Pool {
                 "multiplexed_reruns",
                 self.mux.as_ref().map_or(0, |m| m.reruns()).to_string(),
             ),
+            ("multiplexed_groups", groups.to_string()),
+            ("multiplexed_grouped", grouped.to_string()),
         ]
     }
 

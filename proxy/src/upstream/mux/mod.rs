@@ -14,6 +14,7 @@
 //! while that client's batch is the one running; a connection whose head batch has run longer
 //! than [`SLOW`] takes no new batches (they go to another connection or the exclusive pool).
 
+mod group;
 mod task;
 
 use std::collections::HashSet;
@@ -41,11 +42,16 @@ const SLOW: Duration = Duration::from_millis(20);
 #[derive(Debug)]
 pub struct Mux {
     capacity: usize,
+    /// Members of a group of read-only statements, at most (see `group`).
+    group_max: usize,
     conns: Mutex<Vec<Arc<MuxConn>>>,
     /// Serialises opening connections, so a burst of clients opens one, not `capacity`.
     opening: tokio::sync::Mutex<()>,
     /// Batches run again after a cancel meant for another statement failed them.
     reruns: Arc<AtomicU64>,
+    /// Groups of read-only statements run as one transaction, and their members.
+    groups: Arc<AtomicU64>,
+    grouped: Arc<AtomicU64>,
 }
 
 /// One multiplexed PostgreSQL connection, as the sessions see it.
@@ -58,15 +64,21 @@ pub struct MuxConn {
     submit: mpsc::UnboundedSender<Batch>,
     prepared: Arc<RwLock<HashSet<String>>>,
     load: Arc<Load>,
+    /// Its transactions are READ COMMITTED, so read-only statements may run in groups (each
+    /// still takes its own snapshot).
+    groups: bool,
 }
 
 impl Mux {
-    pub fn new(capacity: usize) -> Mux {
+    pub fn new(capacity: usize, group_max: usize) -> Mux {
         Mux {
             capacity,
+            group_max,
             conns: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
             reruns: Arc::default(),
+            groups: Arc::default(),
+            grouped: Arc::default(),
         }
     }
 
@@ -147,9 +159,17 @@ impl Mux {
         if settings != 0 {
             lease.conn.query_text(&replay()).await?;
         }
+        let isolation = lease.conn.query_text("SHOW transaction_isolation").await?;
+        let groups = self.group_max > 1
+            && matches!(
+                isolation.first().and_then(|r| r.first()),
+                Some(Some(level)) if level == "read committed" || level == "read uncommitted"
+            );
         let (submit, rx) = mpsc::unbounded_channel();
         let load = Arc::new(Load {
             reruns: self.reruns.clone(),
+            groups: self.groups.clone(),
+            grouped: self.grouped.clone(),
             ..Load::default()
         });
         let conn = Arc::new(MuxConn {
@@ -159,9 +179,10 @@ impl Mux {
             submit,
             prepared: Arc::default(),
             load: load.clone(),
+            groups,
         });
         tracing::debug!(server = conn.id, "multiplexed server connection opened");
-        tokio::spawn(task::run(lease, rx, load));
+        tokio::spawn(task::run(lease, rx, load, self.group_max));
         Ok(conn)
     }
 
@@ -176,6 +197,13 @@ impl Mux {
     /// Batches run again so far (see `task`).
     pub fn reruns(&self) -> u64 {
         self.reruns.load(Ordering::Relaxed)
+    }
+
+    /// Groups of read-only statements run as one transaction so far, and their members (see
+    /// `group`).
+    pub fn groups(&self) -> (u64, u64) {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        (n(&self.groups), n(&self.grouped))
     }
 
     /// Lets go of every connection; each closes once its last batch is answered.
@@ -194,8 +222,9 @@ impl MuxConn {
         since != 0 && now.saturating_sub(since) > SLOW.as_millis() as u64
     }
 
-    /// A `ServerConn` for one client's batches on this connection.
-    pub fn share(self: &Arc<Self>, cancel: CancelSlot) -> ServerConn {
+    /// A `ServerConn` for one client's batches on this connection; `read_only` when the first
+    /// batch runs only read-only statements (`sql::Summary::read_only`).
+    pub fn share(self: &Arc<Self>, cancel: CancelSlot, read_only: bool) -> ServerConn {
         // From now until its batch starts, a cancel from the client is held (not dropped).
         let requests = cancel.queued();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -208,6 +237,7 @@ impl MuxConn {
                 leftover: Bytes::new(),
                 cancel,
                 requests,
+                read_only: read_only && self.groups,
             })),
             rbuf: BytesMut::new(),
             key: self.key.clone(),
@@ -229,6 +259,8 @@ pub struct Pipe {
     cancel: CancelSlot,
     /// The client's cancel requests when it took this share.
     requests: u64,
+    /// The next batch runs only read-only statements: it may join a group.
+    read_only: bool,
 }
 
 impl Pipe {
@@ -255,12 +287,14 @@ impl Pipe {
         let rfqs = answers_expected(buf).ok_or_else(|| {
             io::Error::other("a batch for a multiplexed connection must end with Query or Sync")
         })?;
+        let coalesce = std::mem::take(&mut self.read_only) && group::fits(buf);
         let batch = Batch::new(
             Bytes::copy_from_slice(buf),
             rfqs,
             self.tx.clone(),
             self.cancel.clone(),
             self.requests,
+            coalesce,
         );
         self.conn.load.inflight.fetch_add(1, Ordering::Relaxed);
         if self.conn.submit.send(batch).is_err() {

@@ -27,6 +27,7 @@ use tokio::sync::mpsc;
 
 use super::super::conn::BackendKey;
 use super::super::Lease;
+use super::group::{self, Member};
 use crate::cancel::{clock_ms, CancelSlot, Signals};
 use crate::duplex::{self, Io};
 use crate::wire;
@@ -52,6 +53,9 @@ pub(super) struct Load {
     pub signals: Arc<Signals>,
     /// Batches run again, counted for the whole pool.
     pub reruns: Arc<AtomicU64>,
+    /// Groups of read-only statements run as one transaction, and their members (whole pool).
+    pub groups: Arc<AtomicU64>,
+    pub grouped: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -69,6 +73,11 @@ pub(super) struct Batch {
     pub requests: u64,
     pub held: Option<Held>,
     pub reruns: u8,
+    /// One read-only statement that may run in a group (see `group`).
+    pub coalesce: bool,
+    /// Its Sync was written: its answer ends with a ReadyForQuery from the server. False for a
+    /// group member other than the last.
+    pub synced: bool,
 }
 
 impl Batch {
@@ -78,6 +87,7 @@ impl Batch {
         reply: mpsc::UnboundedSender<Bytes>,
         cancel: CancelSlot,
         requests: u64,
+        coalesce: bool,
     ) -> Batch {
         Batch {
             bytes,
@@ -89,6 +99,8 @@ impl Batch {
             requests,
             held: None,
             reruns: 0,
+            coalesce,
+            synced: true,
         }
     }
 }
@@ -138,22 +150,36 @@ pub(super) struct Conn {
     pub out: BytesMut,
     pub key: BackendKey,
     pub load: Arc<Load>,
+    /// Members of the group being written (their Syncs held back), and at most.
+    pub open: usize,
+    pub max_members: usize,
+    /// A group member failed: PostgreSQL skips the rest of the group up to its Sync.
+    pub skipping: bool,
 }
 
 /// Runs the connection until no client refers to it any more or it is lost.
-pub(super) async fn run(mut lease: Lease, mut rx: mpsc::UnboundedReceiver<Batch>, load: Arc<Load>) {
+pub(super) async fn run(
+    mut lease: Lease,
+    mut rx: mpsc::UnboundedReceiver<Batch>,
+    load: Arc<Load>,
+    max_members: usize,
+) {
     let server = &mut lease.conn;
     let mut c = Conn {
         queue: VecDeque::new(),
         out: BytesMut::new(),
         key: server.key.clone(),
         load,
+        open: 0,
+        max_members,
+        skipping: false,
     };
     let mut closed = false;
     let why = loop {
         if closed && c.queue.is_empty() {
             break "no more clients";
         }
+        c.close_group();
         duplex::write_now(&mut server.stream, &mut c.out);
         let ev = tokio::select! {
             b = rx.recv(), if !closed => match b {
@@ -211,51 +237,133 @@ impl Conn {
         } else {
             b.cancel.queued();
         }
-        self.out.extend_from_slice(&b.bytes);
+        if b.coalesce {
+            if self.open >= self.max_members {
+                self.close_group();
+            }
+            let body = b.bytes.len() - group::SYNC.len();
+            self.out.extend_from_slice(&b.bytes[..body]);
+            b.synced = false;
+            self.open += 1;
+        } else {
+            self.close_group();
+            self.out.extend_from_slice(&b.bytes);
+            b.synced = true;
+        }
         self.queue.push_back(b);
+    }
+
+    /// Ends the group being written: its last member's Sync goes out.
+    pub fn close_group(&mut self) {
+        if self.open == 0 {
+            return;
+        }
+        if self.open > 1 {
+            self.load.groups.fetch_add(1, Ordering::Relaxed);
+            self.load
+                .grouped
+                .fetch_add(self.open as u64, Ordering::Relaxed);
+        }
+        self.open = 0;
+        self.out.extend_from_slice(&group::SYNC);
+        if let Some(last) = self.queue.back_mut() {
+            last.synced = true;
+        }
     }
 
     /// Hands every complete message in `rbuf` to the batch it answers.
     pub fn route(&mut self, rbuf: &mut BytesMut) {
         loop {
-            let mut done = false;
-            let mut msgs = wire::frames(rbuf);
-            for (tag, _) in msgs.by_ref() {
-                if tag == b'Z' {
+            let (pos, end) = self.scan(rbuf);
+            if pos == 0 {
+                return;
+            }
+            if self.queue.is_empty() {
+                tracing::debug!(
+                    bytes = pos,
+                    "unsolicited messages on a multiplexed connection"
+                );
+                rbuf.advance(pos);
+                continue;
+            }
+            let mut reruns = Vec::new();
+            match end {
+                End::Open => {
+                    let chunk = rbuf.split_to(pos).freeze();
                     if let Some(head) = self.queue.front_mut() {
-                        head.left -= 1;
-                        if head.left == 0 {
-                            done = true;
+                        pass(head, chunk);
+                    }
+                    return;
+                }
+                End::Ready => {
+                    let chunk = rbuf.split_to(pos).freeze();
+                    reruns.extend(self.queue.pop_front().and_then(|b| self.answered(b, chunk)));
+                }
+                End::Member { failed } => {
+                    // Its ReadyForQuery is Orgwall's: the group's Sync is still to come.
+                    let mut answer = BytesMut::with_capacity(pos + 6);
+                    answer.extend_from_slice(&rbuf[..pos]);
+                    rbuf.advance(pos);
+                    wire::put_ready(&mut answer, b'I');
+                    let b = self.queue.pop_front();
+                    reruns.extend(b.and_then(|b| self.answered(b, answer.freeze())));
+                    self.skipping = failed;
+                }
+                End::Skipped => {
+                    // The group's ReadyForQuery: the members still queued never ran.
+                    rbuf.advance(pos);
+                    self.skipping = false;
+                    while let Some(mut b) = self.queue.pop_front() {
+                        b.held = None;
+                        let last = b.synced;
+                        reruns.push(b);
+                        if last {
                             break;
                         }
                     }
                 }
             }
-            let pos = msgs.consumed();
-            if pos == 0 {
-                return;
+            if !self.skipping {
+                match self.queue.front_mut() {
+                    Some(next) => start(&self.load, &self.key, next),
+                    None => self.load.head_since.store(0, Ordering::Relaxed),
+                }
             }
-            let chunk = rbuf.split_to(pos).freeze();
-            let Some(head) = self.queue.front_mut() else {
-                tracing::debug!(
-                    bytes = chunk.len(),
-                    "unsolicited messages on a multiplexed connection"
-                );
-                continue;
-            };
-            if !done {
-                pass(head, chunk);
-                return;
-            }
-            let rerun = self.queue.pop_front().and_then(|b| self.answered(b, chunk));
-            match self.queue.front_mut() {
-                Some(next) => start(&self.load, &self.key, next),
-                None => self.load.head_since.store(0, Ordering::Relaxed),
-            }
-            if let Some(b) = rerun {
+            for b in reruns {
                 self.submit(b);
             }
         }
+    }
+
+    /// Reads the complete messages in `rbuf` up to where the head batch's answer (or the
+    /// skipped rest of a failed group) ends: their length and what ends there.
+    fn scan(&mut self, rbuf: &[u8]) -> (usize, End) {
+        let mut msgs = wire::frames(rbuf);
+        let mut end = End::Open;
+        let skipping = self.skipping;
+        if let Some(head) = self.queue.front_mut() {
+            for (tag, _) in msgs.by_ref() {
+                if skipping || !head.synced {
+                    end = match (group::member(tag), skipping) {
+                        (Member::NotRun, _) => End::Skipped,
+                        (_, true) | (Member::Continues, _) => continue,
+                        (Member::Completed, false) => End::Member { failed: false },
+                        (Member::Failed, false) => End::Member { failed: true },
+                    };
+                    break;
+                }
+                if tag == b'Z' {
+                    head.left -= 1;
+                    if head.left == 0 {
+                        end = End::Ready;
+                        break;
+                    }
+                }
+            }
+        } else {
+            msgs.by_ref().for_each(drop);
+        }
+        (msgs.consumed(), end)
     }
 
     /// `last` completes `b`'s answer: passes it on, or returns `b` to be written again when a
@@ -283,6 +391,18 @@ impl Conn {
         self.load.inflight.fetch_sub(1, Ordering::Relaxed);
         None
     }
+}
+
+/// Where the messages read so far leave the batch at the head of the queue.
+enum End {
+    /// Its answer goes on.
+    Open,
+    /// Its last ReadyForQuery arrived.
+    Ready,
+    /// A group member's Execute completed or failed (the rest of its group is then skipped).
+    Member { failed: bool },
+    /// The ReadyForQuery ending a group whose remaining members PostgreSQL skipped.
+    Skipped,
 }
 
 /// `b` is now the batch PostgreSQL runs; its answer is held back if a cancel was sent to the
@@ -360,6 +480,9 @@ mod tests {
             out: BytesMut::new(),
             key,
             load: Arc::default(),
+            open: 0,
+            max_members: 4,
+            skipping: false,
         }
     }
 
@@ -377,8 +500,99 @@ mod tests {
         let handle = reg.register();
         let slot = handle.slot();
         let requests = slot.queued();
-        let batch = Batch::new(Bytes::copy_from_slice(bytes), rfqs, tx, slot, requests);
+        let batch = Batch::new(
+            Bytes::copy_from_slice(bytes),
+            rfqs,
+            tx,
+            slot,
+            requests,
+            false,
+        );
         (Client { rx, handle }, batch)
+    }
+
+    /// Submits one read-only statement (`name` then Sync) that may join a group.
+    fn member(c: &mut Conn, reg: &Arc<CancelRegistry>, name: &[u8]) -> Client {
+        let (client, mut batch) = share(reg, &[name, &group::SYNC[..]].concat(), 1);
+        batch.coalesce = true;
+        c.load.inflight.fetch_add(1, Ordering::Relaxed);
+        c.submit(batch);
+        client
+    }
+
+    #[tokio::test]
+    async fn a_group_runs_on_one_sync_and_each_member_gets_its_own_answer() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mut c = conn();
+        c.max_members = 3;
+        let mut m: Vec<Client> = [b"a", b"b", b"c", b"d"]
+            .iter()
+            .map(|n| member(&mut c, &reg, &n[..]))
+            .collect();
+        let mut e = submit(&mut c, &reg, b"e", 1);
+        c.close_group();
+        let sync = &group::SYNC[..];
+        let written = [&b"abc"[..], sync, b"d", sync, b"e"].concat();
+        assert_eq!(
+            &c.out[..],
+            &written[..],
+            "three members, then a group of one"
+        );
+        let (row, done, z) = (
+            msg(b'D', b"\0\x01"),
+            msg(b'C', b"SELECT 1\0"),
+            msg(b'Z', b"I"),
+        );
+        let answer = [row.clone(), done.clone()].concat();
+        let mut rbuf = BytesMut::new();
+        for _ in 0..2 {
+            rbuf.extend_from_slice(&answer);
+        }
+        rbuf.extend_from_slice(&[answer.clone(), z.clone()].concat());
+        for _ in 0..2 {
+            rbuf.extend_from_slice(&[answer.clone(), z.clone()].concat());
+        }
+        c.route(&mut rbuf);
+        let whole = [answer.clone(), z.clone()].concat();
+        for client in m.iter_mut() {
+            assert_eq!(
+                client.got(),
+                whole,
+                "a member's answer ends in ReadyForQuery"
+            );
+        }
+        assert_eq!(e.got(), whole);
+        assert!(c.queue.is_empty() && rbuf.is_empty());
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
+        assert_eq!(c.load.groups.load(Ordering::Relaxed), 1);
+        assert_eq!(c.load.grouped.load(Ordering::Relaxed), 3);
+    }
+
+    #[tokio::test]
+    async fn members_skipped_after_a_failed_one_run_again() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mut c = conn();
+        let mut a = member(&mut c, &reg, b"a");
+        let mut b = member(&mut c, &reg, b"b");
+        let mut d = member(&mut c, &reg, b"d");
+        c.close_group();
+        c.out.clear();
+        let failed = msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
+        let (done, z) = (msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I"));
+        // `a` completes, `b` fails, PostgreSQL skips `d` up to the group's Sync.
+        let mut rbuf = BytesMut::from(&[done.clone(), failed.clone(), z.clone()].concat()[..]);
+        c.route(&mut rbuf);
+        assert_eq!(a.got(), [done.clone(), z.clone()].concat());
+        assert_eq!(b.got(), [failed, z.clone()].concat(), "its error, as alone");
+        assert!(d.got().is_empty(), "never ran: not answered");
+        c.close_group();
+        assert_eq!(&c.out[..], &[&b"d"[..], &group::SYNC[..]].concat()[..]);
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 1);
+        rbuf.extend_from_slice(&[done.clone(), z.clone()].concat());
+        c.route(&mut rbuf);
+        assert_eq!(d.got(), [done, z].concat());
+        assert!(c.queue.is_empty());
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]

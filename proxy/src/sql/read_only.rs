@@ -1,0 +1,330 @@
+//! Which statements certainly only read: a query that writes nothing, locks no rows and calls
+//! no function that might act, so its result does not depend on whether its transaction
+//! commits (`upstream::mux` may run several clients' such statements in one transaction).
+//!
+//! A lexer check, conservative by design: anything it does not recognise makes the statement
+//! "not read-only", which only costs the optimisation. Function calls must be built-ins known
+//! to act on their arguments only (unqualified or `pg_catalog.`); a user function, however
+//! harmless, is not. Not seen: a view or operator whose definition calls a function that writes.
+
+use super::{skip_block_comment, skip_dollar, skip_quoted};
+
+/// First words of a statement that only reads.
+const QUERIES: [&str; 4] = ["SELECT", "VALUES", "TABLE", "WITH"];
+
+/// Words that make a query write or lock: data-modifying CTEs, `SELECT INTO`, `FOR UPDATE`,
+/// `FOR [KEY] SHARE`.
+const WRITES: [&str; 7] = [
+    "INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "SHARE", "COPY",
+];
+
+/// Keywords and type names that may stand before `(` without being a function call.
+const NOT_CALLS: [&str; 60] = [
+    "ALL",
+    "AND",
+    "ANY",
+    "ARRAY",
+    "AS",
+    "BETWEEN",
+    "BY",
+    "CASE",
+    "CAST",
+    "CHAR",
+    "CHARACTER",
+    "COALESCE",
+    "CUBE",
+    "DECIMAL",
+    "DISTINCT",
+    "ELSE",
+    "EXCEPT",
+    "EXISTS",
+    "EXTRACT",
+    "FILTER",
+    "FLOAT",
+    "FROM",
+    "GREATEST",
+    "GROUP",
+    "GROUPING",
+    "HAVING",
+    "ILIKE",
+    "IN",
+    "INTERSECT",
+    "INTERVAL",
+    "IS",
+    "JOIN",
+    "LATERAL",
+    "LEAST",
+    "LIKE",
+    "LIMIT",
+    "NOT",
+    "NULLIF",
+    "NUMERIC",
+    "OFFSET",
+    "ON",
+    "OR",
+    "ORDER",
+    "OVER",
+    "OVERLAY",
+    "PARTITION",
+    "POSITION",
+    "ROLLUP",
+    "ROW",
+    "SELECT",
+    "SETS",
+    "SOME",
+    "SUBSTRING",
+    "THEN",
+    "TRIM",
+    "UNION",
+    "VALUES",
+    "VARCHAR",
+    "WHEN",
+    "WHERE",
+];
+
+/// Built-in functions that compute from their arguments (and the clock) only.
+const PURE_CALLS: [&str; 78] = [
+    "ABS",
+    "AGE",
+    "ARRAY_AGG",
+    "ARRAY_LENGTH",
+    "ARRAY_POSITION",
+    "ARRAY_TO_STRING",
+    "AVG",
+    "BOOL_AND",
+    "BOOL_OR",
+    "BTRIM",
+    "CARDINALITY",
+    "CEIL",
+    "CEILING",
+    "CHAR_LENGTH",
+    "CHARACTER_LENGTH",
+    "CONCAT",
+    "CONCAT_WS",
+    "COUNT",
+    "CUME_DIST",
+    "DATE_PART",
+    "DATE_TRUNC",
+    "DENSE_RANK",
+    "EVERY",
+    "FIRST_VALUE",
+    "FLOOR",
+    "GENERATE_SERIES",
+    "INITCAP",
+    "JSON_AGG",
+    "JSON_BUILD_ARRAY",
+    "JSON_BUILD_OBJECT",
+    "JSON_EXTRACT_PATH_TEXT",
+    "JSON_OBJECT_AGG",
+    "JSONB_AGG",
+    "JSONB_ARRAY_LENGTH",
+    "JSONB_BUILD_ARRAY",
+    "JSONB_BUILD_OBJECT",
+    "JSONB_EXTRACT_PATH_TEXT",
+    "JSONB_OBJECT_AGG",
+    "JSONB_TYPEOF",
+    "LAG",
+    "LAST_VALUE",
+    "LEAD",
+    "LEFT",
+    "LENGTH",
+    "LOWER",
+    "LPAD",
+    "LTRIM",
+    "MAX",
+    "MD5",
+    "MIN",
+    "MOD",
+    "NOW",
+    "NTH_VALUE",
+    "NTILE",
+    "OCTET_LENGTH",
+    "PERCENT_RANK",
+    "POWER",
+    "RANK",
+    "REPLACE",
+    "REVERSE",
+    "RIGHT",
+    "ROUND",
+    "ROW_NUMBER",
+    "ROW_TO_JSON",
+    "RPAD",
+    "RTRIM",
+    "SIGN",
+    "SPLIT_PART",
+    "SQRT",
+    "STRING_AGG",
+    "STRPOS",
+    "SUBSTR",
+    "SUM",
+    "TO_CHAR",
+    "TO_JSON",
+    "TO_JSONB",
+    "TRUNC",
+    "UNNEST",
+];
+
+#[derive(Debug, PartialEq)]
+enum Token {
+    /// An unquoted word, upper-cased.
+    Word(String),
+    /// A quoted identifier.
+    Quoted,
+    Punct(u8),
+}
+
+/// Whether one statement (no `;`) certainly only reads; see the module comment.
+pub fn is_read_only(stmt: &str) -> bool {
+    let tokens = tokens(stmt);
+    let Some(Token::Word(first)) = tokens.first() else {
+        return false;
+    };
+    if !QUERIES.contains(&first.as_str()) {
+        return false;
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let called = matches!(tokens.get(i + 1), Some(Token::Punct(b'(')));
+        match t {
+            Token::Word(w) if WRITES.contains(&w.as_str()) => return false,
+            Token::Word(w) if called && !allowed_call(w, &tokens[..i]) => return false,
+            Token::Quoted if called => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// `name(` preceded by `before`: a keyword, or a pure built-in (qualified by `pg_catalog` if
+/// at all).
+fn allowed_call(name: &str, before: &[Token]) -> bool {
+    match before {
+        [.., Token::Word(schema), Token::Punct(b'.')] => {
+            schema == "PG_CATALOG" && PURE_CALLS.contains(&name)
+        }
+        [.., Token::Quoted, Token::Punct(b'.')] => false,
+        _ => NOT_CALLS.contains(&name) || PURE_CALLS.contains(&name),
+    }
+}
+
+/// The statement's words, quoted identifiers and punctuation; literals, parameters and
+/// comments dropped.
+fn tokens(stmt: &str) -> Vec<Token> {
+    let b = stmt.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        let c = b[i];
+        if c.is_ascii_whitespace() {
+            i += 1;
+        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            i = b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |p| i + p + 1);
+        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i = skip_block_comment(b, i);
+        } else if c == b'\'' {
+            i = skip_quoted(b, i, c);
+        } else if c == b'"' {
+            i = skip_quoted(b, i, c);
+            out.push(Token::Quoted);
+        } else if c == b'$' {
+            let end = skip_dollar(b, i);
+            // A parameter `$1`: skip its digits too.
+            i = if end == i + 1 {
+                end + b[end..].iter().take_while(|c| c.is_ascii_digit()).count()
+            } else {
+                end
+            };
+        } else if c.is_ascii_alphabetic() || c == b'_' || !c.is_ascii() {
+            let s = i;
+            while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'$'))
+                || (i < b.len() && !b[i].is_ascii())
+            {
+                i += 1;
+            }
+            // `E'…'`, `U&"…"`: the prefix is part of the literal or identifier.
+            out.push(Token::Word(stmt[s..i].to_ascii_uppercase()));
+        } else if c.is_ascii_digit() {
+            i += b[i..]
+                .iter()
+                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'.')
+                .count();
+        } else {
+            out.push(Token::Punct(c));
+            i += 1;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_queries_that_cannot_write_are_read_only() {
+        let cases: &[(&str, bool)] = &[
+            ("SELECT abalance FROM pgbench_accounts WHERE aid = $1", true),
+            (
+                "select * from items where id = ANY($1) and org_id = 'a'",
+                true,
+            ),
+            ("SELECT count(*), max(qty) FROM items GROUP BY sku", true),
+            ("SELECT pg_catalog.lower(name) FROM t", true),
+            (
+                "SELECT \"id\", \"name\" FROM \"public\".\"User\" WHERE \"id\" IN ($1, $2)",
+                true,
+            ),
+            ("SELECT a FROM t WHERE (a, b) = (1, 2) ORDER BY (a)", true),
+            (
+                "SELECT x::numeric(10,2), cast(y AS varchar(20)) FROM t",
+                true,
+            ),
+            (
+                "SELECT count(*) FILTER (WHERE a > 1) OVER (PARTITION BY b) FROM t",
+                true,
+            ),
+            ("SELECT 'insert into t values (nextval(1))' AS s", true),
+            (
+                "SELECT $$ delete $$, e'it''s \\' update' FROM t -- for update\n",
+                true,
+            ),
+            ("SELECT 1 /* into */", true),
+            ("WITH x AS (SELECT a FROM t) SELECT * FROM x", true),
+            ("VALUES (1, 'a')", true),
+            ("TABLE t", true),
+            ("SELECT now(), 1.5e3 FROM t", true),
+            ("SELECT a FROM t FOR UPDATE", false),
+            ("SELECT a FROM t FOR NO KEY UPDATE", false),
+            ("SELECT a FROM t FOR KEY SHARE", false),
+            ("SELECT a INTO newtable FROM t", false),
+            (
+                "WITH x AS (DELETE FROM t RETURNING a) SELECT * FROM x",
+                false,
+            ),
+            (
+                "WITH x AS (INSERT INTO t VALUES (1) RETURNING a) SELECT 1",
+                false,
+            ),
+            ("SELECT nextval('s')", false),
+            ("SELECT my_function(1)", false),
+            ("SELECT public.count(a) FROM t", false),
+            ("SELECT \"count\"(a) FROM t", false),
+            ("SELECT pg_advisory_xact_lock(1)", false),
+            ("SELECT set_config('a.b', 'c', true)", false),
+            ("SELECT pg_sleep(1)", false),
+            ("SELECT * FROM dblink('x', 'delete from t')", false),
+            ("UPDATE t SET a = 1", false),
+            ("INSERT INTO t VALUES (1)", false),
+            ("DELETE FROM t", false),
+            ("(SELECT 1)", false),
+            ("EXPLAIN SELECT 1", false),
+            ("SHOW search_path", false),
+            ("", false),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(is_read_only(sql), *want, "{sql:?}");
+        }
+    }
+}
