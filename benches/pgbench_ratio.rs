@@ -4,8 +4,9 @@
 //! Run: `cargo run --release -p orgwall-benches --bin pgbench_ratio -- [--clients 16]
 //! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]
 //! [--tenant] [--script select-only|balances] [--balances 100000] [--multiplex N]
-//! [--workers N] [--unix-upstream] [--plugins]`.
-//! `--multiplex` and `--workers` set the proxy's `[upstream] multiplex` and `workers`.
+//! [--workers N] [--group-reads N] [--unix-upstream] [--plugins]`.
+//! `--multiplex`, `--group-reads` and `--workers` set the proxy's `[upstream] multiplex`,
+//! `[upstream] group_reads` (default 4) and `workers`.
 //! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
 //! reported figure per mode is the median of the rounds. The proxy runs in this process on its
 //! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
@@ -51,6 +52,7 @@ struct Args {
     plugins: bool,
     unix_upstream: bool,
     multiplex: u32,
+    group_reads: u32,
     workers: Option<u32>,
     script: Script,
     balances: u64,
@@ -68,6 +70,7 @@ fn parse_args() -> anyhow::Result<Args> {
         plugins: false,
         unix_upstream: false,
         multiplex: 0,
+        group_reads: 4,
         workers: None,
         script: Script::SelectOnly,
         balances: 100_000,
@@ -90,6 +93,7 @@ fn parse_args() -> anyhow::Result<Args> {
         match flag.as_str() {
             "--clients" => a.clients = val.parse()?,
             "--multiplex" => a.multiplex = val.parse()?,
+            "--group-reads" => a.group_reads = val.parse()?,
             "--workers" => a.workers = Some(val.parse()?),
             "--seconds" => a.seconds = val.parse()?,
             "--modes" => a.modes = val.split(',').map(str::to_string).collect(),
@@ -207,8 +211,9 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     println!(
-        "{what}, {} clients, -j 2, {} s per run, pool {}, {} rounds (median), proxy login: {role}",
-        args.clients, args.seconds, args.pool, args.rounds
+        "{what}, {} clients, -j 2, {} s per run, pool {}, multiplex {}, group_reads {}, {} rounds \
+         (median), proxy login: {role}",
+        args.clients, args.seconds, args.pool, args.multiplex, args.group_reads, args.rounds
     );
     println!(
         "{:<10} {:>12} {:>12} {:>8} {:>14} {:>14}{}",
@@ -316,7 +321,7 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
     }
     let role = if args.tenant { "tenant" } else { "admin" };
     Ok(format!(
-        "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\nmultiplex = {}\n\
+        "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\nmultiplex = {}\ngroup_reads = {}\n\
          [[users]]\nname = \"bench\"\npassword = \"{PASSWORD}\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
         if args.unix_upstream {
             pg.socket_url("bench")
@@ -325,7 +330,8 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
             pg.url("bench")
         },
         args.pool,
-        args.multiplex
+        args.multiplex,
+        args.group_reads
     ))
 }
 

@@ -8,7 +8,9 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use orgwall_e2e::clients::{assert_pgbench_clean, describe, pgbench};
-use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
+use orgwall_e2e::{
+    bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, TestDb, TestProxy, ADMIN,
+};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::SimpleQueryMessage;
 
@@ -452,6 +454,43 @@ async fn grouped_reads_answer_each_client_and_survive_a_failing_member() {
             .get(0);
         assert_eq!(rows, 16 * 50);
         assert_eq!(pool_stat(&admin, "multiplexed_grouped").await, grouped);
+    })
+    .await;
+}
+
+/// Where transactions are REPEATABLE READ (here the database's default), grouped statements
+/// would share one snapshot: nothing is grouped, and every read still runs multiplexed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_grouped_only_under_read_committed() {
+    bounded(120, async {
+        let db = TestDb::create("mux_rr").await;
+        db.psql(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+            db.name
+        ))
+        .await;
+        let proxy = TestProxy::start(&db, opts(3, 1)).await;
+        let mut tasks = Vec::new();
+        for client in 0..16i32 {
+            let conn = proxy.conn_str(ADMIN);
+            tasks.push(tokio::spawn(async move {
+                let c = connect(&conn).await;
+                let read = c.prepare("SELECT $1::int + 1").await.expect("prepare");
+                for i in 0..50i32 {
+                    let row = c
+                        .query_one(&read, &[&(client * 100 + i)])
+                        .await
+                        .expect("read");
+                    assert_eq!(row.get::<_, i32>(0), client * 100 + i + 1);
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.expect("client task");
+        }
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        assert!(pool_stat(&admin, "multiplexed_batches").await >= 16 * 50 / 2);
+        assert_eq!(pool_stat(&admin, "multiplexed_grouped").await, 0);
     })
     .await;
 }
