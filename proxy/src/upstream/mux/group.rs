@@ -1,20 +1,21 @@
 //! Read-only statements of several clients run in one implicit transaction: the shape of a
 //! batch that may join such a group, and where one member's answer ends.
 //!
-//! PostgreSQL's cost for a short statement is mostly per Sync: starting and committing the
-//! implicit transaction and flushing the answer (one `send` each). When several clients' batches
-//! are waiting on a multiplexed connection, a batch that is one read-only statement ([`fits`],
-//! and the session vouched for the SQL, `sql::Summary::read_only`) is written without its Sync;
-//! the group's last member keeps it. PostgreSQL then runs the members one after another in one
-//! transaction and answers them in one flush.
+//! PostgreSQL flushes its output at every Sync: for a short lookup that `send` is about a third
+//! of the backend's CPU (perf, pgbench -S prepared). When several clients' batches reach a
+//! multiplexed connection together, a batch that is one read-only statement ([`fits`], and the
+//! session vouched for the SQL, `sql::Summary::read_only`) is written without its Sync; the
+//! group's last member (at most `[upstream] group_reads`) keeps it. PostgreSQL then runs the
+//! members one after another in one implicit transaction and answers them in one flush.
 //!
 //! Why this is invisible to the clients: under READ COMMITTED every statement takes its own
 //! snapshot, so a member sees exactly what it would alone; every member was received before
 //! the group was written, so none can miss a commit its client had already seen; and a read-only
 //! statement's result does not depend on whether its transaction later commits, so each member's
-//! answer is passed on as soon as its Execute completes, followed by a ReadyForQuery Orgwall
-//! makes. When a member fails, PostgreSQL skips the rest of the group up to the Sync: those
-//! members never ran and are written again, as their own group.
+//! answer is passed on as soon as it arrives, ended by a ReadyForQuery Orgwall makes. When a
+//! member fails, PostgreSQL skips the rest of the group up to the Sync: those members never ran
+//! and are written again. The cost: a member's answer leaves PostgreSQL with the group's, so it
+//! waits for the members after it.
 
 /// Sync, as the client sent it and as the group's last member keeps it.
 pub(super) const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
