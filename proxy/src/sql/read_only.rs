@@ -10,12 +10,12 @@
 use super::{skip_block_comment, skip_dollar, skip_quoted};
 
 /// First words of a statement that only reads.
-const QUERIES: [&str; 4] = ["SELECT", "VALUES", "TABLE", "WITH"];
+const QUERIES: [&str; 4] = ["SELECT", "TABLE", "VALUES", "WITH"];
 
 /// Words that make a query write or lock: data-modifying CTEs, `SELECT INTO`, `FOR UPDATE`,
-/// `FOR [KEY] SHARE`.
+/// `FOR [KEY] SHARE`. (Every list here is sorted: looked up by binary search.)
 const WRITES: [&str; 7] = [
-    "INSERT", "UPDATE", "DELETE", "MERGE", "INTO", "SHARE", "COPY",
+    "COPY", "DELETE", "INSERT", "INTO", "MERGE", "SHARE", "UPDATE",
 ];
 
 /// Keywords and type names that may stand before `(` without being a function call.
@@ -97,8 +97,8 @@ const PURE_CALLS: [&str; 78] = [
     "CARDINALITY",
     "CEIL",
     "CEILING",
-    "CHAR_LENGTH",
     "CHARACTER_LENGTH",
+    "CHAR_LENGTH",
     "CONCAT",
     "CONCAT_WS",
     "COUNT",
@@ -111,11 +111,6 @@ const PURE_CALLS: [&str; 78] = [
     "FLOOR",
     "GENERATE_SERIES",
     "INITCAP",
-    "JSON_AGG",
-    "JSON_BUILD_ARRAY",
-    "JSON_BUILD_OBJECT",
-    "JSON_EXTRACT_PATH_TEXT",
-    "JSON_OBJECT_AGG",
     "JSONB_AGG",
     "JSONB_ARRAY_LENGTH",
     "JSONB_BUILD_ARRAY",
@@ -123,6 +118,11 @@ const PURE_CALLS: [&str; 78] = [
     "JSONB_EXTRACT_PATH_TEXT",
     "JSONB_OBJECT_AGG",
     "JSONB_TYPEOF",
+    "JSON_AGG",
+    "JSON_BUILD_ARRAY",
+    "JSON_BUILD_OBJECT",
+    "JSON_EXTRACT_PATH_TEXT",
+    "JSON_OBJECT_AGG",
     "LAG",
     "LAST_VALUE",
     "LEAD",
@@ -164,10 +164,13 @@ const PURE_CALLS: [&str; 78] = [
     "UNNEST",
 ];
 
-#[derive(Debug, PartialEq)]
-enum Token {
-    /// An unquoted word, upper-cased.
-    Word(String),
+/// Longest word in any list: a longer word is in none.
+const MAX_WORD: usize = 24;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Token<'a> {
+    /// An unquoted word, as written.
+    Word(&'a str),
     /// A quoted identifier.
     Quoted,
     Punct(u8),
@@ -175,92 +178,133 @@ enum Token {
 
 /// Whether one statement (no `;`) certainly only reads; see the module comment.
 pub fn is_read_only(stmt: &str) -> bool {
-    let tokens = tokens(stmt);
-    let Some(Token::Word(first)) = tokens.first() else {
+    let mut tokens = Tokens {
+        b: stmt.as_bytes(),
+        s: stmt,
+        i: 0,
+    };
+    let Some(Token::Word(first)) = tokens.next() else {
         return false;
     };
-    if !QUERIES.contains(&first.as_str()) {
+    if !listed(&QUERIES, first) {
         return false;
     }
-    for (i, t) in tokens.iter().enumerate() {
-        let called = matches!(tokens.get(i + 1), Some(Token::Punct(b'(')));
-        match t {
-            Token::Word(w) if WRITES.contains(&w.as_str()) => return false,
-            Token::Word(w) if called && !allowed_call(w, &tokens[..i]) => return false,
+    // The two tokens before `prev`, `prev`, and the one after it.
+    let (mut back, mut prev, mut cur) = ([None, None], Token::Word(first), tokens.next());
+    loop {
+        let called = cur == Some(Token::Punct(b'('));
+        match prev {
+            Token::Word(w) if listed(&WRITES, w) => return false,
+            Token::Word(w) if called && !allowed_call(w, back) => return false,
             Token::Quoted if called => return false,
             _ => {}
         }
+        let Some(next) = cur else {
+            return true;
+        };
+        back = [back[1], Some(prev)];
+        (prev, cur) = (next, tokens.next());
     }
-    true
 }
 
-/// `name(` preceded by `before`: a keyword, or a pure built-in (qualified by `pg_catalog` if
-/// at all).
-fn allowed_call(name: &str, before: &[Token]) -> bool {
-    match before {
-        [.., Token::Word(schema), Token::Punct(b'.')] => {
-            schema == "PG_CATALOG" && PURE_CALLS.contains(&name)
+/// `name(` with the two tokens before it: a keyword, or a pure built-in (qualified by
+/// `pg_catalog` if at all).
+fn allowed_call(name: &str, back: [Option<Token<'_>>; 2]) -> bool {
+    match back {
+        [Some(Token::Word(schema)), Some(Token::Punct(b'.'))] => {
+            schema.eq_ignore_ascii_case("pg_catalog") && listed(&PURE_CALLS, name)
         }
-        [.., Token::Quoted, Token::Punct(b'.')] => false,
-        _ => NOT_CALLS.contains(&name) || PURE_CALLS.contains(&name),
+        [_, Some(Token::Punct(b'.'))] => false,
+        _ => listed(&NOT_CALLS, name) || listed(&PURE_CALLS, name),
     }
+}
+
+/// Whether `word` (any case) is in the sorted upper-case `list`.
+fn listed(list: &[&str], word: &str) -> bool {
+    if word.len() > MAX_WORD {
+        return false;
+    }
+    let mut buf = [0u8; MAX_WORD];
+    let upper = &mut buf[..word.len()];
+    upper.copy_from_slice(word.as_bytes());
+    upper.make_ascii_uppercase();
+    list.binary_search_by(|k| k.as_bytes().cmp(upper)).is_ok()
 }
 
 /// The statement's words, quoted identifiers and punctuation; literals, parameters and
-/// comments dropped.
-fn tokens(stmt: &str) -> Vec<Token> {
-    let b = stmt.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            i += 1;
-        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
-            i = b[i..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map_or(b.len(), |p| i + p + 1);
-        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i = skip_block_comment(b, i);
-        } else if c == b'\'' {
-            i = skip_quoted(b, i, c);
-        } else if c == b'"' {
-            i = skip_quoted(b, i, c);
-            out.push(Token::Quoted);
-        } else if c == b'$' {
-            let end = skip_dollar(b, i);
-            // A parameter `$1`: skip its digits too.
-            i = if end == i + 1 {
-                end + b[end..].iter().take_while(|c| c.is_ascii_digit()).count()
+/// comments skipped.
+struct Tokens<'a> {
+    b: &'a [u8],
+    s: &'a str,
+    i: usize,
+}
+
+impl<'a> Iterator for Tokens<'a> {
+    type Item = Token<'a>;
+
+    fn next(&mut self) -> Option<Token<'a>> {
+        let b = self.b;
+        while self.i < b.len() {
+            let (i, c) = (self.i, b[self.i]);
+            if c.is_ascii_whitespace() {
+                self.i += 1;
+            } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
+                self.i = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p + 1);
+            } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
+                self.i = skip_block_comment(b, i);
+            } else if c == b'\'' {
+                self.i = skip_quoted(b, i, c);
+            } else if c == b'"' {
+                self.i = skip_quoted(b, i, c);
+                return Some(Token::Quoted);
+            } else if c == b'$' {
+                let end = skip_dollar(b, i);
+                // A parameter `$1`: skip its digits too.
+                self.i = if end == i + 1 {
+                    end + b[end..].iter().take_while(|c| c.is_ascii_digit()).count()
+                } else {
+                    end
+                };
+            } else if c.is_ascii_alphabetic() || c == b'_' || !c.is_ascii() {
+                let len = b[i..]
+                    .iter()
+                    .take_while(|&&c| {
+                        c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || !c.is_ascii()
+                    })
+                    .count();
+                self.i += len;
+                // `E'…'`, `U&"…"`: the prefix is a word of its own, the rest a literal or name.
+                return Some(Token::Word(&self.s[i..i + len]));
+            } else if c.is_ascii_digit() {
+                self.i += b[i..]
+                    .iter()
+                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'.')
+                    .count();
             } else {
-                end
-            };
-        } else if c.is_ascii_alphabetic() || c == b'_' || !c.is_ascii() {
-            let s = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || matches!(b[i], b'_' | b'$'))
-                || (i < b.len() && !b[i].is_ascii())
-            {
-                i += 1;
+                self.i += 1;
+                return Some(Token::Punct(c));
             }
-            // `E'…'`, `U&"…"`: the prefix is part of the literal or identifier.
-            out.push(Token::Word(stmt[s..i].to_ascii_uppercase()));
-        } else if c.is_ascii_digit() {
-            i += b[i..]
-                .iter()
-                .take_while(|c| c.is_ascii_alphanumeric() || **c == b'.')
-                .count();
-        } else {
-            out.push(Token::Punct(c));
-            i += 1;
         }
+        None
     }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_word_lists_are_sorted_upper_case_and_short() {
+        for list in [&QUERIES[..], &WRITES, &NOT_CALLS, &PURE_CALLS] {
+            assert!(list.windows(2).all(|w| w[0] < w[1]), "{list:?}");
+            assert!(list
+                .iter()
+                .all(|w| w.len() <= MAX_WORD && *w == w.to_ascii_uppercase()));
+        }
+    }
 
     #[test]
     fn only_queries_that_cannot_write_are_read_only() {
