@@ -122,6 +122,7 @@ impl Session<'_> {
             p.type_oids,
             routed.effect,
             routed.tenant,
+            routed.sharing,
         ));
         if (local || !name.is_empty()) && self.server.is_none() {
             // (`local`: a statement the balance cache answers, see `local.rs`.)

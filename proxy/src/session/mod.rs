@@ -44,10 +44,8 @@ struct Statement {
     hash: u64,
     /// Name on every server connection (derived from the SQL, so clients share them).
     server_name: String,
-    /// May run on a multiplexed connection (`sql::Summary::batchable`).
-    batchable: bool,
-    /// Certainly only reads (`sql::Summary::read_only`).
-    read_only: bool,
+    /// How it may use a multiplexed connection.
+    sharing: shared::Sharing,
     /// The SQL names `inventory_ledger`: running it may write the ledger (read-your-writes).
     writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
@@ -87,7 +85,9 @@ pub(crate) struct Session<'a> {
     /// Balance-cache state (recognised statements, local portals, read-your-writes).
     local: local::Local,
     /// The messages being handled form a batch that may share a multiplexed connection.
-    shareable: Option<shared::Share>,
+    shareable: Option<shared::Sharing>,
+    /// The SQL texts of the batch being handled, classified once (see `shared`).
+    summaries: shared::Summaries,
 }
 
 enum Event {
@@ -126,6 +126,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         commands: commands::Commands::default(),
         local: local::Local::default(),
         shareable: None,
+        summaries: Vec::new(),
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
@@ -259,7 +260,10 @@ impl Session<'_> {
     /// Splits and handles every complete client message in the buffer.
     async fn process_client(&mut self) -> Result<(), &'static str> {
         let max = self.state.config.max_message_bytes;
-        self.shareable = self.batch_is_shareable();
+        let mut memo = std::mem::take(&mut self.summaries);
+        memo.clear();
+        self.shareable = self.batch_is_shareable(&mut memo);
+        self.summaries = memo;
         while !self.closing {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {

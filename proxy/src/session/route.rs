@@ -5,6 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use super::shared::Sharing;
 use super::{Session, Statement};
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
@@ -21,6 +22,8 @@ pub(super) struct Routed {
     /// A policy plugin rewrote (masked) the client's text, so `tenant`'s template is not the
     /// rewrite of the client's own SQL.
     pub masked: bool,
+    /// How it may use a multiplexed connection.
+    pub sharing: Sharing,
 }
 
 /// A statement rendered for one tenant.
@@ -47,13 +50,14 @@ impl Session<'_> {
         )?;
         let text = masked.as_deref().unwrap_or(text);
         if self.principal.role == Role::Admin {
-            let effect = self.pooling_effect(text)?;
+            let (effect, sharing) = self.pooling_effect(text)?;
             tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "admin statement");
             return Ok(Routed {
                 sql: masked.clone(),
                 effect,
                 tenant: None,
                 masked: masked.is_some(),
+                sharing,
             });
         }
         if tracing::enabled!(tracing::Level::DEBUG) {
@@ -66,7 +70,7 @@ impl Session<'_> {
             .map_err(|e| ClientError::from(&e))?;
         // Policy first: a tenant is told "not allowed" before "not poolable".
         let template = self.state.rewrites.get_or_rewrite(text, &catalog)?;
-        let effect = self.pooling_effect(text)?;
+        let (effect, sharing) = self.pooling_effect(text)?;
         let Some(org) = self.current_org() else {
             if touches_tenant_data(&template) {
                 return Err(ClientError::error(
@@ -79,6 +83,7 @@ impl Session<'_> {
                 effect,
                 tenant: None,
                 masked: masked.is_some(),
+                sharing,
             });
         };
         let sql = template.render_checked(&org)?;
@@ -91,12 +96,19 @@ impl Session<'_> {
                 client_text: (self.principal.role == Role::Switcher).then(|| Arc::from(text)),
             }),
             masked: masked.is_some(),
+            sharing,
         })
     }
 
-    /// Session-level effects the pooler must know about; refuses what cannot be pooled.
-    fn pooling_effect(&self, text: &str) -> Result<Option<SessionEffect>, ClientError> {
-        let summary = sql::summarize(text);
+    /// Session-level effects the pooler must know about, and how the statement may share a
+    /// connection; refuses what cannot be pooled.
+    fn pooling_effect(&self, text: &str) -> Result<(Option<SessionEffect>, Sharing), ClientError> {
+        let summary = self
+            .summaries
+            .iter()
+            .find(|(t, _)| t == text)
+            .map_or_else(|| sql::summarize(text), |(_, s)| s.clone());
+        let sharing = Sharing::of(&summary);
         let mut effect = None;
         for e in summary.effects {
             if self.mode == PoolMode::Transaction {
@@ -115,7 +127,7 @@ impl Session<'_> {
             }
             effect = Some(e);
         }
-        Ok(effect)
+        Ok((effect, sharing))
     }
 
     /// The org this session's statements run as now.
@@ -167,6 +179,7 @@ impl Session<'_> {
                     client_text: None,
                 }),
                 masked: true,
+                sharing: stmt.sharing,
             },
         };
         let sql = routed.sql.unwrap_or_else(|| stmt.sql.clone());
@@ -175,6 +188,7 @@ impl Session<'_> {
             stmt.types.clone(),
             routed.effect,
             routed.tenant,
+            routed.sharing,
         )))
     }
 
@@ -210,15 +224,14 @@ impl Statement {
         types: Vec<u32>,
         effect: Option<SessionEffect>,
         tenant: Option<Rendered>,
+        sharing: Sharing,
     ) -> Statement {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (&sql, &types).hash(&mut h);
         let hash = h.finish();
-        let summary = crate::sql::summarize(&sql);
         Statement {
             server_name: format!("orgwall_{hash:016x}"),
-            batchable: summary.batchable,
-            read_only: summary.read_only,
+            sharing,
             writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
             sql,
             types,

@@ -7,16 +7,31 @@ use super::Session;
 use crate::config::PoolMode;
 use crate::wire;
 
-/// A batch that may go to a multiplexed connection.
+/// How statements may use a multiplexed connection (from `sql::Summary`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Share {
-    /// Every statement only reads (`sql::Summary::read_only`): it may run in a group.
+pub(super) struct Sharing {
+    /// May share a connection (`sql::Summary::batchable`).
+    pub batchable: bool,
+    /// Certainly only reads (`sql::Summary::read_only`): may run in a group.
     pub read_only: bool,
 }
 
+impl Sharing {
+    pub(super) fn of(s: &crate::sql::Summary) -> Sharing {
+        Sharing {
+            batchable: s.batchable,
+            read_only: s.read_only,
+        }
+    }
+}
+
+/// The SQL texts of the client's waiting batch, classified once: `route_sql` finds them here.
+pub(super) type Summaries = Vec<(String, crate::sql::Summary)>;
+
 impl Session<'_> {
-    /// Whether every complete message in the client buffer may go to a multiplexed connection.
-    pub(super) fn batch_is_shareable(&self) -> Option<Share> {
+    /// Whether every complete message in the client buffer may go to a multiplexed connection;
+    /// records each SQL text it classifies in `memo`.
+    pub(super) fn batch_is_shareable(&self, memo: &mut Summaries) -> Option<Sharing> {
         if self.state.config.upstream.multiplex == 0
             || self.mode != PoolMode::Transaction
             || self.server.is_some()
@@ -34,60 +49,57 @@ impl Session<'_> {
         let mut msgs = wire::frames(&self.cbuf);
         for (tag, body) in msgs.by_ref() {
             last = tag;
-            let summary = match tag {
-                b'Q' => cstr(body).and_then(|(q, _)| summarize(q)),
+            let sharing = match tag {
+                b'Q' => cstr(body).and_then(|(q, _)| summarize(q, memo)),
                 b'P' => cstr(body).and_then(|(name, rest)| {
-                    let s = summarize(cstr(rest)?.0)?;
+                    let s = summarize(cstr(rest)?.0, memo)?;
                     parsed.push((name, s.read_only));
                     Some(s)
                 }),
                 b'B' => cstr(body)
                     .and_then(|(_portal, rest)| cstr(rest))
                     .and_then(|(stmt, _)| self.bound_statement(stmt, &parsed)),
-                b'D' | b'E' | b'C' | b'S' => Some(Summary {
+                b'D' | b'E' | b'C' | b'S' => Some(Sharing {
                     batchable: true,
                     read_only: true,
                 }),
                 _ => None,
             };
-            let summary = summary.filter(|s| s.batchable)?;
-            read_only &= summary.read_only;
+            let sharing = sharing.filter(|s| s.batchable)?;
+            read_only &= sharing.read_only;
         }
         if !msgs.at_end() {
             return None; // a message still arriving
         }
-        matches!(last, b'Q' | b'S').then_some(Share { read_only })
+        matches!(last, b'Q' | b'S').then_some(Sharing {
+            batchable: true,
+            read_only,
+        })
     }
 
     /// What a Bind in the batch runs: a statement parsed earlier in it (the last one of that
     /// name), or one the client prepared before.
-    fn bound_statement(&self, stmt: &[u8], parsed: &[(&[u8], bool)]) -> Option<Summary> {
+    fn bound_statement(&self, stmt: &[u8], parsed: &[(&[u8], bool)]) -> Option<Sharing> {
         if let Some(&(_, read_only)) = parsed.iter().rev().find(|(n, _)| *n == stmt) {
-            return Some(Summary {
+            return Some(Sharing {
                 batchable: true,
                 read_only,
             });
         }
-        let s = self.statements.get(std::str::from_utf8(stmt).ok()?)?;
-        Some(Summary {
-            batchable: s.batchable,
-            read_only: s.read_only,
-        })
+        Some(
+            self.statements
+                .get(std::str::from_utf8(stmt).ok()?)?
+                .sharing,
+        )
     }
 }
 
-/// The two facts about a statement that decide sharing.
-struct Summary {
-    batchable: bool,
-    read_only: bool,
-}
-
-fn summarize(sql: &[u8]) -> Option<Summary> {
-    let s = crate::sql::summarize(std::str::from_utf8(sql).ok()?);
-    Some(Summary {
-        batchable: s.batchable,
-        read_only: s.read_only,
-    })
+fn summarize(sql: &[u8], memo: &mut Summaries) -> Option<Sharing> {
+    let text = std::str::from_utf8(sql).ok()?;
+    let s = crate::sql::summarize(text);
+    let sharing = Sharing::of(&s);
+    memo.push((text.to_string(), s));
+    Some(sharing)
 }
 
 /// A NUL-terminated string at the start of `b`, and what follows it.
