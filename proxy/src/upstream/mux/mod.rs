@@ -33,7 +33,7 @@ use super::stream::ServerStream;
 use super::Pool;
 use crate::cancel::{clock_ms, CancelSlot};
 use crate::wire;
-use task::{Batch, Load};
+use task::{Batch, Counters, Load};
 
 /// A head batch running longer than this keeps new batches off its connection.
 const SLOW: Duration = Duration::from_millis(20);
@@ -47,11 +47,9 @@ pub struct Mux {
     conns: Mutex<Vec<Arc<MuxConn>>>,
     /// Serialises opening connections, so a burst of clients opens one, not `capacity`.
     opening: tokio::sync::Mutex<()>,
-    /// Batches run again after a cancel meant for another statement failed them.
-    reruns: Arc<AtomicU64>,
-    /// Groups of read-only statements run as one transaction, and their members.
-    groups: Arc<AtomicU64>,
-    grouped: Arc<AtomicU64>,
+    /// Reruns (a cancel meant for another statement failed a batch) and groups, for all of
+    /// its connections.
+    counters: Arc<Counters>,
 }
 
 /// One multiplexed PostgreSQL connection, as the sessions see it.
@@ -76,9 +74,7 @@ impl Mux {
             group_max,
             conns: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
-            reruns: Arc::default(),
-            groups: Arc::default(),
-            grouped: Arc::default(),
+            counters: Arc::default(),
         }
     }
 
@@ -167,9 +163,7 @@ impl Mux {
             );
         let (submit, rx) = mpsc::unbounded_channel();
         let load = Arc::new(Load {
-            reruns: self.reruns.clone(),
-            groups: self.groups.clone(),
-            grouped: self.grouped.clone(),
+            counters: self.counters.clone(),
             ..Load::default()
         });
         let conn = Arc::new(MuxConn {
@@ -196,14 +190,14 @@ impl Mux {
 
     /// Batches run again so far (see `task`).
     pub fn reruns(&self) -> u64 {
-        self.reruns.load(Ordering::Relaxed)
+        self.counters.reruns.load(Ordering::Relaxed)
     }
 
     /// Groups of read-only statements run as one transaction so far, and their members (see
     /// `group`).
     pub fn groups(&self) -> (u64, u64) {
         let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        (n(&self.groups), n(&self.grouped))
+        (n(&self.counters.groups), n(&self.counters.grouped))
     }
 
     /// Lets go of every connection; each closes once its last batch is answered.

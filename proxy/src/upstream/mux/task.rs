@@ -51,11 +51,18 @@ pub(super) struct Load {
     pub dead: AtomicBool,
     /// Cancels sent to this connection's backend.
     pub signals: Arc<Signals>,
-    /// Batches run again, counted for the whole pool.
-    pub reruns: Arc<AtomicU64>,
-    /// Groups of read-only statements run as one transaction, and their members (whole pool).
-    pub groups: Arc<AtomicU64>,
-    pub grouped: Arc<AtomicU64>,
+    /// Counted for the whole pool.
+    pub counters: Arc<Counters>,
+}
+
+/// What the connections of one pool count, for `SHOW orgwall_pool`.
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Batches run again.
+    pub reruns: AtomicU64,
+    /// Groups of read-only statements run as one transaction, and their members.
+    pub groups: AtomicU64,
+    pub grouped: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -259,8 +266,9 @@ impl Conn {
             return;
         }
         if self.open > 1 {
-            self.load.groups.fetch_add(1, Ordering::Relaxed);
-            self.load
+            let counters = &self.load.counters;
+            counters.groups.fetch_add(1, Ordering::Relaxed);
+            counters
                 .grouped
                 .fetch_add(self.open as u64, Ordering::Relaxed);
         }
@@ -381,7 +389,7 @@ impl Conn {
                     "a batch failed by a cancel meant for another statement runs again"
                 );
                 b.reruns += 1;
-                self.load.reruns.fetch_add(1, Ordering::Relaxed);
+                self.load.counters.reruns.fetch_add(1, Ordering::Relaxed);
                 return Some(b);
             }
             held.release(&b.reply);
@@ -564,8 +572,8 @@ mod tests {
         assert_eq!(e.got(), whole);
         assert!(c.queue.is_empty() && rbuf.is_empty());
         assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
-        assert_eq!(c.load.groups.load(Ordering::Relaxed), 1);
-        assert_eq!(c.load.grouped.load(Ordering::Relaxed), 3);
+        assert_eq!(c.load.counters.groups.load(Ordering::Relaxed), 1);
+        assert_eq!(c.load.counters.grouped.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]
