@@ -496,7 +496,23 @@ mod tests {
 
     /// Submits a batch of `bytes` answered by `rfqs` ReadyForQuery messages.
     fn submit(c: &mut Conn, reg: &Arc<CancelRegistry>, bytes: &[u8], rfqs: usize) -> Client {
-        let (client, batch) = share(reg, bytes, rfqs);
+        queue(c, reg, bytes, rfqs, false)
+    }
+
+    /// Submits one read-only statement (`name` then Sync) that may join a group.
+    fn member(c: &mut Conn, reg: &Arc<CancelRegistry>, name: &[u8]) -> Client {
+        queue(c, reg, &[name, &group::SYNC[..]].concat(), 1, true)
+    }
+
+    fn queue(
+        c: &mut Conn,
+        reg: &Arc<CancelRegistry>,
+        bytes: &[u8],
+        rfqs: usize,
+        coalesce: bool,
+    ) -> Client {
+        let (client, mut batch) = share(reg, bytes, rfqs);
+        batch.coalesce = coalesce;
         c.load.inflight.fetch_add(1, Ordering::Relaxed);
         c.submit(batch);
         client
@@ -517,15 +533,6 @@ mod tests {
             false,
         );
         (Client { rx, handle }, batch)
-    }
-
-    /// Submits one read-only statement (`name` then Sync) that may join a group.
-    fn member(c: &mut Conn, reg: &Arc<CancelRegistry>, name: &[u8]) -> Client {
-        let (client, mut batch) = share(reg, &[name, &group::SYNC[..]].concat(), 1);
-        batch.coalesce = true;
-        c.load.inflight.fetch_add(1, Ordering::Relaxed);
-        c.submit(batch);
-        client
     }
 
     #[tokio::test]
