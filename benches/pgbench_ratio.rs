@@ -4,9 +4,11 @@
 //! Run: `cargo run --release -p orgwall-benches --bin pgbench_ratio -- [--clients 16]
 //! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]
 //! [--tenant] [--script select-only|balances] [--balances 100000] [--multiplex N]
-//! [--workers N] [--group-reads N] [--unix-upstream] [--plugins]`.
+//! [--workers N] [--group-reads N] [--unix-upstream] [--unix] [--plugins]`.
 //! `--multiplex`, `--group-reads` and `--workers` set the proxy's `[upstream] multiplex`,
-//! `[upstream] group_reads` (default 4) and `workers`.
+//! `[upstream] group_reads` (default 4) and `workers`. `--unix-upstream`: the proxy reaches
+//! PostgreSQL over its Unix socket; `--unix`: that, and pgbench reaches both PostgreSQL and the
+//! proxy (`unix_socket_dir`) over Unix sockets too, so every hop of both sides is local IPC.
 //! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
 //! reported figure per mode is the median of the rounds. The proxy runs in this process on its
 //! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
@@ -51,6 +53,7 @@ struct Args {
     tenant: bool,
     plugins: bool,
     unix_upstream: bool,
+    unix: bool,
     multiplex: u32,
     group_reads: u32,
     workers: Option<u32>,
@@ -69,6 +72,7 @@ fn parse_args() -> anyhow::Result<Args> {
         tenant: false,
         plugins: false,
         unix_upstream: false,
+        unix: false,
         multiplex: 0,
         group_reads: 4,
         workers: None,
@@ -81,8 +85,9 @@ fn parse_args() -> anyhow::Result<Args> {
             a.tenant = true;
             continue;
         }
-        if flag == "--unix-upstream" {
+        if flag == "--unix-upstream" || flag == "--unix" {
             a.unix_upstream = true;
+            a.unix |= flag == "--unix";
             continue;
         }
         if flag == "--plugins" {
@@ -114,8 +119,10 @@ fn parse_args() -> anyhow::Result<Args> {
     Ok(a)
 }
 
-/// What a pgbench run needs besides host and mode.
+/// What a pgbench run needs besides the mode.
 struct Side {
+    /// `127.0.0.1`, or a Unix-socket directory with `--unix`.
+    host: String,
     port: u16,
     user: &'static str,
     /// `-S`, or `-f <file>`.
@@ -139,6 +146,19 @@ fn main() -> anyhow::Result<()> {
         Some(w) => format!("workers = {w}\n{toml}"),
         None => toml,
     };
+    let toml = if args.unix {
+        format!("unix_socket_dir = \"{}\"\n{toml}", cluster.dir.display())
+    } else {
+        toml
+    };
+    let (pg_host, proxy_host) = if args.unix {
+        (
+            pg.data_dir.display().to_string(),
+            cluster.dir.display().to_string(),
+        )
+    } else {
+        ("127.0.0.1".to_string(), "127.0.0.1".to_string())
+    };
     let proxy = InProcessProxy::start(&toml, &cluster.dir)?;
     let with_plugins = if args.plugins {
         let wasm = wasm::build_plugins();
@@ -158,11 +178,13 @@ fn main() -> anyhow::Result<()> {
         Ok(match args.script {
             Script::SelectOnly => (
                 Side {
+                    host: pg_host.clone(),
                     port: pg.port,
                     user: "postgres",
                     workload: vec!["-S".into()],
                 },
                 Side {
+                    host: proxy_host.clone(),
                     port: proxy.port,
                     user: "bench",
                     workload: vec!["-S".into()],
@@ -174,11 +196,13 @@ fn main() -> anyhow::Result<()> {
                 let proxied = balances_script(&cluster.dir, &data, mode, false)?;
                 (
                     Side {
+                        host: pg_host.clone(),
                         port: pg.port,
                         user: "postgres",
                         workload: vec!["-f".into(), direct],
                     },
                     Side {
+                        host: proxy_host.clone(),
                         port: proxy.port,
                         user: "bench",
                         workload: vec!["-f".into(), proxied],
@@ -212,8 +236,18 @@ fn main() -> anyhow::Result<()> {
     };
     println!(
         "{what}, {} clients, -j 2, {} s per run, pool {}, multiplex {}, group_reads {}, {} rounds \
-         (median), proxy login: {role}",
-        args.clients, args.seconds, args.pool, args.multiplex, args.group_reads, args.rounds
+         (median), proxy login: {role}, {}",
+        args.clients,
+        args.seconds,
+        args.pool,
+        args.multiplex,
+        args.group_reads,
+        args.rounds,
+        match (args.unix, args.unix_upstream) {
+            (true, _) => "Unix sockets everywhere",
+            (false, true) => "clients over TCP, proxy to PostgreSQL over a Unix socket",
+            (false, false) => "TCP everywhere",
+        }
     );
     println!(
         "{:<10} {:>12} {:>12} {:>8} {:>14} {:>14}{}",
@@ -232,7 +266,12 @@ fn main() -> anyhow::Result<()> {
     for mode in &args.modes {
         let (direct_side, proxied_side) = per_mode(mode)?;
         let run = |side: &Side| -> anyhow::Result<(f64, f64)> {
-            let mut a = host_args(side.port);
+            let mut a = vec![
+                "-h".into(),
+                side.host.clone(),
+                "-p".into(),
+                side.port.to_string(),
+            ];
             a.extend(["-U", side.user, "-n", "-j", "2", "-M", mode].map(String::from));
             a.extend(side.workload.iter().cloned());
             a.extend([
@@ -256,6 +295,7 @@ fn main() -> anyhow::Result<()> {
             }
         };
         let plugged_side = with_plugins.as_ref().map(|w| Side {
+            host: proxy_host.clone(),
             port: w.port,
             user: proxied_side.user,
             workload: proxied_side.workload.clone(),

@@ -1,9 +1,9 @@
 //! Connection establishment through the proxy: TLS with a certificate generated in the test
 //! (tokio-postgres + rustls, and psql with `sslmode=require`), refusal of plaintext when TLS is
 //! required, SSLRequest/GSSENCRequest declined when not offered, SCRAM-SHA-256 logins, and
-//! `28P01` for a wrong password or an unknown user.
+//! `28P01` for a wrong password or an unknown user; the Unix-domain socket listener.
 
-use orgwall_e2e::clients::{describe, expect_refused, psql, sqlstate, try_connect};
+use orgwall_e2e::clients::{describe, expect_refused, psql, psql_unix, sqlstate, try_connect};
 use orgwall_e2e::raw::RawConn;
 use orgwall_e2e::tls::TestCert;
 use orgwall_e2e::{bounded, connect, db_and_proxy, ProxyOptions, ADMIN, TENANT};
@@ -237,6 +237,79 @@ async fn unknown_user_is_rejected_with_28p01() {
         .await;
         let e = expect_refused(r, "the upstream superuser (not a proxy user)");
         assert_eq!(sqlstate(&e).as_deref(), Some("28P01"), "{}", describe(&e));
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unix_socket_clients_log_in_cancel_and_skip_required_tls() {
+    bounded(120, async {
+        let cert = TestCert::generate();
+        let opts = ProxyOptions {
+            unix_listener: true,
+            ..tls_options(&cert, true)
+        };
+        let (_db, proxy) = db_and_proxy("unix_listener", opts).await;
+        let socket = proxy.socket_path();
+        assert!(socket.exists(), "no socket at {}", socket.display());
+
+        // TLS is required on TCP, but a local socket needs none (as PostgreSQL's `local` lines).
+        expect_refused(
+            try_connect(&proxy.conn_str(ADMIN)).await,
+            "plaintext TCP with tls.require = true",
+        );
+        for login in [ADMIN, TENANT] {
+            let c = connect(&proxy.unix_conn_str(login)).await;
+            let v: String = c
+                .query_one("SELECT $1::text || ' via unix'", &[&login.name])
+                .await
+                .unwrap_or_else(|e| panic!("{}: {}", login.name, describe(&e)))
+                .get(0);
+            assert_eq!(v, format!("{} via unix", login.name));
+        }
+
+        // An SSLRequest on the socket is declined, as PostgreSQL does for local connections.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::UnixStream::connect(&socket).await.unwrap();
+        raw.write_all(&[0, 0, 0, 8, 4, 210, 22, 47]).await.unwrap();
+        assert_eq!(raw.read_u8().await.unwrap(), b'N');
+        drop(raw);
+
+        let out = psql_unix(
+            &proxy,
+            ADMIN,
+            &["-v", "ON_ERROR_STOP=1", "-A", "-t", "-f", "-"],
+            Some("\\conninfo\nSELECT 'unix-ok';\n"),
+        )
+        .await;
+        out.assert_success("psql over the Unix socket");
+        assert!(out.stdout.contains("unix-ok"), "{out:?}");
+        assert!(out.stdout.contains("via socket in"), "{out:?}");
+
+        // A cancel request arriving on the socket reaches the query's backend.
+        let c = connect(&proxy.unix_conn_str(ADMIN)).await;
+        let token = c.cancel_token();
+        let sleeper = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(10)").await });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let started = std::time::Instant::now();
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("cancel over the socket");
+        let err = sleeper
+            .await
+            .unwrap()
+            .expect_err("pg_sleep must be cancelled");
+        assert_eq!(
+            sqlstate(&err).as_deref(),
+            Some("57014"),
+            "{}",
+            describe(&err)
+        );
+        assert!(started.elapsed().as_secs() < 5);
+
+        proxy.shutdown().await.expect("clean shutdown");
+        assert!(!socket.exists(), "socket file left at {}", socket.display());
     })
     .await;
 }

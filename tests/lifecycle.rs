@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use orgwall_e2e::clients::{describe, expect_refused, sqlstate, try_connect};
+use orgwall_e2e::raw::RawConn;
 use orgwall_e2e::{
     bounded, connect, db_and_proxy, dedicated_postgres, ProxyOptions, TestDb, TestProxy, ADMIN,
 };
@@ -76,8 +77,16 @@ async fn shutdown_refuses_new_clients_and_lets_open_transactions_commit() {
         a.batch_execute("BEGIN; INSERT INTO d VALUES (1)")
             .await
             .expect("begin");
+        // A client that connected but has not logged in holds no transaction: the drain closes
+        // it at once instead of waiting out `shutdown_timeout_secs` (5 s here).
+        let mut silent = RawConn::connect(proxy.port).await;
 
         proxy.trigger_shutdown();
+        let ending = silent.wait_closed(3).await;
+        assert!(
+            ending.closed,
+            "a client still in its handshake kept the drain waiting"
+        );
         assert_new_clients_refused(&proxy).await;
 
         // The open transaction may finish.

@@ -73,6 +73,10 @@ impl InProcessProxy {
             .spawn(move || {
                 rt.block_on(async move {
                     let listener = tokio::net::TcpListener::from_std(listener)?;
+                    let listener = orgwall::listen::Listeners::bind(
+                        listener,
+                        config.unix_socket_dir.as_deref(),
+                    )?;
                     orgwall::server::run(listener, Arc::new(config), async move {
                         let _ = stop_rx.await;
                     })

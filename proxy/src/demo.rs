@@ -60,6 +60,7 @@ async fn serve(
     let addr = listener.local_addr()?;
     let config = demo_config(&pg.url(DEMO_DB), addr, work_dir)?;
     println!("{}", banner(addr, pg));
+    let listener = crate::listen::Listeners::bind(listener, None)?;
     crate::server::run(listener, Arc::new(config), shutdown)
         .await
         .context("proxy failed")

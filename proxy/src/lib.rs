@@ -2,7 +2,8 @@
 //!
 //! Module map, in the order a connection flows through them (DESIGN.md §2):
 //! - [`config`]: TOML + environment, validated at load.
-//! - [`server`]: the accept loop, connection limit and graceful drain.
+//! - [`listen`], [`server`]: the listening sockets (TCP, Unix), the accept loop, connection
+//!   limit and graceful drain.
 //! - [`frontend`]: one client's handshake — SSLRequest/TLS, startup, SCRAM, cancel requests.
 //! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
 //! - [`sql`]: pure functions over SQL text (no I/O); the seam where the rewriter plugs in.
@@ -23,6 +24,7 @@ pub mod demo;
 pub(crate) mod duplex;
 pub mod errors;
 pub mod frontend;
+pub mod listen;
 pub mod localpg;
 pub mod lru;
 pub mod migrate;

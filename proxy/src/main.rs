@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use orgwall::config::{Config, EnvOverrides};
+use orgwall::listen::Listeners;
 
 #[derive(Parser)]
 #[command(
@@ -96,6 +97,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let listener = Listeners::bind(listener, config.unix_socket_dir.as_deref())
+        .context("binding unix_socket_dir")?;
     orgwall::server::run(listener, Arc::new(config), shutdown_signal()).await?;
     Ok(())
 }

@@ -5,12 +5,10 @@
 //! `shutdown_timeout` to finish.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -19,7 +17,8 @@ use tracing::{field::Empty, Instrument};
 use crate::cancel::CancelRegistry;
 use crate::config::Config;
 use crate::errors::{code, ClientError};
-use crate::frontend::{self, tls_acceptor};
+use crate::frontend::{self, tls_acceptor, ClientStream};
+use crate::listen::{Listeners, Peer};
 use crate::policy::{self, PolicyEngine};
 use crate::scram::Verifier;
 use crate::session;
@@ -123,10 +122,10 @@ pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-/// Serves clients on `listener` until `shutdown` resolves, then drains (bounded by
-/// `config.shutdown_timeout`) and returns.
+/// Serves clients on `listener` (see [`Listeners::bind`]) until `shutdown` resolves, then drains
+/// (bounded by `config.shutdown_timeout`) and returns; the Unix socket file goes with it.
 pub async fn run(
-    listener: TcpListener,
+    listener: Listeners,
     config: Arc<Config>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
@@ -148,7 +147,7 @@ pub async fn run(
             state.shutdown.clone(),
         ));
     }
-    tracing::info!(listen = %listener.local_addr()?, "orgwall accepting connections");
+    tracing::info!(listen = %listener.describe(), "orgwall accepting connections");
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
@@ -212,10 +211,18 @@ pub async fn run(
     Ok(())
 }
 
-async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
+async fn serve_client(socket: ClientStream, peer: Peer, state: Arc<ProxyState>) {
     let span = tracing::info_span!("conn", %peer, user = Empty, org_id = Empty, role = Empty);
     async move {
-        match frontend::handshake(socket, &state).await {
+        // A client still logging in holds no transaction: the drain does not wait for it.
+        let handshake = tokio::select! {
+            h = frontend::handshake(socket, &state) => h,
+            () = state.shutdown.cancelled() => {
+                tracing::info!("handshake abandoned: shutting down");
+                return;
+            }
+        };
+        match handshake {
             Ok(Some(login)) => {
                 tracing::info!("login");
                 session::run(login, &state).await;
@@ -228,7 +235,7 @@ async fn serve_client(socket: TcpStream, peer: SocketAddr, state: Arc<ProxyState
     .await
 }
 
-async fn refuse_over_limit(mut socket: TcpStream) {
+async fn refuse_over_limit(mut socket: ClientStream) {
     let mut out = BytesMut::new();
     ClientError::fatal(
         code::TOO_MANY_CONNECTIONS,

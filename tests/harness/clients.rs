@@ -167,6 +167,32 @@ pub async fn psql(
         "host=127.0.0.1 port={} user={} dbname={} sslmode={sslmode}",
         proxy.port, login.name, proxy.dbname
     );
+    psql_conninfo(conninfo, login, extra, stdin).await
+}
+
+/// Like [`psql`], over the proxy's Unix-domain socket (`ProxyOptions::unix_listener`).
+pub async fn psql_unix(
+    proxy: &TestProxy,
+    login: Login,
+    extra: &[&str],
+    stdin: Option<&str>,
+) -> CliOutput {
+    let conninfo = format!(
+        "host={} port={} user={} dbname={}",
+        proxy.socket_dir().display(),
+        proxy.port,
+        login.name,
+        proxy.dbname
+    );
+    psql_conninfo(conninfo, login, extra, stdin).await
+}
+
+async fn psql_conninfo(
+    conninfo: String,
+    login: Login,
+    extra: &[&str],
+    stdin: Option<&str>,
+) -> CliOutput {
     let mut args = vec!["-X".to_string(), "-d".to_string(), conninfo];
     args.extend(extra.iter().map(|s| s.to_string()));
     run("psql", &args, login.password, stdin, 120).await

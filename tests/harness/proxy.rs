@@ -53,6 +53,8 @@ pub struct ProxyOptions {
     pub unix_upstream: bool,
     /// `[upstream] multiplex` (0 = off).
     pub multiplex: usize,
+    /// Also listen on a Unix-domain socket in the proxy's folder (`unix_socket_dir`).
+    pub unix_listener: bool,
 }
 
 impl Default for ProxyOptions {
@@ -67,6 +69,7 @@ impl Default for ProxyOptions {
             checkout_timeout_secs: 20,
             unix_upstream: false,
             multiplex: 0,
+            unix_listener: false,
         }
     }
 }
@@ -124,6 +127,8 @@ impl TestProxy {
             .await
             .expect("bind proxy listener");
         let port = listener.local_addr().expect("listener address").port();
+        let listener = orgwall::listen::Listeners::bind(listener, cfg.unix_socket_dir.as_deref())
+            .expect("bind the proxy's Unix socket");
         let (tx, rx) = oneshot::channel::<()>();
         let shutdown = async move {
             let _ = rx.await;
@@ -183,6 +188,27 @@ impl TestProxy {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
+
+    /// With `unix_listener`: the folder of the proxy's socket (libpq's `host`) and the socket.
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn socket_path(&self) -> PathBuf {
+        self.dir.join(format!(".s.PGSQL.{}", self.port))
+    }
+
+    /// A connection string for `login` over the proxy's Unix-domain socket.
+    pub fn unix_conn_str(&self, login: Login) -> String {
+        format!(
+            "host={} port={} user={} password={} dbname={} connect_timeout=10",
+            self.dir.display(),
+            self.port,
+            login.name,
+            login.password,
+            self.dbname
+        )
+    }
 }
 
 impl Drop for TestProxy {
@@ -200,6 +226,9 @@ impl Drop for TestProxy {
 fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
     // `listen` is required by the format but unused: the test binds the listener itself.
     let mut t = String::from("listen = \"127.0.0.1:0\"\nshutdown_timeout_secs = 5\n");
+    if opts.unix_listener {
+        t += &format!("unix_socket_dir = \"{}\"\n", dir.display());
+    }
     if let Some(max) = opts.max_message_bytes {
         t += &format!("max_message_bytes = {max}\n");
     }

@@ -93,6 +93,7 @@ impl Role {
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<String>,
+    unix_socket_dir: Option<PathBuf>,
     workers: Option<usize>,
     max_client_connections: Option<usize>,
     idle_client_timeout_secs: Option<u64>,
@@ -150,6 +151,8 @@ pub struct User {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Also listen on `<dir>/.s.PGSQL.<port>` (`unix_socket_dir`), as PostgreSQL does.
+    pub unix_socket_dir: Option<PathBuf>,
     /// Threads of the async runtime (`workers`; see [`default_workers`]).
     pub workers: usize,
     pub max_client_connections: usize,
@@ -203,6 +206,17 @@ impl Config {
         let listen = listen_s
             .parse()
             .map_err(|e| invalid("listen", format!("`{listen_s}` is not host:port ({e})")))?;
+        let unix_socket_dir = raw.unix_socket_dir.map(|d| base.join(d));
+        if let Some(d) = &unix_socket_dir {
+            // sockaddr_un holds 107 bytes of path; the longest name is `.s.PGSQL.65535`.
+            let longest = crate::listen::socket_file(d, u16::MAX);
+            if longest.as_os_str().len() > 107 {
+                return Err(invalid(
+                    "unix_socket_dir",
+                    format!("`{}` is too long for a socket path", d.display()),
+                ));
+            }
+        }
         let workers = match raw.workers {
             None => default_workers(),
             Some(n @ 1..=256) => n,
@@ -275,6 +289,7 @@ impl Config {
         let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
         Ok(Config {
             listen,
+            unix_socket_dir,
             workers,
             max_client_connections: raw.max_client_connections.unwrap_or(1000),
             idle_client_timeout: match raw.idle_client_timeout_secs.unwrap_or(0) {
@@ -343,6 +358,17 @@ org_id = "org_a"
         )
         .unwrap();
         assert_eq!(c.workers, 3);
+        assert_eq!(c.unix_socket_dir, None);
+        let c = Config::from_toml(
+            &MIN.replace("listen =", "unix_socket_dir = \"run\"\nlisten ="),
+            Path::new("/etc/orgwall"),
+            &EnvOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            c.unix_socket_dir.as_deref(),
+            Some(Path::new("/etc/orgwall/run"))
+        );
     }
 
     #[test]
@@ -400,6 +426,13 @@ org_id = "org_a"
             ),
             (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
             (MIN.replace("listen =", "workers = 0\nlisten ="), "workers"),
+            (
+                MIN.replace(
+                    "listen =",
+                    &format!("unix_socket_dir = \"/{}\"\nlisten =", "d".repeat(100)),
+                ),
+                "unix_socket_dir",
+            ),
             (format!("{MIN}\n[tenancy]\ncolumns = \"x\""), "columns"),
             (
                 format!("{MIN}\n[jwt]\nrs256_public_key = \"/nonexistent.pem\""),

@@ -14,7 +14,6 @@ use pgwire::messages::startup::{
 };
 use pgwire::messages::{DecodeContext, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 pub use stream::{tls_acceptor, ClientStream};
 
@@ -100,11 +99,9 @@ fn clone_wire(e: &WireError) -> WireError {
 
 /// Runs the handshake. `Ok(None)` means the connection carried a cancel request or closed.
 pub async fn handshake(
-    socket: TcpStream,
+    mut stream: ClientStream,
     state: &ProxyState,
 ) -> Result<Option<Login>, FrontendError> {
-    let _ = socket.set_nodelay(true);
-    let mut stream = ClientStream::Plain(socket);
     let mut buf = BytesMut::with_capacity(1024);
     let result = tokio::time::timeout(STARTUP_TIMEOUT, negotiate(&mut stream, &mut buf, state))
         .await
@@ -183,7 +180,8 @@ async fn negotiate(
                     // Bytes after SSLRequest would be read in plaintext: refuse (CVE-2021-23214).
                     return Err(WireError::Malformed("SSLRequest followed by data").into());
                 }
-                let Some(acceptor) = state.tls.as_ref().filter(|_| !stream.is_tls()) else {
+                let upgradable = matches!(stream, ClientStream::Plain(_));
+                let Some(acceptor) = state.tls.as_ref().filter(|_| upgradable) else {
                     stream.write_all(b"N").await?;
                     continue;
                 };
@@ -234,7 +232,7 @@ async fn startup(
         wire::put(&mut out, &NegotiateProtocolVersion::new(0, pq_options));
         stream.write_all(&out).await?;
     }
-    if cfg.tls.as_ref().is_some_and(|t| t.require) && !stream.is_tls() {
+    if cfg.tls.as_ref().is_some_and(|t| t.require) && !stream.is_tls() && !stream.is_local() {
         return Err(refuse(
             code::INVALID_AUTHORIZATION,
             "SSL connection is required (use sslmode=require)".into(),

@@ -1,17 +1,20 @@
-//! The client's byte stream: plain TCP or TLS, behind one type.
+//! The client's byte stream: plain TCP, TLS, or a Unix-domain socket, behind one type.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio_rustls::server::TlsStream;
 
 /// A client connection, before or after the TLS upgrade.
 pub enum ClientStream {
     Plain(TcpStream),
     Tls(Box<TlsStream<TcpStream>>),
+    /// A local client on `unix_socket_dir`: never upgraded (libpq does not ask for TLS there,
+    /// and the bytes never leave the host).
+    Unix(UnixStream),
     /// Only while the plain stream is being upgraded; reads see EOF, writes fail.
     Upgrading,
 }
@@ -19,6 +22,12 @@ pub enum ClientStream {
 impl ClientStream {
     pub fn is_tls(&self) -> bool {
         matches!(self, ClientStream::Tls(_))
+    }
+
+    /// Whether the bytes stay on this host (a Unix-domain socket), where `tls.require` does
+    /// not apply, as PostgreSQL's `hostssl` rules do not apply to `local` connections.
+    pub fn is_local(&self) -> bool {
+        matches!(self, ClientStream::Unix(_))
     }
 }
 
@@ -31,6 +40,7 @@ impl AsyncRead for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             ClientStream::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -45,6 +55,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             ClientStream::Upgrading => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
     }
@@ -53,6 +64,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Tls(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_flush(cx),
             ClientStream::Upgrading => Poll::Ready(Ok(())),
         }
     }
@@ -61,6 +73,7 @@ impl AsyncWrite for ClientStream {
         match self.get_mut() {
             ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Unix(s) => Pin::new(s).poll_shutdown(cx),
             ClientStream::Upgrading => Poll::Ready(Ok(())),
         }
     }
