@@ -7,10 +7,13 @@
 //! for policy plugins, in [`analyze`]; literal-blind statement keys in [`shape_key`].
 
 pub mod analyze;
+pub mod lex;
 pub mod read_only;
 pub mod rewrite;
 pub mod shape_key;
 pub use shape_key::shape_key;
+
+use lex::{skip_block_comment, skip_dollar, skip_line_comment, skip_quoted, Token};
 
 /// `v` as an SQL string literal: `'…'` with quotes doubled; `E'…'` when a backslash is present
 /// so the result reads the same whatever `standard_conforming_strings` says. A NUL (impossible
@@ -65,12 +68,7 @@ pub fn split_statements(sql: &str) -> Vec<&str> {
     while i < b.len() {
         match b[i] {
             b'\'' | b'"' => i = skip_quoted(b, i, b[i]),
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                i = b[i..]
-                    .iter()
-                    .position(|&c| c == b'\n')
-                    .map_or(b.len(), |p| i + p + 1)
-            }
+            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_line_comment(b, i),
             b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
             b'$' => i = skip_dollar(b, i),
             b';' => {
@@ -89,66 +87,6 @@ fn push_stmt<'a>(out: &mut Vec<&'a str>, s: &'a str) {
     if !words(s, 1).is_empty() {
         out.push(s.trim());
     }
-}
-
-pub(crate) fn skip_quoted(b: &[u8], i: usize, q: u8) -> usize {
-    // Backslash escapes only in E'' strings; a doubled quote is an escaped quote either way.
-    let escapes = q == b'\'' && i > 0 && matches!(b[i - 1], b'e' | b'E');
-    let mut j = i + 1;
-    while j < b.len() {
-        if escapes && b[j] == b'\\' {
-            j += 2;
-            continue;
-        }
-        if b[j] == q {
-            if b.get(j + 1) == Some(&q) {
-                j += 2;
-                continue;
-            }
-            return j + 1;
-        }
-        j += 1;
-    }
-    b.len()
-}
-
-pub(crate) fn skip_block_comment(b: &[u8], i: usize) -> usize {
-    let (mut depth, mut j) = (0usize, i);
-    while j + 1 < b.len() {
-        if b[j] == b'/' && b[j + 1] == b'*' {
-            depth += 1;
-            j += 2;
-        } else if b[j] == b'*' && b[j + 1] == b'/' {
-            depth -= 1;
-            j += 2;
-            if depth == 0 {
-                return j;
-            }
-        } else {
-            j += 1;
-        }
-    }
-    b.len()
-}
-
-pub(crate) fn skip_dollar(b: &[u8], i: usize) -> usize {
-    // `$tag$` opens a dollar quote only if the tag is an identifier (or empty); `$1` is a parameter.
-    let tag_end = b[i + 1..]
-        .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
-        .map(|p| i + 1 + p);
-    let Some(end) = tag_end.filter(|&e| b[e] == b'$') else {
-        return i + 1;
-    };
-    if b.get(i + 1).is_some_and(|c| c.is_ascii_digit()) {
-        return i + 1;
-    }
-    let tag = &b[i..=end];
-    let body = end + 1;
-    b[body..]
-        .windows(tag.len())
-        .position(|w| w == tag)
-        .map_or(b.len(), |p| body + p + tag.len())
 }
 
 /// A fingerprint of a statement's shape: literals and numbers do not change it, so logs can
@@ -189,35 +127,20 @@ pub fn fingerprint(sql: &str) -> u64 {
     h.finish()
 }
 
-/// The first `n` words of a statement, upper-cased, skipping comments.
+/// The first `n` tokens of a statement, words upper-cased, other tokens as their first
+/// character (a literal is `'`, a quoted name `"`, a number `0`, a parameter `$`).
 fn words(stmt: &str, n: usize) -> Vec<String> {
-    let b = stmt.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < b.len() && out.len() < n {
-        let c = b[i];
-        if c.is_ascii_whitespace() {
-            i += 1;
-        } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
-            i = b[i..]
-                .iter()
-                .position(|&c| c == b'\n')
-                .map_or(b.len(), |p| i + p + 1);
-        } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-            i = skip_block_comment(b, i);
-        } else if c.is_ascii_alphabetic() || c == b'_' {
-            let s = i;
-            while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'_') {
-                i += 1;
-            }
-            out.push(stmt[s..i].to_ascii_uppercase());
-        } else {
-            // Punctuation or a quoted identifier: count it as a word boundary token.
-            out.push(String::from_utf8_lossy(&b[i..=i]).into_owned());
-            i += 1;
-        }
-    }
-    out
+    lex::tokens(stmt)
+        .take(n)
+        .map(|t| match t {
+            Token::Word(w) => w.to_ascii_uppercase(),
+            Token::Quoted => "\"".into(),
+            Token::Literal => "'".into(),
+            Token::Number => "0".into(),
+            Token::Param => "$".into(),
+            Token::Punct(c) => char::from(c).to_string(),
+        })
+        .collect()
 }
 
 const SESSION_ADVISORY: [&str; 4] = [

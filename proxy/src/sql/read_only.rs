@@ -7,7 +7,7 @@
 //! to act on their arguments only (unqualified or `pg_catalog.`); a user function, however
 //! harmless, is not. Not seen: a view or operator whose definition calls a function that writes.
 
-use super::{skip_block_comment, skip_dollar, skip_quoted};
+use super::lex::{self, Token};
 
 /// First words of a statement that only reads.
 const QUERIES: [&str; 4] = ["SELECT", "TABLE", "VALUES", "WITH"];
@@ -167,22 +167,11 @@ const PURE_CALLS: [&str; 78] = [
 /// Longest word in any list: a longer word is in none.
 const MAX_WORD: usize = 24;
 
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Token<'a> {
-    /// An unquoted word, as written.
-    Word(&'a str),
-    /// A quoted identifier.
-    Quoted,
-    Punct(u8),
-}
-
 /// Whether one statement (no `;`) certainly only reads; see the module comment.
 pub fn is_read_only(stmt: &str) -> bool {
-    let mut tokens = Tokens {
-        b: stmt.as_bytes(),
-        s: stmt,
-        i: 0,
-    };
+    // Literals, numbers and parameters cannot make a statement write: not even looked at.
+    let mut tokens =
+        lex::tokens(stmt).filter(|t| !matches!(t, Token::Literal | Token::Number | Token::Param));
     let Some(Token::Word(first)) = tokens.next() else {
         return false;
     };
@@ -229,67 +218,6 @@ fn listed(list: &[&str], word: &str) -> bool {
     upper.copy_from_slice(word.as_bytes());
     upper.make_ascii_uppercase();
     list.binary_search_by(|k| k.as_bytes().cmp(upper)).is_ok()
-}
-
-/// The statement's words, quoted identifiers and punctuation; literals, parameters and
-/// comments skipped.
-struct Tokens<'a> {
-    b: &'a [u8],
-    s: &'a str,
-    i: usize,
-}
-
-impl<'a> Iterator for Tokens<'a> {
-    type Item = Token<'a>;
-
-    fn next(&mut self) -> Option<Token<'a>> {
-        let b = self.b;
-        while self.i < b.len() {
-            let (i, c) = (self.i, b[self.i]);
-            if c.is_ascii_whitespace() {
-                self.i += 1;
-            } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
-                self.i = b[i..]
-                    .iter()
-                    .position(|&c| c == b'\n')
-                    .map_or(b.len(), |p| i + p + 1);
-            } else if c == b'/' && b.get(i + 1) == Some(&b'*') {
-                self.i = skip_block_comment(b, i);
-            } else if c == b'\'' {
-                self.i = skip_quoted(b, i, c);
-            } else if c == b'"' {
-                self.i = skip_quoted(b, i, c);
-                return Some(Token::Quoted);
-            } else if c == b'$' {
-                let end = skip_dollar(b, i);
-                // A parameter `$1`: skip its digits too.
-                self.i = if end == i + 1 {
-                    end + b[end..].iter().take_while(|c| c.is_ascii_digit()).count()
-                } else {
-                    end
-                };
-            } else if c.is_ascii_alphabetic() || c == b'_' || !c.is_ascii() {
-                let len = b[i..]
-                    .iter()
-                    .take_while(|&&c| {
-                        c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || !c.is_ascii()
-                    })
-                    .count();
-                self.i += len;
-                // `E'…'`, `U&"…"`: the prefix is a word of its own, the rest a literal or name.
-                return Some(Token::Word(&self.s[i..i + len]));
-            } else if c.is_ascii_digit() {
-                self.i += b[i..]
-                    .iter()
-                    .take_while(|c| c.is_ascii_alphanumeric() || **c == b'.')
-                    .count();
-            } else {
-                self.i += 1;
-                return Some(Token::Punct(c));
-            }
-        }
-        None
-    }
 }
 
 #[cfg(test)]
