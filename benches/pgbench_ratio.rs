@@ -4,11 +4,12 @@
 //! Run: `cargo run --release -p orgwall-benches --bin pgbench_ratio -- [--clients 16]
 //! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]
 //! [--tenant] [--script select-only|balances] [--balances 100000] [--multiplex N]
-//! [--workers N] [--group-reads N] [--unix-upstream] [--unix] [--plugins]`.
-//! `--multiplex`, `--group-reads` and `--workers` set the proxy's `[upstream] multiplex`,
-//! `[upstream] group_reads` (default 4) and `workers`. `--unix-upstream`: the proxy reaches
-//! PostgreSQL over its Unix socket; `--unix`: that, and pgbench reaches both PostgreSQL and the
-//! proxy (`unix_socket_dir`) over Unix sockets too, so every hop of both sides is local IPC.
+//! [--workers N] [--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins]`.
+//! `--multiplex`, `--group-reads`, `--prepare-unnamed` and `--workers` set the proxy's
+//! `[upstream] multiplex`, `group_reads` (default 4), `prepare_unnamed` (default 0) and
+//! `workers`. `--unix-upstream`: the proxy reaches PostgreSQL over its Unix socket; `--unix`:
+//! that, and pgbench reaches both PostgreSQL and the proxy (`unix_socket_dir`) over Unix
+//! sockets too, so every hop of both sides is local IPC.
 //! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
 //! reported figure per mode is the median of the rounds. The proxy runs in this process on its
 //! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
@@ -56,6 +57,7 @@ struct Args {
     unix: bool,
     multiplex: u32,
     group_reads: u32,
+    prepare_unnamed: u32,
     workers: Option<u32>,
     script: Script,
     balances: u64,
@@ -75,6 +77,7 @@ fn parse_args() -> anyhow::Result<Args> {
         unix: false,
         multiplex: 0,
         group_reads: 4,
+        prepare_unnamed: 0,
         workers: None,
         script: Script::SelectOnly,
         balances: 100_000,
@@ -99,6 +102,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--clients" => a.clients = val.parse()?,
             "--multiplex" => a.multiplex = val.parse()?,
             "--group-reads" => a.group_reads = val.parse()?,
+            "--prepare-unnamed" => a.prepare_unnamed = val.parse()?,
             "--workers" => a.workers = Some(val.parse()?),
             "--seconds" => a.seconds = val.parse()?,
             "--modes" => a.modes = val.split(',').map(str::to_string).collect(),
@@ -235,13 +239,14 @@ fn main() -> anyhow::Result<()> {
         ),
     };
     println!(
-        "{what}, {} clients, -j 2, {} s per run, pool {}, multiplex {}, group_reads {}, {} rounds \
-         (median), proxy login: {role}, {}",
+        "{what}, {} clients, -j 2, {} s per run, pool {}, multiplex {}, group_reads {}, \
+         prepare_unnamed {}, {} rounds (median), proxy login: {role}, {}",
         args.clients,
         args.seconds,
         args.pool,
         args.multiplex,
         args.group_reads,
+        args.prepare_unnamed,
         args.rounds,
         match (args.unix, args.unix_upstream) {
             (true, _) => "Unix sockets everywhere",
@@ -361,7 +366,7 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
     }
     let role = if args.tenant { "tenant" } else { "admin" };
     Ok(format!(
-        "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\nmultiplex = {}\ngroup_reads = {}\n\
+        "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\nmultiplex = {}\ngroup_reads = {}\nprepare_unnamed = {}\n\
          [[users]]\nname = \"bench\"\npassword = \"{PASSWORD}\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
         if args.unix_upstream {
             pg.socket_url("bench")
@@ -371,7 +376,8 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
         },
         args.pool,
         args.multiplex,
-        args.group_reads
+        args.group_reads,
+        args.prepare_unnamed
     ))
 }
 

@@ -55,6 +55,8 @@ pub struct ProxyOptions {
     pub multiplex: usize,
     /// Also listen on a Unix-domain socket in the proxy's folder (`unix_socket_dir`).
     pub unix_listener: bool,
+    /// `[upstream] prepare_unnamed` (0 = off).
+    pub prepare_unnamed: usize,
 }
 
 impl Default for ProxyOptions {
@@ -70,6 +72,7 @@ impl Default for ProxyOptions {
             unix_upstream: false,
             multiplex: 0,
             unix_listener: false,
+            prepare_unnamed: 0,
         }
     }
 }
@@ -245,11 +248,13 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
          pool_mode = \"{}\"\n\
          connect_timeout_secs = 10\n\
          checkout_timeout_secs = {}\n\
-         multiplex = {}\n",
+         multiplex = {}\n\
+         prepare_unnamed = {}\n",
         opts.pool_size,
         opts.pool_mode,
         opts.checkout_timeout_secs,
-        multiplex(opts)
+        multiplex(opts),
+        prepare_unnamed(opts)
     );
     if let Some((cert, require)) = &opts.tls {
         cert.write_to(dir);
@@ -266,6 +271,16 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
         );
     }
     t
+}
+
+/// `opts.prepare_unnamed`, or N under `ORGWALL_E2E_PREPARE_UNNAMED=N` when the test left it off
+/// (to run the whole suite with unnamed statements prepared).
+fn prepare_unnamed(opts: &ProxyOptions) -> usize {
+    let forced = std::env::var("ORGWALL_E2E_PREPARE_UNNAMED").ok();
+    match forced.and_then(|v| v.parse().ok()) {
+        Some(n) if opts.prepare_unnamed == 0 => n,
+        _ => opts.prepare_unnamed,
+    }
 }
 
 /// `opts.multiplex`, or 1 under `ORGWALL_E2E_MULTIPLEX=1` wherever the pool allows it (to run

@@ -10,6 +10,7 @@ pub(super) struct RawUpstream {
     pool_mode: Option<PoolMode>,
     multiplex: Option<usize>,
     group_reads: Option<usize>,
+    prepare_unnamed: Option<usize>,
     connect_timeout_secs: Option<u64>,
     checkout_timeout_secs: Option<u64>,
     sslmode: Option<SslMode>,
@@ -42,6 +43,9 @@ pub struct UpstreamConfig {
     /// Read-only statements of at most this many clients run in one implicit transaction on a
     /// multiplexed connection (`upstream::mux::group`); 1 = each alone.
     pub group_reads: usize,
+    /// A client's unnamed statement with parameters is prepared under its server name (as a
+    /// named one is) while a server connection holds fewer than this many; 0 = off.
+    pub prepare_unnamed: usize,
     pub connect_timeout: Duration,
     pub checkout_timeout: Duration,
     pub sslmode: SslMode,
@@ -146,6 +150,7 @@ pub(super) fn parse_upstream(
         pool_mode,
         multiplex,
         group_reads,
+        prepare_unnamed: raw.prepare_unnamed.unwrap_or(0),
         connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
         checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
     })

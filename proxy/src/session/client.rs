@@ -137,7 +137,7 @@ impl Session<'_> {
         if let Err(e) = self.ensure_server().await {
             return self.refuse(e, false).await;
         }
-        if name.is_empty() {
+        if name.is_empty() && !self.prepares_unnamed(&stmt) {
             self.send_parse(&stmt, false, true);
         } else if self.lease().prepared.contains(&stmt.server_name) {
             self.push_parse_complete();
@@ -196,7 +196,7 @@ impl Session<'_> {
             self.statements.insert(name.to_string(), stmt.clone());
         }
         self.ensure_server().await?;
-        if name.is_empty() {
+        if name.is_empty() && !self.prepares_unnamed(&stmt) {
             if self.lease().unnamed != Some(stmt.hash) {
                 self.send_parse(&stmt, false, false);
             }
@@ -207,6 +207,19 @@ impl Session<'_> {
             }
             Ok(Some(stmt.server_name.clone()))
         }
+    }
+
+    /// Whether the unnamed statement `stmt` runs as a named one on the held server connection
+    /// (`[upstream] prepare_unnamed`): it has parameters, so it is likely to run again, and
+    /// it is prepared there already or the connection has room for it. PostgreSQL then parses
+    /// it once per connection, and may plan it generically after five runs, as for a named one.
+    fn prepares_unnamed(&mut self, stmt: &Statement) -> bool {
+        let cap = self.state.config.upstream.prepare_unnamed;
+        if cap == 0 || !stmt.has_params {
+            return false;
+        }
+        let prepared = &self.lease().prepared;
+        prepared.contains(&stmt.server_name) || prepared.len() < cap
     }
 
     async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {

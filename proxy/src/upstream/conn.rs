@@ -78,6 +78,20 @@ impl Prepared {
                 .is_some_and(|s| s.read().unwrap_or_else(|p| p.into_inner()).contains(name))
     }
 
+    /// How many statements are known to be prepared on the connection (about: on a
+    /// multiplexed one, a name sent but not yet confirmed may be counted once or twice).
+    pub fn len(&self) -> usize {
+        let shared = self
+            .shared
+            .as_ref()
+            .map_or(0, |s| s.read().unwrap_or_else(|p| p.into_inner()).len());
+        self.own.len().max(shared)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// A Parse of `name` was sent.
     pub fn insert(&mut self, name: String) {
         self.own.insert(name);
