@@ -24,7 +24,7 @@ async fn prepared_on_server(c: &tokio_postgres::Client) -> Vec<String> {
 
 fn options(prepare_unnamed: usize) -> ProxyOptions {
     ProxyOptions {
-        prepare_unnamed,
+        prepare_unnamed: Some(prepare_unnamed),
         ..ProxyOptions::pool(1, "transaction")
     }
 }

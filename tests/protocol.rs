@@ -370,6 +370,10 @@ async fn cancel_request_interrupts_pg_sleep_with_57014() {
         // A neighbour holding its own query, to check the cancel hits the right backend.
         let neighbour = connect(&proxy.conn_str(ADMIN)).await;
         let token = c.cancel_token();
+        // Prepared first: the cancel must find the sleep itself in flight, not its Parse (which,
+        // on a multiplexed connection, may wait behind the neighbour's statement and end
+        // before the cancel can be delivered, when PostgreSQL would ignore it too).
+        let sleep = c.prepare("SELECT pg_sleep(10)").await.expect("prepare");
         let canceller = tokio::spawn(async move {
             tokio::time::sleep(Duration::from_millis(500)).await;
             token.cancel_query(NoTls).await
@@ -380,12 +384,9 @@ async fn cancel_request_interrupts_pg_sleep_with_57014() {
                 .await
                 .map(|r| r.get::<_, String>(1))
         });
-        let r = tokio::time::timeout(
-            Duration::from_secs(8),
-            c.query_one("SELECT pg_sleep(10)", &[]),
-        )
-        .await
-        .expect("the cancelled query must end well before pg_sleep(10) would (8s guard)");
+        let r = tokio::time::timeout(Duration::from_secs(8), c.query_one(&sleep, &[]))
+            .await
+            .expect("the cancelled query must end well before pg_sleep(10) would (8s guard)");
         expect_db_error(r, "57014", "cancelled pg_sleep");
         canceller
             .await

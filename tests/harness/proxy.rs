@@ -55,8 +55,8 @@ pub struct ProxyOptions {
     pub multiplex: usize,
     /// Also listen on a Unix-domain socket in the proxy's folder (`unix_socket_dir`).
     pub unix_listener: bool,
-    /// `[upstream] prepare_unnamed` (0 = off).
-    pub prepare_unnamed: usize,
+    /// `[upstream] prepare_unnamed` (0 = off); `None`: off unless `ORGWALL_E2E_PREPARE_UNNAMED`.
+    pub prepare_unnamed: Option<usize>,
 }
 
 impl Default for ProxyOptions {
@@ -72,7 +72,7 @@ impl Default for ProxyOptions {
             unix_upstream: false,
             multiplex: 0,
             unix_listener: false,
-            prepare_unnamed: 0,
+            prepare_unnamed: None,
         }
     }
 }
@@ -273,14 +273,15 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
     t
 }
 
-/// `opts.prepare_unnamed`, or N under `ORGWALL_E2E_PREPARE_UNNAMED=N` when the test left it off
-/// (to run the whole suite with unnamed statements prepared).
+/// `opts.prepare_unnamed`, or N under `ORGWALL_E2E_PREPARE_UNNAMED=N` when the test does not
+/// set it (to run the whole suite with unnamed statements prepared).
 fn prepare_unnamed(opts: &ProxyOptions) -> usize {
-    let forced = std::env::var("ORGWALL_E2E_PREPARE_UNNAMED").ok();
-    match forced.and_then(|v| v.parse().ok()) {
-        Some(n) if opts.prepare_unnamed == 0 => n,
-        _ => opts.prepare_unnamed,
-    }
+    opts.prepare_unnamed.unwrap_or_else(|| {
+        std::env::var("ORGWALL_E2E_PREPARE_UNNAMED")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    })
 }
 
 /// `opts.multiplex`, or 1 under `ORGWALL_E2E_MULTIPLEX=1` wherever the pool allows it (to run
