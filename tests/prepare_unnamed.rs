@@ -4,7 +4,7 @@
 //! unnamed. Errors still arrive where the client's Parse was.
 
 use bytes::BytesMut;
-use orgwall_e2e::raw::RawConn;
+use orgwall_e2e::raw::{bind_execute_sync, RawConn};
 use orgwall_e2e::{bounded, connect, db_and_proxy, ProxyOptions, ADMIN, TENANT};
 use postgres_protocol::message::frontend;
 use tokio_postgres::types::Type;
@@ -99,22 +99,7 @@ async fn a_failing_unnamed_parse_errors_in_place_and_is_not_remembered() {
         let exchange = |sql: &'static str| {
             let mut out = BytesMut::new();
             frontend::parse("", sql, [23u32], &mut out).expect("parse");
-            frontend::bind(
-                "",
-                "",
-                [0i16],
-                [5i32],
-                |v, buf| {
-                    buf.extend_from_slice(v.to_string().as_bytes());
-                    Ok(postgres_protocol::IsNull::No)
-                },
-                [0i16],
-                &mut out,
-            )
-            .map_err(|_| "bind encode")
-            .expect("bind");
-            frontend::execute("", 0, &mut out).expect("execute");
-            frontend::sync(&mut out);
+            bind_execute_sync(&mut out, 5);
             out
         };
         // PostgreSQL rejects the Parse (a missing column): the error comes instead of

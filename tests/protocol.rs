@@ -526,7 +526,7 @@ async fn portals_fetch_in_batches_inside_a_transaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_without_sync_gets_answers_before_sync() {
     use bytes::BytesMut;
-    use orgwall_e2e::raw::RawConn;
+    use orgwall_e2e::raw::{bind_execute_sync, RawConn};
     use postgres_protocol::message::frontend;
 
     bounded(120, async {
@@ -553,22 +553,7 @@ async fn flush_without_sync_gets_answers_before_sync() {
         assert_eq!(tags, b"1tT".to_vec());
 
         let mut out = BytesMut::new();
-        frontend::bind(
-            "",
-            "",
-            [0i16],
-            [41i32],
-            |v, buf| {
-                buf.extend_from_slice(v.to_string().as_bytes());
-                Ok(postgres_protocol::IsNull::No)
-            },
-            [0i16],
-            &mut out,
-        )
-        .map_err(|_| "bind encode")
-        .expect("bind");
-        frontend::execute("", 0, &mut out).expect("execute");
-        frontend::sync(&mut out);
+        bind_execute_sync(&mut out, 41);
         raw.send(&out).await.expect("send");
         let mut msgs = Vec::new();
         loop {

@@ -61,6 +61,27 @@ pub struct Ending {
     pub closed: bool,
 }
 
+/// Appends Bind (unnamed portal of the unnamed statement, `value` as its one text-format
+/// parameter, text results), Execute (all rows) and Sync.
+pub fn bind_execute_sync(out: &mut BytesMut, value: i32) {
+    frontend::bind(
+        "",
+        "",
+        [0i16],
+        [value],
+        |v, buf| {
+            buf.extend_from_slice(v.to_string().as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        [0i16],
+        out,
+    )
+    .map_err(|_| "bind encode")
+    .expect("bind");
+    frontend::execute("", 0, out).expect("execute");
+    frontend::sync(out);
+}
+
 /// A plaintext socket to the proxy speaking the protocol by hand.
 pub struct RawConn {
     stream: TcpStream,

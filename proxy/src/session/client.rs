@@ -12,6 +12,7 @@ use super::pending::Pending;
 use super::{admin, tenant};
 use super::{Session, Statement};
 use crate::errors::{code, ClientError};
+use crate::sql::lex::{self, Token};
 use crate::wire;
 
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
@@ -215,11 +216,12 @@ impl Session<'_> {
     /// it once per connection, and may plan it generically after five runs, as for a named one.
     fn prepares_unnamed(&mut self, stmt: &Statement) -> bool {
         let cap = self.state.config.upstream.prepare_unnamed;
-        if cap == 0 || !stmt.has_params {
+        if cap == 0 {
             return false;
         }
         let prepared = &self.lease().prepared;
-        prepared.contains(&stmt.server_name) || prepared.len() < cap
+        prepared.contains(&stmt.server_name)
+            || (prepared.len() < cap && lex::tokens(&stmt.sql).any(|t| t == Token::Param))
     }
 
     async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {

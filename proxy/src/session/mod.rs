@@ -48,8 +48,6 @@ struct Statement {
     sharing: shared::Sharing,
     /// The SQL names `inventory_ledger`: running it may write the ledger (read-your-writes).
     writes_ledger: bool,
-    /// The SQL has `$n` parameters (an unnamed one may be prepared: `prepare_unnamed`).
-    has_params: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
     tenant: Option<route::Rendered>,

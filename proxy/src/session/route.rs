@@ -233,7 +233,6 @@ impl Statement {
             server_name: format!("orgwall_{hash:016x}"),
             sharing,
             writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
-            has_params: crate::sql::lex::tokens(&sql).any(|t| t == crate::sql::lex::Token::Param),
             sql,
             types,
             hash,
