@@ -66,13 +66,16 @@ async fn unnamed_statements_with_parameters_are_prepared_up_to_the_cap() {
         run_unnamed(&other).await;
         assert_eq!(prepared_on_server(&other).await, [PLUS_ONE, SUFFIX]);
 
-        // A tenant's statement carries its org in the SQL: a name of its own, never the admin's.
+        // A tenant login sending the same text (no tenant table in it, so the rewriter leaves it
+        // as it is) uses the same server statement: sharing is by SQL text, and a statement on
+        // tenant data has the tenant's org in its rewritten text.
         let t = connect(&proxy.conn_str(TENANT)).await;
         let r = t
             .query_typed(PLUS_ONE, &[(&1i32, Type::INT4)])
             .await
             .unwrap();
         assert_eq!(r[0].get::<_, i32>(0), 2);
+        assert_eq!(prepared_on_server(&c).await, [PLUS_ONE, SUFFIX]);
     })
     .await;
 }
