@@ -31,6 +31,29 @@ fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<String> {
 }
 
 /// A counter from `SHOW orgwall_pool` (admin login).
+/// Runs `body(client, connection)` for clients `0..n`, each on a connection of its own to
+/// `proxy` as the admin, all at once; returns what each returned, in client order.
+async fn each_client<T, F, Fut>(proxy: &TestProxy, n: i32, body: F) -> Vec<T>
+where
+    F: Fn(i32, tokio_postgres::Client) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for client in 0..n {
+        let (conn, body) = (proxy.conn_str(ADMIN), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let c = connect(&conn).await;
+            body(client, c).await
+        }));
+    }
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("client task"));
+    }
+    out
+}
+
 async fn pool_stat(c: &tokio_postgres::Client, name: &str) -> u64 {
     let msgs = c
         .simple_query("SHOW orgwall_pool")
@@ -50,43 +73,36 @@ async fn pool_stat(c: &tokio_postgres::Client, name: &str) -> u64 {
 async fn answers_reach_the_client_that_asked_in_every_protocol() {
     bounded(180, async {
         let (_db, proxy) = db_and_proxy("mux_answers", opts(4, 2)).await;
-        let mut tasks = Vec::new();
-        for client in 0..24i32 {
-            let conn = proxy.conn_str(ADMIN);
-            tasks.push(tokio::spawn(async move {
-                let c = connect(&conn).await;
-                let stmt = c
-                    .prepare("SELECT $1::int * 1000 + $2::int, pg_backend_pid()")
+        let per_client = each_client(&proxy, 24, |client, c| async move {
+            let stmt = c
+                .prepare("SELECT $1::int * 1000 + $2::int, pg_backend_pid()")
+                .await
+                .expect("prepare");
+            let mut pids = HashSet::new();
+            for i in 0..60i32 {
+                let row = c.query_one(&stmt, &[&client, &i]).await.expect("prepared");
+                assert_eq!(row.get::<_, i32>(0), client * 1000 + i, "prepared");
+                pids.insert(row.get::<_, i32>(1));
+                let row = c
+                    .query_one(
+                        "SELECT $1::text || ':' || $2::text",
+                        &[&client.to_string(), &i.to_string()],
+                    )
                     .await
-                    .expect("prepare");
-                let mut pids = HashSet::new();
-                for i in 0..60i32 {
-                    let row = c.query_one(&stmt, &[&client, &i]).await.expect("prepared");
-                    assert_eq!(row.get::<_, i32>(0), client * 1000 + i, "prepared");
-                    pids.insert(row.get::<_, i32>(1));
-                    let row = c
-                        .query_one(
-                            "SELECT $1::text || ':' || $2::text",
-                            &[&client.to_string(), &i.to_string()],
-                        )
-                        .await
-                        .expect("extended");
-                    assert_eq!(row.get::<_, String>(0), format!("{client}:{i}"), "extended");
-                    let sql = format!("SELECT {client}; SELECT {i}, 'x' || {client}");
-                    let msgs = c.simple_query(&sql).await.expect("simple");
-                    assert_eq!(
-                        simple_rows(&msgs),
-                        vec![client.to_string(), i.to_string()],
-                        "simple multi-statement"
-                    );
-                }
-                pids
-            }));
-        }
-        let mut pids = HashSet::new();
-        for t in tasks {
-            pids.extend(t.await.expect("client task"));
-        }
+                    .expect("extended");
+                assert_eq!(row.get::<_, String>(0), format!("{client}:{i}"), "extended");
+                let sql = format!("SELECT {client}; SELECT {i}, 'x' || {client}");
+                let msgs = c.simple_query(&sql).await.expect("simple");
+                assert_eq!(
+                    simple_rows(&msgs),
+                    vec![client.to_string(), i.to_string()],
+                    "simple multi-statement"
+                );
+            }
+            pids
+        })
+        .await;
+        let pids: HashSet<i32> = per_client.into_iter().flatten().collect();
         assert!(pids.len() <= 4, "statements ran on {} backends", pids.len());
         // 24 × (1 prepare + 60 × 3 statements); a batch meeting a slow head goes exclusive.
         let admin = connect(&proxy.conn_str(ADMIN)).await;
@@ -398,55 +414,41 @@ async fn grouped_reads_answer_each_client_and_survive_a_failing_member() {
             .await
             .expect("setup");
         let fails = |client: i32, i: i32| (client + i) % 17 == 0;
-        let mut tasks = Vec::new();
-        for client in 0..16i32 {
-            let conn = proxy.conn_str(ADMIN);
-            tasks.push(tokio::spawn(async move {
-                let c = connect(&conn).await;
-                let read = c
-                    .prepare("SELECT v, 1000 / $2::int FROM g WHERE id = $1")
-                    .await
-                    .expect("prepare");
-                for i in 0..200i32 {
-                    let id = (client * 61 + i) % 1000 + 1;
-                    let divisor = if fails(client, i) { 0 } else { 1 + i % 3 };
-                    match c.query_one(&read, &[&id, &divisor]).await {
-                        Ok(row) => {
-                            assert_eq!(row.get::<_, String>(0), format!("v{id}"));
-                            assert_eq!(row.get::<_, i32>(1), 1000 / divisor);
-                        }
-                        Err(e) => {
-                            assert!(fails(client, i), "client {client}, statement {i}: {e}");
-                            assert_eq!(e.code(), Some(&SqlState::DIVISION_BY_ZERO));
-                        }
+        each_client(&proxy, 16, move |client, c| async move {
+            let read = c
+                .prepare("SELECT v, 1000 / $2::int FROM g WHERE id = $1")
+                .await
+                .expect("prepare");
+            for i in 0..200i32 {
+                let id = (client * 61 + i) % 1000 + 1;
+                let divisor = if fails(client, i) { 0 } else { 1 + i % 3 };
+                match c.query_one(&read, &[&id, &divisor]).await {
+                    Ok(row) => {
+                        assert_eq!(row.get::<_, String>(0), format!("v{id}"));
+                        assert_eq!(row.get::<_, i32>(1), 1000 / divisor);
+                    }
+                    Err(e) => {
+                        assert!(fails(client, i), "client {client}, statement {i}: {e}");
+                        assert_eq!(e.code(), Some(&SqlState::DIVISION_BY_ZERO));
                     }
                 }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("client task");
-        }
+            }
+        })
+        .await;
         let admin = connect(&proxy.conn_str(ADMIN)).await;
         let grouped = pool_stat(&admin, "multiplexed_grouped").await;
         assert!(grouped > 0, "no statement ran in a group");
         // Writes, however many arrive together, each run in their own transaction.
-        let mut tasks = Vec::new();
-        for client in 0..16i32 {
-            let conn = proxy.conn_str(ADMIN);
-            tasks.push(tokio::spawn(async move {
-                let c = connect(&conn).await;
-                let write = c
-                    .prepare("INSERT INTO w VALUES ($1, $2)")
-                    .await
-                    .expect("prepare");
-                for i in 0..50i32 {
-                    c.execute(&write, &[&client, &i]).await.expect("insert");
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("client task");
-        }
+        each_client(&proxy, 16, |client, c| async move {
+            let write = c
+                .prepare("INSERT INTO w VALUES ($1, $2)")
+                .await
+                .expect("prepare");
+            for i in 0..50i32 {
+                c.execute(&write, &[&client, &i]).await.expect("insert");
+            }
+        })
+        .await;
         let rows: i64 = admin
             .query_one("SELECT count(*) FROM w", &[])
             .await
@@ -470,24 +472,17 @@ async fn reads_are_grouped_only_under_read_committed() {
         ))
         .await;
         let proxy = TestProxy::start(&db, opts(3, 1)).await;
-        let mut tasks = Vec::new();
-        for client in 0..16i32 {
-            let conn = proxy.conn_str(ADMIN);
-            tasks.push(tokio::spawn(async move {
-                let c = connect(&conn).await;
-                let read = c.prepare("SELECT $1::int + 1").await.expect("prepare");
-                for i in 0..50i32 {
-                    let row = c
-                        .query_one(&read, &[&(client * 100 + i)])
-                        .await
-                        .expect("read");
-                    assert_eq!(row.get::<_, i32>(0), client * 100 + i + 1);
-                }
-            }));
-        }
-        for t in tasks {
-            t.await.expect("client task");
-        }
+        each_client(&proxy, 16, |client, c| async move {
+            let read = c.prepare("SELECT $1::int + 1").await.expect("prepare");
+            for i in 0..50i32 {
+                let row = c
+                    .query_one(&read, &[&(client * 100 + i)])
+                    .await
+                    .expect("read");
+                assert_eq!(row.get::<_, i32>(0), client * 100 + i + 1);
+            }
+        })
+        .await;
         let admin = connect(&proxy.conn_str(ADMIN)).await;
         assert!(pool_stat(&admin, "multiplexed_batches").await >= 16 * 50 / 2);
         assert_eq!(pool_stat(&admin, "multiplexed_grouped").await, 0);
