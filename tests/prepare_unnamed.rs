@@ -25,6 +25,7 @@ async fn prepared_on_server(c: &tokio_postgres::Client) -> Vec<String> {
 fn options(prepare_unnamed: usize) -> ProxyOptions {
     ProxyOptions {
         prepare_unnamed: Some(prepare_unnamed),
+        max_prepared_statements: Some(200),
         ..ProxyOptions::pool(1, "transaction")
     }
 }

@@ -57,6 +57,9 @@ pub struct ProxyOptions {
     pub unix_listener: bool,
     /// `[upstream] prepare_unnamed` (0 = off); `None`: off unless `ORGWALL_E2E_PREPARE_UNNAMED`.
     pub prepare_unnamed: Option<usize>,
+    /// `[upstream] max_prepared_statements`; `None`: the default (200) unless
+    /// `ORGWALL_E2E_MAX_PREPARED`.
+    pub max_prepared_statements: Option<usize>,
 }
 
 impl Default for ProxyOptions {
@@ -73,6 +76,7 @@ impl Default for ProxyOptions {
             multiplex: 0,
             unix_listener: false,
             prepare_unnamed: None,
+            max_prepared_statements: None,
         }
     }
 }
@@ -249,12 +253,16 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
          connect_timeout_secs = 10\n\
          checkout_timeout_secs = {}\n\
          multiplex = {}\n\
-         prepare_unnamed = {}\n",
+         prepare_unnamed = {}\n\
+         max_prepared_statements = {}\n",
         opts.pool_size,
         opts.pool_mode,
         opts.checkout_timeout_secs,
         multiplex(opts),
-        prepare_unnamed(opts)
+        opts.prepare_unnamed
+            .unwrap_or_else(|| env_usize("ORGWALL_E2E_PREPARE_UNNAMED", 0)),
+        opts.max_prepared_statements
+            .unwrap_or_else(|| env_usize("ORGWALL_E2E_MAX_PREPARED", 200)),
     );
     if let Some((cert, require)) = &opts.tls {
         cert.write_to(dir);
@@ -273,15 +281,14 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
     t
 }
 
-/// `opts.prepare_unnamed`, or N under `ORGWALL_E2E_PREPARE_UNNAMED=N` when the test does not
-/// set it (to run the whole suite with unnamed statements prepared).
-fn prepare_unnamed(opts: &ProxyOptions) -> usize {
-    opts.prepare_unnamed.unwrap_or_else(|| {
-        std::env::var("ORGWALL_E2E_PREPARE_UNNAMED")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    })
+/// The number in environment variable `var`, else `default`: `ORGWALL_E2E_PREPARE_UNNAMED=N`
+/// and `ORGWALL_E2E_MAX_PREPARED=N` run the whole suite with those settings where a test does
+/// not set them itself.
+fn env_usize(var: &str, default: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 /// `opts.multiplex`, or 1 under `ORGWALL_E2E_MULTIPLEX=1` wherever the pool allows it (to run

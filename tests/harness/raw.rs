@@ -64,9 +64,16 @@ pub struct Ending {
 /// Appends Bind (unnamed portal of the unnamed statement, `value` as its one text-format
 /// parameter, text results), Execute (all rows) and Sync.
 pub fn bind_execute_sync(out: &mut BytesMut, value: i32) {
+    bind_execute(out, "", value);
+    frontend::sync(out);
+}
+
+/// Appends Bind (unnamed portal of `statement`, `value` as its one text-format parameter, text
+/// results) and Execute (all rows).
+pub fn bind_execute(out: &mut BytesMut, statement: &str, value: i32) {
     frontend::bind(
         "",
-        "",
+        statement,
         [0i16],
         [value],
         |v, buf| {
@@ -79,7 +86,6 @@ pub fn bind_execute_sync(out: &mut BytesMut, value: i32) {
     .map_err(|_| "bind encode")
     .expect("bind");
     frontend::execute("", 0, out).expect("execute");
-    frontend::sync(out);
 }
 
 /// A plaintext socket to the proxy speaking the protocol by hand.

@@ -348,6 +348,7 @@ org_id = "org_a"
         assert_eq!(c.upstream.password.as_deref(), Some("s@cret"));
         assert_eq!(c.upstream.database, "app");
         assert_eq!(c.upstream.pool_mode, PoolMode::Transaction);
+        assert_eq!(c.upstream.max_prepared_statements, 200);
         assert_eq!(c.users[0].role, Role::Tenant);
         assert!(c.users[0].verifier.check_password("acme-pw"));
         assert_eq!(c.workers, default_workers());
@@ -426,6 +427,10 @@ org_id = "org_a"
             ),
             (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
             (MIN.replace("listen =", "workers = 0\nlisten ="), "workers"),
+            (
+                MIN.replace("/app\"", "/app\"\nmax_prepared_statements = 0"),
+                "upstream.max_prepared_statements",
+            ),
             (
                 MIN.replace(
                     "listen =",

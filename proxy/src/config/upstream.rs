@@ -11,6 +11,7 @@ pub(super) struct RawUpstream {
     multiplex: Option<usize>,
     group_reads: Option<usize>,
     prepare_unnamed: Option<usize>,
+    max_prepared_statements: Option<usize>,
     connect_timeout_secs: Option<u64>,
     checkout_timeout_secs: Option<u64>,
     sslmode: Option<SslMode>,
@@ -46,6 +47,9 @@ pub struct UpstreamConfig {
     /// A client's unnamed statement with parameters is prepared under its server name (as a
     /// named one is) while a server connection holds fewer than this many; 0 = off.
     pub prepare_unnamed: usize,
+    /// The most statements Orgwall keeps prepared on one server connection: beyond it the least
+    /// recently used is closed (on a multiplexed connection, the statement runs unnamed).
+    pub max_prepared_statements: usize,
     pub connect_timeout: Duration,
     pub checkout_timeout: Duration,
     pub sslmode: SslMode,
@@ -107,6 +111,13 @@ pub(super) fn parse_upstream(
             why: "must be at least 1 (1 runs every statement in its own transaction)".into(),
         });
     }
+    let max_prepared_statements = raw.max_prepared_statements.unwrap_or(200);
+    if max_prepared_statements == 0 {
+        return Err(ConfigError::Invalid {
+            key: "upstream.max_prepared_statements".into(),
+            why: "must be at least 1".into(),
+        });
+    }
     let mut sslmode = raw.sslmode.unwrap_or(SslMode::Disable);
     let mut rootcert = raw.sslrootcert.as_ref().map(|p| base.join(p));
     for (k, v) in u.query_pairs() {
@@ -151,6 +162,7 @@ pub(super) fn parse_upstream(
         multiplex,
         group_reads,
         prepare_unnamed: raw.prepare_unnamed.unwrap_or(0),
+        max_prepared_statements,
         connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
         checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
     })

@@ -206,6 +206,11 @@ impl Session<'_> {
                         l.conn.prepared.remove(n);
                     }
                 }
+                Pending::CloseQuietly { evicted: Some(n) } => {
+                    if let Some(l) = self.server.as_mut() {
+                        l.conn.prepared.insert(n.clone());
+                    }
+                }
                 _ => {}
             }
             self.pending.pop_front();

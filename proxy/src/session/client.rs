@@ -5,14 +5,14 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Parse, ParseComplete};
+use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Parse};
 use pgwire::messages::simplequery::Query;
 
 use super::pending::Pending;
+use super::prepare::Placement;
 use super::{admin, tenant};
 use super::{Session, Statement};
 use crate::errors::{code, ClientError};
-use crate::sql::lex::{self, Token};
 use crate::wire;
 
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
@@ -138,90 +138,13 @@ impl Session<'_> {
         if let Err(e) = self.ensure_server().await {
             return self.refuse(e, false).await;
         }
-        if name.is_empty() && !self.prepares_unnamed(&stmt) {
-            self.send_parse(&stmt, false, true);
-        } else if self.lease().prepared.contains(&stmt.server_name) {
-            self.push_parse_complete();
-        } else {
-            self.send_parse(&stmt, true, true);
+        match self.placement(&name, &stmt) {
+            Placement::OnServer => self.push_parse_complete(),
+            Placement::Prepare => self.send_parse(&stmt, true, true),
+            Placement::Unnamed => self.send_parse(&stmt, false, true),
         }
         self.statements.insert(name, stmt);
         Ok(())
-    }
-
-    fn push_parse_complete(&mut self) {
-        let mut b = BytesMut::new();
-        wire::put(&mut b, &ParseComplete::new());
-        self.push_synthetic(b);
-    }
-
-    /// Sends a Parse for `stmt` under its server name (or as the unnamed statement).
-    fn send_parse(&mut self, stmt: &Statement, named: bool, forward: bool) {
-        let name = named.then(|| stmt.server_name.clone());
-        if named && self.lease().prepared.is_shared() {
-            // Another client's batch may be preparing it on this connection right now; closing
-            // a statement that does not exist is not an error.
-            let close = Close::new(b'S', name.clone());
-            wire::put(&mut self.to_server, &close);
-            self.pending.push_back(Pending::CloseQuietly);
-        }
-        let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
-        wire::put(&mut self.to_server, &parse);
-        let conn = self.lease();
-        if named {
-            conn.prepared.insert(stmt.server_name.clone());
-        } else {
-            conn.unnamed = Some(stmt.hash);
-        }
-        self.pending.push_back(Pending::Parse {
-            server_name: name,
-            forward,
-        });
-    }
-
-    /// Looks up a client statement and makes sure the held server connection has it.
-    async fn statement_on_server(&mut self, name: &str) -> Result<Option<String>, ClientError> {
-        let Some(found) = self.statements.get(name).cloned() else {
-            let what = if name.is_empty() {
-                "unnamed prepared statement".to_string()
-            } else {
-                format!("prepared statement \"{name}\"")
-            };
-            return Err(ClientError::error(
-                code::INVALID_STATEMENT_NAME,
-                format!("{what} does not exist"),
-            ));
-        };
-        let stmt = self.for_current_tenant(found.clone()).await?;
-        if !Arc::ptr_eq(&stmt, &found) {
-            self.statements.insert(name.to_string(), stmt.clone());
-        }
-        self.ensure_server().await?;
-        if name.is_empty() && !self.prepares_unnamed(&stmt) {
-            if self.lease().unnamed != Some(stmt.hash) {
-                self.send_parse(&stmt, false, false);
-            }
-            Ok(None)
-        } else {
-            if !self.lease().prepared.contains(&stmt.server_name) {
-                self.send_parse(&stmt, true, false);
-            }
-            Ok(Some(stmt.server_name.clone()))
-        }
-    }
-
-    /// Whether the unnamed statement `stmt` runs as a named one on the held server connection
-    /// (`[upstream] prepare_unnamed`): it has parameters, so it is likely to run again, and
-    /// it is prepared there already or the connection has room for it. PostgreSQL then parses
-    /// it once per connection, and may plan it generically after five runs, as for a named one.
-    fn prepares_unnamed(&mut self, stmt: &Statement) -> bool {
-        let cap = self.state.config.upstream.prepare_unnamed;
-        if cap == 0 {
-            return false;
-        }
-        let prepared = &self.lease().prepared;
-        prepared.contains(&stmt.server_name)
-            || (prepared.len() < cap && lex::tokens(&stmt.sql).any(|t| t == Token::Param))
     }
 
     async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {
@@ -428,7 +351,7 @@ impl Session<'_> {
         Ok(())
     }
 
-    fn lease(&mut self) -> &mut crate::upstream::ServerConn {
+    pub(super) fn lease(&mut self) -> &mut crate::upstream::ServerConn {
         &mut self
             .server
             .as_mut()

@@ -11,6 +11,7 @@ mod client;
 mod commands;
 mod local;
 mod pending;
+mod prepare;
 mod route;
 mod settings;
 mod shared;

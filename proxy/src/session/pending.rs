@@ -33,8 +33,12 @@ pub enum Pending {
         effect: Option<SessionEffect>,
     },
     Close,
-    /// A Close Orgwall sent before preparing a statement on a multiplexed connection.
-    CloseQuietly,
+    /// A Close Orgwall sent before preparing a statement: of the same name on a multiplexed
+    /// connection, or of the `evicted` one on a full connection (which is still prepared if
+    /// PostgreSQL skips the Close).
+    CloseQuietly {
+        evicted: Option<String>,
+    },
     Sync,
     /// Orgwall's settings replay: every response is swallowed.
     Settings,
@@ -89,7 +93,7 @@ pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
         (Pending::Parse { forward: true, .. }, b'1') => ForwardPop,
         (Pending::Parse { forward: false, .. }, b'1') => SwallowPop,
         (Pending::Bind, b'2') | (Pending::Close, b'3') => ForwardPop,
-        (Pending::CloseQuietly, b'3') => SwallowPop,
+        (Pending::CloseQuietly { .. }, b'3') => SwallowPop,
         (Pending::DescribeStatement, b't') => Forward,
         (Pending::DescribeStatement | Pending::DescribePortal, b'T' | b'n') => ForwardPop,
         (Pending::Execute { .. }, b'C' | b'I' | b's') => ForwardPop,
@@ -130,7 +134,11 @@ mod tests {
                 SwallowPop,
             ),
             (Some(Pending::Bind), b'2', ForwardPop),
-            (Some(Pending::CloseQuietly), b'3', SwallowPop),
+            (
+                Some(Pending::CloseQuietly { evicted: None }),
+                b'3',
+                SwallowPop,
+            ),
             (Some(Pending::DescribeStatement), b't', Forward),
             (Some(Pending::DescribeStatement), b'n', ForwardPop),
             (Some(Pending::DescribePortal), b'T', ForwardPop),

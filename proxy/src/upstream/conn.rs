@@ -1,9 +1,6 @@
 //! One connection to PostgreSQL: connect, authenticate (trust, cleartext, md5, SCRAM-SHA-256)
 //! and the per-connection state the session relies on (statement cache, applied settings).
 
-use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
-
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::{
     Authentication, BackendKeyData, ParameterStatus, Password, PasswordMessageFamily,
@@ -11,6 +8,7 @@ use pgwire::messages::startup::{
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::UpstreamError;
 use crate::config::UpstreamConfig;
@@ -45,71 +43,6 @@ pub struct ServerConn {
     pub unnamed: Option<u64>,
     /// Fingerprint of the client settings applied on this connection (0 = server defaults).
     pub settings: u64,
-}
-
-/// Server-side names of the statements prepared on a connection. On a multiplexed connection
-/// (`mux/`) the set is shared by every client batch that runs on it and holds only names
-/// PostgreSQL confirmed with ParseComplete; `own` holds those this holder has sent.
-#[derive(Debug, Default)]
-pub struct Prepared {
-    own: HashSet<String>,
-    shared: Option<Arc<RwLock<HashSet<String>>>>,
-}
-
-impl Prepared {
-    pub fn shared(set: Arc<RwLock<HashSet<String>>>) -> Prepared {
-        Prepared {
-            own: HashSet::new(),
-            shared: Some(set),
-        }
-    }
-
-    /// True for a multiplexed connection: another client's batch may prepare the same name
-    /// concurrently, so a Parse of a named statement is preceded by a Close of that name.
-    pub fn is_shared(&self) -> bool {
-        self.shared.is_some()
-    }
-
-    pub fn contains(&self, name: &str) -> bool {
-        self.own.contains(name)
-            || self
-                .shared
-                .as_ref()
-                .is_some_and(|s| s.read().unwrap_or_else(|p| p.into_inner()).contains(name))
-    }
-
-    /// How many statements are known to be prepared on the connection (about: on a
-    /// multiplexed one, a name sent but not yet confirmed may be counted once or twice).
-    pub fn len(&self) -> usize {
-        let shared = self
-            .shared
-            .as_ref()
-            .map_or(0, |s| s.read().unwrap_or_else(|p| p.into_inner()).len());
-        self.own.len().max(shared)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// A Parse of `name` was sent.
-    pub fn insert(&mut self, name: String) {
-        self.own.insert(name);
-    }
-
-    /// A Parse of `name` was skipped or failed.
-    pub fn remove(&mut self, name: &str) {
-        self.own.remove(name);
-    }
-
-    /// PostgreSQL answered a Parse of `name` with ParseComplete.
-    pub fn confirm(&mut self, name: &str) {
-        if let Some(s) = &self.shared {
-            s.write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(name.to_string());
-        }
-    }
 }
 
 impl ServerConn {

@@ -7,6 +7,7 @@
 pub mod catalog;
 mod conn;
 mod mux;
+mod prepared;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +16,8 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use conn::{BackendKey, Prepared, ServerConn};
+pub use conn::{BackendKey, ServerConn};
+pub use prepared::Prepared;
 pub use stream::ServerStream;
 
 use crate::cancel::CancelSlot;

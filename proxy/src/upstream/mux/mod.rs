@@ -10,7 +10,7 @@
 //!
 //! Invariants: a batch never leaves the connection inside a transaction block (the session only
 //! submits batchable statements); named statements are only assumed prepared once PostgreSQL
-//! confirmed them (`conn::Prepared`); a client's cancel target is this connection's backend only
+//! confirmed them (`prepared::Prepared`); a client's cancel target is this connection's backend only
 //! while that client's batch is the one running; a connection whose head batch has run longer
 //! than [`SLOW`] takes no new batches (they go to another connection or the exclusive pool).
 
@@ -28,7 +28,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 use tokio::sync::mpsc;
 
-use super::conn::{BackendKey, Prepared, ServerConn};
+use super::conn::{BackendKey, ServerConn};
+use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::Pool;
 use crate::cancel::{clock_ms, CancelSlot};

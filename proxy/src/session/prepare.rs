@@ -1,0 +1,140 @@
+//! Where a client's statement lives on the held server connection: under its SQL-derived server
+//! name (prepared once per connection, shared by every client) or as the unnamed statement
+//! (parsed in place), and the Parse and Close messages that put it there.
+
+use bytes::BytesMut;
+use pgwire::messages::extendedquery::{Close, Parse, ParseComplete};
+
+use super::pending::Pending;
+use super::{Session, Statement};
+use crate::errors::{code, ClientError};
+use crate::sql::lex::{self, Token};
+use crate::wire;
+
+/// How a statement runs on the held server connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Placement {
+    /// Prepared there under its server name already.
+    OnServer,
+    /// To be prepared there under its server name.
+    Prepare,
+    /// As the unnamed statement.
+    Unnamed,
+}
+
+impl Session<'_> {
+    /// Decides where the statement the client calls `client_name` runs on the held connection.
+    /// A named one is prepared under its server name, on a full connection in place of the
+    /// least recently used statement — except on a multiplexed connection, where it runs
+    /// unnamed (another client's batch may be about to use any statement there). An unnamed one
+    /// runs unnamed unless `prepare_unnamed` applies ([`Session::promotes_unnamed`]).
+    pub(super) fn placement(&mut self, client_name: &str, stmt: &Statement) -> Placement {
+        let upstream = &self.state.config.upstream;
+        let (cap, unnamed_cap) = (
+            upstream.max_prepared_statements,
+            upstream
+                .prepare_unnamed
+                .min(upstream.max_prepared_statements),
+        );
+        let prepared = &mut self.lease().prepared;
+        if (!client_name.is_empty() || unnamed_cap > 0) && prepared.use_name(&stmt.server_name) {
+            return Placement::OnServer;
+        }
+        let room = prepared.len() < cap;
+        let named = if client_name.is_empty() {
+            prepared.len() < unnamed_cap && promotes_unnamed(stmt)
+        } else {
+            room || !prepared.is_shared()
+        };
+        if named {
+            Placement::Prepare
+        } else {
+            Placement::Unnamed
+        }
+    }
+
+    pub(super) fn push_parse_complete(&mut self) {
+        let mut b = BytesMut::new();
+        wire::put(&mut b, &ParseComplete::new());
+        self.push_synthetic(b);
+    }
+
+    /// Sends a Parse for `stmt` under its server name (or as the unnamed statement). On a full
+    /// connection the least recently used statement is closed first.
+    pub(super) fn send_parse(&mut self, stmt: &Statement, named: bool, forward: bool) {
+        let name = named.then(|| stmt.server_name.clone());
+        let cap = self.state.config.upstream.max_prepared_statements;
+        let prepared = &mut self.lease().prepared;
+        if named && prepared.is_shared() {
+            // Another client's batch may be preparing it on this connection right now; closing
+            // a statement that does not exist is not an error.
+            self.put_close(name.clone(), None);
+        } else if named && prepared.len() >= cap {
+            if let Some(victim) = prepared.evict() {
+                self.put_close(Some(victim.clone()), Some(victim));
+            }
+        }
+        let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
+        wire::put(&mut self.to_server, &parse);
+        let conn = self.lease();
+        if named {
+            conn.prepared.insert(stmt.server_name.clone());
+        } else {
+            conn.unnamed = Some(stmt.hash);
+        }
+        self.pending.push_back(Pending::Parse {
+            server_name: name,
+            forward,
+        });
+    }
+
+    /// A Close of a server statement whose CloseComplete the client never sees.
+    fn put_close(&mut self, name: Option<String>, evicted: Option<String>) {
+        wire::put(&mut self.to_server, &Close::new(b'S', name));
+        self.pending.push_back(Pending::CloseQuietly { evicted });
+    }
+
+    /// Looks up a client statement and makes sure the held server connection has it; returns
+    /// the name to bind or describe it by there (`None`: the unnamed statement).
+    pub(super) async fn statement_on_server(
+        &mut self,
+        name: &str,
+    ) -> Result<Option<String>, ClientError> {
+        let Some(found) = self.statements.get(name).cloned() else {
+            let what = if name.is_empty() {
+                "unnamed prepared statement".to_string()
+            } else {
+                format!("prepared statement \"{name}\"")
+            };
+            return Err(ClientError::error(
+                code::INVALID_STATEMENT_NAME,
+                format!("{what} does not exist"),
+            ));
+        };
+        let stmt = self.for_current_tenant(found.clone()).await?;
+        if !std::sync::Arc::ptr_eq(&stmt, &found) {
+            self.statements.insert(name.to_string(), stmt.clone());
+        }
+        self.ensure_server().await?;
+        match self.placement(name, &stmt) {
+            Placement::OnServer => Ok(Some(stmt.server_name.clone())),
+            Placement::Prepare => {
+                self.send_parse(&stmt, true, false);
+                Ok(Some(stmt.server_name.clone()))
+            }
+            Placement::Unnamed => {
+                if self.lease().unnamed != Some(stmt.hash) {
+                    self.send_parse(&stmt, false, false);
+                }
+                Ok(None)
+            }
+        }
+    }
+}
+
+/// `[upstream] prepare_unnamed`: an unnamed statement with parameters is likely to run again,
+/// so it is prepared under its server name; PostgreSQL then parses it once per connection, and
+/// may plan it generically after five runs, as for a named one.
+fn promotes_unnamed(stmt: &Statement) -> bool {
+    lex::tokens(&stmt.sql).any(|t| t == Token::Param)
+}
