@@ -4,6 +4,8 @@
 //! Enough to find keywords and calls without being fooled by text inside quotes or comments;
 //! not a parser (that is sqlparser, in `rewrite` and `analyze`).
 
+use std::ops::Range;
+
 /// One token; words borrow the statement's text.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Token<'a> {
@@ -26,13 +28,22 @@ pub fn tokens(stmt: &str) -> Tokens<'_> {
         b: stmt.as_bytes(),
         s: stmt,
         i: 0,
+        start: 0,
     }
+}
+
+/// The tokens of `stmt` with the byte range each covers.
+pub fn spans(stmt: &str) -> impl Iterator<Item = (Token<'_>, Range<usize>)> {
+    let mut t = tokens(stmt);
+    std::iter::from_fn(move || t.next().map(|tok| (tok, t.start..t.i)))
 }
 
 pub struct Tokens<'a> {
     b: &'a [u8],
     s: &'a str,
     i: usize,
+    /// Where the token last returned starts.
+    start: usize,
 }
 
 impl<'a> Iterator for Tokens<'a> {
@@ -42,6 +53,7 @@ impl<'a> Iterator for Tokens<'a> {
         let b = self.b;
         while self.i < b.len() {
             let (i, c) = (self.i, b[self.i]);
+            self.start = i;
             if c.is_ascii_whitespace() {
                 self.i += 1;
             } else if c == b'-' && b.get(i + 1) == Some(&b'-') {
@@ -184,5 +196,12 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(tokens(sql).collect::<Vec<_>>(), *want, "{sql:?}");
         }
+    }
+
+    #[test]
+    fn spans_cover_each_token_and_nothing_between() {
+        let sql = " select 'a''b' /* c */,$1 ;x\"Q\"";
+        let texts: Vec<&str> = spans(sql).map(|(_, r)| &sql[r]).collect();
+        assert_eq!(texts, ["select", "'a''b'", ",", "$1", ";", "x", "\"Q\""]);
     }
 }

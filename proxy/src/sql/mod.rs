@@ -13,7 +13,7 @@ pub mod rewrite;
 pub mod shape_key;
 pub use shape_key::shape_key;
 
-use lex::{skip_block_comment, skip_dollar, skip_line_comment, skip_quoted, Token};
+use lex::Token;
 
 /// `v` as an SQL string literal: `'…'` with quotes doubled; `E'…'` when a backslash is present
 /// so the result reads the same whatever `standard_conforming_strings` says. A NUL (impossible
@@ -62,21 +62,12 @@ pub struct Summary {
 
 /// Splits SQL text into statements (without the `;`), skipping empty ones.
 pub fn split_statements(sql: &str) -> Vec<&str> {
-    let b = sql.as_bytes();
     let mut out = Vec::new();
-    let (mut i, mut start) = (0, 0);
-    while i < b.len() {
-        match b[i] {
-            b'\'' | b'"' => i = skip_quoted(b, i, b[i]),
-            b'-' if b.get(i + 1) == Some(&b'-') => i = skip_line_comment(b, i),
-            b'/' if b.get(i + 1) == Some(&b'*') => i = skip_block_comment(b, i),
-            b'$' => i = skip_dollar(b, i),
-            b';' => {
-                push_stmt(&mut out, &sql[start..i]);
-                i += 1;
-                start = i;
-            }
-            _ => i += 1,
+    let mut start = 0;
+    for (t, r) in lex::spans(sql) {
+        if t == Token::Punct(b';') {
+            push_stmt(&mut out, &sql[start..r.start]);
+            start = r.end;
         }
     }
     push_stmt(&mut out, &sql[start..]);
@@ -93,36 +84,15 @@ fn push_stmt<'a>(out: &mut Vec<&'a str>, s: &'a str) {
 /// name a statement without carrying tenant data.
 pub fn fingerprint(sql: &str) -> u64 {
     use std::hash::{Hash, Hasher};
-    let b = sql.as_bytes();
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if c == b'\'' {
-            i = skip_quoted(b, i, c);
-            b'?'.hash(&mut h);
-        } else if c == b'$' {
-            let j = skip_dollar(b, i);
-            if j > i + 1 && b[i + 1..].first().is_some_and(|d| !d.is_ascii_digit()) {
-                b'?'.hash(&mut h);
-            } else {
-                c.hash(&mut h);
-            }
-            i = j.max(i + 1);
-        } else if c.is_ascii_digit()
-            && (i == 0
-                || !(b[i - 1].is_ascii_alphanumeric() || b[i - 1] == b'_' || b[i - 1] == b'$'))
-        {
-            while i < b.len() && (b[i].is_ascii_digit() || b[i] == b'.') {
-                i += 1;
-            }
-            b'?'.hash(&mut h);
-        } else {
-            if !c.is_ascii_whitespace() {
-                c.to_ascii_lowercase().hash(&mut h);
-            }
-            i += 1;
+    for (t, r) in lex::spans(sql) {
+        match t {
+            Token::Literal | Token::Number => b'?'.hash(&mut h),
+            Token::Word(w) => w.bytes().for_each(|c| c.to_ascii_lowercase().hash(&mut h)),
+            _ => sql[r].hash(&mut h),
         }
+        // Token boundaries count: `a b` is not `ab`.
+        b' '.hash(&mut h);
     }
     h.finish()
 }
@@ -377,6 +347,9 @@ mod tests {
         check("do $$ begin; end $$; select $1", 2, &[]);
         check("select $tag$ ; $tag$", 1, &[]);
         check("-- only a comment", 0, &[]);
+        // `$` inside a name opens no dollar quote.
+        check("select a$b$ from t; select 2", 2, &[]);
+        check("select a$b$ from t; select 2 $b$", 2, &[]);
     }
 
     #[test]
@@ -425,6 +398,9 @@ mod tests {
         );
         assert_ne!(f("select a from t"), f("select b from t"));
         assert_ne!(f("select * from t1"), f("select * from t2"));
+        assert_ne!(f("select ab from t"), f("select a b from t"));
+        assert_eq!(f("SELECT \"A\" FROM t -- x"), f("select \"A\" from T /* y */"));
+        assert_ne!(f("select \"A\" from t"), f("select \"a\" from t"));
     }
 
     #[test]
