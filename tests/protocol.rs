@@ -4,9 +4,11 @@
 
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, TryStreamExt};
+use orgwall_e2e::raw::{Msg, RawConn};
 use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
+use postgres_protocol::message::frontend;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
 
 fn simple_rows(msgs: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
@@ -331,6 +333,77 @@ async fn copy_in_then_copy_out_round_trips_thousands_of_rows() {
             .expect("sum")
             .get(0);
         assert_eq!(v, (0..4000i64).sum::<i64>());
+    })
+    .await;
+}
+
+/// A bad row fails the COPY while the client is still sending (PostgreSQL's error arrives
+/// before its CopyDone): the CopyDone and Sync that follow get exactly one ReadyForQuery, and
+/// the next messages their own answers (this once left the session one answer behind).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_failing_before_copy_done_keeps_answers_in_order() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("copy_fail_early", ProxyOptions::default()).await;
+        let mut raw = RawConn::connect(proxy.port).await;
+        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
+            .await
+            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        raw.query("CREATE TABLE n (x int)").await;
+        let tags = |msgs: &[Msg]| -> String { msgs.iter().map(|m| m.tag as char).collect() };
+
+        let mut out = BytesMut::new();
+        frontend::parse(
+            "cp",
+            "COPY n FROM STDIN",
+            std::iter::empty::<u32>(),
+            &mut out,
+        )
+        .expect("parse");
+        let no_params: [Option<i32>; 0] = [];
+        frontend::bind(
+            "",
+            "cp",
+            [0i16; 0],
+            no_params,
+            |_, _| Ok(postgres_protocol::IsNull::Yes),
+            [0i16; 0],
+            &mut out,
+        )
+        .map_err(|_| "bind")
+        .expect("bind");
+        frontend::execute("", 0, &mut out).expect("execute");
+        frontend::sync(&mut out);
+        raw.send(&out).await.expect("send");
+        let mut seen = Vec::new();
+        while seen.last().is_none_or(|m: &Msg| m.tag != b'G') {
+            seen.push(raw.expect_msg(30, "CopyInResponse").await);
+        }
+        assert_eq!(tags(&seen), "12G");
+
+        let mut out = BytesMut::new();
+        frontend::CopyData::new(&b"1\nnot-a-number\n"[..])
+            .expect("copy data")
+            .write(&mut out);
+        raw.send(&out).await.expect("send");
+        let err = raw.expect_msg(30, "COPY error").await;
+        assert_eq!(
+            err.field(b'C').as_deref(),
+            Some("22P02"),
+            "{}",
+            err.summary()
+        );
+
+        let mut out = BytesMut::new();
+        frontend::copy_done(&mut out);
+        frontend::sync(&mut out);
+        assert_eq!(tags(&raw.exchange(&out, "CopyDone, Sync").await), "Z");
+        let mut out = BytesMut::new();
+        frontend::close(b'S', "cp", &mut out).expect("close");
+        frontend::sync(&mut out);
+        assert_eq!(tags(&raw.exchange(&out, "Close, Sync").await), "3Z");
+        let msgs = raw.query("SELECT count(*) FROM n").await;
+        assert_eq!(tags(&msgs), "TDCZ");
+        assert!(msgs[1].body.ends_with(b"0"), "{}", msgs[1].summary());
     })
     .await;
 }

@@ -120,7 +120,8 @@ impl Session<'_> {
         self.emit_due();
     }
 
-    fn emit_due(&mut self) {
+    /// Emits the synthetic responses at the head of the queue, and drops COPY end marks there.
+    pub(super) fn emit_due(&mut self) {
         loop {
             match self.pending.front() {
                 Some(Pending::Synthetic(_)) => {

@@ -45,6 +45,9 @@ impl Session<'_> {
                     if tag != b'd' {
                         self.copy_in = false;
                         self.pending.push_back(Pending::CopyEnd);
+                        // Nothing left to wait for when PostgreSQL failed the COPY before it
+                        // arrived (a bad row in an earlier CopyData).
+                        self.emit_due();
                     }
                 }
                 Ok(())

@@ -399,7 +399,10 @@ mod tests {
         assert_ne!(f("select a from t"), f("select b from t"));
         assert_ne!(f("select * from t1"), f("select * from t2"));
         assert_ne!(f("select ab from t"), f("select a b from t"));
-        assert_eq!(f("SELECT \"A\" FROM t -- x"), f("select \"A\" from T /* y */"));
+        assert_eq!(
+            f("SELECT \"A\" FROM t -- x"),
+            f("select \"A\" from T /* y */")
+        );
         assert_ne!(f("select \"A\" from t"), f("select \"a\" from t"));
     }
 
