@@ -253,6 +253,36 @@ async fn session_pooling_keeps_temp_tables_and_session_state() {
     .await;
 }
 
+/// Session mode passes `DEALLOCATE ALL` and `DISCARD ALL` through; afterwards the client's
+/// statements are gone, as they would be on PostgreSQL (26000 naming the client's statement),
+/// and preparing the same SQL again prepares it again on the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pooling_deallocate_all_drops_statements_on_both_sides() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("session_discard", ProxyOptions::pool(2, "session")).await;
+        let c = connect(&proxy.conn_str(ADMIN)).await;
+        for reset in ["DEALLOCATE ALL", "DISCARD ALL"] {
+            let stmt = c.prepare("SELECT $1::int4 * 2").await.expect("prepare");
+            let v: i32 = c.query_one(&stmt, &[&21i32]).await.expect("run").get(0);
+            assert_eq!(v, 42);
+            c.batch_execute(reset).await.expect(reset);
+            let gone = c.query_one(&stmt, &[&1i32]).await;
+            let e = expect_db_error(gone, "26000", reset);
+            assert!(
+                !e.contains("orgwall_"),
+                "{reset}: the server's name leaked: {e}"
+            );
+            let again = c
+                .prepare("SELECT $1::int4 * 2")
+                .await
+                .expect("prepare again");
+            let v: i32 = c.query_one(&again, &[&4i32]).await.expect(reset).get(0);
+            assert_eq!(v, 8, "{reset}");
+        }
+    })
+    .await;
+}
+
 /// `?host=<socket dir>` in the upstream URL: the pool reaches PostgreSQL over its Unix socket
 /// (no TLS negotiation, as in libpq), and both protocols work through it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -62,7 +62,8 @@ impl Session<'_> {
         }
     }
 
-    /// Applies what a successful CommandComplete confirms (tracked session settings).
+    /// Applies what a successful CommandComplete confirms (tracked session settings, prepared
+    /// statements dropped).
     fn complete_head(&mut self, frame: &[u8]) {
         if frame[0] != b'C' {
             return;
@@ -73,6 +74,15 @@ impl Session<'_> {
             _ => return,
         };
         let tag = wire::command_tag(frame);
+        if tag == "DISCARD ALL" || tag == "DEALLOCATE ALL" {
+            // (Session pooling only: transaction pooling refuses both.) The server dropped every
+            // prepared statement, so do the client's own: PostgreSQL would have dropped those.
+            self.statements.clear();
+            if let Some(l) = self.server.as_mut() {
+                l.conn.prepared.clear();
+                l.conn.unnamed = None;
+            }
+        }
         if tag == "SET" || tag == "RESET" {
             self.settings.apply(&effect);
             if let Some(l) = self.server.as_mut() {

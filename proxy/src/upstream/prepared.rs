@@ -87,6 +87,12 @@ impl Prepared {
         }
     }
 
+    /// PostgreSQL dropped every statement (`DISCARD ALL`, `DEALLOCATE ALL`). Not for a
+    /// multiplexed connection, which never runs those.
+    pub fn clear(&mut self) {
+        self.own.clear();
+    }
+
     /// Forgets the least recently used statement and returns its name, for the caller to close
     /// on the server; `None` on a multiplexed connection or an empty set. A linear scan: it runs
     /// only when a full connection needs a statement it does not have.
