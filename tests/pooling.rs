@@ -253,6 +253,81 @@ async fn session_pooling_keeps_temp_tables_and_session_state() {
     .await;
 }
 
+/// Settings a transaction changed are kept only if it commits, exactly as PostgreSQL keeps
+/// them: the same steps run directly and through a pool of one shared with a second client
+/// (which takes the server connection between steps), with `SHOW` after each, must agree.
+/// Covers ROLLBACK, an error in an implicit multi-statement transaction, `SET` through the
+/// extended protocol, a savepoint rolled back to (with no SET after it: those are not undone,
+/// see README), `COMMIT AND CHAIN`, and asyncpg's pool reset string (several statements ending
+/// in `RESET ALL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settings_follow_commit_and_rollback_as_on_postgres() {
+    bounded(120, async {
+        let (db, proxy) = db_and_proxy("settings_tx", ProxyOptions::pool(1, "transaction")).await;
+        // (step, through the extended protocol, outside a transaction after it)
+        let steps: &[(&str, bool, bool)] = &[
+            ("SET application_name = 'committed'", false, true),
+            ("BEGIN; SET application_name = 'rolled back'; ROLLBACK", false, true),
+            ("SET application_name = 'implicit'; SELECT 1/0", false, true),
+            ("SET application_name = 'multi'; SET statement_timeout = '7s'; SELECT 1", false, true),
+            ("BEGIN", false, false),
+            ("SET application_name = 'extended, rolled back'", true, false),
+            ("SELECT 1/0", true, false),
+            ("ROLLBACK", false, true),
+            ("BEGIN; SET statement_timeout = '8s'; COMMIT", false, true),
+            ("SET application_name = 'extended'", true, true),
+            ("BEGIN; SET application_name = 'kept'; SAVEPOINT s", false, false),
+            ("SELECT 1/0", false, false),
+            ("ROLLBACK TO SAVEPOINT s; COMMIT", false, true),
+            ("BEGIN; RESET ALL; COMMIT AND CHAIN; SET application_name = 'chained'", false, false),
+            ("ROLLBACK", false, true),
+            ("SET application_name = 'before reset'", false, true),
+            ("SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;", false, true),
+        ];
+        let run = |conn: String, other: Option<String>| async move {
+            let c = connect(&conn).await;
+            let other = match other {
+                Some(o) => Some(connect(&o).await),
+                None => None,
+            };
+            let mut seen = Vec::new();
+            for (sql, extended, idle) in steps {
+                let r = if *extended {
+                    c.execute(*sql, &[]).await.map(|_| ())
+                } else {
+                    c.batch_execute(sql).await
+                };
+                let outcome = r.map_err(|e| e.code().map(|c| c.code().to_string()));
+                if let (Some(o), true) = (&other, idle) {
+                    // Another client's transaction on the one server connection in between.
+                    o.batch_execute("SET application_name = 'other'; SELECT 1")
+                        .await
+                        .expect("other client");
+                }
+                let shown = match c
+                    .query_one("SELECT current_setting('application_name') || ' / ' || current_setting('statement_timeout')", &[])
+                    .await
+                {
+                    Ok(row) => row.get::<_, String>(0),
+                    Err(e) => format!("{:?}", e.code().map(|c| c.code().to_string())),
+                };
+                seen.push(format!("{sql} -> {outcome:?}: {shown}"));
+            }
+            seen
+        };
+        // The proxy's clients log in with this application_name: RESET ALL returns to it.
+        let direct = format!("{} application_name=orgwall-e2e", db.direct_conn_str());
+        let direct = run(direct, None).await;
+        let proxied = run(proxy.conn_str(ADMIN), Some(proxy.conn_str(ADMIN))).await;
+        assert_eq!(proxied, direct);
+        // What PostgreSQL does, spelled out for the steps that once went wrong through Orgwall.
+        assert!(direct[1].ends_with("committed / 0"), "{}", direct[1]);
+        assert!(direct[3].ends_with("multi / 7s"), "{}", direct[3]);
+        assert!(direct[16].ends_with(": orgwall-e2e / 0"), "{}", direct[16]);
+    })
+    .await;
+}
+
 /// Session mode passes `DEALLOCATE ALL` and `DISCARD ALL` through; afterwards the client's
 /// statements are gone, as they would be on PostgreSQL (26000 naming the client's statement),
 /// and preparing the same SQL again prepares it again on the server.

@@ -7,6 +7,7 @@ use super::pending::{self, Action, Pending};
 use super::{settings, Session};
 use crate::config::PoolMode;
 use crate::errors::{code, ClientError};
+use crate::sql::SessionEffect;
 use crate::wire;
 
 impl Session<'_> {
@@ -31,6 +32,9 @@ impl Session<'_> {
     fn on_server_message(&mut self, frame: BytesMut) {
         match frame[0] {
             b'C' => self.complete_head(&frame),
+            b'E' if !matches!(self.pending.front(), Some(Pending::Settings)) => {
+                self.rolled_back = true;
+            }
             b'G' => self.enter_copy_in(),
             b'1' => self.parse_confirmed(),
             _ => {}
@@ -48,6 +52,9 @@ impl Session<'_> {
                 self.status = wire::ready_status(&frame);
                 if self.status == b'I' {
                     self.bound_local = None;
+                    if !swallow {
+                        self.transaction_ended();
+                    }
                 }
                 if !swallow {
                     self.to_client.extend_from_slice(&frame);
@@ -62,32 +69,65 @@ impl Session<'_> {
         }
     }
 
-    /// Applies what a successful CommandComplete confirms (tracked session settings, prepared
-    /// statements dropped).
+    /// Applies what a successful CommandComplete confirms: tracked session settings (undone
+    /// again if their transaction rolls back), the end of a transaction, prepared statements
+    /// dropped.
     fn complete_head(&mut self, frame: &[u8]) {
-        if frame[0] != b'C' {
-            return;
+        let tag = wire::command_tag(frame);
+        match tag {
+            "COMMIT" => {
+                self.settings.commit();
+                self.rolled_back = false;
+            }
+            // Also `ROLLBACK TO SAVEPOINT`, after which a COMMIT keeps the SETs the savepoint
+            // undid (not told apart by the tag).
+            "ROLLBACK" => self.rolled_back = true,
+            "DISCARD ALL" | "DEALLOCATE ALL" => {
+                // (Session pooling only: transaction pooling refuses both.) The server dropped
+                // every prepared statement, so do the client's own: PostgreSQL would have.
+                self.statements.clear();
+                if let Some(l) = self.server.as_mut() {
+                    l.conn.prepared.clear();
+                    l.conn.unnamed = None;
+                }
+            }
+            "SET" | "RESET" => self.apply_effect(tag == "SET"),
+            _ => {}
         }
-        let effect = match self.pending.front() {
-            Some(Pending::Query { effect: Some(e) })
-            | Some(Pending::Execute { effect: Some(e) }) => e.clone(),
+    }
+
+    /// A `SET` (or `RESET`) of the head entry completed: track its effect. In a simple Query
+    /// the next effect of the right kind is taken (`SET LOCAL` has the same tag and no effect;
+    /// taking a later SET's effect early is harmless, as the Query's transaction commits or
+    /// rolls back as a whole).
+    fn apply_effect(&mut self, set: bool) {
+        let effect = match self.pending.front_mut() {
+            Some(Pending::Query { effects }) => {
+                let kind = |e: &SessionEffect| matches!(e, SessionEffect::Set { .. }) == set;
+                match effects
+                    .iter()
+                    .position(|e| kind(e) && !matches!(e, SessionEffect::Pinned(_)))
+                {
+                    Some(i) => effects.remove(i),
+                    None => return,
+                }
+            }
+            Some(Pending::Execute { effect: Some(e) }) => e.clone(),
             _ => return,
         };
-        let tag = wire::command_tag(frame);
-        if tag == "DISCARD ALL" || tag == "DEALLOCATE ALL" {
-            // (Session pooling only: transaction pooling refuses both.) The server dropped every
-            // prepared statement, so do the client's own: PostgreSQL would have dropped those.
-            self.statements.clear();
-            if let Some(l) = self.server.as_mut() {
-                l.conn.prepared.clear();
-                l.conn.unnamed = None;
-            }
+        self.settings.apply(&effect);
+        if let Some(l) = self.server.as_mut() {
+            l.conn.settings = settings::DIRTY;
         }
-        if tag == "SET" || tag == "RESET" {
-            self.settings.apply(&effect);
-            if let Some(l) = self.server.as_mut() {
-                l.conn.settings = settings::DIRTY;
-            }
+    }
+
+    /// ReadyForQuery outside a transaction block: the transaction since the last one ended,
+    /// committed unless it failed or rolled back.
+    fn transaction_ended(&mut self) {
+        if std::mem::take(&mut self.rolled_back) {
+            self.settings.rollback();
+        } else {
+            self.settings.commit();
         }
     }
 
@@ -184,7 +224,7 @@ impl Session<'_> {
             }) => {
                 let error = std::mem::take(error);
                 self.to_client.extend_from_slice(&error);
-                self.pending[0] = Pending::Query { effect: None };
+                self.pending[0] = Pending::Query { effects: vec![] };
             }
             Some(Pending::Refused {
                 error,

@@ -90,7 +90,7 @@ impl Session<'_> {
         }
         self.lease().unnamed = None;
         self.pending.push_back(Pending::Query {
-            effect: routed.effect,
+            effects: routed.effects,
         });
         Ok(())
     }
@@ -124,7 +124,7 @@ impl Session<'_> {
         let stmt = Arc::new(Statement::new(
             sql,
             p.type_oids,
-            routed.effect,
+            routed.effects.into_iter().last(),
             routed.tenant,
             routed.sharing,
         ));

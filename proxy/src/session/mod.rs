@@ -71,6 +71,9 @@ pub(crate) struct Session<'a> {
     settings: Settings,
     /// After an error in the extended protocol: drop messages until Sync, as PostgreSQL does.
     skipping: bool,
+    /// An error or a ROLLBACK since the last commit: the transaction's settings are undone when
+    /// it ends (`backend.rs`).
+    rolled_back: bool,
     /// Transaction status from the last ReadyForQuery.
     status: u8,
     cancel: CancelHandle,
@@ -118,6 +121,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         portals: HashMap::new(),
         settings: Settings::new(login.settings),
         skipping: false,
+        rolled_back: false,
         status: b'I',
         cancel: login.cancel,
         closing: false,

@@ -13,9 +13,10 @@ use crate::sql::SessionEffect;
 /// One expected response (or group of responses).
 #[derive(Debug)]
 pub enum Pending {
-    /// A simple Query; everything up to ReadyForQuery belongs to it.
+    /// A simple Query; everything up to ReadyForQuery belongs to it. `effects`: its `SET`s
+    /// and `RESET`s not yet confirmed, in order.
     Query {
-        effect: Option<SessionEffect>,
+        effects: Vec<SessionEffect>,
     },
     /// A Parse; `forward = false` for one Orgwall injected (its ParseComplete is swallowed).
     /// `server_name` is forgotten from the statement cache if the Parse fails.
@@ -109,11 +110,11 @@ mod tests {
 
     #[test]
     fn server_messages_map_to_actions() {
-        let q = Pending::Query { effect: None };
+        let q = Pending::Query { effects: vec![] };
         let cases: Vec<(Option<Pending>, u8, Action)> = vec![
-            (Some(Pending::Query { effect: None }), b'D', Forward),
+            (Some(Pending::Query { effects: vec![] }), b'D', Forward),
             (
-                Some(Pending::Query { effect: None }),
+                Some(Pending::Query { effects: vec![] }),
                 b'Z',
                 Ready { swallow: false },
             ),

@@ -16,7 +16,8 @@ use crate::sql::{self, SessionEffect};
 pub(super) struct Routed {
     /// Replacement SQL, or `None` to send the client's text unchanged.
     pub sql: Option<String>,
-    pub effect: Option<SessionEffect>,
+    /// Its `SET`s and `RESET`s, in order (pinning effects only in session pooling).
+    pub effects: Vec<SessionEffect>,
     /// For rewritten statements: the org it was rendered for and the template.
     pub tenant: Option<Rendered>,
     /// A policy plugin rewrote (masked) the client's text, so `tenant`'s template is not the
@@ -50,11 +51,11 @@ impl Session<'_> {
         )?;
         let text = masked.as_deref().unwrap_or(text);
         if self.principal.role == Role::Admin {
-            let (effect, sharing) = self.pooling_effect(text)?;
+            let (effects, sharing) = self.pooling_effects(text)?;
             tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "admin statement");
             return Ok(Routed {
                 sql: masked.clone(),
-                effect,
+                effects,
                 tenant: None,
                 masked: masked.is_some(),
                 sharing,
@@ -70,7 +71,7 @@ impl Session<'_> {
             .map_err(|e| ClientError::from(&e))?;
         // Policy first: a tenant is told "not allowed" before "not poolable".
         let template = self.state.rewrites.get_or_rewrite(text, &catalog)?;
-        let (effect, sharing) = self.pooling_effect(text)?;
+        let (effects, sharing) = self.pooling_effects(text)?;
         let Some(org) = self.current_org() else {
             if touches_tenant_data(&template) {
                 return Err(ClientError::error(
@@ -80,7 +81,7 @@ impl Session<'_> {
             }
             return Ok(Routed {
                 sql: Some(template.render("")),
-                effect,
+                effects,
                 tenant: None,
                 masked: masked.is_some(),
                 sharing,
@@ -89,7 +90,7 @@ impl Session<'_> {
         let sql = template.render_checked(&org)?;
         Ok(Routed {
             sql: Some(sql),
-            effect,
+            effects,
             tenant: Some(Rendered {
                 org,
                 template,
@@ -102,32 +103,26 @@ impl Session<'_> {
 
     /// Session-level effects the pooler must know about, and how the statement may share a
     /// connection; refuses what cannot be pooled.
-    fn pooling_effect(&self, text: &str) -> Result<(Option<SessionEffect>, Sharing), ClientError> {
+    fn pooling_effects(&self, text: &str) -> Result<(Vec<SessionEffect>, Sharing), ClientError> {
         let summary = self
             .summaries
             .iter()
             .find(|(t, _)| t == text)
             .map_or_else(|| sql::summarize(text), |(_, s)| s.clone());
         let sharing = Sharing::of(&summary);
-        let mut effect = None;
-        for e in summary.effects {
-            if self.mode == PoolMode::Transaction {
-                if let SessionEffect::Pinned(what) = e {
-                    return Err(ClientError::error(
-                        code::FEATURE_NOT_SUPPORTED,
-                        format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
-                    ));
-                }
-                if summary.statements > 1 {
-                    return Err(ClientError::error(
-                        code::FEATURE_NOT_SUPPORTED,
-                        "session-level SET/RESET must be sent as its own statement with transaction pooling",
-                    ));
-                }
+        if self.mode == PoolMode::Transaction {
+            if let Some(SessionEffect::Pinned(what)) = summary
+                .effects
+                .iter()
+                .find(|e| matches!(e, SessionEffect::Pinned(_)))
+            {
+                return Err(ClientError::error(
+                    code::FEATURE_NOT_SUPPORTED,
+                    format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
+                ));
             }
-            effect = Some(e);
         }
-        Ok((effect, sharing))
+        Ok((summary.effects, sharing))
     }
 
     /// The org this session's statements run as now.
@@ -172,7 +167,7 @@ impl Session<'_> {
             Some(text) => self.route_sql(text).await?,
             None => Routed {
                 sql: Some(rendered.template.render_checked(&org)?),
-                effect: stmt.effect.clone(),
+                effects: stmt.effect.iter().cloned().collect(),
                 tenant: Some(Rendered {
                     org,
                     template: rendered.template.clone(),
@@ -186,7 +181,7 @@ impl Session<'_> {
         Ok(Arc::new(Statement::new(
             sql,
             stmt.types.clone(),
-            routed.effect,
+            routed.effects.into_iter().last(),
             routed.tenant,
             routed.sharing,
         )))

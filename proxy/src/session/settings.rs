@@ -14,6 +14,8 @@ pub struct Settings {
     startup: Vec<(String, String)>,
     /// Session-level `SET name TO value`, replayed as written.
     session: Vec<(String, String)>,
+    /// `session` as of the last commit: what a rollback returns to.
+    committed: Vec<(String, String)>,
     fingerprint: u64,
 }
 
@@ -60,6 +62,23 @@ impl Settings {
         self.refresh();
     }
 
+    /// The transaction the effects since the last commit ran in committed (`COMMIT`, or an
+    /// implicit transaction that ended without error).
+    pub fn commit(&mut self) {
+        if self.committed != self.session {
+            self.committed.clone_from(&self.session);
+        }
+    }
+
+    /// It rolled back (`ROLLBACK`, an error): PostgreSQL undid its `SET`s and `RESET`s, so do
+    /// we.
+    pub fn rollback(&mut self) {
+        if self.committed != self.session {
+            self.session.clone_from(&self.committed);
+            self.refresh();
+        }
+    }
+
     /// Whether statements run at REPEATABLE READ or SERIALIZABLE by default (a snapshot the
     /// balance cache cannot stand in for).
     pub fn strict_isolation(&self) -> bool {
@@ -91,6 +110,29 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rollback_undoes_what_the_transaction_set() {
+        let set = |v: &str| SessionEffect::Set {
+            name: "statement_timeout".into(),
+            value: v.into(),
+        };
+        let mut s = Settings::new(vec![]);
+        s.apply(&set("'1s'"));
+        s.commit();
+        let committed = s.fingerprint();
+        s.apply(&set("'2s'"));
+        s.apply(&SessionEffect::Reset {
+            name: "statement_timeout".into(),
+        });
+        s.rollback();
+        assert_eq!(s.fingerprint(), committed);
+        assert_eq!(s.replay_sql(), "RESET ALL;SET statement_timeout TO '1s';");
+        s.apply(&SessionEffect::ResetAll);
+        s.commit();
+        s.rollback();
+        assert_eq!(s.fingerprint(), 0);
+    }
 
     #[test]
     fn strict_isolation_from_startup_or_session() {
