@@ -5,9 +5,12 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use orgwall_e2e::clients::describe;
+use orgwall_e2e::raw::{bind_execute, Msg, RawConn};
 use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
+use postgres_protocol::message::frontend;
 use tokio_postgres::{AsyncMessage, NoTls};
 
 async fn show(c: &tokio_postgres::Client, what: &str) -> String {
@@ -324,6 +327,114 @@ async fn settings_follow_commit_and_rollback_as_on_postgres() {
         assert!(direct[1].ends_with("committed / 0"), "{}", direct[1]);
         assert!(direct[3].ends_with("multi / 7s"), "{}", direct[3]);
         assert!(direct[16].ends_with(": orgwall-e2e / 0"), "{}", direct[16]);
+    })
+    .await;
+}
+
+/// SQL `DEALLOCATE` of the client's protocol-level statements (psycopg sends `DEALLOCATE ALL`
+/// after every rollback once it has prepared something): with transaction pooling Orgwall
+/// answers it, dropping the client's statements as PostgreSQL would; with session pooling it
+/// answers it for those statements and passes it on for SQL-level ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deallocate_drops_the_clients_statements_in_both_pool_modes() {
+    bounded(120, async {
+        for mode in ["transaction", "session"] {
+            let (_db, proxy) = db_and_proxy("deallocate", ProxyOptions::pool(2, mode)).await;
+            let mut raw = RawConn::connect(proxy.port).await;
+            raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
+                .await
+                .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+            let tags = |msgs: &[Msg]| -> String { msgs.iter().map(|m| m.tag as char).collect() };
+            let mut out = BytesMut::new();
+            for (name, sql) in [
+                ("S_1", "SELECT $1::int4 + 1"),
+                ("two", "SELECT $1::int4 + 2"),
+            ] {
+                frontend::parse(name, sql, std::iter::empty::<u32>(), &mut out).expect("parse");
+            }
+            frontend::sync(&mut out);
+            assert_eq!(tags(&raw.exchange(&out, "parse").await), "11Z", "{mode}");
+            let run = |name: &str| {
+                let mut out = BytesMut::new();
+                bind_execute(&mut out, name, 1);
+                frontend::sync(&mut out);
+                out
+            };
+            let error_code = |msgs: &[Msg]| {
+                msgs.iter()
+                    .find(|m| m.tag == b'E')
+                    .and_then(|m| m.field(b'C'))
+            };
+
+            // Identifiers fold to lower case as in PostgreSQL: `S_1` needs quotes.
+            let msgs = raw.query("DEALLOCATE S_1").await;
+            assert_eq!(error_code(&msgs).as_deref(), Some("26000"), "{mode}");
+            let msgs = raw.query("DEALLOCATE \"S_1\"").await;
+            assert_eq!(tags(&msgs), "CZ", "{mode}: {msgs:?}");
+            assert!(msgs[0].body.starts_with(b"DEALLOCATE\0"), "{mode}");
+            let msgs = raw.exchange(&run("S_1"), "S_1 after DEALLOCATE").await;
+            assert_eq!(error_code(&msgs).as_deref(), Some("26000"), "{mode}");
+            assert_eq!(
+                tags(&raw.exchange(&run("two"), "two").await),
+                "2DCZ",
+                "{mode}"
+            );
+
+            // DEALLOCATE ALL through the extended protocol, as psycopg sends it.
+            let mut out = BytesMut::new();
+            frontend::parse("", "DEALLOCATE ALL", std::iter::empty::<u32>(), &mut out)
+                .expect("parse");
+            let no_params: [Option<i32>; 0] = [];
+            frontend::bind(
+                "",
+                "",
+                [0i16; 0],
+                no_params,
+                |_, _| Ok(postgres_protocol::IsNull::Yes),
+                [0i16; 0],
+                &mut out,
+            )
+            .map_err(|_| "bind")
+            .expect("bind");
+            frontend::execute("", 0, &mut out).expect("execute");
+            frontend::sync(&mut out);
+            let msgs = raw.exchange(&out, "DEALLOCATE ALL").await;
+            assert_eq!(tags(&msgs), "12CZ", "{mode}: {msgs:?}");
+            assert!(msgs[2].body.starts_with(b"DEALLOCATE ALL\0"), "{mode}");
+            let msgs = raw.exchange(&run("two"), "two after DEALLOCATE ALL").await;
+            assert_eq!(error_code(&msgs).as_deref(), Some("26000"), "{mode}");
+
+            // Inside a failed transaction it fails as every statement there does.
+            raw.query("BEGIN").await;
+            raw.query("SELECT 1/0").await;
+            let msgs = raw.query("DEALLOCATE ALL").await;
+            assert_eq!(error_code(&msgs).as_deref(), Some("25P02"), "{mode}");
+            raw.query("ROLLBACK").await;
+            let mut out = BytesMut::new();
+            frontend::parse(
+                "two",
+                "SELECT $1::int4 + 2",
+                std::iter::empty::<u32>(),
+                &mut out,
+            )
+            .expect("parse");
+            bind_execute(&mut out, "two", 1);
+            frontend::sync(&mut out);
+            assert_eq!(
+                tags(&raw.exchange(&out, "two again").await),
+                "12DCZ",
+                "{mode}"
+            );
+            if mode == "session" {
+                // SQL-level statements are PostgreSQL's own: DEALLOCATE reaches it.
+                let msgs = raw
+                    .query("PREPARE p AS SELECT 41 + 1; EXECUTE p; DEALLOCATE p")
+                    .await;
+                assert_eq!(error_code(&msgs), None, "{mode}: {msgs:?}");
+                let msgs = raw.query("EXECUTE p").await;
+                assert_eq!(error_code(&msgs).as_deref(), Some("26000"), "{mode}");
+            }
+        }
     })
     .await;
 }

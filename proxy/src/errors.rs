@@ -61,6 +61,7 @@ pub mod code {
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
     pub const INVALID_STATEMENT_NAME: &str = "26000";
+    pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";

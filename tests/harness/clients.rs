@@ -154,6 +154,32 @@ async fn run(
     }
 }
 
+/// Runs a Python script from `tests/python/` with `args`. Panics, naming what to install,
+/// when `python3` or the drivers the scripts use are missing; never skips.
+pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    require_binary("python3");
+    let probe = run(
+        "python3",
+        &["-c".into(), "import asyncpg, psycopg".into()],
+        "",
+        None,
+        60,
+    )
+    .await;
+    assert!(
+        probe.status.success(),
+        "the Python driver tests need asyncpg and psycopg 3: \
+         `python3 -m pip install asyncpg 'psycopg[binary]'` (.ci/run does this)\n{}",
+        probe.stderr
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let mut all = vec![path.display().to_string()];
+    all.extend_from_slice(args);
+    run("python3", &all, "", None, limit_secs).await
+}
+
 /// Runs `psql -X` against the proxy as `login` with the given `sslmode` and extra arguments;
 /// `stdin` (if any) is fed as the script.
 pub async fn psql(

@@ -155,6 +155,14 @@ impl TestProxy {
         self.conn_str_with(login.name, login.password, "disable")
     }
 
+    /// A `postgresql://` URL for `login` (plaintext), for drivers that take only URLs.
+    pub fn url(&self, login: Login) -> String {
+        format!(
+            "postgresql://{}:{}@127.0.0.1:{}/{}?sslmode=disable",
+            login.name, login.password, self.port, self.dbname
+        )
+    }
+
     /// A connection string with an explicit user, password and `sslmode`.
     pub fn conn_str_with(&self, user: &str, password: &str, sslmode: &str) -> String {
         format!(

@@ -8,9 +8,9 @@ use bytes::BytesMut;
 use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Parse};
 use pgwire::messages::simplequery::Query;
 
+use super::admin;
 use super::pending::Pending;
 use super::prepare::Placement;
-use super::{admin, tenant};
 use super::{Session, Statement};
 use crate::errors::{code, ClientError};
 use crate::wire;
@@ -67,7 +67,7 @@ impl Session<'_> {
         if let Some(cmd) = admin::parse(&q.query) {
             return self.on_admin_command(cmd, true).await;
         }
-        if let Some(cmd) = tenant::parse_command(&q.query) {
+        if let Some(cmd) = self.local_command(&q.query) {
             return self.on_orgwall_command(cmd).await;
         }
         let routed = match self.route_sql(&q.query).await {
@@ -102,7 +102,7 @@ impl Session<'_> {
         if let Some(cmd) = admin::parse(&p.query) {
             return self.on_admin_command(cmd, false).await;
         }
-        if let Some(cmd) = tenant::parse_command(&p.query) {
+        if let Some(cmd) = self.local_command(&p.query) {
             return self.parse_command_statement(name, cmd).await;
         }
         self.commands.forget_statement(&name);

@@ -1,6 +1,7 @@
-//! `SET`/`RESET orgwall.*`: Orgwall's own commands, answered without PostgreSQL in both the
-//! simple protocol and the extended one (Parse/Bind/Describe/Execute of such a statement are
-//! answered locally, in protocol order, through the pending queue).
+//! Commands Orgwall answers without PostgreSQL, in both the simple protocol and the extended
+//! one (Parse/Bind/Describe/Execute of such a statement are answered locally, in protocol
+//! order, through the pending queue): `SET`/`RESET orgwall.*`, and `DEALLOCATE` of the client's
+//! protocol-level prepared statements, which exist on the server only under Orgwall's names.
 
 use std::collections::HashMap;
 
@@ -11,8 +12,9 @@ use pgwire::messages::response::CommandComplete;
 
 use super::tenant::{self, OrgwallCommand, Source};
 use super::Session;
-use crate::config::Role;
+use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
+use crate::sql::lex::{self, Token};
 use crate::wire;
 
 /// Extended-protocol statements and portals that hold an `orgwall.*` command.
@@ -43,6 +45,26 @@ impl Commands {
 }
 
 impl Session<'_> {
+    /// The command in `text` that Orgwall answers itself, if it is one. `DEALLOCATE`: with
+    /// transaction pooling always (SQL-level PREPARE is refused there, so every prepared
+    /// statement the client has is a protocol-level one); with session pooling only of a
+    /// protocol-level statement by name (PostgreSQL has SQL-level ones, and `DEALLOCATE ALL`
+    /// goes to it; `backend.rs` sees it done).
+    pub(super) fn local_command(&self, text: &str) -> Option<Result<OrgwallCommand, ClientError>> {
+        if let Some(cmd) = tenant::parse_command(text) {
+            return Some(cmd);
+        }
+        let name = parse_deallocate(text)?;
+        let local = match (&name, self.mode) {
+            (_, PoolMode::Transaction) => true,
+            (Some(n), PoolMode::Session) => {
+                self.statements.contains_key(n) || self.commands.statements.contains_key(n)
+            }
+            (None, PoolMode::Session) => false,
+        };
+        local.then_some(Ok(OrgwallCommand::Deallocate { name }))
+    }
+
     /// Simple protocol: applies the command and answers CommandComplete + ReadyForQuery.
     pub(super) async fn on_orgwall_command(
         &mut self,
@@ -67,7 +89,8 @@ impl Session<'_> {
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
         let checked = cmd.and_then(|c| {
-            if self.principal.role != Role::Switcher {
+            let binds = !matches!(c, OrgwallCommand::Deallocate { .. });
+            if binds && self.principal.role != Role::Switcher {
                 return tenant::resolve(
                     self.principal.role,
                     &Source::OrgId("-".into()),
@@ -164,6 +187,82 @@ impl Session<'_> {
                 self.bound_local = None;
                 Ok("RESET")
             }
+            OrgwallCommand::Deallocate { name } => {
+                if self.status == b'E' {
+                    return Err(ClientError::error(
+                        code::IN_FAILED_SQL_TRANSACTION,
+                        "current transaction is aborted, commands ignored until end of transaction block",
+                    ));
+                }
+                // The unnamed statement is not a prepared statement DEALLOCATE can name.
+                let Some(name) = name else {
+                    self.statements.retain(|n, _| n.is_empty());
+                    self.commands.statements.retain(|n, _| n.is_empty());
+                    return Ok("DEALLOCATE ALL");
+                };
+                let known = !name.is_empty()
+                    && (self.statements.remove(&name).is_some()
+                        | self.commands.statements.remove(&name).is_some());
+                if !known {
+                    return Err(ClientError::error(
+                        code::INVALID_STATEMENT_NAME,
+                        format!("prepared statement \"{name}\" does not exist"),
+                    ));
+                }
+                Ok("DEALLOCATE")
+            }
+        }
+    }
+}
+
+/// `DEALLOCATE [PREPARE] {name | ALL}` alone: `Some(None)` for ALL, `Some(Some(name))` with the
+/// name resolved as PostgreSQL resolves identifiers (folded to lower case unless quoted).
+fn parse_deallocate(text: &str) -> Option<Option<String>> {
+    let head = text.trim_start().get(..10)?;
+    if !head.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut spans = lex::spans(text).filter(|(t, _)| *t != Token::Punct(b';'));
+    let mut next = || spans.next().map(|(t, r)| (t, &text[r]));
+    next()?;
+    let mut target = next()?;
+    if matches!(target.0, Token::Word(w) if w.eq_ignore_ascii_case("prepare")) {
+        target = next()?;
+    }
+    if next().is_some() {
+        return None;
+    }
+    match target {
+        (Token::Word(w), _) if w.eq_ignore_ascii_case("all") => Some(None),
+        (Token::Word(w), _) => Some(Some(w.to_lowercase())),
+        (Token::Quoted, q) if q.len() >= 2 => Some(Some(q[1..q.len() - 1].replace("\"\"", "\""))),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_deallocate;
+
+    #[test]
+    fn deallocate_forms() {
+        let cases: &[(&str, Option<Option<&str>>)] = &[
+            ("DEALLOCATE ALL", Some(None)),
+            ("  deallocate prepare all;", Some(None)),
+            ("DEALLOCATE _pg3_7", Some(Some("_pg3_7"))),
+            ("DEALLOCATE S_1", Some(Some("s_1"))),
+            ("DEALLOCATE \"S_1\"", Some(Some("S_1"))),
+            ("DEALLOCATE PREPARE \"a\"\"b\" ;", Some(Some("a\"b"))),
+            ("DEALLOCATE /* c */ x", Some(Some("x"))),
+            ("DEALLOCATE", None),
+            ("DEALLOCATE a; SELECT 1", None),
+            ("DEALLOCATE a b", None),
+            ("DEALLOCATE 'a'", None),
+            ("SELECT 1", None),
+        ];
+        for (sql, want) in cases {
+            let want = want.map(|n| n.map(str::to_string));
+            assert_eq!(parse_deallocate(sql), want, "{sql:?}");
         }
     }
 }

@@ -6,11 +6,19 @@ use crate::config::{JwtKeys, Role};
 use crate::errors::{code, ClientError};
 use crate::sql;
 
-/// A `SET`/`RESET` of an `orgwall.*` setting.
+/// A command Orgwall answers itself: a `SET`/`RESET` of an `orgwall.*` setting, or a
+/// `DEALLOCATE` of the client's own prepared statements (`commands.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrgwallCommand {
-    Bind { org: Source, local: bool },
+    Bind {
+        org: Source,
+        local: bool,
+    },
     Reset,
+    /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
+    Deallocate {
+        name: Option<String>,
+    },
 }
 
 /// Where a bound tenant comes from.
