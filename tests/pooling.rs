@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use orgwall_e2e::clients::describe;
-use orgwall_e2e::raw::{bind_execute, Msg, RawConn};
+use orgwall_e2e::raw::{bind_execute, bind_execute_no_params, error_code, parse, tags, RawConn};
 use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
 use postgres_protocol::message::frontend;
 use tokio_postgres::{AsyncMessage, NoTls};
@@ -340,17 +340,13 @@ async fn deallocate_drops_the_clients_statements_in_both_pool_modes() {
     bounded(120, async {
         for mode in ["transaction", "session"] {
             let (_db, proxy) = db_and_proxy("deallocate", ProxyOptions::pool(2, mode)).await;
-            let mut raw = RawConn::connect(proxy.port).await;
-            raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-                .await
-                .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
-            let tags = |msgs: &[Msg]| -> String { msgs.iter().map(|m| m.tag as char).collect() };
+            let mut raw = RawConn::admin(&proxy).await;
             let mut out = BytesMut::new();
             for (name, sql) in [
                 ("S_1", "SELECT $1::int4 + 1"),
                 ("two", "SELECT $1::int4 + 2"),
             ] {
-                frontend::parse(name, sql, std::iter::empty::<u32>(), &mut out).expect("parse");
+                parse(&mut out, name, sql);
             }
             frontend::sync(&mut out);
             assert_eq!(tags(&raw.exchange(&out, "parse").await), "11Z", "{mode}");
@@ -359,11 +355,6 @@ async fn deallocate_drops_the_clients_statements_in_both_pool_modes() {
                 bind_execute(&mut out, name, 1);
                 frontend::sync(&mut out);
                 out
-            };
-            let error_code = |msgs: &[Msg]| {
-                msgs.iter()
-                    .find(|m| m.tag == b'E')
-                    .and_then(|m| m.field(b'C'))
             };
 
             // Identifiers fold to lower case as in PostgreSQL: `S_1` needs quotes.
@@ -382,21 +373,8 @@ async fn deallocate_drops_the_clients_statements_in_both_pool_modes() {
 
             // DEALLOCATE ALL through the extended protocol, as psycopg sends it.
             let mut out = BytesMut::new();
-            frontend::parse("", "DEALLOCATE ALL", std::iter::empty::<u32>(), &mut out)
-                .expect("parse");
-            let no_params: [Option<i32>; 0] = [];
-            frontend::bind(
-                "",
-                "",
-                [0i16; 0],
-                no_params,
-                |_, _| Ok(postgres_protocol::IsNull::Yes),
-                [0i16; 0],
-                &mut out,
-            )
-            .map_err(|_| "bind")
-            .expect("bind");
-            frontend::execute("", 0, &mut out).expect("execute");
+            parse(&mut out, "", "DEALLOCATE ALL");
+            bind_execute_no_params(&mut out, "");
             frontend::sync(&mut out);
             let msgs = raw.exchange(&out, "DEALLOCATE ALL").await;
             assert_eq!(tags(&msgs), "12CZ", "{mode}: {msgs:?}");
@@ -411,13 +389,7 @@ async fn deallocate_drops_the_clients_statements_in_both_pool_modes() {
             assert_eq!(error_code(&msgs).as_deref(), Some("25P02"), "{mode}");
             raw.query("ROLLBACK").await;
             let mut out = BytesMut::new();
-            frontend::parse(
-                "two",
-                "SELECT $1::int4 + 2",
-                std::iter::empty::<u32>(),
-                &mut out,
-            )
-            .expect("parse");
+            parse(&mut out, "two", "SELECT $1::int4 + 2");
             bind_execute(&mut out, "two", 1);
             frontend::sync(&mut out);
             assert_eq!(

@@ -4,23 +4,11 @@
 //! unnamed. Errors still arrive where the client's Parse was.
 
 use bytes::BytesMut;
-use orgwall_e2e::raw::{bind_execute_sync, RawConn};
+use orgwall_e2e::clients::prepared_statements;
+use orgwall_e2e::raw::{bind_execute_sync, tags, RawConn};
 use orgwall_e2e::{bounded, connect, db_and_proxy, ProxyOptions, ADMIN, TENANT};
 use postgres_protocol::message::frontend;
 use tokio_postgres::types::Type;
-
-/// The SQL of the statements prepared on the proxy's one server connection.
-async fn prepared_on_server(c: &tokio_postgres::Client) -> Vec<String> {
-    c.simple_query("SELECT statement FROM pg_prepared_statements ORDER BY statement")
-        .await
-        .expect("pg_prepared_statements")
-        .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
-        .collect()
-}
 
 fn options(prepare_unnamed: usize) -> ProxyOptions {
     ProxyOptions {
@@ -60,12 +48,12 @@ async fn unnamed_statements_with_parameters_are_prepared_up_to_the_cap() {
         let c = connect(&proxy.conn_str(ADMIN)).await;
         run_unnamed(&c).await;
         // The first two parameterized texts fill the cap; the third and `SELECT 7` stay unnamed.
-        assert_eq!(prepared_on_server(&c).await, [PLUS_ONE, SUFFIX]);
+        assert_eq!(prepared_statements(&c).await, [PLUS_ONE, SUFFIX]);
 
         // Another client reuses them on the same server connection without preparing again.
         let other = connect(&proxy.conn_str(ADMIN)).await;
         run_unnamed(&other).await;
-        assert_eq!(prepared_on_server(&other).await, [PLUS_ONE, SUFFIX]);
+        assert_eq!(prepared_statements(&other).await, [PLUS_ONE, SUFFIX]);
 
         // A tenant login sending the same text (no tenant table in it, so the rewriter leaves it
         // as it is) uses the same server statement: sharing is by SQL text, and a statement on
@@ -76,7 +64,7 @@ async fn unnamed_statements_with_parameters_are_prepared_up_to_the_cap() {
             .await
             .unwrap();
         assert_eq!(r[0].get::<_, i32>(0), 2);
-        assert_eq!(prepared_on_server(&c).await, [PLUS_ONE, SUFFIX]);
+        assert_eq!(prepared_statements(&c).await, [PLUS_ONE, SUFFIX]);
     })
     .await;
 }
@@ -87,7 +75,7 @@ async fn without_prepare_unnamed_nothing_is_prepared() {
         let (_db, proxy) = db_and_proxy("prepare_unnamed_off", options(0)).await;
         let c = connect(&proxy.conn_str(ADMIN)).await;
         run_unnamed(&c).await;
-        assert!(prepared_on_server(&c).await.is_empty());
+        assert!(prepared_statements(&c).await.is_empty());
     })
     .await;
 }
@@ -96,10 +84,7 @@ async fn without_prepare_unnamed_nothing_is_prepared() {
 async fn a_failing_unnamed_parse_errors_in_place_and_is_not_remembered() {
     bounded(120, async {
         let (_db, proxy) = db_and_proxy("prepare_unnamed_error", options(8)).await;
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         let exchange = |sql: &'static str| {
             let mut out = BytesMut::new();
             frontend::parse("", sql, [23u32], &mut out).expect("parse");
@@ -112,18 +97,16 @@ async fn a_failing_unnamed_parse_errors_in_place_and_is_not_remembered() {
             let msgs = raw
                 .exchange(&exchange("SELECT $1 + nope"), "bad Parse")
                 .await;
-            let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
-            assert_eq!(tags, b"EZ".to_vec(), "{msgs:?}");
+            assert_eq!(tags(&msgs), "EZ", "{msgs:?}");
             assert_eq!(msgs[0].field(b'C').as_deref(), Some("42703"));
         }
         let msgs = raw.exchange(&exchange("SELECT $1 + 1"), "good Parse").await;
-        let tags: Vec<u8> = msgs.iter().map(|m| m.tag).collect();
-        assert_eq!(tags, b"12DCZ".to_vec(), "{msgs:?}");
+        assert_eq!(tags(&msgs), "12DCZ", "{msgs:?}");
         assert_eq!(&msgs[2].body[..], &[0, 1, 0, 0, 0, 1, b'6']);
         drop(raw);
 
         let c = connect(&proxy.conn_str(ADMIN)).await;
-        assert_eq!(prepared_on_server(&c).await, ["SELECT $1 + 1"]);
+        assert_eq!(prepared_statements(&c).await, ["SELECT $1 + 1"]);
     })
     .await;
 }

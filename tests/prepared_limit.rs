@@ -4,7 +4,8 @@
 //! Clients notice neither: every statement keeps answering.
 
 use bytes::BytesMut;
-use orgwall_e2e::raw::{bind_execute, RawConn};
+use orgwall_e2e::clients::prepared_statements;
+use orgwall_e2e::raw::{bind_execute, parse, tags, RawConn};
 use orgwall_e2e::{bounded, connect, db_and_proxy, ProxyOptions, ADMIN};
 use postgres_protocol::message::frontend;
 
@@ -16,15 +17,9 @@ fn plus(k: i32) -> String {
 /// The `k`s of the statements prepared on the server connection the next implicit transaction
 /// of `c` runs on, in order.
 async fn prepared_on_server(c: &tokio_postgres::Client) -> Vec<i32> {
-    let mut ks: Vec<i32> = c
-        .simple_query("SELECT statement FROM pg_prepared_statements")
+    let mut ks: Vec<i32> = prepared_statements(c)
         .await
-        .expect("pg_prepared_statements")
         .iter()
-        .filter_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-            _ => None,
-        })
         .map(|sql| {
             let k = sql.strip_prefix("SELECT $1::int4 + ").expect("one of ours");
             k.parse().expect("k")
@@ -101,29 +96,12 @@ async fn an_eviction_skipped_after_an_error_leaves_the_statement_known() {
             ..ProxyOptions::pool(1, "transaction")
         };
         let (_db, proxy) = db_and_proxy("prepared_limit_skip", opts).await;
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         let mut out = BytesMut::new();
-        frontend::parse(
-            "div",
-            "SELECT 100 / $1::int4",
-            std::iter::empty::<u32>(),
-            &mut out,
-        )
-        .expect("parse");
-        frontend::parse(
-            "two",
-            "SELECT $1::int4 + 2",
-            std::iter::empty::<u32>(),
-            &mut out,
-        )
-        .expect("parse");
+        parse(&mut out, "div", "SELECT 100 / $1::int4");
+        parse(&mut out, "two", "SELECT $1::int4 + 2");
         frontend::sync(&mut out);
-        let tags =
-            |msgs: &[orgwall_e2e::raw::Msg]| -> Vec<u8> { msgs.iter().map(|m| m.tag).collect() };
-        assert_eq!(tags(&raw.exchange(&out, "parse").await), b"11Z");
+        assert_eq!(tags(&raw.exchange(&out, "parse").await), "11Z");
 
         // `div` fails (division by zero, found when its Bind plans it), so PostgreSQL skips the
         // rest: the Close that would have evicted `div` to make room for `two`, and `two`'s
@@ -133,7 +111,7 @@ async fn an_eviction_skipped_after_an_error_leaves_the_statement_known() {
         bind_execute(&mut out, "two", 1);
         frontend::sync(&mut out);
         let msgs = raw.exchange(&out, "failing pipeline").await;
-        assert_eq!(tags(&msgs), b"EZ", "{msgs:?}");
+        assert_eq!(tags(&msgs), "EZ", "{msgs:?}");
         assert_eq!(msgs[0].field(b'C').as_deref(), Some("22012"));
 
         // `div` is still prepared, and Orgwall knows it: no second Parse (which would fail
@@ -143,7 +121,7 @@ async fn an_eviction_skipped_after_an_error_leaves_the_statement_known() {
             bind_execute(&mut out, stmt, value);
             frontend::sync(&mut out);
             let msgs = raw.exchange(&out, stmt).await;
-            assert_eq!(tags(&msgs), b"2DCZ", "{stmt}: {msgs:?}");
+            assert_eq!(tags(&msgs), "2DCZ", "{stmt}: {msgs:?}");
             assert!(
                 msgs[1].body.ends_with(answer.as_bytes()),
                 "{stmt}: {msgs:?}"
@@ -151,18 +129,7 @@ async fn an_eviction_skipped_after_an_error_leaves_the_statement_known() {
         }
         drop(raw);
         let c = connect(&proxy.conn_str(ADMIN)).await;
-        let left = c
-            .simple_query("SELECT statement FROM pg_prepared_statements")
-            .await
-            .expect("pg_prepared_statements");
-        let texts: Vec<String> = left
-            .iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
-                _ => None,
-            })
-            .collect();
-        assert_eq!(texts, ["SELECT 100 / $1::int4"]);
+        assert_eq!(prepared_statements(&c).await, ["SELECT 100 / $1::int4"]);
     })
     .await;
 }

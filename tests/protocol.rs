@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, TryStreamExt};
-use orgwall_e2e::raw::{Msg, RawConn};
+use orgwall_e2e::raw::{bind_execute_no_params, parse, tags, Msg, RawConn};
 use orgwall_e2e::{bounded, connect, db_and_proxy, expect_db_error, ProxyOptions, ADMIN};
 use postgres_protocol::message::frontend;
 use tokio_postgres::{NoTls, SimpleQueryMessage};
@@ -344,34 +344,12 @@ async fn copy_in_then_copy_out_round_trips_thousands_of_rows() {
 async fn copy_failing_before_copy_done_keeps_answers_in_order() {
     bounded(120, async {
         let (_db, proxy) = db_and_proxy("copy_fail_early", ProxyOptions::default()).await;
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         raw.query("CREATE TABLE n (x int)").await;
-        let tags = |msgs: &[Msg]| -> String { msgs.iter().map(|m| m.tag as char).collect() };
 
         let mut out = BytesMut::new();
-        frontend::parse(
-            "cp",
-            "COPY n FROM STDIN",
-            std::iter::empty::<u32>(),
-            &mut out,
-        )
-        .expect("parse");
-        let no_params: [Option<i32>; 0] = [];
-        frontend::bind(
-            "",
-            "cp",
-            [0i16; 0],
-            no_params,
-            |_, _| Ok(postgres_protocol::IsNull::Yes),
-            [0i16; 0],
-            &mut out,
-        )
-        .map_err(|_| "bind")
-        .expect("bind");
-        frontend::execute("", 0, &mut out).expect("execute");
+        parse(&mut out, "cp", "COPY n FROM STDIN");
+        bind_execute_no_params(&mut out, "cp");
         frontend::sync(&mut out);
         raw.send(&out).await.expect("send");
         let mut seen = Vec::new();
@@ -604,10 +582,7 @@ async fn flush_without_sync_gets_answers_before_sync() {
 
     bounded(120, async {
         let (_db, proxy) = db_and_proxy("flush", ProxyOptions::pool(1, "transaction")).await;
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         // Parse + Describe + Flush: ParseComplete, ParameterDescription, RowDescription must
         // arrive without a Sync (drivers such as asyncpg and JDBC rely on this).
         let mut out = BytesMut::new();

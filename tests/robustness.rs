@@ -53,10 +53,7 @@ async fn garbage_bytes_after_startup_close_only_that_connection() {
             .await
             .expect("neighbour before");
 
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         // An unknown message type with a well-formed length, then more junk.
         raw.send(&[
             0xff, 0, 0, 0, 8, 0xde, 0xad, 0xbe, 0xef, 0x13, 0x37, 0x00, 0x42,
@@ -89,10 +86,7 @@ async fn huge_length_prefix_closes_only_that_connection() {
     bounded(120, async {
         let (_db, proxy) = db_and_proxy("huge_len", ProxyOptions::default()).await;
         let neighbour = connect(&proxy.conn_str(ADMIN)).await;
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         // 'Q' claiming a 2 GiB body; the proxy must not wait for (or allocate) it.
         raw.send(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b'S', b'E', b'L'])
             .await
@@ -147,10 +141,7 @@ async fn client_killed_mid_transaction_leaves_a_clean_pooled_connection() {
 
         // Twice: once after the INSERT's answer arrived, once with the INSERT still in flight.
         for (round, wait_for_answer) in [(1, true), (2, false)] {
-            let mut raw = RawConn::connect(proxy.port).await;
-            raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-                .await
-                .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+            let mut raw = RawConn::admin(&proxy).await;
             let msgs = raw.query("BEGIN").await;
             assert_eq!(
                 ready_status(&msgs),
@@ -213,10 +204,7 @@ async fn client_killed_mid_transaction_leaves_a_clean_pooled_connection() {
 async fn client_killed_mid_query_does_not_leak_its_results_to_the_next_client() {
     bounded(120, async {
         let (_db, proxy) = db_and_proxy("killed_query", ProxyOptions::pool(1, "transaction")).await;
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         let mut q = bytes::BytesMut::new();
         postgres_protocol::message::frontend::query(
             "SELECT 'vanished-result'::text, pg_sleep(1.5)",
@@ -345,10 +333,7 @@ async fn message_over_max_message_bytes_closes_only_that_connection() {
             .await
             .expect("query under the limit");
 
-        let mut raw = RawConn::connect(proxy.port).await;
-        raw.login(ADMIN.name, ADMIN.password, &proxy.dbname)
-            .await
-            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        let mut raw = RawConn::admin(&proxy).await;
         let mut q = bytes::BytesMut::new();
         let big = format!("SELECT '{}'::text", "y".repeat(10_000));
         postgres_protocol::message::frontend::query(&big, &mut q).expect("encode");

@@ -154,6 +154,20 @@ async fn run(
     }
 }
 
+/// The SQL of the statements prepared on the server connection `c`'s next implicit
+/// transaction runs on, in text order.
+pub async fn prepared_statements(c: &tokio_postgres::Client) -> Vec<String> {
+    c.simple_query("SELECT statement FROM pg_prepared_statements ORDER BY statement")
+        .await
+        .expect("pg_prepared_statements")
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Runs a Python script from `tests/python/` with `args`. Panics, naming what to install,
 /// when `python3` or the drivers the scripts use are missing; never skips.
 pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput {

@@ -61,6 +61,40 @@ pub struct Ending {
     pub closed: bool,
 }
 
+/// The tags of `msgs`, as text (`"12DCZ"`).
+pub fn tags(msgs: &[Msg]) -> String {
+    msgs.iter().map(|m| m.tag as char).collect()
+}
+
+/// The SQLSTATE of the first ErrorResponse in `msgs`.
+pub fn error_code(msgs: &[Msg]) -> Option<String> {
+    msgs.iter()
+        .find(|m| m.tag == b'E')
+        .and_then(|m| m.field(b'C'))
+}
+
+/// Appends Parse of `sql` as statement `name`, parameter types left to the server.
+pub fn parse(out: &mut BytesMut, name: &str, sql: &str) {
+    frontend::parse(name, sql, std::iter::empty::<u32>(), out).expect("parse");
+}
+
+/// Appends Bind of `statement` (no parameters) to the unnamed portal, and Execute.
+pub fn bind_execute_no_params(out: &mut BytesMut, statement: &str) {
+    let none: [Option<i32>; 0] = [];
+    frontend::bind(
+        "",
+        statement,
+        [0i16; 0],
+        none,
+        |_, _| Ok(postgres_protocol::IsNull::Yes),
+        [0i16; 0],
+        out,
+    )
+    .map_err(|_| "bind encode")
+    .expect("bind");
+    frontend::execute("", 0, out).expect("execute");
+}
+
 /// Appends Bind (unnamed portal of the unnamed statement, `value` as its one text-format
 /// parameter, text results), Execute (all rows) and Sync.
 pub fn bind_execute_sync(out: &mut BytesMut, value: i32) {
@@ -95,6 +129,16 @@ pub struct RawConn {
 }
 
 impl RawConn {
+    /// Connects to `proxy` and logs in as the admin user.
+    pub async fn admin(proxy: &crate::TestProxy) -> RawConn {
+        let mut raw = RawConn::connect(proxy.port).await;
+        let admin = crate::ADMIN;
+        raw.login(admin.name, admin.password, &proxy.dbname)
+            .await
+            .unwrap_or_else(|e| panic!("raw login: {:?}", e.field(b'M')));
+        raw
+    }
+
     pub async fn connect(port: u16) -> RawConn {
         let stream = TcpStream::connect(("127.0.0.1", port))
             .await
