@@ -260,8 +260,8 @@ async fn session_pooling_keeps_temp_tables_and_session_state() {
 /// them: the same steps run directly and through a pool of one shared with a second client
 /// (which takes the server connection between steps), with `SHOW` after each, must agree.
 /// Covers ROLLBACK, an error in an implicit multi-statement transaction, `SET` through the
-/// extended protocol, a savepoint rolled back to (with no SET after it: those are not undone,
-/// see README), `COMMIT AND CHAIN`, and asyncpg's pool reset string (several statements ending
+/// extended protocol, savepoints (rolled back to, released, named with quotes, in both
+/// protocols), `COMMIT AND CHAIN`, and asyncpg's pool reset string (several statements ending
 /// in `RESET ALL`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn settings_follow_commit_and_rollback_as_on_postgres() {
@@ -279,9 +279,22 @@ async fn settings_follow_commit_and_rollback_as_on_postgres() {
             ("ROLLBACK", false, true),
             ("BEGIN; SET statement_timeout = '8s'; COMMIT", false, true),
             ("SET application_name = 'extended'", true, true),
-            ("BEGIN; SET application_name = 'kept'; SAVEPOINT s", false, false),
+            (
+                "BEGIN; SET application_name = 'kept'; SAVEPOINT s; RESET statement_timeout",
+                false,
+                false,
+            ),
             ("SELECT 1/0", false, false),
             ("ROLLBACK TO SAVEPOINT s; COMMIT", false, true),
+            (
+                "BEGIN; SAVEPOINT a; SET application_name = 'in a'; SAVEPOINT \"B\"",
+                false,
+                false,
+            ),
+            ("SET statement_timeout = '9s'", true, false),
+            ("RELEASE \"B\"", true, false),
+            ("ROLLBACK TO a", true, false),
+            ("SET application_name = 'after a'; COMMIT", false, true),
             ("BEGIN; RESET ALL; COMMIT AND CHAIN; SET application_name = 'chained'", false, false),
             ("ROLLBACK", false, true),
             ("SET application_name = 'before reset'", false, true),
@@ -326,7 +339,10 @@ async fn settings_follow_commit_and_rollback_as_on_postgres() {
         // What PostgreSQL does, spelled out for the steps that once went wrong through Orgwall.
         assert!(direct[1].ends_with("committed / 0"), "{}", direct[1]);
         assert!(direct[3].ends_with("multi / 7s"), "{}", direct[3]);
-        assert!(direct[16].ends_with(": orgwall-e2e / 0"), "{}", direct[16]);
+        assert!(direct[12].ends_with("kept / 8s"), "{}", direct[12]);
+        assert!(direct[17].ends_with("after a / 8s"), "{}", direct[17]);
+        let last = direct.last().expect("steps");
+        assert!(last.ends_with(": orgwall-e2e / 0"), "{last}");
     })
     .await;
 }

@@ -77,11 +77,27 @@ impl Session<'_> {
         match tag {
             "COMMIT" => {
                 self.settings.commit();
+                self.savepoints.clear();
                 self.rolled_back = false;
             }
-            // Also `ROLLBACK TO SAVEPOINT`, after which a COMMIT keeps the SETs the savepoint
-            // undid (not told apart by the tag).
-            "ROLLBACK" => self.rolled_back = true,
+            "SAVEPOINT" => {
+                if let Some(SessionEffect::Savepoint(name)) =
+                    self.take_effect(|e| matches!(e, SessionEffect::Savepoint(_)))
+                {
+                    self.savepoints.push((name, self.settings.snapshot()));
+                }
+            }
+            "RELEASE" => {
+                if let Some(SessionEffect::Release(name)) =
+                    self.take_effect(|e| matches!(e, SessionEffect::Release(_)))
+                {
+                    if let Some(i) = self.savepoints.iter().rposition(|(n, _)| *n == name) {
+                        self.savepoints.truncate(i);
+                    }
+                }
+            }
+            // ROLLBACK TO a savepoint, or of the whole transaction (also COMMIT of a failed one).
+            "ROLLBACK" => self.rolled_back_to_savepoint(),
             "DISCARD ALL" | "DEALLOCATE ALL" => {
                 // (Session pooling only: transaction pooling refuses both.) The server dropped
                 // every prepared statement, so do the client's own: PostgreSQL would have.
@@ -91,29 +107,33 @@ impl Session<'_> {
                     l.conn.unnamed = None;
                 }
             }
-            "SET" | "RESET" => self.apply_effect(tag == "SET"),
+            "SET" => self.apply_effect(|e| matches!(e, SessionEffect::Set { .. })),
+            "RESET" => self.apply_effect(|e| {
+                matches!(e, SessionEffect::Reset { .. } | SessionEffect::ResetAll)
+            }),
             _ => {}
         }
     }
 
-    /// A `SET` (or `RESET`) of the head entry completed: track its effect. In a simple Query
-    /// the next effect of the right kind is taken (`SET LOCAL` has the same tag and no effect;
-    /// taking a later SET's effect early is harmless, as the Query's transaction commits or
-    /// rolls back as a whole).
-    fn apply_effect(&mut self, set: bool) {
-        let effect = match self.pending.front_mut() {
+    /// The head entry's next effect that `wanted` accepts. In a simple Query that is the first
+    /// such effect not yet taken: statements with the same tag and no effect (`SET LOCAL`,
+    /// plain `ROLLBACK`) may take a later one's early, which is harmless for SETs (the Query's
+    /// transaction commits or rolls back as a whole).
+    fn take_effect(&mut self, wanted: impl Fn(&SessionEffect) -> bool) -> Option<SessionEffect> {
+        match self.pending.front_mut() {
             Some(Pending::Query { effects }) => {
-                let kind = |e: &SessionEffect| matches!(e, SessionEffect::Set { .. }) == set;
-                match effects
-                    .iter()
-                    .position(|e| kind(e) && !matches!(e, SessionEffect::Pinned(_)))
-                {
-                    Some(i) => effects.remove(i),
-                    None => return,
-                }
+                let i = effects.iter().position(wanted)?;
+                Some(effects.remove(i))
             }
-            Some(Pending::Execute { effect: Some(e) }) => e.clone(),
-            _ => return,
+            Some(Pending::Execute { effect: Some(e) }) if wanted(e) => Some(e.clone()),
+            _ => None,
+        }
+    }
+
+    /// A `SET` or `RESET` of the head entry completed: track its effect.
+    fn apply_effect(&mut self, wanted: impl Fn(&SessionEffect) -> bool) {
+        let Some(effect) = self.take_effect(wanted) else {
+            return;
         };
         self.settings.apply(&effect);
         if let Some(l) = self.server.as_mut() {
@@ -121,9 +141,35 @@ impl Session<'_> {
         }
     }
 
+    /// A ROLLBACK completed: back to the savepoint it names, if the head entry has a ROLLBACK
+    /// TO pending and that savepoint is known; else the transaction is rolled back.
+    fn rolled_back_to_savepoint(&mut self) {
+        let to = match self.pending.front() {
+            Some(Pending::Query { effects }) => effects.iter().find_map(|e| match e {
+                SessionEffect::RollbackTo(n) => Some(n),
+                _ => None,
+            }),
+            Some(Pending::Execute {
+                effect: Some(SessionEffect::RollbackTo(n)),
+            }) => Some(n),
+            _ => None,
+        };
+        let at = to.and_then(|n| self.savepoints.iter().rposition(|(s, _)| s == n));
+        let Some(i) = at else {
+            self.rolled_back = true;
+            return;
+        };
+        self.take_effect(|e| matches!(e, SessionEffect::RollbackTo(_)));
+        self.savepoints.truncate(i + 1);
+        self.settings.restore(&self.savepoints[i].1);
+        // The transaction goes on; an error before the savepoint's rollback is undone by it.
+        self.rolled_back = false;
+    }
+
     /// ReadyForQuery outside a transaction block: the transaction since the last one ended,
     /// committed unless it failed or rolled back.
     fn transaction_ended(&mut self) {
+        self.savepoints.clear();
         if std::mem::take(&mut self.rolled_back) {
             self.settings.rollback();
         } else {

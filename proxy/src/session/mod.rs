@@ -74,6 +74,8 @@ pub(crate) struct Session<'a> {
     /// An error or a ROLLBACK since the last commit: the transaction's settings are undone when
     /// it ends (`backend.rs`).
     rolled_back: bool,
+    /// The open transaction's savepoints, with the settings as they were at each.
+    savepoints: Vec<(String, Vec<(String, String)>)>,
     /// Transaction status from the last ReadyForQuery.
     status: u8,
     cancel: CancelHandle,
@@ -122,6 +124,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         settings: Settings::new(login.settings),
         skipping: false,
         rolled_back: false,
+        savepoints: Vec::new(),
         status: b'I',
         cancel: login.cancel,
         closing: false,

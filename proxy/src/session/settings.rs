@@ -57,7 +57,10 @@ impl Settings {
             }
             SessionEffect::Reset { name } => self.session.retain(|(n, _)| n != name),
             SessionEffect::ResetAll => self.session.clear(),
-            SessionEffect::Pinned(_) => {}
+            SessionEffect::Pinned(_)
+            | SessionEffect::Savepoint(_)
+            | SessionEffect::RollbackTo(_)
+            | SessionEffect::Release(_) => return,
         }
         self.refresh();
     }
@@ -67,6 +70,19 @@ impl Settings {
     pub fn commit(&mut self) {
         if self.committed != self.session {
             self.committed.clone_from(&self.session);
+        }
+    }
+
+    /// The session-level settings now, for a savepoint to return to.
+    pub fn snapshot(&self) -> Vec<(String, String)> {
+        self.session.clone()
+    }
+
+    /// A rollback to a savepoint taken with [`Settings::snapshot`].
+    pub fn restore(&mut self, snapshot: &[(String, String)]) {
+        if self.session != snapshot {
+            self.session = snapshot.to_vec();
+            self.refresh();
         }
     }
 

@@ -43,6 +43,12 @@ pub enum SessionEffect {
     ResetAll,
     /// Something that cannot be carried across pooled connections.
     Pinned(&'static str),
+    /// `SAVEPOINT name`: a later rollback to it undoes the SETs after it.
+    Savepoint(String),
+    /// `ROLLBACK [WORK | TRANSACTION] TO [SAVEPOINT] name`.
+    RollbackTo(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
 }
 
 /// What the pooler needs to know about one SQL string.
@@ -201,6 +207,11 @@ fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect>
         ["RESET", name, ..] => Some(SessionEffect::Reset {
             name: name.to_ascii_lowercase(),
         }),
+        ["SAVEPOINT", ..] => savepoint_name(stmt).map(SessionEffect::Savepoint),
+        ["RELEASE", ..] => savepoint_name(stmt).map(SessionEffect::Release),
+        ["ROLLBACK", "TO", ..] | ["ROLLBACK", "WORK" | "TRANSACTION", "TO", ..] => {
+            savepoint_name(stmt).map(SessionEffect::RollbackTo)
+        }
         ["LISTEN", ..] => Some(SessionEffect::Pinned("LISTEN")),
         ["PREPARE", ..] | ["EXECUTE", ..] | ["DEALLOCATE", ..] => Some(SessionEffect::Pinned(
             "SQL-level PREPARE/EXECUTE/DEALLOCATE",
@@ -220,6 +231,18 @@ fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect>
         _ if SESSION_ADVISORY.iter().any(|f| upper.contains(f)) => {
             Some(SessionEffect::Pinned("session-level advisory locks"))
         }
+        _ => None,
+    }
+}
+
+/// The savepoint a SAVEPOINT, RELEASE or ROLLBACK TO names (its last token), resolved as
+/// PostgreSQL resolves identifiers.
+fn savepoint_name(stmt: &str) -> Option<String> {
+    let (t, r) = lex::spans(stmt).last()?;
+    let text = &stmt[r];
+    match t {
+        Token::Word(w) => Some(w.to_lowercase()),
+        Token::Quoted if text.len() >= 2 => Some(text[1..text.len() - 1].replace("\"\"", "\"")),
         _ => None,
     }
 }
@@ -382,6 +405,34 @@ mod tests {
             &[Pinned("SET ROLE / SESSION AUTHORIZATION")],
         );
         check("SET foo", 1, &[]);
+    }
+
+    #[test]
+    fn savepoints_are_named_as_postgresql_resolves_them() {
+        check(
+            "BEGIN; SAVEPOINT a; SET x = 1; ROLLBACK TO SAVEPOINT a; RELEASE a; COMMIT",
+            6,
+            &[
+                Savepoint("a".into()),
+                set("x", "1"),
+                RollbackTo("a".into()),
+                Release("a".into()),
+            ],
+        );
+        check(
+            "savepoint \"Mixed\"\"q\"",
+            1,
+            &[Savepoint("Mixed\"q".into())],
+        );
+        check("ROLLBACK WORK TO Sp1", 1, &[RollbackTo("sp1".into())]);
+        check(
+            "rollback transaction to savepoint b",
+            1,
+            &[RollbackTo("b".into())],
+        );
+        check("RELEASE SAVEPOINT c", 1, &[Release("c".into())]);
+        check("ROLLBACK", 1, &[]);
+        check("ROLLBACK AND CHAIN", 1, &[]);
     }
 
     #[test]
