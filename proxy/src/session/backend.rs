@@ -144,22 +144,16 @@ impl Session<'_> {
     /// A ROLLBACK completed: back to the savepoint it names, if the head entry has a ROLLBACK
     /// TO pending and that savepoint is known; else the transaction is rolled back.
     fn rolled_back_to_savepoint(&mut self) {
-        let to = match self.pending.front() {
-            Some(Pending::Query { effects }) => effects.iter().find_map(|e| match e {
-                SessionEffect::RollbackTo(n) => Some(n),
-                _ => None,
-            }),
-            Some(Pending::Execute {
-                effect: Some(SessionEffect::RollbackTo(n)),
-            }) => Some(n),
+        let at = match self.take_effect(|e| matches!(e, SessionEffect::RollbackTo(_))) {
+            Some(SessionEffect::RollbackTo(n)) => {
+                self.savepoints.iter().rposition(|(s, _)| *s == n)
+            }
             _ => None,
         };
-        let at = to.and_then(|n| self.savepoints.iter().rposition(|(s, _)| s == n));
         let Some(i) = at else {
             self.rolled_back = true;
             return;
         };
-        self.take_effect(|e| matches!(e, SessionEffect::RollbackTo(_)));
         self.savepoints.truncate(i + 1);
         self.settings.restore(&self.savepoints[i].1);
         // The transaction goes on; an error before the savepoint's rollback is undone by it.

@@ -57,12 +57,15 @@ impl Session<'_> {
         let name = parse_deallocate(text)?;
         let local = match (&name, self.mode) {
             (_, PoolMode::Transaction) => true,
-            (Some(n), PoolMode::Session) => {
-                self.statements.contains_key(n) || self.commands.statements.contains_key(n)
-            }
+            (Some(n), PoolMode::Session) => self.knows_statement(n),
             (None, PoolMode::Session) => false,
         };
         local.then_some(Ok(OrgwallCommand::Deallocate { name }))
+    }
+
+    /// Whether the client has a prepared statement `name` (a plain one or a command).
+    fn knows_statement(&self, name: &str) -> bool {
+        self.statements.contains_key(name) || self.commands.statements.contains_key(name)
     }
 
     /// Simple protocol: applies the command and answers CommandComplete + ReadyForQuery.
@@ -104,9 +107,7 @@ impl Session<'_> {
             Ok(c) => c,
             Err(e) => return self.refuse(e, false).await,
         };
-        if !name.is_empty()
-            && (self.statements.contains_key(&name) || self.commands.statements.contains_key(&name))
-        {
+        if !name.is_empty() && self.knows_statement(&name) {
             let e = ClientError::error(
                 code::DUPLICATE_PREPARED_STATEMENT,
                 format!("prepared statement \"{name}\" already exists"),
@@ -234,9 +235,7 @@ fn parse_deallocate(text: &str) -> Option<Option<String>> {
     }
     match target {
         (Token::Word(w), _) if w.eq_ignore_ascii_case("all") => Some(None),
-        (Token::Word(w), _) => Some(Some(w.to_lowercase())),
-        (Token::Quoted, q) if q.len() >= 2 => Some(Some(q[1..q.len() - 1].replace("\"\"", "\""))),
-        _ => None,
+        (t, text) => lex::identifier(t, text).map(Some),
     }
 }
 

@@ -27,7 +27,7 @@ impl Session<'_> {
     /// A named one is prepared under its server name, on a full connection in place of the
     /// least recently used statement — except on a multiplexed connection, where it runs
     /// unnamed (another client's batch may be about to use any statement there). An unnamed one
-    /// runs unnamed unless `prepare_unnamed` applies ([`Session::promotes_unnamed`]).
+    /// runs unnamed unless `prepare_unnamed` applies ([`promotes_unnamed`]).
     pub(super) fn placement(&mut self, client_name: &str, stmt: &Statement) -> Placement {
         let upstream = &self.state.config.upstream;
         let (cap, unnamed_cap) = (
@@ -40,11 +40,11 @@ impl Session<'_> {
         if (!client_name.is_empty() || unnamed_cap > 0) && prepared.use_name(&stmt.server_name) {
             return Placement::OnServer;
         }
-        let room = prepared.len() < cap;
+        let held = prepared.len();
         let named = if client_name.is_empty() {
-            prepared.len() < unnamed_cap && promotes_unnamed(stmt)
+            held < unnamed_cap && promotes_unnamed(stmt)
         } else {
-            room || !prepared.is_shared()
+            held < cap || !prepared.is_shared()
         };
         if named {
             Placement::Prepare

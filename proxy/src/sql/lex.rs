@@ -38,6 +38,17 @@ pub fn spans(stmt: &str) -> impl Iterator<Item = (Token<'_>, Range<usize>)> {
     std::iter::from_fn(move || t.next().map(|tok| (tok, t.start..t.i)))
 }
 
+/// The name an identifier token stands for, as PostgreSQL resolves it: a word folded to lower
+/// case, a quoted name as written (`""` unescaped); `text` is the token's text. `None` for
+/// other tokens.
+pub fn identifier(token: Token<'_>, text: &str) -> Option<String> {
+    match token {
+        Token::Word(w) => Some(w.to_lowercase()),
+        Token::Quoted if text.len() >= 2 => Some(text[1..text.len() - 1].replace("\"\"", "\"")),
+        _ => None,
+    }
+}
+
 pub struct Tokens<'a> {
     b: &'a [u8],
     s: &'a str,

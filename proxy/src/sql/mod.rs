@@ -239,12 +239,7 @@ fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect>
 /// PostgreSQL resolves identifiers.
 fn savepoint_name(stmt: &str) -> Option<String> {
     let (t, r) = lex::spans(stmt).last()?;
-    let text = &stmt[r];
-    match t {
-        Token::Word(w) => Some(w.to_lowercase()),
-        Token::Quoted if text.len() >= 2 => Some(text[1..text.len() - 1].replace("\"\"", "\"")),
-        _ => None,
-    }
+    lex::identifier(t, &stmt[r])
 }
 
 fn is_temp(upper: &Squashed) -> bool {
