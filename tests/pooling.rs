@@ -347,6 +347,58 @@ async fn settings_follow_commit_and_rollback_as_on_postgres() {
     .await;
 }
 
+/// `RESET` returns a setting to the value the client's startup packet gave it, as on
+/// PostgreSQL, in both pool modes: Orgwall's server connection started with its own startup
+/// packet, so without help a client's `RESET ALL` took it to the server's defaults (and with
+/// session pooling kept it there for the rest of the session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_returns_to_the_startup_settings_as_on_postgres() {
+    bounded(120, async {
+        // (step, through the extended protocol)
+        let steps: &[(&str, bool)] = &[
+            ("SET application_name = 'changed'", false),
+            ("RESET ALL", false),
+            ("SET statement_timeout = '7s'", false),
+            ("RESET statement_timeout", true),
+            ("SET statement_timeout = '8s'", false),
+            ("BEGIN; RESET ALL; ROLLBACK", false),
+            ("BEGIN; RESET ALL; COMMIT", false),
+            ("SET application_name = 'again'", true),
+            ("RESET ALL", true),
+            ("RESET application_name; SELECT 1/0", false),
+        ];
+        let run = |conn: String| async move {
+            let c = connect(&conn).await;
+            let mut seen = Vec::new();
+            for (sql, extended) in steps {
+                let r = if *extended {
+                    c.execute(*sql, &[]).await.map(|_| ())
+                } else {
+                    c.batch_execute(sql).await
+                };
+                let outcome = r.map_err(|e| e.code().map(|c| c.code().to_string()));
+                let row = c
+                    .query_one("SELECT current_setting('application_name') || ' / ' || current_setting('statement_timeout')", &[])
+                    .await
+                    .expect("settings");
+                seen.push(format!("{sql} -> {outcome:?}: {}", row.get::<_, String>(0)));
+            }
+            seen
+        };
+        let startup = " application_name=startup options='-c statement_timeout=5s'";
+        for mode in ["transaction", "session"] {
+            let (db, proxy) = db_and_proxy("reset_startup", ProxyOptions::pool(1, mode)).await;
+            let direct = run(format!("{}{startup}", db.direct_conn_str())).await;
+            let proxied = run(format!("{}{startup}", proxy.conn_str(ADMIN))).await;
+            assert_eq!(proxied, direct, "{mode}");
+            assert!(direct[1].ends_with(": startup / 5s"), "{}", direct[1]);
+            assert!(direct[3].ends_with(": startup / 5s"), "{}", direct[3]);
+            assert!(direct[5].ends_with(": startup / 8s"), "{}", direct[5]);
+        }
+    })
+    .await;
+}
+
 /// SQL `DEALLOCATE` of the client's protocol-level statements (psycopg sends `DEALLOCATE ALL`
 /// after every rollback once it has prepared something): with transaction pooling Orgwall
 /// answers it, dropping the client's statements as PostgreSQL would; with session pooling it

@@ -4,7 +4,8 @@ Run against PostgreSQL directly and through Orgwall by tests/python_drivers.rs, 
 the two transcripts. Covers psycopg's own protocol habits: server-side prepare after
 `prepare_threshold` runs, `DEALLOCATE ALL` after every rollback, pipeline mode (with an
 error inside), binary results, COPY text and binary in and out, named (server-side) cursors,
-nested transactions as savepoints, notices, session settings.
+nested transactions as savepoints, notices, session settings, RESET back to the startup
+packet's settings.
 """
 import decimal
 import sys
@@ -93,5 +94,19 @@ with psycopg.connect(sys.argv[1], prepare_threshold=2) as c:
     c.execute("RESET statement_timeout")
     say("reset", c.execute("SHOW statement_timeout").fetchone())
     c.execute("DROP TABLE pyflow")
+
+# Settings from the startup packet survive RESET (PostgreSQL returns to them), and the
+# reports psycopg keeps (ParameterStatus) end where the server's values are.
+with psycopg.connect(
+    sys.argv[1], autocommit=True, application_name="flow", options="-c statement_timeout=5s"
+) as c:
+    c.execute("SET application_name = 'changed'")
+    c.execute("RESET ALL")
+    c.execute("SELECT 1")
+    say("after RESET ALL", c.info.parameter_status("application_name"),
+        c.execute("SHOW statement_timeout").fetchone())
+    c.execute("SET statement_timeout = '7s'")
+    c.execute("RESET statement_timeout")
+    say("after RESET", c.execute("SHOW statement_timeout").fetchone())
 
 print("\n".join(out))

@@ -32,7 +32,7 @@ impl Session<'_> {
     fn on_server_message(&mut self, frame: BytesMut) {
         match frame[0] {
             b'C' => self.complete_head(&frame),
-            b'E' if !matches!(self.pending.front(), Some(Pending::Settings)) => {
+            b'E' if !matches!(self.pending.front(), Some(Pending::Settings { .. })) => {
                 self.rolled_back = true;
             }
             b'G' => self.enter_copy_in(),
@@ -60,6 +60,7 @@ impl Session<'_> {
                     self.to_client.extend_from_slice(&frame);
                 }
                 self.pop_head();
+                self.restore_startup_settings();
                 self.maybe_release();
             }
             Action::Unexpected => {
@@ -135,6 +136,7 @@ impl Session<'_> {
         let Some(effect) = self.take_effect(wanted) else {
             return;
         };
+        self.startup_reset |= self.settings.resets_startup(&effect);
         self.settings.apply(&effect);
         if let Some(l) = self.server.as_mut() {
             l.conn.settings = settings::DIRTY;
@@ -165,6 +167,8 @@ impl Session<'_> {
     fn transaction_ended(&mut self) {
         self.savepoints.clear();
         if std::mem::take(&mut self.rolled_back) {
+            // PostgreSQL undid the RESETs too.
+            self.startup_reset = false;
             self.settings.rollback();
         } else {
             self.settings.commit();
@@ -252,7 +256,7 @@ impl Session<'_> {
         match self.pending.front_mut() {
             // Inside a simple query the error is one of its results; ReadyForQuery follows.
             Some(Pending::Query { .. }) => self.to_client.extend_from_slice(&frame),
-            Some(Pending::Settings) => {
+            Some(Pending::Settings { .. }) => {
                 tracing::warn!(
                     code = wire::error_code(&frame),
                     "replaying client settings failed"
@@ -288,7 +292,7 @@ impl Session<'_> {
     fn skip_to_sync(&mut self) {
         while let Some(p) = self.pending.front() {
             match p {
-                Pending::Sync | Pending::Query { .. } | Pending::Settings => return,
+                Pending::Sync | Pending::Query { .. } | Pending::Settings { .. } => return,
                 Pending::Parse {
                     server_name: Some(n),
                     ..
@@ -307,6 +311,22 @@ impl Session<'_> {
             self.pending.pop_front();
         }
         self.skipping = true;
+    }
+
+    /// The client's `RESET ALL` (or `RESET` of a setting from its startup packet) took the
+    /// server connection back to PostgreSQL's defaults, where PostgreSQL itself would have
+    /// returned to the startup packet's values: once the transaction has ended and nothing is
+    /// in flight, replay the client's settings on the connection (under transaction pooling
+    /// it is released once the replay is answered). PostgreSQL's reports of the restored
+    /// values reach the client, which has seen those of the reset.
+    fn restore_startup_settings(&mut self) {
+        if !self.startup_reset || self.status != b'I' || !self.pending.is_empty() {
+            return;
+        }
+        self.startup_reset = false;
+        if self.server.as_ref().is_some_and(|l| !l.is_shared()) {
+            self.replay_settings(true);
+        }
     }
 
     /// In transaction pooling, returns the server connection once nothing is in flight.

@@ -338,20 +338,30 @@ impl Session<'_> {
                 return Ok(());
             }
         }
-        let mut lease = self.state.pool.acquire().await.map_err(|e| {
+        let lease = self.state.pool.acquire().await.map_err(|e| {
             tracing::warn!(error = %e, "no server connection");
             ClientError::from(&e)
         })?;
         self.cancel.set_target(Some(lease.conn.key.clone()));
-        let want = self.settings.fingerprint();
-        if lease.conn.settings != want {
-            wire::put(&mut self.to_server, &Query::new(self.settings.replay_sql()));
-            lease.conn.settings = want;
-            lease.conn.unnamed = None;
-            self.pending.push_back(Pending::Settings);
-        }
+        let stale = lease.conn.settings != self.settings.fingerprint();
         self.server = Some(lease);
+        if stale {
+            self.replay_settings(false);
+        }
         Ok(())
+    }
+
+    /// Sends the client's settings (`RESET ALL; …`) ahead of whatever comes next on the held
+    /// server connection; PostgreSQL's answers are swallowed (its ParameterStatus reports
+    /// forwarded if `report`).
+    pub(super) fn replay_settings(&mut self, report: bool) {
+        wire::put(&mut self.to_server, &Query::new(self.settings.replay_sql()));
+        let fingerprint = self.settings.fingerprint();
+        let conn = self.lease();
+        conn.settings = fingerprint;
+        // A simple Query drops the unnamed statement.
+        conn.unnamed = None;
+        self.pending.push_back(Pending::Settings { report });
     }
 
     pub(super) fn lease(&mut self) -> &mut crate::upstream::ServerConn {

@@ -78,6 +78,9 @@ pub(crate) struct Session<'a> {
     savepoints: Vec<(String, Vec<(String, String)>)>,
     /// Transaction status from the last ReadyForQuery.
     status: u8,
+    /// A confirmed `RESET` dropped settings of the startup packet on the server connection
+    /// (`backend.rs` restores them when the transaction ends).
+    startup_reset: bool,
     cancel: CancelHandle,
     /// Set when the session must end once its output is flushed.
     closing: bool,
@@ -126,6 +129,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         rolled_back: false,
         savepoints: Vec::new(),
         status: b'I',
+        startup_reset: false,
         cancel: login.cancel,
         closing: false,
         copy_in: false,

@@ -41,8 +41,11 @@ pub enum Pending {
         evicted: Option<String>,
     },
     Sync,
-    /// Orgwall's settings replay: every response is swallowed.
-    Settings,
+    /// Orgwall's settings replay: every response is swallowed, except ParameterStatus when
+    /// `report` (a replay after the client's own `RESET`, whose reports it has seen).
+    Settings {
+        report: bool,
+    },
     /// A deliberately failing statement standing in for a refused one, so PostgreSQL aborts the
     /// transaction exactly as it would have; its ErrorResponse is replaced by `error`.
     Refused {
@@ -77,16 +80,17 @@ pub enum Action {
 /// Decides what to do with a server message of type `tag`, given the head of the queue.
 pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
     use Action::*;
-    let swallowing = matches!(head, Some(Pending::Settings));
+    let swallowing = matches!(head, Some(Pending::Settings { .. }));
     match tag {
         b'E' => return Error,
+        b'S' if matches!(head, Some(Pending::Settings { report: true })) => return Forward,
         b'N' | b'A' | b'S' => return if swallowing { Swallow } else { Forward },
         _ => {}
     }
     let Some(head) = head else { return Unexpected };
     match (head, tag) {
-        (Pending::Settings, b'Z') => Ready { swallow: true },
-        (Pending::Settings, _) => Swallow,
+        (Pending::Settings { .. }, b'Z') => Ready { swallow: true },
+        (Pending::Settings { .. }, _) => Swallow,
         (Pending::Query { .. } | Pending::Sync | Pending::Refused { simple: true, .. }, b'Z') => {
             Ready { swallow: false }
         }
@@ -146,8 +150,15 @@ mod tests {
             (Some(Pending::Execute { effect: None }), b'D', Forward),
             (Some(Pending::Execute { effect: None }), b'G', Forward),
             (Some(Pending::Execute { effect: None }), b's', ForwardPop),
-            (Some(Pending::Settings), b'S', Swallow),
-            (Some(Pending::Settings), b'Z', Ready { swallow: true }),
+            (Some(Pending::Settings { report: false }), b'S', Swallow),
+            (Some(Pending::Settings { report: true }), b'S', Forward),
+            (Some(Pending::Settings { report: true }), b'N', Swallow),
+            (Some(Pending::Settings { report: true }), b'C', Swallow),
+            (
+                Some(Pending::Settings { report: false }),
+                b'Z',
+                Ready { swallow: true },
+            ),
             (Some(Pending::Sync), b'N', Forward),
             (Some(Pending::Bind), b'E', Error),
             (Some(Pending::Bind), b'Z', Unexpected),

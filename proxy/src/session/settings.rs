@@ -65,6 +65,20 @@ impl Settings {
         self.refresh();
     }
 
+    /// Whether PostgreSQL, confirming `effect`, dropped a startup-packet setting that it would
+    /// have kept had the client connected directly (there `RESET` returns to the startup
+    /// packet's value; on a pooled connection, to the server's default).
+    pub fn resets_startup(&self, effect: &SessionEffect) -> bool {
+        match effect {
+            SessionEffect::ResetAll => !self.startup.is_empty(),
+            SessionEffect::Reset { name } => self
+                .startup
+                .iter()
+                .any(|(k, _)| k.eq_ignore_ascii_case(name)),
+            _ => false,
+        }
+    }
+
     /// The transaction the effects since the last commit ran in committed (`COMMIT`, or an
     /// implicit transaction that ended without error).
     pub fn commit(&mut self) {
@@ -148,6 +162,22 @@ mod tests {
         s.commit();
         s.rollback();
         assert_eq!(s.fingerprint(), 0);
+    }
+
+    #[test]
+    fn resets_of_startup_settings_are_recognised() {
+        let reset = |n: &str| SessionEffect::Reset { name: n.into() };
+        let s = Settings::new(vec![("application_name".into(), "app".into())]);
+        assert!(s.resets_startup(&SessionEffect::ResetAll));
+        assert!(s.resets_startup(&reset("application_name")));
+        assert!(s.resets_startup(&reset("Application_Name")));
+        assert!(!s.resets_startup(&reset("statement_timeout")));
+        let set = SessionEffect::Set {
+            name: "application_name".into(),
+            value: "'x'".into(),
+        };
+        assert!(!s.resets_startup(&set));
+        assert!(!Settings::new(vec![]).resets_startup(&SessionEffect::ResetAll));
     }
 
     #[test]
