@@ -38,6 +38,11 @@ mod wasm;
 use anyhow::{bail, Context};
 use common::{host_args, median, pgbench, pgbench_figure, Cluster, InProcessProxy, PASSWORD};
 
+const USAGE: &str = "usage: pgbench_ratio [--clients 16] [--seconds 10] \
+[--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3] [--tenant] \
+[--script select-only|balances] [--balances 100000] [--multiplex N] [--workers N] \
+[--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins]";
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Script {
     SelectOnly,
@@ -84,6 +89,11 @@ fn parse_args() -> anyhow::Result<Args> {
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            // The module documentation's usage lines.
+            println!("{USAGE}");
+            std::process::exit(0);
+        }
         if flag == "--tenant" {
             a.tenant = true;
             continue;
@@ -117,7 +127,7 @@ fn parse_args() -> anyhow::Result<Args> {
                     _ => bail!("--script is select-only or balances"),
                 }
             }
-            _ => bail!("unknown flag {flag}"),
+            _ => bail!("unknown flag {flag}\n{USAGE}"),
         }
     }
     Ok(a)

@@ -100,9 +100,11 @@ impl Session<'_> {
             // ROLLBACK TO a savepoint, or of the whole transaction (also COMMIT of a failed one).
             "ROLLBACK" => self.rolled_back_to_savepoint(),
             "DISCARD ALL" | "DEALLOCATE ALL" => {
-                // (Session pooling only: transaction pooling refuses both.) The server dropped
-                // every prepared statement, so do the client's own: PostgreSQL would have.
-                self.statements.clear();
+                // (Session pooling only: under transaction pooling Orgwall answers DEALLOCATE
+                // ALL and refuses DISCARD ALL.) The server dropped every prepared statement, so
+                // do the client's own: PostgreSQL would have (and the statement that ran
+                // replaced the unnamed one).
+                self.forget_statements(false);
                 if let Some(l) = self.server.as_mut() {
                     l.conn.prepared.clear();
                     l.conn.unnamed = None;

@@ -45,6 +45,15 @@ impl Commands {
 }
 
 impl Session<'_> {
+    /// Drops the client's prepared statements, its own and its `orgwall.*` ones, as
+    /// PostgreSQL's `DEALLOCATE ALL` and `DISCARD ALL` do (which do not touch the unnamed
+    /// statement: `keep_unnamed`, unless PostgreSQL replaced it anyway).
+    pub(super) fn forget_statements(&mut self, keep_unnamed: bool) {
+        let keep = |n: &String| keep_unnamed && n.is_empty();
+        self.statements.retain(|n, _| keep(n));
+        self.commands.statements.retain(|n, _| keep(n));
+    }
+
     /// The command in `text` that Orgwall answers itself, if it is one. `DEALLOCATE`: with
     /// transaction pooling always (SQL-level PREPARE is refused there, so every prepared
     /// statement the client has is a protocol-level one); with session pooling only of a
@@ -197,8 +206,7 @@ impl Session<'_> {
                 }
                 // The unnamed statement is not a prepared statement DEALLOCATE can name.
                 let Some(name) = name else {
-                    self.statements.retain(|n, _| n.is_empty());
-                    self.commands.statements.retain(|n, _| n.is_empty());
+                    self.forget_statements(true);
                     return Ok("DEALLOCATE ALL");
                 };
                 let known = !name.is_empty()
