@@ -174,7 +174,7 @@ pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput
     require_binary("python3");
     let probe = run(
         "python3",
-        &["-c".into(), "import asyncpg, psycopg".into()],
+        &["-c".into(), "import asyncpg, psycopg, sqlalchemy".into()],
         "",
         None,
         60,
@@ -182,8 +182,8 @@ pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput
     .await;
     assert!(
         probe.status.success(),
-        "the Python driver tests need asyncpg and psycopg 3: \
-         `python3 -m pip install asyncpg 'psycopg[binary]'` (.ci/run does this)\n{}",
+        "the Python driver tests need asyncpg, psycopg 3 and SQLAlchemy 2: \
+         `python3 -m pip install asyncpg 'psycopg[binary]' SQLAlchemy` (.ci/run does this)\n{}",
         probe.stderr
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -102,6 +102,10 @@ const SAFE_PG_CATALOG: &[&str] = &[
     "pg_operator",
     "pg_cast",
     "pg_language",
+    "pg_opclass",
+    "pg_opfamily",
+    "pg_tablespace",
+    "pg_depend",
 ];
 
 /// `information_schema` views that describe the (shared) schema only.

@@ -93,6 +93,26 @@ fn mixed_rules() {
         r#"SELECT typname FROM pg_type"#,
         Sql(r#"SELECT typname FROM pg_catalog.pg_type"#),
     );
+    // What drivers and ORMs run on connect and when reflecting: psycopg's type lookup,
+    // SQLAlchemy's has_table and column reflection (schema metadata, shared by all tenants).
+    check(
+        r#"SELECT typname, oid, typarray, oid::regtype::text FROM pg_type t WHERE t.oid = to_regtype($1)"#,
+        Sql(
+            r#"SELECT typname, oid, typarray, oid::regtype::TEXT FROM pg_catalog.pg_type t WHERE t.oid = to_regtype($1)"#,
+        ),
+    );
+    check(
+        r#"SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname IN ($1) AND pg_catalog.pg_table_is_visible(c.oid)"#,
+        Sql(
+            r#"SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE c.relname IN ($1) AND pg_catalog.pg_table_is_visible(c.oid)"#,
+        ),
+    );
+    check(
+        r#"SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid), pg_catalog.pg_get_constraintdef(k.oid), pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_attrdef d, pg_constraint k, pg_index i, pg_opclass o"#,
+        Sql(
+            r#"SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid), pg_catalog.pg_get_constraintdef(k.oid), pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_attrdef d, pg_catalog.pg_constraint k, pg_catalog.pg_index i, pg_catalog.pg_opclass o"#,
+        ),
+    );
     check(
         r#"SELECT * FROM information_schema.columns"#,
         Sql(r#"SELECT * FROM information_schema.columns"#),
