@@ -347,6 +347,53 @@ async fn settings_follow_commit_and_rollback_as_on_postgres() {
     .await;
 }
 
+/// `SELECT set_config('name', 'value', false)` (how Django sets its `TimeZone`) is a session
+/// `SET`: it follows its client across a pool of one shared with another client, in both
+/// protocols, and never reaches the other client; with `true` it lasts for its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_config_follows_its_client_like_set() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("set_config", ProxyOptions::pool(1, "transaction")).await;
+        let a = connect(&proxy.conn_str(ADMIN)).await;
+        let b = connect(&proxy.conn_str(ADMIN)).await;
+        let default = show(&b, "TimeZone").await;
+        assert_ne!(default, "Asia/Tokyo");
+
+        a.batch_execute("SELECT set_config('TimeZone', 'Asia/Tokyo', false)")
+            .await
+            .expect("simple set_config");
+        b.batch_execute("SELECT 1").await.expect("B");
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+        assert_eq!(show(&b, "TimeZone").await, default);
+
+        a.query(
+            "SELECT pg_catalog.set_config('application_name', 'a''s app', false)",
+            &[],
+        )
+        .await
+        .expect("extended set_config");
+        b.batch_execute("SELECT 1").await.expect("B");
+        assert_eq!(show(&a, "application_name").await, "a's app");
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+        assert_ne!(show(&b, "application_name").await, "a's app");
+
+        a.batch_execute("BEGIN; SELECT set_config('TimeZone', 'UTC', true)")
+            .await
+            .expect("local set_config");
+        assert_eq!(show(&a, "TimeZone").await, "UTC");
+        a.batch_execute("COMMIT").await.expect("commit");
+        b.batch_execute("SELECT 1").await.expect("B");
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+        // Rolled back: forgotten, as PostgreSQL forgets it.
+        a.batch_execute("BEGIN; SELECT set_config('TimeZone', 'UTC', false); ROLLBACK")
+            .await
+            .expect("rolled back set_config");
+        b.batch_execute("SELECT 1").await.expect("B");
+        assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+    })
+    .await;
+}
+
 /// `RESET` returns a setting to the value the client's startup packet gave it, as on
 /// PostgreSQL, in both pool modes: Orgwall's server connection started with its own startup
 /// packet, so without help a client's `RESET ALL` took it to the server's defaults (and with

@@ -4,7 +4,8 @@
 //! They cover protocol habits tokio-postgres does not have: psycopg's `DEALLOCATE ALL` after a
 //! rollback, its pipeline mode and binary COPY; asyncpg's pool reset (several statements
 //! ending in `RESET ALL`), its binary-everything statement cache and binary COPY FROM.
-//! SQLAlchemy's ORM runs as a tenant: through Orgwall and directly under row-level security.
+//! SQLAlchemy's and Django's ORMs run as a tenant: through Orgwall and directly under
+//! row-level security.
 
 use orgwall_e2e::clients::python;
 use orgwall_e2e::tenancy::{
@@ -42,49 +43,107 @@ async fn asyncpg_sees_what_it_sees_directly() {
     bounded(300, same_through_orgwall("asyncpg_flow.py", "asyncpg")).await;
 }
 
-/// An app on SQLAlchemy 2 (ORM over psycopg 3) that knows nothing about tenants, logged in as
-/// tenant org_a: what it does on connect (type lookups), schema reflection, ORM reads and
-/// writes must give the transcript it gives directly as a role that PostgreSQL row-level
-/// security confines to org_a (a second copy of the database), org_b's rows must not change,
-/// and org_a's data must end up the same in both databases.
+/// An app that knows nothing about tenants, logged in as tenant org_a, must see and do through
+/// Orgwall exactly what it sees and does directly as a role that PostgreSQL row-level security
+/// confines to org_a (on a second copy of the database); org_b's rows must not change, and
+/// org_a's data must end up the same in both databases. `args(direct)` gives the script its
+/// connection arguments.
+async fn same_as_row_level_security(script: &str, label: &str, args: fn(Target) -> Vec<String>) {
+    let reference = tenant_db(&format!("{label}_rls")).await;
+    let role = setup_rls(&reference).await;
+    let db = tenant_db(label).await;
+    let proxy = tenant_proxy(&db, ProxyOptions::pool(2, "transaction")).await;
+    let admin = admin_direct(&db).await;
+    let b_before = org_checksums(&admin, "org_b", false).await;
+
+    let direct = Target {
+        user: role.clone(),
+        password: "rls-pw".into(),
+        port: reference.server.port(),
+        dbname: reference.name.clone(),
+        options: Some("-c app.org_id=org_a".into()),
+    };
+    let direct = python(script, &args(direct), 120).await;
+    assert!(
+        direct.status.success(),
+        "{script} directly under RLS: {}\n{}",
+        direct.stderr,
+        direct.stdout
+    );
+    let through = Target {
+        user: TENANT_A.name.into(),
+        password: TENANT_A.password.into(),
+        port: proxy.port,
+        dbname: proxy.dbname.clone(),
+        options: None,
+    };
+    let proxied = python(script, &args(through), 120).await;
+    assert!(
+        proxied.status.success(),
+        "{script} through Orgwall: {}\n{}",
+        proxied.stderr,
+        proxied.stdout
+    );
+    assert!(direct.stdout.lines().count() > 15, "{}", direct.stdout);
+    assert_eq!(proxied.stdout, direct.stdout, "{script}");
+
+    assert_eq!(org_checksums(&admin, "org_b", false).await, b_before);
+    let reference_admin = admin_direct(&reference).await;
+    assert_eq!(
+        org_checksums(&admin, "org_a", true).await,
+        org_checksums(&reference_admin, "org_a", true).await
+    );
+}
+
+/// Where a script connects.
+struct Target {
+    user: String,
+    password: String,
+    port: u16,
+    dbname: String,
+    /// libpq `options` (the RLS reference's `-c app.org_id=…`).
+    options: Option<String>,
+}
+
+/// SQLAlchemy 2 (ORM over psycopg 3): what it does on connect (type lookups), reflection,
+/// ORM reads and writes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlalchemy_as_a_tenant_sees_what_row_level_security_shows() {
-    bounded(300, async {
-        let reference = tenant_db("sqla_rls").await;
-        let role = setup_rls(&reference).await;
-        let direct_url = format!(
-            "postgresql://{role}:rls-pw@127.0.0.1:{}/{}?sslmode=disable&options=-c%20app.org_id%3Dorg_a",
-            reference.server.port(),
-            reference.name
-        );
-        let db = tenant_db("sqla").await;
-        let proxy = tenant_proxy(&db, ProxyOptions::pool(2, "transaction")).await;
-        let admin = admin_direct(&db).await;
-        let b_before = org_checksums(&admin, "org_b", false).await;
+    let url = |t: Target| {
+        let options = t
+            .options
+            .map(|o| format!("&options={}", o.replace(' ', "%20").replace('=', "%3D")))
+            .unwrap_or_default();
+        vec![format!(
+            "postgresql://{}:{}@127.0.0.1:{}/{}?sslmode=disable{options}",
+            t.user, t.password, t.port, t.dbname
+        )]
+    };
+    bounded(
+        300,
+        same_as_row_level_security("sqlalchemy_flow.py", "sqla", url),
+    )
+    .await;
+}
 
-        let direct = python("sqlalchemy_flow.py", &[direct_url], 120).await;
-        assert!(
-            direct.status.success(),
-            "directly under RLS: {}\n{}",
-            direct.stderr,
-            direct.stdout
-        );
-        let proxied = python("sqlalchemy_flow.py", &[proxy.url(TENANT_A)], 120).await;
-        assert!(
-            proxied.status.success(),
-            "through Orgwall: {}\n{}",
-            proxied.stderr,
-            proxied.stdout
-        );
-        assert!(direct.stdout.lines().count() > 15, "{}", direct.stdout);
-        assert_eq!(proxied.stdout, direct.stdout);
-
-        assert_eq!(org_checksums(&admin, "org_b", false).await, b_before);
-        let reference_admin = admin_direct(&reference).await;
-        assert_eq!(
-            org_checksums(&admin, "org_a", true).await,
-            org_checksums(&reference_admin, "org_a", true).await
-        );
-    })
+/// Django 5 (ORM over psycopg 3): it sets `TimeZone` with `set_config` on every new
+/// connection, introspects, and runs querysets, atomic blocks and bulk writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn django_as_a_tenant_sees_what_row_level_security_shows() {
+    let args = |t: Target| {
+        let mut a = vec![
+            t.user,
+            t.password,
+            "127.0.0.1".into(),
+            t.port.to_string(),
+            t.dbname,
+        ];
+        a.extend(t.options);
+        a
+    };
+    bounded(
+        300,
+        same_as_row_level_security("django_flow.py", "django", args),
+    )
     .await;
 }

@@ -174,7 +174,10 @@ pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput
     require_binary("python3");
     let probe = run(
         "python3",
-        &["-c".into(), "import asyncpg, psycopg, sqlalchemy".into()],
+        &[
+            "-c".into(),
+            "import asyncpg, psycopg, sqlalchemy, django".into(),
+        ],
         "",
         None,
         60,
@@ -182,8 +185,9 @@ pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput
     .await;
     assert!(
         probe.status.success(),
-        "the Python driver tests need asyncpg, psycopg 3 and SQLAlchemy 2: \
-         `python3 -m pip install asyncpg 'psycopg[binary]' SQLAlchemy` (.ci/run does this)\n{}",
+        "the Python driver tests need asyncpg, psycopg 3, SQLAlchemy 2 and Django 5: \
+         `python3 -m pip install asyncpg 'psycopg[binary]' SQLAlchemy Django` (.ci/run does \
+         this)\n{}",
         probe.stderr
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -110,7 +110,8 @@ impl Session<'_> {
                     l.conn.unnamed = None;
                 }
             }
-            "SET" => self.apply_effect(|e| matches!(e, SessionEffect::Set { .. })),
+            // `SELECT set_config('name', 'value', false)` is a SET too (sql::summarize).
+            "SET" | "SELECT 1" => self.apply_effect(|e| matches!(e, SessionEffect::Set { .. })),
             "RESET" => self.apply_effect(|e| {
                 matches!(e, SessionEffect::Reset { .. } | SessionEffect::ResetAll)
             }),

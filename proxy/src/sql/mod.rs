@@ -14,6 +14,8 @@ pub mod shape_key;
 pub use shape_key::shape_key;
 
 use lex::Token;
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
 
 /// `v` as an SQL string literal: `'…'` with quotes doubled; `E'…'` when a backslash is present
 /// so the result reads the same whatever `standard_conforming_strings` says. A NUL (impossible
@@ -231,6 +233,29 @@ fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect>
         _ if SESSION_ADVISORY.iter().any(|f| upper.contains(f)) => {
             Some(SessionEffect::Pinned("session-level advisory locks"))
         }
+        ["SELECT", ..] if upper.contains("SET_CONFIG(") => set_config_effect(stmt),
+        _ => None,
+    }
+}
+
+/// `SELECT set_config('name', 'value', false)` (literals only) is a session `SET`; with
+/// `true` it is a `SET LOCAL`, which needs no tracking.
+fn set_config_effect(stmt: &str) -> Option<SessionEffect> {
+    use sqlparser::ast::Value;
+    let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stmt).ok()?;
+    let [parsed] = parsed.as_slice() else {
+        return None;
+    };
+    match rewrite::set_config_call(parsed)?.as_slice() {
+        [Some(Value::SingleQuotedString(name)), Some(value), Some(Value::Boolean(false))] => {
+            Some(SessionEffect::Set {
+                name: name.to_ascii_lowercase(),
+                value: match value {
+                    Value::SingleQuotedString(v) => quote_literal(v),
+                    other => other.to_string(),
+                },
+            })
+        }
         _ => None,
     }
 }
@@ -305,6 +330,30 @@ mod tests {
             name: name.into(),
             value: value.into(),
         }
+    }
+
+    #[test]
+    fn set_config_with_literals_is_a_session_set() {
+        check(
+            "SELECT set_config('TimeZone', 'UTC', false)",
+            1,
+            &[set("timezone", "'UTC'")],
+        );
+        check(
+            "select pg_catalog.set_config('app.who', 'it''s', false); SELECT 1",
+            2,
+            &[set("app.who", "'it''s'")],
+        );
+        check(
+            "SELECT set_config('statement_timeout', 5, false)",
+            1,
+            &[set("statement_timeout", "5")],
+        );
+        // SET LOCAL, a parameter, or set_config inside another query: nothing to track.
+        check("SELECT set_config('TimeZone', 'UTC', true)", 1, &[]);
+        check("SELECT set_config('TimeZone', $1, false)", 1, &[]);
+        check("SELECT set_config('a.b', 'c', false) FROM t", 1, &[]);
+        check("SELECT set_config('a.b', 'c', false), 1", 1, &[]);
     }
 
     #[test]

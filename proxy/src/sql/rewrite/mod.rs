@@ -34,6 +34,7 @@ use super::quote_literal;
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
+pub(crate) use statements::set_config_call;
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,7 +224,10 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     // Each statement is printed straight into one buffer as soon as it is confined.
     let mut text = String::with_capacity(sql.len() * 2 + 128);
     for (i, mut stmt) in stmts.into_iter().enumerate() {
-        functions::check_statement(&stmt, catalog)?;
+        match statements::check_set_config(&stmt) {
+            Some(allowed) => allowed?,
+            None => functions::check_statement(&stmt, catalog)?,
+        }
         statements::rewrite_statement(&mut stmt, &mut cx)?;
         if i > 0 {
             text.push_str("; ");

@@ -3,8 +3,9 @@
 //! not listed here is refused.
 
 use sqlparser::ast::{
-    CopySource, CopyTarget, DeclareType, DescribeAlias, DiscardObject, Expr, ObjectName, Reset,
-    ResetStatement, Set, Statement, Value,
+    CopySource, CopyTarget, DeclareType, DescribeAlias, DiscardObject, Expr, FunctionArg,
+    FunctionArgExpr, FunctionArguments, ObjectName, Reset, ResetStatement, SelectItem, Set,
+    SetExpr, Statement, Value,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -226,15 +227,76 @@ fn check_set(set: &Set) -> R {
     }
 }
 
+/// The arguments of a statement that is exactly `SELECT [pg_catalog.]set_config(…)` (`None`
+/// for an argument that is not a literal); `None` for any other statement.
+pub(crate) fn set_config_call(stmt: &Statement) -> Option<Vec<Option<Value>>> {
+    let Statement::Query(q) = stmt else {
+        return None;
+    };
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return None;
+    };
+    let [SelectItem::UnnamedExpr(Expr::Function(f))] = sel.projection.as_slice() else {
+        return None;
+    };
+    let plain = q.with.is_none()
+        && q.order_by.is_none()
+        && q.limit_clause.is_none()
+        && sel.from.is_empty()
+        && sel.selection.is_none()
+        && sel.distinct.is_none();
+    let named = names::parts(&f.name).is_ok_and(|p| match p.as_slice() {
+        [n] => n == "set_config",
+        [s, n] => s == "pg_catalog" && n == "set_config",
+        _ => false,
+    });
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if !plain || !named || !list.clauses.is_empty() {
+        return None;
+    }
+    let literal = |a: &FunctionArg| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))
+            if !matches!(v.value, Value::Placeholder(_) | Value::Null) =>
+        {
+            Some(v.value.clone())
+        }
+        _ => None,
+    };
+    Some(list.args.iter().map(literal).collect())
+}
+
+/// `SELECT set_config('name', 'value', is_local)` is what ORMs send to change a setting
+/// (Django its `TimeZone` on every new connection): for a tenant it is the `SET [LOCAL]` it
+/// stands for, under the same rules (and Orgwall's pooling tracks it as one). `None` for any
+/// other statement; any other use of `set_config` is refused by the function check.
+pub(crate) fn check_set_config(stmt: &Statement) -> Option<R> {
+    let args = set_config_call(stmt)?;
+    Some(match args.as_slice() {
+        [Some(Value::SingleQuotedString(name)), Some(value), Some(Value::Boolean(_))] => {
+            let name = name.to_ascii_lowercase();
+            check_setting(&name, "set_config of")
+                .and_then(|()| check_setting_value(&name, &Expr::value(value.clone())))
+        }
+        _ => Err(Refusal::policy(
+            "set_config is allowed for tenants only as SELECT set_config('name', 'value', true|false)",
+        )),
+    })
+}
+
 fn check_setting_name(name: &ObjectName, verb: &str) -> R {
     let parts = names::parts(name)?;
-    let full = parts.join(".").to_ascii_lowercase();
+    check_setting(&parts.join(".").to_ascii_lowercase(), verb)
+}
+
+fn check_setting(full: &str, verb: &str) -> R {
     if full.starts_with("orgwall.") {
         return Err(Refusal::policy(format!(
             "{verb} {full} is handled by the Orgwall session, not passed to the server"
         )));
     }
-    if DENIED_SETTINGS.contains(&full.as_str()) {
+    if DENIED_SETTINGS.contains(&full) {
         return Err(Refusal::policy(format!(
             "{verb} {full} is not allowed for tenants"
         )));

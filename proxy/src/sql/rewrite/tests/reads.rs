@@ -113,6 +113,61 @@ fn mixed_rules() {
             r#"SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid), pg_catalog.pg_get_constraintdef(k.oid), pg_catalog.pg_get_indexdef(i.indexrelid) FROM pg_catalog.pg_attrdef d, pg_catalog.pg_constraint k, pg_catalog.pg_index i, pg_catalog.pg_opclass o"#,
         ),
     );
+    // set_config alone with literals is the SET it stands for (Django sets TimeZone so).
+    check(
+        r#"SELECT set_config('TimeZone', 'UTC', false)"#,
+        Sql(r#"SELECT set_config('TimeZone', 'UTC', false)"#),
+    );
+    check(
+        r#"SELECT pg_catalog.set_config('statement_timeout', '5s', true)"#,
+        Sql(r#"SELECT pg_catalog.set_config('statement_timeout', '5s', true)"#),
+    );
+    check(
+        r#"SELECT set_config('search_path', 'evil', false)"#,
+        Refused(
+            "42501",
+            r#"set_config of search_path is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT set_config('Role', 'postgres', false)"#,
+        Refused("42501", r#"set_config of role is not allowed for tenants"#),
+    );
+    check(
+        r#"SELECT set_config('orgwall.org_id', 'org_b', false)"#,
+        Refused(
+            "42501",
+            r#"set_config of orgwall.org_id is handled by the Orgwall session, not passed to the server"#,
+        ),
+    );
+    check(
+        r#"SELECT set_config('client_encoding', 'LATIN1', false)"#,
+        Refused(
+            "42501",
+            r#"client encodings other than UTF8 are not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT set_config('TimeZone', $1, false)"#,
+        Refused(
+            "42501",
+            r#"set_config is allowed for tenants only as SELECT set_config('name', 'value', true|false)"#,
+        ),
+    );
+    check(
+        r#"SELECT set_config('TimeZone', 'UTC', false) FROM items"#,
+        Refused(
+            "42501",
+            r#"function set_config runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT 1, set_config('search_path', 'evil', false)"#,
+        Refused(
+            "42501",
+            r#"function set_config runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
     check(
         r#"SELECT * FROM information_schema.columns"#,
         Sql(r#"SELECT * FROM information_schema.columns"#),
@@ -327,7 +382,7 @@ fn mixed_rules() {
         r#"SELECT set_config('search_path', 'x', false)"#,
         Refused(
             "42501",
-            r#"function set_config runs SQL or reaches the server and is not allowed for tenants"#,
+            r#"set_config of search_path is not allowed for tenants"#,
         ),
     );
     check(
@@ -506,10 +561,17 @@ fn reads_and_refusals() {
         ),
     );
     check(
-        r#"SELECT pg_catalog.set_config('a','b',false)"#,
+        r#"SELECT 1 FROM items WHERE pg_catalog.set_config('a.b','c',false) = 'c'"#,
         Refused(
             "42501",
             r#"function pg_catalog.set_config runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT pg_catalog.set_config('a.b', (SELECT 'c'), false)"#,
+        Refused(
+            "42501",
+            r#"set_config is allowed for tenants only as SELECT set_config('name', 'value', true|false)"#,
         ),
     );
     check(
