@@ -110,8 +110,11 @@ impl Session<'_> {
                     l.conn.unnamed = None;
                 }
             }
-            // `SELECT set_config('name', 'value', false)` is a SET too (sql::summarize).
-            "SET" | "SELECT 1" => self.apply_effect(|e| matches!(e, SessionEffect::Set { .. })),
+            "SET" => self.apply_effect(|e| matches!(e, SessionEffect::Set { .. })),
+            // `SELECT set_config('name', value, false)` is a SET (a RESET for NULL).
+            "SELECT 1" => self.apply_effect(|e| {
+                matches!(e, SessionEffect::Set { .. } | SessionEffect::Reset { .. })
+            }),
             "RESET" => self.apply_effect(|e| {
                 matches!(e, SessionEffect::Reset { .. } | SessionEffect::ResetAll)
             }),

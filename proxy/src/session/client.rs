@@ -13,6 +13,7 @@ use super::pending::Pending;
 use super::prepare::Placement;
 use super::{Session, Statement};
 use crate::errors::{code, ClientError};
+use crate::sql::SessionEffect;
 use crate::wire;
 
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
@@ -187,6 +188,7 @@ impl Session<'_> {
             }
         }
         let effect = stmt.and_then(|s| s.effect.clone());
+        let effect = effect.map(|e| bound_effect(e, &v.params));
         self.portals.insert(v.portal.to_string(), effect);
         let renamed = server_name.as_deref().unwrap_or("");
         wire::put_bind_renamed(&mut self.to_server, raw, &v, renamed);
@@ -370,6 +372,25 @@ impl Session<'_> {
             .as_mut()
             .expect("callers ensure a server connection is held")
             .conn
+    }
+}
+
+/// A statement's session effect once its parameters are bound: `set_config(name, $n, false)`
+/// sets the parameter's value (PostgreSQL infers `text` for it, whose binary form is its
+/// text), or resets the setting for NULL.
+fn bound_effect(effect: SessionEffect, params: &[Option<&[u8]>]) -> SessionEffect {
+    let SessionEffect::SetParam { name, param } = effect else {
+        return effect;
+    };
+    match params.get(param.wrapping_sub(1)).copied().flatten() {
+        None => SessionEffect::Reset { name },
+        Some(v) => match std::str::from_utf8(v) {
+            Ok(v) => SessionEffect::Set {
+                name,
+                value: crate::sql::quote_literal(v),
+            },
+            Err(_) => SessionEffect::SetParam { name, param },
+        },
     }
 }
 

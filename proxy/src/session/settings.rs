@@ -58,6 +58,7 @@ impl Settings {
             SessionEffect::Reset { name } => self.session.retain(|(n, _)| n != name),
             SessionEffect::ResetAll => self.session.clear(),
             SessionEffect::Pinned(_)
+            | SessionEffect::SetParam { .. }
             | SessionEffect::Savepoint(_)
             | SessionEffect::RollbackTo(_)
             | SessionEffect::Release(_) => return,

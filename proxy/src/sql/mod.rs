@@ -39,6 +39,9 @@ pub fn quote_literal(v: &str) -> String {
 pub enum SessionEffect {
     /// `SET [SESSION] name {TO|=} value` (also `SET TIME ZONE value`): replayable.
     Set { name: String, value: String },
+    /// `SELECT set_config('name', $n, false)`: a `Set` (or a `Reset`, for NULL) once the
+    /// parameter is bound.
+    SetParam { name: String, param: usize },
     /// `RESET name`.
     Reset { name: String },
     /// `RESET ALL`.
@@ -238,26 +241,41 @@ fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect>
     }
 }
 
-/// `SELECT set_config('name', 'value', false)` (literals only) is a session `SET`; with
-/// `true` it is a `SET LOCAL`, which needs no tracking.
+/// A `set_config(name, value, false)` select-list item (see `rewrite::set_config_calls`) is a
+/// session `SET` (its value a `$n` bound later: `SetParam`); with `true` it is a `SET LOCAL`,
+/// which needs no tracking. Several in one statement, or with a name or flag that is not a
+/// literal, cannot be tracked.
 fn set_config_effect(stmt: &str) -> Option<SessionEffect> {
+    use rewrite::ConfigArg::{Literal, Param};
     use sqlparser::ast::Value;
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stmt).ok()?;
     let [parsed] = parsed.as_slice() else {
         return None;
     };
-    match rewrite::set_config_call(parsed)?.as_slice() {
-        [Some(Value::SingleQuotedString(name)), Some(value), Some(Value::Boolean(false))] => {
-            Some(SessionEffect::Set {
-                name: name.to_ascii_lowercase(),
-                value: match value {
-                    Value::SingleQuotedString(v) => quote_literal(v),
-                    other => other.to_string(),
-                },
-            })
-        }
-        _ => None,
-    }
+    let calls = rewrite::set_config_calls(parsed)?;
+    let untracked = SessionEffect::Pinned("set_config with a session setting Orgwall cannot track");
+    let [args] = calls.as_slice() else {
+        return Some(untracked);
+    };
+    let [Literal(Value::SingleQuotedString(name)), value, Literal(Value::Boolean(local))] =
+        args.as_slice()
+    else {
+        return Some(untracked);
+    };
+    let name = name.to_ascii_lowercase();
+    Some(match (local, value) {
+        (true, _) => return None,
+        (false, Literal(Value::SingleQuotedString(v))) => SessionEffect::Set {
+            name,
+            value: quote_literal(v),
+        },
+        (false, Literal(v)) => SessionEffect::Set {
+            name,
+            value: v.to_string(),
+        },
+        (false, Param(n)) => SessionEffect::SetParam { name, param: *n },
+        (false, _) => untracked,
+    })
 }
 
 /// The savepoint a SAVEPOINT, RELEASE or ROLLBACK TO names (its last token), resolved as
@@ -349,11 +367,32 @@ mod tests {
             1,
             &[set("statement_timeout", "5")],
         );
-        // SET LOCAL, a parameter, or set_config inside another query: nothing to track.
+        // asyncpg, before it introspects types.
+        check(
+            "SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new",
+            1,
+            &[set("jit", "'off'")],
+        );
+        check(
+            "SELECT set_config('jit', $1, false)",
+            1,
+            &[SetParam {
+                name: "jit".into(),
+                param: 1,
+            }],
+        );
+        // SET LOCAL, or set_config inside another query: nothing to track.
         check("SELECT set_config('TimeZone', 'UTC', true)", 1, &[]);
-        check("SELECT set_config('TimeZone', $1, false)", 1, &[]);
         check("SELECT set_config('a.b', 'c', false) FROM t", 1, &[]);
-        check("SELECT set_config('a.b', 'c', false), 1", 1, &[]);
+        check("SELECT upper(set_config('a.b', 'c', false))", 1, &[]);
+        // What cannot be tracked is said so (refused under transaction pooling).
+        let untracked = Pinned("set_config with a session setting Orgwall cannot track");
+        check(
+            "SELECT set_config('a.b', 'c', false), set_config('a.c', 'd', false)",
+            1,
+            std::slice::from_ref(&untracked),
+        );
+        check("SELECT set_config($1, 'c', false)", 1, &[untracked]);
     }
 
     #[test]

@@ -34,7 +34,7 @@ use super::quote_literal;
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
-pub(crate) use statements::set_config_call;
+pub(crate) use statements::{set_config_calls, ConfigArg};
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +225,7 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     let mut text = String::with_capacity(sql.len() * 2 + 128);
     for (i, mut stmt) in stmts.into_iter().enumerate() {
         match statements::check_set_config(&stmt) {
-            Some(allowed) => allowed?,
+            Some(rest) => functions::check_statement(&rest?, catalog)?,
             None => functions::check_statement(&stmt, catalog)?,
         }
         statements::rewrite_statement(&mut stmt, &mut cx)?;

@@ -227,16 +227,25 @@ fn check_set(set: &Set) -> R {
     }
 }
 
-/// The arguments of a statement that is exactly `SELECT [pg_catalog.]set_config(…)` (`None`
-/// for an argument that is not a literal); `None` for any other statement.
-pub(crate) fn set_config_call(stmt: &Statement) -> Option<Vec<Option<Value>>> {
+/// An argument of a `set_config` call.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum ConfigArg {
+    Literal(Value),
+    /// `$n`: known at Bind.
+    Param(usize),
+    Other,
+}
+
+/// The `set_config(…)` calls that are whole select-list items of a statement that is a plain
+/// `SELECT` of expressions (no FROM, WHERE, …), each as its arguments; `None` for any other
+/// statement or when there is no such call. asyncpg sends `SELECT current_setting('jit') AS
+/// cur, set_config('jit', 'off', false) AS new` before introspecting types, Django
+/// `SELECT set_config('TimeZone', 'UTC', false)`.
+pub(crate) fn set_config_calls(stmt: &Statement) -> Option<Vec<Vec<ConfigArg>>> {
     let Statement::Query(q) = stmt else {
         return None;
     };
     let SetExpr::Select(sel) = q.body.as_ref() else {
-        return None;
-    };
-    let [SelectItem::UnnamedExpr(Expr::Function(f))] = sel.projection.as_slice() else {
         return None;
     };
     let plain = q.with.is_none()
@@ -244,7 +253,25 @@ pub(crate) fn set_config_call(stmt: &Statement) -> Option<Vec<Option<Value>>> {
         && q.limit_clause.is_none()
         && sel.from.is_empty()
         && sel.selection.is_none()
-        && sel.distinct.is_none();
+        && sel.distinct.is_none()
+        && sel.having.is_none();
+    if !plain {
+        return None;
+    }
+    let calls: Vec<Vec<ConfigArg>> = sel.projection.iter().filter_map(set_config_item).collect();
+    (!calls.is_empty()).then_some(calls)
+}
+
+/// The arguments of a select-list item that is a `[pg_catalog.]set_config(…)` call.
+fn set_config_item(item: &SelectItem) -> Option<Vec<ConfigArg>> {
+    let (SelectItem::UnnamedExpr(Expr::Function(f))
+    | SelectItem::ExprWithAlias {
+        expr: Expr::Function(f),
+        ..
+    }) = item
+    else {
+        return None;
+    };
     let named = names::parts(&f.name).is_ok_and(|p| match p.as_slice() {
         [n] => n == "set_config",
         [s, n] => s == "pg_catalog" && n == "set_config",
@@ -253,36 +280,64 @@ pub(crate) fn set_config_call(stmt: &Statement) -> Option<Vec<Option<Value>>> {
     let FunctionArguments::List(list) = &f.args else {
         return None;
     };
-    if !plain || !named || !list.clauses.is_empty() {
+    if !named || !list.clauses.is_empty() || f.filter.is_some() || f.over.is_some() {
         return None;
     }
-    let literal = |a: &FunctionArg| match a {
-        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v)))
-            if !matches!(v.value, Value::Placeholder(_) | Value::Null) =>
-        {
-            Some(v.value.clone())
-        }
-        _ => None,
+    let arg = |a: &FunctionArg| match a {
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
+            Value::Placeholder(p) => p
+                .strip_prefix('$')
+                .and_then(|n| n.parse().ok())
+                .map_or(ConfigArg::Other, ConfigArg::Param),
+            Value::Null => ConfigArg::Other,
+            other => ConfigArg::Literal(other.clone()),
+        },
+        _ => ConfigArg::Other,
     };
-    Some(list.args.iter().map(literal).collect())
+    Some(list.args.iter().map(arg).collect())
 }
 
-/// `SELECT set_config('name', 'value', is_local)` is what ORMs send to change a setting
-/// (Django its `TimeZone` on every new connection): for a tenant it is the `SET [LOCAL]` it
-/// stands for, under the same rules (and Orgwall's pooling tracks it as one). `None` for any
-/// other statement; any other use of `set_config` is refused by the function check.
-pub(crate) fn check_set_config(stmt: &Statement) -> Option<R> {
-    let args = set_config_call(stmt)?;
-    Some(match args.as_slice() {
-        [Some(Value::SingleQuotedString(name)), Some(value), Some(Value::Boolean(_))] => {
+/// `set_config('name', value, is_local)` as a whole select-list item of a plain `SELECT` is
+/// what drivers and ORMs send to change a setting: for a tenant it is the `SET [LOCAL]` it
+/// stands for, under the same rules (and Orgwall's pooling tracks it as one). On success,
+/// the statement with those calls replaced by NULL, for the function check of the rest;
+/// `None` when the statement has no such call (any other use of `set_config` is refused by
+/// the function check).
+pub(crate) fn check_set_config(stmt: &Statement) -> Option<Result<Statement, Refusal>> {
+    let calls = set_config_calls(stmt)?;
+    let checked = calls.iter().try_for_each(|args| match args.as_slice() {
+        [ConfigArg::Literal(Value::SingleQuotedString(name)), value, ConfigArg::Literal(Value::Boolean(_))] =>
+        {
             let name = name.to_ascii_lowercase();
-            check_setting(&name, "set_config of")
-                .and_then(|()| check_setting_value(&name, &Expr::value(value.clone())))
+            check_setting(&name, "set_config of")?;
+            match value {
+                ConfigArg::Literal(v) => check_setting_value(&name, &Expr::value(v.clone())),
+                // Bound later: only where any value is acceptable.
+                ConfigArg::Param(_) if name != "client_encoding" => Ok(()),
+                _ => Err(only_plain_set_config()),
+            }
         }
-        _ => Err(Refusal::policy(
-            "set_config is allowed for tenants only as SELECT set_config('name', 'value', true|false)",
-        )),
-    })
+        _ => Err(only_plain_set_config()),
+    });
+    Some(checked.map(|()| {
+        let mut rest = stmt.clone();
+        if let Statement::Query(q) = &mut rest {
+            if let SetExpr::Select(sel) = q.body.as_mut() {
+                for item in &mut sel.projection {
+                    if set_config_item(item).is_some() {
+                        *item = SelectItem::UnnamedExpr(Expr::value(Value::Null));
+                    }
+                }
+            }
+        }
+        rest
+    }))
+}
+
+fn only_plain_set_config() -> Refusal {
+    Refusal::policy(
+        "set_config is allowed for tenants only as set_config('name', value, true|false) with a literal or $n value, as a select-list item",
+    )
 }
 
 fn check_setting_name(name: &ObjectName, verb: &str) -> R {

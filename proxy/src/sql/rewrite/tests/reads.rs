@@ -149,9 +149,31 @@ fn mixed_rules() {
     );
     check(
         r#"SELECT set_config('TimeZone', $1, false)"#,
+        Sql(r#"SELECT set_config('TimeZone', $1, false)"#),
+    );
+    check(
+        r#"SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new"#,
+        Sql(r#"SELECT current_setting('jit') AS cur, set_config('jit', 'off', false) AS new"#),
+    );
+    check(
+        r#"SELECT set_config('search_path', 'x', false), pg_read_file('/etc/passwd')"#,
         Refused(
             "42501",
-            r#"set_config is allowed for tenants only as SELECT set_config('name', 'value', true|false)"#,
+            r#"set_config of search_path is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT set_config('statement_timeout', '1s', false), pg_read_file('/etc/passwd')"#,
+        Refused(
+            "42501",
+            r#"function pg_read_file runs SQL or reaches the server and is not allowed for tenants"#,
+        ),
+    );
+    check(
+        r#"SELECT set_config('client_encoding', $1, false)"#,
+        Refused(
+            "42501",
+            r#"set_config is allowed for tenants only as set_config('name', value, true|false) with a literal or $n value, as a select-list item"#,
         ),
     );
     check(
@@ -165,7 +187,7 @@ fn mixed_rules() {
         r#"SELECT 1, set_config('search_path', 'evil', false)"#,
         Refused(
             "42501",
-            r#"function set_config runs SQL or reaches the server and is not allowed for tenants"#,
+            r#"set_config of search_path is not allowed for tenants"#,
         ),
     );
     check(
@@ -571,7 +593,7 @@ fn reads_and_refusals() {
         r#"SELECT pg_catalog.set_config('a.b', (SELECT 'c'), false)"#,
         Refused(
             "42501",
-            r#"set_config is allowed for tenants only as SELECT set_config('name', 'value', true|false)"#,
+            r#"set_config is allowed for tenants only as set_config('name', value, true|false) with a literal or $n value, as a select-list item"#,
         ),
     );
     check(
