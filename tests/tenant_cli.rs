@@ -7,6 +7,50 @@ use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{tenant_db, tenant_proxy, SWITCHER, TENANT_A, TENANT_B};
 use orgwall_e2e::{bounded, ProxyOptions, TestDb};
 
+/// psql's catalog commands read the schema, which tenants share: `\dt`, `\di`, `\dn`, `\dT`
+/// and `\dx` work as a tenant and list what they list for the database's owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psql_describe_commands_work_for_tenants() {
+    bounded(300, async {
+        let db = tenant_db("tenant_psql_describe").await;
+        let proxy = tenant_proxy(&db, ProxyOptions::default()).await;
+        for command in ["\\dt", "\\di", "\\dn", "\\dT", "\\dx"] {
+            let out = psql(
+                &proxy,
+                TENANT_A,
+                "disable",
+                &["-A", "-t", "-c", command],
+                None,
+            )
+            .await;
+            out.assert_success(command);
+            let direct = db
+                .psql(&format!(
+                    "\\pset format unaligned\n\\pset tuples_only on\n{command}\n"
+                ))
+                .await;
+            assert_eq!(out.stdout.trim(), direct.trim(), "{command}");
+        }
+        let out = psql(
+            &proxy,
+            TENANT_A,
+            "disable",
+            &["-A", "-t", "-c", "\\dt"],
+            None,
+        )
+        .await;
+        for table in ["items", "inventory_ledger", "organizations", "users"] {
+            assert!(
+                out.stdout
+                    .lines()
+                    .any(|l| l.split('|').nth(1) == Some(table)),
+                "{table}: {out:?}"
+            );
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psql_tenants_see_only_their_rows() {
     bounded(300, async {

@@ -52,7 +52,6 @@ const LEAKY_CATALOGS: &[&str] = &[
     "pg_stats_ext",
     "pg_stats_ext_exprs",
     "pg_statistic",
-    "pg_statistic_ext",
     "pg_statistic_ext_data",
     "pg_stat_activity",
     "pg_stat_statements",
@@ -106,6 +105,12 @@ const SAFE_PG_CATALOG: &[&str] = &[
     "pg_opfamily",
     "pg_tablespace",
     "pg_depend",
+    // psql's \d: definitions only (the statistics themselves stay refused above)
+    "pg_policy",
+    "pg_statistic_ext",
+    "pg_publication",
+    "pg_publication_rel",
+    "pg_publication_namespace",
 ];
 
 /// `information_schema` views that describe the (shared) schema only.

@@ -262,6 +262,9 @@ const ALLOWED: &[&str] = &[
     "obj_description",
     "col_description",
     "pg_encoding_to_char",
+    "pg_get_userbyid",
+    "pg_get_statisticsobjdef_columns",
+    "pg_relation_is_publishable",
 ];
 
 /// Prefixes and names that run SQL, touch files, large objects or other backends.

@@ -190,6 +190,24 @@ fn mixed_rules() {
             r#"set_config of search_path is not allowed for tenants"#,
         ),
     );
+    // psql's \dt and \d: owners' names and statistics definitions, not the statistics.
+    check(
+        r#"SELECT c.relname, pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c"#,
+        Sql(
+            r#"SELECT c.relname, pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c"#,
+        ),
+    );
+    check(
+        r#"SELECT stxname FROM pg_catalog.pg_statistic_ext"#,
+        Sql(r#"SELECT stxname FROM pg_catalog.pg_statistic_ext"#),
+    );
+    check(
+        r#"SELECT * FROM pg_catalog.pg_statistic_ext_data"#,
+        Refused(
+            "42501",
+            r#"pg_catalog.pg_statistic_ext_data exposes other tenants' data or server secrets"#,
+        ),
+    );
     check(
         r#"SELECT * FROM information_schema.columns"#,
         Sql(r#"SELECT * FROM information_schema.columns"#),
