@@ -390,6 +390,16 @@ async fn set_config_follows_its_client_like_set() {
             .expect("rolled back set_config");
         b.batch_execute("SELECT 1").await.expect("B");
         assert_eq!(show(&a, "TimeZone").await, "Asia/Tokyo");
+        // Sequelize's connect statement: an INTERVAL time zone, replayed in the form that
+        // takes one.
+        a.batch_execute(
+            "SET client_min_messages TO warning; SET TIME ZONE INTERVAL '+02:00' HOUR TO MINUTE",
+        )
+        .await
+        .expect("interval time zone");
+        b.batch_execute("SELECT 1").await.expect("B");
+        assert_eq!(show(&a, "TimeZone").await, "<+02>-02");
+        assert_eq!(show(&a, "client_min_messages").await, "warning");
     })
     .await;
 }

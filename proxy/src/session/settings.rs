@@ -132,7 +132,12 @@ impl Settings {
             ));
         }
         for (k, v) in &self.session {
-            sql.push_str(&format!("SET {k} TO {v};"));
+            if k == "timezone" {
+                // The one form that takes every value `SET TIME ZONE` does (an INTERVAL too).
+                sql.push_str(&format!("SET TIME ZONE {v};"));
+            } else {
+                sql.push_str(&format!("SET {k} TO {v};"));
+            }
         }
         sql
     }
@@ -216,6 +221,13 @@ mod tests {
             s.replay_sql(),
             "RESET ALL;SELECT pg_catalog.set_config('application_name', 'it''s', false);SET statement_timeout TO '6s';"
         );
+        s.apply(&SessionEffect::Set {
+            name: "timezone".into(),
+            value: "INTERVAL '+00:00' HOUR TO MINUTE".into(),
+        });
+        assert!(s
+            .replay_sql()
+            .ends_with(";SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE;"));
         s.apply(&SessionEffect::ResetAll);
         assert_eq!(s.fingerprint(), f0);
         assert_eq!(Settings::new(vec![]).fingerprint(), 0);

@@ -471,6 +471,14 @@ mod tests {
             &[set("search_path", "a, b")],
         );
         check("SET TIME ZONE 'UTC'", 1, &[set("timezone", "'UTC'")]);
+        check(
+            "SET client_min_messages TO warning; SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE",
+            2,
+            &[
+                set("client_min_messages", "warning"),
+                set("timezone", "INTERVAL '+00:00' HOUR TO MINUTE"),
+            ],
+        );
         check("set \"DateStyle\" to iso", 1, &[set("datestyle", "iso")]);
         check("SET LOCAL statement_timeout = 1", 1, &[]);
         check("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", 1, &[]);

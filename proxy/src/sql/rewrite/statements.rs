@@ -372,6 +372,10 @@ fn check_setting_value(name: &str, v: &Expr) -> R {
         },
         Expr::Identifier(i) => i.value.to_ascii_lowercase(),
         Expr::UnaryOp { expr, .. } if matches!(expr.as_ref(), Expr::Value(_)) => return Ok(()),
+        // `SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE` (Sequelize, on every connection).
+        Expr::Interval(i) if name == "timezone" && matches!(i.value.as_ref(), Expr::Value(_)) => {
+            return Ok(())
+        }
         other => return Err(Refusal::unsupported(format!("SET {name} to {other}"))),
     };
     if name == "client_encoding" {

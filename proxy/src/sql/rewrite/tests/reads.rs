@@ -190,6 +190,14 @@ fn mixed_rules() {
             r#"set_config of search_path is not allowed for tenants"#,
         ),
     );
+    check(
+        r#"SET client_min_messages TO warning; SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE"#,
+        Sql(r#"SET client_min_messages = warning; SET TIME ZONE INTERVAL '+00:00' HOUR TO MINUTE"#),
+    );
+    check(
+        r#"SET statement_timeout = INTERVAL '1' SECOND"#,
+        Refused("0A000", r#"SET statement_timeout to INTERVAL '1' SECOND"#),
+    );
     // psql's \dt and \d: owners' names and statistics definitions, not the statistics.
     check(
         r#"SELECT c.relname, pg_catalog.pg_get_userbyid(c.relowner) FROM pg_catalog.pg_class c"#,
