@@ -16,19 +16,9 @@ use orgwall_e2e::{bounded, db_and_proxy, ProxyOptions, ADMIN};
 async fn same_through_orgwall(script: &str, label: &str) {
     let (db, proxy) = db_and_proxy(label, ProxyOptions::pool(3, "transaction")).await;
     let direct = python(script, &[db.upstream_url()], 120).await;
-    assert!(
-        direct.status.success(),
-        "{script} directly: {}\n{}",
-        direct.stderr,
-        direct.stdout
-    );
+    direct.assert_success(&format!("{script} directly"));
     let proxied = python(script, &[proxy.url(ADMIN)], 120).await;
-    assert!(
-        proxied.status.success(),
-        "{script} through Orgwall: {}\n{}",
-        proxied.stderr,
-        proxied.stdout
-    );
+    proxied.assert_success(&format!("{script} through Orgwall"));
     assert!(direct.stdout.lines().count() > 5, "{}", direct.stdout);
     assert_eq!(proxied.stdout, direct.stdout, "{script}");
 }
@@ -64,12 +54,7 @@ async fn same_as_row_level_security(script: &str, label: &str, args: fn(Target) 
         options: Some("-c app.org_id=org_a".into()),
     };
     let direct = python(script, &args(direct), 120).await;
-    assert!(
-        direct.status.success(),
-        "{script} directly under RLS: {}\n{}",
-        direct.stderr,
-        direct.stdout
-    );
+    direct.assert_success(&format!("{script} directly under RLS"));
     let through = Target {
         user: TENANT_A.name.into(),
         password: TENANT_A.password.into(),
@@ -78,12 +63,7 @@ async fn same_as_row_level_security(script: &str, label: &str, args: fn(Target) 
         options: None,
     };
     let proxied = python(script, &args(through), 120).await;
-    assert!(
-        proxied.status.success(),
-        "{script} through Orgwall: {}\n{}",
-        proxied.stderr,
-        proxied.stdout
-    );
+    proxied.assert_success(&format!("{script} through Orgwall"));
     assert!(direct.stdout.lines().count() > 8, "{}", direct.stdout);
     assert_eq!(proxied.stdout, direct.stdout, "{script}");
 

@@ -246,35 +246,32 @@ fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect>
 /// which needs no tracking. Several in one statement, or with a name or flag that is not a
 /// literal, cannot be tracked.
 fn set_config_effect(stmt: &str) -> Option<SessionEffect> {
-    use rewrite::ConfigArg::{Literal, Param};
+    use rewrite::{ConfigValue, SetConfig};
     use sqlparser::ast::Value;
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stmt).ok()?;
     let [parsed] = parsed.as_slice() else {
         return None;
     };
-    let calls = rewrite::set_config_calls(parsed)?;
     let untracked = SessionEffect::Pinned("set_config with a session setting Orgwall cannot track");
-    let [args] = calls.as_slice() else {
+    let calls = rewrite::set_config_calls(parsed)?;
+    let [Some(SetConfig { name, value, local })] = calls.as_slice() else {
         return Some(untracked);
     };
-    let [Literal(Value::SingleQuotedString(name)), value, Literal(Value::Boolean(local))] =
-        args.as_slice()
-    else {
-        return Some(untracked);
-    };
-    let name = name.to_ascii_lowercase();
-    Some(match (local, value) {
-        (true, _) => return None,
-        (false, Literal(Value::SingleQuotedString(v))) => SessionEffect::Set {
+    if *local {
+        return None;
+    }
+    let name = name.clone();
+    Some(match value {
+        ConfigValue::Literal(Value::SingleQuotedString(v)) => SessionEffect::Set {
             name,
             value: quote_literal(v),
         },
-        (false, Literal(v)) => SessionEffect::Set {
+        ConfigValue::Literal(v) => SessionEffect::Set {
             name,
             value: v.to_string(),
         },
-        (false, Param(n)) => SessionEffect::SetParam { name, param: *n },
-        (false, _) => untracked,
+        ConfigValue::Param(n) => SessionEffect::SetParam { name, param: *n },
+        ConfigValue::Other => untracked,
     })
 }
 

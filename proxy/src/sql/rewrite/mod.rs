@@ -34,7 +34,7 @@ use super::quote_literal;
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
-pub(crate) use statements::{set_config_calls, ConfigArg};
+pub(crate) use statements::{set_config_calls, ConfigValue, SetConfig};
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -227,21 +227,30 @@ fn check_set(set: &Set) -> R {
     }
 }
 
-/// An argument of a `set_config` call.
+/// The value argument of a `set_config` call.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum ConfigArg {
+pub(crate) enum ConfigValue {
     Literal(Value),
     /// `$n`: known at Bind.
     Param(usize),
     Other,
 }
 
+/// A `set_config('name', value, true|false)` call with a literal name (lower-cased) and flag.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SetConfig {
+    pub name: String,
+    pub value: ConfigValue,
+    pub local: bool,
+}
+
 /// The `set_config(…)` calls that are whole select-list items of a statement that is a plain
-/// `SELECT` of expressions (no FROM, WHERE, …), each as its arguments; `None` for any other
-/// statement or when there is no such call. asyncpg sends `SELECT current_setting('jit') AS
-/// cur, set_config('jit', 'off', false) AS new` before introspecting types, Django
+/// `SELECT` of expressions (no FROM, WHERE, …); `None` in the list for a call whose name or
+/// flag is not a literal (or with other arguments), `None` overall for any other statement or
+/// when there is no such call. asyncpg sends `SELECT current_setting('jit') AS cur,
+/// set_config('jit', 'off', false) AS new` before introspecting types, Django
 /// `SELECT set_config('TimeZone', 'UTC', false)`.
-pub(crate) fn set_config_calls(stmt: &Statement) -> Option<Vec<Vec<ConfigArg>>> {
+pub(crate) fn set_config_calls(stmt: &Statement) -> Option<Vec<Option<SetConfig>>> {
     let Statement::Query(q) = stmt else {
         return None;
     };
@@ -258,12 +267,12 @@ pub(crate) fn set_config_calls(stmt: &Statement) -> Option<Vec<Vec<ConfigArg>>> 
     if !plain {
         return None;
     }
-    let calls: Vec<Vec<ConfigArg>> = sel.projection.iter().filter_map(set_config_item).collect();
+    let calls: Vec<Option<SetConfig>> = sel.projection.iter().filter_map(set_config_item).collect();
     (!calls.is_empty()).then_some(calls)
 }
 
-/// The arguments of a select-list item that is a `[pg_catalog.]set_config(…)` call.
-fn set_config_item(item: &SelectItem) -> Option<Vec<ConfigArg>> {
+/// A select-list item that is a `[pg_catalog.]set_config(…)` call, read as [`SetConfig`].
+fn set_config_item(item: &SelectItem) -> Option<Option<SetConfig>> {
     let (SelectItem::UnnamedExpr(Expr::Function(f))
     | SelectItem::ExprWithAlias {
         expr: Expr::Function(f),
@@ -283,18 +292,28 @@ fn set_config_item(item: &SelectItem) -> Option<Vec<ConfigArg>> {
     if !named || !list.clauses.is_empty() || f.filter.is_some() || f.over.is_some() {
         return None;
     }
-    let arg = |a: &FunctionArg| match a {
+    let value = |a: &FunctionArg| match a {
         FunctionArg::Unnamed(FunctionArgExpr::Expr(Expr::Value(v))) => match &v.value {
             Value::Placeholder(p) => p
                 .strip_prefix('$')
                 .and_then(|n| n.parse().ok())
-                .map_or(ConfigArg::Other, ConfigArg::Param),
-            Value::Null => ConfigArg::Other,
-            other => ConfigArg::Literal(other.clone()),
+                .map_or(ConfigValue::Other, ConfigValue::Param),
+            Value::Null => ConfigValue::Other,
+            other => ConfigValue::Literal(other.clone()),
         },
-        _ => ConfigArg::Other,
+        _ => ConfigValue::Other,
     };
-    Some(list.args.iter().map(arg).collect())
+    let call = match list.args.iter().map(value).collect::<Vec<_>>().as_slice() {
+        [ConfigValue::Literal(Value::SingleQuotedString(name)), value, ConfigValue::Literal(Value::Boolean(local))] => {
+            Some(SetConfig {
+                name: name.to_ascii_lowercase(),
+                value: value.clone(),
+                local: *local,
+            })
+        }
+        _ => None,
+    };
+    Some(call)
 }
 
 /// `set_config('name', value, is_local)` as a whole select-list item of a plain `SELECT` is
@@ -305,19 +324,17 @@ fn set_config_item(item: &SelectItem) -> Option<Vec<ConfigArg>> {
 /// the function check).
 pub(crate) fn check_set_config(stmt: &Statement) -> Option<Result<Statement, Refusal>> {
     let calls = set_config_calls(stmt)?;
-    let checked = calls.iter().try_for_each(|args| match args.as_slice() {
-        [ConfigArg::Literal(Value::SingleQuotedString(name)), value, ConfigArg::Literal(Value::Boolean(_))] =>
-        {
-            let name = name.to_ascii_lowercase();
-            check_setting(&name, "set_config of")?;
-            match value {
-                ConfigArg::Literal(v) => check_setting_value(&name, &Expr::value(v.clone())),
-                // Bound later: only where any value is acceptable.
-                ConfigArg::Param(_) if name != "client_encoding" => Ok(()),
-                _ => Err(only_plain_set_config()),
-            }
+    let checked = calls.iter().try_for_each(|call| {
+        let Some(SetConfig { name, value, .. }) = call else {
+            return Err(only_plain_set_config());
+        };
+        check_setting(name, "set_config of")?;
+        match value {
+            ConfigValue::Literal(v) => check_setting_value(name, &Expr::value(v.clone())),
+            // Bound later: only where any value is acceptable.
+            ConfigValue::Param(_) if name != "client_encoding" => Ok(()),
+            _ => Err(only_plain_set_config()),
         }
-        _ => Err(only_plain_set_config()),
     });
     Some(checked.map(|()| {
         let mut rest = stmt.clone();
