@@ -4,7 +4,10 @@
 //! Run: `cargo run --release -p orgwall-benches --bin pgbench_ratio -- [--clients 16]
 //! [--seconds 10] [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3]
 //! [--tenant] [--script select-only|balances] [--balances 100000] [--multiplex N]
-//! [--workers N] [--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins]`.
+//! [--workers N] [--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins]
+//! [--no-second-wall]`.
+//! `--no-second-wall`: tenant traffic runs as the owner login without row-level security
+//! (`[tenancy] enforce_in_postgres = false`), i.e. Orgwall's rewrite alone.
 //! `--multiplex`, `--group-reads`, `--prepare-unnamed` and `--workers` set the proxy's
 //! `[upstream] multiplex`, `group_reads` (default 4), `prepare_unnamed` (default 0) and
 //! `workers`. `--unix-upstream`: the proxy reaches PostgreSQL over its Unix socket; `--unix`:
@@ -17,7 +20,9 @@
 //! `--script select-only` (default): `pgbench -S` on `pgbench -i` tables. `--tenant` (issue 3):
 //! every pgbench table gets `org_id text NOT NULL DEFAULT 'bench'` after `pgbench -i`, and the
 //! proxied login is a `tenant` of org `bench`, so every statement pgbench sends through Orgwall
-//! is rewritten. Direct runs use the same tables, unconfined.
+//! is rewritten. The tables also get the second wall's row-level-security policy, so the tenant
+//! identity's traffic pays for it (unless `--no-second-wall`). Direct runs use the same tables
+//! as the superuser, unconfined.
 //!
 //! `--script balances` (issue 5): the migrated schema with `--balances` balances for tenant
 //! `org_bench`, and a `pgbench -f` point-lookup script (`SELECT quantity FROM
@@ -41,7 +46,7 @@ use common::{host_args, median, pgbench, pgbench_figure, Cluster, InProcessProxy
 const USAGE: &str = "usage: pgbench_ratio [--clients 16] [--seconds 10] \
 [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3] [--tenant] \
 [--script select-only|balances] [--balances 100000] [--multiplex N] [--workers N] \
-[--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins]";
+[--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins] [--no-second-wall]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Script {
@@ -57,6 +62,7 @@ struct Args {
     pool: u32,
     rounds: usize,
     tenant: bool,
+    no_second_wall: bool,
     plugins: bool,
     unix_upstream: bool,
     unix: bool,
@@ -77,6 +83,7 @@ fn parse_args() -> anyhow::Result<Args> {
         pool: 16,
         rounds: 3,
         tenant: false,
+        no_second_wall: false,
         plugins: false,
         unix_upstream: false,
         unix: false,
@@ -101,6 +108,10 @@ fn parse_args() -> anyhow::Result<Args> {
         if flag == "--unix-upstream" || flag == "--unix" {
             a.unix_upstream = true;
             a.unix |= flag == "--unix";
+            continue;
+        }
+        if flag == "--no-second-wall" {
+            a.no_second_wall = true;
             continue;
         }
         if flag == "--plugins" {
@@ -360,7 +371,10 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
     init.extend([args.scale.to_string(), "bench".into()]);
     pgbench(&init, PASSWORD).context("pgbench -i")?;
     if args.tenant {
-        // Before the proxy starts: it discovers tenant tables from the catalog at start.
+        // Before the proxy starts: it discovers tenant tables from the catalog at start. The
+        // migrations bring the second wall's role and `orgwall.current_org()`; the pgbench
+        // tables get its policy, as the README tells an operator to do for their own tables.
+        orgwall::demo::apply_migrations(pg, "bench", PASSWORD)?;
         let mut sql = String::new();
         for t in [
             "pgbench_accounts",
@@ -368,7 +382,14 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
             "pgbench_tellers",
             "pgbench_history",
         ] {
-            sql += &format!("ALTER TABLE {t} ADD COLUMN org_id text NOT NULL DEFAULT 'bench';\n");
+            sql += &format!(
+                "ALTER TABLE {t} ADD COLUMN org_id text NOT NULL DEFAULT 'bench';\n\
+                 ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
+                 CREATE POLICY orgwall_tenant_isolation ON {t} FOR ALL TO orgwall_tenant \
+                   USING (org_id = (SELECT orgwall.current_org())) \
+                   WITH CHECK (org_id = (SELECT orgwall.current_org()));\n\
+                 GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO orgwall_tenant;\n"
+            );
         }
         sql += "VACUUM ANALYZE;";
         pg.psql("bench", &sql)
@@ -377,6 +398,7 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
     let role = if args.tenant { "tenant" } else { "admin" };
     Ok(format!(
         "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {}\nmultiplex = {}\ngroup_reads = {}\nprepare_unnamed = {}\n\
+         tenant_password = \"{PASSWORD}\"\n[tenancy]\nenforce_in_postgres = {}\n\
          [[users]]\nname = \"bench\"\npassword = \"{PASSWORD}\"\norg_id = \"bench\"\nrole = \"{role}\"\n",
         if args.unix_upstream {
             pg.socket_url("bench")
@@ -387,7 +409,8 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
         args.pool,
         args.multiplex,
         args.group_reads,
-        args.prepare_unnamed
+        args.prepare_unnamed,
+        !args.no_second_wall
     ))
 }
 

@@ -1,14 +1,15 @@
-//! `orgwall migrate` / `reconcile` against a real PostgreSQL: the guide's migration on a
-//! populated single-tenant database and back, resuming after injected failures, concurrent
-//! runners, the balance trigger under concurrent writers, drift repair, and bad input.
-//! (The binary itself is exercised in `proxy/tests/migrate_cli.rs`.)
+//! `orgwall migrate` / `reconcile` against a real PostgreSQL: the guide's migration and the
+//! tenant boundary (0004) on a populated single-tenant database and back, resuming after
+//! injected failures, concurrent runners, the balance trigger under concurrent writers, drift
+//! repair, and bad input. (The binary itself is exercised in `proxy/tests/migrate_cli.rs`; what
+//! 0004 does for tenants in `tenant_boundary_migration.rs`.)
 
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
 use orgwall::migrate::backup::BackupPolicy;
-use orgwall::migrate::cli::{self, ChangeArgs, MigrateAction, MigrateArgs, TargetArgs};
+use orgwall::migrate::cli::{self, ChangeArgs, MigrateAction, MigrateArgs, TargetArgs, UpArgs};
 use orgwall::migrate::verify::{self, Outcome, TENANT_TABLES};
 use orgwall::migrate::{self, plan, reconcile, MigrateError, RunOptions, Target};
 use orgwall_e2e::{bounded, connect, TestDb};
@@ -68,13 +69,12 @@ async fn checksums(db: &TestDb) -> BTreeMap<String, (i64, String)> {
     out
 }
 
-/// `pg_dump --schema-only` of schema public, without comments, blank lines and the random
-/// `\restrict` token of newer pg_dumps.
+/// `pg_dump --schema-only` (schemas public and orgwall, privileges included), without
+/// comments, blank lines and the random `\restrict` token of newer pg_dumps.
 fn schema_dump(db: &TestDb) -> String {
     let out = Command::new("pg_dump")
         .args([
             "--schema-only",
-            "--schema=public",
             "--no-owner",
             "-h",
             "127.0.0.1",
@@ -99,13 +99,23 @@ fn schema_dump(db: &TestDb) -> String {
 }
 
 async fn assert_verified(db: &TestDb) {
+    assert_verified_skipping(db, 0).await;
+}
+
+/// No check fails, and exactly `skipped` are skipped (their migration is not applied).
+async fn assert_verified_skipping(db: &TestDb, skipped: usize) {
     let checks = verify::verify(&target(db)).await.unwrap();
     let bad: Vec<_> = checks
         .iter()
-        .filter(|c| c.outcome != Outcome::Pass)
+        .filter(|c| c.outcome == Outcome::Fail)
         .collect();
     assert!(bad.is_empty(), "verify: {bad:#?}");
+    let skips = checks.iter().filter(|c| c.outcome == Outcome::Skip).count();
+    assert_eq!(skips, skipped, "verify: {checks:#?}");
 }
+
+/// The checks that `verify` skips until 0004 is applied.
+const BOUNDARY_CHECKS: usize = 7;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn populated_database_up_verify_down_round_trip() {
@@ -130,7 +140,7 @@ async fn populated_database_up_verify_down_round_trip() {
             backup: BackupPolicy::File(dump.clone()),
             ..opts(10_000)
         };
-        let report = migrate::up(&t, None, &with_backup).await.unwrap();
+        let report = migrate::up(&t, to("3"), &with_backup).await.unwrap();
         assert_eq!(
             report.migrations,
             ["0002_add_organization_support", "0003_add_balance_table"]
@@ -148,13 +158,20 @@ async fn populated_database_up_verify_down_round_trip() {
         );
         let _ = std::fs::remove_file(&dump);
 
-        assert_verified(&db).await;
+        assert_verified_skipping(&db, BOUNDARY_CHECKS).await;
         assert_eq!(checksums(&db).await, before, "data changed by up");
         assert_eq!(
             db.psql("SELECT count(DISTINCT org_id) || ' ' || min(org_id) FROM inventory_ledger")
                 .await,
             "1 org_default"
         );
+        let schema_3 = schema_dump(&db);
+
+        // 0004 up, down, up on the same 120k-row database.
+        let report = migrate::up(&t, None, &opts(10_000)).await.unwrap();
+        assert_eq!(report.migrations, ["0004_tenant_boundary"]);
+        assert_verified(&db).await;
+        assert_eq!(checksums(&db).await, before, "data changed by 0004");
         let st = migrate::status(&t).await.unwrap();
         assert!(
             st.iter().all(|s| s.applied_at.is_some() && !s.modified),
@@ -166,13 +183,23 @@ async fn populated_database_up_verify_down_round_trip() {
             .unwrap()
             .migrations
             .is_empty());
+        let report = migrate::down(&t, None, &opts(10_000)).await.unwrap();
+        assert_eq!(report.migrations, ["0004_tenant_boundary"]);
+        assert_eq!(schema_dump(&db), schema_3, "schema differs after 0004 down");
+        assert_verified_skipping(&db, BOUNDARY_CHECKS).await;
+        migrate::up(&t, None, &opts(10_000)).await.unwrap();
+        assert_verified(&db).await;
 
         let report = migrate::down(&t, Some(to("1")), &opts(10_000))
             .await
             .unwrap();
         assert_eq!(
             report.migrations,
-            ["0003_add_balance_table", "0002_add_organization_support"]
+            [
+                "0004_tenant_boundary",
+                "0003_add_balance_table",
+                "0002_add_organization_support"
+            ]
         );
         assert_eq!(schema_dump(&db), schema_before, "schema differs after down");
         assert_eq!(checksums(&db).await, before, "data changed by up + down");
@@ -206,7 +233,7 @@ async fn up_resumes_after_failures_midway() {
         assert!(left > 0 && left < 20_000, "{left} ledger rows still NULL");
 
         let report = migrate::up(&t, None, &opts(1000)).await.unwrap();
-        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table"]);
+        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table", "0004_tenant_boundary"]);
         assert_verified(&db).await;
         assert_eq!(checksums(&db).await, before);
 
@@ -242,7 +269,11 @@ async fn concurrent_runners_never_double_apply() {
         all.sort();
         assert_eq!(
             all,
-            ["0002_add_organization_support", "0003_add_balance_table"],
+            [
+                "0002_add_organization_support",
+                "0003_add_balance_table",
+                "0004_tenant_boundary"
+            ],
             "a: {:?}, b: {:?}",
             a.migrations,
             b.migrations
@@ -250,7 +281,7 @@ async fn concurrent_runners_never_double_apply() {
         assert_eq!(
             db.psql("SELECT count(*) FROM orgwall.schema_migrations")
                 .await,
-            "3"
+            "4"
         );
         assert_eq!(db.psql("SELECT count(*) FROM organizations").await, "1");
         assert_verified(&db).await;
@@ -393,8 +424,12 @@ async fn bad_input_gets_clear_errors() {
                 config: None,
             },
         };
+        let up = |to: &str| UpArgs {
+            change: change(to),
+            tenant_password: None,
+        };
         for action in [
-            MigrateAction::Up(change("7")),
+            MigrateAction::Up(up("7")),
             MigrateAction::Down(change("0009")),
         ] {
             let err = cli::migrate(args(action)).await.unwrap_err().to_string();
@@ -408,6 +443,24 @@ async fn bad_input_gets_clear_errors() {
             db.psql("SELECT to_regclass('orgwall.schema_migrations') IS NULL")
                 .await,
             "t"
+        );
+        // --tenant-password with a target that leaves 0004 out is refused before any migration.
+        let err = cli::migrate(args(MigrateAction::Up(UpArgs {
+            tenant_password: Some("zq-secret-77".parse().unwrap()),
+            ..up("3")
+        })))
+        .await
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("--tenant-password needs migration 0004_tenant_boundary"),
+            "{err}"
+        );
+        assert!(!err.contains("zq-secret"), "{err}");
+        assert_eq!(
+            db.psql("SELECT count(*) FROM orgwall.schema_migrations")
+                .await,
+            "0"
         );
         // verify on an empty database fails (tables missing) rather than erroring out.
         let err = cli::migrate(args(MigrateAction::Verify)).await.unwrap_err();

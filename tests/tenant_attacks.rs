@@ -8,8 +8,8 @@ use std::fmt::Write as _;
 use futures_util::{pin_mut, SinkExt, StreamExt};
 use orgwall_e2e::clients::connect;
 use orgwall_e2e::tenancy::{
-    admin_direct, cluster_fingerprint, mentions_b, org_checksums, org_rows, run_simple,
-    schema_dump, tenant_db, tenant_proxy, Outcome, TENANT_A, TENANT_B, TENANT_TABLES,
+    admin_direct, cluster_fingerprint, mentions_b, mentions_b_row, org_checksums, org_rows,
+    run_simple, schema_dump, tenant_db, tenant_proxy, Outcome, TENANT_A, TENANT_B, TENANT_TABLES,
 };
 use orgwall_e2e::{bounded, ProxyOptions};
 
@@ -20,6 +20,10 @@ enum Expect {
     Refused(&'static [&'static str]),
     /// Rows without B's data, or any error (a refusal is fine too).
     NoLeak,
+    /// With the second wall alone, where nothing is refused by Orgwall and statements such as
+    /// `database_to_xml` dump all the tenant can see: nothing of any row only B has
+    /// ([`mentions_b_row`]).
+    RowsOfB,
 }
 
 const POLICY: Expect = Expect::Refused(&["42501"]);
@@ -183,6 +187,16 @@ async fn judge(c: &tokio_postgres::Client, sql: &str, expect: Expect) -> (String
         (Expect::NoLeak, Outcome::Rows(rs)) => rs
             .leaks_b()
             .map(|cell| format!("LEAK of tenant B ({cell}): {outcome}")),
+        (Expect::RowsOfB, Outcome::Rows(rs)) => rs
+            .rows
+            .iter()
+            .flatten()
+            .find(|c| mentions_b_row(c))
+            .map(|cell| format!("LEAK of tenant B's rows ({cell}): {outcome}")),
+        (Expect::RowsOfB, Outcome::Error { message, .. }) if mentions_b_row(message) => {
+            Some(format!("error message leaks tenant B: {message}"))
+        }
+        (Expect::RowsOfB, _) => None,
         (Expect::NoLeak, Outcome::Error { message, .. }) if mentions_b(message) => {
             Some(format!("error message leaks tenant B: {message}"))
         }
@@ -191,25 +205,52 @@ async fn judge(c: &tokio_postgres::Client, sql: &str, expect: Expect) -> (String
     (shown, fail)
 }
 
+/// Which walls stand (DESIGN.md §4a): every attack runs with each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Walls {
+    Both,
+    /// Orgwall's rewrite alone: tenant traffic as the owner login (`enforce_in_postgres = false`).
+    FirstOnly,
+    /// PostgreSQL's row-level security alone: tenant SQL reaches PostgreSQL as sent.
+    SecondOnly,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_corpus_transaction_pooling() {
-    attack_corpus("transaction").await;
+    attack_corpus("transaction", Walls::Both).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attack_corpus_session_pooling() {
-    attack_corpus("session").await;
+    attack_corpus("session", Walls::Both).await;
 }
 
-/// Every attack is refused or confined, and nothing of B (nor the schema) changes.
-async fn attack_corpus(pool_mode: &'static str) {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_corpus_first_wall_alone() {
+    attack_corpus("transaction", Walls::FirstOnly).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attack_corpus_second_wall_alone() {
+    attack_corpus("transaction", Walls::SecondOnly).await;
+}
+
+/// Every attack is refused or confined, and nothing of B (nor the schema) changes. With the
+/// second wall alone nothing is refused by Orgwall: each attack must fail in PostgreSQL or see
+/// and change nothing of B.
+async fn attack_corpus(pool_mode: &'static str, walls: Walls) {
     bounded(600, async {
-        let db = tenant_db(&format!("tenant_attacks_{pool_mode}")).await;
+        let db = tenant_db(&format!("tenant_attacks_{pool_mode}_{walls:?}")).await;
         // A tenant UDF the allow-list does not name, for the "user functions" rule.
         db.psql("CREATE FUNCTION public.evil_udf() RETURNS text LANGUAGE sql AS $$ SELECT string_agg(name, ',') FROM public.users $$; \
                  CREATE PROCEDURE public.evil() LANGUAGE sql AS $$ DELETE FROM public.users $$;")
             .await;
-        let proxy = tenant_proxy(&db, ProxyOptions::pool(2, pool_mode)).await;
+        let opts = ProxyOptions {
+            first_wall: walls != Walls::SecondOnly,
+            second_wall: walls != Walls::FirstOnly,
+            ..ProxyOptions::pool(2, pool_mode)
+        };
+        let proxy = tenant_proxy(&db, opts).await;
         let admin = admin_direct(&db).await;
         let schema_before = schema_dump(&db).await;
         let cluster_before = cluster_fingerprint(&admin).await;
@@ -219,7 +260,15 @@ async fn attack_corpus(pool_mode: &'static str) {
         let mut log = String::new();
         let mut failures = Vec::new();
         for (sql, expect) in ATTACKS {
-            let (shown, fail) = judge(&c, sql, *expect).await;
+            // Every tenant shares one PostgreSQL role, and PostgreSQL lets a role end its own
+            // backends: without the first wall this would end other tests' (and, in a real
+            // deployment, other tenants') connections. A denial of service, not a read; the
+            // README lists it among what only the first wall stops.
+            if walls == Walls::SecondOnly && sql.contains("pg_terminate_backend") {
+                continue;
+            }
+            let expect = if walls == Walls::SecondOnly { Expect::RowsOfB } else { *expect };
+            let (shown, fail) = judge(&c, sql, expect).await;
             let _ = writeln!(log, "  {shown}");
             if let Some(f) = fail {
                 failures.push(format!("{sql:?}: {f}"));
@@ -229,7 +278,11 @@ async fn attack_corpus(pool_mode: &'static str) {
             match c.simple_query("SELECT 1").await {
                 Ok(_) => {}
                 Err(e) => {
-                    failures.push(format!("{sql:?}: connection unusable afterwards: {e}"));
+                    // As the tenant identity, PostgreSQL lets a session end its own backend
+                    // (pg_terminate_backend): the client must then connect again.
+                    if walls != Walls::SecondOnly {
+                        failures.push(format!("{sql:?}: connection unusable afterwards: {e}"));
+                    }
                     c = connect(&proxy.conn_str(TENANT_A)).await;
                 }
             }
@@ -290,7 +343,7 @@ async fn attack_corpus(pool_mode: &'static str) {
                 ));
             }
         }
-        println!("attack corpus ({} statements) as tenant A, {pool_mode} pooling:\n{log}", ATTACKS.len());
+        println!("attack corpus ({} statements) as tenant A, {pool_mode} pooling, walls {walls:?}:\n{log}", ATTACKS.len());
         println!("--- FAILURES: {}", failures.len());
         for f in &failures {
             println!("  {f}");

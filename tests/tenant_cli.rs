@@ -126,6 +126,8 @@ const BENCH_TENANT: Login = Login {
 /// `pgbench_accounts` rows are copied into another org with a huge balance.
 async fn pgbench_db() -> TestDb {
     let db = TestDb::create("tenant_pgbench").await;
+    // The role and `orgwall.current_org()` of the second wall (and the seed tables, unused).
+    orgwall_e2e::tenancy::migrate(&db).await;
     let out = tokio::process::Command::new("pgbench")
         .args([
             "-i",
@@ -155,6 +157,7 @@ async fn pgbench_db() -> TestDb {
         "pgbench_history",
     ] {
         sql += &format!("ALTER TABLE {t} ADD COLUMN org_id text NOT NULL DEFAULT 'bench';\n");
+        sql += &orgwall_e2e::tenancy::protect_sql(t, "org_id");
     }
     sql += "INSERT INTO pgbench_branches (bid, bbalance, org_id) VALUES (1000, 0, 'other');\n";
     db.psql(&sql).await;

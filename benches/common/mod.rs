@@ -192,7 +192,7 @@ impl Dataset {
     pub fn load(&self, pg: &LocalPostgres) -> anyhow::Result<()> {
         let started = Instant::now();
         pg.create_database(DB)?;
-        orgwall::demo::apply_migrations(pg, DB)?;
+        orgwall::demo::apply_migrations(pg, DB, PASSWORD)?;
         let (n, locs, items) = (self.balances, self.locations, self.items());
         let all_items = items + self.writers;
         let sql = format!(
@@ -225,7 +225,7 @@ impl Dataset {
 pub fn balances_proxy_toml(pg: &LocalPostgres, pool: u32, cache: bool) -> String {
     format!(
         "listen = \"127.0.0.1:0\"\n[upstream]\nurl = \"{}\"\npool_size = {pool}\n\
-         pool_mode = \"transaction\"\n\
+         pool_mode = \"transaction\"\ntenant_password = \"{PASSWORD}\"\n\
          [balances]\nenabled = {cache}\n\
          [[users]]\nname = \"bench\"\npassword = \"{PASSWORD}\"\norg_id = \"{ORG}\"\nrole = \"tenant\"\n\
          [[users]]\nname = \"admin\"\npassword = \"{PASSWORD}\"\norg_id = \"org_default\"\nrole = \"admin\"\n",

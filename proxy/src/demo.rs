@@ -39,11 +39,11 @@ pub async fn run_until(
 ) -> anyhow::Result<()> {
     let work_dir = std::path::absolute(work_dir).context("bad work dir")?;
     let wd = work_dir.clone();
-    let pg = tokio::task::spawn_blocking(move || prepare(&wd, None))
+    let demo = tokio::task::spawn_blocking(move || prepare(&wd, None))
         .await
         .context("demo setup panicked")??;
-    let served = serve(&work_dir, listen, &pg, shutdown).await;
-    tokio::task::spawn_blocking(move || drop(pg)).await.ok();
+    let served = serve(&work_dir, listen, &demo, shutdown).await;
+    tokio::task::spawn_blocking(move || drop(demo)).await.ok();
     tracing::info!("demo stopped");
     served
 }
@@ -51,14 +51,15 @@ pub async fn run_until(
 async fn serve(
     work_dir: &Path,
     listen: SocketAddr,
-    pg: &LocalPostgres,
+    demo: &Demo,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<()> {
+    let pg = &demo.pg;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} (is another orgwall running?)"))?;
     let addr = listener.local_addr()?;
-    let config = demo_config(&pg.url(DEMO_DB), addr, work_dir)?;
+    let config = demo_config(&pg.url(DEMO_DB), &demo.tenant_password, addr, work_dir)?;
     println!("{}", banner(addr, pg));
     let listener = crate::listen::Listeners::bind(listener, None)?;
     crate::server::run(listener, Arc::new(config), shutdown)
@@ -66,13 +67,20 @@ async fn serve(
         .context("proxy failed")
 }
 
-/// The proxy configuration for the demo users, with `upstream_url` as the upstream.
-pub fn demo_config(upstream_url: &str, listen: SocketAddr, base: &Path) -> anyhow::Result<Config> {
+/// The proxy configuration for the demo users, with `upstream_url` as the upstream (the owner
+/// login) and `orgwall_tenant` with `tenant_password` as the tenant identity.
+pub fn demo_config(
+    upstream_url: &str,
+    tenant_password: &str,
+    listen: SocketAddr,
+    base: &Path,
+) -> anyhow::Result<Config> {
     let q = |s: &str| format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""));
     let mut toml = format!(
-        "listen = {}\n\n[upstream]\nurl = {}\npool_size = 10\npool_mode = \"transaction\"\n",
+        "listen = {}\n\n[upstream]\nurl = {}\ntenant_password = {}\npool_size = 10\npool_mode = \"transaction\"\n",
         q(&listen.to_string()),
-        q(upstream_url)
+        q(upstream_url),
+        q(tenant_password)
     );
     for (name, password, org, role) in DEMO_USERS {
         toml += &format!(
@@ -128,6 +136,8 @@ async fn shutdown_signal() {
 struct DemoState {
     port: u16,
     password: String,
+    /// The password of `orgwall_tenant`, the login tenant traffic runs as (the second wall).
+    tenant_password: String,
 }
 
 impl DemoState {
@@ -141,6 +151,10 @@ impl DemoState {
         Some(DemoState {
             port: get("port")?.parse().ok()?,
             password: get("password").filter(|p| !p.is_empty())?.to_string(),
+            // (A state file from before the second wall has none: a new one is set.)
+            tenant_password: get("tenant_password")
+                .filter(|p| !p.is_empty())
+                .map_or_else(random_password, str::to_string),
         })
     }
 
@@ -154,7 +168,11 @@ impl DemoState {
             .mode(0o600)
             .open(path)
             .with_context(|| format!("cannot write {}", path.display()))?;
-        writeln!(f, "port={}\npassword={}", self.port, self.password)?;
+        writeln!(
+            f,
+            "port={}\npassword={}\ntenant_password={}",
+            self.port, self.password, self.tenant_password
+        )?;
         Ok(())
     }
 }
@@ -162,7 +180,7 @@ impl DemoState {
 /// Starts (creating on first run) the demo cluster under `<work_dir>/.orgwall`, migrates
 /// database `app` and inserts the demo tenants. `default_port` applies only on a first run
 /// (`None`: 54329 when free, else any free port).
-pub fn prepare(work_dir: &Path, default_port: Option<u16>) -> anyhow::Result<LocalPostgres> {
+pub fn prepare(work_dir: &Path, default_port: Option<u16>) -> anyhow::Result<Demo> {
     let state_dir = work_dir.join(".orgwall");
     std::fs::create_dir_all(&state_dir)
         .with_context(|| format!("cannot create {}", state_dir.display()))?;
@@ -178,6 +196,7 @@ pub fn prepare(work_dir: &Path, default_port: Option<u16>) -> anyhow::Result<Loc
                 None => localpg::free_port()?,
             },
             password: random_password(),
+            tenant_password: random_password(),
         },
     };
     let mut data_dir = state_dir.join("pgdata");
@@ -212,19 +231,34 @@ pub fn prepare(work_dir: &Path, default_port: Option<u16>) -> anyhow::Result<Loc
     state.port = pg.port;
     state.save(&state_path)?;
     pg.create_database(DEMO_DB)?;
-    apply_migrations(&pg, DEMO_DB)?;
+    apply_migrations(&pg, DEMO_DB, &state.tenant_password)?;
     pg.psql(DEMO_DB, SEED_SQL)
         .context("inserting the demo tenants")?;
-    Ok(pg)
+    Ok(Demo {
+        pg,
+        tenant_password: state.tenant_password,
+    })
 }
 
-/// Applies the pending migrations with [`crate::migrate::up`]. No backup guard: the demo's
-/// private cluster is disposable.
-pub fn apply_migrations(pg: &LocalPostgres, db: &str) -> anyhow::Result<()> {
+/// The demo's PostgreSQL and the password of the tenant identity on it.
+pub struct Demo {
+    pub pg: LocalPostgres,
+    pub tenant_password: String,
+}
+
+/// Applies the pending migrations with [`crate::migrate::up`], giving the tenant identity
+/// (`orgwall_tenant`) `tenant_password`. No backup guard: the demo's private cluster is
+/// disposable.
+pub fn apply_migrations(pg: &LocalPostgres, db: &str, tenant_password: &str) -> anyhow::Result<()> {
     use crate::migrate::{self, backup::BackupPolicy, RunOptions, Target};
     let target = Target::from_url(&pg.url(db))?;
     let opts = RunOptions {
         backup: BackupPolicy::Skip,
+        tenant_password: Some(
+            tenant_password
+                .parse()
+                .map_err(|e| anyhow::anyhow!("tenant password: {e}"))?,
+        ),
         ..RunOptions::default()
     };
     let run = migrate::up(&target, None, &opts);
@@ -334,22 +368,32 @@ mod tests {
     async fn demo_prepares_twice_and_serves() {
         let dir = scratch("demo-test");
         let d = dir.clone();
-        let pg =
+        let demo =
             tokio::task::spawn_blocking(move || prepare(&d, Some(localpg::free_port().unwrap())))
                 .await
                 .unwrap()
                 .unwrap();
-        let first_port = pg.port;
-        drop(pg);
+        let first_port = demo.pg.port;
+        let first_tenant_password = demo.tenant_password.clone();
+        drop(demo);
         // A re-run reuses the cluster, port and password, and changes nothing.
         let d = dir.clone();
-        let pg = tokio::task::spawn_blocking(move || prepare(&d, None))
+        let demo = tokio::task::spawn_blocking(move || prepare(&d, None))
             .await
             .unwrap()
             .unwrap();
+        let pg = &demo.pg;
         assert_eq!(pg.port, first_port);
+        assert_eq!(demo.tenant_password, first_tenant_password);
         let q = |s: &str| pg.psql(DEMO_DB, s).unwrap();
-        assert_eq!(q("SELECT count(*) FROM orgwall.schema_migrations"), "3");
+        assert_eq!(
+            q("SELECT count(*) FROM orgwall.schema_migrations"),
+            crate::migrate::MIGRATIONS.len().to_string()
+        );
+        assert_eq!(
+            q("SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = 'orgwall_tenant'"),
+            "f"
+        );
         assert_eq!(
             q("SELECT org_id, count(*) FROM items GROUP BY 1 ORDER BY 1"),
             "org_acme|3\norg_globex|2"
@@ -358,7 +402,15 @@ mod tests {
             q("SELECT quantity FROM inventory_balances WHERE item_id = 'itm_acme_w100'"),
             "85"
         );
-        let config = demo_config(&pg.url(DEMO_DB), "127.0.0.1:0".parse().unwrap(), &dir).unwrap();
+        let config = demo_config(
+            &pg.url(DEMO_DB),
+            &demo.tenant_password,
+            "127.0.0.1:0".parse().unwrap(),
+            &dir,
+        )
+        .unwrap();
+        assert_eq!(config.upstream.tenant_user, "orgwall_tenant");
+        assert!(config.tenancy.enforce_in_postgres);
         assert_eq!(config.upstream.port, pg.port);
         assert_eq!(
             config.user("admin").unwrap().role,
@@ -369,7 +421,7 @@ mod tests {
             .unwrap()
             .verifier
             .check_password("globex-pw"));
-        drop(pg);
+        drop(demo);
 
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let d = dir.clone();

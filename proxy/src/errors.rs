@@ -93,6 +93,22 @@ impl From<&UpstreamError> for ClientError {
     }
 }
 
+impl From<&crate::boundary::WallError> for ClientError {
+    fn from(e: &crate::boundary::WallError) -> Self {
+        use crate::boundary::WallError;
+        match e {
+            WallError::Connect(u) => {
+                let inner = ClientError::from(u);
+                ClientError::fatal(inner.code, format!("tenant logins are refused: {e}"))
+            }
+            WallError::Unsafe(_) => ClientError::fatal(
+                code::OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!("tenant logins are refused: {e}"),
+            ),
+        }
+    }
+}
+
 impl From<&DriftError> for ClientError {
     fn from(e: &DriftError) -> Self {
         match e {

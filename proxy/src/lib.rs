@@ -8,6 +8,8 @@
 //! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
 //! - [`sql`]: pure functions over SQL text (no I/O); the seam where the rewriter plugs in.
 //! - [`policy`]: WebAssembly policy plugins (wasmtime host), asked about every statement.
+//! - [`boundary`]: the second wall — the signed tenant context PostgreSQL's row-level security
+//!   checks, the start-up check of the tenant identity, the tripwire.
 //! - [`upstream`]: connections to PostgreSQL, the pool, the server-side statement cache.
 //! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
 //! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
@@ -18,6 +20,7 @@
 //! - [`migrate`]: admin tooling — `orgwall migrate` (the migration guide as resumable steps) and `reconcile`.
 
 pub mod balances;
+pub mod boundary;
 pub mod cancel;
 pub mod config;
 pub mod demo;

@@ -14,8 +14,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{field::Empty, Instrument};
 
+use crate::boundary::{establish, Wall, WallError};
 use crate::cancel::CancelRegistry;
-use crate::config::Config;
+use crate::config::{Config, Role};
 use crate::errors::{code, ClientError};
 use crate::frontend::{self, tls_acceptor, ClientStream};
 use crate::listen::{Listeners, Peer};
@@ -28,7 +29,13 @@ use crate::upstream::{catalog, Pool, UpstreamError};
 /// What every connection task shares.
 pub struct ProxyState {
     pub config: Arc<Config>,
+    /// The owner login's pool: admin traffic, catalog discovery, the balance cache.
     pub pool: Pool,
+    /// The tenant identity's pool (`[upstream] tenant_user`): tenant and switcher traffic, when
+    /// `[tenancy] enforce_in_postgres` (the default).
+    pub tenant_pool: Option<Pool>,
+    /// The second wall once its start-up check passed, or the last failure and when it was seen.
+    wall: tokio::sync::Mutex<WallState>,
     pub cancel: Arc<CancelRegistry>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Verifier used for unknown users so they cannot be told apart from wrong passwords.
@@ -55,10 +62,17 @@ impl ProxyState {
             Some(t) => Some(tls_acceptor(&t.cert_pem, &t.key_pem)?),
             None => None,
         };
+        let pool = |cfg: crate::config::UpstreamConfig| {
+            Pool::new(cfg)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
+        };
         Ok(ProxyState {
-            pool: Pool::new(config.upstream.clone()).map_err(|e| {
-                std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string())
-            })?,
+            pool: pool(config.upstream.clone())?,
+            tenant_pool: match config.tenancy.enforce_in_postgres {
+                true => Some(pool(config.upstream.for_tenants())?),
+                false => None,
+            },
+            wall: tokio::sync::Mutex::new(WallState::Unchecked),
             cancel: Arc::default(),
             tls,
             decoy: Verifier::from_password(&crate::scram::nonce()),
@@ -77,7 +91,73 @@ impl ProxyState {
     }
 }
 
+/// Where the second wall's start-up check stands.
+enum WallState {
+    Unchecked,
+    Ready(Arc<Wall>),
+    /// Failed at this instant; checked again after [`WALL_RETRY`].
+    Failed(std::time::Instant, String),
+}
+
+/// A failed start-up check is not repeated for every login.
+const WALL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl ProxyState {
+    /// The pool a principal's statements run on: the tenant identity's for tenants and
+    /// switchers (with the second wall), the owner's otherwise.
+    pub fn pool_for(&self, role: Role) -> &Pool {
+        match (&self.tenant_pool, role) {
+            (Some(p), Role::Tenant | Role::Switcher) => p,
+            _ => &self.pool,
+        }
+    }
+
+    /// The second wall for tenant and switcher logins: `Ok(None)` when it is turned off,
+    /// an error naming what is missing when its start-up check fails (checked at start, after
+    /// a reload, and again at most every few seconds while it fails).
+    pub async fn wall(&self) -> Result<Option<Arc<Wall>>, WallError> {
+        let Some(tenant_pool) = &self.tenant_pool else {
+            return Ok(None);
+        };
+        let mut state = self.wall.lock().await;
+        match &*state {
+            WallState::Ready(w) => return Ok(Some(w.clone())),
+            WallState::Failed(at, why) if at.elapsed() < WALL_RETRY => {
+                return Err(WallError::Unsafe(why.clone()))
+            }
+            _ => {}
+        }
+        let checked = match self.catalog().await {
+            Ok(catalog) => {
+                establish(
+                    &self.pool,
+                    tenant_pool,
+                    &catalog,
+                    &self.config.upstream.tenant_user,
+                )
+                .await
+            }
+            Err(e) => Err(WallError::Connect(e)),
+        };
+        match checked {
+            Ok(w) => {
+                tracing::info!(tenant_user = %self.config.upstream.tenant_user, "second wall in place: tenant traffic runs under PostgreSQL row-level security");
+                let w = Arc::new(w);
+                *state = WallState::Ready(w.clone());
+                Ok(Some(w))
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "tenant and switcher logins are refused");
+                let why = match &e {
+                    WallError::Unsafe(w) => w.clone(),
+                    other => other.to_string(),
+                };
+                *state = WallState::Failed(std::time::Instant::now(), why);
+                Err(e)
+            }
+        }
+    }
+
     /// The current catalog, discovering it from PostgreSQL the first time.
     pub async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError> {
         if let Some(c) = self.current_catalog() {
@@ -104,6 +184,7 @@ impl ProxyState {
     /// by catalog version, so stale templates are never used.
     pub async fn reload_catalog(&self) {
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = None;
+        *self.wall.lock().await = WallState::Unchecked;
         tracing::info!("catalog reload requested");
     }
 }
@@ -147,6 +228,15 @@ pub async fn run(
             state.shutdown.clone(),
         ));
     }
+    if state.tenant_pool.is_some() {
+        let st = state.clone();
+        // The start-up check; a failure is logged and refuses tenant logins until it passes.
+        tokio::spawn(async move {
+            let _ = st.wall().await;
+        });
+    } else {
+        tracing::warn!("[tenancy] enforce_in_postgres = false: tenant traffic runs as the owner login, confined by Orgwall's rewrite alone");
+    }
     tracing::info!(listen = %listener.describe(), "orgwall accepting connections");
     tokio::pin!(shutdown);
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
@@ -160,6 +250,12 @@ pub async fn run(
                 }
             } => {
                 state.reload_catalog().await;
+                if state.tenant_pool.is_some() {
+                    let st = state.clone();
+                    tokio::spawn(async move {
+                        let _ = st.wall().await;
+                    });
+                }
                 continue;
             }
             accepted = listener.accept() => {
@@ -208,6 +304,9 @@ pub async fn run(
         }
     }
     state.pool.close_idle();
+    if let Some(p) = &state.tenant_pool {
+        p.close_idle();
+    }
     Ok(())
 }
 

@@ -34,9 +34,14 @@ pub async fn bounded<T>(secs: u64, body: impl Future<Output = T>) -> T {
     }
 }
 
-/// Starts a database and a proxy in front of it: the common first two lines of a test.
+/// Starts a database and a proxy in front of it: the common first two lines of a test. The
+/// database has none of Orgwall's migrations, so the proxy runs without the second wall.
 pub async fn db_and_proxy(label: &str, opts: ProxyOptions) -> (TestDb, TestProxy) {
     let db = TestDb::create(label).await;
+    let opts = ProxyOptions {
+        second_wall: false,
+        ..opts
+    };
     let proxy = TestProxy::start(&db, opts).await;
     (db, proxy)
 }

@@ -12,6 +12,10 @@ use tokio::task::JoinHandle;
 use crate::pg::TestDb;
 use crate::tls::TestCert;
 
+/// The password of `orgwall_tenant` in every test cluster (the role is cluster-wide; the
+/// harness's migrations set it).
+pub const TENANT_ROLE_PASSWORD: &str = "orgwall-tenant-e2e";
+
 /// A configured login: name, password, org and role as written in `[[users]]`.
 #[derive(Debug, Clone, Copy)]
 pub struct Login {
@@ -60,6 +64,13 @@ pub struct ProxyOptions {
     /// `[upstream] max_prepared_statements`; `None`: the default (200) unless
     /// `ORGWALL_E2E_MAX_PREPARED`.
     pub max_prepared_statements: Option<usize>,
+    /// Orgwall's rewrite of tenant SQL (the first wall); off only to show the second holds.
+    pub first_wall: bool,
+    /// `[tenancy] enforce_in_postgres` (the second wall): tenant traffic as `orgwall_tenant`
+    /// under row-level security. Needs migration 0004 (the tenant databases have it).
+    pub second_wall: bool,
+    /// `[upstream] tenant_user` and `tenant_password` instead of `orgwall_tenant`.
+    pub tenant_login: Option<(&'static str, &'static str)>,
 }
 
 impl Default for ProxyOptions {
@@ -77,6 +88,9 @@ impl Default for ProxyOptions {
             unix_listener: false,
             prepare_unnamed: None,
             max_prepared_statements: None,
+            first_wall: true,
+            second_wall: true,
+            tenant_login: None,
         }
     }
 }
@@ -124,12 +138,18 @@ impl TestProxy {
             db.upstream_url()
         };
         let toml = config_toml(&url, &opts, &dir) + extra_toml;
-        let cfg = orgwall::config::Config::from_toml(
+        let mut cfg = orgwall::config::Config::from_toml(
             &toml,
             &dir,
             &orgwall::config::EnvOverrides::default(),
         )
         .unwrap_or_else(|e| panic!("proxy config rejected: {e}\n---\n{toml}"));
+        cfg.tenancy.rewrite = opts.first_wall;
+        cfg.tenancy.enforce_in_postgres = opts.second_wall;
+        if let Some((user, password)) = opts.tenant_login {
+            cfg.upstream.tenant_user = user.into();
+            cfg.upstream.tenant_password = Some(password.into());
+        }
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind proxy listener");
@@ -262,7 +282,8 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
          checkout_timeout_secs = {}\n\
          multiplex = {}\n\
          prepare_unnamed = {}\n\
-         max_prepared_statements = {}\n",
+         max_prepared_statements = {}\n\
+         tenant_password = \"{TENANT_ROLE_PASSWORD}\"\n",
         opts.pool_size,
         opts.pool_mode,
         opts.checkout_timeout_secs,

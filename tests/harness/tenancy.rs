@@ -66,9 +66,9 @@ pub fn tenant_column(table: &str) -> &'static str {
 /// it (or B's org id or a B-only row id) leaked B.
 pub const B_MARKER: &str = "SECRET";
 
-/// Two tenants with the same emails, item numbers, location names and count numbers; rows of
-/// each referencing the other's ids (ledger, count sheets, count lines); ledger rows for both
-/// (the balance trigger fills `inventory_balances`). Ids are globally unique and say whose
+/// Two tenants with the same emails, item numbers, location names and count numbers; ledger
+/// rows for both (the balance trigger fills `inventory_balances`). No row references another
+/// tenant's (migration 0004's tenant-scoped foreign keys make that impossible). Ids are globally unique and say whose
 /// they are (`*_a*`, `*_b*`), so leaks are easy to name.
 pub const SEED_SQL: &str = r#"
 BEGIN;
@@ -96,20 +96,20 @@ INSERT INTO inventory_ledger (id, org_id, item_id, location_id, lot_id, quantity
   ('led_a1', 'org_a', 'i_a1', 'l_a1', NULL,    100,  'receipt', 'PO-1', 'u_a1'),
   ('led_a2', 'org_a', 'i_a1', 'l_a1', NULL,    -15,  'issue',   'SO-1', 'u_a2'),
   ('led_a3', 'org_a', 'i_a2', 'l_a2', 'LOT-7',  40.5,'receipt', 'PO-2', 'u_a1'),
-  ('led_a4', 'org_a', 'i_b1', 'l_b1', NULL,      3,  'receipt', 'PO-X', 'u_b1'),
+  ('led_a4', 'org_a', 'i_a3', 'l_a2', NULL,      3,  'receipt', 'PO-X', 'u_a3'),
   ('led_b1', 'org_b', 'i_b1', 'l_b1', NULL,      7,  'receipt', 'PO-1', 'u_b1'),
   ('led_b2', 'org_b', 'i_b2', 'l_b1', 'LOT-7',  12,  'receipt', 'PO-2', 'u_b1'),
   ('led_b3', 'org_b', 'i_b2', 'l_b1', 'LOT-7',  -2,  'issue',   'SO-1', 'u_b2'),
-  ('led_b4', 'org_b', 'i_a1', 'l_a1', NULL,     50,  'receipt', 'PO-Y', 'u_a1');
+  ('led_b4', 'org_b', 'i_b4', 'l_b2', NULL,     50,  'receipt', 'PO-Y', 'u_b3');
 INSERT INTO count_sheets (id, org_id, count_number, location_id, status, created_by) VALUES
   ('cs_a1', 'org_a', 'CNT-0001', 'l_a1', 'open',   'u_a1'),
-  ('cs_a2', 'org_a', 'CNT-0002', 'l_b1', 'closed', 'u_b2'),
+  ('cs_a2', 'org_a', 'CNT-0002', 'l_a2', 'closed', 'u_a2'),
   ('cs_b1', 'org_b', 'CNT-0001', 'l_b1', 'open',   'u_b1');
 INSERT INTO count_lines (id, org_id, count_sheet_id, item_id, expected_quantity, counted_quantity, counted_by) VALUES
   ('cl_a1', 'org_a', 'cs_a1', 'i_a1', 85, 84, 'u_a2'),
-  ('cl_a2', 'org_a', 'cs_b1', 'i_a2', 40, 41, 'u_a1'),
+  ('cl_a2', 'org_a', 'cs_a2', 'i_a2', 40, 41, 'u_a1'),
   ('cl_b1', 'org_b', 'cs_b1', 'i_b1',  7,  7, 'u_b2'),
-  ('cl_b2', 'org_b', 'cs_a1', 'i_b2', 10,  9, 'u_b1');
+  ('cl_b2', 'org_b', 'cs_b1', 'i_b2', 10,  9, 'u_b1');
 INSERT INTO feature_flags (id, org_id, key, enabled, description) VALUES
   ('ff_a1', 'org_a', 'cycle_counts', true,  'Cycle counting'),
   ('ff_b1', 'org_b', 'cycle_counts', false, 'SECRET flag'),
@@ -144,11 +144,29 @@ pub async fn migrate(db: &TestDb) {
     let target = Target::from_url(&db.upstream_url()).expect("migration target");
     let opts = RunOptions {
         backup: BackupPolicy::Skip,
+        tenant_password: Some(
+            crate::proxy::TENANT_ROLE_PASSWORD
+                .parse()
+                .expect("a valid password"),
+        ),
         ..RunOptions::default()
     };
     orgwall::migrate::up(&target, None, &opts)
         .await
         .unwrap_or_else(|e| panic!("migrating {}: {e}", db.name));
+}
+
+/// The SQL an operator runs to put a tenant table of their own behind the second wall (the
+/// README's "Two walls"): Orgwall's policy and DML rights for the tenant identity. Needs
+/// migration 0004 (the role and `orgwall.current_org()`).
+pub fn protect_sql(table: &str, column: &str) -> String {
+    format!(
+        "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n\
+         CREATE POLICY orgwall_tenant_isolation ON {table} FOR ALL TO orgwall_tenant \
+           USING ({column} = (SELECT orgwall.current_org())) \
+           WITH CHECK ({column} = (SELECT orgwall.current_org()));\n\
+         GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO orgwall_tenant;\n"
+    )
 }
 
 /// The `[tenancy]`, `[jwt]` and extra `[[users]]` sections of a tenant-isolation proxy.
@@ -193,7 +211,7 @@ pub async fn setup_rls(db: &TestDb) -> String {
             sql,
             "ALTER TABLE public.{t} ENABLE ROW LEVEL SECURITY;\n\
              ALTER TABLE public.{t} FORCE ROW LEVEL SECURITY;\n\
-             CREATE POLICY tenant_only ON public.{t} \
+             CREATE POLICY tenant_only ON public.{t} TO {role} \
                USING ({c} = current_setting('app.org_id')) \
                WITH CHECK ({c} = current_setting('app.org_id'));\n"
         );
@@ -375,6 +393,18 @@ pub fn mentions_b(cell: &str) -> bool {
         "cl_b", "ff_b", "aud_b",
     ];
     cell.contains(B_MARKER) || cell.contains("Beta") || B_IDS.iter().any(|id| cell.contains(id))
+}
+
+/// Whether a rendered cell carries something of a row only tenant B has: like [`mentions_b`]
+/// without `org_b` and `i_b1`, which also appear where an attacker echoes its own input
+/// (`set_config('x', 'org_b', …)`) and in A's own audit log (`aud_a2` names item `i_b1`).
+/// Every row of B still carries one of the others (its own id, [`B_MARKER`], a B location).
+pub fn mentions_b_row(cell: &str) -> bool {
+    const B_ONLY: [&str; 12] = [
+        "u_b1", "u_b2", "u_b3", "i_b2", "i_b4", "l_b1", "l_b2", "led_b", "cs_b1", "cl_b", "ff_b",
+        "aud_b",
+    ];
+    cell.contains(B_MARKER) || cell.contains("Beta") || B_ONLY.iter().any(|id| cell.contains(id))
 }
 
 /// Renders extended-protocol rows: name and type per column, each value as the hex of its

@@ -49,6 +49,8 @@ pub enum ConfigError {
 pub struct EnvOverrides {
     pub database_url: Option<String>,
     pub default_org_id: Option<String>,
+    /// `ORGWALL_TENANT_PASSWORD`: the tenant identity's password (over `[upstream]`'s).
+    pub tenant_password: Option<String>,
 }
 
 impl EnvOverrides {
@@ -58,6 +60,7 @@ impl EnvOverrides {
         EnvOverrides {
             database_url: get("DATABASE_URL"),
             default_org_id: get("DEFAULT_ORG_ID"),
+            tenant_password: get("ORGWALL_TENANT_PASSWORD"),
         }
     }
 }
@@ -227,7 +230,7 @@ impl Config {
             .clone()
             .or(raw.upstream.url.clone())
             .ok_or_else(|| invalid("upstream.url", "missing (and DATABASE_URL unset)".into()))?;
-        let upstream = parse_upstream(&url, &raw.upstream, base)?;
+        let upstream = parse_upstream(&url, &raw.upstream, base, env.tenant_password.clone())?;
         let tls = match raw.tls {
             None => None,
             Some(t) => Some(TlsConfig {
@@ -382,6 +385,7 @@ org_id = "org_a"
             let env = EnvOverrides {
                 database_url: Some(url.into()),
                 default_org_id: None,
+                ..Default::default()
             };
             let c = load(MIN, &env).unwrap_or_else(|e| panic!("{url}: {e}"));
             assert_eq!(c.upstream.host, "/var/run/postgresql", "{url}");
@@ -391,6 +395,7 @@ org_id = "org_a"
         let env = EnvOverrides {
             database_url: Some("postgres://u@/app".into()),
             default_org_id: None,
+            ..Default::default()
         };
         let err = load(MIN, &env).unwrap_err().to_string();
         assert!(
@@ -404,6 +409,7 @@ org_id = "org_a"
         let env = EnvOverrides {
             database_url: Some("postgres://u@db.internal/other".into()),
             default_org_id: Some("org_default".into()),
+            ..Default::default()
         };
         let text = MIN.replace("org_id = \"org_a\"", "");
         let c = load(&text, &env).unwrap();

@@ -16,6 +16,17 @@ pub struct Tenancy {
     pub allowed_functions: Vec<String>,
     /// Statements whose rewrite is cached.
     pub rewrite_cache_size: usize,
+    /// The second wall (DESIGN.md §4a): tenant traffic runs as `[upstream] tenant_user` under
+    /// PostgreSQL's row-level security with a signed tenant context, checked at start. `false`
+    /// runs it as the owner login, confined by Orgwall's rewrite alone (a warning at start).
+    pub enforce_in_postgres: bool,
+    /// Tenants may run plain `EXPLAIN` (its estimates count every tenant's rows). `EXPLAIN
+    /// ANALYZE` is refused regardless: its row counts reveal other tenants' rows.
+    pub allow_explain: bool,
+    /// Orgwall's rewrite (the first wall). Not a config key: only tests turn it off, to show
+    /// that the second wall holds alone.
+    #[serde(skip)]
+    pub rewrite: bool,
 }
 
 impl Default for Tenancy {
@@ -26,6 +37,9 @@ impl Default for Tenancy {
             global_tables: Vec::new(),
             allowed_functions: Vec::new(),
             rewrite_cache_size: 10_000,
+            enforce_in_postgres: true,
+            allow_explain: false,
+            rewrite: true,
         }
     }
 }

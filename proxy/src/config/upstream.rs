@@ -16,6 +16,8 @@ pub(super) struct RawUpstream {
     checkout_timeout_secs: Option<u64>,
     sslmode: Option<SslMode>,
     sslrootcert: Option<PathBuf>,
+    tenant_user: Option<String>,
+    tenant_password: Option<String>,
 }
 
 /// TLS towards PostgreSQL, with libpq's meanings.
@@ -55,12 +57,28 @@ pub struct UpstreamConfig {
     pub sslmode: SslMode,
     /// PEM CA bundle for `verify-full`.
     pub ssl_root_cert: Option<Vec<u8>>,
+    /// The least-privilege login tenant and switcher traffic runs as (DESIGN.md §4a), on the
+    /// same host and database (`[upstream] tenant_user`, default `orgwall_tenant`).
+    pub tenant_user: String,
+    pub tenant_password: Option<String>,
+}
+
+impl UpstreamConfig {
+    /// The same upstream, logged in as the tenant identity: tenant and switcher traffic.
+    pub fn for_tenants(&self) -> UpstreamConfig {
+        UpstreamConfig {
+            user: self.tenant_user.clone(),
+            password: self.tenant_password.clone(),
+            ..self.clone()
+        }
+    }
 }
 
 pub(super) fn parse_upstream(
     url: &str,
     raw: &RawUpstream,
     base: &Path,
+    tenant_password: Option<String>,
 ) -> Result<UpstreamConfig, ConfigError> {
     let bad = |why: String| ConfigError::Invalid {
         key: "upstream.url".into(),
@@ -165,6 +183,17 @@ pub(super) fn parse_upstream(
         max_prepared_statements,
         connect_timeout: Duration::from_secs(raw.connect_timeout_secs.unwrap_or(5)),
         checkout_timeout: Duration::from_secs(raw.checkout_timeout_secs.unwrap_or(5)),
+        tenant_user: match raw.tenant_user.as_deref() {
+            None => "orgwall_tenant".into(),
+            Some("") => {
+                return Err(ConfigError::Invalid {
+                    key: "upstream.tenant_user".into(),
+                    why: "must not be empty".into(),
+                })
+            }
+            Some(u) => u.into(),
+        },
+        tenant_password: tenant_password.or_else(|| raw.tenant_password.clone()),
     })
 }
 

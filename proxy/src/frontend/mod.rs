@@ -49,6 +49,8 @@ pub struct Login {
     /// Run-time settings the client asked for in its startup packet (name, value).
     pub settings: Vec<(String, String)>,
     pub cancel: CancelHandle,
+    /// The second wall, for tenant and switcher logins (`None`: turned off, or an admin).
+    pub wall: Option<std::sync::Arc<crate::boundary::Wall>>,
 }
 
 /// Why a handshake ended without a login.
@@ -108,14 +110,27 @@ pub async fn handshake(
         .unwrap_or(Err(FrontendError::Timeout));
     match result {
         Ok(Some((principal, settings))) => {
+            // Fail closed: no tenant work before PostgreSQL's own wall is known to stand.
+            let wall = match principal.role {
+                Role::Admin => Ok(None),
+                _ => state.wall().await,
+            };
+            let wall = match wall {
+                Ok(w) => w,
+                Err(e) => {
+                    let e = FrontendError::Client(ClientError::from(&e));
+                    return Err(report(&mut stream, e).await);
+                }
+            };
             let cancel = state.cancel.register();
-            match greet(&mut stream, state, &settings, &cancel).await {
+            match greet(&mut stream, state, principal.role, &settings, &cancel).await {
                 Ok(()) => Ok(Some(Login {
                     stream,
                     buf,
                     principal,
                     settings,
                     cancel,
+                    wall,
                 })),
                 Err(e) => Err(report(&mut stream, e).await),
             }
@@ -327,10 +342,11 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 async fn greet(
     stream: &mut ClientStream,
     state: &ProxyState,
+    role: Role,
     settings: &[(String, String)],
     cancel: &CancelHandle,
 ) -> Result<(), FrontendError> {
-    let server = state.pool.server_params().await.map_err(|e| {
+    let server = state.pool_for(role).server_params().await.map_err(|e| {
         FrontendError::Client(ClientError {
             fatal: true,
             ..ClientError::from(&e)

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::backup::BackupPolicy;
+use super::boundary::{TenantPassword, TENANT_ROLE};
 use super::verify::Outcome;
 use super::{plan, reconcile, runner, verify, MigrateError, RunOptions, Target};
 use crate::config::{Config, EnvOverrides};
@@ -85,13 +86,29 @@ impl ChangeArgs {
     }
 }
 
+/// `migrate up`: [`ChangeArgs`] and the tenant role's password.
+#[derive(Args, Debug, Clone)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub change: ChangeArgs,
+    /// Password of the tenant login role orgwall_tenant, set once 0004_tenant_boundary is
+    /// applied (sent as a SCRAM verifier); without it the role has none (trust/peer setups).
+    #[arg(
+        long,
+        env = "ORGWALL_TENANT_PASSWORD",
+        hide_env_values = true,
+        value_name = "PW"
+    )]
+    pub tenant_password: Option<TenantPassword>,
+}
+
 /// The `migrate` subcommands.
 #[derive(Subcommand, Debug)]
 pub enum MigrateAction {
     /// List the migrations and whether each is applied.
     Status,
     /// Apply pending migrations (all, or up to --to).
-    Up(ChangeArgs),
+    Up(UpArgs),
     /// Roll back the latest migration (or everything after --to).
     Down(ChangeArgs),
     /// Run the migration guide's verification queries; non-zero exit on any failure.
@@ -133,9 +150,16 @@ pub async fn migrate(args: MigrateArgs) -> Result<(), MigrateError> {
             }
             Ok(())
         }
-        MigrateAction::Up(c) => {
+        MigrateAction::Up(UpArgs {
+            change: c,
+            tenant_password,
+        }) => {
             let to = c.to.as_deref().map(plan::resolve).transpose()?.flatten();
-            let report = runner::up(&target, to, &c.options()).await?;
+            let opts = RunOptions {
+                tenant_password,
+                ..c.options()
+            };
+            let report = runner::up(&target, to, &opts).await?;
             print_report("applied", &report);
             Ok(())
         }
@@ -165,9 +189,14 @@ pub async fn migrate(args: MigrateArgs) -> Result<(), MigrateError> {
 }
 
 fn print_report(verb: &str, r: &runner::RunReport) {
+    let password = || {
+        if r.tenant_password_set {
+            println!("password of {TENANT_ROLE} set");
+        }
+    };
     if r.migrations.is_empty() {
         println!("nothing to do: the database is up to date");
-        return;
+        return password();
     }
     for (m, step, took) in &r.steps {
         println!("  {m:<32} {step:<26} {:>9.3}s", took.as_secs_f64());
@@ -182,6 +211,7 @@ fn print_report(verb: &str, r: &runner::RunReport) {
         );
     }
     println!("{verb}: {}", r.migrations.join(", "));
+    password();
 }
 
 /// Rows printed before "… and N more".

@@ -6,12 +6,15 @@
 //! - [`backup`]: the "database has data" guard and `pg_dump`.
 //! - [`verify`]: the guide's verification queries as pass/fail checks.
 //! - [`reconcile`]: balances vs. ledger, and the one-transaction repair.
+//! - [`boundary`]: what 0004 creates, by name: the tenant role, the signed-context format that
+//!   `orgwall.current_org()` accepts ([`boundary::sign_tenant`]), the role's password.
 //! - [`cli`]: the clap arguments and the printed tables.
 //!
 //! This is admin tooling, not the data path: it talks to PostgreSQL with tokio-postgres.
 
 pub mod backfill;
 pub mod backup;
+pub mod boundary;
 pub mod cli;
 pub mod plan;
 pub mod reconcile;
@@ -54,6 +57,8 @@ pub enum MigrateError {
     LockTimeout(Duration),
     #[error("injected failure after {0} committed transactions (--fail-after-commits)")]
     InjectedFailure(usize),
+    #[error("--tenant-password needs migration {0}, which --to leaves out")]
+    TenantPasswordUnapplied(&'static str),
     #[error("verification failed: {0} check(s) failed")]
     VerifyFailed(usize),
     #[error(

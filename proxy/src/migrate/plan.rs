@@ -32,6 +32,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0001_base_schema"),
     migration!("0002_add_organization_support"),
     migration!("0003_add_balance_table"),
+    migration!("0004_tenant_boundary"),
 ];
 
 impl Migration {
@@ -252,6 +253,33 @@ mod tests {
             concurrent_index_names(&idx.sql)[1],
             "items_orgid_itemnumber_key"
         );
+
+        let s = steps(resolve("4").unwrap().unwrap().up).unwrap();
+        let kinds: Vec<(&str, StepKind)> = s.iter().map(|s| (s.name.as_str(), s.kind)).collect();
+        use StepKind::{NoTransaction as N, Transaction as T};
+        assert_eq!(
+            kinds,
+            [
+                ("tenant_role", T),
+                ("tenant_key", T),
+                ("current_org", T),
+                ("row_level_security", T),
+                ("tenant_reference_keys", N),
+                ("tenant_reference_constraints", T),
+                ("tenant_foreign_keys", T),
+                ("validate_tenant_foreign_keys", T),
+                ("drop_single_column_foreign_keys", T),
+            ]
+        );
+        assert_eq!(
+            concurrent_index_names(&s[4].sql),
+            [
+                "users_orgid_id_key",
+                "items_orgid_id_key",
+                "locations_orgid_id_key",
+                "count_sheets_orgid_id_key"
+            ]
+        );
     }
 
     #[test]
@@ -270,7 +298,7 @@ mod tests {
         assert_eq!(resolve("0001_base_schema").unwrap().unwrap().number(), 1);
         let err = resolve("9").unwrap_err().to_string();
         assert!(err.contains("unknown migration `9`"), "{err}");
-        assert!(err.contains("0003_add_balance_table"), "{err}");
+        assert!(err.contains("0004_tenant_boundary"), "{err}");
         assert!(resolve("x").is_err());
     }
 }

@@ -13,6 +13,7 @@ use tokio_postgres::Client;
 
 use super::backfill::{self, TableStats};
 use super::backup::{self, BackupPolicy};
+use super::boundary::{self, TenantPassword};
 use super::plan::{self, Migration, StepKind, MIGRATIONS};
 use super::{MigrateError, Target};
 
@@ -34,6 +35,9 @@ pub struct RunOptions {
     pub statement_lock_timeout: Duration,
     /// Testing aid: fail after this many committed transactions.
     pub fail_after_commits: Option<usize>,
+    /// `up` only: the password of the tenant role, set once 0004 is applied (also when it
+    /// already was). `None` leaves the role as it is (none: trust or peer authentication).
+    pub tenant_password: Option<TenantPassword>,
 }
 
 impl Default for RunOptions {
@@ -45,6 +49,7 @@ impl Default for RunOptions {
             lock_wait: Duration::from_secs(600),
             statement_lock_timeout: Duration::from_secs(30),
             fail_after_commits: None,
+            tenant_password: None,
         }
     }
 }
@@ -58,6 +63,8 @@ pub struct RunReport {
     pub steps: Vec<(String, String, Duration)>,
     /// Per-table backfill figures.
     pub backfill: Vec<TableStats>,
+    /// Whether `up` set the tenant role's password.
+    pub tenant_password_set: bool,
 }
 
 /// One row of `migrate status`.
@@ -118,19 +125,29 @@ pub async fn up(
         .iter()
         .filter(|m| m.number() <= last && !applied.contains_key(m.name))
         .collect();
-    let mut report = RunReport::default();
-    if pending.is_empty() {
-        return Ok(report);
+    if opts.tenant_password.is_some()
+        && !applied.contains_key(boundary::MIGRATION)
+        && !pending.iter().any(|m| m.name == boundary::MIGRATION)
+    {
+        return Err(MigrateError::TenantPasswordUnapplied(boundary::MIGRATION));
     }
-    backup::guard(&client, target, &opts.backup).await?;
-    let mut commits = Commits {
-        done: 0,
-        fail_after: opts.fail_after_commits,
-    };
-    for m in pending {
-        tracing::info!(migration = m.name, "applying");
-        apply(&client, m, opts, &mut commits, &mut report).await?;
-        report.migrations.push(m.name.to_string());
+    let mut report = RunReport::default();
+    if !pending.is_empty() {
+        backup::guard(&client, target, &opts.backup).await?;
+        let mut commits = Commits {
+            done: 0,
+            fail_after: opts.fail_after_commits,
+        };
+        for m in pending {
+            tracing::info!(migration = m.name, "applying");
+            apply(&client, m, opts, &mut commits, &mut report).await?;
+            report.migrations.push(m.name.to_string());
+        }
+    }
+    if let Some(pw) = &opts.tenant_password {
+        boundary::set_password(&client, pw).await?;
+        tracing::info!(role = boundary::TENANT_ROLE, "password set");
+        report.tenant_password_set = true;
     }
     unlock(&client).await;
     Ok(report)

@@ -5,6 +5,9 @@
 
 use tokio_postgres::Client;
 
+use super::boundary::{
+    self, sign_tenant, POLICY, REFERENCED_TABLES, RLS_TABLES, TENANT_FOREIGN_KEYS, TENANT_ROLE,
+};
 use super::runner::read_history;
 use super::{reconcile, MigrateError, Target};
 
@@ -53,7 +56,7 @@ pub async fn verify(target: &Target) -> Result<Vec<Check>, MigrateError> {
     let client = target.connect().await?;
     let history = read_history(&client).await?;
     let has = |n: &str| history.keys().any(|k| k.starts_with(n));
-    let (org, bal) = (has("0002_"), has("0003_"));
+    let (org, bal, wall) = (has("0002_"), has("0003_"), has("0004_"));
     let mut out = Vec::new();
     let mut push = |name, applies: bool, why: &str, r: Result<(bool, String), MigrateError>| {
         let (outcome, detail) = match (applies, r) {
@@ -94,6 +97,43 @@ pub async fn verify(target: &Target) -> Result<Vec<Check>, MigrateError> {
         balance_rows(c).await,
     );
     push("balances match the ledger", bal, "0003", balances(c).await);
+    push(
+        "tenant role least-privilege",
+        wall,
+        "0004",
+        tenant_role(c).await,
+    );
+    push(
+        "tenant role table rights",
+        wall,
+        "0004",
+        tenant_rights(c).await,
+    );
+    push(
+        "row-level security + policy",
+        wall,
+        "0004",
+        row_security(c).await,
+    );
+    push(
+        "current_org() definer, pinned",
+        wall,
+        "0004",
+        current_org_fn(c).await,
+    );
+    push("tenant key owner-only", wall, "0004", tenant_key(c).await);
+    push(
+        "current_org() verifies tokens",
+        wall,
+        "0004",
+        tokens(c).await,
+    );
+    push(
+        "tenant-scoped foreign keys",
+        wall,
+        "0004",
+        tenant_fks(c).await,
+    );
     Ok(out)
 }
 
@@ -313,4 +353,337 @@ async fn balances(c: &Client) -> Result<(bool, String), MigrateError> {
         0 => (true, "no drift".into()),
         n => (false, format!("{n} key(s) drift; see `orgwall reconcile`")),
     })
+}
+
+fn verdict(bad: Vec<String>, ok: impl Into<String>) -> (bool, String) {
+    match bad.is_empty() {
+        true => (true, ok.into()),
+        false => (false, list(&bad)),
+    }
+}
+
+async fn tenant_role(c: &Client) -> Result<(bool, String), MigrateError> {
+    let row = c
+        .query_opt(
+            "SELECT r.rolcanlogin, r.rolsuper, r.rolbypassrls, r.rolcreatedb, r.rolcreaterole,
+                    r.rolreplication, r.rolinherit,
+                    (SELECT string_agg(g.rolname, ' ' ORDER BY g.rolname) FROM pg_auth_members m
+                     JOIN pg_roles g ON g.oid = m.roleid WHERE m.member = r.oid),
+                    (SELECT string_agg(x.oid::regclass::text, ' ' ORDER BY 1) FROM pg_class x
+                     WHERE x.relowner = r.oid),
+                    (SELECT count(*) FROM pg_proc WHERE proowner = r.oid)
+                      + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid),
+                    has_schema_privilege(r.oid, 'public', 'CREATE'),
+                    has_database_privilege(r.oid, current_database(), 'CREATE')
+             FROM pg_roles r WHERE r.rolname = $1",
+            &[&TENANT_ROLE],
+        )
+        .await
+        .map_err(MigrateError::sql("pg_roles"))?;
+    let Some(r) = row else {
+        return Ok((false, format!("role {TENANT_ROLE} missing")));
+    };
+    let mut bad = Vec::new();
+    for (i, what) in [
+        (1, "superuser"),
+        (2, "BYPASSRLS"),
+        (3, "CREATEDB"),
+        (4, "CREATEROLE"),
+        (5, "REPLICATION"),
+        (6, "INHERIT"),
+    ] {
+        if r.get::<_, bool>(i) {
+            bad.push(what.to_string());
+        }
+    }
+    if !r.get::<_, bool>(0) {
+        bad.push("NOLOGIN".into());
+    }
+    if let Some(m) = r.get::<_, Option<String>>(7) {
+        bad.push(format!("member of {m}"));
+    }
+    if let Some(owned) = r.get::<_, Option<String>>(8) {
+        bad.push(format!("owns {owned}"));
+    }
+    if r.get::<_, i64>(9) > 0 {
+        bad.push("owns functions or schemas".into());
+    }
+    if r.get::<_, bool>(10) {
+        bad.push("may CREATE in schema public".into());
+    }
+    if r.get::<_, bool>(11) {
+        bad.push("may CREATE in this database".into());
+    }
+    Ok(verdict(
+        bad.into_iter()
+            .map(|b| format!("{TENANT_ROLE}: {b}"))
+            .collect(),
+        TENANT_ROLE,
+    ))
+}
+
+async fn tenant_rights(c: &Client) -> Result<(bool, String), MigrateError> {
+    let tables: Vec<String> = RLS_TABLES.iter().map(|t| t.to_string()).collect();
+    let rows = c
+        .query(
+            "SELECT t, has_table_privilege($1, t, 'SELECT')
+                      AND has_table_privilege($1, t, 'UPDATE'),
+                    has_table_privilege($1, t, 'INSERT, DELETE'),
+                    has_table_privilege($1, t, 'INSERT') AND has_table_privilege($1, t, 'DELETE'),
+                    has_table_privilege($1, t, 'TRUNCATE, REFERENCES, TRIGGER')
+             FROM unnest($2::text[]) AS t",
+            &[&TENANT_ROLE, &tables],
+        )
+        .await
+        .map_err(MigrateError::sql("has_table_privilege"))?;
+    let mut bad = Vec::new();
+    for r in rows {
+        let t: String = r.get(0);
+        // Organizations: SELECT and UPDATE only (a tenant renames its own row).
+        let (read_update, insert_or_delete, insert_and_delete, other): (bool, bool, bool, bool) =
+            (r.get(1), r.get(2), r.get(3), r.get(4));
+        let full = t != "organizations";
+        if !read_update || (full && !insert_and_delete) {
+            bad.push(format!("{t}: missing rights"));
+        }
+        if (!full && insert_or_delete) || other {
+            bad.push(format!("{t}: too many rights"));
+        }
+    }
+    Ok(verdict(
+        bad,
+        "DML on 9 tables, SELECT/UPDATE on organizations",
+    ))
+}
+
+async fn row_security(c: &Client) -> Result<(bool, String), MigrateError> {
+    let tables: Vec<String> = RLS_TABLES.iter().map(|t| t.to_string()).collect();
+    let rows = c
+        .query(
+            "SELECT t, x.relrowsecurity,
+                    (SELECT p.polpermissive AND p.polcmd = '*'
+                            AND p.polroles = ARRAY[(SELECT oid FROM pg_roles WHERE rolname = $2)]
+                            AND pg_get_expr(p.polqual, p.polrelid) = format($3, col)
+                            AND pg_get_expr(p.polwithcheck, p.polrelid) = format($3, col)
+                     FROM pg_policy p WHERE p.polrelid = x.oid AND p.polname = $1)
+             FROM unnest($4::text[]) AS t
+             JOIN pg_class x ON x.oid = t::regclass,
+             LATERAL (SELECT CASE t WHEN 'organizations' THEN 'id' ELSE 'org_id' END AS col) AS k",
+            &[
+                &POLICY,
+                &TENANT_ROLE,
+                &"(%s = ( SELECT orgwall.current_org() AS current_org))",
+                &tables,
+            ],
+        )
+        .await
+        .map_err(MigrateError::sql("pg_policy"))?;
+    let mut bad = Vec::new();
+    for r in rows {
+        let t: String = r.get(0);
+        if !r.get::<_, bool>(1) {
+            bad.push(format!("{t}: row-level security off"));
+        }
+        match r.get::<_, Option<bool>>(2) {
+            None => bad.push(format!("{t}: no policy {POLICY}")),
+            Some(false) => bad.push(format!("{t}: policy {POLICY} changed")),
+            Some(true) => {}
+        }
+    }
+    Ok(verdict(bad, format!("{} tables", RLS_TABLES.len())))
+}
+
+async fn current_org_fn(c: &Client) -> Result<(bool, String), MigrateError> {
+    let row = c
+        .query_opt(
+            "SELECT p.prosecdef, p.provolatile::text, array_to_string(p.proconfig, ';'),
+                    pg_get_userbyid(p.proowner) = $1,
+                    has_function_privilege($1, p.oid, 'EXECUTE'),
+                    EXISTS (SELECT 1 FROM aclexplode(coalesce(p.proacl, acldefault('f', p.proowner)))
+                            WHERE grantee = 0)
+             FROM pg_proc p WHERE p.oid = to_regprocedure('orgwall.current_org()')",
+            &[&TENANT_ROLE],
+        )
+        .await
+        .map_err(MigrateError::sql("pg_proc"))?;
+    let Some(r) = row else {
+        return Ok((false, "orgwall.current_org() missing".into()));
+    };
+    let mut bad = Vec::new();
+    if !r.get::<_, bool>(0) {
+        bad.push("not SECURITY DEFINER".to_string());
+    }
+    if r.get::<_, String>(1) != "s" {
+        bad.push("not STABLE".into());
+    }
+    let config: Option<String> = r.get(2);
+    if config.as_deref() != Some("search_path=pg_catalog, pg_temp") {
+        bad.push(format!(
+            "settings {config:?}, not search_path=pg_catalog, pg_temp"
+        ));
+    }
+    if r.get::<_, bool>(3) {
+        bad.push(format!("owned by {TENANT_ROLE}"));
+    }
+    if !r.get::<_, bool>(4) {
+        bad.push(format!("{TENANT_ROLE} may not call it"));
+    }
+    if r.get::<_, bool>(5) {
+        bad.push("PUBLIC may call it".into());
+    }
+    Ok(verdict(bad, "SECURITY DEFINER, search_path pinned"))
+}
+
+async fn tenant_key(c: &Client) -> Result<(bool, String), MigrateError> {
+    let r = c
+        .query_one(
+            "SELECT (SELECT count(*) FROM orgwall.tenant_key),
+                    (SELECT length(key) FROM orgwall.tenant_key WHERE id = 1),
+                    has_table_privilege($1, 'orgwall.tenant_key',
+                                        'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'),
+                    has_table_privilege($1, 'orgwall.schema_migrations',
+                                        'SELECT, INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER'),
+                    EXISTS (SELECT 1 FROM aclexplode((SELECT relacl FROM pg_class
+                                                      WHERE oid = 'orgwall.tenant_key'::regclass))
+                            WHERE grantee = 0)",
+            &[&TENANT_ROLE],
+        )
+        .await
+        .map_err(MigrateError::sql("orgwall.tenant_key"))?;
+    let mut bad = Vec::new();
+    let (rows, len): (i64, Option<i32>) = (r.get(0), r.get(1));
+    if rows != 1 || len != Some(32) {
+        bad.push(format!("{rows} row(s), key of {len:?} bytes"));
+    }
+    if r.get::<_, bool>(2) {
+        bad.push(format!("{TENANT_ROLE} may use orgwall.tenant_key"));
+    }
+    if r.get::<_, bool>(3) {
+        bad.push(format!("{TENANT_ROLE} may use orgwall.schema_migrations"));
+    }
+    if r.get::<_, bool>(4) {
+        bad.push("PUBLIC may use orgwall.tenant_key".into());
+    }
+    Ok(verdict(bad, "1 key, 32 bytes"))
+}
+
+/// Orgwall's signing ([`sign_tenant`]) against the function, on this connection only: a token
+/// for a probe org that owns nothing is accepted, a forged one is not.
+async fn tokens(c: &Client) -> Result<(bool, String), MigrateError> {
+    let probe = "orgwall-verify-probe";
+    let r = c
+        .query_one(
+            "SELECT (SELECT key FROM orgwall.tenant_key WHERE id = 1), extract(epoch FROM now())::bigint",
+            &[],
+        )
+        .await
+        .map_err(MigrateError::sql("reading orgwall.tenant_key"))?;
+    let (key, now): (Option<Vec<u8>>, i64) = (r.get(0), r.get(1));
+    let Some(key) = key else {
+        return Ok((false, "no key".into()));
+    };
+    let expiry = u64::try_from(now).unwrap_or(0) + 300;
+    let good = sign_tenant(&key, probe, expiry);
+    let forged = sign_tenant(&key, probe, expiry).replace(probe, "orgwall-verify-other");
+    let check = |token: String| async move {
+        let r = c
+            .query_one(
+                "SELECT set_config($1, $2, true) IS NULL, orgwall.current_org()",
+                &[&boundary::TENANT_SETTING, &token],
+            )
+            .await;
+        r.map(|r| r.get::<_, Option<String>>(1))
+    };
+    c.batch_execute("BEGIN")
+        .await
+        .map_err(MigrateError::sql("BEGIN"))?;
+    let results = (check(good).await, check(forged).await);
+    let _ = c.batch_execute("ROLLBACK").await;
+    let what = MigrateError::sql("calling orgwall.current_org()");
+    Ok(match results {
+        (Ok(Some(org)), Ok(None)) if org == probe => {
+            (true, "signed accepted, forged refused".into())
+        }
+        (Ok(a), Ok(b)) => (false, format!("signed → {a:?}, forged → {b:?}")),
+        (Err(e), _) | (_, Err(e)) => return Err(what(e)),
+    })
+}
+
+async fn tenant_fks(c: &Client) -> Result<(bool, String), MigrateError> {
+    let rows = c
+        .query(
+            "SELECT conrelid::regclass::text, confrelid::regclass::text, conname::text, contype::text,
+                    convalidated, confdeltype::text,
+                    ARRAY(SELECT a.attname::text FROM unnest(conkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = conrelid AND a.attnum = k.n ORDER BY k.i),
+                    ARRAY(SELECT a.attname::text FROM unnest(confkey) WITH ORDINALITY k(n, i)
+                          JOIN pg_attribute a ON a.attrelid = confrelid AND a.attnum = k.n ORDER BY k.i)
+             FROM pg_constraint WHERE contype IN ('f', 'u')
+               AND conrelid = ANY (ARRAY['users', 'items', 'locations', 'inventory_ledger',
+                                         'count_sheets', 'count_lines', 'inventory_balances']::regclass[])",
+            &[],
+        )
+        .await
+        .map_err(MigrateError::sql("pg_constraint"))?;
+    struct Con {
+        table: String,
+        refd: String,
+        name: String,
+        kind: String,
+        valid: bool,
+        on_delete: String,
+        cols: Vec<String>,
+        refcols: Vec<String>,
+    }
+    let cons: Vec<Con> = rows
+        .iter()
+        .map(|r| Con {
+            table: r.get(0),
+            refd: r.get(1),
+            name: r.get(2),
+            kind: r.get(3),
+            valid: r.get(4),
+            on_delete: r.get(5),
+            cols: r.get(6),
+            refcols: r.get(7),
+        })
+        .collect();
+    let mut bad = Vec::new();
+    for t in REFERENCED_TABLES {
+        let name = format!("{t}_orgid_id_key");
+        if !cons
+            .iter()
+            .any(|k| k.table == t && k.name == name && k.kind == "u" && k.cols == ["org_id", "id"])
+        {
+            bad.push(format!("{name} missing"));
+        }
+    }
+    for f in TENANT_FOREIGN_KEYS {
+        let fks = || {
+            cons.iter()
+                .filter(|k| k.kind == "f" && k.table == f.table && k.refd == f.referenced)
+        };
+        let name = f.name();
+        match fks().find(|k| k.name == name) {
+            None => bad.push(format!("{name} missing")),
+            Some(k) if k.cols != ["org_id", f.column] || k.refcols != ["org_id", "id"] => {
+                bad.push(format!("{name} is on ({})", k.cols.join(", ")))
+            }
+            Some(k) if !k.valid => bad.push(format!("{name} not validated")),
+            Some(k) if k.on_delete != if f.cascade { "c" } else { "a" } => {
+                bad.push(format!("{name} ON DELETE changed"))
+            }
+            Some(_) => {}
+        }
+        if let Some(k) = fks().find(|k| k.cols == [f.column]) {
+            bad.push(format!(
+                "{} ({}.{}) still single-column",
+                k.name, f.table, f.column
+            ));
+        }
+    }
+    Ok(verdict(
+        bad,
+        format!("{} composite", TENANT_FOREIGN_KEYS.len()),
+    ))
 }

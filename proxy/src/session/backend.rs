@@ -32,8 +32,18 @@ impl Session<'_> {
     fn on_server_message(&mut self, frame: BytesMut) {
         match frame[0] {
             b'C' => self.complete_head(&frame),
-            b'E' if !matches!(self.pending.front(), Some(Pending::Settings { .. })) => {
+            b'E' if !matches!(
+                self.pending.front(),
+                Some(Pending::Settings { .. } | Pending::Context { synced: true, .. })
+            ) =>
+            {
                 self.rolled_back = true;
+            }
+            b'S' if self.tripped(&frame) => return,
+            b'3' => {
+                if let Some(Pending::Context { closes, .. }) = self.pending.front_mut() {
+                    *closes = closes.saturating_sub(1);
+                }
             }
             b'G' => self.enter_copy_in(),
             b'1' => self.parse_confirmed(),
@@ -52,6 +62,7 @@ impl Session<'_> {
                 self.status = wire::ready_status(&frame);
                 if self.status == b'I' {
                     self.bound_local = None;
+                    self.context_settled();
                     if !swallow {
                         self.transaction_ended();
                     }
@@ -105,6 +116,7 @@ impl Session<'_> {
                 // do the client's own: PostgreSQL would have (and the statement that ran
                 // replaced the unnamed one).
                 self.forget_statements(false);
+                self.context_lost();
                 if let Some(l) = self.server.as_mut() {
                     l.conn.prepared.clear();
                     l.conn.unnamed = None;
@@ -143,6 +155,11 @@ impl Session<'_> {
             return;
         };
         self.startup_reset |= self.settings.resets_startup(&effect);
+        if matches!(&effect, SessionEffect::ResetAll)
+            || matches!(&effect, SessionEffect::Set { name, .. } | SessionEffect::Reset { name } if name.eq_ignore_ascii_case("orgwall.tenant"))
+        {
+            self.context_lost();
+        }
         self.settings.apply(&effect);
         if let Some(l) = self.server.as_mut() {
             l.conn.settings = settings::DIRTY;
@@ -268,6 +285,19 @@ impl Session<'_> {
                     "replaying client settings failed"
                 );
             }
+            Some(Pending::Context { synced, .. }) => {
+                let synced = *synced;
+                tracing::warn!(
+                    code = wire::error_code(&frame),
+                    "setting the tenant context failed"
+                );
+                self.context_lost();
+                if !synced {
+                    // PostgreSQL skips the client's messages up to its Sync: they fail with it.
+                    self.to_client.extend_from_slice(&frame);
+                    self.skip_to_sync();
+                }
+            }
             Some(Pending::Refused {
                 error,
                 simple: true,
@@ -298,7 +328,12 @@ impl Session<'_> {
     fn skip_to_sync(&mut self) {
         while let Some(p) = self.pending.front() {
             match p {
-                Pending::Sync | Pending::Query { .. } | Pending::Settings { .. } => return,
+                Pending::Sync
+                | Pending::Query { .. }
+                | Pending::Settings { .. }
+                | Pending::Context { synced: true, .. } => return,
+                // Skipped by PostgreSQL: the connection keeps its previous context.
+                Pending::Context { synced: false, .. } => self.context_lost(),
                 Pending::Parse {
                     server_name: Some(n),
                     ..
@@ -345,7 +380,7 @@ impl Session<'_> {
         {
             if let Some(lease) = self.server.take() {
                 self.cancel.set_target(None);
-                self.state.pool.release(lease);
+                self.state.pool_for(self.principal.role).release(lease);
             }
         }
     }

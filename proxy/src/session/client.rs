@@ -322,25 +322,30 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// Makes sure a server connection is held, replaying the client's settings on it.
+    /// Makes sure a server connection is held, replaying the client's settings on it and
+    /// bringing its tenant context to the session's current tenant (the second wall).
     pub(super) async fn ensure_server(&mut self) -> Result<(), ClientError> {
         if self.server.is_some() {
+            self.sync_context(false);
             return Ok(());
         }
+        let pool = self.state.pool_for(self.principal.role);
         if let Some(share) = self.shareable {
             let settings = &self.settings;
-            let shared = self.state.pool.acquire_shared(
+            let want = self.wall.as_deref().map(|w| (self.current_org_str(), w));
+            let shared = pool.acquire_shared(
                 settings.fingerprint(),
                 || settings.replay_sql(),
                 self.cancel.slot(),
                 share.read_only,
+                want,
             );
             if let Some(lease) = shared.await {
                 self.server = Some(lease);
                 return Ok(());
             }
         }
-        let lease = self.state.pool.acquire().await.map_err(|e| {
+        let lease = pool.acquire().await.map_err(|e| {
             tracing::warn!(error = %e, "no server connection");
             ClientError::from(&e)
         })?;
@@ -350,6 +355,7 @@ impl Session<'_> {
         if stale {
             self.replay_settings(false);
         }
+        self.sync_context(true);
         Ok(())
     }
 
@@ -361,8 +367,9 @@ impl Session<'_> {
         let fingerprint = self.settings.fingerprint();
         let conn = self.lease();
         conn.settings = fingerprint;
-        // A simple Query drops the unnamed statement.
+        // A simple Query drops the unnamed statement; `RESET ALL` the tenant context.
         conn.unnamed = None;
+        conn.context = crate::boundary::Context::Unknown;
         self.pending.push_back(Pending::Settings { report });
     }
 

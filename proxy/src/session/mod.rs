@@ -9,6 +9,7 @@ mod admin;
 mod backend;
 mod client;
 mod commands;
+mod context;
 mod local;
 mod pending;
 mod prepare;
@@ -97,6 +98,11 @@ pub(crate) struct Session<'a> {
     shareable: Option<shared::Sharing>,
     /// The SQL texts of the batch being handled, classified once (see `shared`).
     summaries: shared::Summaries,
+    /// The second wall (tenant and switcher logins; see `context.rs`).
+    wall: Option<Arc<crate::boundary::Wall>>,
+    /// A context was set inside the client's transaction (PostgreSQL undoes it if that rolls
+    /// back): once the transaction ends, the connection's context counts as unknown.
+    context_unsure: bool,
 }
 
 enum Event {
@@ -139,6 +145,8 @@ pub async fn run(login: Login, state: &ProxyState) {
         local: local::Local::default(),
         shareable: None,
         summaries: Vec::new(),
+        wall: login.wall,
+        context_unsure: false,
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
@@ -256,6 +264,11 @@ impl Session<'_> {
         duplex::write_now(&mut self.client, &mut self.to_client);
     }
 
+    /// The pool this session's statements run on (see `ProxyState::pool_for`).
+    fn pool(&self) -> &crate::upstream::Pool {
+        self.state.pool_for(self.principal.role)
+    }
+
     /// No server work in flight and no transaction open.
     fn is_idle(&self) -> bool {
         self.pending.is_empty()
@@ -316,7 +329,7 @@ impl Session<'_> {
                 && self.to_server.is_empty()
                 && self.mode == PoolMode::Transaction
             {
-                self.state.pool.release(lease);
+                self.pool().release(lease);
             } else {
                 tracing::info!(
                     server = lease.conn.id,

@@ -46,6 +46,13 @@ pub enum Pending {
     Settings {
         report: bool,
     },
+    /// Orgwall setting the tenant context (`boundary::put_set_context`): every response is
+    /// swallowed; `synced` when it ends with its own Sync (and ReadyForQuery). `closes`: the
+    /// CloseComplete messages still to come (the last one ends an unsynced entry).
+    Context {
+        synced: bool,
+        closes: u8,
+    },
     /// A deliberately failing statement standing in for a refused one, so PostgreSQL aborts the
     /// transaction exactly as it would have; its ErrorResponse is replaced by `error`.
     Refused {
@@ -80,7 +87,10 @@ pub enum Action {
 /// Decides what to do with a server message of type `tag`, given the head of the queue.
 pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
     use Action::*;
-    let swallowing = matches!(head, Some(Pending::Settings { .. }));
+    let swallowing = matches!(
+        head,
+        Some(Pending::Settings { .. } | Pending::Context { .. })
+    );
     match tag {
         b'E' => return Error,
         b'S' if matches!(head, Some(Pending::Settings { report: true })) => return Forward,
@@ -91,6 +101,16 @@ pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
     match (head, tag) {
         (Pending::Settings { .. }, b'Z') => Ready { swallow: true },
         (Pending::Settings { .. }, _) => Swallow,
+        (Pending::Context { synced: true, .. }, b'Z') => Ready { swallow: true },
+        // (`closes` already counts this one: see `Session::on_server_message`.)
+        (
+            Pending::Context {
+                synced: false,
+                closes: 0,
+            },
+            b'3',
+        ) => SwallowPop,
+        (Pending::Context { .. }, b'1' | b'2' | b'3' | b'D' | b'C') => Swallow,
         (Pending::Query { .. } | Pending::Sync | Pending::Refused { simple: true, .. }, b'Z') => {
             Ready { swallow: false }
         }
@@ -160,6 +180,46 @@ mod tests {
                 Ready { swallow: true },
             ),
             (Some(Pending::Sync), b'N', Forward),
+            (
+                Some(Pending::Context {
+                    synced: false,
+                    closes: 1,
+                }),
+                b'3',
+                Swallow,
+            ),
+            (
+                Some(Pending::Context {
+                    synced: false,
+                    closes: 0,
+                }),
+                b'3',
+                SwallowPop,
+            ),
+            (
+                Some(Pending::Context {
+                    synced: true,
+                    closes: 0,
+                }),
+                b'3',
+                Swallow,
+            ),
+            (
+                Some(Pending::Context {
+                    synced: true,
+                    closes: 0,
+                }),
+                b'Z',
+                Ready { swallow: true },
+            ),
+            (
+                Some(Pending::Context {
+                    synced: true,
+                    closes: 2,
+                }),
+                b'D',
+                Swallow,
+            ),
             (Some(Pending::Bind), b'E', Error),
             (Some(Pending::Bind), b'Z', Unexpected),
             (None, b'D', Unexpected),

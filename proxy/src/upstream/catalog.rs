@@ -114,6 +114,7 @@ fn build(columns: Rows, indexes: Rows, tenancy: &Tenancy) -> Catalog {
         tenancy.schemas.clone(),
         tenancy.allowed_functions.clone(),
     )
+    .allowing_explain(tenancy.allow_explain)
 }
 
 #[cfg(test)]

@@ -43,6 +43,8 @@ pub struct ServerConn {
     pub unnamed: Option<u64>,
     /// Fingerprint of the client settings applied on this connection (0 = server defaults).
     pub settings: u64,
+    /// The tenant context (`orgwall.tenant`) Orgwall set on this connection.
+    pub context: crate::boundary::Context,
 }
 
 impl ServerConn {
@@ -93,6 +95,7 @@ impl ServerConn {
             prepared: Prepared::default(),
             unnamed: None,
             settings: 0,
+            context: crate::boundary::Context::Unknown,
         };
         let mut startup = Startup::new();
         startup.parameters.insert("user".into(), cfg.user.clone());
@@ -263,6 +266,32 @@ impl ServerConn {
             Some(e) => Err(e),
             None => Ok(rows),
         }
+    }
+
+    /// For a share of a multiplexed connection that reported what a tenant connection never
+    /// may (the tripwire): the connection takes no more batches and closes.
+    pub fn poison(&self) {
+        if let ServerStream::Pipe(p) = &self.stream {
+            p.poison();
+        }
+    }
+
+    /// Sets the tenant context to `token` (a Bind parameter, never SQL text) on an idle
+    /// connection, and waits for PostgreSQL's answer.
+    pub async fn set_context(&mut self, token: &str) -> Result<(), UpstreamError> {
+        let mut out = BytesMut::new();
+        crate::boundary::put_set_context(&mut out, token, true);
+        self.send(&out).await?;
+        let mut failure = None;
+        loop {
+            let f = self.next_frame(usize::MAX >> 1).await?;
+            match f[0] {
+                b'E' => failure = Some(UpstreamError::rejected(&f)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(()), Err)
     }
 
     /// True when the idle connection has nothing to say: an idle backend that sent bytes (or

@@ -179,8 +179,9 @@ impl Pool {
         }
     }
 
-    /// A share of a multiplexed connection whose settings fingerprint is `settings` (opened,
-    /// and brought to those settings with `replay`, if needed), or `None` when multiplexing is
+    /// A share of a multiplexed connection whose settings fingerprint is `settings` and whose
+    /// tenant context serves `want` (opened, and brought to those with `replay` and the wall,
+    /// if needed), or `None` when multiplexing is
     /// off or every suitable connection is busy with a slow statement: then use [`acquire`].
     pub async fn acquire_shared(
         &self,
@@ -188,9 +189,10 @@ impl Pool {
         replay: impl FnOnce() -> String,
         cancel: CancelSlot,
         read_only: bool,
+        want: mux::Want<'_>,
     ) -> Option<Lease> {
         let mux = self.mux.as_ref()?;
-        let conn = mux.pick(self, settings, replay).await?;
+        let conn = mux.pick(self, settings, replay, want).await?;
         self.shares.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             conn: conn.share(cancel, read_only),

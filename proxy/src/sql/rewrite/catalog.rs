@@ -149,6 +149,9 @@ pub struct Catalog {
     /// Functions allowed in addition to the built-in list: `name` or `schema.name`, as
     /// PostgreSQL would resolve them (lower case unless created quoted).
     pub allowed_functions: HashSet<String>,
+    /// Plain `EXPLAIN` is allowed (`[tenancy] allow_explain`); set with
+    /// [`Catalog::allowing_explain`].
+    allow_explain: bool,
     version: u64,
 }
 
@@ -175,13 +178,34 @@ impl Catalog {
             tables: by_schema(tables),
             search_path,
             allowed_functions: allowed_functions.into_iter().collect(),
+            allow_explain: false,
             version: h.finish(),
         }
+    }
+
+    /// The same catalog, with plain `EXPLAIN` allowed or not (a different version when that
+    /// changes, so cached templates follow).
+    pub fn allowing_explain(mut self, allow: bool) -> Catalog {
+        if allow != self.allow_explain {
+            self.allow_explain = allow;
+            self.version = self.version.rotate_left(1) ^ 0x9e37_79b9_7f4a_7c15;
+        }
+        self
+    }
+
+    /// Whether plain `EXPLAIN` is allowed.
+    pub fn explain_allowed(&self) -> bool {
+        self.allow_explain
     }
 
     /// Identifies this catalog's contents; part of the rewrite cache key.
     pub fn version(&self) -> u64 {
         self.version
+    }
+
+    /// Every table of the protected schemas.
+    pub fn tables(&self) -> impl Iterator<Item = &TableInfo> {
+        self.tables.values().flat_map(|t| t.values())
     }
 
     /// Looks a table up by its exact schema and name.

@@ -111,6 +111,24 @@ pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
         }
         Statement::Explain {
             describe_alias: DescribeAlias::Explain,
+            analyze,
+            options,
+            ..
+        } if *analyze
+            || options.iter().flatten().any(|o| o.name.value.eq_ignore_ascii_case("analyze")) =>
+        {
+            Err(Refusal::policy(
+                "EXPLAIN ANALYZE (its row counts include other tenants' rows)",
+            ))
+        }
+        Statement::Explain {
+            describe_alias: DescribeAlias::Explain,
+            ..
+        } if !cx.catalog.explain_allowed() => Err(Refusal::policy(
+            "EXPLAIN (its estimates count every tenant's rows; [tenancy] allow_explain = true allows it)",
+        )),
+        Statement::Explain {
+            describe_alias: DescribeAlias::Explain,
             statement,
             ..
         } => match statement.as_ref() {

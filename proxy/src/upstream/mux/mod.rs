@@ -32,6 +32,7 @@ use super::conn::{BackendKey, ServerConn};
 use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::Pool;
+use crate::boundary::{self, unix_now, Wall};
 use crate::cancel::{clock_ms, CancelSlot};
 use crate::wire;
 use task::{Batch, Counters, Load};
@@ -60,12 +61,24 @@ pub struct MuxConn {
     key: BackendKey,
     /// Fingerprint of the client settings this connection carries (see `session::settings`).
     settings: u64,
+    /// The tenant context set when it opened (tenant identity only): it carries one tenant's
+    /// batches, or those of sessions with no tenant bound.
+    context: boundary::Context,
     submit: mpsc::UnboundedSender<Batch>,
     prepared: Arc<RwLock<HashSet<String>>>,
     load: Arc<Load>,
     /// Its transactions are READ COMMITTED, so read-only statements may run in groups (each
     /// still takes its own snapshot).
     groups: bool,
+}
+
+/// What a batch needs of a connection's tenant context: with the second wall, the session's
+/// current org (`None`: none bound) and the wall that signs it.
+pub type Want<'a> = Option<(Option<&'a str>, &'a Wall)>;
+
+/// Whether `c` carries `settings` and the context `want` asks for.
+fn fits(c: &MuxConn, settings: u64, want: Want<'_>, now: u64) -> bool {
+    c.settings == settings && want.is_none_or(|(org, _)| c.context.serves(org, now))
 }
 
 impl Mux {
@@ -85,56 +98,59 @@ impl Mux {
         pool: &Pool,
         settings: u64,
         replay: impl FnOnce() -> String,
+        want: Want<'_>,
     ) -> Option<Arc<MuxConn>> {
-        if let Some(c) = self.choose(settings, true) {
+        if let Some(c) = self.choose(settings, want, true) {
             return Some(c);
         }
         let Ok(_opening) = self.opening.try_lock() else {
             // Someone is opening one: share a busy connection rather than wait for it.
-            return self.choose(settings, false);
+            return self.choose(settings, want, false);
         };
-        if let Some(c) = self.choose(settings, true) {
+        if let Some(c) = self.choose(settings, want, true) {
             return Some(c);
         }
-        if !self.make_room(settings) {
-            return self.choose(settings, false);
+        if !self.make_room(settings, want) {
+            return self.choose(settings, want, false);
         }
-        match self.open(pool, settings, replay).await {
+        match self.open(pool, settings, replay, want).await {
             Ok(c) => {
                 self.lock().push(c.clone());
                 Some(c)
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a multiplexed server connection");
-                self.choose(settings, false)
+                self.choose(settings, want, false)
             }
         }
     }
 
     /// The least-loaded live, not-slow connection with these settings; with `idle_only`, only
     /// one with nothing in flight.
-    fn choose(&self, settings: u64, idle_only: bool) -> Option<Arc<MuxConn>> {
+    fn choose(&self, settings: u64, want: Want<'_>, idle_only: bool) -> Option<Arc<MuxConn>> {
         let now = clock_ms();
+        let secs = unix_now();
         let mut conns = self.lock();
         conns.retain(|c| !c.load.dead.load(Ordering::Relaxed));
         conns
             .iter()
-            .filter(|c| c.settings == settings && !c.is_slow(now))
+            .filter(|c| fits(c, settings, want, secs) && !c.is_slow(now))
             .min_by_key(|c| c.load.inflight.load(Ordering::Relaxed))
             .filter(|c| !idle_only || c.load.inflight.load(Ordering::Relaxed) == 0)
             .cloned()
     }
 
     /// True when another connection may be opened: below capacity, or after letting go of an
-    /// idle connection that carries other settings.
-    fn make_room(&self, settings: u64) -> bool {
+    /// idle connection that carries other settings (or another tenant context).
+    fn make_room(&self, settings: u64, want: Want<'_>) -> bool {
+        let secs = unix_now();
         let mut conns = self.lock();
         if conns.len() < self.capacity {
             return true;
         }
-        let idle_other = conns
-            .iter()
-            .position(|c| c.settings != settings && c.load.inflight.load(Ordering::Relaxed) == 0);
+        let idle_other = conns.iter().position(|c| {
+            !fits(c, settings, want, secs) && c.load.inflight.load(Ordering::Relaxed) == 0
+        });
         match idle_other {
             Some(i) => {
                 // Its task ends (closing the connection) once no share refers to it.
@@ -151,10 +167,17 @@ impl Mux {
         pool: &Pool,
         settings: u64,
         replay: impl FnOnce() -> String,
+        want: Want<'_>,
     ) -> Result<Arc<MuxConn>, super::UpstreamError> {
         let mut lease = pool.acquire().await?;
         if settings != 0 {
             lease.conn.query_text(&replay()).await?;
+        }
+        let mut context = boundary::Context::Unknown;
+        if let Some((org, wall)) = want {
+            let (cx, token) = wall.context(org, unix_now());
+            lease.conn.set_context(&token).await?;
+            context = cx;
         }
         let isolation = lease.conn.query_text("SHOW transaction_isolation").await?;
         let groups = self.group_max > 1
@@ -171,6 +194,7 @@ impl Mux {
             id: lease.conn.id,
             key: lease.conn.key.clone(),
             settings,
+            context,
             submit,
             prepared: Arc::default(),
             load: load.clone(),
@@ -240,6 +264,7 @@ impl MuxConn {
             prepared: Prepared::shared(self.prepared.clone()),
             unnamed: None,
             settings: self.settings,
+            context: self.context.clone(),
         }
     }
 }
@@ -259,6 +284,12 @@ pub struct Pipe {
 }
 
 impl Pipe {
+    /// The connection tripped the tripwire: no new batches, and its task closes it.
+    pub(in crate::upstream) fn poison(&self) {
+        self.conn.load.dead.store(true, Ordering::Relaxed);
+        self.conn.load.poisoned.store(true, Ordering::Relaxed);
+    }
+
     pub(super) fn poll_read(
         &mut self,
         cx: &mut Context<'_>,

@@ -49,6 +49,8 @@ pub(super) struct Load {
     /// When the running batch started ([`clock_ms`]; 0 when idle).
     pub head_since: AtomicU64,
     pub dead: AtomicBool,
+    /// A session saw this connection trip the second wall's tripwire: close it.
+    pub poisoned: AtomicBool,
     /// Cancels sent to this connection's backend.
     pub signals: Arc<Signals>,
     /// Counted for the whole pool.
@@ -185,6 +187,9 @@ pub(super) async fn run(
     let why = loop {
         if closed && c.queue.is_empty() {
             break "no more clients";
+        }
+        if c.load.poisoned.load(Ordering::Relaxed) {
+            break "tripwire";
         }
         c.close_group();
         duplex::write_now(&mut server.stream, &mut c.out);

@@ -1,0 +1,252 @@
+//! The second wall (DESIGN.md §4a): PostgreSQL's own row-level security over a signed tenant
+//! context. This module owns the context's format and signing key, the messages that set it on
+//! a server connection, what a server connection is known to carry, and the tripwire on
+//! PostgreSQL's reports.
+//!
+//! Invariant: a tenant or switcher statement runs on a server connection logged in as the tenant
+//! identity whose `orgwall.tenant` setting Orgwall set (as a Bind parameter, never in SQL text)
+//! to a token for the session's current org, or to nothing; a token for one org cannot be
+//! turned into one for another without the key, which only the owner login can read.
+
+mod check;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::{BufMut, BytesMut};
+use hmac::{Hmac, Mac};
+
+pub use check::{establish, WallError};
+
+/// How long a token is valid (seconds).
+pub const LIFETIME_SECS: u64 = 3600;
+/// A connection whose token expires sooner than this gets a fresh one before the next statement.
+pub const RENEW_SECS: u64 = 300;
+
+/// The statement that sets the context; `$1` is the token (text).
+const SET_SQL: &str = "SELECT pg_catalog.set_config('orgwall.tenant', $1, false)";
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The tenant context a server connection carries, as far as Orgwall knows.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Context {
+    /// Never set, or possibly changed since (a rollback, `RESET ALL`, an error).
+    #[default]
+    Unknown,
+    /// Set to the empty string: `orgwall.current_org()` is NULL, no tenant row is visible.
+    Cleared,
+    /// A token for `org`, valid until `expires` (Unix seconds).
+    Org { org: Arc<str>, expires: u64 },
+}
+
+impl Context {
+    /// Whether this is what a session whose current org is `want` needs at time `now`.
+    pub fn serves(&self, want: Option<&str>, now: u64) -> bool {
+        match (self, want) {
+            (Context::Cleared, None) => true,
+            (Context::Org { org, expires }, Some(w)) => &**org == w && *expires > now + 60,
+            _ => false,
+        }
+    }
+}
+
+/// What the second wall needs at run time: the signing key and the tenant identity's name
+/// (for the tripwire). Built by [`establish`] once the start-up check has passed.
+#[derive(Debug)]
+pub struct Wall {
+    key: Vec<u8>,
+    tenant_user: String,
+}
+
+impl Wall {
+    pub fn new(key: Vec<u8>, tenant_user: String) -> Wall {
+        Wall { key, tenant_user }
+    }
+
+    /// The token `orgwall.current_org()` accepts for `org` until `expires`:
+    /// `<hex HMAC-SHA256(key, "<expires>.<org>")>.<expires>.<org>`.
+    pub fn sign(&self, org: &str, expires: u64) -> String {
+        sign(&self.key, org, expires)
+    }
+
+    /// A context for `want` (`None`: cleared) good from `now`, and its token.
+    pub fn context(&self, want: Option<&str>, now: u64) -> (Context, String) {
+        match want {
+            None => (Context::Cleared, String::new()),
+            Some(org) => {
+                let expires = now + LIFETIME_SECS;
+                (
+                    Context::Org {
+                        org: Arc::from(org),
+                        expires,
+                    },
+                    self.sign(org, expires),
+                )
+            }
+        }
+    }
+
+    /// Whether a ParameterStatus report (`name`, `value`) on a tenant server connection is
+    /// one Orgwall never asks for: a superuser session, another session user, or backslashes
+    /// read differently in string literals. Such a connection is closed (the tripwire).
+    pub fn trips(&self, name: &str, value: &str) -> bool {
+        match name {
+            "is_superuser" => value != "off",
+            "session_authorization" => value != self.tenant_user,
+            "standard_conforming_strings" => value != "on",
+            _ => false,
+        }
+    }
+}
+
+/// See [`Wall::sign`].
+pub fn sign(key: &[u8], org: &str, expires: u64) -> String {
+    let rest = format!("{expires}.{org}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(rest.as_bytes());
+    let mut out = String::with_capacity(65 + rest.len());
+    for b in mac.finalize().into_bytes() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out.push('.');
+    out.push_str(&rest);
+    out
+}
+
+/// The server-side name of the statement and portal that set the context. Named, so setting it
+/// between a client's Parse and Bind of its unnamed statement (or Bind and Execute of its unnamed
+/// portal) leaves those alone.
+pub const SET_NAME: &str = "orgwall_tenant_context";
+
+/// CloseComplete messages PostgreSQL sends for [`put_set_context`] (its statement, its portal).
+pub const SET_CLOSES: u8 = 2;
+
+/// Appends the messages that set the context to `token` (a Bind parameter): Close of
+/// [`SET_NAME`] (so it never exists already), Parse of `set_config('orgwall.tenant', $1, false)`
+/// under that name, Bind to the portal of that name, Execute, Close of the portal, and a Sync
+/// when `sync`. PostgreSQL answers CloseComplete, ParseComplete, BindComplete, DataRow,
+/// CommandComplete, CloseComplete (and ReadyForQuery).
+pub fn put_set_context(out: &mut BytesMut, token: &str, sync: bool) {
+    let mut msg = |tag: u8, body: &dyn Fn(&mut BytesMut)| {
+        let mut b = BytesMut::new();
+        body(&mut b);
+        out.put_u8(tag);
+        out.put_i32(b.len() as i32 + 4);
+        out.extend_from_slice(&b);
+    };
+    let name = |b: &mut BytesMut| {
+        b.extend_from_slice(SET_NAME.as_bytes());
+        b.put_u8(0);
+    };
+    msg(b'C', &|b| {
+        b.put_u8(b'S');
+        name(b);
+    });
+    msg(b'P', &|b| {
+        name(b);
+        b.extend_from_slice(SET_SQL.as_bytes());
+        b.put_u8(0);
+        b.put_i16(1);
+        b.put_u32(25); // text
+    });
+    msg(b'B', &|b| {
+        name(b); // portal
+        name(b); // statement
+        b.put_i16(0); // parameter formats: all text
+        b.put_i16(1);
+        b.put_i32(token.len() as i32);
+        b.extend_from_slice(token.as_bytes());
+        b.put_i16(0); // result formats: all text
+    });
+    msg(b'E', &|b| {
+        name(b);
+        b.put_i32(0);
+    });
+    msg(b'C', &|b| {
+        b.put_u8(b'P');
+        name(b);
+    });
+    if sync {
+        msg(b'S', &|_| {});
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_sign_expiry_and_org() {
+        let key = b"k".repeat(32);
+        let a = sign(&key, "org_a", 100);
+        assert_eq!(a.len(), 64 + 1 + "100.org_a".len());
+        assert!(a.ends_with(".100.org_a"));
+        assert_ne!(sign(&key, "org_b", 100)[..64], a[..64]);
+        assert_ne!(sign(&key, "org_a", 101)[..64], a[..64]);
+        assert_ne!(sign(b"other", "org_a", 100)[..64], a[..64]);
+    }
+
+    #[test]
+    fn rfc4231_vector() {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(b"what do ya want for nothing?");
+        let hex: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            hex,
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn a_context_serves_its_org_until_near_expiry() {
+        let wall = Wall::new(vec![1; 32], "orgwall_tenant".into());
+        let (ctx, token) = wall.context(Some("org_a"), 1000);
+        assert!(token.ends_with(&format!(".{}.org_a", 1000 + LIFETIME_SECS)));
+        assert!(ctx.serves(Some("org_a"), 1000));
+        assert!(!ctx.serves(Some("org_b"), 1000));
+        assert!(!ctx.serves(None, 1000));
+        assert!(!ctx.serves(Some("org_a"), 1000 + LIFETIME_SECS - 30));
+        let (cleared, token) = wall.context(None, 1000);
+        assert!(token.is_empty());
+        assert!(cleared.serves(None, 5));
+        assert!(!Context::Unknown.serves(None, 5));
+    }
+
+    #[test]
+    fn tripwire_reports() {
+        let wall = Wall::new(vec![], "orgwall_tenant".into());
+        assert!(wall.trips("is_superuser", "on"));
+        assert!(!wall.trips("is_superuser", "off"));
+        assert!(wall.trips("session_authorization", "postgres"));
+        assert!(!wall.trips("session_authorization", "orgwall_tenant"));
+        assert!(wall.trips("standard_conforming_strings", "off"));
+        assert!(!wall.trips("application_name", "x"));
+    }
+
+    #[test]
+    fn set_context_messages_are_framed() {
+        let mut out = BytesMut::new();
+        put_set_context(&mut out, "tok", true);
+        let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
+        assert_eq!(tags, b"CPBECS");
+        let mut out = BytesMut::new();
+        put_set_context(&mut out, "", false);
+        let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
+        assert_eq!(tags, b"CPBEC");
+        assert_eq!(
+            tags.iter().filter(|&&t| t == b'C').count(),
+            usize::from(SET_CLOSES)
+        );
+    }
+}

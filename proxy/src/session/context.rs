@@ -1,0 +1,109 @@
+//! The session's side of the second wall (`boundary`): the tenant context on the held server
+//! connection follows the session's current tenant, and a server connection that reports a
+//! change Orgwall never asks for (superuser, another session user, backslashes in strings read
+//! differently) ends the session.
+
+use super::pending::Pending;
+use super::Session;
+use crate::boundary::{self, unix_now, Context};
+use crate::errors::{code, ClientError};
+
+impl Session<'_> {
+    /// Sets the held server connection's tenant context to the session's current tenant (or
+    /// clears it when none is bound), ahead of the next client message, if it differs. `fresh`:
+    /// the connection was just taken, so nothing of the client's is in flight on it.
+    ///
+    /// The context is sent as its own implicit transaction (with a Sync) whenever the client is
+    /// between transactions and between Syncs, so it holds whatever the client does next.
+    /// Otherwise it joins the client's transaction, and PostgreSQL undoes it if that rolls
+    /// back: the connection's context is then unknown once the transaction ends.
+    pub(super) fn sync_context(&mut self, fresh: bool) {
+        let Some(wall) = self.wall.clone() else {
+            return;
+        };
+        let now = unix_now();
+        let want = self.current_org_str();
+        let Some(lease) = self.server.as_ref() else {
+            return;
+        };
+        if lease.is_shared() || lease.conn.context.serves(want, now) {
+            return;
+        }
+        let (context, token) = wall.context(want, now);
+        let synced = fresh || (self.status == b'I' && self.at_sync_boundary());
+        boundary::put_set_context(&mut self.to_server, &token, synced);
+        self.lease().context = context;
+        self.context_unsure |= !synced;
+        self.pending.push_back(Pending::Context {
+            synced,
+            closes: boundary::SET_CLOSES,
+        });
+    }
+
+    /// Nothing the client sent since its last Sync (or Query) is in flight.
+    fn at_sync_boundary(&self) -> bool {
+        !self.skipping
+            && self.pending.back().is_none_or(|p| {
+                matches!(
+                    p,
+                    Pending::Sync
+                        | Pending::Query { .. }
+                        | Pending::Settings { .. }
+                        | Pending::Context { synced: true, .. }
+                )
+            })
+    }
+
+    /// The context on the held connection is no longer what Orgwall set.
+    pub(super) fn context_lost(&mut self) {
+        if let Some(l) = self.server.as_mut() {
+            if !l.is_shared() {
+                l.conn.context = Context::Unknown;
+            }
+        }
+    }
+
+    /// The client's transaction ended: a context set inside it may have been undone.
+    pub(super) fn context_settled(&mut self) {
+        if std::mem::take(&mut self.context_unsure) {
+            self.context_lost();
+        }
+    }
+
+    /// The tripwire: a ParameterStatus `frame` on a tenant server connection reporting what
+    /// Orgwall never asks for closes that connection and ends the session.
+    pub(super) fn tripped(&mut self, frame: &[u8]) -> bool {
+        let Some(wall) = self.wall.as_ref() else {
+            return false;
+        };
+        let mut fields = frame.get(5..).unwrap_or_default().split(|&b| b == 0);
+        let name = String::from_utf8_lossy(fields.next().unwrap_or_default());
+        let value = String::from_utf8_lossy(fields.next().unwrap_or_default());
+        if !wall.trips(&name, &value) {
+            return false;
+        }
+        let server = self.server.as_ref().map(|l| l.conn.id);
+        tracing::warn!(
+            user = %self.principal.user,
+            org_id = %self.principal.org_id,
+            server,
+            parameter = %name,
+            value = %value,
+            "tripwire: a tenant server connection reported a change Orgwall did not ask for; closing it"
+        );
+        if let Some(lease) = self.server.take() {
+            self.cancel.set_target(None);
+            if lease.is_shared() {
+                lease.conn.poison();
+            }
+            // Dropped, never released: the connection closes.
+        }
+        self.to_server.clear();
+        self.pending.clear();
+        self.fatal(ClientError::fatal(
+            code::INSUFFICIENT_PRIVILEGE,
+            format!("the server connection reported {name} = {value}, which Orgwall never sets for a tenant; the session is closed"),
+        ));
+        true
+    }
+}
