@@ -39,19 +39,9 @@ pub const SWITCHER: Login = Login {
 /// The HS256 secret in the test proxy's `[jwt]` section.
 pub const JWT_SECRET: &str = "e2e-jwt-secret-do-not-use";
 
-/// Every table the catalog must treat as tenant data (organizations is scoped by `id`).
-pub const TENANT_TABLES: [&str; 10] = [
-    "organizations",
-    "users",
-    "items",
-    "locations",
-    "inventory_ledger",
-    "count_sheets",
-    "count_lines",
-    "audit_logs",
-    "feature_flags",
-    "inventory_balances",
-];
+/// Every table the catalog must treat as tenant data (organizations is scoped by `id`): the
+/// tables migration 0004 puts under row-level security.
+pub const TENANT_TABLES: [&str; 10] = orgwall::migrate::boundary::RLS_TABLES;
 
 /// The tenant column of `table` (`id` for organizations).
 pub fn tenant_column(table: &str) -> &'static str {

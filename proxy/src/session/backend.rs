@@ -287,27 +287,7 @@ impl Session<'_> {
             }
             Some(Pending::Context { synced, .. }) => {
                 let synced = *synced;
-                tracing::warn!(
-                    code = wire::error_code(&frame),
-                    "setting the tenant context failed"
-                );
-                if synced {
-                    // The client's messages after Orgwall's Sync run anyway, under the
-                    // connection's previous context: drop the connection, and their answers.
-                    self.server = None;
-                    self.cancel.set_target(None);
-                    self.to_server.clear();
-                    self.pending.clear();
-                    self.fatal(ClientError::fatal(
-                        code::CONNECTION_FAILURE,
-                        "could not set the tenant context on the server connection",
-                    ));
-                } else {
-                    // PostgreSQL skips the client's messages up to its Sync: they fail with it.
-                    self.context_lost();
-                    self.to_client.extend_from_slice(&frame);
-                    self.skip_to_sync();
-                }
+                self.context_failed(frame, synced);
             }
             Some(Pending::Refused {
                 error,
@@ -336,7 +316,7 @@ impl Session<'_> {
 
     /// After an extended-protocol error PostgreSQL ignores everything up to Sync: drop the
     /// entries it will never answer, and the client's messages until its Sync arrives.
-    fn skip_to_sync(&mut self) {
+    pub(super) fn skip_to_sync(&mut self) {
         while let Some(p) = self.pending.front() {
             match p {
                 Pending::Sync

@@ -3,10 +3,13 @@
 //! change Orgwall never asks for (superuser, another session user, backslashes in strings read
 //! differently) ends the session.
 
+use bytes::BytesMut;
+
 use super::pending::Pending;
 use super::Session;
 use crate::boundary::{self, unix_now, Context};
 use crate::errors::{code, ClientError};
+use crate::wire;
 
 impl Session<'_> {
     /// Sets the held server connection's tenant context to the session's current tenant (or
@@ -52,6 +55,31 @@ impl Session<'_> {
                         | Pending::Context { synced: true, .. }
                 )
             })
+    }
+
+    /// PostgreSQL failed Orgwall's context statement (`frame`, its ErrorResponse).
+    pub(super) fn context_failed(&mut self, frame: BytesMut, synced: bool) {
+        tracing::warn!(
+            code = wire::error_code(&frame),
+            "setting the tenant context failed"
+        );
+        if synced {
+            // The client's messages after Orgwall's Sync run anyway, under the connection's
+            // previous context: drop the connection, and their answers with it.
+            self.server = None;
+            self.cancel.set_target(None);
+            self.to_server.clear();
+            self.pending.clear();
+            self.fatal(ClientError::fatal(
+                code::CONNECTION_FAILURE,
+                "could not set the tenant context on the server connection",
+            ));
+        } else {
+            // PostgreSQL skips the client's messages up to its Sync: they fail with it.
+            self.context_lost();
+            self.to_client.extend_from_slice(&frame);
+            self.skip_to_sync();
+        }
     }
 
     /// The context on the held connection is no longer what Orgwall set.
