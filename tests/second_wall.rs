@@ -174,7 +174,16 @@ async fn forged_replayed_expired_and_missing_contexts_see_nothing() {
             db.name
         ))
         .await;
+        // A's token, registered by the owner as Orgwall registers the tokens it issues.
         let own = sign("org_a", now + 600);
+        admin
+            .execute(
+                "INSERT INTO orgwall.tenant_tokens (token, org, expires) \
+                 VALUES ($1, 'org_a', now() + interval '10 minutes')",
+                &[&own],
+            )
+            .await
+            .unwrap();
         let visible = |token: String| {
             let t = &t;
             async move {
@@ -203,12 +212,24 @@ async fn forged_replayed_expired_and_missing_contexts_see_nothing() {
         };
         let (n, _) = visible(own.clone()).await;
         assert_eq!(n, 3, "A's genuine token shows A's users");
-        let (n, w) = visible(sign("org_b", now + 600)).await;
+        let for_b = sign("org_b", now + 600);
+        admin
+            .execute(
+                "INSERT INTO orgwall.tenant_tokens (token, org, expires) \
+                 VALUES ($1, 'org_b', now() + interval '10 minutes')",
+                &[&for_b],
+            )
+            .await
+            .unwrap();
+        let (n, w) = visible(for_b).await;
         assert_eq!(
             (n, w.is_ok()),
             (3, true),
             "a genuine token for B sees and writes B"
         );
+        // Signed but never registered (a token minted with a stolen key): nothing.
+        let (n, _) = visible(sign("org_b", now + 700)).await;
+        assert_eq!(n, 0, "an unregistered token");
         let forged_mac = format!("{}{}", "0".repeat(64), &own[64..]);
         let swapped = format!("{}.{}.org_b", &own[..64], now + 600);
         let cases = [

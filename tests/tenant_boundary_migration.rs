@@ -120,8 +120,19 @@ impl Fixture {
         }
     }
 
-    fn token(&self, org: &str) -> String {
-        sign_tenant(&self.key, org, self.now + 600)
+    /// A token as Orgwall issues it: signed, and registered (as the owner) in
+    /// `orgwall.tenant_tokens`, which the policies read.
+    async fn token(&self, org: &str) -> String {
+        let token = sign_tenant(&self.key, org, self.now + 600);
+        self.owner
+            .execute(
+                "INSERT INTO orgwall.tenant_tokens (token, org, expires) \
+                 VALUES ($1, $2, now() + interval '10 minutes') ON CONFLICT DO NOTHING",
+                &[&token, &org],
+            )
+            .await
+            .unwrap();
+        token
     }
 
     async fn set(&self, token: &str) {
@@ -229,21 +240,21 @@ async fn tenant_role_sees_only_its_org_and_nothing_without_a_valid_context() {
             assert_eq!(f.seen(t, "org_a").await, (0, 0), "{t} without context");
         }
 
-        f.set(&f.token("org_a")).await;
+        f.set(&f.token("org_a").await).await;
         assert_eq!(f.current_org().await.as_deref(), Some("org_a"));
         for t in RLS_TABLES {
             let want = f.owner_count(t, "org_a").await;
             assert!(want > 0, "the seed has org_a rows in {t}");
             assert_eq!(f.seen(t, "org_a").await, (want, 0), "{t} as org_a");
         }
-        f.set(&f.token("org_b")).await;
+        f.set(&f.token("org_b").await).await;
         for t in RLS_TABLES {
             let want = f.owner_count(t, "org_b").await;
             assert_eq!(f.seen(t, "org_b").await, (want, 0), "{t} as org_b");
         }
 
         // Contexts that must give nothing: forged, re-targeted, expired, malformed.
-        let good = f.token("org_a");
+        let good = f.token("org_a").await;
         let (mac, rest) = good.split_at(64);
         let flipped = format!(
             "{}{}{rest}",
@@ -350,7 +361,7 @@ async fn tenant_role_sees_only_its_org_and_nothing_without_a_valid_context() {
 async fn tenant_role_has_least_privilege() {
     bounded(120, async {
         let f = Fixture::new("boundary_priv").await;
-        f.set(&f.token("org_a")).await;
+        f.set(&f.token("org_a").await).await;
         for (sql, why) in [
             ("SELECT * FROM orgwall.tenant_key", "the key"),
             ("SELECT * FROM orgwall.schema_migrations", "the migration history"),
@@ -402,7 +413,7 @@ async fn tenant_role_has_least_privilege() {
 async fn foreign_keys_never_cross_tenants() {
     bounded(120, async {
         let f = Fixture::new("boundary_fk").await;
-        f.set(&f.token("org_a")).await;
+        f.set(&f.token("org_a").await).await;
         let t = &f.tenant;
         // As A, rows pointing at B's rows are refused (23503), whatever the column.
         for sql in [

@@ -87,6 +87,8 @@ DROP INDEX IF EXISTS locations_orgId_id_key;
 DROP INDEX IF EXISTS count_sheets_orgId_id_key;
 
 -- 4. The verifier and its key.
+DROP VIEW IF EXISTS orgwall.current_tenant;
+DROP TABLE IF EXISTS orgwall.tenant_tokens;
 DROP FUNCTION IF EXISTS orgwall.current_org();
 DROP TABLE IF EXISTS orgwall.tenant_key;
 

@@ -1,7 +1,8 @@
 //! The start-up check of the second wall: before any tenant login is served, the tenant identity
 //! is shown to be least-privileged and every tenant table to be under Orgwall's row-level
-//! security policy; then the signing key is read (owner login) and a probe token is verified by
-//! PostgreSQL itself, so Orgwall's signing and `orgwall.current_org()` are known to agree.
+//! security policy; then the signing key is read (owner login) and a probe token is signed,
+//! registered and checked by PostgreSQL itself, so Orgwall's tokens, `orgwall.current_org()` and
+//! the registry the policies read (`orgwall.current_tenant`) are known to agree.
 
 use super::Wall;
 use crate::sql::quote_literal;
@@ -48,22 +49,44 @@ pub async fn establish(
     let key = read_key(owner).await?;
     let wall = Wall::new(key, tenant_user.to_string());
     // A probe org that owns no rows: its token reveals nothing, even in the server's logs.
+    // Signed and registered as every token is, it must pass both the signature check and the
+    // registry the policies read.
     let probe = "orgwall-startup-probe";
-    let token = wall.sign(probe, super::unix_now() + 120);
-    let verified = lease.conn.set_context(&token).await.and(
-        lease
-            .conn
-            .query_text("SELECT orgwall.current_org(); RESET orgwall.tenant")
-            .await,
-    );
+    let verified = match wall.ticket(Some(probe), super::unix_now(), owner).await {
+        Ok(ticket) => {
+            let set = lease.conn.set_context(&ticket.token).await;
+            let read = lease
+                .conn
+                .query_text(
+                    "SELECT orgwall.current_org(), (SELECT org FROM orgwall.current_tenant); \
+                     RESET orgwall.tenant",
+                )
+                .await;
+            set.and(read)
+        }
+        Err(e) => Err(e),
+    };
     tenant.release(lease);
-    match verified {
-        Ok(rows) if rows.first().and_then(|r| r.first()).cloned().flatten().as_deref() == Some(probe) => Ok(wall),
-        Ok(_) => Err(WallError::Unsafe(
+    let row = match verified {
+        Ok(rows) => rows.into_iter().next().unwrap_or_default(),
+        Err(e) => {
+            return Err(WallError::Unsafe(format!(
+                "the tenant context cannot be set ({e})"
+            )))
+        }
+    };
+    let col = |i: usize| row.get(i).cloned().flatten();
+    if col(0).as_deref() != Some(probe) {
+        return Err(WallError::Unsafe(
             "orgwall.current_org() does not accept Orgwall's tokens (was orgwall.tenant_key changed after start?)".into(),
-        )),
-        Err(e) => Err(WallError::Unsafe(format!("orgwall.current_org() failed ({e})"))),
+        ));
     }
+    if col(1).as_deref() != Some(probe) {
+        return Err(WallError::Unsafe(
+            "orgwall.current_tenant does not accept a registered token".into(),
+        ));
+    }
+    Ok(wall)
 }
 
 async fn read_key(owner: &Pool) -> Result<Vec<u8>, WallError> {
@@ -131,8 +154,8 @@ async fn tenant_problems(
                 coalesce(pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER'), false), \
                 EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid \
                         AND p.polname = '{POLICY}' AND p.polpermissive AND p.polcmd = '*' \
-                        AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) LIKE '%orgwall.current_org()%' \
-                        AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) LIKE '%orgwall.current_org()%' \
+                        AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) LIKE '%FROM orgwall.current_tenant)%' \
+                        AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) LIKE '%FROM orgwall.current_tenant)%' \
                         AND (p.polroles && ARRAY(SELECT oid FROM mine) OR p.polroles = '{{0}}')), \
                 (SELECT count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid \
                         AND p.polname <> '{POLICY}' AND p.polpermissive \
@@ -191,20 +214,27 @@ async fn tenant_problems(
             ));
         }
     }
-    let sql = "SELECT pg_catalog.to_regprocedure('orgwall.current_org()') IS NOT NULL, \
+    let sql = "SELECT pg_catalog.to_regprocedure('orgwall.current_org()') IS NOT NULL \
+                      AND pg_catalog.to_regclass('orgwall.current_tenant') IS NOT NULL, \
                pg_catalog.to_regclass('orgwall.tenant_key') IS NOT NULL \
-               AND pg_catalog.has_table_privilege('orgwall.tenant_key', 'SELECT, INSERT, UPDATE, DELETE')";
+               AND pg_catalog.has_table_privilege('orgwall.tenant_key', 'SELECT, INSERT, UPDATE, DELETE'), \
+               pg_catalog.to_regclass('orgwall.tenant_tokens') IS NOT NULL \
+               AND pg_catalog.has_table_privilege('orgwall.tenant_tokens', 'SELECT, INSERT, UPDATE, DELETE')";
     let row = conn
         .query_text(sql)
         .await?
         .into_iter()
         .next()
         .unwrap_or_default();
-    if row.first().cloned().flatten().as_deref() != Some("t") {
-        problems.push("orgwall.current_org() does not exist".into());
+    let yes = |i: usize| row.get(i).cloned().flatten().as_deref() == Some("t");
+    if !yes(0) {
+        problems.push("orgwall.current_org() or orgwall.current_tenant does not exist".into());
     }
-    if row.get(1).cloned().flatten().as_deref() == Some("t") {
+    if yes(1) {
         problems.push("the tenant identity may use orgwall.tenant_key".into());
+    }
+    if yes(2) {
+        problems.push("the tenant identity may use orgwall.tenant_tokens".into());
     }
     Ok(problems)
 }

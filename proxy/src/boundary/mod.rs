@@ -10,13 +10,16 @@
 
 mod check;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
 use hmac::{Hmac, Mac};
 
 pub use check::{establish, WallError};
+
+use crate::upstream::{Pool, UpstreamError};
 
 /// How long a token is valid (seconds).
 pub const LIFETIME_SECS: u64 = 3600;
@@ -46,6 +49,14 @@ pub enum Context {
 }
 
 impl Context {
+    /// The org it is for (`None`: cleared or unknown).
+    pub fn org(&self) -> Option<&str> {
+        match self {
+            Context::Org { org, .. } => Some(org),
+            _ => None,
+        }
+    }
+
     /// Whether this is what a session whose current org is `want` needs at time `now`.
     pub fn serves(&self, want: Option<&str>, now: u64) -> bool {
         match (self, want) {
@@ -56,17 +67,40 @@ impl Context {
     }
 }
 
-/// What the second wall needs at run time: the signing key and the tenant identity's name
-/// (for the tripwire). Built by [`establish`] once the start-up check has passed.
+/// What the second wall needs at run time: the signing key, the tokens already registered
+/// (per org), and the tenant identity's name (for the tripwire). Built by [`establish`] once the
+/// start-up check has passed.
 #[derive(Debug)]
 pub struct Wall {
     key: Vec<u8>,
     tenant_user: String,
+    /// The newest registered token of each org, with its expiry.
+    tokens: Mutex<Issued>,
 }
+
+/// Registered tokens: org → (token, expiry).
+type Issued = HashMap<Arc<str>, (Arc<str>, u64)>;
+
+/// A context to set and the token that sets it.
+#[derive(Debug, Clone)]
+pub struct Ticket {
+    pub context: Context,
+    pub token: Arc<str>,
+}
+
+/// Registers a token (owner login): `$1` token, `$2` org, `$3` expiry; expired ones go.
+const REGISTER_SQL: &str =
+    "WITH gone AS (DELETE FROM orgwall.tenant_tokens WHERE expires < now()) \
+     INSERT INTO orgwall.tenant_tokens (token, org, expires) \
+     VALUES ($1, $2, pg_catalog.to_timestamp($3::bigint)) ON CONFLICT (token) DO NOTHING";
 
 impl Wall {
     pub fn new(key: Vec<u8>, tenant_user: String) -> Wall {
-        Wall { key, tenant_user }
+        Wall {
+            key,
+            tenant_user,
+            tokens: Mutex::default(),
+        }
     }
 
     /// The token `orgwall.current_org()` accepts for `org` until `expires`:
@@ -75,21 +109,51 @@ impl Wall {
         sign(&self.key, org, expires)
     }
 
-    /// A context for `want` (`None`: cleared) good from `now`, and its token.
-    pub fn context(&self, want: Option<&str>, now: u64) -> (Context, String) {
-        match want {
-            None => (Context::Cleared, String::new()),
-            Some(org) => {
+    /// The context for `want` (`None`: cleared) good from `now`, with a token for it that is
+    /// signed and registered in `orgwall.tenant_tokens` (through `owner`, the first time an org
+    /// needs one and again before it expires), which is what the policies accept.
+    pub async fn ticket(
+        &self,
+        want: Option<&str>,
+        now: u64,
+        owner: &Pool,
+    ) -> Result<Ticket, UpstreamError> {
+        let Some(org) = want else {
+            return Ok(Ticket {
+                context: Context::Cleared,
+                token: Arc::from(""),
+            });
+        };
+        let cached = self.lock().get(org).cloned();
+        let (token, expires) = match cached {
+            Some((token, expires)) if expires > now + RENEW_SECS => (token, expires),
+            _ => {
                 let expires = now + LIFETIME_SECS;
-                (
-                    Context::Org {
-                        org: Arc::from(org),
-                        expires,
-                    },
-                    self.sign(org, expires),
-                )
+                let token: Arc<str> = Arc::from(self.sign(org, expires));
+                let mut lease = owner.acquire().await?;
+                let done = lease
+                    .conn
+                    .execute_params(REGISTER_SQL, &[&token, org, &expires.to_string()])
+                    .await;
+                owner.release(lease);
+                done?;
+                let mut tokens = self.lock();
+                tokens.retain(|_, (_, e)| *e > now);
+                tokens.insert(Arc::from(org), (token.clone(), expires));
+                (token, expires)
             }
-        }
+        };
+        Ok(Ticket {
+            context: Context::Org {
+                org: Arc::from(org),
+                expires,
+            },
+            token,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Issued> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Whether a ParameterStatus report (`name`, `value`) on a tenant server connection is
@@ -194,17 +258,17 @@ mod tests {
 
     #[test]
     fn a_context_serves_its_org_until_near_expiry() {
-        let wall = Wall::new(vec![1; 32], "orgwall_tenant".into());
-        let (ctx, token) = wall.context(Some("org_a"), 1000);
-        assert!(token.ends_with(&format!(".{}.org_a", 1000 + LIFETIME_SECS)));
+        let ctx = Context::Org {
+            org: Arc::from("org_a"),
+            expires: 1000 + LIFETIME_SECS,
+        };
         assert!(ctx.serves(Some("org_a"), 1000));
         assert!(!ctx.serves(Some("org_b"), 1000));
         assert!(!ctx.serves(None, 1000));
         assert!(!ctx.serves(Some("org_a"), 1000 + LIFETIME_SECS - 30));
-        let (cleared, token) = wall.context(None, 1000);
-        assert!(token.is_empty());
-        assert!(cleared.serves(None, 5));
+        assert!(Context::Cleared.serves(None, 5));
         assert!(!Context::Unknown.serves(None, 5));
+        assert_eq!(ctx.org(), Some("org_a"));
     }
 
     #[test]

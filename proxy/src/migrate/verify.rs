@@ -472,7 +472,7 @@ async fn row_security(c: &Client) -> Result<(bool, String), MigrateError> {
             &[
                 &POLICY,
                 &TENANT_ROLE,
-                &"(%s = ( SELECT orgwall.current_org() AS current_org))",
+                &"(%s = ( SELECT current_tenant.org\n   FROM orgwall.current_tenant))",
                 &tables,
             ],
         )
@@ -585,20 +585,33 @@ async fn tokens(c: &Client) -> Result<(bool, String), MigrateError> {
     let expiry = u64::try_from(now).unwrap_or(0) + 300;
     let good = sign_tenant(&key, probe, expiry);
     let forged = sign_tenant(&key, probe, expiry).replace(probe, "orgwall-verify-other");
+    // Both readings: the signature (current_org()) and the registry the policies read.
     let check = |token: String| async move {
         let r = c
             .query_one(
-                "SELECT set_config($1, $2, true) IS NULL, orgwall.current_org()",
+                "SELECT set_config($1, $2, true) IS NULL, orgwall.current_org(),
+                        (SELECT org FROM orgwall.current_tenant)",
                 &[&boundary::TENANT_SETTING, &token],
             )
             .await;
-        r.map(|r| r.get::<_, Option<String>>(1))
+        r.map(|r| {
+            let (signed, registered): (Option<String>, Option<String>) = (r.get(1), r.get(2));
+            (signed == registered).then_some(signed).flatten()
+        })
     };
     c.batch_execute("BEGIN")
         .await
         .map_err(MigrateError::sql("BEGIN"))?;
+    let registered = c
+        .execute(
+            "INSERT INTO orgwall.tenant_tokens (token, org, expires)
+             VALUES ($1, $2, now() + interval '5 minutes')",
+            &[&good, &probe],
+        )
+        .await;
     let results = (check(good).await, check(forged).await);
     let _ = c.batch_execute("ROLLBACK").await;
+    registered.map_err(MigrateError::sql("registering a probe token"))?;
     let what = MigrateError::sql("calling orgwall.current_org()");
     Ok(match results {
         (Ok(Some(org)), Ok(None)) if org == probe => {

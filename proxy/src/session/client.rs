@@ -12,6 +12,7 @@ use super::admin;
 use super::pending::Pending;
 use super::prepare::Placement;
 use super::{Session, Statement};
+use crate::boundary::unix_now;
 use crate::errors::{code, ClientError};
 use crate::sql::SessionEffect;
 use crate::wire;
@@ -326,19 +327,25 @@ impl Session<'_> {
     /// bringing its tenant context to the session's current tenant (the second wall).
     pub(super) async fn ensure_server(&mut self) -> Result<(), ClientError> {
         if self.server.is_some() {
-            self.sync_context(false);
-            return Ok(());
+            return self.sync_context(false).await;
         }
         let pool = self.state.pool_for(self.principal.role);
         if let Some(share) = self.shareable {
+            let ticket = match &self.wall {
+                Some(w) => Some(
+                    w.ticket(self.current_org_str(), unix_now(), &self.state.pool)
+                        .await
+                        .map_err(|e| ClientError::from(&e))?,
+                ),
+                None => None,
+            };
             let settings = &self.settings;
-            let want = self.wall.as_deref().map(|w| (self.current_org_str(), w));
             let shared = pool.acquire_shared(
                 settings.fingerprint(),
                 || settings.replay_sql(),
                 self.cancel.slot(),
                 share.read_only,
-                want,
+                ticket.as_ref(),
             );
             if let Some(lease) = shared.await {
                 self.server = Some(lease);
@@ -355,8 +362,7 @@ impl Session<'_> {
         if stale {
             self.replay_settings(false);
         }
-        self.sync_context(true);
-        Ok(())
+        self.sync_context(true).await
     }
 
     /// Sends the client's settings (`RESET ALL; …`) ahead of whatever comes next on the held

@@ -20,27 +20,34 @@ impl Session<'_> {
     /// between transactions and between Syncs, so it holds whatever the client does next.
     /// Otherwise it joins the client's transaction, and PostgreSQL undoes it if that rolls
     /// back: the connection's context is then unknown once the transaction ends.
-    pub(super) fn sync_context(&mut self, fresh: bool) {
+    pub(super) async fn sync_context(&mut self, fresh: bool) -> Result<(), ClientError> {
         let Some(wall) = self.wall.clone() else {
-            return;
+            return Ok(());
         };
         let now = unix_now();
-        let want = self.current_org_str();
         let Some(lease) = self.server.as_ref() else {
-            return;
+            return Ok(());
         };
-        if lease.is_shared() || lease.conn.context.serves(want, now) {
-            return;
+        if lease.is_shared() || lease.conn.context.serves(self.current_org_str(), now) {
+            return Ok(());
         }
-        let (context, token) = wall.context(want, now);
+        let want = self.current_org();
+        let ticket = wall
+            .ticket(want.as_deref(), now, &self.state.pool)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "cannot register a tenant token");
+                ClientError::from(&e)
+            })?;
         let synced = fresh || (self.status == b'I' && self.at_sync_boundary());
-        boundary::put_set_context(&mut self.to_server, &token, synced);
-        self.lease().context = context;
+        boundary::put_set_context(&mut self.to_server, &ticket.token, synced);
+        self.lease().context = ticket.context;
         self.context_unsure |= !synced;
         self.pending.push_back(Pending::Context {
             synced,
             closes: boundary::SET_CLOSES,
         });
+        Ok(())
     }
 
     /// Nothing the client sent since its last Sync (or Query) is in flight.

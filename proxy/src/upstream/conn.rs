@@ -268,6 +268,52 @@ impl ServerConn {
         }
     }
 
+    /// Runs one statement with text parameters (extended protocol, unnamed statement) on an idle
+    /// connection, for Orgwall's own housekeeping; its rows are not kept.
+    pub async fn execute_params(
+        &mut self,
+        sql: &str,
+        params: &[&str],
+    ) -> Result<(), UpstreamError> {
+        use bytes::BufMut;
+        self.unnamed = None;
+        let mut out = BytesMut::new();
+        let mut msg = |tag: u8, body: &[u8]| {
+            out.put_u8(tag);
+            out.put_i32(body.len() as i32 + 4);
+            out.extend_from_slice(body);
+        };
+        let mut parse = BytesMut::new();
+        parse.put_u8(0);
+        parse.extend_from_slice(sql.as_bytes());
+        parse.put_u8(0);
+        parse.put_i16(0);
+        msg(b'P', &parse);
+        let mut bind = BytesMut::new();
+        bind.put_u16(0); // unnamed portal, unnamed statement
+        bind.put_i16(0);
+        bind.put_i16(params.len() as i16);
+        for p in params {
+            bind.put_i32(p.len() as i32);
+            bind.extend_from_slice(p.as_bytes());
+        }
+        bind.put_i16(0);
+        msg(b'B', &bind);
+        msg(b'E', &[0, 0, 0, 0, 0]);
+        msg(b'S', &[]);
+        self.send(&out).await?;
+        let mut failure = None;
+        loop {
+            let f = self.next_frame(usize::MAX >> 1).await?;
+            match f[0] {
+                b'E' => failure = Some(UpstreamError::rejected(&f)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
     /// For a share of a multiplexed connection that reported what a tenant connection never
     /// may (the tripwire): the connection takes no more batches and closes.
     pub fn poison(&self) {

@@ -32,7 +32,7 @@ use super::conn::{BackendKey, ServerConn};
 use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::Pool;
-use crate::boundary::{self, unix_now, Wall};
+use crate::boundary::{self, unix_now, Ticket};
 use crate::cancel::{clock_ms, CancelSlot};
 use crate::wire;
 use task::{Batch, Counters, Load};
@@ -73,12 +73,12 @@ pub struct MuxConn {
 }
 
 /// What a batch needs of a connection's tenant context: with the second wall, the session's
-/// current org (`None`: none bound) and the wall that signs it.
-pub type Want<'a> = Option<(Option<&'a str>, &'a Wall)>;
+/// (context and the token that sets it).
+pub type Want<'a> = Option<&'a Ticket>;
 
 /// Whether `c` carries `settings` and the context `want` asks for.
 fn fits(c: &MuxConn, settings: u64, want: Want<'_>, now: u64) -> bool {
-    c.settings == settings && want.is_none_or(|(org, _)| c.context.serves(org, now))
+    c.settings == settings && want.is_none_or(|t| c.context.serves(t.context.org(), now))
 }
 
 impl Mux {
@@ -174,10 +174,9 @@ impl Mux {
             lease.conn.query_text(&replay()).await?;
         }
         let mut context = boundary::Context::Unknown;
-        if let Some((org, wall)) = want {
-            let (cx, token) = wall.context(org, unix_now());
-            lease.conn.set_context(&token).await?;
-            context = cx;
+        if let Some(ticket) = want {
+            lease.conn.set_context(&ticket.token).await?;
+            context = ticket.context.clone();
         }
         let isolation = lease.conn.query_text("SHOW transaction_isolation").await?;
         let groups = self.group_max > 1
