@@ -386,8 +386,8 @@ fn select_only_setup(args: &Args, pg: &orgwall::localpg::LocalPostgres) -> anyho
                 "ALTER TABLE {t} ADD COLUMN org_id text NOT NULL DEFAULT 'bench';\n\
                  ALTER TABLE {t} ENABLE ROW LEVEL SECURITY;\n\
                  CREATE POLICY orgwall_tenant_isolation ON {t} FOR ALL TO orgwall_tenant \
-                   USING (org_id = (SELECT org FROM orgwall.current_tenant)) \
-                   WITH CHECK (org_id = (SELECT org FROM orgwall.current_tenant));\n\
+                   USING (org_id = (SELECT orgwall.current_org())) \
+                   WITH CHECK (org_id = (SELECT orgwall.current_org()));\n\
                  GRANT SELECT, INSERT, UPDATE, DELETE ON {t} TO orgwall_tenant;\n"
             );
         }

@@ -227,10 +227,22 @@ async fn forged_replayed_expired_and_missing_contexts_see_nothing() {
             (3, true),
             "a genuine token for B sees and writes B"
         );
+        // The registry takes only tokens whose signature holds for their org, whoever inserts.
+        for (token, org) in [(forged_token(&own), "org_a"), (own.clone(), "org_b")] {
+            let e = admin
+                .execute(
+                    "INSERT INTO orgwall.tenant_tokens (token, org, expires) \
+                     VALUES ($1, $2, now() + interval '10 minutes')",
+                    &[&token, &org],
+                )
+                .await
+                .expect_err("a bad token registered");
+            assert_eq!(sqlstate(&e).as_deref(), Some("23514"), "{e}");
+        }
         // Signed but never registered (a token minted with a stolen key): nothing.
         let (n, _) = visible(sign("org_b", now + 700)).await;
         assert_eq!(n, 0, "an unregistered token");
-        let forged_mac = format!("{}{}", "0".repeat(64), &own[64..]);
+        let forged_mac = forged_token(&own);
         let swapped = format!("{}.{}.org_b", &own[..64], now + 600);
         let cases = [
             ("forged signature", forged_mac),
@@ -561,4 +573,9 @@ async fn item_ids(c: &tokio_postgres::Client) -> String {
             _ => None,
         })
         .unwrap_or_default()
+}
+
+/// `token` with its signature replaced.
+fn forged_token(token: &str) -> String {
+    format!("{}{}", "0".repeat(64), &token[64..])
 }

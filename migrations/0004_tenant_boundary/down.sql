@@ -87,9 +87,9 @@ DROP INDEX IF EXISTS locations_orgId_id_key;
 DROP INDEX IF EXISTS count_sheets_orgId_id_key;
 
 -- 4. The verifier and its key.
-DROP VIEW IF EXISTS orgwall.current_tenant;
-DROP TABLE IF EXISTS orgwall.tenant_tokens;
 DROP FUNCTION IF EXISTS orgwall.current_org();
+DROP TABLE IF EXISTS orgwall.tenant_tokens;
+DROP FUNCTION IF EXISTS orgwall.token_org(text);
 DROP TABLE IF EXISTS orgwall.tenant_key;
 
 -- 5. The role's rights in this database, then the role itself unless something else (another

@@ -2,18 +2,18 @@
 --
 -- - Role `orgwall_tenant`: the login Orgwall uses upstream for tenant traffic. Owns nothing,
 --   not superuser, no BYPASSRLS; DML on the tenant tables, SELECT and UPDATE on organizations,
---   USAGE on schemas public and orgwall, EXECUTE on orgwall.current_org(), SELECT on the view
---   orgwall.current_tenant and nothing else.
+--   USAGE on schemas public and orgwall, EXECUTE on orgwall.current_org() and nothing else.
 -- - `orgwall.tenant_key`: a random 32-byte HMAC key (with its precomputed pads), readable by the
 --   owner only.
--- - `orgwall.current_org()`: verifies the signed context `orgwall.tenant` =
---   `<mac>.<expiry>.<org>` (mac = lowercase hex HMAC-SHA256(key, '<expiry>.<org>'), expiry in
---   Unix seconds) and returns the org, or NULL for anything else.
--- - `orgwall.tenant_tokens`: the tokens Orgwall issued (signed, and registered by the owner
---   login), read through the view `orgwall.current_tenant`: the org of the session's token.
+-- - `orgwall.token_org(token)`: verifies a signed token `<mac>.<expiry>.<org>` (mac = lowercase
+--   hex HMAC-SHA256(key, '<expiry>.<org>'), expiry in Unix seconds): its org, or NULL.
+-- - `orgwall.tenant_tokens`: the tokens Orgwall issued, registered by the owner login, each
+--   checked by token_org() as it is inserted.
+-- - `orgwall.current_org()`: the org of the session's `orgwall.tenant` token if it is registered
+--   and unexpired, else NULL.
 -- - Row-level security on the ten tenant tables, policy `orgwall_tenant_isolation` for
---   orgwall_tenant only, `org_id = (SELECT org FROM orgwall.current_tenant)` (NOT forced: the
---   owner still reads and writes everything).
+--   orgwall_tenant only, `org_id = (SELECT orgwall.current_org())` (NOT forced: the owner still
+--   reads and writes everything).
 -- - Tenant-scoped foreign keys: `(org_id, item_id) REFERENCES items (org_id, id)` and so on, so a
 --   row of one tenant can never point at another tenant's row.
 --
@@ -178,24 +178,20 @@ END
 $$;
 
 -- orgwall:step current_org
--- The tenant of this session, or NULL. Reads `orgwall.tenant` (set by Orgwall on each server
--- connection before a tenant's work runs on it): `<64 hex mac>.<expiry>.<org>`, accepted when
--- the mac is HMAC-SHA256(key, '<expiry>.<org>' as UTF-8) and expiry (Unix seconds) is after
--- now(). The mac is checked before anything of the token is parsed, and no input (NULL, '',
--- garbage, huge, even a signed one with a malformed expiry) raises an error. The macs are compared through one more keyed hash, so the comparison's timing tells
--- nothing. PL/pgSQL, not SQL: a SQL function's plan is rebuilt for every query that calls it
--- (measured: ~140 µs a call, against ~10 µs with the plans PL/pgSQL keeps for the session);
--- no regular expression or translate() over the 64-character mac (several µs each). Policies
--- call it as
--- `(SELECT orgwall.current_org())`: once per query.
-CREATE OR REPLACE FUNCTION orgwall.current_org() RETURNS text
+-- Tokens: `<64 hex mac>.<expiry>.<org>`, valid when the mac is HMAC-SHA256(key, '<expiry>.<org>'
+-- as UTF-8) and expiry (Unix seconds) is after now(). orgwall.token_org(token) checks one and
+-- returns its org, or NULL: the mac is checked before anything of the token is parsed, and no
+-- input (NULL, '', garbage, huge, even a signed one with a malformed expiry) raises an error;
+-- the macs are compared through one more keyed hash, so the comparison's timing tells nothing.
+-- PL/pgSQL, not SQL (a SQL function's plan is rebuilt for every query: ~140 µs a call), and no
+-- regular expression over the 64-character mac (several µs).
+CREATE OR REPLACE FUNCTION orgwall.token_org(v text) RETURNS text
 LANGUAGE plpgsql
 STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
-    v text := current_setting('orgwall.tenant', true);
     rest text;
     ipad bytea;
     opad bytea;
@@ -221,28 +217,43 @@ BEGIN
     RETURN nullif(substr(rest, dot + 1), '');
 END
 $fn$;
+REVOKE ALL ON FUNCTION orgwall.token_org(text) FROM PUBLIC;
 
-REVOKE ALL ON FUNCTION orgwall.current_org() FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION orgwall.current_org() TO orgwall_tenant;
-
--- orgwall:step tenant_tokens
--- The tokens Orgwall has issued: it signs each one and registers it here (as the owner) the
--- first time it needs it, one per tenant and hour. The policies accept a context only through
--- this registry: reading it through the view costs a query one index lookup (~3 µs measured
--- under pgbench -S), calling current_org() ~10 µs. The tenant role may read the view, which
--- shows at most the row of the token its own session carries, and nothing else here.
+-- The tokens Orgwall issued: it signs each one and registers it here (as the owner) the first
+-- time a tenant needs one, one per tenant and hour. The CHECK admits only tokens whose
+-- signature holds for their org, whoever inserts them (IS NOT DISTINCT FROM: a CHECK that is
+-- NULL passes, and token_org() is NULL for every bad token).
 CREATE TABLE IF NOT EXISTS orgwall.tenant_tokens (
     token   text PRIMARY KEY,
     org     text NOT NULL,
-    expires timestamptz NOT NULL
+    expires timestamptz NOT NULL,
+    CONSTRAINT tenant_tokens_signed CHECK (orgwall.token_org(token) IS NOT DISTINCT FROM org)
 );
 REVOKE ALL ON TABLE orgwall.tenant_tokens FROM PUBLIC, orgwall_tenant;
-CREATE OR REPLACE VIEW orgwall.current_tenant WITH (security_barrier) AS
-    SELECT t.org FROM orgwall.tenant_tokens AS t
-    WHERE t.token = pg_catalog.current_setting('orgwall.tenant', true)
-      AND t.expires > pg_catalog.now();
-REVOKE ALL ON TABLE orgwall.current_tenant FROM PUBLIC;
-GRANT SELECT ON TABLE orgwall.current_tenant TO orgwall_tenant;
+
+-- The tenant of this session, or NULL: the org of the token in `orgwall.tenant` (set by Orgwall
+-- on each server connection before a tenant's work runs on it) if that token is registered and
+-- unexpired. Verified once, when registered, instead of on every query: one index lookup
+-- (~3 µs of a query's time under pgbench -S, against ~10 µs for token_org() and ~8 µs for a
+-- view the policy would have to plan on every query). Policies call it as
+-- `(SELECT orgwall.current_org())`: once per query.
+CREATE OR REPLACE FUNCTION orgwall.current_org() RETURNS text
+LANGUAGE plpgsql
+STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+DECLARE
+    o text;
+BEGIN
+    SELECT t.org INTO o FROM orgwall.tenant_tokens AS t
+    WHERE t.token = current_setting('orgwall.tenant', true) AND t.expires > now();
+    RETURN o;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION orgwall.current_org() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION orgwall.current_org() TO orgwall_tenant;
 
 -- orgwall:step row_level_security
 -- Enabled, not forced: policies bind orgwall_tenant; the owner keeps reading everything.
@@ -259,8 +270,8 @@ BEGIN
                        WHERE polrelid = t::regclass AND polname = 'orgwall_tenant_isolation')
         THEN
             EXECUTE format('CREATE POLICY orgwall_tenant_isolation ON %I AS PERMISSIVE FOR ALL '
-                           'TO orgwall_tenant USING (%I = (SELECT org FROM orgwall.current_tenant)) '
-                           'WITH CHECK (%I = (SELECT org FROM orgwall.current_tenant))', t, c, c);
+                           'TO orgwall_tenant USING (%I = (SELECT orgwall.current_org())) '
+                           'WITH CHECK (%I = (SELECT orgwall.current_org()))', t, c, c);
         END IF;
         IF NOT (SELECT relrowsecurity FROM pg_catalog.pg_class WHERE oid = t::regclass) THEN
             EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', t);

@@ -153,8 +153,8 @@ pub fn protect_sql(table: &str, column: &str) -> String {
     format!(
         "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n\
          CREATE POLICY orgwall_tenant_isolation ON {table} FOR ALL TO orgwall_tenant \
-           USING ({column} = (SELECT org FROM orgwall.current_tenant)) \
-           WITH CHECK ({column} = (SELECT org FROM orgwall.current_tenant));\n\
+           USING ({column} = (SELECT orgwall.current_org())) \
+           WITH CHECK ({column} = (SELECT orgwall.current_org()));\n\
          GRANT SELECT, INSERT, UPDATE, DELETE ON {table} TO orgwall_tenant;\n"
     )
 }

@@ -1,8 +1,8 @@
 //! The start-up check of the second wall: before any tenant login is served, the tenant identity
 //! is shown to be least-privileged and every tenant table to be under Orgwall's row-level
 //! security policy; then the signing key is read (owner login) and a probe token is signed,
-//! registered and checked by PostgreSQL itself, so Orgwall's tokens, `orgwall.current_org()` and
-//! the registry the policies read (`orgwall.current_tenant`) are known to agree.
+//! registered (PostgreSQL checks the signature) and read back through `orgwall.current_org()`,
+//! so Orgwall's tokens and the function the policies call are known to agree.
 
 use super::Wall;
 use crate::sql::quote_literal;
@@ -49,8 +49,8 @@ pub async fn establish(
     let key = read_key(owner).await?;
     let wall = Wall::new(key, tenant_user.to_string());
     // A probe org that owns no rows: its token reveals nothing, even in the server's logs.
-    // Signed and registered as every token is, it must pass both the signature check and the
-    // registry the policies read.
+    // Signed and registered as every token is (registering it checks the signature), it must
+    // then be what `orgwall.current_org()`, which the policies call, answers.
     let probe = "orgwall-startup-probe";
     let verified = match wall.ticket(Some(probe), super::unix_now(), owner).await {
         Ok(ticket) => {
@@ -58,7 +58,7 @@ pub async fn establish(
             let read = lease
                 .conn
                 .query_text(
-                    "SELECT orgwall.current_org(), (SELECT org FROM orgwall.current_tenant); \
+                    "SELECT orgwall.current_org(); \
                      RESET orgwall.tenant",
                 )
                 .await;
@@ -78,12 +78,7 @@ pub async fn establish(
     let col = |i: usize| row.get(i).cloned().flatten();
     if col(0).as_deref() != Some(probe) {
         return Err(WallError::Unsafe(
-            "orgwall.current_org() does not accept Orgwall's tokens (was orgwall.tenant_key changed after start?)".into(),
-        ));
-    }
-    if col(1).as_deref() != Some(probe) {
-        return Err(WallError::Unsafe(
-            "orgwall.current_tenant does not accept a registered token".into(),
+            "orgwall.current_org() does not accept a token Orgwall registered".into(),
         ));
     }
     Ok(wall)
@@ -154,8 +149,8 @@ async fn tenant_problems(
                 coalesce(pg_catalog.pg_has_role(current_user, c.relowner, 'MEMBER'), false), \
                 EXISTS (SELECT 1 FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid \
                         AND p.polname = '{POLICY}' AND p.polpermissive AND p.polcmd = '*' \
-                        AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) LIKE '%FROM orgwall.current_tenant)%' \
-                        AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) LIKE '%FROM orgwall.current_tenant)%' \
+                        AND pg_catalog.pg_get_expr(p.polqual, p.polrelid) LIKE '%orgwall.current_org()%' \
+                        AND pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid) LIKE '%orgwall.current_org()%' \
                         AND (p.polroles && ARRAY(SELECT oid FROM mine) OR p.polroles = '{{0}}')), \
                 (SELECT count(*) FROM pg_catalog.pg_policy p WHERE p.polrelid = c.oid \
                         AND p.polname <> '{POLICY}' AND p.polpermissive \
@@ -215,7 +210,7 @@ async fn tenant_problems(
         }
     }
     let sql = "SELECT pg_catalog.to_regprocedure('orgwall.current_org()') IS NOT NULL \
-                      AND pg_catalog.to_regclass('orgwall.current_tenant') IS NOT NULL, \
+                      AND pg_catalog.to_regclass('orgwall.tenant_tokens') IS NOT NULL, \
                pg_catalog.to_regclass('orgwall.tenant_key') IS NOT NULL \
                AND pg_catalog.has_table_privilege('orgwall.tenant_key', 'SELECT, INSERT, UPDATE, DELETE'), \
                pg_catalog.to_regclass('orgwall.tenant_tokens') IS NOT NULL \
@@ -228,7 +223,7 @@ async fn tenant_problems(
         .unwrap_or_default();
     let yes = |i: usize| row.get(i).cloned().flatten().as_deref() == Some("t");
     if !yes(0) {
-        problems.push("orgwall.current_org() or orgwall.current_tenant does not exist".into());
+        problems.push("orgwall.current_org() or orgwall.tenant_tokens does not exist".into());
     }
     if yes(1) {
         problems.push("the tenant identity may use orgwall.tenant_key".into());

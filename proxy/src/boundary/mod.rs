@@ -111,7 +111,8 @@ impl Wall {
 
     /// The context for `want` (`None`: cleared) good from `now`, with a token for it that is
     /// signed and registered in `orgwall.tenant_tokens` (through `owner`, the first time an org
-    /// needs one and again before it expires), which is what the policies accept.
+    /// needs one and again before it expires): `orgwall.current_org()`, which the policies
+    /// call, accepts only registered tokens.
     pub async fn ticket(
         &self,
         want: Option<&str>,

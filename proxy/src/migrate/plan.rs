@@ -263,7 +263,6 @@ mod tests {
                 ("tenant_role", T),
                 ("tenant_key", T),
                 ("current_org", T),
-                ("tenant_tokens", T),
                 ("row_level_security", T),
                 ("tenant_reference_keys", N),
                 ("tenant_reference_constraints", T),
@@ -273,7 +272,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            concurrent_index_names(&s[5].sql),
+            concurrent_index_names(&s[4].sql),
             [
                 "users_orgid_id_key",
                 "items_orgid_id_key",

@@ -472,7 +472,7 @@ async fn row_security(c: &Client) -> Result<(bool, String), MigrateError> {
             &[
                 &POLICY,
                 &TENANT_ROLE,
-                &"(%s = ( SELECT current_tenant.org\n   FROM orgwall.current_tenant))",
+                &"(%s = ( SELECT orgwall.current_org() AS current_org))",
                 &tables,
             ],
         )
@@ -585,33 +585,42 @@ async fn tokens(c: &Client) -> Result<(bool, String), MigrateError> {
     let expiry = u64::try_from(now).unwrap_or(0) + 300;
     let good = sign_tenant(&key, probe, expiry);
     let forged = sign_tenant(&key, probe, expiry).replace(probe, "orgwall-verify-other");
-    // Both readings: the signature (current_org()) and the registry the policies read.
+    // Registered (the table's CHECK verifies the signature), then read back as the policies
+    // do; a forged token is refused both times.
     let check = |token: String| async move {
         let r = c
             .query_one(
-                "SELECT set_config($1, $2, true) IS NULL, orgwall.current_org(),
-                        (SELECT org FROM orgwall.current_tenant)",
+                "SELECT set_config($1, $2, true) IS NULL, orgwall.current_org()",
                 &[&boundary::TENANT_SETTING, &token],
             )
             .await;
-        r.map(|r| {
-            let (signed, registered): (Option<String>, Option<String>) = (r.get(1), r.get(2));
-            (signed == registered).then_some(signed).flatten()
-        })
+        r.map(|r| r.get::<_, Option<String>>(1))
+    };
+    let register = |token: String| async move {
+        c.batch_execute("SAVEPOINT probe").await?;
+        let r = c
+            .execute(
+                "INSERT INTO orgwall.tenant_tokens (token, org, expires)
+                 VALUES ($1, $2, now() + interval '5 minutes')",
+                &[&token, &probe],
+            )
+            .await;
+        if r.is_err() {
+            c.batch_execute("ROLLBACK TO SAVEPOINT probe").await?;
+        }
+        Ok::<bool, tokio_postgres::Error>(r.is_ok())
     };
     c.batch_execute("BEGIN")
         .await
         .map_err(MigrateError::sql("BEGIN"))?;
-    let registered = c
-        .execute(
-            "INSERT INTO orgwall.tenant_tokens (token, org, expires)
-             VALUES ($1, $2, now() + interval '5 minutes')",
-            &[&good, &probe],
-        )
-        .await;
+    let registered = (register(good.clone()).await, register(forged.clone()).await);
     let results = (check(good).await, check(forged).await);
     let _ = c.batch_execute("ROLLBACK").await;
-    registered.map_err(MigrateError::sql("registering a probe token"))?;
+    match registered {
+        (Ok(true), Ok(false)) => {}
+        (Ok(a), Ok(b)) => return Ok((false, format!("registering: signed → {a}, forged → {b}"))),
+        (Err(e), _) | (_, Err(e)) => return Err(MigrateError::sql("registering a probe token")(e)),
+    }
     let what = MigrateError::sql("calling orgwall.current_org()");
     Ok(match results {
         (Ok(Some(org)), Ok(None)) if org == probe => {
