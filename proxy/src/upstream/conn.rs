@@ -301,12 +301,18 @@ impl ServerConn {
         msg(b'B', &bind);
         msg(b'E', &[0, 0, 0, 0, 0]);
         msg(b'S', &[]);
-        self.send(&out).await?;
+        self.run_synced(&out).await
+    }
+
+    /// Sends extended-protocol messages ending in Sync and waits for ReadyForQuery; the first
+    /// error PostgreSQL reported, if any.
+    async fn run_synced(&mut self, out: &[u8]) -> Result<(), UpstreamError> {
+        self.send(out).await?;
         let mut failure = None;
         loop {
             let f = self.next_frame(usize::MAX >> 1).await?;
             match f[0] {
-                b'E' => failure = Some(UpstreamError::rejected(&f)),
+                b'E' => failure = failure.or(Some(UpstreamError::rejected(&f))),
                 b'Z' => break,
                 _ => {}
             }
@@ -327,17 +333,7 @@ impl ServerConn {
     pub async fn set_context(&mut self, token: &str) -> Result<(), UpstreamError> {
         let mut out = BytesMut::new();
         crate::boundary::put_set_context(&mut out, token, true);
-        self.send(&out).await?;
-        let mut failure = None;
-        loop {
-            let f = self.next_frame(usize::MAX >> 1).await?;
-            match f[0] {
-                b'E' => failure = Some(UpstreamError::rejected(&f)),
-                b'Z' => break,
-                _ => {}
-            }
-        }
-        failure.map_or(Ok(()), Err)
+        self.run_synced(&out).await
     }
 
     /// True when the idle connection has nothing to say: an idle backend that sent bytes (or
