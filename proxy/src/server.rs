@@ -229,11 +229,7 @@ pub async fn run(
         ));
     }
     if state.tenant_pool.is_some() {
-        let st = state.clone();
-        // The start-up check; a failure is logged and refuses tenant logins until it passes.
-        tokio::spawn(async move {
-            let _ = st.wall().await;
-        });
+        spawn_wall_check(&state);
     } else {
         tracing::warn!("[tenancy] enforce_in_postgres = false: tenant traffic runs as the owner login, confined by Orgwall's rewrite alone");
     }
@@ -251,10 +247,7 @@ pub async fn run(
             } => {
                 state.reload_catalog().await;
                 if state.tenant_pool.is_some() {
-                    let st = state.clone();
-                    tokio::spawn(async move {
-                        let _ = st.wall().await;
-                    });
+                    spawn_wall_check(&state);
                 }
                 continue;
             }
@@ -308,6 +301,15 @@ pub async fn run(
         p.close_idle();
     }
     Ok(())
+}
+
+/// Runs the second wall's start-up check in the background; a failure is logged and refuses
+/// tenant logins until it passes.
+fn spawn_wall_check(state: &Arc<ProxyState>) {
+    let st = state.clone();
+    tokio::spawn(async move {
+        let _ = st.wall().await;
+    });
 }
 
 async fn serve_client(socket: ClientStream, peer: Peer, state: Arc<ProxyState>) {

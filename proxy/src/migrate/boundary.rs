@@ -27,18 +27,21 @@ pub const MAX_EXPIRY: u64 = 999_999_999_999;
 
 /// The tables with row-level security and the policy: the eight of 0002, the balances of 0003
 /// and organizations (scoped by `id`; the tenant may read and rename its own row only).
-pub const RLS_TABLES: [&str; 10] = [
-    "organizations",
-    "users",
-    "items",
-    "locations",
-    "inventory_ledger",
-    "count_sheets",
-    "count_lines",
-    "audit_logs",
-    "feature_flags",
-    "inventory_balances",
-];
+pub const RLS_TABLES: [&str; 10] = {
+    let t = super::verify::TENANT_TABLES;
+    [
+        "organizations",
+        t[0],
+        t[1],
+        t[2],
+        t[3],
+        t[4],
+        t[5],
+        t[6],
+        t[7],
+        "inventory_balances",
+    ]
+};
 
 /// The tables referenced by tenant-scoped foreign keys, each with `UNIQUE (org_id, id)` named
 /// `<table>_orgid_id_key`.

@@ -371,7 +371,7 @@ impl Session<'_> {
         {
             if let Some(lease) = self.server.take() {
                 self.cancel.set_target(None);
-                self.state.pool_for(self.principal.role).release(lease);
+                self.pool().release(lease);
             }
         }
     }
@@ -386,10 +386,19 @@ impl Session<'_> {
             return;
         }
         tracing::warn!("lost the server connection mid-transaction");
-        self.pending.clear();
-        self.fatal(ClientError::fatal(
+        self.abandon_server(ClientError::fatal(
             code::CONNECTION_FAILURE,
             "lost the connection to PostgreSQL; the current transaction was aborted",
         ));
+    }
+
+    /// Lets the server connection go without returning it to the pool (dropped, it closes),
+    /// forgets what was in flight on it, and ends the session with `e`.
+    pub(super) fn abandon_server(&mut self, e: ClientError) {
+        self.server = None;
+        self.cancel.set_target(None);
+        self.to_server.clear();
+        self.pending.clear();
+        self.fatal(e);
     }
 }

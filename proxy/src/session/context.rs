@@ -73,11 +73,7 @@ impl Session<'_> {
         if synced {
             // The client's messages after Orgwall's Sync run anyway, under the connection's
             // previous context: drop the connection, and their answers with it.
-            self.server = None;
-            self.cancel.set_target(None);
-            self.to_server.clear();
-            self.pending.clear();
-            self.fatal(ClientError::fatal(
+            self.abandon_server(ClientError::fatal(
                 code::CONNECTION_FAILURE,
                 "could not set the tenant context on the server connection",
             ));
@@ -126,16 +122,10 @@ impl Session<'_> {
             value = %value,
             "tripwire: a tenant server connection reported a change Orgwall did not ask for; closing it"
         );
-        if let Some(lease) = self.server.take() {
-            self.cancel.set_target(None);
-            if lease.is_shared() {
-                lease.conn.poison();
-            }
-            // Dropped, never released: the connection closes.
+        if let Some(lease) = self.server.as_ref().filter(|l| l.is_shared()) {
+            lease.conn.poison();
         }
-        self.to_server.clear();
-        self.pending.clear();
-        self.fatal(ClientError::fatal(
+        self.abandon_server(ClientError::fatal(
             code::INSUFFICIENT_PRIVILEGE,
             format!("the server connection reported {name} = {value}, which Orgwall never sets for a tenant; the session is closed"),
         ));
