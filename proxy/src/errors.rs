@@ -66,6 +66,9 @@ pub mod code {
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+    pub const SYNTAX_ERROR: &str = "42601";
+    pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
 }
 
 impl From<WireError> for ClientError {

@@ -312,6 +312,13 @@ pub fn recognise(sql: &str, schema: &str) -> Option<Shape> {
 /// Like [`recognise`], for text whose literals were made parameters numbered from
 /// `literals_from` (`sql::rewrite::shaped::parametrize`): those need not be contiguous.
 pub fn recognise_from(sql: &str, schema: &str, literals_from: usize) -> Option<Shape> {
+    crate::sql::limits::with_stack_for(sql, || recognise_unbounded(sql, schema, literals_from))
+        .ok()
+        .flatten()
+}
+
+/// [`recognise_from`], on whatever stack the caller has.
+fn recognise_unbounded(sql: &str, schema: &str, literals_from: usize) -> Option<Shape> {
     let dialect = PostgreSqlDialect {};
     let stmts = Parser::parse_sql(&dialect, sql).ok()?;
     let [Statement::Query(q)] = stmts.as_slice() else {

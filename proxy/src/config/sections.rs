@@ -23,6 +23,9 @@ pub struct Tenancy {
     /// Tenants may run plain `EXPLAIN` (its estimates count every tenant's rows). `EXPLAIN
     /// ANALYZE` is refused regardless: its row counts reveal other tenants' rows.
     pub allow_explain: bool,
+    /// Longest SQL text (bytes) a tenant or switcher may send in one Query or Parse; longer is
+    /// refused (54000) before it is parsed.
+    pub max_statement_bytes: usize,
     /// Orgwall's rewrite (the first wall). Not a config key: only tests turn it off, to show
     /// that the second wall holds alone.
     #[serde(skip)]
@@ -39,6 +42,7 @@ impl Default for Tenancy {
             rewrite_cache_size: 10_000,
             enforce_in_postgres: true,
             allow_explain: false,
+            max_statement_bytes: 4 << 20,
             rewrite: true,
         }
     }

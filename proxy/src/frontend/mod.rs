@@ -4,6 +4,7 @@
 //! Everything before `ReadyForQuery` happens here; the result is a [`Login`] for `session`.
 
 mod auth;
+mod options;
 mod stream;
 
 use std::time::Duration;
@@ -298,11 +299,13 @@ async fn startup(
         match k.as_str() {
             "user" | "database" | "replication" => {}
             "options" => settings
-                .extend(parse_options(&v).map_err(|m| refuse(code::FEATURE_NOT_SUPPORTED, m))?),
+                .extend(options::parse_options(&v).map_err(|m| refuse(code::FEATURE_NOT_SUPPORTED, m))?),
             _ if k.starts_with("_pq_.") => {}
             _ => settings.push((k, v)),
         }
     }
+    options::check(user.role, &settings)
+        .map_err(|m| refuse(code::INSUFFICIENT_PRIVILEGE, m))?;
     let principal = Principal {
         user: user.name.clone(),
         org_id: user.org_id.clone(),
@@ -313,28 +316,6 @@ async fn startup(
     span.record("org_id", principal.org_id.as_str());
     span.record("role", principal.role.as_str());
     Ok((principal, settings))
-}
-
-/// Parses the startup `options` value: only `-c name=value` / `--name=value` are understood.
-fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
-    let mut out = Vec::new();
-    let mut words = options.split_whitespace();
-    while let Some(w) = words.next() {
-        let kv = if w == "-c" {
-            words.next().unwrap_or_default()
-        } else if let Some(rest) = w.strip_prefix("-c").or_else(|| w.strip_prefix("--")) {
-            rest
-        } else {
-            return Err(format!(
-                "startup option `{w}` is not supported (only -c name=value)"
-            ));
-        };
-        let (k, v) = kv
-            .split_once('=')
-            .ok_or_else(|| format!("startup option `{kv}` has no value"))?;
-        out.push((k.replace('-', "_"), v.to_string()));
-    }
-    Ok(out)
 }
 
 /// Sends ParameterStatus (the server's, overridden by the client's own settings),
@@ -367,22 +348,4 @@ async fn greet(
     wire::put_ready(&mut out, b'I');
     stream.write_all(&out).await?;
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn startup_options_parse_into_settings() {
-        assert_eq!(
-            parse_options("-c search_path=app -c statement-timeout=5s --work_mem=4MB").unwrap(),
-            vec![
-                ("search_path".into(), "app".into()),
-                ("statement_timeout".into(), "5s".into()),
-                ("work_mem".into(), "4MB".into())
-            ]
-        );
-        assert!(parse_options("-x").is_err());
-    }
 }

@@ -43,6 +43,12 @@ pub enum MaskError {
 /// Rewrites `sql` so every mask applies; SQL that does not read a masked table is returned
 /// re-rendered but otherwise unchanged.
 pub fn apply(sql: &str, masks: &[Mask]) -> Result<String, MaskError> {
+    crate::sql::limits::with_stack_for(sql, || apply_unbounded(sql, masks))
+        .unwrap_or_else(|e| Err(MaskError::Parse(e.to_string())))
+}
+
+/// [`apply`], on whatever stack the caller has.
+fn apply_unbounded(sql: &str, masks: &[Mask]) -> Result<String, MaskError> {
     let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
         .map_err(|e| MaskError::Parse(e.to_string()))?;
     for m in masks {

@@ -64,6 +64,9 @@ impl Session<'_> {
     }
 
     async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        if let Err(e) = text_is_utf8(&frame, 1) {
+            return self.refuse(e, true).await;
+        }
         let q: Query = wire::decode(frame.clone(), "Query")?;
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
         if let Some(cmd) = admin::parse(&q.query) {
@@ -98,6 +101,9 @@ impl Session<'_> {
     }
 
     async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        if let Err(e) = text_is_utf8(&frame, 2) {
+            return self.refuse(e, false).await;
+        }
         let p: Parse = wire::decode(frame, "Parse")?;
         let name = p.name.unwrap_or_default();
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
@@ -412,4 +418,24 @@ fn wire_portal_name(frame: &[u8]) -> &str {
     let body = frame.get(5..).unwrap_or_default();
     let end = body.iter().position(|&b| b == 0).unwrap_or(0);
     std::str::from_utf8(&body[..end]).unwrap_or("")
+}
+
+/// Refuses (22021, as PostgreSQL does) a message whose first `n` strings are not UTF-8: the
+/// codec would replace the bad bytes with U+FFFD and Orgwall would then confine and forward
+/// text the client never sent.
+fn text_is_utf8(frame: &[u8], n: usize) -> Result<(), ClientError> {
+    let mut rest = frame.get(5..).unwrap_or_default();
+    for _ in 0..n {
+        let Some(end) = rest.iter().position(|&c| c == 0) else {
+            return Ok(()); // malformed: the decoder says so
+        };
+        if std::str::from_utf8(&rest[..end]).is_err() {
+            return Err(ClientError::error(
+                code::CHARACTER_NOT_IN_REPERTOIRE,
+                "invalid byte sequence for encoding \"UTF8\"",
+            ));
+        }
+        rest = &rest[end + 1..];
+    }
+    Ok(())
 }

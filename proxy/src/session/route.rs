@@ -40,6 +40,13 @@ pub(super) struct Rendered {
 impl Session<'_> {
     /// The single function every client SQL string passes through before PostgreSQL.
     pub(super) async fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
+        let max = self.state.config.tenancy.max_statement_bytes;
+        if self.principal.role != Role::Admin && text.len() > max {
+            return Err(ClientError::error(
+                code::PROGRAM_LIMIT_EXCEEDED,
+                format!("statement is {} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)", text.len()),
+            ));
+        }
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
         let masked = self.state.policy.check(
             &crate::policy::Who {
@@ -52,7 +59,8 @@ impl Session<'_> {
         let text = masked.as_deref().unwrap_or(text);
         // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
         if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
-            let (effects, sharing) = self.pooling_effects(text)?;
+            let summary = self.lexical_summary(text);
+            let (effects, sharing) = self.pooling_effects(summary)?;
             tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), role = self.principal.role.as_str(), "statement passed through");
             return Ok(Routed {
                 sql: masked.clone(),
@@ -72,7 +80,23 @@ impl Session<'_> {
             .map_err(|e| ClientError::from(&e))?;
         // Policy first: a tenant is told "not allowed" before "not poolable".
         let template = self.state.rewrites.get_or_rewrite(text, &catalog)?;
-        let (effects, sharing) = self.pooling_effects(text)?;
+        // What the pooler tracks comes from the parse that produced the SQL PostgreSQL runs.
+        // The multiplexing decision was taken earlier, from a lexical reading of the waiting
+        // batch: if that reading let this statement share a connection and the parse does
+        // not, the two readings differ, and the statement is refused.
+        let summary = template.summary().clone();
+        if let Some((_, lexical)) = self.summaries.iter().find(|(t, _)| t == text) {
+            if lexical.batchable && !summary.batchable
+                || lexical.read_only && !summary.read_only
+                || lexical.statements != summary.statements
+            {
+                return Err(ClientError::error(
+                    code::SYNTAX_ERROR,
+                    "this statement reads differently to Orgwall's lexer and its parser; refused",
+                ));
+            }
+        }
+        let (effects, sharing) = self.pooling_effects(summary)?;
         let Some(org) = self.current_org() else {
             if touches_tenant_data(&template) {
                 return Err(ClientError::error(
@@ -104,12 +128,10 @@ impl Session<'_> {
 
     /// Session-level effects the pooler must know about, and how the statement may share a
     /// connection; refuses what cannot be pooled.
-    fn pooling_effects(&self, text: &str) -> Result<(Vec<SessionEffect>, Sharing), ClientError> {
-        let summary = self
-            .summaries
-            .iter()
-            .find(|(t, _)| t == text)
-            .map_or_else(|| sql::summarize(text), |(_, s)| s.clone());
+    fn pooling_effects(
+        &self,
+        summary: sql::Summary,
+    ) -> Result<(Vec<SessionEffect>, Sharing), ClientError> {
         let sharing = Sharing::of(&summary);
         if self.mode == PoolMode::Transaction {
             if let Some(SessionEffect::Pinned(what)) = summary
@@ -124,6 +146,14 @@ impl Session<'_> {
             }
         }
         Ok((summary.effects, sharing))
+    }
+
+    /// The lexical summary of an admin's text (the batch check may have made it already).
+    fn lexical_summary(&self, text: &str) -> sql::Summary {
+        self.summaries
+            .iter()
+            .find(|(t, _)| t == text)
+            .map_or_else(|| sql::summarize(text), |(_, s)| s.clone())
     }
 
     /// The org this session's statements run as now.

@@ -68,9 +68,12 @@ pub struct StatementInfo {
 
 /// Parses `sql` (PostgreSQL dialect) and analyses each statement in it.
 pub fn analyze(sql: &str) -> Result<Vec<StatementInfo>, AnalyzeError> {
-    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| AnalyzeError::Parse(e.to_string()))?;
-    Ok(stmts.iter().map(analyze_statement).collect())
+    super::limits::with_stack_for(sql, || {
+        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
+            .map_err(|e| AnalyzeError::Parse(e.to_string()))?;
+        Ok(stmts.iter().map(analyze_statement).collect())
+    })
+    .unwrap_or_else(|e| Err(AnalyzeError::Parse(e.to_string())))
 }
 
 /// Analyses one parsed statement.

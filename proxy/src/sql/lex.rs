@@ -43,10 +43,32 @@ pub fn spans(stmt: &str) -> impl Iterator<Item = (Token<'_>, Range<usize>)> {
 /// other tokens.
 pub fn identifier(token: Token<'_>, text: &str) -> Option<String> {
     match token {
-        Token::Word(w) => Some(w.to_lowercase()),
-        Token::Quoted if text.len() >= 2 => Some(text[1..text.len() - 1].replace("\"\"", "\"")),
+        Token::Word(w) => Some(truncate_identifier(w.to_ascii_lowercase())),
+        Token::Quoted if text.len() >= 2 => Some(truncate_identifier(
+            text[1..text.len() - 1].replace("\"\"", "\""),
+        )),
         _ => None,
     }
+}
+
+/// PostgreSQL keeps the first 63 bytes of an identifier (NAMEDATALEN - 1), cut at a character
+/// boundary.
+pub fn truncate_identifier(mut name: String) -> String {
+    const MAX: usize = 63;
+    if name.len() > MAX {
+        let mut end = MAX;
+        while !name.is_char_boundary(end) {
+            end -= 1;
+        }
+        name.truncate(end);
+    }
+    name
+}
+
+/// Whether a byte may continue an identifier (PostgreSQL's `ident_cont`; bytes of a
+/// multi-byte character count as letters).
+pub fn is_ident_cont(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'_' || c == b'$' || !c.is_ascii()
 }
 
 pub struct Tokens<'a> {
@@ -111,17 +133,40 @@ impl<'a> Iterator for Tokens<'a> {
     }
 }
 
-/// The end of the `--` comment starting at `i` (after its newline).
+/// The end of the `--` comment starting at `i` (after its newline: `\n` or `\r`, as
+/// PostgreSQL's scanner ends it).
 pub fn skip_line_comment(b: &[u8], i: usize) -> usize {
     b[i..]
         .iter()
-        .position(|&c| c == b'\n')
+        .position(|&c| c == b'\n' || c == b'\r')
         .map_or(b.len(), |p| i + p + 1)
+}
+
+/// Whether the quote at `i` opens an `E'…'` string: PostgreSQL's scanner (version 15) reads
+/// `E'` only where the `E` starts a token. The run of identifier bytes before the quote is
+/// split as the scanner would: a word (one token), or a number — digits, with `e<digits>` an
+/// exponent, and a bare `e` after the digits thrown back to start a token of its own (`1e'…'`
+/// is `1` then `e'…'`).
+fn opens_escape_string(b: &[u8], i: usize) -> bool {
+    let start = b[..i]
+        .iter()
+        .rposition(|&c| !is_ident_cont(c))
+        .map_or(0, |p| p + 1);
+    let mut run = &b[start..i];
+    if run.first().is_some_and(u8::is_ascii_digit) {
+        let digits = |r: &[u8]| r.iter().take_while(|c| c.is_ascii_digit()).count();
+        run = &run[digits(run)..];
+        if matches!(run.first(), Some(b'e' | b'E')) && run.get(1).is_some_and(u8::is_ascii_digit)
+        {
+            run = &run[1 + digits(&run[1..])..];
+        }
+    }
+    matches!(run, [b'e' | b'E'])
 }
 
 pub fn skip_quoted(b: &[u8], i: usize, q: u8) -> usize {
     // Backslash escapes only in E'' strings; a doubled quote is an escaped quote either way.
-    let escapes = q == b'\'' && i > 0 && matches!(b[i - 1], b'e' | b'E');
+    let escapes = q == b'\'' && opens_escape_string(b, i);
     let mut j = i + 1;
     while j < b.len() {
         if escapes && b[j] == b'\\' {
@@ -163,7 +208,7 @@ pub fn skip_dollar(b: &[u8], i: usize) -> usize {
     // `$tag$` opens a dollar quote only if the tag is an identifier (or empty); `$1` is a parameter.
     let tag_end = b[i + 1..]
         .iter()
-        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_'))
+        .position(|&c| !(c.is_ascii_alphanumeric() || c == b'_' || !c.is_ascii()))
         .map(|p| i + 1 + p);
     let Some(end) = tag_end.filter(|&e| b[e] == b'$') else {
         return i + 1;
@@ -207,6 +252,37 @@ mod tests {
         for (sql, want) in cases {
             assert_eq!(tokens(sql).collect::<Vec<_>>(), *want, "{sql:?}");
         }
+    }
+
+    #[test]
+    fn escape_strings_start_where_postgresql_starts_them() {
+        // (text, statements as PostgreSQL 15 splits it)
+        let cases: &[(&str, usize)] = &[
+            // `ELSE'\'`: a plain string after the keyword ELSE, not E'…'.
+            ("SELECT CASE WHEN false THEN 'a' ELSE'\\' END || '; SET x TO off; SELECT '", 1),
+            ("SELECT E'\\'; SELECT 2'", 1),
+            ("SELECT e'\\'';' ; SELECT 2", 2),
+            ("SELECT 1e'\\';'; SELECT 2", 2),
+            ("SELECT 1.5e'\\';'; SELECT 2", 2),
+            ("SELECT 2e5e'\\';'; SELECT 2", 2),
+            ("SELECT x1e'\\'; SELECT 2", 2),
+            ("SELECT 1ex'\\'; SELECT 2", 2),
+            ("SELECT 1 --\r; SELECT 2", 2),
+            ("SELECT $é$ ; $é$; SELECT 2", 2),
+        ];
+        for (sql, n) in cases {
+            let semis = tokens(sql).filter(|t| *t == Token::Punct(b';')).count();
+            assert_eq!(semis + 1, *n, "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn identifiers_fold_ascii_only_and_truncate_at_63_bytes() {
+        assert_eq!(identifier(Token::Word("ÉtatX"), "ÉtatX").unwrap(), "Étatx");
+        let long = "a".repeat(70);
+        assert_eq!(identifier(Token::Word(&long), &long).unwrap().len(), 63);
+        let multi = format!("{}é", "a".repeat(62));
+        assert_eq!(identifier(Token::Word(&multi), &multi).unwrap().len(), 62);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 pub mod analyze;
 pub mod lex;
+pub mod limits;
 pub mod read_only;
 pub mod rewrite;
 pub mod shape_key;
@@ -246,6 +247,11 @@ fn classify(stmt: &str, w: &[String], upper: &Squashed) -> Option<SessionEffect>
 /// which needs no tracking. Several in one statement, or with a name or flag that is not a
 /// literal, cannot be tracked.
 fn set_config_effect(stmt: &str) -> Option<SessionEffect> {
+    limits::with_stack_for(stmt, || set_config_effect_unbounded(stmt))
+        .unwrap_or(Some(SessionEffect::Pinned("a statement too complex to classify")))
+}
+
+fn set_config_effect_unbounded(stmt: &str) -> Option<SessionEffect> {
     use rewrite::{ConfigValue, SetConfig};
     use sqlparser::ast::Value;
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stmt).ok()?;

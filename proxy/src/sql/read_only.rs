@@ -208,6 +208,12 @@ fn allowed_call(name: &str, back: [Option<Token<'_>>; 2]) -> bool {
     }
 }
 
+/// Whether `name` (any case, already resolved: `pg_catalog.` dropped) is a built-in that
+/// computes from its arguments only. Shared with the parse-tree reading of tenant statements.
+pub fn is_pure_call(name: &str) -> bool {
+    listed(&PURE_CALLS, name)
+}
+
 /// Whether `word` (any case) is in the sorted upper-case `list`.
 fn listed(list: &[&str], word: &str) -> bool {
     if word.len() > MAX_WORD {

@@ -46,8 +46,23 @@ pub async fn load(pool: &Pool, tenancy: &Tenancy) -> Result<Catalog, UpstreamErr
         }
         Err(_) => Ok(Vec::new()),
     };
+    // Every name `x.name` could call as `name(x)`: functions and types (`fields` in the
+    // rewriter refuses such field selections unless `name` is a known column).
+    let callable = match (&columns, &indexes) {
+        (Ok(_), Ok(_)) => {
+            lease
+                .conn
+                .query_text(
+                    "SELECT proname::text FROM pg_catalog.pg_proc \
+                     UNION SELECT typname::text FROM pg_catalog.pg_type",
+                )
+                .await
+        }
+        _ => Ok(Vec::new()),
+    };
     pool.release(lease);
-    Ok(build(columns?, indexes?, tenancy))
+    let callable = callable?.into_iter().map(|r| field(&r, 0));
+    Ok(build(columns?, indexes?, tenancy).with_callable(callable))
 }
 
 type Rows = Vec<Vec<Option<String>>>;

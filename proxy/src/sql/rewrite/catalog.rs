@@ -149,6 +149,10 @@ pub struct Catalog {
     /// Functions allowed in addition to the built-in list: `name` or `schema.name`, as
     /// PostgreSQL would resolve them (lower case unless created quoted).
     pub allowed_functions: HashSet<String>,
+    /// Names PostgreSQL may resolve `x.name` or `(x).name` to as a call `name(x)` (functions
+    /// and types of the database); set with [`Catalog::with_callable`]. `None`: not known, so
+    /// every name counts as one.
+    callable: Option<std::sync::Arc<HashSet<String>>>,
     /// Plain `EXPLAIN` is allowed (`[tenancy] allow_explain`); set with
     /// [`Catalog::allowing_explain`].
     allow_explain: bool,
@@ -179,6 +183,7 @@ impl Catalog {
             search_path,
             allowed_functions: allowed_functions.into_iter().collect(),
             allow_explain: false,
+            callable: None,
             version: h.finish(),
         }
     }
@@ -191,6 +196,23 @@ impl Catalog {
             self.version = self.version.rotate_left(1) ^ 0x9e37_79b9_7f4a_7c15;
         }
         self
+    }
+
+    /// The same catalog, knowing which names are functions or types (`pg_proc`, `pg_type`).
+    pub fn with_callable(mut self, names: impl IntoIterator<Item = String>) -> Catalog {
+        let set: HashSet<String> = names.into_iter().collect();
+        let mut sorted: Vec<&String> = set.iter().collect();
+        sorted.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.version, &sorted).hash(&mut h);
+        self.version = h.finish();
+        self.callable = Some(std::sync::Arc::new(set));
+        self
+    }
+
+    /// Whether `x.name` might be a call `name(x)` rather than a column (see `fields`).
+    pub(crate) fn is_callable(&self, name: &str) -> bool {
+        self.callable.as_ref().is_none_or(|s| s.contains(name))
     }
 
     /// Whether plain `EXPLAIN` is allowed.
@@ -381,8 +403,19 @@ impl Catalog {
                 &[&["item_id", "location_id", "lot_id"]],
             ),
         ];
-        Catalog::new(tables, vec!["public".into()], vec![])
+        Catalog::new(tables, vec!["public".into()], vec![]).with_callable(test_callable())
     }
+}
+
+/// Function and type names of a stock PostgreSQL that tests' catalogs know as callable.
+pub fn test_callable() -> impl Iterator<Item = String> {
+    [
+        "pg_read_file", "pg_stat_get_activity", "pg_terminate_backend", "ts_stat",
+        "row_to_json", "to_json", "to_jsonb", "json_agg", "text", "name", "date", "lower",
+        "upper", "count", "length", "int4", "numeric", "timestamp", "format",
+    ]
+    .into_iter()
+    .map(String::from)
 }
 
 /// Groups tables by schema (a later duplicate replaces an earlier one).

@@ -10,12 +10,14 @@ mod build;
 pub mod cache;
 pub mod catalog;
 mod dml;
+mod fields;
 mod functions;
 mod insert;
 mod names;
 mod query;
 pub mod shaped;
 mod statements;
+mod summary;
 mod system;
 mod walk;
 
@@ -30,7 +32,7 @@ use sqlparser::ast::{Expr, Ident};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use super::quote_literal;
+use super::{quote_literal, Summary};
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
@@ -52,6 +54,8 @@ impl Refusal {
     pub const SYNTAX: &'static str = "42601";
     /// SQLSTATE for SQL Orgwall cannot confine (feature_not_supported).
     pub const UNSUPPORTED: &'static str = "0A000";
+    /// SQLSTATE for a statement nested too deeply to parse safely (statement_too_complex).
+    pub const TOO_COMPLEX: &'static str = "54001";
 
     pub(crate) fn policy(message: impl Into<String>) -> Refusal {
         Refusal {
@@ -100,7 +104,8 @@ pub struct Template {
     param_checks: Vec<usize>,
     /// Tenant values the client wrote literally; each must equal the tenant.
     literal_checks: Vec<String>,
-    statement_count: usize,
+    /// What the pooler must know, read from the same parse (`summary`).
+    summary: Summary,
 }
 
 impl Template {
@@ -146,7 +151,13 @@ impl Template {
 
     /// Number of statements in the (possibly multi-statement) SQL.
     pub fn statement_count(&self) -> usize {
-        self.statement_count
+        self.summary.statements
+    }
+
+    /// Session effects and sharing of the statements, read from the parse that produced this
+    /// template (never from another reading of the client's text).
+    pub fn summary(&self) -> &Summary {
+        &self.summary
     }
 }
 
@@ -212,6 +223,18 @@ fn refuse_unicode_identifiers(sql: &str) -> Result<(), Refusal> {
 
 /// Confines `sql` (one or more statements) for a tenant session.
 pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
+    crate::sql::limits::with_stack_for(sql, || rewrite_unbounded(sql, catalog)).unwrap_or_else(
+        |e| {
+            Err(Refusal {
+                code: Refusal::TOO_COMPLEX,
+                message: e.to_string(),
+            })
+        },
+    )
+}
+
+/// [`rewrite`], on whatever stack the caller has.
+fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     if sql.contains('\0') {
         return Err(Refusal::syntax("query contains a NUL character"));
     }
@@ -220,7 +243,7 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     }
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parse_refusal(sql, e))?;
     let mut cx = build::Cx::new(catalog);
-    let statement_count = stmts.len();
+    let summary = summary::summarize(&stmts);
     // Each statement is printed straight into one buffer as soon as it is confined.
     let mut text = String::with_capacity(sql.len() * 2 + 128);
     for (i, mut stmt) in stmts.into_iter().enumerate() {
@@ -228,6 +251,7 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
             Some(rest) => functions::check_statement(&rest?, catalog)?,
             None => functions::check_statement(&stmt, catalog)?,
         }
+        fields::check(&stmt, catalog)?;
         statements::rewrite_statement(&mut stmt, &mut cx)?;
         if i > 0 {
             text.push_str("; ");
@@ -245,6 +269,6 @@ pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
         parts,
         param_checks: cx.param_checks,
         literal_checks: cx.literal_checks,
-        statement_count,
+        summary,
     })
 }

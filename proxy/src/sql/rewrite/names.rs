@@ -8,9 +8,10 @@ use super::Refusal;
 
 /// The name PostgreSQL would look up for `ident`.
 pub(crate) fn norm(ident: &Ident) -> Result<String, Refusal> {
+    use crate::sql::lex::truncate_identifier;
     match ident.quote_style {
-        None => Ok(ident.value.to_ascii_lowercase()),
-        Some('"') => Ok(ident.value.clone()),
+        None => Ok(truncate_identifier(ident.value.to_ascii_lowercase())),
+        Some('"') => Ok(truncate_identifier(ident.value.clone())),
         Some(q) => Err(Refusal::syntax(format!(
             "identifier quoted with {q} is not PostgreSQL syntax"
         ))),

@@ -31,7 +31,9 @@ pub struct Shaped {
     /// Client parameters (`$n`) that supply the tenant column.
     param_checks: Vec<usize>,
     literal_count: usize,
-    statement_count: usize,
+    /// The parametrised text's summary: literal values never change it (a statement whose
+    /// effect carries a value — `SET x = 1` — is refused in parametrised form, so not shaped).
+    summary: crate::sql::Summary,
 }
 
 /// Whether `sql` can be shaped, and its literals.
@@ -47,6 +49,12 @@ pub fn shape(sql: &str, literals: &[Literal], catalog: &Catalog) -> Option<Shape
     if t.param_checks().iter().any(|&n| n >= BASE) || !t.literal_checks().is_empty() {
         return None; // a literal tenant value: its check is the rewriter's to make
     }
+    if t.summary().effects.iter().any(|e| {
+        use crate::sql::SessionEffect::*;
+        matches!(e, Set { .. } | SetParam { .. })
+    }) {
+        return None; // a value the pooler replays comes from this text itself
+    }
     let parts = t
         .parts
         .iter()
@@ -56,7 +64,7 @@ pub fn shape(sql: &str, literals: &[Literal], catalog: &Catalog) -> Option<Shape
         parts,
         param_checks: t.param_checks().to_vec(),
         literal_count: literals.len(),
-        statement_count: t.statement_count(),
+        summary: t.summary().clone(),
     })
 }
 
@@ -128,7 +136,7 @@ impl Shaped {
             parts,
             param_checks: self.param_checks.clone(),
             literal_checks: vec![],
-            statement_count: self.statement_count,
+            summary: self.summary.clone(),
         }
     }
 }

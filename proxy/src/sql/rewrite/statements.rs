@@ -24,14 +24,21 @@ const DENIED_SETTINGS: &[&str] = &[
     "search_path",
     "role",
     "session_authorization",
-    "standard_conforming_strings",
-    "backslash_quote",
     "session_replication_role",
     "session_preload_libraries",
     "local_preload_libraries",
     "allow_system_table_mods",
     "default_tablespace",
     "temp_tablespaces",
+];
+
+/// Settings pinned for tenants because they change how PostgreSQL reads string literals (and
+/// so the SQL Orgwall rendered): setting one to its pinned value is a no-op and allowed (Rails
+/// sends `SET standard_conforming_strings = on`), any other value is refused. The second
+/// wall's tripwire closes a server connection that reports another value anyway.
+const PINNED_SETTINGS: &[(&str, &[&str])] = &[
+    ("standard_conforming_strings", &["on", "true", "yes", "1"]),
+    ("backslash_quote", &["safe_encoding"]),
 ];
 
 /// Rewrites one top-level statement in place, or refuses it.
@@ -157,7 +164,15 @@ pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
             Reset::SessionAuthorization => Err(Refusal::policy(
                 "RESET SESSION AUTHORIZATION is not allowed for tenants",
             )),
-            Reset::ConfigurationParameter(name) => check_setting_name(name, "RESET"),
+            Reset::ConfigurationParameter(name) => {
+                check_setting_name(name, "RESET")?;
+                match super::summary::setting_name(name) {
+                    Some(n) if PINNED_SETTINGS.iter().any(|(p, _)| *p == n) => Err(
+                        Refusal::policy(format!("{n} is pinned for tenants; RESET is refused")),
+                    ),
+                    _ => Ok(()),
+                }
+            }
         },
         Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => Err(
             Refusal::policy("LISTEN/NOTIFY channels are shared by all tenants and not allowed"),
@@ -350,7 +365,11 @@ pub(crate) fn check_set_config(stmt: &Statement) -> Option<Result<Statement, Ref
         match value {
             ConfigValue::Literal(v) => check_setting_value(name, &Expr::value(v.clone())),
             // Bound later: only where any value is acceptable.
-            ConfigValue::Param(_) if name != "client_encoding" => Ok(()),
+            ConfigValue::Param(_)
+                if name != "client_encoding" && !PINNED_SETTINGS.iter().any(|(n, _)| n == name) =>
+            {
+                Ok(())
+            }
             _ => Err(only_plain_set_config()),
         }
     });
@@ -376,8 +395,12 @@ fn only_plain_set_config() -> Refusal {
 }
 
 fn check_setting_name(name: &ObjectName, verb: &str) -> R {
-    let parts = names::parts(name)?;
-    check_setting(&parts.join(".").to_ascii_lowercase(), verb)
+    let full = super::summary::setting_name(name).ok_or_else(|| {
+        Refusal::unsupported(format!(
+            "{verb} of setting {name}: only plain (unquoted-style) setting names are supported"
+        ))
+    })?;
+    check_setting(&full, verb)
 }
 
 fn check_setting(full: &str, verb: &str) -> R {
@@ -397,6 +420,25 @@ fn check_setting(full: &str, verb: &str) -> R {
 /// Values must be plain literals or words (no subqueries or function calls reach the server
 /// through SET), and the client encoding must stay UTF-8.
 fn check_setting_value(name: &str, v: &Expr) -> R {
+    if let Some((_, allowed)) = PINNED_SETTINGS.iter().find(|(n, _)| *n == name) {
+        let value = match v {
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) => Some(s.to_ascii_lowercase()),
+                Value::Boolean(b) => Some(b.to_string()),
+                Value::Number(n, _) => Some(n.clone()),
+                _ => None,
+            },
+            Expr::Identifier(i) => Some(i.value.to_ascii_lowercase()),
+            _ => None,
+        };
+        return match value {
+            Some(v) if allowed.contains(&v.as_str()) => Ok(()),
+            _ => Err(Refusal::policy(format!(
+                "{name} is pinned to {} for tenants",
+                allowed[0]
+            ))),
+        };
+    }
     let text = match v {
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) => s.to_ascii_lowercase(),

@@ -97,6 +97,7 @@ fn custom_catalog() -> Catalog {
         vec!["app".into(), "public".into()],
         vec!["public.my_fn".into(), "other_fn".into()],
     )
+    .with_callable(super::catalog::test_callable())
 }
 
 #[test]

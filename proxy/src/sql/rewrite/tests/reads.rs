@@ -524,7 +524,18 @@ fn reads_and_refusals() {
         r#"SET standard_conforming_strings = off"#,
         Refused(
             "42501",
-            r#"SET standard_conforming_strings is not allowed for tenants"#,
+            r#"standard_conforming_strings is pinned to on for tenants"#,
+        ),
+    );
+    check(
+        r#"SET standard_conforming_strings = on"#,
+        Sql(r#"SET standard_conforming_strings = on"#),
+    );
+    check(
+        r#"SELECT set_config('backslash_quote', $1, false)"#,
+        Refused(
+            "42501",
+            r#"set_config is allowed for tenants only as"#,
         ),
     );
     check(
