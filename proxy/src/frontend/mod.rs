@@ -298,14 +298,14 @@ async fn startup(
     for (k, v) in params {
         match k.as_str() {
             "user" | "database" | "replication" => {}
-            "options" => settings
-                .extend(options::parse_options(&v).map_err(|m| refuse(code::FEATURE_NOT_SUPPORTED, m))?),
+            "options" => settings.extend(
+                options::parse_options(&v).map_err(|m| refuse(code::FEATURE_NOT_SUPPORTED, m))?,
+            ),
             _ if k.starts_with("_pq_.") => {}
             _ => settings.push((k, v)),
         }
     }
-    options::check(user.role, &settings)
-        .map_err(|m| refuse(code::INSUFFICIENT_PRIVILEGE, m))?;
+    options::check(user.role, &settings).map_err(|m| refuse(code::INSUFFICIENT_PRIVILEGE, m))?;
     let principal = Principal {
         user: user.name.clone(),
         org_id: user.org_id.clone(),

@@ -24,7 +24,10 @@ const TENANT_SETTINGS: &[(&str, Option<&[&str]>)] = &[
     ("idle_in_transaction_session_timeout", None),
     ("intervalstyle", None),
     ("lock_timeout", None),
-    ("standard_conforming_strings", Some(&["on", "true", "yes", "1"])),
+    (
+        "standard_conforming_strings",
+        Some(&["on", "true", "yes", "1"]),
+    ),
     ("statement_timeout", None),
     ("timezone", None),
 ];

@@ -156,8 +156,7 @@ fn opens_escape_string(b: &[u8], i: usize) -> bool {
     if run.first().is_some_and(u8::is_ascii_digit) {
         let digits = |r: &[u8]| r.iter().take_while(|c| c.is_ascii_digit()).count();
         run = &run[digits(run)..];
-        if matches!(run.first(), Some(b'e' | b'E')) && run.get(1).is_some_and(u8::is_ascii_digit)
-        {
+        if matches!(run.first(), Some(b'e' | b'E')) && run.get(1).is_some_and(u8::is_ascii_digit) {
             run = &run[1 + digits(&run[1..])..];
         }
     }
@@ -259,7 +258,10 @@ mod tests {
         // (text, statements as PostgreSQL 15 splits it)
         let cases: &[(&str, usize)] = &[
             // `ELSE'\'`: a plain string after the keyword ELSE, not E'…'.
-            ("SELECT CASE WHEN false THEN 'a' ELSE'\\' END || '; SET x TO off; SELECT '", 1),
+            (
+                "SELECT CASE WHEN false THEN 'a' ELSE'\\' END || '; SET x TO off; SELECT '",
+                1,
+            ),
             ("SELECT E'\\'; SELECT 2'", 1),
             ("SELECT e'\\'';' ; SELECT 2", 2),
             ("SELECT 1e'\\';'; SELECT 2", 2),

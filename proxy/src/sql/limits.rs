@@ -22,7 +22,9 @@ const STACK: usize = 256 << 20;
 
 /// Too deeply nested: more than [`MAX_NESTING`] operators, set operations and parentheses.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("statement is too complex: more than {MAX_NESTING} operators, set operations and parentheses")]
+#[error(
+    "statement is too complex: more than {MAX_NESTING} operators, set operations and parentheses"
+)]
 pub struct TooComplex;
 
 /// An upper bound of how deep `sql` can nest: its operator characters, `(`, and words that
@@ -38,8 +40,23 @@ pub fn nesting_bound(sql: &str) -> usize {
 }
 
 const JOINING: &[&str] = &[
-    "and", "or", "not", "union", "intersect", "except", "is", "like", "ilike", "similar",
-    "between", "in", "case", "when", "join", "collate", "at",
+    "and",
+    "or",
+    "not",
+    "union",
+    "intersect",
+    "except",
+    "is",
+    "like",
+    "ilike",
+    "similar",
+    "between",
+    "in",
+    "case",
+    "when",
+    "join",
+    "collate",
+    "at",
 ];
 
 /// Runs `f` (a parse of `sql` and whatever walks the tree) with stack enough for it, or
@@ -60,7 +77,10 @@ mod tests {
 
     #[test]
     fn nesting_counts_operators_not_list_items() {
-        assert_eq!(nesting_bound("SELECT a, b, c FROM t WHERE x IN (1, 2, 3)"), 2);
+        assert_eq!(
+            nesting_bound("SELECT a, b, c FROM t WHERE x IN (1, 2, 3)"),
+            2
+        );
         assert_eq!(nesting_bound("SELECT 1+2*3 UNION ALL SELECT '(+)'"), 3);
         assert_eq!(nesting_bound("SELECT ((1)) OR NOT x"), 4);
     }

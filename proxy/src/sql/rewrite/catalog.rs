@@ -410,9 +410,25 @@ impl Catalog {
 /// Function and type names of a stock PostgreSQL that tests' catalogs know as callable.
 pub fn test_callable() -> impl Iterator<Item = String> {
     [
-        "pg_read_file", "pg_stat_get_activity", "pg_terminate_backend", "ts_stat",
-        "row_to_json", "to_json", "to_jsonb", "json_agg", "text", "name", "date", "lower",
-        "upper", "count", "length", "int4", "numeric", "timestamp", "format",
+        "pg_read_file",
+        "pg_stat_get_activity",
+        "pg_terminate_backend",
+        "ts_stat",
+        "row_to_json",
+        "to_json",
+        "to_jsonb",
+        "json_agg",
+        "text",
+        "name",
+        "date",
+        "lower",
+        "upper",
+        "count",
+        "length",
+        "int4",
+        "numeric",
+        "timestamp",
+        "format",
     ]
     .into_iter()
     .map(String::from)

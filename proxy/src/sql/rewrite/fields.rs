@@ -158,8 +158,9 @@ impl Visitor for FieldCheck<'_> {
                 for access in access_chain {
                     if let AccessExpr::Dot(field) = access {
                         r = match field {
-                            Expr::Identifier(f) => names::norm(f)
-                                .and_then(|f| self.field(binding.as_deref(), &f)),
+                            Expr::Identifier(f) => {
+                                names::norm(f).and_then(|f| self.field(binding.as_deref(), &f))
+                            }
                             _ => Err(Refusal::unsupported(
                                 "this form of field selection is not supported",
                             )),

@@ -364,6 +364,13 @@ fn to_flow(r: Result<(), Refusal>) -> ControlFlow<Refusal> {
     }
 }
 
+/// Whether a tenant may call the function PostgreSQL names `name` (dot-separated, already
+/// case-folded): the same check as for a call in a statement.
+pub fn function_allowed(name: &str, catalog: &Catalog) -> bool {
+    let parts = name.split('.').map(names::ident).collect::<Vec<_>>();
+    check_name(&ObjectName::from(parts), catalog).is_ok()
+}
+
 /// Resolves a function name (`pg_catalog.x` is `x`) and checks it against the lists.
 pub(crate) fn check_name(name: &ObjectName, catalog: &Catalog) -> Result<(), Refusal> {
     let parts = names::parts(name)?;

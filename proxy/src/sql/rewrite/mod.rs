@@ -13,6 +13,7 @@ mod dml;
 mod fields;
 mod functions;
 mod insert;
+mod literals;
 mod names;
 mod query;
 pub mod shaped;
@@ -36,6 +37,7 @@ use super::{quote_literal, Summary};
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
+pub use functions::function_allowed;
 pub(crate) use statements::{set_config_calls, ConfigValue, SetConfig};
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
@@ -241,6 +243,7 @@ fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> 
     if sql.contains("&\"") {
         refuse_unicode_identifiers(sql)?;
     }
+    literals::check_quoted_identifiers(sql)?;
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parse_refusal(sql, e))?;
     let mut cx = build::Cx::new(catalog);
     let summary = summary::summarize(&stmts);
@@ -253,6 +256,7 @@ fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> 
         }
         fields::check(&stmt, catalog)?;
         statements::rewrite_statement(&mut stmt, &mut cx)?;
+        literals::requote(&mut stmt)?;
         if i > 0 {
             text.push_str("; ");
         }

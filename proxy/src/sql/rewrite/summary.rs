@@ -10,8 +10,8 @@ use sqlparser::ast::{
     Visitor,
 };
 
-use super::names;
 use super::statements::{set_config_calls, ConfigValue, SetConfig};
+use super::{literals, names};
 use crate::sql::{quote_literal, read_only, SessionEffect, Summary};
 
 /// The summary of parsed statements (one `Query` message's worth).
@@ -86,15 +86,26 @@ fn set_effect(set: &Set) -> Option<SessionEffect> {
             };
             let value = values
                 .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join(", ");
-            Some(SessionEffect::Set { name, value })
+                .map(literals::print)
+                .collect::<Result<Vec<_>, _>>();
+            match value {
+                Ok(v) => Some(SessionEffect::Set {
+                    name,
+                    value: v.join(", "),
+                }),
+                Err(_) => Some(SessionEffect::Pinned("an unrecognised SET form")),
+            }
         }
         Set::SetTimeZone { local: true, .. } | Set::SetTransaction { .. } => None,
-        Set::SetTimeZone { local: false, value } => Some(SessionEffect::Set {
-            name: "timezone".into(),
-            value: value.to_string(),
+        Set::SetTimeZone {
+            local: false,
+            value,
+        } => Some(match literals::print(value) {
+            Ok(value) => SessionEffect::Set {
+                name: "timezone".into(),
+                value,
+            },
+            Err(_) => SessionEffect::Pinned("an unrecognised SET form"),
         }),
         Set::SetNames { charset_name, .. } => Some(SessionEffect::Set {
             name: "client_encoding".into(),
@@ -113,9 +124,16 @@ fn set_effect(set: &Set) -> Option<SessionEffect> {
 /// A setting's name as PostgreSQL knows it (parts folded and joined with `.`), if every part
 /// is a plain identifier, so the name can be printed back unquoted when settings are replayed.
 pub(crate) fn setting_name(name: &sqlparser::ast::ObjectName) -> Option<String> {
-    let parts = names::parts(name).ok()?;
+    // Setting names are case-insensitive, quoted or not.
+    let parts: Vec<String> = names::parts(name)
+        .ok()?
+        .into_iter()
+        .map(|p| p.to_ascii_lowercase())
+        .collect();
     let plain = |p: &String| {
-        p.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        p.chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
             && p.chars()
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
     };
@@ -134,9 +152,9 @@ fn set_config_effect(stmt: &Statement) -> Option<SessionEffect> {
     }
     let name = name.clone();
     Some(match value {
-        ConfigValue::Literal(v) => SessionEffect::Set {
-            name,
-            value: Expr::value(v.clone()).to_string(),
+        ConfigValue::Literal(v) => match literals::print(&Expr::value(v.clone())) {
+            Ok(value) => SessionEffect::Set { name, value },
+            Err(_) => untracked,
         },
         ConfigValue::Param(n) => SessionEffect::SetParam { name, param: *n },
         ConfigValue::Other => untracked,
@@ -238,7 +256,9 @@ mod tests {
         let cases: &[(&str, &[SessionEffect])] = &[
             ("SET statement_timeout = 5", &[set("statement_timeout", "5")]),
             ("SET/**/app.x = 'it''s'", &[set("app.x", "'it''s'")]),
-            ("SET \"App\".x TO 'a'", &[Pinned("an unrecognised SET form")]),
+            ("SET app.x = '\\''; RESET ALL; --'", &[set("app.x", "E'\\\\''; RESET ALL; --'")]),
+            ("SET \"App\".x TO 'a'", &[set("app.x", "'a'")]),
+            ("SET \"a;b\".x TO 'a'", &[Pinned("an unrecognised SET form")]),
             ("set SESSION TimeZone TO 'UTC'", &[set("timezone", "'UTC'")]),
             ("SET TIME ZONE 'Europe/Paris'", &[set("timezone", "'Europe/Paris'")]),
             ("SET LOCAL statement_timeout = 5", &[]),
@@ -275,7 +295,11 @@ mod tests {
             ("SELECT lower(name) FROM items", true, true),
             ("SELECT nextval('s')", true, false),
             ("SELECT * FROM items FOR UPDATE", true, false),
-            ("WITH d AS (DELETE FROM items RETURNING id) SELECT * FROM d", true, false),
+            (
+                "WITH d AS (DELETE FROM items RETURNING id) SELECT * FROM d",
+                true,
+                false,
+            ),
             ("INSERT INTO items (id) VALUES (1)", true, false),
             ("SET/**/statement_timeout = 1", false, false),
             ("SELECT set_config('a.b', 'c', true)", false, false),
@@ -285,7 +309,11 @@ mod tests {
         ];
         for (sql, batchable, read_only) in cases {
             let s = of(sql);
-            assert_eq!((s.batchable, s.read_only), (*batchable, *read_only), "{sql}");
+            assert_eq!(
+                (s.batchable, s.read_only),
+                (*batchable, *read_only),
+                "{sql}"
+            );
         }
     }
 }

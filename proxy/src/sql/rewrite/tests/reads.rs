@@ -533,10 +533,7 @@ fn reads_and_refusals() {
     );
     check(
         r#"SELECT set_config('backslash_quote', $1, false)"#,
-        Refused(
-            "42501",
-            r#"set_config is allowed for tenants only as"#,
-        ),
+        Refused("42501", r#"set_config is allowed for tenants only as"#),
     );
     check(
         r#"SET client_encoding = 'SJIS'"#,
