@@ -11,7 +11,7 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+    CopySource, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -101,6 +101,11 @@ fn apply_one(stmt: &mut Statement, m: &Mask) -> Result<(), MaskError> {
     if top != total {
         return Err(refuse("the table is used in a subquery"));
     }
+    if reads_whole_rows(&*select, &qualifiers) {
+        return Err(refuse(
+            "the statement reads whole rows of the table (row_to_json(t), t::text, t.*, …)",
+        ));
+    }
     for item in select.projection.iter_mut() {
         let expr = match item {
             SelectItem::Wildcard(_) => return Err(refuse("SELECT * is not masked")),
@@ -143,6 +148,33 @@ fn apply_one(stmt: &mut Statement, m: &Mask) -> Result<(), MaskError> {
         }
     }
     Ok(())
+}
+
+/// Whether an expression anywhere in `select` is a whole row of a masked table: its name
+/// (`u`, `row_to_json(u)`, `u::text`, `format('%s', u)`) or `u.*` inside an expression
+/// (`(u.*)::text`). Any of these carries every column, the masked one included.
+fn reads_whole_rows(select: &sqlparser::ast::Select, qualifiers: &[String]) -> bool {
+    struct Find<'a>(&'a [String]);
+    impl Visitor for Find<'_> {
+        type Break = ();
+        fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+            let whole = match e {
+                Expr::Identifier(i) => self.0.contains(&norm(i)),
+                Expr::QualifiedWildcard(name, _) => {
+                    self.0.contains(&split_name(name).1) || name.0.len() == 1
+                        && self.0.iter().any(|q| q.eq_ignore_ascii_case(&name.to_string()))
+                }
+                Expr::Wildcard(_) => true,
+                _ => false,
+            };
+            if whole {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        }
+    }
+    select.visit(&mut Find(qualifiers)).is_break()
 }
 
 /// What a select-list expression is, relative to the masked table.
@@ -198,6 +230,19 @@ fn count_table(stmt: &Statement, table: &str) -> usize {
         fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<()> {
             if split_name(r).1 == self.0 {
                 self.1 += 1;
+            }
+            ControlFlow::Continue(())
+        }
+        // `COPY t TO …` names its table outside any relation.
+        fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
+            if let Statement::Copy {
+                source: CopySource::Table { table_name, .. },
+                ..
+            } = s
+            {
+                if split_name(table_name).1 == self.0 {
+                    self.1 += 1;
+                }
             }
             ControlFlow::Continue(())
         }
@@ -276,6 +321,16 @@ mod tests {
                 "UPDATE users SET name = 'x' RETURNING email",
                 Err("only SELECT"),
             ),
+            ("SELECT u FROM users u", Err("whole rows")),
+            ("SELECT row_to_json(u) FROM users u", Err("whole rows")),
+            ("SELECT to_jsonb(users) FROM users", Err("whole rows")),
+            ("SELECT u::text FROM users u", Err("whole rows")),
+            ("SELECT (users.*)::text FROM users", Err("whole rows")),
+            ("SELECT json_agg(u) FROM users u", Err("whole rows")),
+            ("SELECT format('%s', u) FROM users u", Err("whole rows")),
+            ("SELECT id FROM users u WHERE u IS NOT NULL", Err("whole rows")),
+            ("COPY users TO STDOUT", Err("only SELECT")),
+            ("COPY (SELECT email FROM users) TO STDOUT", Err("only SELECT")),
         ];
         for (sql, expected) in cases {
             check(sql, *expected);
