@@ -13,10 +13,22 @@ use orgwall_e2e::tenancy::{
 use orgwall_e2e::{bounded, ProxyOptions, TestProxy, ADMIN};
 use postgres_protocol::message::frontend;
 
-/// The first cell of the first row, or the outcome's error code.
+/// The first cell of the first row (the harness renders text as a quoted literal: unquoted
+/// here), or the outcome's error code.
 fn cell(o: &Outcome) -> String {
     match o {
-        Outcome::Rows(rs) => rs.rows.first().and_then(|r| r.first()).cloned().unwrap_or_default(),
+        Outcome::Rows(rs) => {
+            let c = rs
+                .rows
+                .first()
+                .and_then(|r| r.first())
+                .cloned()
+                .unwrap_or_default();
+            match c.strip_prefix('\'').and_then(|c| c.strip_suffix('\'')) {
+                Some(inner) => inner.replace("''", "'"),
+                None => c,
+            }
+        }
         other => format!("error {:?}", other.code()),
     }
 }
@@ -73,11 +85,6 @@ async fn tokenizer_and_settings(pool_mode: &'static str) {
         }
         assert_eq!(show(&a, "app.x").await, "from-a");
         assert_eq!(show(&a, "statement_timeout").await, "4321ms");
-        let b = connect(&proxy.conn_str(TENANT_B)).await;
-        assert_ne!(show(&b, "app.x").await, "from-a");
-        assert_ne!(show(&b, "app.y").await, "from-a");
-        assert_eq!(show(&b, "statement_timeout").await, "0");
-        assert_eq!(show(&b, "standard_conforming_strings").await, "on");
         // 5. WITH/**/HOLD is a WITH HOLD cursor.
         let o = run_simple(&a, "DECLARE c CURSOR WITH/**/HOLD FOR SELECT id FROM items").await;
         if pool_mode == "transaction" {
@@ -95,9 +102,17 @@ async fn tokenizer_and_settings(pool_mode: &'static str) {
                 assert_eq!(o.code(), Some("42501"), "{sql}: {o:?}");
             }
         }
-        // A still works, and so does B.
+        // A still works. Then B gets A's server connection (the only one; in session pooling
+        // once A has gone) and sees none of A's settings.
         assert_eq!(cell(&run_simple(&a, "SELECT 1").await), "1");
-        let o = run_simple(&b, "SELECT name FROM items").await;
+        drop(a);
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        let b = connect(&proxy.conn_str(TENANT_B)).await;
+        assert_ne!(show(&b, "app.x").await, "from-a");
+        assert_ne!(show(&b, "app.y").await, "from-a");
+        assert_eq!(show(&b, "statement_timeout").await, "0");
+        assert_eq!(show(&b, "standard_conforming_strings").await, "on");
+        let o = run_simple(&b, "SELECT id FROM items").await;
         assert!(matches!(o, Outcome::Rows(_)), "{o:?}");
         drop(proxy);
     })
@@ -137,9 +152,18 @@ async fn startup_options_are_held_to_an_allow_list() {
                 .unwrap_or_else(|| panic!("{opt} accepted for a tenant"));
             let db_err = err.as_db_error().unwrap_or_else(|| panic!("{opt}: {err}"));
             assert_eq!(db_err.code().code(), "42501", "{opt}");
-            assert!(db_err.message().starts_with("orgwall:"), "{opt}: {}", db_err.message());
+            assert!(
+                db_err.message().starts_with("orgwall:"),
+                "{opt}: {}",
+                db_err.message()
+            );
         }
-        let ok = connect(&with_options(&proxy, TENANT_A, "-c statement_timeout=1234 -c DateStyle=ISO,\\ DMY")).await;
+        let ok = connect(&with_options(
+            &proxy,
+            TENANT_A,
+            "-c statement_timeout=1234 -c DateStyle=ISO,\\\\ DMY",
+        ))
+        .await;
         assert_eq!(show(&ok, "statement_timeout").await, "1234ms");
         assert_eq!(show(&ok, "DateStyle").await, "ISO, DMY");
         // The role setting never reached a pooled connection: B and the admin run as before.
@@ -162,7 +186,10 @@ async fn no_statement_crashes_the_proxy() {
         let o = run_simple(&a, &flat).await;
         assert_eq!(o.code(), Some("54001"), "100 KB flat expression: {o:?}");
         let unions = format!("SELECT 1{}", " UNION ALL SELECT 1".repeat(1000));
-        for o in [run_simple(&a, &unions).await, run_extended(&a, &unions, &[]).await] {
+        for o in [
+            run_simple(&a, &unions).await,
+            run_extended(&a, &unions, &[]).await,
+        ] {
             // Run by PostgreSQL, or refused by it or Orgwall: never a dead process.
             assert!(matches!(o, Outcome::Rows(_)) || o.code().is_some(), "{o:?}");
         }

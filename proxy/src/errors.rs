@@ -69,6 +69,7 @@ pub mod code {
     pub const SYNTAX_ERROR: &str = "42601";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
+    pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 }
 
 impl From<WireError> for ClientError {
@@ -132,6 +133,7 @@ impl From<Refusal> for ClientError {
         let code = match r.code {
             "42601" => "42601",
             "0A000" => code::FEATURE_NOT_SUPPORTED,
+            "54001" => code::STATEMENT_TOO_COMPLEX,
             _ => code::INSUFFICIENT_PRIVILEGE,
         };
         ClientError::error(code, r.message)

@@ -11,7 +11,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
+    CopySource, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, TableFactor, Value, Visit,
+    Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -161,8 +162,12 @@ fn reads_whole_rows(select: &sqlparser::ast::Select, qualifiers: &[String]) -> b
             let whole = match e {
                 Expr::Identifier(i) => self.0.contains(&norm(i)),
                 Expr::QualifiedWildcard(name, _) => {
-                    self.0.contains(&split_name(name).1) || name.0.len() == 1
-                        && self.0.iter().any(|q| q.eq_ignore_ascii_case(&name.to_string()))
+                    self.0.contains(&split_name(name).1)
+                        || name.0.len() == 1
+                            && self
+                                .0
+                                .iter()
+                                .any(|q| q.eq_ignore_ascii_case(&name.to_string()))
                 }
                 Expr::Wildcard(_) => true,
                 _ => false,
@@ -328,9 +333,15 @@ mod tests {
             ("SELECT (users.*)::text FROM users", Err("whole rows")),
             ("SELECT json_agg(u) FROM users u", Err("whole rows")),
             ("SELECT format('%s', u) FROM users u", Err("whole rows")),
-            ("SELECT id FROM users u WHERE u IS NOT NULL", Err("whole rows")),
+            (
+                "SELECT id FROM users u WHERE u IS NOT NULL",
+                Err("whole rows"),
+            ),
             ("COPY users TO STDOUT", Err("only SELECT")),
-            ("COPY (SELECT email FROM users) TO STDOUT", Err("only SELECT")),
+            (
+                "COPY (SELECT email FROM users) TO STDOUT",
+                Err("only SELECT"),
+            ),
         ];
         for (sql, expected) in cases {
             check(sql, *expected);

@@ -363,17 +363,24 @@ impl Session<'_> {
 
     /// In transaction pooling, returns the server connection once nothing is in flight.
     fn maybe_release(&mut self) {
-        if self.mode == PoolMode::Transaction
-            && self.status == b'I'
-            && self.pending.is_empty()
-            && !self.skipping
-            && self.to_server.is_empty()
-        {
+        if self.server_is_clean() {
             if let Some(lease) = self.server.take() {
                 self.cancel.set_target(None);
                 self.pool().release(lease);
             }
         }
+    }
+
+    /// Whether the held server connection may serve another client: transaction pooling, idle
+    /// between transactions, nothing in flight, and PostgreSQL not skipping messages to a Sync
+    /// after an error (a client that errored mid-pipeline and left without its Sync would
+    /// leave the connection ignoring the next client's messages).
+    pub(super) fn server_is_clean(&self) -> bool {
+        self.mode == PoolMode::Transaction
+            && self.status == b'I'
+            && self.pending.is_empty()
+            && !self.skipping
+            && self.to_server.is_empty()
     }
 
     /// The server connection broke: the client's transaction is gone, so is its connection.

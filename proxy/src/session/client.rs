@@ -67,7 +67,7 @@ impl Session<'_> {
         if let Err(e) = text_is_utf8(&frame, 1) {
             return self.refuse(e, true).await;
         }
-        let q: Query = wire::decode(frame.clone(), "Query")?;
+        let q: Query = wire::decode_client(frame.clone(), "Query")?;
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
         if let Some(cmd) = admin::parse(&q.query) {
             return self.on_admin_command(cmd, true).await;
@@ -104,7 +104,7 @@ impl Session<'_> {
         if let Err(e) = text_is_utf8(&frame, 2) {
             return self.refuse(e, false).await;
         }
-        let p: Parse = wire::decode(frame, "Parse")?;
+        let p: Parse = wire::decode_client(frame, "Parse")?;
         let name = p.name.unwrap_or_default();
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
         if let Some(cmd) = admin::parse(&p.query) {
@@ -167,7 +167,7 @@ impl Session<'_> {
         let v = match wire::bind_view(&frame) {
             Some(v) => v,
             None => {
-                let b: Bind = wire::decode(frame.clone(), "Bind")?;
+                let b: Bind = wire::decode_client(frame.clone(), "Bind")?;
                 wire::put(&mut reencoded, &b);
                 wire::bind_view(&reencoded).ok_or(wire::WireError::Malformed("Bind"))?
             }
@@ -210,7 +210,7 @@ impl Session<'_> {
                 return Ok(());
             }
         }
-        let mut d: Describe = wire::decode(frame.clone(), "Describe")?;
+        let mut d: Describe = wire::decode_client(frame.clone(), "Describe")?;
         if wire::describe_view(&frame).is_none() {
             let name = d.name.as_deref().unwrap_or("");
             if self.describe_command(d.target_type, name)
@@ -255,7 +255,7 @@ impl Session<'_> {
     }
 
     async fn on_close(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        let c: Close = wire::decode(frame.clone(), "Close")?;
+        let c: Close = wire::decode_client(frame.clone(), "Close")?;
         self.commands
             .forget(c.target_type, c.name.as_deref().unwrap_or(""));
         if self.close_locally(c.target_type, c.name.as_deref().unwrap_or("")) {

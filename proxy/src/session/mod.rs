@@ -324,11 +324,7 @@ impl Session<'_> {
             self.cancel.set_target(None);
             if lease.is_shared() {
                 // Its batch runs to completion on the multiplexed connection regardless.
-            } else if self.pending.is_empty()
-                && self.status == b'I'
-                && self.to_server.is_empty()
-                && self.mode == PoolMode::Transaction
-            {
+            } else if self.server_is_clean() {
                 self.pool().release(lease);
             } else {
                 tracing::info!(

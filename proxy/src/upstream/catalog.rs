@@ -60,9 +60,31 @@ pub async fn load(pool: &Pool, tenancy: &Tenancy) -> Result<Catalog, UpstreamErr
         }
         _ => Ok(Vec::new()),
     };
+    // And the columns of the system relations drivers read (`t.oid FROM pg_type t`).
+    let system = match &callable {
+        Ok(_) => {
+            lease
+                .conn
+                .query_text(
+                    "SELECT n.nspname, c.relname, a.attname FROM pg_catalog.pg_attribute a \
+                     JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname IN ('pg_catalog', 'information_schema') \
+                       AND a.attnum > 0 AND NOT a.attisdropped \
+                       AND c.relkind IN ('r', 'v', 'm', 'f', 'p')",
+                )
+                .await
+        }
+        Err(_) => Ok(Vec::new()),
+    };
     pool.release(lease);
     let callable = callable?.into_iter().map(|r| field(&r, 0));
-    Ok(build(columns?, indexes?, tenancy).with_callable(callable))
+    let system = system?
+        .into_iter()
+        .map(|r| (field(&r, 0), field(&r, 1), field(&r, 2)));
+    Ok(build(columns?, indexes?, tenancy)
+        .with_callable(callable)
+        .with_system_columns(system))
 }
 
 type Rows = Vec<Vec<Option<String>>>;

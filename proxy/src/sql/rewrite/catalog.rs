@@ -153,6 +153,9 @@ pub struct Catalog {
     /// and types of the database); set with [`Catalog::with_callable`]. `None`: not known, so
     /// every name counts as one.
     callable: Option<std::sync::Arc<HashSet<String>>>,
+    /// Columns of the `pg_catalog` and `information_schema` relations, by (schema, relation);
+    /// set with [`Catalog::with_system_columns`].
+    system_columns: std::sync::Arc<HashMap<(String, String), Vec<String>>>,
     /// Plain `EXPLAIN` is allowed (`[tenancy] allow_explain`); set with
     /// [`Catalog::allowing_explain`].
     allow_explain: bool,
@@ -184,6 +187,7 @@ impl Catalog {
             allowed_functions: allowed_functions.into_iter().collect(),
             allow_explain: false,
             callable: None,
+            system_columns: Default::default(),
             version: h.finish(),
         }
     }
@@ -208,6 +212,44 @@ impl Catalog {
         self.version = h.finish();
         self.callable = Some(std::sync::Arc::new(set));
         self
+    }
+
+    /// The same catalog, knowing the columns of system relations (schema, relation, column).
+    pub fn with_system_columns(
+        mut self,
+        rows: impl IntoIterator<Item = (String, String, String)>,
+    ) -> Catalog {
+        let mut m: HashMap<(String, String), Vec<String>> = HashMap::new();
+        for (schema, rel, col) in rows {
+            m.entry((schema, rel)).or_default().push(col);
+        }
+        let mut keys: Vec<_> = m.iter().collect();
+        keys.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.version, &keys).hash(&mut h);
+        self.version = h.finish();
+        self.system_columns = std::sync::Arc::new(m);
+        self
+    }
+
+    /// The columns of the relation `parts` names as PostgreSQL resolves it (system relations
+    /// in `pg_catalog` first), if Orgwall knows them.
+    pub(crate) fn columns_of(&self, parts: &[String]) -> Option<&[String]> {
+        let sys = |s: &str, n: &str| {
+            self.system_columns
+                .get(&(s.to_string(), n.to_string()))
+                .map(Vec::as_slice)
+        };
+        match parts {
+            [s, n] => sys(s, n).or_else(|| self.table(s, n).map(|t| t.columns.as_slice())),
+            [n] => sys("pg_catalog", n).or_else(|| {
+                self.search_path
+                    .iter()
+                    .find_map(|s| self.table(s, n))
+                    .map(|t| t.columns.as_slice())
+            }),
+            _ => None,
+        }
     }
 
     /// Whether `x.name` might be a call `name(x)` rather than a column (see `fields`).

@@ -8,54 +8,204 @@
 use std::collections::HashMap;
 use std::ops::ControlFlow;
 
-use sqlparser::ast::{AccessExpr, Expr, Statement, TableFactor, TableObject, Visit, Visitor};
+use sqlparser::ast::{
+    AccessExpr, Expr, Query, SelectItem, SetExpr, Statement, TableAlias, TableFactor, TableObject,
+    Visit, Visitor,
+};
 
 use super::catalog::Catalog;
 use super::{names, Refusal};
 
 /// Refuses a field selection in `stmt` that might be a call (see the module docs).
 pub(crate) fn check(stmt: &Statement, catalog: &Catalog) -> Result<(), Refusal> {
+    let mut suspects = Suspects {
+        catalog,
+        found: Vec::new(),
+    };
+    if let ControlFlow::Break(e) = stmt.visit(&mut suspects) {
+        return Err(e);
+    }
+    if suspects.found.is_empty() {
+        return Ok(());
+    }
     let mut bindings = Bindings {
         catalog,
         tables: HashMap::new(),
+        ctes: HashMap::new(),
     };
     let _ = stmt.visit(&mut bindings);
-    let mut check = FieldCheck { bindings };
-    match stmt.visit(&mut check) {
-        ControlFlow::Break(e) => Err(e),
-        ControlFlow::Continue(()) => Ok(()),
+    match suspects
+        .found
+        .iter()
+        .find(|(b, f)| !bindings.has_column(b, f))
+    {
+        Some((_, field)) => Err(refusal(field)),
+        None => Ok(()),
     }
 }
 
-/// Range-table names (alias, or table name) → the columns of each catalog table bound to
-/// that name anywhere in the statement (`None` for a binding that is not a catalog table).
-struct Bindings<'a> {
-    catalog: &'a Catalog,
-    tables: HashMap<String, Vec<Option<&'a [String]>>>,
+fn refusal(field: &str) -> Refusal {
+    Refusal::policy(format!(
+        "field selection .{field} may call the function or type {field}() and is not allowed \
+         for tenants (name a column of a table, or call the function by name)"
+    ))
 }
 
-impl<'a> Bindings<'a> {
+/// Field selections `binding.field` whose field is also a function or type name: each must
+/// turn out to be a column of its binding. A callable field of an expression (`(x).f`, no
+/// binding) is refused at once.
+struct Suspects<'a> {
+    catalog: &'a Catalog,
+    found: Vec<(String, String)>,
+}
+
+impl Suspects<'_> {
+    fn field(&mut self, binding: Option<String>, field: String) -> ControlFlow<Refusal> {
+        if !self.catalog.is_callable(&field) {
+            return ControlFlow::Continue(());
+        }
+        match binding {
+            Some(b) => {
+                self.found.push((b, field));
+                ControlFlow::Continue(())
+            }
+            None => ControlFlow::Break(refusal(&field)),
+        }
+    }
+}
+
+impl Visitor for Suspects<'_> {
+    type Break = Refusal;
+
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
+        match e {
+            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
+                match parts.iter().map(names::norm).collect::<Result<Vec<_>, _>>() {
+                    Ok(mut p) => {
+                        let field = p.pop().unwrap_or_default();
+                        self.field(p.pop(), field)
+                    }
+                    Err(e) => ControlFlow::Break(e),
+                }
+            }
+            Expr::CompoundFieldAccess { root, access_chain } => {
+                let mut binding = match root.as_ref() {
+                    Expr::Nested(inner) => match inner.as_ref() {
+                        Expr::Identifier(i) => names::norm(i).ok(),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                for access in access_chain {
+                    if let AccessExpr::Dot(field) = access {
+                        let Expr::Identifier(f) = field else {
+                            return ControlFlow::Break(Refusal::unsupported(
+                                "this form of field selection is not supported",
+                            ));
+                        };
+                        match names::norm(f) {
+                            Ok(f) => self.field(binding.take(), f)?,
+                            Err(e) => return ControlFlow::Break(e),
+                        }
+                    }
+                    binding = None;
+                }
+                ControlFlow::Continue(())
+            }
+            _ => ControlFlow::Continue(()),
+        }
+    }
+}
+
+/// Range-table names (alias, or table name) → the columns of each relation bound to that name
+/// anywhere in the statement (`None` where Orgwall cannot tell them).
+struct Bindings<'a> {
+    catalog: &'a Catalog,
+    tables: HashMap<String, Vec<Option<Vec<String>>>>,
+    /// CTE names → their output columns.
+    ctes: HashMap<String, Option<Vec<String>>>,
+}
+
+impl Bindings<'_> {
     /// Whether `column` is certainly a column of whatever `binding` names.
     fn has_column(&self, binding: &str, column: &str) -> bool {
         self.tables.get(binding).is_some_and(|all| {
             all.iter()
-                .all(|cols| cols.is_some_and(|c| c.iter().any(|n| n == column)))
+                .all(|cols| cols.as_ref().is_some_and(|c| c.iter().any(|n| n == column)))
         })
     }
 
-    fn columns(&self, parts: &[String]) -> Option<&'a [String]> {
-        let c = self.catalog;
-        let t = match parts {
-            [s, n] => c.table(s, n),
-            [n] => c.search_path.iter().find_map(|s| c.table(s, n)),
-            _ => None,
-        };
-        t.map(|t| t.columns.as_slice())
+    fn columns(&self, parts: &[String]) -> Option<Vec<String>> {
+        if let [name] = parts {
+            if let Some(cols) = self.ctes.get(name) {
+                return cols.clone();
+            }
+        }
+        self.catalog.columns_of(parts).map(<[String]>::to_vec)
+    }
+
+    fn bind(&mut self, key: String, cols: Option<Vec<String>>) {
+        self.tables.entry(key).or_default().push(cols);
+    }
+}
+
+/// `cols` renamed by an alias's column list (the first columns take the new names).
+fn renamed(alias: Option<&TableAlias>, cols: Option<Vec<String>>) -> Option<Vec<String>> {
+    let Some(a) = alias.filter(|a| !a.columns.is_empty()) else {
+        return cols;
+    };
+    let mut names: Vec<String> = a
+        .columns
+        .iter()
+        .map(|c| names::norm(&c.name).ok())
+        .collect::<Option<_>>()?;
+    if let Some(cols) = cols {
+        names.extend(cols.into_iter().skip(a.columns.len()));
+    }
+    Some(names)
+}
+
+/// The column names a query returns, where each is certain.
+fn output_names(body: &SetExpr) -> Option<Vec<String>> {
+    match body {
+        SetExpr::Select(s) => s
+            .projection
+            .iter()
+            .map(|item| match item {
+                SelectItem::ExprWithAlias { alias, .. } => names::norm(alias).ok(),
+                SelectItem::UnnamedExpr(e) => expr_name(e),
+                _ => None,
+            })
+            .collect(),
+        SetExpr::SetOperation { left, .. } => output_names(left),
+        SetExpr::Query(q) => output_names(&q.body),
+        _ => None,
+    }
+}
+
+/// The name PostgreSQL gives an unaliased select-list expression.
+fn expr_name(e: &Expr) -> Option<String> {
+    match e {
+        Expr::Identifier(i) => names::norm(i).ok(),
+        Expr::CompoundIdentifier(p) => p.last().and_then(|i| names::norm(i).ok()),
+        Expr::Cast { expr, .. } | Expr::Nested(expr) => expr_name(expr),
+        Expr::Function(f) => names::parts(&f.name).ok()?.pop(),
+        _ => Some("?column?".into()),
     }
 }
 
 impl Visitor for Bindings<'_> {
     type Break = ();
+
+    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
+            if let Ok(name) = names::norm(&cte.alias.name) {
+                let cols = renamed(Some(&cte.alias), output_names(&cte.query.body));
+                self.ctes.insert(name, cols);
+            }
+        }
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_statement(&mut self, s: &Statement) -> ControlFlow<()> {
         // The target of an INSERT is no table factor: it binds its name (or alias) and
@@ -69,7 +219,7 @@ impl Visitor for Bindings<'_> {
                         None => parts.last().cloned(),
                     };
                     for k in key.into_iter().chain(["excluded".to_string()]) {
-                        self.tables.entry(k).or_default().push(cols);
+                        self.bind(k, cols.clone());
                     }
                 }
             }
@@ -83,20 +233,22 @@ impl Visitor for Bindings<'_> {
                 let Ok(parts) = names::parts(name) else {
                     return ControlFlow::Continue(());
                 };
-                let cols = self.columns(&parts);
                 let key = match alias.as_ref().map(|a| names::norm(&a.name)) {
                     Some(Ok(a)) => a,
                     Some(Err(_)) => return ControlFlow::Continue(()),
                     None => parts.last().cloned().unwrap_or_default(),
                 };
-                // An alias with its own column names renames the columns: not the catalog's.
-                let renamed = alias.as_ref().is_some_and(|a| !a.columns.is_empty());
-                (key, cols.filter(|_| !renamed))
+                (key, renamed(alias.as_ref(), self.columns(&parts)))
             }
             TableFactor::Derived {
-                alias: Some(alias), ..
-            }
-            | TableFactor::Function {
+                subquery,
+                alias: Some(alias),
+                ..
+            } => match names::norm(&alias.name) {
+                Ok(a) => (a, renamed(Some(alias), output_names(&subquery.body))),
+                Err(_) => return ControlFlow::Continue(()),
+            },
+            TableFactor::Function {
                 alias: Some(alias), ..
             }
             | TableFactor::UNNEST {
@@ -105,80 +257,13 @@ impl Visitor for Bindings<'_> {
             | TableFactor::NestedJoin {
                 alias: Some(alias), ..
             } => match names::norm(&alias.name) {
-                Ok(a) => (a, None),
+                Ok(a) => (a, renamed(Some(alias), None)),
                 Err(_) => return ControlFlow::Continue(()),
             },
             _ => return ControlFlow::Continue(()),
         };
-        self.tables.entry(key).or_default().push(cols);
+        self.bind(key, cols);
         ControlFlow::Continue(())
-    }
-}
-
-struct FieldCheck<'a> {
-    bindings: Bindings<'a>,
-}
-
-impl FieldCheck<'_> {
-    /// `binding.field` (binding `None`: an expression's field).
-    fn field(&self, binding: Option<&str>, field: &str) -> Result<(), Refusal> {
-        if !self.bindings.catalog.is_callable(field)
-            || binding.is_some_and(|b| self.bindings.has_column(b, field))
-        {
-            return Ok(());
-        }
-        Err(Refusal::policy(format!(
-            "field selection .{field} may call the function or type {field}() and is not allowed \
-             for tenants (name a column of a table, or call the function by name)"
-        )))
-    }
-}
-
-impl Visitor for FieldCheck<'_> {
-    type Break = Refusal;
-
-    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
-        let r = match e {
-            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-                let norm: Result<Vec<String>, _> = parts.iter().map(names::norm).collect();
-                match norm {
-                    Ok(p) => self.field(Some(&p[p.len() - 2]), &p[p.len() - 1]),
-                    Err(e) => Err(e),
-                }
-            }
-            Expr::CompoundFieldAccess { root, access_chain } => {
-                let mut binding = match root.as_ref() {
-                    Expr::Nested(inner) => match inner.as_ref() {
-                        Expr::Identifier(i) => names::norm(i).ok(),
-                        _ => None,
-                    },
-                    _ => None,
-                };
-                let mut r = Ok(());
-                for access in access_chain {
-                    if let AccessExpr::Dot(field) = access {
-                        r = match field {
-                            Expr::Identifier(f) => {
-                                names::norm(f).and_then(|f| self.field(binding.as_deref(), &f))
-                            }
-                            _ => Err(Refusal::unsupported(
-                                "this form of field selection is not supported",
-                            )),
-                        };
-                        if r.is_err() {
-                            break;
-                        }
-                    }
-                    binding = None;
-                }
-                r
-            }
-            _ => Ok(()),
-        };
-        match r {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(e) => ControlFlow::Break(e),
-        }
     }
 }
 
@@ -199,7 +284,11 @@ mod tests {
             ("SELECT u.text FROM users u", false),
             ("SELECT u.row_to_json FROM users u", false),
             ("SELECT users.to_jsonb FROM users", false),
-            ("SELECT s.text FROM (SELECT 1 AS text) s", false),
+            ("SELECT s.text FROM (SELECT 1 AS x) s", false),
+            ("SELECT s.text FROM (SELECT 1 AS text) s", true),
+            ("WITH ti AS (SELECT id AS name FROM items) SELECT ti.name FROM ti", true),
+            ("WITH ti AS (SELECT id FROM items) SELECT ti.name FROM ti", false),
+            ("SELECT x.name FROM items AS x(name)", true),
             ("SELECT u.email, users.id FROM users u, users", true),
             ("SELECT (u).email FROM users u", true),
             ("SELECT s.total FROM (SELECT 1 AS total) s", true),

@@ -150,8 +150,8 @@ pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
         Statement::Commit { .. }
         | Statement::Rollback { .. }
         | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. }
-        | Statement::ShowVariable { .. } => Ok(()),
+        | Statement::ReleaseSavepoint { .. } => Ok(()),
+        Statement::ShowVariable { variable } => show_variable(variable),
         Statement::Discard { object_type } => match object_type {
             DiscardObject::ALL => Err(Refusal::policy(
                 "DISCARD ALL resets the session's role and is not allowed",
@@ -234,6 +234,32 @@ fn copy_source(source: &mut CopySource, cx: &mut Cx) -> R {
             Ok(())
         }
     }
+}
+
+/// `SHOW a.b` parses to the words `a`, `b`, which sqlparser prints `SHOW a b` (a syntax error
+/// to PostgreSQL): a dotted setting name is printed as one quoted name, `SHOW "a.b"`, which
+/// PostgreSQL reads as the same setting. The multi-word forms stay as they are.
+fn show_variable(variable: &mut Vec<sqlparser::ast::Ident>) -> R {
+    const WORDS: &[&[&str]] = &[
+        &["time", "zone"],
+        &["transaction", "isolation", "level"],
+        &["session", "authorization"],
+    ];
+    if variable.len() < 2 {
+        return Ok(());
+    }
+    let parts = variable
+        .iter()
+        .map(names::norm)
+        .collect::<Result<Vec<_>, _>>()?;
+    let words: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let multiword =
+        variable.iter().all(|i| i.quote_style.is_none()) && WORDS.contains(&words.as_slice());
+    if !multiword {
+        let name = parts.join(".").to_ascii_lowercase();
+        *variable = vec![sqlparser::ast::Ident::with_quote('"', name)];
+    }
+    Ok(())
 }
 
 fn check_set(set: &Set) -> R {

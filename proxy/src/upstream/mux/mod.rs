@@ -170,8 +170,16 @@ impl Mux {
         want: Want<'_>,
     ) -> Result<Arc<MuxConn>, super::UpstreamError> {
         let mut lease = pool.acquire().await?;
-        if settings != 0 {
-            lease.conn.query_text(&replay()).await?;
+        // The connection may carry the settings of the last client that had it exclusively:
+        // a shared connection starts from the batch's own (server defaults: `RESET ALL`).
+        if lease.conn.settings != settings {
+            let sql = if settings == 0 {
+                "RESET ALL".to_string()
+            } else {
+                replay()
+            };
+            lease.conn.query_text(&sql).await?;
+            lease.conn.settings = settings;
         }
         let mut context = boundary::Context::Unknown;
         if let Some(ticket) = want {

@@ -6,6 +6,8 @@
 //! Bind and Describe are first read in place (`bind_view`, `describe_view`) and ReadyForQuery
 //! is written directly.
 
+mod checked;
+
 use bytes::{Buf, BufMut, BytesMut};
 use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::{DecodeContext, Message};
@@ -96,6 +98,15 @@ pub fn split_startup(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>,
         return Ok(None);
     }
     Ok(Some(buf.split_to(len)))
+}
+
+/// Decodes a complete frame a client sent, once its layout has been checked (pgwire's
+/// decoders panic on some malformed bodies).
+pub fn decode_client<M: Message>(frame: BytesMut, what: &'static str) -> Result<M, WireError> {
+    if frame.len() < 5 || !checked::well_formed(frame[0], &frame[5..]) {
+        return Err(WireError::Malformed(what));
+    }
+    decode(frame, what)
 }
 
 /// Decodes a complete frame with pgwire's codec.
