@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use crate::admission::AdmissionError;
 use crate::balances::drift::DriftError;
 use crate::policy::Refusal as PolicyRefusal;
 use crate::scram::ScramError;
@@ -60,6 +61,8 @@ pub mod code {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const INVALID_STATEMENT_NAME: &str = "26000";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
@@ -90,6 +93,13 @@ impl From<&UpstreamError> for ClientError {
                 format!("cannot reach PostgreSQL: {e}"),
             ),
         }
+    }
+}
+
+impl From<&AdmissionError> for ClientError {
+    fn from(e: &AdmissionError) -> Self {
+        // Like PostgreSQL's own refusals: the connection ends.
+        ClientError::fatal(code::TOO_MANY_CONNECTIONS, e)
     }
 }
 

@@ -99,7 +99,11 @@ struct RawConfig {
     unix_socket_dir: Option<PathBuf>,
     workers: Option<usize>,
     max_client_connections: Option<usize>,
+    max_startup_connections: Option<usize>,
+    reserved_admin_connections: Option<usize>,
+    startup_timeout_secs: Option<u64>,
     idle_client_timeout_secs: Option<u64>,
+    idle_in_transaction_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     max_message_bytes: Option<usize>,
     upstream: RawUpstream,
@@ -158,9 +162,20 @@ pub struct Config {
     pub unix_socket_dir: Option<PathBuf>,
     /// Threads of the async runtime (`workers`; see [`default_workers`]).
     pub workers: usize,
+    /// Logged-in clients at once (`max_client_connections`).
     pub max_client_connections: usize,
+    /// Connections still logging in at once (`max_startup_connections`); beyond it the one
+    /// that has been logging in longest is closed.
+    pub max_startup_connections: usize,
+    /// Of `max_client_connections`, slots only admin logins may take.
+    pub reserved_admin_connections: usize,
+    /// A client must finish TLS, startup and authentication within this time.
+    pub startup_timeout: Duration,
     /// `None` disables the idle-client timeout.
     pub idle_client_timeout: Option<Duration>,
+    /// A client idle inside a transaction longer than this is disconnected (`25P03`) and its
+    /// server connection closed; `None` disables it.
+    pub idle_in_transaction_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
     pub max_message_bytes: usize,
     pub upstream: UpstreamConfig,
@@ -201,6 +216,7 @@ impl Config {
     pub fn from_toml(text: &str, base: &Path, env: &EnvOverrides) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim().into()))?;
+        let limits = ClientLimits::from_raw(&raw)?;
         let invalid = |key: &str, why: String| ConfigError::Invalid {
             key: key.into(),
             why,
@@ -290,15 +306,20 @@ impl Config {
             ));
         }
         let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
+        let optional_secs = |v: Option<u64>, d: u64| match v.unwrap_or(d) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
         Ok(Config {
             listen,
             unix_socket_dir,
             workers,
-            max_client_connections: raw.max_client_connections.unwrap_or(1000),
-            idle_client_timeout: match raw.idle_client_timeout_secs.unwrap_or(0) {
-                0 => None,
-                s => Some(Duration::from_secs(s)),
-            },
+            max_client_connections: limits.max_clients,
+            max_startup_connections: limits.max_startup,
+            reserved_admin_connections: limits.reserved_admin,
+            startup_timeout: limits.startup_timeout,
+            idle_client_timeout: optional_secs(raw.idle_client_timeout_secs, 0),
+            idle_in_transaction_timeout: optional_secs(raw.idle_in_transaction_timeout_secs, 60),
             shutdown_timeout: secs(raw.shutdown_timeout_secs, 30),
             max_message_bytes: raw.max_message_bytes.unwrap_or(64 << 20),
             upstream,
@@ -315,6 +336,58 @@ impl Config {
     /// Finds a configured user by login name.
     pub fn user(&self, name: &str) -> Option<&User> {
         self.users.iter().find(|u| u.name == name)
+    }
+}
+
+/// The client-side limits, validated together (the admin reserve depends on the maximum).
+struct ClientLimits {
+    max_clients: usize,
+    max_startup: usize,
+    reserved_admin: usize,
+    startup_timeout: Duration,
+}
+
+impl ClientLimits {
+    fn from_raw(raw: &RawConfig) -> Result<ClientLimits, ConfigError> {
+        let invalid = |key: &str, why: String| ConfigError::Invalid {
+            key: key.into(),
+            why,
+        };
+        let max_clients = raw.max_client_connections.unwrap_or(1000);
+        if max_clients == 0 {
+            return Err(invalid(
+                "max_client_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        let max_startup = raw.max_startup_connections.unwrap_or(100);
+        if max_startup == 0 {
+            return Err(invalid(
+                "max_startup_connections",
+                "must be at least 1".into(),
+            ));
+        }
+        // As PostgreSQL's superuser_reserved_connections (default 3), but never the whole limit.
+        let reserved_admin = match raw.reserved_admin_connections {
+            None => 3.min(max_clients / 2),
+            Some(n) if n < max_clients => n,
+            Some(n) => {
+                return Err(invalid(
+                    "reserved_admin_connections",
+                    format!("{n} must be less than max_client_connections ({max_clients})"),
+                ))
+            }
+        };
+        let startup_timeout = match raw.startup_timeout_secs.unwrap_or(5) {
+            0 => return Err(invalid("startup_timeout_secs", "must be at least 1".into())),
+            s => Duration::from_secs(s),
+        };
+        Ok(ClientLimits {
+            max_clients,
+            max_startup,
+            reserved_admin,
+            startup_timeout,
+        })
     }
 }
 
@@ -356,6 +429,22 @@ org_id = "org_a"
         assert!(c.users[0].verifier.check_password("acme-pw"));
         assert_eq!(c.workers, default_workers());
         assert!(c.workers >= 1);
+        assert_eq!(c.max_client_connections, 1000);
+        assert_eq!(c.max_startup_connections, 100);
+        assert_eq!(c.reserved_admin_connections, 3);
+        assert_eq!(c.startup_timeout, Duration::from_secs(5));
+        assert_eq!(c.idle_client_timeout, None);
+        assert_eq!(c.idle_in_transaction_timeout, Some(Duration::from_secs(60)));
+        let c = load(
+            &MIN.replace(
+                "listen =",
+                "max_client_connections = 2\nidle_in_transaction_timeout_secs = 0\nlisten =",
+            ),
+            &EnvOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.reserved_admin_connections, 1, "never the whole limit");
+        assert_eq!(c.idle_in_transaction_timeout, None, "0 disables it");
         let c = load(
             &MIN.replace("listen =", "workers = 3\nlisten ="),
             &EnvOverrides::default(),
@@ -433,6 +522,21 @@ org_id = "org_a"
             ),
             (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
             (MIN.replace("listen =", "workers = 0\nlisten ="), "workers"),
+            (
+                MIN.replace(
+                    "listen =",
+                    "max_client_connections = 5\nreserved_admin_connections = 5\nlisten =",
+                ),
+                "reserved_admin_connections",
+            ),
+            (
+                MIN.replace("listen =", "max_startup_connections = 0\nlisten ="),
+                "max_startup_connections",
+            ),
+            (
+                MIN.replace("listen =", "startup_timeout_secs = 0\nlisten ="),
+                "startup_timeout_secs",
+            ),
             (
                 MIN.replace("/app\"", "/app\"\nmax_prepared_statements = 0"),
                 "upstream.max_prepared_statements",

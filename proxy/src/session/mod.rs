@@ -118,6 +118,8 @@ enum Event {
 
 /// Serves a logged-in client until it leaves, breaks the protocol, or the proxy drains.
 pub async fn run(login: Login, state: &ProxyState) {
+    // Held until the session ends: its place among `max_client_connections`.
+    let _slot = login.slot;
     let mut s = Session {
         state,
         principal: login.principal,
