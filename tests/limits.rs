@@ -5,8 +5,9 @@
 
 use bytes::BytesMut;
 use orgwall_e2e::clients::{describe, expect_refused, sqlstate, try_connect};
-use orgwall_e2e::raw::{error_code, RawConn};
-use orgwall_e2e::{bounded, connect, db_and_proxy, ProxyOptions, ADMIN, TENANT};
+use orgwall_e2e::raw::{error_code, ready_status, tags, RawConn};
+use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, TENANT_A, TENANT_B};
+use orgwall_e2e::{bounded, connect, db_and_proxy, ProxyOptions, TestProxy, ADMIN, TENANT};
 
 /// A startup packet for `user` on `db`, as a client sends it first.
 fn startup_packet(user: &str, db: &str) -> BytesMut {
@@ -166,6 +167,147 @@ async fn reserved_slots_let_admins_in_when_tenants_fill_the_rest() {
         }
         let t3 = admitted.expect("a tenant is admitted once another tenant left");
         t3.simple_query("SELECT 1").await.expect("t3");
+    })
+    .await;
+}
+
+/// Opens a transaction that holds a server connection (its first statement ran).
+async fn hold_transaction(c: &tokio_postgres::Client, what: &str) {
+    c.batch_execute("BEGIN; SELECT count(*) FROM items")
+        .await
+        .unwrap_or_else(|e| panic!("{what}: {}", describe(&e)));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_at_its_cap_waits_while_other_tenants_keep_working() {
+    bounded(180, async {
+        let db = tenant_db("org_cap").await;
+        let opts = ProxyOptions {
+            checkout_timeout_secs: 5,
+            ..ProxyOptions::pool(4, "transaction")
+        };
+        let extra = tenancy_toml().replacen(
+            "[tenancy]\n",
+            "[tenancy]\nmax_server_connections_per_org = 2\n",
+            1,
+        );
+        let proxy = TestProxy::start_with_extra(&db, opts, &extra).await;
+        let mut a = Vec::new();
+        for _ in 0..4 {
+            a.push(std::sync::Arc::new(
+                connect(&proxy.conn_str(TENANT_A)).await,
+            ));
+        }
+        let b = connect(&proxy.conn_str(TENANT_B)).await;
+        hold_transaction(&a[0], "A's first transaction").await;
+        hold_transaction(&a[1], "A's second transaction").await;
+        // A asks for the rest of the pool; those checkouts wait for A's own connections,
+        // holding nothing.
+        let waiting: Vec<_> = a[2..4]
+            .iter()
+            .map(|c| {
+                let c = c.clone();
+                tokio::spawn(async move { hold_transaction(&c, "A beyond its cap").await })
+            })
+            .collect();
+        // (Time for A's requests to reach the proxy; without the cap they would take the
+        // whole pool and B's queries would time out.)
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        for _ in 0..3 {
+            let n: i64 = b
+                .query_one("SELECT count(*) FROM items", &[])
+                .await
+                .unwrap_or_else(|e| panic!("B starved by A: {}", describe(&e)))
+                .get(0);
+            assert!(n > 0, "B sees its items");
+        }
+        // A's waiting checkouts get the connections A gives back.
+        a[0].batch_execute("COMMIT").await.expect("A commits");
+        a[1].batch_execute("COMMIT").await.expect("A commits");
+        for w in waiting {
+            w.await.expect("A's waiting transaction");
+        }
+        // A at its cap again: its next checkout fails, naming the cap, once the checkout
+        // timeout has passed; A's open transactions and B are unaffected.
+        let err = a[0]
+            .batch_execute("BEGIN; SELECT count(*) FROM items")
+            .await
+            .expect_err("a transaction beyond A's cap");
+        assert_eq!(
+            sqlstate(&err).as_deref(),
+            Some("53300"),
+            "{}",
+            describe(&err)
+        );
+        let message = err.as_db_error().map(|d| d.message().to_string());
+        assert!(
+            message.as_deref().is_some_and(|m| m.starts_with("orgwall:")
+                && m.contains("org_a")
+                && m.contains("max_server_connections_per_org")),
+            "{message:?}"
+        );
+        b.simple_query("SELECT 1")
+            .await
+            .expect("B after A's refusal");
+        for (i, c) in a[2..4].iter().enumerate() {
+            c.batch_execute("SELECT count(*) FROM items; COMMIT")
+                .await
+                .unwrap_or_else(|e| panic!("A's open transaction {i}: {}", describe(&e)));
+        }
+        a[0].batch_execute("ROLLBACK")
+            .await
+            .expect("A's refused one ends");
+        hold_transaction(&a[0], "A below its cap again").await;
+        a[0].batch_execute("COMMIT").await.expect("commit");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_idle_in_a_transaction_is_disconnected_and_its_connection_closed() {
+    bounded(120, async {
+        let opts = ProxyOptions {
+            idle_in_transaction_timeout_secs: Some(1),
+            ..ProxyOptions::pool(1, "transaction")
+        };
+        let (_db, proxy) = db_and_proxy("idle_in_tx", opts).await;
+        let setup = connect(&proxy.conn_str(ADMIN)).await;
+        setup
+            .batch_execute("CREATE TABLE t (x int)")
+            .await
+            .expect("create table");
+        // A statement that runs longer than the timeout is not idleness.
+        setup
+            .batch_execute("BEGIN; SELECT pg_sleep(2.5); COMMIT")
+            .await
+            .unwrap_or_else(|e| panic!("a busy transaction was cut: {}", describe(&e)));
+
+        let mut raw = RawConn::admin(&proxy).await;
+        let msgs = raw.query("BEGIN; INSERT INTO t VALUES (1)").await;
+        assert_eq!(ready_status(&msgs), Some(b'T'), "{}", tags(&msgs));
+        let end = raw.wait_closed(60).await;
+        assert!(
+            end.closed,
+            "a client idle in a transaction was not disconnected"
+        );
+        let error = end.messages.iter().find(|m| m.tag == b'E');
+        assert_eq!(
+            error.and_then(|m| m.field(b'C')).as_deref(),
+            Some("25P03"),
+            "{:?}",
+            end.messages.iter().map(|m| m.summary()).collect::<Vec<_>>()
+        );
+        assert!(error
+            .and_then(|m| m.field(b'M'))
+            .is_some_and(|m| m.starts_with("orgwall:")));
+        // The pool's only connection was closed, not handed on mid-transaction: the next
+        // client gets a fresh one and the insert was rolled back.
+        let n: i64 = setup
+            .query_one("SELECT count(*) FROM t", &[])
+            .await
+            .unwrap_or_else(|e| panic!("the pool did not recover: {}", describe(&e)))
+            .get(0);
+        assert_eq!(n, 0, "the idle transaction's insert survived");
     })
     .await;
 }

@@ -80,7 +80,7 @@ impl From<WireError> for ClientError {
 impl From<&UpstreamError> for ClientError {
     fn from(e: &UpstreamError) -> Self {
         match e {
-            UpstreamError::PoolTimeout(_) => ClientError::error(
+            UpstreamError::PoolTimeout(_) | UpstreamError::TenantCap { .. } => ClientError::error(
                 code::TOO_MANY_CONNECTIONS,
                 format!("no PostgreSQL connection available: {e}"),
             ),

@@ -246,7 +246,25 @@ impl Config {
             .clone()
             .or(raw.upstream.url.clone())
             .ok_or_else(|| invalid("upstream.url", "missing (and DATABASE_URL unset)".into()))?;
-        let upstream = parse_upstream(&url, &raw.upstream, base, env.tenant_password.clone())?;
+        let mut upstream = parse_upstream(&url, &raw.upstream, base, env.tenant_password.clone())?;
+        for (key, value, field) in [
+            (
+                "tenancy.max_server_connections_per_org",
+                raw.tenancy.max_server_connections_per_org,
+                &mut upstream.max_per_org,
+            ),
+            (
+                "tenancy.max_server_connections_per_user",
+                raw.tenancy.max_server_connections_per_user,
+                &mut upstream.max_per_user,
+            ),
+        ] {
+            match value {
+                Some(0) => return Err(invalid(key, "must be at least 1".into())),
+                Some(n) => *field = n,
+                None => {}
+            }
+        }
         let tls = match raw.tls {
             None => None,
             Some(t) => Some(TlsConfig {
@@ -435,6 +453,15 @@ org_id = "org_a"
         assert_eq!(c.startup_timeout, Duration::from_secs(5));
         assert_eq!(c.idle_client_timeout, None);
         assert_eq!(c.idle_in_transaction_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.upstream.pool_size, 20);
+        assert_eq!((c.upstream.max_per_org, c.upstream.max_per_user), (10, 10));
+        let c = load(
+            &format!("{MIN}\n[tenancy]\nmax_server_connections_per_user = 3"),
+            &EnvOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!((c.upstream.max_per_org, c.upstream.max_per_user), (10, 3));
+        assert_eq!(c.upstream.for_tenants().max_per_user, 3);
         let c = load(
             &MIN.replace(
                 "listen =",
@@ -549,6 +576,10 @@ org_id = "org_a"
                 "unix_socket_dir",
             ),
             (format!("{MIN}\n[tenancy]\ncolumns = \"x\""), "columns"),
+            (
+                format!("{MIN}\n[tenancy]\nmax_server_connections_per_org = 0"),
+                "tenancy.max_server_connections_per_org",
+            ),
             (
                 format!("{MIN}\n[jwt]\nrs256_public_key = \"/nonexistent.pem\""),
                 "jwt.rs256_public_key",

@@ -23,6 +23,12 @@ pub struct Tenancy {
     /// Tenants may run plain `EXPLAIN` (its estimates count every tenant's rows). `EXPLAIN
     /// ANALYZE` is refused regardless: its row counts reveal other tenants' rows.
     pub allow_explain: bool,
+    /// Exclusive server connections (of a pool) that one tenant org may hold at once; its next
+    /// checkout waits (up to `checkout_timeout_secs`) and then fails. `None`: half of
+    /// `[upstream] pool_size`, rounded up. Admin logins are not capped.
+    pub max_server_connections_per_org: Option<usize>,
+    /// The same for one tenant or switcher login.
+    pub max_server_connections_per_user: Option<usize>,
     /// Orgwall's rewrite (the first wall). Not a config key: only tests turn it off, to show
     /// that the second wall holds alone.
     #[serde(skip)]
@@ -39,6 +45,8 @@ impl Default for Tenancy {
             rewrite_cache_size: 10_000,
             enforce_in_postgres: true,
             allow_explain: false,
+            max_server_connections_per_org: None,
+            max_server_connections_per_user: None,
             rewrite: true,
         }
     }
