@@ -311,3 +311,88 @@ async fn a_client_idle_in_a_transaction_is_disconnected_and_its_connection_close
     })
     .await;
 }
+
+/// `multiplexed_batches` from `SHOW orgwall_pool` (admin login).
+async fn shared_batches(c: &tokio_postgres::Client) -> u64 {
+    let msgs = c
+        .simple_query("SHOW orgwall_pool")
+        .await
+        .expect("SHOW orgwall_pool");
+    msgs.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r)
+                if r.get(0) == Some("multiplexed_batches") =>
+            {
+                r.get(1)?.parse().ok()
+            }
+            _ => None,
+        })
+        .expect("multiplexed_batches in SHOW orgwall_pool")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_over_max_message_bytes_fails_its_session_and_no_other() {
+    bounded(180, async {
+        for multiplex in [0, 1] {
+            let opts = ProxyOptions {
+                max_message_bytes: Some(1 << 20),
+                multiplex,
+                ..ProxyOptions::pool(2, "transaction")
+            };
+            let (_db, proxy) = db_and_proxy("max_answer", opts).await;
+            let what = format!("multiplex {multiplex}");
+            let neighbour = connect(&proxy.conn_str(ADMIN)).await;
+            let big = connect(&proxy.conn_str(ADMIN)).await;
+            let under: i32 = neighbour
+                .query_one("SELECT length(repeat('y', 500000))", &[])
+                .await
+                .unwrap_or_else(|e| panic!("{what}: a row under the limit: {}", describe(&e)))
+                .get(0);
+            assert_eq!(under, 500_000);
+            let before = shared_batches(&neighbour).await;
+            // A row of 2 MB, twice the limit (the simple protocol, so the multiplexed
+            // connection carries it when there is one).
+            let err = big
+                .simple_query("SELECT repeat('x', 2000000)")
+                .await
+                .expect_err("a row over max_message_bytes");
+            assert_eq!(
+                sqlstate(&err).as_deref(),
+                Some("54000"),
+                "{what}: {}",
+                describe(&err)
+            );
+            let message = err.as_db_error().map(|d| d.message().to_string());
+            assert!(
+                message
+                    .as_deref()
+                    .is_some_and(|m| m.starts_with("orgwall:") && m.contains("max_message_bytes")),
+                "{what}: {message:?}"
+            );
+            if multiplex > 0 {
+                assert!(
+                    shared_batches(&neighbour).await > before,
+                    "{what}: the big row did not go through the multiplexed connection"
+                );
+            }
+            // Everyone else, on the same connections, carries on.
+            for round in 0..3 {
+                let rows = neighbour
+                    .simple_query("SELECT repeat('z', 300000)")
+                    .await
+                    .unwrap_or_else(|e| panic!("{what}: neighbour {round}: {}", describe(&e)));
+                let row = rows.iter().find_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::len),
+                    _ => None,
+                });
+                assert_eq!(row, Some(300_000), "{what}: neighbour {round}");
+            }
+            let fresh = connect(&proxy.conn_str(ADMIN)).await;
+            fresh
+                .simple_query("SELECT 1")
+                .await
+                .unwrap_or_else(|e| panic!("{what}: a new client: {}", describe(&e)));
+        }
+    })
+    .await;
+}

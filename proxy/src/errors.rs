@@ -77,6 +77,15 @@ impl From<WireError> for ClientError {
     }
 }
 
+/// A message from PostgreSQL longer than `max_message_bytes`: the session ends, its server
+/// connection closed mid-answer (the message is never buffered whole).
+pub fn answer_too_large(e: &WireError) -> ClientError {
+    ClientError::fatal(
+        code::PROGRAM_LIMIT_EXCEEDED,
+        format!("an answer from PostgreSQL is too large: {e} (max_message_bytes)"),
+    )
+}
+
 impl From<&UpstreamError> for ClientError {
     fn from(e: &UpstreamError) -> Self {
         match e {

@@ -177,6 +177,7 @@ pub struct Config {
     /// server connection closed; `None` disables it.
     pub idle_in_transaction_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
+    /// The largest protocol message Orgwall buffers, from a client or from PostgreSQL.
     pub max_message_bytes: usize,
     pub upstream: UpstreamConfig,
     pub tls: Option<TlsConfig>,
@@ -247,6 +248,14 @@ impl Config {
             .or(raw.upstream.url.clone())
             .ok_or_else(|| invalid("upstream.url", "missing (and DATABASE_URL unset)".into()))?;
         let mut upstream = parse_upstream(&url, &raw.upstream, base, env.tenant_password.clone())?;
+        let max_message_bytes = raw.max_message_bytes.unwrap_or(64 << 20);
+        if max_message_bytes < 1024 {
+            return Err(invalid(
+                "max_message_bytes",
+                format!("{max_message_bytes} is below 1024"),
+            ));
+        }
+        upstream.max_message_bytes = max_message_bytes;
         for (key, value, field) in [
             (
                 "tenancy.max_server_connections_per_org",
@@ -339,7 +348,7 @@ impl Config {
             idle_client_timeout: optional_secs(raw.idle_client_timeout_secs, 0),
             idle_in_transaction_timeout: optional_secs(raw.idle_in_transaction_timeout_secs, 60),
             shutdown_timeout: secs(raw.shutdown_timeout_secs, 30),
-            max_message_bytes: raw.max_message_bytes.unwrap_or(64 << 20),
+            max_message_bytes,
             upstream,
             tls,
             tenancy: raw.tenancy,
@@ -455,6 +464,8 @@ org_id = "org_a"
         assert_eq!(c.idle_in_transaction_timeout, Some(Duration::from_secs(60)));
         assert_eq!(c.upstream.pool_size, 20);
         assert_eq!((c.upstream.max_per_org, c.upstream.max_per_user), (10, 10));
+        assert_eq!(c.max_message_bytes, 64 << 20);
+        assert_eq!(c.upstream.max_message_bytes, c.max_message_bytes);
         let c = load(
             &format!("{MIN}\n[tenancy]\nmax_server_connections_per_user = 3"),
             &EnvOverrides::default(),
@@ -559,6 +570,10 @@ org_id = "org_a"
             (
                 MIN.replace("listen =", "max_startup_connections = 0\nlisten ="),
                 "max_startup_connections",
+            ),
+            (
+                MIN.replace("listen =", "max_message_bytes = 10\nlisten ="),
+                "max_message_bytes",
             ),
             (
                 MIN.replace("listen =", "startup_timeout_secs = 0\nlisten ="),

@@ -66,6 +66,9 @@ pub struct UpstreamConfig {
     /// `pool_size`, rounded up). Filled in by `Config::from_toml`.
     pub max_per_org: usize,
     pub max_per_user: usize,
+    /// The largest message from PostgreSQL a session or multiplexed connection buffers (the
+    /// top-level `max_message_bytes`). Filled in by `Config::from_toml`.
+    pub max_message_bytes: usize,
 }
 
 impl UpstreamConfig {
@@ -201,6 +204,7 @@ pub(super) fn parse_upstream(
         tenant_password: tenant_password.or_else(|| raw.tenant_password.clone()),
         max_per_org: pool_size.div_ceil(2),
         max_per_user: pool_size.div_ceil(2),
+        max_message_bytes: usize::MAX,
     })
 }
 

@@ -130,7 +130,8 @@ impl Pool {
     pub fn new(cfg: UpstreamConfig) -> Result<Pool, UpstreamError> {
         let tls = stream::client_config(&cfg).map_err(UpstreamError::Tls)?;
         Ok(Pool {
-            mux: (cfg.multiplex > 0).then(|| mux::Mux::new(cfg.multiplex, cfg.group_reads)),
+            mux: (cfg.multiplex > 0)
+                .then(|| mux::Mux::new(cfg.multiplex, cfg.group_reads, cfg.max_message_bytes)),
             tls,
             permits: Arc::new(Semaphore::new(cfg.pool_size)),
             caps: caps::Caps::new(cfg.max_per_org, cfg.max_per_user),
