@@ -3,6 +3,7 @@
 
 use bytes::BytesMut;
 
+use crate::admission::AdmissionError;
 use crate::balances::drift::DriftError;
 use crate::policy::Refusal as PolicyRefusal;
 use crate::scram::ScramError;
@@ -60,6 +61,8 @@ pub mod code {
     pub const TOO_MANY_CONNECTIONS: &str = "53300";
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     pub const IDLE_SESSION_TIMEOUT: &str = "57P05";
+    pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "25P03";
+    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const INVALID_STATEMENT_NAME: &str = "26000";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
@@ -68,7 +71,6 @@ pub mod code {
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
     pub const SYNTAX_ERROR: &str = "42601";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
-    pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
 }
 
@@ -78,10 +80,19 @@ impl From<WireError> for ClientError {
     }
 }
 
+/// A message from PostgreSQL longer than `max_message_bytes`: the session ends, its server
+/// connection closed mid-answer (the message is never buffered whole).
+pub fn answer_too_large(e: &WireError) -> ClientError {
+    ClientError::fatal(
+        code::PROGRAM_LIMIT_EXCEEDED,
+        format!("an answer from PostgreSQL is too large: {e} (max_message_bytes)"),
+    )
+}
+
 impl From<&UpstreamError> for ClientError {
     fn from(e: &UpstreamError) -> Self {
         match e {
-            UpstreamError::PoolTimeout(_) => ClientError::error(
+            UpstreamError::PoolTimeout(_) | UpstreamError::TenantCap { .. } => ClientError::error(
                 code::TOO_MANY_CONNECTIONS,
                 format!("no PostgreSQL connection available: {e}"),
             ),
@@ -94,6 +105,13 @@ impl From<&UpstreamError> for ClientError {
                 format!("cannot reach PostgreSQL: {e}"),
             ),
         }
+    }
+}
+
+impl From<&AdmissionError> for ClientError {
+    fn from(e: &AdmissionError) -> Self {
+        // Like PostgreSQL's own refusals: the connection ends.
+        ClientError::fatal(code::TOO_MANY_CONNECTIONS, e)
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Module map, in the order a connection flows through them (DESIGN.md §2):
 //! - [`config`]: TOML + environment, validated at load.
-//! - [`listen`], [`server`]: the listening sockets (TCP, Unix), the accept loop, connection
-//!   limit and graceful drain.
+//! - [`listen`], [`server`]: the listening sockets (TCP, Unix), the accept loop and graceful
+//!   drain; [`admission`]: the startup gate and the client slots (with the admin reserve).
 //! - [`frontend`]: one client's handshake — SSLRequest/TLS, startup, SCRAM, cancel requests.
 //! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
 //! - [`sql`]: pure functions over SQL text (no I/O); the seam where the rewriter plugs in.
@@ -19,6 +19,7 @@
 //!   lookups locally after the tenant rewrite.
 //! - [`migrate`]: admin tooling — `orgwall migrate` (the migration guide as resumable steps) and `reconcile`.
 
+pub mod admission;
 pub mod balances;
 pub mod boundary;
 pub mod cancel;

@@ -1,23 +1,21 @@
-//! The accept loop: connection limit, one task and tracing span per connection, graceful drain.
+//! The accept loop: one task and tracing span per connection, graceful drain.
 //!
 //! Invariant: a panic or error in one connection's task never reaches another (each runs in its
-//! own task); on shutdown, no new connection is accepted and open transactions get
-//! `shutdown_timeout` to finish.
+//! own task); every accepted connection passes the startup gate and only a logged-in one takes
+//! a client slot (`admission`); on shutdown, no new connection is accepted and open
+//! transactions get `shutdown_timeout` to finish.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{field::Empty, Instrument};
 
+use crate::admission::{ClientSlots, StartupGate, StartupTicket};
 use crate::boundary::{establish, Wall, WallError};
 use crate::cancel::CancelRegistry;
 use crate::config::{Config, Role};
-use crate::errors::{code, ClientError};
 use crate::frontend::{self, tls_acceptor, ClientStream};
 use crate::listen::{Listeners, Peer};
 use crate::policy::{self, PolicyEngine};
@@ -37,6 +35,10 @@ pub struct ProxyState {
     /// The second wall once its start-up check passed, or the last failure and when it was seen.
     wall: tokio::sync::Mutex<WallState>,
     pub cancel: Arc<CancelRegistry>,
+    /// Connections still logging in (`max_startup_connections`, oldest evicted).
+    pub startup: Arc<StartupGate>,
+    /// Logged-in clients (`max_client_connections`, `reserved_admin_connections`).
+    pub clients: Arc<ClientSlots>,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     /// Verifier used for unknown users so they cannot be told apart from wrong passwords.
     pub decoy: Verifier,
@@ -74,6 +76,11 @@ impl ProxyState {
             },
             wall: tokio::sync::Mutex::new(WallState::Unchecked),
             cancel: Arc::default(),
+            startup: StartupGate::new(config.max_startup_connections),
+            clients: ClientSlots::new(
+                config.max_client_connections,
+                config.reserved_admin_connections,
+            ),
             tls,
             decoy: Verifier::from_password(&crate::scram::nonce()),
             shutdown: CancellationToken::new(),
@@ -211,7 +218,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let state = Arc::new(ProxyState::new(config)?);
-    let limit = Arc::new(Semaphore::new(state.config.max_client_connections));
     let tasks = TaskTracker::new();
     if let Some(b) = state.balances.clone() {
         let st = state.clone();
@@ -260,15 +266,8 @@ pub async fn run(
                         continue;
                     }
                 };
-                let Ok(permit) = limit.clone().try_acquire_owned() else {
-                    tasks.spawn(refuse_over_limit(socket));
-                    continue;
-                };
-                let state = state.clone();
-                tasks.spawn(async move {
-                    serve_client(socket, peer, state).await;
-                    drop(permit);
-                });
+                let ticket = state.startup.enter();
+                tasks.spawn(serve_client(socket, peer, state.clone(), ticket));
             }
         }
     }
@@ -312,17 +311,25 @@ fn spawn_wall_check(state: &Arc<ProxyState>) {
     });
 }
 
-async fn serve_client(socket: ClientStream, peer: Peer, state: Arc<ProxyState>) {
+/// One connection: its handshake under `ticket` (its place at the startup gate, given back
+/// once it is logged in), then its session.
+async fn serve_client(
+    socket: ClientStream,
+    peer: Peer,
+    state: Arc<ProxyState>,
+    ticket: StartupTicket,
+) {
     let span = tracing::info_span!("conn", %peer, user = Empty, org_id = Empty, role = Empty);
     async move {
         // A client still logging in holds no transaction: the drain does not wait for it.
         let handshake = tokio::select! {
-            h = frontend::handshake(socket, &state) => h,
+            h = frontend::handshake(socket, &state, ticket.evicted()) => h,
             () = state.shutdown.cancelled() => {
                 tracing::info!("handshake abandoned: shutting down");
                 return;
             }
         };
+        drop(ticket);
         match handshake {
             Ok(Some(login)) => {
                 tracing::info!("login");
@@ -334,15 +341,4 @@ async fn serve_client(socket: ClientStream, peer: Peer, state: Arc<ProxyState>) 
     }
     .instrument(span)
     .await
-}
-
-async fn refuse_over_limit(mut socket: ClientStream) {
-    let mut out = BytesMut::new();
-    ClientError::fatal(
-        code::TOO_MANY_CONNECTIONS,
-        "sorry, too many clients already",
-    )
-    .write(&mut out);
-    let _ = socket.write_all(&out).await;
-    let _ = socket.shutdown().await;
 }

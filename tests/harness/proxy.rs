@@ -51,7 +51,11 @@ pub struct ProxyOptions {
     pub tls: Option<(TestCert, bool)>,
     pub max_message_bytes: Option<usize>,
     pub max_client_connections: Option<usize>,
+    pub max_startup_connections: Option<usize>,
+    pub reserved_admin_connections: Option<usize>,
+    pub startup_timeout_secs: Option<u64>,
     pub idle_client_timeout_secs: Option<u64>,
+    pub idle_in_transaction_timeout_secs: Option<u64>,
     pub checkout_timeout_secs: u64,
     /// Reach PostgreSQL over its Unix socket instead of TCP.
     pub unix_upstream: bool,
@@ -81,7 +85,11 @@ impl Default for ProxyOptions {
             tls: None,
             max_message_bytes: None,
             max_client_connections: None,
+            max_startup_connections: None,
+            reserved_admin_connections: None,
+            startup_timeout_secs: None,
             idle_client_timeout_secs: None,
+            idle_in_transaction_timeout_secs: None,
             checkout_timeout_secs: 20,
             unix_upstream: false,
             multiplex: 0,
@@ -267,11 +275,30 @@ fn config_toml(upstream_url: &str, opts: &ProxyOptions, dir: &Path) -> String {
     if let Some(max) = opts.max_message_bytes {
         t += &format!("max_message_bytes = {max}\n");
     }
-    if let Some(max) = opts.max_client_connections {
-        t += &format!("max_client_connections = {max}\n");
-    }
-    if let Some(secs) = opts.idle_client_timeout_secs {
-        t += &format!("idle_client_timeout_secs = {secs}\n");
+    let top_level = [
+        ("max_client_connections", opts.max_client_connections),
+        ("max_startup_connections", opts.max_startup_connections),
+        (
+            "reserved_admin_connections",
+            opts.reserved_admin_connections,
+        ),
+        (
+            "startup_timeout_secs",
+            opts.startup_timeout_secs.map(|s| s as usize),
+        ),
+        (
+            "idle_client_timeout_secs",
+            opts.idle_client_timeout_secs.map(|s| s as usize),
+        ),
+        (
+            "idle_in_transaction_timeout_secs",
+            opts.idle_in_transaction_timeout_secs.map(|s| s as usize),
+        ),
+    ];
+    for (key, value) in top_level {
+        if let Some(v) = value {
+            t += &format!("{key} = {v}\n");
+        }
     }
     t += &format!(
         "[upstream]\n\

@@ -13,10 +13,12 @@ use serde::Deserialize;
 
 use crate::scram::{self, Verifier};
 
+mod limits;
 mod plugins;
 mod sections;
 mod upstream;
 
+use limits::ClientLimits;
 pub use plugins::{load_plugin_specs, PluginSpec};
 use plugins::{plugin_specs, RawPlugin};
 use sections::RawJwt;
@@ -99,7 +101,11 @@ struct RawConfig {
     unix_socket_dir: Option<PathBuf>,
     workers: Option<usize>,
     max_client_connections: Option<usize>,
+    max_startup_connections: Option<usize>,
+    reserved_admin_connections: Option<usize>,
+    startup_timeout_secs: Option<u64>,
     idle_client_timeout_secs: Option<u64>,
+    idle_in_transaction_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     max_message_bytes: Option<usize>,
     upstream: RawUpstream,
@@ -158,10 +164,22 @@ pub struct Config {
     pub unix_socket_dir: Option<PathBuf>,
     /// Threads of the async runtime (`workers`; see [`default_workers`]).
     pub workers: usize,
+    /// Logged-in clients at once (`max_client_connections`).
     pub max_client_connections: usize,
+    /// Connections still logging in at once (`max_startup_connections`); beyond it the one
+    /// that has been logging in longest is closed.
+    pub max_startup_connections: usize,
+    /// Of `max_client_connections`, slots only admin logins may take.
+    pub reserved_admin_connections: usize,
+    /// A client must finish TLS, startup and authentication within this time.
+    pub startup_timeout: Duration,
     /// `None` disables the idle-client timeout.
     pub idle_client_timeout: Option<Duration>,
+    /// A client idle inside a transaction longer than this is disconnected (`25P03`) and its
+    /// server connection closed; `None` disables it.
+    pub idle_in_transaction_timeout: Option<Duration>,
     pub shutdown_timeout: Duration,
+    /// The largest protocol message Orgwall buffers, from a client or from PostgreSQL.
     pub max_message_bytes: usize,
     pub upstream: UpstreamConfig,
     pub tls: Option<TlsConfig>,
@@ -201,6 +219,7 @@ impl Config {
     pub fn from_toml(text: &str, base: &Path, env: &EnvOverrides) -> Result<Config, ConfigError> {
         let raw: RawConfig =
             toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string().trim().into()))?;
+        let limits = ClientLimits::from_raw(&raw)?;
         let invalid = |key: &str, why: String| ConfigError::Invalid {
             key: key.into(),
             why,
@@ -230,7 +249,33 @@ impl Config {
             .clone()
             .or(raw.upstream.url.clone())
             .ok_or_else(|| invalid("upstream.url", "missing (and DATABASE_URL unset)".into()))?;
-        let upstream = parse_upstream(&url, &raw.upstream, base, env.tenant_password.clone())?;
+        let mut upstream = parse_upstream(&url, &raw.upstream, base, env.tenant_password.clone())?;
+        let max_message_bytes = raw.max_message_bytes.unwrap_or(64 << 20);
+        if max_message_bytes < 1024 {
+            return Err(invalid(
+                "max_message_bytes",
+                format!("{max_message_bytes} is below 1024"),
+            ));
+        }
+        upstream.max_message_bytes = max_message_bytes;
+        for (key, value, field) in [
+            (
+                "tenancy.max_server_connections_per_org",
+                raw.tenancy.max_server_connections_per_org,
+                &mut upstream.max_per_org,
+            ),
+            (
+                "tenancy.max_server_connections_per_user",
+                raw.tenancy.max_server_connections_per_user,
+                &mut upstream.max_per_user,
+            ),
+        ] {
+            match value {
+                Some(0) => return Err(invalid(key, "must be at least 1".into())),
+                Some(n) => *field = n,
+                None => {}
+            }
+        }
         let tls = match raw.tls {
             None => None,
             Some(t) => Some(TlsConfig {
@@ -290,17 +335,22 @@ impl Config {
             ));
         }
         let secs = |v: Option<u64>, d: u64| Duration::from_secs(v.unwrap_or(d));
+        let optional_secs = |v: Option<u64>, d: u64| match v.unwrap_or(d) {
+            0 => None,
+            s => Some(Duration::from_secs(s)),
+        };
         Ok(Config {
             listen,
             unix_socket_dir,
             workers,
-            max_client_connections: raw.max_client_connections.unwrap_or(1000),
-            idle_client_timeout: match raw.idle_client_timeout_secs.unwrap_or(0) {
-                0 => None,
-                s => Some(Duration::from_secs(s)),
-            },
+            max_client_connections: limits.max_clients,
+            max_startup_connections: limits.max_startup,
+            reserved_admin_connections: limits.reserved_admin,
+            startup_timeout: limits.startup_timeout,
+            idle_client_timeout: optional_secs(raw.idle_client_timeout_secs, 0),
+            idle_in_transaction_timeout: optional_secs(raw.idle_in_transaction_timeout_secs, 60),
             shutdown_timeout: secs(raw.shutdown_timeout_secs, 30),
-            max_message_bytes: raw.max_message_bytes.unwrap_or(64 << 20),
+            max_message_bytes,
             upstream,
             tls,
             tenancy: raw.tenancy,
@@ -356,6 +406,33 @@ org_id = "org_a"
         assert!(c.users[0].verifier.check_password("acme-pw"));
         assert_eq!(c.workers, default_workers());
         assert!(c.workers >= 1);
+        assert_eq!(c.max_client_connections, 1000);
+        assert_eq!(c.max_startup_connections, 100);
+        assert_eq!(c.reserved_admin_connections, 3);
+        assert_eq!(c.startup_timeout, Duration::from_secs(5));
+        assert_eq!(c.idle_client_timeout, None);
+        assert_eq!(c.idle_in_transaction_timeout, Some(Duration::from_secs(60)));
+        assert_eq!(c.upstream.pool_size, 20);
+        assert_eq!((c.upstream.max_per_org, c.upstream.max_per_user), (10, 10));
+        assert_eq!(c.max_message_bytes, 64 << 20);
+        assert_eq!(c.upstream.max_message_bytes, c.max_message_bytes);
+        let c = load(
+            &format!("{MIN}\n[tenancy]\nmax_server_connections_per_user = 3"),
+            &EnvOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!((c.upstream.max_per_org, c.upstream.max_per_user), (10, 3));
+        assert_eq!(c.upstream.for_tenants().max_per_user, 3);
+        let c = load(
+            &MIN.replace(
+                "listen =",
+                "max_client_connections = 2\nidle_in_transaction_timeout_secs = 0\nlisten =",
+            ),
+            &EnvOverrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.reserved_admin_connections, 1, "never the whole limit");
+        assert_eq!(c.idle_in_transaction_timeout, None, "0 disables it");
         let c = load(
             &MIN.replace("listen =", "workers = 3\nlisten ="),
             &EnvOverrides::default(),
@@ -434,6 +511,25 @@ org_id = "org_a"
             (MIN.replace("127.0.0.1:6432", "nowhere"), "listen"),
             (MIN.replace("listen =", "workers = 0\nlisten ="), "workers"),
             (
+                MIN.replace(
+                    "listen =",
+                    "max_client_connections = 5\nreserved_admin_connections = 5\nlisten =",
+                ),
+                "reserved_admin_connections",
+            ),
+            (
+                MIN.replace("listen =", "max_startup_connections = 0\nlisten ="),
+                "max_startup_connections",
+            ),
+            (
+                MIN.replace("listen =", "max_message_bytes = 10\nlisten ="),
+                "max_message_bytes",
+            ),
+            (
+                MIN.replace("listen =", "startup_timeout_secs = 0\nlisten ="),
+                "startup_timeout_secs",
+            ),
+            (
                 MIN.replace("/app\"", "/app\"\nmax_prepared_statements = 0"),
                 "upstream.max_prepared_statements",
             ),
@@ -445,6 +541,10 @@ org_id = "org_a"
                 "unix_socket_dir",
             ),
             (format!("{MIN}\n[tenancy]\ncolumns = \"x\""), "columns"),
+            (
+                format!("{MIN}\n[tenancy]\nmax_server_connections_per_org = 0"),
+                "tenancy.max_server_connections_per_org",
+            ),
             (
                 format!("{MIN}\n[jwt]\nrs256_public_key = \"/nonexistent.pem\""),
                 "jwt.rs256_public_key",

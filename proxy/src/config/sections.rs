@@ -26,6 +26,12 @@ pub struct Tenancy {
     /// Longest SQL text (bytes) a tenant or switcher may send in one Query or Parse; longer is
     /// refused (54000) before it is parsed.
     pub max_statement_bytes: usize,
+    /// Exclusive server connections (of a pool) that one tenant org may hold at once; its next
+    /// checkout waits (up to `checkout_timeout_secs`) and then fails. `None`: half of
+    /// `[upstream] pool_size`, rounded up. Admin logins are not capped.
+    pub max_server_connections_per_org: Option<usize>,
+    /// The same for one tenant or switcher login.
+    pub max_server_connections_per_user: Option<usize>,
     /// Orgwall's rewrite (the first wall). Not a config key: only tests turn it off, to show
     /// that the second wall holds alone.
     #[serde(skip)]
@@ -43,6 +49,8 @@ impl Default for Tenancy {
             enforce_in_postgres: true,
             allow_explain: false,
             max_statement_bytes: 4 << 20,
+            max_server_connections_per_org: None,
+            max_server_connections_per_user: None,
             rewrite: true,
         }
     }

@@ -61,6 +61,14 @@ pub struct UpstreamConfig {
     /// same host and database (`[upstream] tenant_user`, default `orgwall_tenant`).
     pub tenant_user: String,
     pub tenant_password: Option<String>,
+    /// Exclusive server connections one tenant org, and one tenant or switcher login, may hold
+    /// at once (`[tenancy] max_server_connections_per_org` / `_per_user`; default half of
+    /// `pool_size`, rounded up). Filled in by `Config::from_toml`.
+    pub max_per_org: usize,
+    pub max_per_user: usize,
+    /// The largest message from PostgreSQL a session or multiplexed connection buffers (the
+    /// top-level `max_message_bytes`). Filled in by `Config::from_toml`.
+    pub max_message_bytes: usize,
 }
 
 impl UpstreamConfig {
@@ -194,6 +202,9 @@ pub(super) fn parse_upstream(
             Some(u) => u.into(),
         },
         tenant_password: tenant_password.or_else(|| raw.tenant_password.clone()),
+        max_per_org: pool_size.div_ceil(2),
+        max_per_user: pool_size.div_ceil(2),
+        max_message_bytes: usize::MAX,
     })
 }
 

@@ -7,8 +7,6 @@ mod auth;
 mod options;
 mod stream;
 
-use std::time::Duration;
-
 use bytes::{Buf, BytesMut};
 use pgwire::messages::startup::{
     BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey, Startup,
@@ -18,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 pub use stream::{tls_acceptor, ClientStream};
 
+use crate::admission::{AdmissionError, ClientSlot};
 use crate::cancel::CancelHandle;
 use crate::config::Role;
 use crate::errors::{code, ClientError};
@@ -25,8 +24,6 @@ use crate::scram::ScramError;
 use crate::server::ProxyState;
 use crate::wire::{self, WireError};
 
-/// A client must finish its handshake within this time.
-const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// Startup-phase messages are small; anything bigger is an attack or a bug.
 const STARTUP_MAX: usize = 64 * 1024;
 const SSL_REQUEST: i32 = 80877103;
@@ -52,6 +49,8 @@ pub struct Login {
     pub cancel: CancelHandle,
     /// The second wall, for tenant and switcher logins (`None`: turned off, or an admin).
     pub wall: Option<std::sync::Arc<crate::boundary::Wall>>,
+    /// Its place among `max_client_connections`, held until the session ends.
+    pub slot: ClientSlot,
 }
 
 /// Why a handshake ended without a login.
@@ -71,6 +70,8 @@ pub enum FrontendError {
     Closed,
     #[error("handshake timed out")]
     Timeout,
+    #[error("{0}")]
+    Admission(AdmissionError),
 }
 
 impl FrontendError {
@@ -83,6 +84,7 @@ impl FrontendError {
                 code::PROTOCOL_VIOLATION,
                 "handshake timed out",
             )),
+            FrontendError::Admission(e) => Some(ClientError::from(e)),
             _ => None,
         }
     }
@@ -101,16 +103,31 @@ fn clone_wire(e: &WireError) -> WireError {
 }
 
 /// Runs the handshake. `Ok(None)` means the connection carried a cancel request or closed.
+/// The client's part (TLS, startup, authentication) must end within `startup_timeout` and
+/// before `evicted` resolves (a newer connection took its place at the startup gate); a
+/// logged-in client then takes a slot of `max_client_connections` or is refused (`53300`).
 pub async fn handshake(
     mut stream: ClientStream,
     state: &ProxyState,
+    evicted: impl std::future::Future<Output = ()>,
 ) -> Result<Option<Login>, FrontendError> {
     let mut buf = BytesMut::with_capacity(1024);
-    let result = tokio::time::timeout(STARTUP_TIMEOUT, negotiate(&mut stream, &mut buf, state))
-        .await
-        .unwrap_or(Err(FrontendError::Timeout));
+    let timeout = state.config.startup_timeout;
+    let result = tokio::select! {
+        r = tokio::time::timeout(timeout, negotiate(&mut stream, &mut buf, state)) => {
+            r.unwrap_or(Err(FrontendError::Timeout))
+        }
+        () = evicted => Err(FrontendError::Admission(AdmissionError::Evicted)),
+    };
     match result {
         Ok(Some((principal, settings))) => {
+            let slot = match state.clients.take(principal.role == Role::Admin) {
+                Ok(slot) => slot,
+                Err(e) => {
+                    tracing::info!(error = %e, "login refused");
+                    return Err(report(&mut stream, FrontendError::Admission(e)).await);
+                }
+            };
             // Fail closed: no tenant work before PostgreSQL's own wall is known to stand.
             let wall = match principal.role {
                 Role::Admin => Ok(None),
@@ -132,6 +149,7 @@ pub async fn handshake(
                     settings,
                     cancel,
                     wall,
+                    slot,
                 })),
                 Err(e) => Err(report(&mut stream, e).await),
             }
@@ -141,15 +159,23 @@ pub async fn handshake(
     }
 }
 
+/// Sends the client the error that ends its handshake, if it has one. Bounded: a client that
+/// reads nothing (an idle socket at the startup gate) must not hold the task.
 async fn report(stream: &mut ClientStream, e: FrontendError) -> FrontendError {
     if let Some(ce) = e.client_error() {
         let mut out = BytesMut::new();
         ClientError { fatal: true, ..ce }.write(&mut out);
-        let _ = stream.write_all(&out).await;
-        let _ = stream.shutdown().await;
+        let _ = tokio::time::timeout(REPORT_TIMEOUT, async {
+            let _ = stream.write_all(&out).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
     }
     e
 }
+
+/// How long a handshake's closing error may take to write.
+const REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Reads one tagged message, reading more bytes as needed.
 pub(crate) async fn read_frame<S: AsyncRead + Unpin>(

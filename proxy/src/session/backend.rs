@@ -6,20 +6,27 @@ use bytes::BytesMut;
 use super::pending::{self, Action, Pending};
 use super::{settings, Session};
 use crate::config::PoolMode;
-use crate::errors::{code, ClientError};
+use crate::errors::{answer_too_large, code, ClientError};
 use crate::sql::SessionEffect;
-use crate::wire;
+use crate::wire::{self, WireError};
 
 impl Session<'_> {
     /// Handles every complete server message in the server's buffer.
+    /// A message over `max_message_bytes` is refused from its length word, before it is read
+    /// (`54000`; the server connection is closed).
     pub(super) fn process_server(&mut self) {
+        let max = self.state.config.max_message_bytes;
         loop {
             let Some(lease) = self.server.as_mut() else {
                 return;
             };
-            let frame = match wire::split_frame(&mut lease.conn.rbuf, usize::MAX >> 1) {
+            let frame = match wire::split_frame(&mut lease.conn.rbuf, max) {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
+                Err(e @ WireError::TooLarge { .. }) => {
+                    tracing::warn!(error = %e, "PostgreSQL sent a message over max_message_bytes");
+                    return self.abandon_server(answer_too_large(&e));
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "PostgreSQL sent an invalid message");
                     return self.server_lost();

@@ -13,8 +13,10 @@ use super::pending::Pending;
 use super::prepare::Placement;
 use super::{Session, Statement};
 use crate::boundary::unix_now;
+use crate::config::Role;
 use crate::errors::{code, ClientError};
 use crate::sql::SessionEffect;
+use crate::upstream::Holder;
 use crate::wire;
 
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
@@ -358,7 +360,19 @@ impl Session<'_> {
                 return Ok(());
             }
         }
-        let lease = pool.acquire().await.map_err(|e| {
+        let checkout = match self.principal.role {
+            Role::Admin => pool.acquire().await,
+            // Counted against the org the session serves now (an unbound switcher: its own).
+            _ => {
+                let org = self.current_org_str().unwrap_or(&self.principal.org_id);
+                let who = Holder {
+                    org,
+                    user: &self.principal.user,
+                };
+                pool.acquire_for(who).await
+            }
+        };
+        let lease = checkout.map_err(|e| {
             tracing::warn!(error = %e, "no server connection");
             ClientError::from(&e)
         })?;

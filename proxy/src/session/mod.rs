@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use tokio::io::AsyncWriteExt;
+use tokio::time::Instant;
 
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
@@ -103,6 +104,10 @@ pub(crate) struct Session<'a> {
     /// A context was set inside the client's transaction (PostgreSQL undoes it if that rolls
     /// back): once the transaction ends, the connection's context counts as unknown.
     context_unsure: bool,
+    /// The last progress: a whole client message, server bytes, output the client took. The
+    /// idle-in-transaction clock runs from here (a client trickling a message byte by byte
+    /// does not restart it).
+    active_at: tokio::time::Instant,
 }
 
 enum Event {
@@ -114,10 +119,15 @@ enum Event {
     /// The drain timed out: end the session even mid-transaction.
     Terminate,
     Idle,
+    /// The client sat inside a transaction, sending nothing, past
+    /// `idle_in_transaction_timeout`.
+    IdleInTransaction,
 }
 
 /// Serves a logged-in client until it leaves, breaks the protocol, or the proxy drains.
 pub async fn run(login: Login, state: &ProxyState) {
+    // Held until the session ends: its place among `max_client_connections`.
+    let _slot = login.slot;
     let mut s = Session {
         state,
         principal: login.principal,
@@ -147,6 +157,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         summaries: Vec::new(),
         wall: login.wall,
         context_unsure: false,
+        active_at: tokio::time::Instant::now(),
     };
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
@@ -176,11 +187,12 @@ impl Session<'_> {
             if self.closing && self.to_client.is_empty() {
                 return "closed by orgwall";
             }
-            let idle_timeout = self
-                .state
-                .config
-                .idle_client_timeout
-                .filter(|_| self.is_idle());
+            let config = &self.state.config;
+            let idle_timeout = config.idle_client_timeout.filter(|_| self.is_idle());
+            let idle_in_transaction = config
+                .idle_in_transaction_timeout
+                .filter(|_| self.is_idle_in_transaction())
+                .map(|d| (self.active_at + d).saturating_duration_since(Instant::now()));
             let ev = {
                 let Session {
                     client,
@@ -220,6 +232,7 @@ impl Session<'_> {
                     _ = &mut shutdown, if !draining => Event::Shutdown,
                     _ = &mut terminate => Event::Terminate,
                     _ = sleep_or_never(idle_timeout) => Event::Idle,
+                    _ = sleep_or_never(idle_in_transaction) => Event::IdleInTransaction,
                 }
             };
             match ev {
@@ -232,8 +245,14 @@ impl Session<'_> {
                     }
                 }
                 Event::ServerRead(Ok(0)) | Event::ServerRead(Err(_)) => self.server_lost(),
-                Event::ServerRead(Ok(_)) => self.process_server(),
-                Event::ClientWrote(Ok(n)) if n > 0 => self.to_client.advance(n),
+                Event::ServerRead(Ok(_)) => {
+                    self.active_at = Instant::now();
+                    self.process_server()
+                }
+                Event::ClientWrote(Ok(n)) if n > 0 => {
+                    self.active_at = Instant::now();
+                    self.to_client.advance(n)
+                }
                 Event::ClientWrote(_) => return "client disconnected",
                 Event::ServerWrote(Ok(n)) if n > 0 => self.to_server.advance(n),
                 Event::ServerWrote(_) => self.server_lost(),
@@ -251,6 +270,15 @@ impl Session<'_> {
                     code::IDLE_SESSION_TIMEOUT,
                     "terminating connection due to idle-session timeout",
                 )),
+                Event::IdleInTransaction => {
+                    // Its server connection is mid-transaction: closed (PostgreSQL rolls the
+                    // transaction back), never returned to the pool.
+                    tracing::info!("closing a client idle in a transaction");
+                    self.abandon_server(ClientError::fatal(
+                        code::IDLE_IN_TRANSACTION_TIMEOUT,
+                        "terminating connection due to idle-in-transaction timeout",
+                    ));
+                }
             }
         }
     }
@@ -276,6 +304,15 @@ impl Session<'_> {
             && (self.server.is_none() || self.mode == PoolMode::Session)
     }
 
+    /// Inside a transaction with nothing in flight: waiting on the client (the clock of
+    /// `idle_in_transaction_timeout` runs from `active_at`).
+    fn is_idle_in_transaction(&self) -> bool {
+        matches!(self.status, b'T' | b'E')
+            && self.pending.is_empty()
+            && self.to_server.is_empty()
+            && !self.closing
+    }
+
     /// Queues a FATAL error and ends the session once it is written.
     fn fatal(&mut self, e: ClientError) {
         e.write(&mut self.to_client);
@@ -292,6 +329,7 @@ impl Session<'_> {
         while !self.closing {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {
+                    self.active_at = Instant::now();
                     if let Err(e) = self.on_client_message(frame).await {
                         tracing::info!(error = %e.message, "closing client connection");
                         self.fatal(e);

@@ -1,9 +1,12 @@
 //! Connections to PostgreSQL: the pool and its error type.
 //!
 //! Invariants: at most `pool_size` server connections exist at once (a semaphore permit travels
-//! with every lease); a connection goes back to the idle list only when its owner says it is
-//! clean (idle transaction status, nothing in flight); idle connections are probed before reuse.
+//! with every lease); a tenant's checkout also takes its org's and user's share (`caps`), so
+//! no tenant holds more than its cap; a connection goes back to the idle list only when its
+//! owner says it is clean (idle transaction status, nothing in flight); idle connections are
+//! probed before reuse.
 
+mod caps;
 pub mod catalog;
 mod conn;
 mod mux;
@@ -16,6 +19,7 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use caps::Holder;
 pub use conn::{BackendKey, ServerConn};
 pub use prepared::Prepared;
 pub use stream::ServerStream;
@@ -33,6 +37,12 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("all {0} server connections are busy")]
     PoolTimeout(usize),
+    #[error("{what} already holds {cap} server connections, its cap ([tenancy] {key})")]
+    TenantCap {
+        key: &'static str,
+        what: String,
+        cap: usize,
+    },
     #[error("I/O error: {0}")]
     Io(std::io::Error),
     #[error("server closed the connection")]
@@ -83,6 +93,9 @@ pub struct Lease {
     pub conn: ServerConn,
     /// `None` for a share of a multiplexed connection (whose task holds the permit).
     permit: Option<OwnedSemaphorePermit>,
+    /// The tenant's share of its cap, for a checkout made for a tenant ([`Pool::acquire_for`]):
+    /// held only to be given back when the lease is dropped.
+    _share: Option<caps::Share>,
 }
 
 impl Lease {
@@ -100,6 +113,8 @@ pub struct Pool {
     tls: Option<Arc<rustls::ClientConfig>>,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
+    /// What each tenant org and login holds (`[tenancy] max_server_connections_per_*`).
+    caps: Arc<caps::Caps>,
     next_id: AtomicU64,
     /// ParameterStatus values of the most recent successful connect, shown to clients at login.
     server_params: Mutex<Vec<(String, String)>>,
@@ -115,9 +130,11 @@ impl Pool {
     pub fn new(cfg: UpstreamConfig) -> Result<Pool, UpstreamError> {
         let tls = stream::client_config(&cfg).map_err(UpstreamError::Tls)?;
         Ok(Pool {
-            mux: (cfg.multiplex > 0).then(|| mux::Mux::new(cfg.multiplex, cfg.group_reads)),
+            mux: (cfg.multiplex > 0)
+                .then(|| mux::Mux::new(cfg.multiplex, cfg.group_reads, cfg.max_message_bytes)),
             tls,
             permits: Arc::new(Semaphore::new(cfg.pool_size)),
+            caps: caps::Caps::new(cfg.max_per_org, cfg.max_per_user),
             cfg,
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
@@ -131,22 +148,40 @@ impl Pool {
         &self.cfg
     }
 
-    /// Checks out a connection: an idle one that still looks alive, else a new one.
+    /// Checks out a connection for Orgwall's own work or an admin login (no tenant cap): an
+    /// idle one that still looks alive, else a new one.
     pub async fn acquire(&self) -> Result<Lease, UpstreamError> {
-        let permit = tokio::time::timeout(
-            self.cfg.checkout_timeout,
-            self.permits.clone().acquire_owned(),
-        )
-        .await
-        .map_err(|_| UpstreamError::PoolTimeout(self.cfg.pool_size))?
-        .map_err(|_| UpstreamError::Closed)?;
+        let deadline = tokio::time::Instant::now() + self.cfg.checkout_timeout;
+        self.checkout(None, deadline).await
+    }
+
+    /// Checks out a connection for a tenant's session: first `who`'s share of its org's and
+    /// user's caps (waiting while either is reached), then a connection as [`acquire`] does,
+    /// both within one `checkout_timeout`.
+    pub async fn acquire_for(&self, who: Holder<'_>) -> Result<Lease, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + self.cfg.checkout_timeout;
+        let share = self.caps.take(who, deadline).await?;
+        self.checkout(Some(share), deadline).await
+    }
+
+    async fn checkout(
+        &self,
+        share: Option<caps::Share>,
+        deadline: tokio::time::Instant,
+    ) -> Result<Lease, UpstreamError> {
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| UpstreamError::PoolTimeout(self.cfg.pool_size))?
+            .map_err(|_| UpstreamError::Closed)?;
         self.checkouts.fetch_add(1, Ordering::Relaxed);
+        let lease = |conn| Lease {
+            conn,
+            permit: Some(permit),
+            _share: share,
+        };
         while let Some(mut conn) = self.lock_idle().pop() {
             if conn.looks_alive() {
-                return Ok(Lease {
-                    conn,
-                    permit: Some(permit),
-                });
+                return Ok(lease(conn));
             }
             tracing::info!(server = conn.id, "dropping dead idle server connection");
         }
@@ -154,10 +189,7 @@ impl Pool {
         let conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id).await?;
         tracing::debug!(server = id, pid = conn.key.pid, "new server connection");
         *self.server_params.lock().unwrap_or_else(|p| p.into_inner()) = conn.startup_params.clone();
-        Ok(Lease {
-            conn,
-            permit: Some(permit),
-        })
+        Ok(lease(conn))
     }
 
     /// Opens a connection outside the pool (no permit, never pooled): for the balance cache's
@@ -197,6 +229,7 @@ impl Pool {
         Some(Lease {
             conn: conn.share(cancel, read_only),
             permit: None,
+            _share: None,
         })
     }
 

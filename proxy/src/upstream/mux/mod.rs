@@ -46,6 +46,8 @@ pub struct Mux {
     capacity: usize,
     /// Members of a group of read-only statements, at most (see `group`).
     group_max: usize,
+    /// The longest answer message a connection's task reads (`max_message_bytes`).
+    max_message: usize,
     conns: Mutex<Vec<Arc<MuxConn>>>,
     /// Serialises opening connections, so a burst of clients opens one, not `capacity`.
     opening: tokio::sync::Mutex<()>,
@@ -82,10 +84,11 @@ fn fits(c: &MuxConn, settings: u64, want: Want<'_>, now: u64) -> bool {
 }
 
 impl Mux {
-    pub fn new(capacity: usize, group_max: usize) -> Mux {
+    pub fn new(capacity: usize, group_max: usize, max_message: usize) -> Mux {
         Mux {
             capacity,
             group_max,
+            max_message,
             conns: Mutex::new(Vec::new()),
             opening: tokio::sync::Mutex::new(()),
             counters: Arc::default(),
@@ -208,7 +211,7 @@ impl Mux {
             groups,
         });
         tracing::debug!(server = conn.id, "multiplexed server connection opened");
-        tokio::spawn(task::run(lease, rx, load, self.group_max));
+        tokio::spawn(task::run(lease, rx, load, self.group_max, self.max_message));
         Ok(conn)
     }
 

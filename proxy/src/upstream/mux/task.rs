@@ -87,6 +87,9 @@ pub(super) struct Batch {
     /// Its Sync was written: its answer ends with a ReadyForQuery from the server. False for a
     /// group member other than the last.
     pub synced: bool,
+    /// Its answer held a message over `max_message_bytes`: its session was given the end of
+    /// the stream, and the rest of the answer is dropped.
+    pub cut: bool,
 }
 
 impl Batch {
@@ -110,6 +113,7 @@ impl Batch {
             reruns: 0,
             coalesce,
             synced: true,
+            cut: false,
         }
     }
 }
@@ -164,6 +168,10 @@ pub(super) struct Conn {
     pub max_members: usize,
     /// A group member failed: PostgreSQL skips the rest of the group up to its Sync.
     pub skipping: bool,
+    /// The longest message read whole (`max_message_bytes`); a longer one is dropped as it
+    /// arrives (`discard`: its bytes still to come) and fails its batch's session.
+    pub max_message: usize,
+    pub discard: usize,
 }
 
 /// Runs the connection until no client refers to it any more or it is lost.
@@ -172,6 +180,7 @@ pub(super) async fn run(
     mut rx: mpsc::UnboundedReceiver<Batch>,
     load: Arc<Load>,
     max_members: usize,
+    max_message: usize,
 ) {
     let server = &mut lease.conn;
     let mut c = Conn {
@@ -181,6 +190,8 @@ pub(super) async fn run(
         load,
         open: 0,
         max_members,
+        max_message,
+        discard: 0,
         skipping: false,
     };
     let mut closed = false;
@@ -287,8 +298,19 @@ impl Conn {
     /// Hands every complete message in `rbuf` to the batch it answers.
     pub fn route(&mut self, rbuf: &mut BytesMut) {
         loop {
+            if self.discard > 0 {
+                let n = self.discard.min(rbuf.len());
+                rbuf.advance(n);
+                self.discard -= n;
+                if self.discard > 0 {
+                    return;
+                }
+            }
             let (pos, end) = self.scan(rbuf);
             if pos == 0 {
+                if self.refuse_oversized(rbuf) {
+                    continue;
+                }
                 return;
             }
             if self.queue.is_empty() {
@@ -306,7 +328,8 @@ impl Conn {
                     if let Some(head) = self.queue.front_mut() {
                         pass(head, chunk);
                     }
-                    return;
+                    // What is left is part of a message: too long to wait for, or not yet.
+                    continue;
                 }
                 End::Ready => {
                     let chunk = rbuf.split_to(pos).freeze();
@@ -348,6 +371,39 @@ impl Conn {
         }
     }
 
+    /// When the (incomplete) message at the front of `rbuf` is longer than `max_message`:
+    /// drops it as it arrives, and gives its batch's session only its first five bytes, then
+    /// the end of the stream, so that the session refuses it as it refuses one on a connection
+    /// of its own (`54000`). The rest of that batch's answer goes nowhere; other batches are
+    /// unaffected.
+    fn refuse_oversized(&mut self, rbuf: &mut BytesMut) -> bool {
+        let Some(len) = rbuf
+            .get(1..5)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        else {
+            return false;
+        };
+        let len = len as usize;
+        if len <= self.max_message {
+            return false;
+        }
+        tracing::warn!(
+            len,
+            max = self.max_message,
+            "PostgreSQL sent a message over max_message_bytes on a multiplexed connection"
+        );
+        if let Some(head) = self.queue.front_mut() {
+            if let Some(held) = head.held.take() {
+                held.release(&head.reply);
+            }
+            let _ = head.reply.send(Bytes::copy_from_slice(&rbuf[..5]));
+            let _ = head.reply.send(Bytes::new());
+            head.cut = true;
+        }
+        self.discard = len + 1;
+        true
+    }
+
     /// Reads the complete messages in `rbuf` up to where the head batch's answer (or the
     /// skipped rest of a failed group) ends: their length and what ends there.
     fn scan(&mut self, rbuf: &[u8]) -> (usize, End) {
@@ -384,7 +440,9 @@ impl Conn {
     /// once it has its answer it may start a statement elsewhere.
     fn answered(&mut self, mut b: Batch, last: Bytes) -> Option<Batch> {
         b.cancel.finish();
-        if let Some(mut held) = b.held.take() {
+        if b.cut {
+            // Its session has had the end of the stream.
+        } else if let Some(mut held) = b.held.take() {
             held.take(last);
             // A statement timeout fails with 57014 too: rerun only right after a cancel.
             let signalled = self.load.signals.recent(u64::MAX, SIGNAL_GRACE);
@@ -429,6 +487,9 @@ fn start(load: &Load, key: &BackendKey, b: &mut Batch) {
 
 /// Gives `chunk` to `b`'s client, or holds it back.
 fn pass(b: &mut Batch, chunk: Bytes) {
+    if b.cut {
+        return;
+    }
     match &mut b.held {
         Some(held) => {
             if !held.take(chunk) {
@@ -496,6 +557,8 @@ mod tests {
             open: 0,
             max_members: 4,
             skipping: false,
+            max_message: 1024,
+            discard: 0,
         }
     }
 
@@ -634,6 +697,37 @@ mod tests {
         assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
         assert_eq!((a.got(), b.got()), (first, second));
         assert_eq!(&c.out[..], b"ab");
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_is_dropped_as_it_arrives_and_fails_only_its_batch() {
+        let reg = Arc::new(CancelRegistry::default());
+        let mut c = conn();
+        let mut a = submit(&mut c, &reg, b"a", 1);
+        let mut b = submit(&mut c, &reg, b"b", 1);
+        let (row, done, z) = (
+            msg(b'D', b"\0\x01"),
+            msg(b'C', b"SELECT 1\0"),
+            msg(b'Z', b"I"),
+        );
+        let big = msg(b'D', &[b'x'; 5000]);
+        // A small row, then the big one arriving in pieces.
+        let mut rbuf = BytesMut::from(&[row.clone(), big[..100].to_vec()].concat()[..]);
+        c.route(&mut rbuf);
+        assert!(rbuf.is_empty(), "nothing of the big message is kept");
+        assert_eq!(a.got(), [row.clone(), big[..5].to_vec()].concat());
+        for piece in big[100..].chunks(1000) {
+            rbuf.extend_from_slice(piece);
+            c.route(&mut rbuf);
+            assert!(rbuf.is_empty());
+        }
+        let b_answer = [row, done.clone(), z.clone()].concat();
+        rbuf.extend_from_slice(&[done, z, b_answer.clone()].concat());
+        c.route(&mut rbuf);
+        assert!(a.got().is_empty(), "the rest of its answer goes nowhere");
+        assert_eq!(b.got(), b_answer, "the next batch is unaffected");
+        assert!(c.queue.is_empty() && rbuf.is_empty());
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
