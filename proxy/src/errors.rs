@@ -4,6 +4,7 @@
 use bytes::BytesMut;
 
 use crate::balances::drift::DriftError;
+use crate::jwt::TokenError;
 use crate::policy::Refusal as PolicyRefusal;
 use crate::scram::ScramError;
 use crate::sql::rewrite::Refusal;
@@ -66,6 +67,15 @@ pub mod code {
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
+}
+
+impl From<&TokenError> for ClientError {
+    fn from(e: &TokenError) -> Self {
+        ClientError::error(
+            code::INSUFFICIENT_PRIVILEGE,
+            format!("tenant token rejected: {e}"),
+        )
+    }
 }
 
 impl From<WireError> for ClientError {

@@ -61,7 +61,6 @@ impl Session<'_> {
             Action::Ready { swallow } => {
                 self.status = wire::ready_status(&frame);
                 if self.status == b'I' {
-                    self.bound_local = None;
                     self.context_settled();
                     if !swallow {
                         self.transaction_ended();
@@ -187,7 +186,7 @@ impl Session<'_> {
 
     /// ReadyForQuery outside a transaction block: the transaction since the last one ended,
     /// committed unless it failed or rolled back.
-    fn transaction_ended(&mut self) {
+    pub(super) fn transaction_ended(&mut self) {
         self.savepoints.clear();
         if std::mem::take(&mut self.rolled_back) {
             // PostgreSQL undid the RESETs too.

@@ -70,6 +70,10 @@ impl Session<'_> {
             return self.on_admin_command(cmd, true).await;
         }
         if let Some(cmd) = self.local_command(&q.query) {
+            if self.in_flight() {
+                self.defer(frame);
+                return Ok(());
+            }
             return self.on_orgwall_command(cmd).await;
         }
         let routed = match self.route_sql(&q.query).await {
@@ -94,6 +98,7 @@ impl Session<'_> {
         self.pending.push_back(Pending::Query {
             effects: routed.effects,
         });
+        self.barrier_for(&q.query);
         Ok(())
     }
 
@@ -188,6 +193,9 @@ impl Session<'_> {
                 return self.refuse(e, false).await;
             }
         }
+        if let Some(stmt) = &stmt {
+            self.barrier_for(&stmt.sql);
+        }
         let effect = stmt.and_then(|s| s.effect.clone());
         let effect = effect.map(|e| bound_effect(e, &v.params));
         self.portals.insert(v.portal.to_string(), effect);
@@ -233,6 +241,10 @@ impl Session<'_> {
 
     async fn on_execute(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         if let Some(cmd) = self.commands.portal(wire_portal_name(&frame)) {
+            if self.in_flight() {
+                self.defer(frame);
+                return Ok(());
+            }
             return self.execute_command(cmd).await;
         }
         if self.execute_locally(&frame) {
@@ -285,6 +297,11 @@ impl Session<'_> {
             self.pending.push_back(Pending::Sync);
         } else {
             self.portals.clear();
+            // The implicit transaction of what the client sent since its last Sync ends here
+            // (what Orgwall answered itself: `SET orgwall.*` commits or rolls back with it).
+            if self.status == b'I' {
+                self.transaction_ended();
+            }
             let status = self.status;
             self.push_synthetic_with(|out| wire::put_ready(out, status));
         }
@@ -317,7 +334,9 @@ impl Session<'_> {
                 wire::put_ready(&mut b, self.status);
                 self.push_synthetic(b);
             } else {
+                // PostgreSQL would fail the implicit transaction up to the Sync.
                 self.skipping = true;
+                self.rolled_back = true;
             }
         }
         Ok(())
