@@ -180,6 +180,8 @@ impl Session<'_> {
         };
         self.savepoints.truncate(i + 1);
         self.settings.restore(&self.savepoints[i].1);
+        // A tenant context set after the savepoint is undone with it.
+        self.context_lost();
         // The transaction goes on; an error before the savepoint's rollback is undone by it.
         self.rolled_back = false;
     }

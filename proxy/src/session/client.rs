@@ -98,7 +98,6 @@ impl Session<'_> {
         self.pending.push_back(Pending::Query {
             effects: routed.effects,
         });
-        self.barrier_for(&q.query);
         Ok(())
     }
 
@@ -192,9 +191,6 @@ impl Session<'_> {
             if let Err(e) = self.check_tenant_params(stmt, &v.params) {
                 return self.refuse(e, false).await;
             }
-        }
-        if let Some(stmt) = &stmt {
-            self.barrier_for(&stmt.sql);
         }
         let effect = stmt.and_then(|s| s.effect.clone());
         let effect = effect.map(|e| bound_effect(e, &v.params));

@@ -2,12 +2,14 @@
 //! Orgwall, not PostgreSQL, so it waits until the server has answered everything sent before
 //! it: then the transaction status, the savepoints and the settings it is tracked with are
 //! PostgreSQL's at that point of the client's stream. Likewise, while the binding depends on
-//! how the transaction ends, statements pipelined behind a COMMIT or ROLLBACK wait for it
-//! (the barrier), so they are rendered for the binding it leaves.
+//! how the open transaction ends (changed inside it), a statement pipelined behind another one
+//! waits for it: that one may end the transaction or fail it, and the next must be rendered,
+//! and its tenant context set, for the binding and status that leaves.
 
 use bytes::BytesMut;
 
-use super::{tenant, Session};
+use super::pending::Pending;
+use super::Session;
 use crate::config::Role;
 
 impl Session<'_> {
@@ -28,28 +30,21 @@ impl Session<'_> {
         }
     }
 
-    /// Whether a client message of type `tag` must wait for the statement behind the barrier
-    /// (a Query, Parse or Bind renders SQL for the binding that statement may change).
-    pub(super) fn behind_barrier(&mut self, tag: u8) -> bool {
-        if !self.barrier {
-            return false;
-        }
-        if !self.in_flight() {
-            self.barrier = false;
-            return false;
-        }
-        matches!(tag, b'Q' | b'P' | b'B')
-    }
-
-    /// Raises the barrier if `sql` ends the transaction or rolls back to a savepoint while the
-    /// switcher's binding depends on it.
-    pub(super) fn barrier_for(&mut self, sql: &str) {
-        if self.principal.role == Role::Switcher
+    /// Whether a client message of type `tag` must wait: a Query, Parse or Bind (each renders
+    /// SQL for the binding) while a statement is in flight and the switcher's binding depends
+    /// on how the transaction ends. Parse, Bind and Describe in flight change nothing, so the
+    /// messages of one extended-protocol statement still go together.
+    pub(super) fn must_wait(&self, tag: u8) -> bool {
+        self.principal.role == Role::Switcher
+            && matches!(tag, b'Q' | b'P' | b'B')
+            && self.server.is_some()
             && !self.binding_settled()
-            && tenant::ends_block(sql)
-        {
-            self.barrier = true;
-        }
+            && self.pending.iter().any(|p| {
+                matches!(
+                    p,
+                    Pending::Query { .. } | Pending::Execute { .. } | Pending::Refused { .. }
+                )
+            })
     }
 
     /// Whether the end of the transaction, or a rollback to a savepoint, would leave the

@@ -91,9 +91,6 @@ pub(crate) struct Session<'a> {
     /// The rest of the client's messages wait in `cbuf` until the server has answered all that
     /// is in flight (`defer.rs`: so `SET orgwall.*` applies in protocol order).
     deferred: bool,
-    /// A statement that ends a transaction (or rolls back to a savepoint) is in flight while the
-    /// switcher's binding depends on how it ends: statements after it wait for its answer.
-    barrier: bool,
     /// `SET orgwall.*` prepared through the extended protocol (answered by Orgwall).
     commands: commands::Commands,
     /// Balance-cache state (recognised statements, local portals, read-your-writes).
@@ -144,7 +141,6 @@ pub async fn run(login: Login, state: &ProxyState) {
         closing: false,
         copy_in: false,
         deferred: false,
-        barrier: false,
         commands: commands::Commands::default(),
         local: local::Local::default(),
         shareable: None,
@@ -304,7 +300,7 @@ impl Session<'_> {
         while !self.closing && !self.deferred {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {
-                    if self.behind_barrier(frame[0]) {
+                    if self.must_wait(frame[0]) {
                         self.defer(frame);
                         break;
                     }

@@ -6,7 +6,6 @@
 
 use crate::config::{JwtConfig, Role};
 use crate::errors::{code, ClientError};
-use crate::sql::lex::{self, Token};
 use crate::{jwt, sql};
 
 /// A command Orgwall answers itself: a `SET`/`RESET` of an `orgwall.*` setting, or a
@@ -107,26 +106,6 @@ fn value_after_name(stmt: &str, name: &str) -> Option<String> {
         return None;
     }
     Some(inner.replace("''", "'"))
-}
-
-/// Whether `sql` has a statement that ends a transaction block or rolls back to a savepoint
-/// (`COMMIT`, `END`, `ROLLBACK [TO …]`, `ABORT`, `PREPARE TRANSACTION`): one that may change a
-/// binding made inside the transaction.
-pub fn ends_block(sql: &str) -> bool {
-    sql::split_statements(sql).iter().any(|stmt| {
-        let mut words = lex::spans(stmt).filter_map(|(t, _)| match t {
-            Token::Word(w) => Some(w),
-            _ => None,
-        });
-        let first = words.next().unwrap_or_default();
-        ["commit", "end", "rollback", "abort"]
-            .iter()
-            .any(|k| first.eq_ignore_ascii_case(k))
-            || (first.eq_ignore_ascii_case("prepare")
-                && words
-                    .next()
-                    .is_some_and(|w| w.eq_ignore_ascii_case("transaction")))
-    })
 }
 
 /// A tenant binding: the org, and for one made with a token, the unix time from which it is no
@@ -299,30 +278,6 @@ mod tests {
             refused.message
         );
         assert!(resolve(Role::Switcher, &token(&good), &cfg, now).is_ok());
-    }
-
-    #[test]
-    fn statements_that_end_a_block() {
-        let cases = [
-            ("COMMIT", true),
-            ("commit work", true),
-            ("END", true),
-            ("ROLLBACK", true),
-            ("rollback to savepoint a", true),
-            ("ABORT", true),
-            ("PREPARE TRANSACTION 'x'", true),
-            ("SELECT 1; COMMIT", true),
-            ("/* c */ ROLLBACK", true),
-            ("BEGIN", false),
-            ("SAVEPOINT a", false),
-            ("RELEASE a", false),
-            ("PREPARE q AS SELECT 1", false),
-            ("SELECT 'commit'", false),
-            ("SELECT commit FROM t", false),
-        ];
-        for (sql, want) in cases {
-            assert_eq!(ends_block(sql), want, "{sql}");
-        }
     }
 
     #[test]
