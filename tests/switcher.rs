@@ -5,7 +5,8 @@
 
 use orgwall_e2e::clients::{connect, describe, expect_db_error};
 use orgwall_e2e::tenancy::{
-    hs256_token, now_secs, tenant_db, tenant_proxy, unsigned_token, JWT_SECRET, SWITCHER, TENANT_A,
+    hs256_token, hs256_token_kid, now_secs, tenant_db, tenant_proxy, tenant_proxy_with_jwt,
+    unsigned_token, JWT_SECRET, SWITCHER, TENANT_A,
 };
 use orgwall_e2e::{bounded, ProxyOptions, TestDb, TestProxy};
 use tokio_postgres::Client;
@@ -13,6 +14,8 @@ use tokio_postgres::Client;
 const A_USERS: [&str; 3] = ["u_a1", "u_a2", "u_a3"];
 const B_USERS: [&str; 3] = ["u_b1", "u_b2", "u_b3"];
 const USERS_SQL: &str = "SELECT id FROM users ORDER BY id";
+/// The secret of the `[[jwt.keys]]` entry `k2` in the key-id test.
+const SECOND_SECRET: &str = "e2e-second-key";
 
 /// User ids visible now, through the simple and the extended protocol (which must agree).
 async fn visible(c: &Client) -> Result<Vec<String>, tokio_postgres::Error> {
@@ -194,7 +197,13 @@ async fn switcher_tokens_are_verified() {
         let c = connect(&proxy.conn_str(SWITCHER)).await;
         let set = |t: &str| format!("SET orgwall.tenant_token = '{t}'");
 
-        let good_b = hs256_token(JWT_SECRET.as_bytes(), r#"{"org_id":"org_b","sub":"svc"}"#);
+        let good_b = hs256_token(
+            JWT_SECRET.as_bytes(),
+            &format!(
+                r#"{{"org_id":"org_b","sub":"svc","exp":{}}}"#,
+                now_secs() + 600
+            ),
+        );
         c.batch_execute(&set(&good_b))
             .await
             .expect("valid HS256 token");
@@ -208,49 +217,78 @@ async fn switcher_tokens_are_verified() {
             .expect("valid token with exp");
         sees(&c, &A_USERS, "bound by a valid token for org_a").await;
 
-        // Each bad token is refused with 42501 and does not bind its org_b claim.
+        // Each bad token is refused with 42501, saying why, and does not bind its org_b claim.
+        let now = now_secs();
+        let claims = |extra: &str| format!(r#"{{"org_id":"org_b"{extra}}}"#);
+        let signed = |extra: &str| hs256_token(JWT_SECRET.as_bytes(), &claims(extra));
+        let exp = format!(r#","exp":{}"#, now + 60);
         let bad_cases = [
-            (
-                "wrong secret",
-                hs256_token(b"not-the-secret", r#"{"org_id":"org_b"}"#),
-            ),
-            ("alg none", unsigned_token(r#"{"org_id":"org_b"}"#)),
+            ("no exp (a token must expire)", signed(""), "no exp claim"),
             (
                 "expired",
-                hs256_token(
-                    JWT_SECRET.as_bytes(),
-                    &format!(r#"{{"org_id":"org_b","exp":{}}}"#, now_secs() - 3600),
-                ),
+                signed(&format!(r#","exp":{}"#, now - 3600)),
+                "expired",
             ),
             (
-                "no org_id claim",
-                hs256_token(JWT_SECRET.as_bytes(), r#"{"sub":"svc"}"#),
+                "nbf in the future",
+                signed(&format!(r#","exp":{},"nbf":{}"#, now + 3600, now + 600)),
+                "not valid yet",
             ),
-            ("tampered payload", {
-                let t = hs256_token(JWT_SECRET.as_bytes(), r#"{"org_id":"org_a"}"#);
-                let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
-                use base64::Engine;
-                parts[1] = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                    .encode(r#"{"org_id":"org_b"}"#);
-                parts.join(".")
-            }),
-            ("garbage", "not.a.jwt".to_string()),
+            (
+                "issued in the future",
+                signed(&format!(r#","exp":{},"iat":{}"#, now + 3600, now + 600)),
+                "issued in the future",
+            ),
+            (
+                "lifetime over max_lifetime_secs (one day)",
+                signed(&format!(r#","exp":{},"iat":{}"#, now + 3600, now - 86_000)),
+                "exceeds",
+            ),
+            (
+                "exp two days ahead, no iat",
+                signed(&format!(r#","exp":{}"#, now + 2 * 86_400)),
+                "exceeds",
+            ),
+            (
+                "wrong secret",
+                hs256_token(b"not-the-secret", &claims(&exp)),
+                "signature",
+            ),
+            ("alg none", unsigned_token(&claims(&exp)), "token rejected"),
+            (
+                "no org_id claim",
+                hs256_token(JWT_SECRET.as_bytes(), &format!(r#"{{"sub":"svc"{exp}}}"#)),
+                "no org_id claim",
+            ),
+            (
+                "tampered payload",
+                {
+                    let t = hs256_token(
+                        JWT_SECRET.as_bytes(),
+                        &claims(&exp).replace("org_b", "org_a"),
+                    );
+                    let mut parts: Vec<String> = t.split('.').map(str::to_string).collect();
+                    use base64::Engine;
+                    parts[1] =
+                        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims(&exp));
+                    parts.join(".")
+                },
+                "signature",
+            ),
+            ("garbage", "not.a.jwt".to_string(), "malformed"),
         ];
-        for (what, token) in bad_cases {
+        for (what, token, why) in bad_cases {
             let msg = expect_db_error(c.batch_execute(&set(&token)).await, "42501", what);
-            assert!(msg.starts_with("orgwall:"), "{what}: {msg}");
-            match visible(&c).await {
-                Ok(ids) => assert_eq!(
-                    ids, A_USERS,
-                    "{what}: the binding changed after a rejected token"
-                ),
-                Err(e) => assert_eq!(
-                    e.code().map(|c| c.code()),
-                    Some("42501"),
-                    "{what}: after a rejected token: {}",
-                    describe(&e)
-                ),
-            }
+            assert!(
+                msg.starts_with("orgwall: tenant token rejected") && msg.contains(why),
+                "{what}: {msg}"
+            );
+            sees(
+                &c,
+                &A_USERS,
+                &format!("{what}: the binding must not change"),
+            )
+            .await;
         }
     })
     .await;
@@ -294,6 +332,415 @@ async fn orgwall_settings_work_through_the_extended_protocol() {
             "extended SET orgwall.org_id as a tenant",
         );
         sees(&t, &A_USERS, "tenant A after extended SET").await;
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switcher_tokens_issuer_audience_and_key_ids() {
+    bounded(300, async {
+        let db = tenant_db("switcher_jwt_claims").await;
+        let jwt = format!(
+            "hs256_secret = \"{JWT_SECRET}\"\nissuer = \"https://idp.test\"\naudience = \"orgwall\"\n\
+             [[jwt.keys]]\nkid = \"k2\"\nhs256_secret = \"{SECOND_SECRET}\"\n"
+        );
+        let proxy = tenant_proxy_with_jwt(&db, ProxyOptions::default(), &jwt).await;
+        let c = connect(&proxy.conn_str(SWITCHER)).await;
+        let now = now_secs();
+        let claims = |org: &str, iss: &str, aud: &str| {
+            format!(
+                r#"{{"org_id":"{org}","iss":"{iss}","aud":{aud},"exp":{}}}"#,
+                now + 600
+            )
+        };
+        let set = |t: String| format!("SET orgwall.tenant_token = '{t}'");
+        let token = |secret: &str, kid: Option<&str>, claims: String| {
+            set(hs256_token_kid(secret.as_bytes(), kid, &claims))
+        };
+
+        let good = [
+            (
+                "no kid, the unnamed key, iss and aud match",
+                token(JWT_SECRET, None, claims("org_a", "https://idp.test", r#""orgwall""#)),
+                &A_USERS,
+            ),
+            (
+                "kid k2, its key, aud an array that contains ours",
+                token(
+                    SECOND_SECRET,
+                    Some("k2"),
+                    claims("org_b", "https://idp.test", r#"["other","orgwall"]"#),
+                ),
+                &B_USERS,
+            ),
+            (
+                "no kid, the named key (every key of the algorithm is tried)",
+                token(SECOND_SECRET, None, claims("org_a", "https://idp.test", r#""orgwall""#)),
+                &A_USERS,
+            ),
+        ];
+        for (what, sql, want) in good {
+            c.batch_execute(&sql)
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {}", describe(&e)));
+            sees(&c, want, what).await;
+        }
+
+        let bad = [
+            (
+                "wrong issuer",
+                token(JWT_SECRET, None, claims("org_b", "https://evil.test", r#""orgwall""#)),
+                "issuer",
+            ),
+            (
+                "no issuer",
+                set(hs256_token(
+                    JWT_SECRET.as_bytes(),
+                    &format!(r#"{{"org_id":"org_b","aud":"orgwall","exp":{}}}"#, now + 60),
+                )),
+                "issuer",
+            ),
+            (
+                "wrong audience",
+                token(JWT_SECRET, None, claims("org_b", "https://idp.test", r#""other""#)),
+                "audience",
+            ),
+            (
+                "audience array without ours",
+                token(JWT_SECRET, None, claims("org_b", "https://idp.test", r#"["a","b"]"#)),
+                "audience",
+            ),
+            (
+                "kid k2 signed with another configured key",
+                token(JWT_SECRET, Some("k2"), claims("org_b", "https://idp.test", r#""orgwall""#)),
+                "signature",
+            ),
+            (
+                "unknown kid",
+                token(SECOND_SECRET, Some("k9"), claims("org_b", "https://idp.test", r#""orgwall""#)),
+                "unknown key id",
+            ),
+        ];
+        for (what, sql, why) in bad {
+            let msg = expect_db_error(c.batch_execute(&sql).await, "42501", what);
+            assert!(
+                msg.starts_with("orgwall: tenant token rejected") && msg.contains(why),
+                "{what}: {msg}"
+            );
+            sees(&c, &A_USERS, &format!("{what}: the binding must not change")).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_token_refuses_plain_org_id_and_expired_bindings() {
+    bounded(300, async {
+        let db = tenant_db("switcher_require_token").await;
+        let jwt =
+            format!("hs256_secret = \"{JWT_SECRET}\"\nrequire_token = true\nleeway_secs = 0\n");
+        let proxy = tenant_proxy_with_jwt(&db, ProxyOptions::default(), &jwt).await;
+        let c = connect(&proxy.conn_str(SWITCHER)).await;
+        let token = |org: &str, exp: u64| {
+            format!(
+                "SET orgwall.tenant_token = '{}'",
+                hs256_token(
+                    JWT_SECRET.as_bytes(),
+                    &format!(r#"{{"org_id":"{org}","exp":{exp}}}"#)
+                )
+            )
+        };
+
+        // Plain org ids are refused, in both protocols, in and out of transactions.
+        for (what, r) in [
+            (
+                "simple SET",
+                c.batch_execute("SET orgwall.org_id = 'org_a'").await,
+            ),
+            (
+                "simple SET LOCAL",
+                c.batch_execute("SET LOCAL orgwall.org_id = 'org_a'").await,
+            ),
+            (
+                "extended SET",
+                c.execute("SET orgwall.org_id = 'org_a'", &[])
+                    .await
+                    .map(|_| ()),
+            ),
+        ] {
+            let msg = expect_db_error(r, "42501", what);
+            assert!(msg.contains("require_token"), "{what}: {msg}");
+            refused(&c, &format!("after the refused {what}")).await;
+        }
+        c.batch_execute("BEGIN").await.expect("BEGIN");
+        expect_db_error(
+            c.batch_execute("SET LOCAL orgwall.org_id = 'org_a'").await,
+            "42501",
+            "SET LOCAL in a transaction",
+        );
+        c.batch_execute("ROLLBACK").await.expect("ROLLBACK");
+
+        // A token binds; RESET unbinds.
+        c.batch_execute(&token("org_b", now_secs() + 600))
+            .await
+            .expect("a token binds");
+        sees(&c, &B_USERS, "bound by token").await;
+        c.batch_execute("RESET orgwall.tenant_token")
+            .await
+            .expect("RESET");
+        refused(&c, "after RESET").await;
+
+        // A binding made with a token ends when the token expires.
+        let exp = now_secs() + 3;
+        c.batch_execute(&token("org_a", exp))
+            .await
+            .expect("a short-lived token binds");
+        sees(&c, &A_USERS, "bound by a short-lived token").await;
+        let stmt = c.prepare(USERS_SQL).await.expect("prepare while bound");
+        while now_secs() < exp {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        for (what, r) in [
+            ("simple", c.simple_query(USERS_SQL).await.map(|_| ())),
+            ("extended", c.query(USERS_SQL, &[]).await.map(|_| ())),
+            (
+                "prepared before expiry",
+                c.query(&stmt, &[]).await.map(|_| ()),
+            ),
+        ] {
+            let msg = expect_db_error(r, "42501", &format!("{what} after the token expired"));
+            assert!(
+                msg.contains("expired") && msg.contains("orgwall.tenant_token"),
+                "{what}: {msg}"
+            );
+        }
+        // Statements that need no tenant still run; a fresh token binds again.
+        c.simple_query("SELECT 1")
+            .await
+            .expect("SELECT 1 after expiry");
+        c.batch_execute(&token("org_b", now_secs() + 600))
+            .await
+            .expect("a fresh token");
+        sees(&c, &B_USERS, "bound by a fresh token").await;
+    })
+    .await;
+}
+
+/// Runs `sql` with the simple protocol, or with the extended one (Parse/Bind/Execute).
+async fn run(c: &Client, sql: &str, extended: bool) -> Result<(), tokio_postgres::Error> {
+    if extended {
+        c.execute(sql, &[]).await.map(|_| ())
+    } else {
+        c.batch_execute(sql).await
+    }
+}
+
+/// `BEGIN; SET orgwall.org_id = …; ROLLBACK` and friends: the binding follows PostgreSQL's SET
+/// semantics (transactions, savepoints, SET LOCAL, aborted transactions), in both protocols
+/// and both pool modes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switcher_binding_follows_set_semantics() {
+    bounded(300, async {
+        let db = tenant_db("switcher_set_semantics").await;
+        for mode in ["transaction", "session"] {
+            let proxy = tenant_proxy(&db, ProxyOptions::pool(2, mode)).await;
+            for extended in [false, true] {
+                let c = connect(&proxy.conn_str(SWITCHER)).await;
+                let how = format!("{mode} pooling, extended = {extended}");
+                let step = |sql: &'static str| {
+                    let c = &c;
+                    let how = how.clone();
+                    async move {
+                        run(c, sql, extended)
+                            .await
+                            .unwrap_or_else(|e| panic!("{how}: {sql}: {}", describe(&e)))
+                    }
+                };
+                step("SET orgwall.org_id = 'org_a'").await;
+
+                // A session-level SET is undone by ROLLBACK, kept by COMMIT.
+                step("BEGIN").await;
+                step("SET orgwall.org_id = 'org_b'").await;
+                sees(&c, &B_USERS, &format!("{how}: SET inside BEGIN")).await;
+                step("ROLLBACK").await;
+                sees(&c, &A_USERS, &format!("{how}: BEGIN; SET b; ROLLBACK")).await;
+                step("BEGIN").await;
+                step("SET orgwall.org_id = 'org_b'").await;
+                step("COMMIT").await;
+                sees(&c, &B_USERS, &format!("{how}: BEGIN; SET b; COMMIT")).await;
+                step("SET orgwall.org_id = 'org_a'").await;
+
+                // RESET likewise.
+                step("BEGIN").await;
+                step("RESET orgwall.org_id").await;
+                refused(&c, &format!("{how}: RESET inside BEGIN")).await;
+                step("ROLLBACK").await;
+                sees(&c, &A_USERS, &format!("{how}: BEGIN; RESET; ROLLBACK")).await;
+
+                // SET LOCAL after a savepoint: undone by ROLLBACK TO it.
+                step("BEGIN").await;
+                step("SAVEPOINT s").await;
+                step("SET LOCAL orgwall.org_id = 'org_b'").await;
+                sees(&c, &B_USERS, &format!("{how}: SET LOCAL after SAVEPOINT")).await;
+                step("ROLLBACK TO s").await;
+                sees(&c, &A_USERS, &format!("{how}: SAVEPOINT; SET LOCAL b; ROLLBACK TO")).await;
+                step("COMMIT").await;
+                sees(&c, &A_USERS, &format!("{how}: after that COMMIT")).await;
+
+                // A session-level SET after a savepoint: undone by ROLLBACK TO; nested ones.
+                step("BEGIN").await;
+                step("SAVEPOINT s").await;
+                step("SET orgwall.org_id = 'org_b'").await;
+                step("SAVEPOINT t").await;
+                step("SET orgwall.org_id = 'org_a'").await;
+                step("ROLLBACK TO SAVEPOINT t").await;
+                sees(&c, &B_USERS, &format!("{how}: ROLLBACK TO the inner savepoint")).await;
+                step("ROLLBACK TO s").await;
+                sees(&c, &A_USERS, &format!("{how}: ROLLBACK TO the outer savepoint")).await;
+                step("COMMIT").await;
+                sees(&c, &A_USERS, &format!("{how}: COMMIT after ROLLBACK TO")).await;
+
+                // RELEASE merges into the transaction: kept by COMMIT, undone by ROLLBACK.
+                step("BEGIN").await;
+                step("SAVEPOINT s").await;
+                step("SET orgwall.org_id = 'org_b'").await;
+                step("RELEASE s").await;
+                step("ROLLBACK").await;
+                sees(&c, &A_USERS, &format!("{how}: RELEASE then ROLLBACK")).await;
+                step("BEGIN").await;
+                step("SAVEPOINT s").await;
+                step("SET orgwall.org_id = 'org_b'").await;
+                step("RELEASE SAVEPOINT s").await;
+                step("COMMIT").await;
+                sees(&c, &B_USERS, &format!("{how}: RELEASE then COMMIT")).await;
+                step("SET orgwall.org_id = 'org_a'").await;
+
+                // SET LOCAL ends with its transaction, whichever way it ends.
+                step("BEGIN").await;
+                step("SET LOCAL orgwall.org_id = 'org_b'").await;
+                step("COMMIT").await;
+                sees(&c, &A_USERS, &format!("{how}: SET LOCAL; COMMIT")).await;
+
+                // In an aborted transaction SET and RESET are refused as PostgreSQL refuses
+                // every command, and bind nothing.
+                step("BEGIN").await;
+                expect_db_error(
+                    run(&c, "SELECT 1/0", extended).await,
+                    "22012",
+                    "division by zero",
+                );
+                for sql in [
+                    "SET orgwall.org_id = 'org_b'",
+                    "SET LOCAL orgwall.org_id = 'org_b'",
+                    "RESET orgwall.org_id",
+                ] {
+                    let msg = expect_db_error(
+                        run(&c, sql, extended).await,
+                        "25P02",
+                        &format!("{how}: {sql} in an aborted transaction"),
+                    );
+                    assert_eq!(
+                        msg,
+                        "orgwall: current transaction is aborted, commands ignored until end of transaction block",
+                        "{how}: {sql}"
+                    );
+                }
+                step("ROLLBACK").await;
+                sees(&c, &A_USERS, &format!("{how}: after the aborted transaction")).await;
+
+                // An error rolls back a SET made earlier in the same transaction.
+                step("BEGIN").await;
+                step("SET orgwall.org_id = 'org_b'").await;
+                let _ = run(&c, "SELECT 1/0", extended).await;
+                step("COMMIT").await;
+                sees(&c, &A_USERS, &format!("{how}: SET b; error; COMMIT")).await;
+            }
+        }
+    })
+    .await;
+}
+
+/// The same rules when the client pipelines (tokio-postgres sends concurrent requests back to
+/// back): a `SET orgwall.*` applies where it stands in the stream, and statements after a
+/// COMMIT or ROLLBACK run with the binding it leaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switcher_binding_in_pipelines() {
+    bounded(300, async {
+        let (_db, proxy) = setup("switcher_pipelines", ProxyOptions::default()).await;
+        let c = connect(&proxy.conn_str(SWITCHER)).await;
+        let ids = |r: Result<Vec<tokio_postgres::SimpleQueryMessage>, tokio_postgres::Error>| {
+            r.unwrap_or_else(|e| panic!("{}", describe(&e)))
+                .iter()
+                .filter_map(|m| match m {
+                    tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        c.batch_execute("SET orgwall.org_id = 'org_a'")
+            .await
+            .expect("bind A");
+
+        // BEGIN; SET b; ROLLBACK; SET b: the last SET stands.
+        let (r1, r2, r3, r4) = futures_util::join!(
+            c.batch_execute("BEGIN"),
+            c.batch_execute("SET orgwall.org_id = 'org_b'"),
+            c.batch_execute("ROLLBACK"),
+            c.batch_execute("SET orgwall.org_id = 'org_b'"),
+        );
+        for r in [r1, r2, r3, r4] {
+            r.expect("pipelined statement");
+        }
+        sees(&c, &B_USERS, "pipelined ROLLBACK then SET").await;
+        c.batch_execute("SET orgwall.org_id = 'org_a'")
+            .await
+            .expect("bind A");
+
+        // SAVEPOINT; SET b; ROLLBACK TO: the SET comes after the savepoint.
+        let (r1, r2, r3, r4, inside, r6, after) = futures_util::join!(
+            c.batch_execute("BEGIN"),
+            c.batch_execute("SAVEPOINT s"),
+            c.batch_execute("SET orgwall.org_id = 'org_b'"),
+            c.batch_execute("ROLLBACK TO s"),
+            c.simple_query(USERS_SQL),
+            c.batch_execute("COMMIT"),
+            c.simple_query(USERS_SQL),
+        );
+        for r in [r1, r2, r3, r4, r6] {
+            r.expect("pipelined statement");
+        }
+        assert_eq!(
+            ids(inside),
+            A_USERS,
+            "pipelined SAVEPOINT; SET b; ROLLBACK TO"
+        );
+        assert_eq!(ids(after), A_USERS, "after the pipelined COMMIT");
+
+        // SET LOCAL b; COMMIT; SELECT: the SELECT after the COMMIT is A's again.
+        let (r1, r2, inside, r4, after) = futures_util::join!(
+            c.batch_execute("BEGIN"),
+            c.batch_execute("SET LOCAL orgwall.org_id = 'org_b'"),
+            c.simple_query(USERS_SQL),
+            c.batch_execute("COMMIT"),
+            c.simple_query(USERS_SQL),
+        );
+        for r in [r1, r2, r4] {
+            r.expect("pipelined statement");
+        }
+        assert_eq!(ids(inside), B_USERS, "pipelined SET LOCAL b");
+        assert_eq!(ids(after), A_USERS, "pipelined SELECT after COMMIT");
+
+        // SET b; ROLLBACK; SELECT: the SELECT after the ROLLBACK is A's again.
+        let (r1, r2, r3, after) = futures_util::join!(
+            c.batch_execute("BEGIN"),
+            c.batch_execute("SET orgwall.org_id = 'org_b'"),
+            c.batch_execute("ROLLBACK"),
+            c.simple_query(USERS_SQL),
+        );
+        for r in [r1, r2, r3] {
+            r.expect("pipelined statement");
+        }
+        assert_eq!(ids(after), A_USERS, "pipelined SELECT after ROLLBACK");
     })
     .await;
 }

@@ -5,6 +5,7 @@ use bytes::BytesMut;
 
 use crate::admission::AdmissionError;
 use crate::balances::drift::DriftError;
+use crate::jwt::TokenError;
 use crate::policy::Refusal as PolicyRefusal;
 use crate::scram::ScramError;
 use crate::sql::rewrite::Refusal;
@@ -72,6 +73,15 @@ pub mod code {
     pub const SYNTAX_ERROR: &str = "42601";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+}
+
+impl From<&TokenError> for ClientError {
+    fn from(e: &TokenError) -> Self {
+        ClientError::error(
+            code::INSUFFICIENT_PRIVILEGE,
+            format!("tenant token rejected: {e}"),
+        )
+    }
 }
 
 impl From<WireError> for ClientError {

@@ -6,6 +6,7 @@
 //!   drain; [`admission`]: the startup gate and the client slots (with the admin reserve).
 //! - [`frontend`]: one client's handshake — SSLRequest/TLS, startup, SCRAM, cancel requests.
 //! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
+//! - [`jwt`]: verification of switchers' tenant tokens (signature by `kid`, claim rules).
 //! - [`sql`]: pure functions over SQL text (no I/O); the seam where the rewriter plugs in.
 //! - [`policy`]: WebAssembly policy plugins (wasmtime host), asked about every statement.
 //! - [`boundary`]: the second wall — the signed tenant context PostgreSQL's row-level security
@@ -28,6 +29,7 @@ pub mod demo;
 pub(crate) mod duplex;
 pub mod errors;
 pub mod frontend;
+pub mod jwt;
 pub mod listen;
 pub mod localpg;
 pub mod lru;

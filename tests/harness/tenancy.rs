@@ -161,10 +161,12 @@ pub fn protect_sql(table: &str, column: &str) -> String {
 
 /// The `[tenancy]`, `[jwt]` and extra `[[users]]` sections of a tenant-isolation proxy.
 pub fn tenancy_toml() -> String {
-    let mut t = format!(
-        "[tenancy]\ncolumn = \"org_id\"\nschemas = [\"public\"]\n\
-         [jwt]\nhs256_secret = \"{JWT_SECRET}\"\n"
-    );
+    tenancy_toml_with_jwt(&format!("hs256_secret = \"{JWT_SECRET}\"\n"))
+}
+
+/// [`tenancy_toml`] with `jwt` (TOML lines, `[[jwt.keys]]` tables last) as the `[jwt]` section.
+pub fn tenancy_toml_with_jwt(jwt: &str) -> String {
+    let mut t = format!("[tenancy]\ncolumn = \"org_id\"\nschemas = [\"public\"]\n[jwt]\n{jwt}\n");
     for u in [TENANT_B, SWITCHER] {
         t += &format!(
             "[[users]]\nname = \"{}\"\npassword = \"{}\"\norg_id = \"{}\"\nrole = \"{}\"\n",
@@ -177,6 +179,11 @@ pub fn tenancy_toml() -> String {
 /// A proxy in front of `db` (whose schema must already exist: the catalog is read at start).
 pub async fn tenant_proxy(db: &TestDb, opts: ProxyOptions) -> TestProxy {
     TestProxy::start_with_extra(db, opts, &tenancy_toml()).await
+}
+
+/// [`tenant_proxy`] with its own `[jwt]` section (see [`tenancy_toml_with_jwt`]).
+pub async fn tenant_proxy_with_jwt(db: &TestDb, opts: ProxyOptions, jwt: &str) -> TestProxy {
+    TestProxy::start_with_extra(db, opts, &tenancy_toml_with_jwt(jwt)).await
 }
 
 /// A superuser connection straight to PostgreSQL.
@@ -315,10 +322,19 @@ pub async fn cluster_fingerprint(admin: &Client) -> String {
 
 /// A compact HS256 JWT for `claims` (a JSON object), signed with `secret`.
 pub fn hs256_token(secret: &[u8], claims: &str) -> String {
+    hs256_token_kid(secret, None, claims)
+}
+
+/// [`hs256_token`] with a `kid` header naming the key.
+pub fn hs256_token_kid(secret: &[u8], kid: Option<&str>, claims: &str) -> String {
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use hmac::{Mac, SimpleHmac};
-    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let header = match kid {
+        None => r#"{"alg":"HS256","typ":"JWT"}"#.to_string(),
+        Some(k) => format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{k}"}}"#),
+    };
+    let header = URL_SAFE_NO_PAD.encode(header.as_bytes());
     let payload = URL_SAFE_NO_PAD.encode(claims.as_bytes());
     let signing_input = format!("{header}.{payload}");
     let mut mac = SimpleHmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");

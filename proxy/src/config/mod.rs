@@ -22,7 +22,7 @@ use limits::ClientLimits;
 pub use plugins::{load_plugin_specs, PluginSpec};
 use plugins::{plugin_specs, RawPlugin};
 use sections::RawJwt;
-pub use sections::{BalancesConfig, JwtKeys, Tenancy};
+pub use sections::{BalancesConfig, JwtConfig, JwtKey, Tenancy};
 use upstream::{parse_upstream, RawUpstream};
 pub use upstream::{SslMode, UpstreamConfig};
 
@@ -184,7 +184,7 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub tls: Option<TlsConfig>,
     pub tenancy: Tenancy,
-    pub jwt: JwtKeys,
+    pub jwt: JwtConfig,
     pub users: Vec<User>,
     /// The balance cache (`[balances]`).
     pub balances: BalancesConfig,
@@ -319,14 +319,8 @@ impl Config {
             });
         }
         let jwt = match raw.jwt {
-            None => JwtKeys::default(),
-            Some(j) => JwtKeys {
-                hs256_secret: j.hs256_secret.map(String::into_bytes),
-                rs256_public_pem: match j.rs256_public_key {
-                    Some(p) => Some(read_file("jwt.rs256_public_key", &base.join(p))?),
-                    None => None,
-                },
-            },
+            None => JwtConfig::default(),
+            Some(j) => j.load(base)?,
         };
         if raw.tenancy.column.is_empty() || raw.tenancy.schemas.is_empty() {
             return Err(invalid(
@@ -553,10 +547,70 @@ org_id = "org_a"
                 MIN.replace("org_id = \"org_a\"", "org_id = \"a\"\nrole = \"root\""),
                 "root",
             ),
+            (format!("{MIN}\n[jwt]\nrequire_token = true"), "jwt.require_token"),
+            (format!("{MIN}\n[jwt]\nhs256_secret = \"\""), "jwt.hs256_secret"),
+            (
+                format!("{MIN}\n[jwt]\nhs256_secret = \"s\"\nmax_lifetime_secs = 0"),
+                "jwt.max_lifetime_secs",
+            ),
+            (
+                format!("{MIN}\n[jwt]\nhs256_secret = \"s\"\nissuer = \"\""),
+                "jwt.issuer",
+            ),
+            (
+                format!("{MIN}\n[jwt]\n[[jwt.keys]]\nkid = \"a\"\nhs256_secret = \"s\"\n[[jwt.keys]]\nkid = \"a\"\nhs256_secret = \"t\""),
+                "jwt.keys.kid",
+            ),
+            (
+                format!("{MIN}\n[jwt]\n[[jwt.keys]]\nkid = \"a\""),
+                "jwt.keys",
+            ),
+            (
+                format!("{MIN}\n[jwt]\n[[jwt.keys]]\nkid = \"a\"\nrs256_public_key = \"/nonexistent.pem\""),
+                "jwt.keys.rs256_public_key",
+            ),
+            (
+                format!("{MIN}\n[jwt]\n[[jwt.keys]]\nkid = \"a\"\nsecret = \"s\""),
+                "secret",
+            ),
         ];
         for (text, needle) in cases {
             let err = load(&text, &env).unwrap_err().to_string();
             assert!(err.contains(needle), "{needle:?} not in {err:?}");
         }
+    }
+
+    #[test]
+    fn jwt_section_defaults_and_keys() {
+        let env = EnvOverrides::default();
+        let c = load(MIN, &env).unwrap();
+        assert!(c.jwt.keys.is_empty());
+        assert_eq!(
+            (
+                c.jwt.max_lifetime_secs,
+                c.jwt.leeway_secs,
+                c.jwt.require_token
+            ),
+            (86_400, 30, false)
+        );
+        let text = format!(
+            "{MIN}\n[jwt]\nhs256_secret = \"s\"\nmax_lifetime_secs = 600\nleeway_secs = 5\n\
+             issuer = \"https://idp\"\naudience = \"orgwall\"\nrequire_token = true\n\
+             [[jwt.keys]]\nkid = \"2026-01\"\nhs256_secret = \"t\"\n"
+        );
+        let c = load(&text, &env).unwrap();
+        let kids: Vec<_> = c.jwt.keys.iter().map(|k| k.kid.as_deref()).collect();
+        assert_eq!(kids, [None, Some("2026-01")]);
+        assert_eq!((c.jwt.max_lifetime_secs, c.jwt.leeway_secs), (600, 5));
+        assert_eq!(c.jwt.issuer.as_deref(), Some("https://idp"));
+        assert_eq!(c.jwt.audience.as_deref(), Some("orgwall"));
+        assert!(c.jwt.require_token);
+        // A file that is not an RSA public key is refused at load, naming the key.
+        let bad = std::env::temp_dir().join(format!("orgwall-bad-{}.pem", std::process::id()));
+        std::fs::write(&bad, "not a key").unwrap();
+        let text = format!("{MIN}\n[jwt]\nrs256_public_key = \"{}\"", bad.display());
+        let err = load(&text, &env).unwrap_err().to_string();
+        let _ = std::fs::remove_file(&bad);
+        assert!(err.contains("jwt.rs256_public_key"), "{err}");
     }
 }

@@ -1,5 +1,7 @@
 //! Optional sections: `[tenancy]`, `[jwt]` and `[balances]`.
 
+use jsonwebtoken::{Algorithm, DecodingKey};
+
 use super::*;
 
 /// Which tables are tenant data and how they are recognised (`[tenancy]`).
@@ -59,16 +61,168 @@ impl Default for Tenancy {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJwt {
-    pub(super) hs256_secret: Option<String>,
-    pub(super) rs256_public_key: Option<PathBuf>,
+    hs256_secret: Option<String>,
+    rs256_public_key: Option<PathBuf>,
+    #[serde(default)]
+    keys: Vec<RawJwtKey>,
+    max_lifetime_secs: Option<u64>,
+    leeway_secs: Option<u64>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    #[serde(default)]
+    require_token: bool,
 }
 
-/// Keys that verify `SET orgwall.tenant_token` JWTs (claim `org_id`).
-#[derive(Debug, Clone, Default)]
-pub struct JwtKeys {
-    pub hs256_secret: Option<Vec<u8>>,
-    /// PEM-encoded RSA public key.
-    pub rs256_public_pem: Option<Vec<u8>>,
+/// One `[[jwt.keys]]` entry: a key tokens name by their `kid` header.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwtKey {
+    kid: String,
+    hs256_secret: Option<String>,
+    rs256_public_key: Option<PathBuf>,
+}
+
+/// A key that verifies tenant tokens.
+#[derive(Debug, Clone)]
+pub struct JwtKey {
+    /// `None`: the section's own `hs256_secret` / `rs256_public_key`, for tokens without `kid`.
+    pub kid: Option<String>,
+    pub alg: Algorithm,
+    pub key: DecodingKey,
+}
+
+/// How `SET orgwall.tenant_token` JWTs are verified (`[jwt]`; rules in `crate::jwt`).
+#[derive(Debug, Clone)]
+pub struct JwtConfig {
+    pub keys: Vec<JwtKey>,
+    /// Longest accepted lifetime: `exp - iat`, or `exp - now` without `iat`.
+    pub max_lifetime_secs: u64,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// When set, `iss` must equal it.
+    pub issuer: Option<String>,
+    /// When set, `aud` (a string or an array) must contain it.
+    pub audience: Option<String>,
+    /// Switchers may bind a tenant only with a token (`SET orgwall.org_id` is refused).
+    pub require_token: bool,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        JwtConfig {
+            keys: Vec::new(),
+            max_lifetime_secs: 86_400,
+            leeway_secs: 30,
+            issuer: None,
+            audience: None,
+            require_token: false,
+        }
+    }
+}
+
+impl RawJwt {
+    /// Reads the key files (relative to `base`) and validates the section.
+    pub(super) fn load(self, base: &Path) -> Result<JwtConfig, ConfigError> {
+        let invalid = |key: &str, why: String| ConfigError::Invalid {
+            key: key.into(),
+            why,
+        };
+        let mut keys = key_pair(None, self.hs256_secret, self.rs256_public_key, "jwt.", base)?;
+        let mut kids = HashSet::new();
+        for k in self.keys {
+            if k.kid.is_empty() || !kids.insert(k.kid.clone()) {
+                return Err(invalid(
+                    "jwt.keys.kid",
+                    format!("`{}` is empty or listed twice", k.kid),
+                ));
+            }
+            let found = key_pair(
+                Some(k.kid.clone()),
+                k.hs256_secret,
+                k.rs256_public_key,
+                "jwt.keys.",
+                base,
+            )?;
+            if found.len() != 1 {
+                return Err(invalid(
+                    "jwt.keys",
+                    format!(
+                        "key `{}` needs exactly one of hs256_secret and rs256_public_key",
+                        k.kid
+                    ),
+                ));
+            }
+            keys.extend(found);
+        }
+        let defaults = JwtConfig::default();
+        let max_lifetime_secs = self.max_lifetime_secs.unwrap_or(defaults.max_lifetime_secs);
+        if max_lifetime_secs == 0 {
+            return Err(invalid("jwt.max_lifetime_secs", "must be positive".into()));
+        }
+        for (key, v) in [
+            ("jwt.issuer", &self.issuer),
+            ("jwt.audience", &self.audience),
+        ] {
+            if v.as_deref() == Some("") {
+                return Err(invalid(
+                    key,
+                    "must not be empty (leave it out instead)".into(),
+                ));
+            }
+        }
+        if self.require_token && keys.is_empty() {
+            return Err(invalid(
+                "jwt.require_token",
+                "no key is configured, so no token could ever bind a tenant".into(),
+            ));
+        }
+        Ok(JwtConfig {
+            keys,
+            max_lifetime_secs,
+            leeway_secs: self.leeway_secs.unwrap_or(defaults.leeway_secs),
+            issuer: self.issuer,
+            audience: self.audience,
+            require_token: self.require_token,
+        })
+    }
+}
+
+/// The keys one table (`[jwt]` or a `[[jwt.keys]]` entry, `prefix` naming it) configures.
+fn key_pair(
+    kid: Option<String>,
+    hs256_secret: Option<String>,
+    rs256_public_key: Option<PathBuf>,
+    prefix: &str,
+    base: &Path,
+) -> Result<Vec<JwtKey>, ConfigError> {
+    let mut keys = Vec::new();
+    if let Some(secret) = hs256_secret {
+        if secret.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: format!("{prefix}hs256_secret"),
+                why: "must not be empty".into(),
+            });
+        }
+        keys.push(JwtKey {
+            kid: kid.clone(),
+            alg: Algorithm::HS256,
+            key: DecodingKey::from_secret(secret.as_bytes()),
+        });
+    }
+    if let Some(path) = rs256_public_key {
+        let name = format!("{prefix}rs256_public_key");
+        let pem = read_file(&name, &base.join(path))?;
+        let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| ConfigError::Invalid {
+            key: name,
+            why: format!("not an RSA public key in PEM form ({e})"),
+        })?;
+        keys.push(JwtKey {
+            kid,
+            alg: Algorithm::RS256,
+            key,
+        });
+    }
+    Ok(keys)
 }
 
 /// The balance cache (`[balances]`, DESIGN.md §5). Off unless `enabled = true`.

@@ -68,7 +68,6 @@ impl Session<'_> {
             Action::Ready { swallow } => {
                 self.status = wire::ready_status(&frame);
                 if self.status == b'I' {
-                    self.bound_local = None;
                     self.context_settled();
                     if !swallow {
                         self.transaction_ended();
@@ -188,13 +187,15 @@ impl Session<'_> {
         };
         self.savepoints.truncate(i + 1);
         self.settings.restore(&self.savepoints[i].1);
+        // A tenant context set after the savepoint is undone with it.
+        self.context_lost();
         // The transaction goes on; an error before the savepoint's rollback is undone by it.
         self.rolled_back = false;
     }
 
     /// ReadyForQuery outside a transaction block: the transaction since the last one ended,
     /// committed unless it failed or rolled back.
-    fn transaction_ended(&mut self) {
+    pub(super) fn transaction_ended(&mut self) {
         self.savepoints.clear();
         if std::mem::take(&mut self.rolled_back) {
             // PostgreSQL undid the RESETs too.

@@ -75,6 +75,10 @@ impl Session<'_> {
             return self.on_admin_command(cmd, true).await;
         }
         if let Some(cmd) = self.local_command(&q.query) {
+            if self.in_flight() {
+                self.defer(frame);
+                return Ok(());
+            }
             return self.on_orgwall_command(cmd).await;
         }
         let routed = match self.route_sql(&q.query).await {
@@ -241,6 +245,10 @@ impl Session<'_> {
 
     async fn on_execute(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         if let Some(cmd) = self.commands.portal(wire_portal_name(&frame)) {
+            if self.in_flight() {
+                self.defer(frame);
+                return Ok(());
+            }
             return self.execute_command(cmd).await;
         }
         if self.execute_locally(&frame) {
@@ -293,6 +301,11 @@ impl Session<'_> {
             self.pending.push_back(Pending::Sync);
         } else {
             self.portals.clear();
+            // The implicit transaction of what the client sent since its last Sync ends here
+            // (what Orgwall answered itself: `SET orgwall.*` commits or rolls back with it).
+            if self.status == b'I' {
+                self.transaction_ended();
+            }
             let status = self.status;
             self.push_synthetic_with(|out| wire::put_ready(out, status));
         }
@@ -325,7 +338,9 @@ impl Session<'_> {
                 wire::put_ready(&mut b, self.status);
                 self.push_synthetic(b);
             } else {
+                // PostgreSQL would fail the implicit transaction up to the Sync.
                 self.skipping = true;
+                self.rolled_back = true;
             }
         }
         Ok(())

@@ -10,9 +10,10 @@ use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{BindComplete, ParseComplete};
 use pgwire::messages::response::CommandComplete;
 
-use super::tenant::{self, OrgwallCommand, Source};
+use super::tenant::{self, OrgwallCommand};
 use super::Session;
-use crate::config::{PoolMode, Role};
+use crate::boundary::unix_now;
+use crate::config::PoolMode;
 use crate::errors::{code, ClientError};
 use crate::sql::lex::{self, Token};
 use crate::wire;
@@ -82,7 +83,7 @@ impl Session<'_> {
         &mut self,
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
-        let tag = match cmd.and_then(|c| self.apply_orgwall_command(c)) {
+        let tag = match cmd.and_then(|c| self.apply_orgwall_command(c, true)) {
             Ok(tag) => tag,
             Err(e) => return self.refuse(e, true).await,
         };
@@ -101,14 +102,8 @@ impl Session<'_> {
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
         let checked = cmd.and_then(|c| {
-            let binds = !matches!(c, OrgwallCommand::Deallocate { .. });
-            if binds && self.principal.role != Role::Switcher {
-                return tenant::resolve(
-                    self.principal.role,
-                    &Source::OrgId("-".into()),
-                    &self.state.config.jwt,
-                )
-                .map(|_| c);
+            if !matches!(c, OrgwallCommand::Deallocate { .. }) {
+                tenant::may_switch(self.principal.role)?;
             }
             Ok(c)
         });
@@ -158,7 +153,7 @@ impl Session<'_> {
 
     /// Execute of a command portal: applies it and answers CommandComplete.
     pub(super) async fn execute_command(&mut self, cmd: OrgwallCommand) -> Result<(), ClientError> {
-        match self.apply_orgwall_command(cmd) {
+        match self.apply_orgwall_command(cmd, false) {
             Ok(tag) => {
                 self.push_message(&CommandComplete::new(tag.into()));
                 Ok(())
@@ -173,37 +168,40 @@ impl Session<'_> {
         self.push_synthetic(b);
     }
 
-    fn apply_orgwall_command(&mut self, cmd: OrgwallCommand) -> Result<&'static str, ClientError> {
+    /// Applies a command now: the caller made sure nothing is in flight (`Session::defer`), so
+    /// the transaction status is PostgreSQL's at this point of the client's stream. `simple`:
+    /// a Query of its own, whose implicit transaction (outside a block) ends with it; in the
+    /// extended protocol that transaction ends at the next Sync (`transaction_ended`).
+    fn apply_orgwall_command(
+        &mut self,
+        cmd: OrgwallCommand,
+        simple: bool,
+    ) -> Result<&'static str, ClientError> {
+        if self.status == b'E' {
+            return Err(ClientError::error(
+                code::IN_FAILED_SQL_TRANSACTION,
+                "current transaction is aborted, commands ignored until end of transaction block",
+            ));
+        }
         match cmd {
             OrgwallCommand::Bind { org, local } => {
-                let org = tenant::resolve(self.principal.role, &org, &self.state.config.jwt)?;
-                tracing::info!(org_id = %org, local, "tenant bound");
-                if local {
-                    if self.status != b'I' {
-                        self.bound_local = Some(org);
-                    }
-                } else {
-                    self.bound = Some(org);
+                let jwt = &self.state.config.jwt;
+                let binding = tenant::resolve(self.principal.role, &org, jwt, unix_now())?;
+                tracing::info!(org_id = %binding.org, local, token = binding.expires.is_some(), "tenant bound");
+                // As in PostgreSQL, SET LOCAL outside a transaction block has no effect.
+                if !(local && self.status == b'I') {
+                    self.settings.bind_tenant(Some(binding), local);
+                    self.binding_changed(simple);
                 }
                 Ok("SET")
             }
             OrgwallCommand::Reset => {
-                tenant::resolve(
-                    self.principal.role,
-                    &Source::OrgId("-".into()),
-                    &self.state.config.jwt,
-                )?;
-                self.bound = None;
-                self.bound_local = None;
+                tenant::may_switch(self.principal.role)?;
+                self.settings.bind_tenant(None, false);
+                self.binding_changed(simple);
                 Ok("RESET")
             }
             OrgwallCommand::Deallocate { name } => {
-                if self.status == b'E' {
-                    return Err(ClientError::error(
-                        code::IN_FAILED_SQL_TRANSACTION,
-                        "current transaction is aborted, commands ignored until end of transaction block",
-                    ));
-                }
                 // The unnamed statement is not a prepared statement DEALLOCATE can name.
                 let Some(name) = name else {
                     self.forget_statements(true);
@@ -220,6 +218,13 @@ impl Session<'_> {
                 }
                 Ok("DEALLOCATE")
             }
+        }
+    }
+
+    /// A binding set outside a transaction block by a Query of its own is committed at once.
+    fn binding_changed(&mut self, simple: bool) {
+        if simple && self.status == b'I' {
+            self.settings.commit();
         }
     }
 }

@@ -24,6 +24,14 @@ impl Session<'_> {
         let Some(wall) = self.wall.clone() else {
             return Ok(());
         };
+        // In an aborted transaction PostgreSQL would refuse the context statement (and Orgwall
+        // would pass that error on for the client's ROLLBACK); every statement but the end of
+        // the transaction fails there anyway. After it, the context is set again if needed: it
+        // counts as unknown once a transaction it was set in ends, and a statement pipelined
+        // behind a ROLLBACK that changes a switcher's binding waits for it (`barrier`).
+        if self.status == b'E' {
+            return Ok(());
+        }
         let now = unix_now();
         let Some(lease) = self.server.as_ref() else {
             return Ok(());
@@ -51,7 +59,7 @@ impl Session<'_> {
     }
 
     /// Nothing the client sent since its last Sync (or Query) is in flight.
-    fn at_sync_boundary(&self) -> bool {
+    pub(super) fn at_sync_boundary(&self) -> bool {
         !self.skipping
             && self.pending.back().is_none_or(|p| {
                 matches!(

@@ -10,6 +10,7 @@ mod backend;
 mod client;
 mod commands;
 mod context;
+mod defer;
 mod local;
 mod pending;
 mod prepare;
@@ -77,7 +78,7 @@ pub(crate) struct Session<'a> {
     /// it ends (`backend.rs`).
     rolled_back: bool,
     /// The open transaction's savepoints, with the settings as they were at each.
-    savepoints: Vec<(String, Vec<(String, String)>)>,
+    savepoints: Vec<(String, settings::Snapshot)>,
     /// Transaction status from the last ReadyForQuery.
     status: u8,
     /// A confirmed `RESET` dropped settings of the startup packet on the server connection
@@ -88,9 +89,9 @@ pub(crate) struct Session<'a> {
     closing: bool,
     /// The server is in COPY FROM STDIN (extended protocol) and the client has not ended it.
     copy_in: bool,
-    /// Switcher logins: the tenant bound for the session and for the current transaction.
-    bound: Option<String>,
-    bound_local: Option<String>,
+    /// The rest of the client's messages wait in `cbuf` until the server has answered all that
+    /// is in flight (`defer.rs`: so `SET orgwall.*` applies in protocol order).
+    deferred: bool,
     /// `SET orgwall.*` prepared through the extended protocol (answered by Orgwall).
     commands: commands::Commands,
     /// Balance-cache state (recognised statements, local portals, read-your-writes).
@@ -149,8 +150,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         cancel: login.cancel,
         closing: false,
         copy_in: false,
-        bound: None,
-        bound_local: None,
+        deferred: false,
         commands: commands::Commands::default(),
         local: local::Local::default(),
         shareable: None,
@@ -177,6 +177,12 @@ impl Session<'_> {
             return reason;
         }
         loop {
+            if self.deferred && !self.in_flight() {
+                self.deferred = false;
+                if let Err(reason) = self.process_client().await {
+                    return reason;
+                }
+            }
             if draining && self.is_idle() && !self.closing {
                 self.fatal(ClientError::fatal(
                     code::ADMIN_SHUTDOWN,
@@ -201,12 +207,14 @@ impl Session<'_> {
                     to_server,
                     server,
                     closing,
+                    deferred,
                     ..
                 } = self;
                 // A share of a multiplexed connection carries one batch at a time: the client's
                 // next messages wait until its answers are in.
                 let read_client = !*closing
                     && to_server.len() < HIGH_WATER
+                    && (!*deferred || cbuf.len() < HIGH_WATER)
                     && !server.as_ref().is_some_and(|l| l.is_shared());
                 let read_server = to_client.len() < HIGH_WATER;
                 let has_server = server.is_some();
@@ -326,9 +334,13 @@ impl Session<'_> {
         memo.clear();
         self.shareable = self.batch_is_shareable(&mut memo);
         self.summaries = memo;
-        while !self.closing {
+        while !self.closing && !self.deferred {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {
+                    if self.must_wait(frame[0]) {
+                        self.defer(frame);
+                        break;
+                    }
                     self.active_at = Instant::now();
                     if let Err(e) = self.on_client_message(frame).await {
                         tracing::info!(error = %e.message, "closing client connection");

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::shared::Sharing;
 use super::{Session, Statement};
+use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
@@ -99,10 +100,7 @@ impl Session<'_> {
         let (effects, sharing) = self.pooling_effects(summary)?;
         let Some(org) = self.current_org() else {
             if touches_tenant_data(&template) {
-                return Err(ClientError::error(
-                    code::INSUFFICIENT_PRIVILEGE,
-                    "no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first",
-                ));
+                return Err(self.unbound());
             }
             return Ok(Routed {
                 sql: Some(template.render("")),
@@ -165,13 +163,24 @@ impl Session<'_> {
     pub(super) fn current_org_str(&self) -> Option<&str> {
         match self.principal.role {
             Role::Tenant => Some(&self.principal.org_id),
+            // A binding made with a token ends when the token expires.
             Role::Switcher => self
-                .bound_local
-                .as_deref()
-                .filter(|_| self.status != b'I')
-                .or(self.bound.as_deref()),
+                .settings
+                .tenant()
+                .filter(|b| b.expires.is_none() || b.live(unix_now()))
+                .map(|b| b.org.as_str()),
             Role::Admin => None,
         }
+    }
+
+    /// The refusal of a statement that needs a tenant when none is bound (or its token expired).
+    fn unbound(&self) -> ClientError {
+        let why = if self.settings.tenant().is_some() {
+            "the tenant token has expired: SET orgwall.tenant_token to a fresh token (or RESET orgwall.tenant_token)"
+        } else {
+            "no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first"
+        };
+        ClientError::error(code::INSUFFICIENT_PRIVILEGE, why)
     }
 
     /// For a switcher whose tenant changed since the statement was prepared, renders it again
@@ -183,12 +192,7 @@ impl Session<'_> {
         let Some(rendered) = &stmt.tenant else {
             return Ok(stmt);
         };
-        let org = self.current_org().ok_or_else(|| {
-            ClientError::error(
-                code::INSUFFICIENT_PRIVILEGE,
-                "no tenant is bound: SET orgwall.org_id first",
-            )
-        })?;
+        let org = self.current_org().ok_or_else(|| self.unbound())?;
         if org == rendered.org {
             return Ok(stmt);
         }

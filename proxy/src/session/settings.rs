@@ -1,9 +1,12 @@
 //! Client settings that must follow the client across pooled server connections: those from its
 //! startup packet and its session-level `SET`s. They are replayed on a server connection (after
-//! `RESET ALL`) whenever that connection last served different settings.
+//! `RESET ALL`) whenever that connection last served different settings. A switcher's tenant
+//! binding (`SET orgwall.*`) is tracked here too, under the same commit / rollback / savepoint
+//! rules, but never replayed: PostgreSQL never sees it.
 
 use std::hash::{Hash, Hasher};
 
+use super::tenant::Binding;
 use crate::sql::quote_literal;
 use crate::sql::SessionEffect;
 
@@ -17,6 +20,25 @@ pub struct Settings {
     /// `session` as of the last commit: what a rollback returns to.
     committed: Vec<(String, String)>,
     fingerprint: u64,
+    /// The switcher's tenant binding now.
+    tenant: Tenant,
+    /// The session-level binding as of the last commit.
+    committed_tenant: Option<Binding>,
+}
+
+/// A switcher's tenant binding: `SET [SESSION] orgwall.*` and `SET LOCAL orgwall.*` (which
+/// wins until its transaction ends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Tenant {
+    session: Option<Binding>,
+    local: Option<Binding>,
+}
+
+/// The settings and tenant binding as they were at a savepoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    session: Vec<(String, String)>,
+    tenant: Tenant,
 }
 
 /// Marks a server connection whose settings are no longer known.
@@ -81,33 +103,72 @@ impl Settings {
     }
 
     /// The transaction the effects since the last commit ran in committed (`COMMIT`, or an
-    /// implicit transaction that ended without error).
+    /// implicit transaction that ended without error); a `SET LOCAL` binding ends with it.
     pub fn commit(&mut self) {
         if self.committed != self.session {
             self.committed.clone_from(&self.session);
         }
+        if self.committed_tenant != self.tenant.session {
+            self.committed_tenant.clone_from(&self.tenant.session);
+        }
+        self.tenant.local = None;
     }
 
-    /// The session-level settings now, for a savepoint to return to.
-    pub fn snapshot(&self) -> Vec<(String, String)> {
-        self.session.clone()
-    }
-
-    /// A rollback to a savepoint taken with [`Settings::snapshot`].
-    pub fn restore(&mut self, snapshot: &[(String, String)]) {
-        if self.session != snapshot {
-            self.session = snapshot.to_vec();
-            self.refresh();
+    /// The session-level settings and binding now, for a savepoint to return to.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            session: self.session.clone(),
+            tenant: self.tenant.clone(),
         }
     }
 
+    /// A rollback to a savepoint taken with [`Settings::snapshot`].
+    pub fn restore(&mut self, snapshot: &Snapshot) {
+        if self.session != snapshot.session {
+            self.session.clone_from(&snapshot.session);
+            self.refresh();
+        }
+        self.tenant.clone_from(&snapshot.tenant);
+    }
+
     /// It rolled back (`ROLLBACK`, an error): PostgreSQL undid its `SET`s and `RESET`s, so do
-    /// we.
+    /// we, `orgwall.*` ones included.
     pub fn rollback(&mut self) {
         if self.committed != self.session {
             self.session.clone_from(&self.committed);
             self.refresh();
         }
+        self.tenant = Tenant {
+            session: self.committed_tenant.clone(),
+            local: None,
+        };
+    }
+
+    /// `SET [LOCAL] orgwall.*` (`binding`) or `RESET orgwall.*` (`None`), applied now; it
+    /// commits or rolls back with the transaction it ran in. A session-level one replaces a
+    /// `SET LOCAL` of the same transaction, as in PostgreSQL.
+    pub fn bind_tenant(&mut self, binding: Option<Binding>, local: bool) {
+        if local {
+            self.tenant.local = binding;
+        } else {
+            self.tenant = Tenant {
+                session: binding,
+                local: None,
+            };
+        }
+    }
+
+    /// The tenant binding in force (the transaction's `SET LOCAL` first).
+    pub fn tenant(&self) -> Option<&Binding> {
+        self.tenant.local.as_ref().or(self.tenant.session.as_ref())
+    }
+
+    /// Whether ending the transaction, or rolling back to one of `savepoints`, would leave the
+    /// tenant binding as it is.
+    pub fn tenant_settled<'a>(&self, mut savepoints: impl Iterator<Item = &'a Snapshot>) -> bool {
+        self.tenant.local.is_none()
+            && self.tenant.session == self.committed_tenant
+            && savepoints.all(|s| s.tenant == self.tenant)
     }
 
     /// Whether statements run at REPEATABLE READ or SERIALIZABLE by default (a snapshot the
@@ -168,6 +229,52 @@ mod tests {
         s.commit();
         s.rollback();
         assert_eq!(s.fingerprint(), 0);
+    }
+
+    #[test]
+    fn tenant_bindings_follow_transactions_and_savepoints() {
+        let b = |org: &str| {
+            Some(Binding {
+                org: org.into(),
+                expires: None,
+            })
+        };
+        let org = |s: &Settings| s.tenant().map(|b| b.org.clone());
+        let mut s = Settings::new(vec![]);
+        // Outside a transaction: applied and committed at once.
+        s.bind_tenant(b("a"), false);
+        s.commit();
+        assert!(s.tenant_settled(std::iter::empty()));
+        // BEGIN; SET b; ROLLBACK
+        s.bind_tenant(b("b"), false);
+        assert!(!s.tenant_settled(std::iter::empty()));
+        s.rollback();
+        assert_eq!(org(&s).as_deref(), Some("a"));
+        // BEGIN; SET b; COMMIT
+        s.bind_tenant(b("b"), false);
+        s.commit();
+        assert_eq!(org(&s).as_deref(), Some("b"));
+        // BEGIN; SET LOCAL a; COMMIT: the session binding is back.
+        s.bind_tenant(b("a"), true);
+        assert_eq!(org(&s).as_deref(), Some("a"));
+        assert!(!s.tenant_settled(std::iter::empty()));
+        s.commit();
+        assert_eq!(org(&s).as_deref(), Some("b"));
+        // BEGIN; SAVEPOINT p; SET LOCAL a; RESET; ROLLBACK TO p: back to b; SET a; RELEASE
+        let at_p = s.snapshot();
+        s.bind_tenant(b("a"), true);
+        s.bind_tenant(None, false);
+        assert_eq!(org(&s), None);
+        assert!(!s.tenant_settled([&at_p].into_iter()));
+        s.restore(&at_p);
+        assert_eq!(org(&s).as_deref(), Some("b"));
+        assert!(s.tenant_settled([&at_p].into_iter()));
+        s.bind_tenant(b("a"), false);
+        s.commit();
+        assert_eq!(org(&s).as_deref(), Some("a"));
+        // Tenant bindings are never replayed on a server connection.
+        assert_eq!(s.fingerprint(), 0);
+        assert_eq!(s.replay_sql(), "RESET ALL;");
     }
 
     #[test]

@@ -1,10 +1,12 @@
 //! Which tenant a statement runs as: the login's org for `tenant` roles; for `switcher` roles the
 //! org bound with `SET [LOCAL] orgwall.org_id = '…'` or `SET [LOCAL] orgwall.tenant_token = '<JWT>'`
-//! (HS256/RS256, claim `org_id`). Orgwall answers these commands itself; PostgreSQL never sees them.
+//! (verified by `crate::jwt`). Orgwall answers these commands itself; PostgreSQL never sees them;
+//! the session tracks the binding with its settings (`settings.rs`), so it follows PostgreSQL's
+//! SET semantics (undone by ROLLBACK and ROLLBACK TO, SET LOCAL ending with the transaction).
 
-use crate::config::{JwtKeys, Role};
+use crate::config::{JwtConfig, Role};
 use crate::errors::{code, ClientError};
-use crate::sql;
+use crate::{jwt, sql};
 
 /// A command Orgwall answers itself: a `SET`/`RESET` of an `orgwall.*` setting, or a
 /// `DEALLOCATE` of the client's own prepared statements (`commands.rs`).
@@ -106,58 +108,67 @@ fn value_after_name(stmt: &str, name: &str) -> Option<String> {
     Some(inner.replace("''", "'"))
 }
 
-/// Resolves a binding to an org id, verifying tokens; only switcher logins may bind.
-pub fn resolve(role: Role, source: &Source, keys: &JwtKeys) -> Result<String, ClientError> {
-    if role != Role::Switcher {
-        return Err(ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            "only switcher logins may change the tenant (this login is bound to its own org)",
-        ));
+/// A tenant binding: the org, and for one made with a token, the unix time from which it is no
+/// longer honoured (the token's `exp` plus `[jwt] leeway_secs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    pub org: String,
+    pub expires: Option<u64>,
+}
+
+impl Binding {
+    /// Whether the binding may still be used at unix time `now`.
+    pub fn live(&self, now: u64) -> bool {
+        self.expires.is_none_or(|e| now < e)
     }
-    let org = match source {
-        Source::OrgId(o) => o.clone(),
-        Source::Token(t) => verify_token(t, keys)?,
+}
+
+/// Only switcher logins may change their tenant.
+pub fn may_switch(role: Role) -> Result<(), ClientError> {
+    if role == Role::Switcher {
+        return Ok(());
+    }
+    Err(ClientError::error(
+        code::INSUFFICIENT_PRIVILEGE,
+        "only switcher logins may change the tenant (this login is bound to its own org)",
+    ))
+}
+
+/// Resolves a binding at unix time `now`, verifying tokens; only switcher logins may bind, and
+/// with `[jwt] require_token` only with a token.
+pub fn resolve(
+    role: Role,
+    source: &Source,
+    jwt: &JwtConfig,
+    now: u64,
+) -> Result<Binding, ClientError> {
+    may_switch(role)?;
+    let binding = match source {
+        Source::OrgId(_) if jwt.require_token => {
+            return Err(ClientError::error(
+                code::INSUFFICIENT_PRIVILEGE,
+                "SET orgwall.org_id is disabled (jwt.require_token): bind the tenant with SET orgwall.tenant_token",
+            ))
+        }
+        Source::OrgId(o) => Binding {
+            org: o.clone(),
+            expires: None,
+        },
+        Source::Token(t) => {
+            let v = jwt::verify(t, jwt, now).map_err(|e| ClientError::from(&e))?;
+            Binding {
+                org: v.org,
+                expires: Some(v.expires),
+            }
+        }
     };
-    if org.is_empty() {
+    if binding.org.is_empty() {
         return Err(ClientError::error(
             code::INSUFFICIENT_PRIVILEGE,
             "empty tenant id",
         ));
     }
-    Ok(org)
-}
-
-#[derive(serde::Deserialize)]
-struct Claims {
-    org_id: String,
-}
-
-fn verify_token(token: &str, keys: &JwtKeys) -> Result<String, ClientError> {
-    use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
-    let refuse = |why: String| {
-        ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            format!("tenant token rejected: {why}"),
-        )
-    };
-    let header = decode_header(token).map_err(|e| refuse(e.to_string()))?;
-    let key = match header.alg {
-        Algorithm::HS256 => keys
-            .hs256_secret
-            .as_deref()
-            .map(DecodingKey::from_secret)
-            .ok_or_else(|| refuse("no HS256 key configured".into()))?,
-        Algorithm::RS256 => keys
-            .rs256_public_pem
-            .as_deref()
-            .ok_or_else(|| refuse("no RS256 key configured".into()))
-            .and_then(|pem| DecodingKey::from_rsa_pem(pem).map_err(|e| refuse(e.to_string())))?,
-        other => return Err(refuse(format!("algorithm {other:?} is not accepted"))),
-    };
-    let mut validation = Validation::new(header.alg);
-    validation.required_spec_claims.clear();
-    let data = decode::<Claims>(token, &key, &validation).map_err(|e| refuse(e.to_string()))?;
-    Ok(data.claims.org_id)
+    Ok(binding)
 }
 
 #[cfg(test)]
@@ -211,43 +222,76 @@ mod tests {
 
     #[test]
     fn tokens_verify_with_the_configured_key_only() {
-        use jsonwebtoken::{encode, EncodingKey, Header};
-        let keys = JwtKeys {
-            hs256_secret: Some(b"s3cret".to_vec()),
-            rs256_public_pem: None,
+        use jsonwebtoken::{encode, Algorithm, DecodingKey, EncodingKey, Header};
+        let now = 1_800_000_000u64;
+        let mut cfg = JwtConfig {
+            keys: vec![crate::config::JwtKey {
+                kid: None,
+                alg: Algorithm::HS256,
+                key: DecodingKey::from_secret(b"s3cret"),
+            }],
+            ..JwtConfig::default()
         };
-        let claims = serde_json::json!({ "org_id": "org_b" });
-        let good = encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(b"s3cret"),
-        )
-        .unwrap();
-        let bad = encode(
-            &Header::default(),
-            &claims,
-            &EncodingKey::from_secret(b"other"),
-        )
-        .unwrap();
+        let claims = serde_json::json!({ "org_id": "org_b", "exp": now + 60 });
+        let sign = |secret: &[u8]| {
+            encode(
+                &Header::default(),
+                &claims,
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap()
+        };
+        let (good, bad) = (sign(b"s3cret"), sign(b"other"));
+        let token = |t: &String| Source::Token(t.clone());
+        let code = |r: Result<Binding, ClientError>| r.unwrap_err().code;
         assert_eq!(
-            resolve(Role::Switcher, &Source::Token(good.clone()), &keys).unwrap(),
-            "org_b"
+            resolve(Role::Switcher, &token(&good), &cfg, now).unwrap(),
+            Binding {
+                org: "org_b".into(),
+                expires: Some(now + 60 + 30)
+            }
         );
         assert_eq!(
-            resolve(Role::Switcher, &Source::Token(bad), &keys)
-                .unwrap_err()
-                .code,
+            code(resolve(Role::Switcher, &token(&bad), &cfg, now)),
             "42501"
         );
         assert_eq!(
-            resolve(Role::Tenant, &Source::Token(good), &keys)
-                .unwrap_err()
-                .code,
+            code(resolve(Role::Tenant, &token(&good), &cfg, now)),
             "42501"
         );
+        let org = Source::OrgId("o".into());
         assert_eq!(
-            resolve(Role::Switcher, &Source::OrgId("o".into()), &keys).unwrap(),
-            "o"
+            resolve(Role::Switcher, &org, &cfg, now).unwrap(),
+            Binding {
+                org: "o".into(),
+                expires: None
+            }
         );
+        let empty = Source::OrgId(String::new());
+        assert_eq!(code(resolve(Role::Switcher, &empty, &cfg, now)), "42501");
+        cfg.require_token = true;
+        let refused = resolve(Role::Switcher, &org, &cfg, now).unwrap_err();
+        assert_eq!(refused.code, "42501");
+        assert!(
+            refused.message.contains("require_token"),
+            "{}",
+            refused.message
+        );
+        assert!(resolve(Role::Switcher, &token(&good), &cfg, now).is_ok());
+    }
+
+    #[test]
+    fn bindings_from_tokens_expire() {
+        let b = Binding {
+            org: "o".into(),
+            expires: Some(100),
+        };
+        assert!(b.live(99));
+        assert!(!b.live(100));
+        let forever = Binding {
+            org: "o".into(),
+            expires: None,
+        };
+        assert!(forever.live(u64::MAX));
     }
 }
