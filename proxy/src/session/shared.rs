@@ -45,10 +45,23 @@ impl Session<'_> {
         }
         let mut parsed: Vec<(&[u8], bool)> = Vec::new();
         let mut read_only = true;
-        let mut last = 0u8;
+        // Extended-protocol messages since the last Sync: a batch is a run of whole units,
+        // each one Query or extended messages ending in Sync. A Query behind unsynced
+        // extended messages is skipped by PostgreSQL if they fail, and the answers on the
+        // shared connection would then belong to the wrong batches.
+        let mut open_extended = false;
+        let mut any = false;
         let mut msgs = wire::frames(&self.cbuf);
         for (tag, body) in msgs.by_ref() {
-            last = tag;
+            if !wire::well_formed_client(tag, body) {
+                return None;
+            }
+            any = true;
+            open_extended = match tag {
+                b'Q' if open_extended => return None,
+                b'Q' | b'S' => false,
+                _ => true,
+            };
             let sharing = match tag {
                 b'Q' => cstr(body).and_then(|(q, _)| summarize(q, memo)),
                 b'P' => cstr(body).and_then(|(name, rest)| {
@@ -71,7 +84,7 @@ impl Session<'_> {
         if !msgs.at_end() {
             return None; // a message still arriving
         }
-        matches!(last, b'Q' | b'S').then_some(Sharing {
+        (any && !open_extended).then_some(Sharing {
             batchable: true,
             read_only,
         })

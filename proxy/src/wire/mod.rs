@@ -100,6 +100,11 @@ pub fn split_startup(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>,
     Ok(Some(buf.split_to(len)))
 }
 
+/// Whether a client message body has the layout its type requires (see `checked`).
+pub fn well_formed_client(tag: u8, body: &[u8]) -> bool {
+    checked::well_formed(tag, body)
+}
+
 /// Decodes a complete frame a client sent, once its layout has been checked (pgwire's
 /// decoders panic on some malformed bodies).
 pub fn decode_client<M: Message>(frame: BytesMut, what: &'static str) -> Result<M, WireError> {

@@ -172,6 +172,10 @@ pub(super) struct Conn {
     /// arrives (`discard`: its bytes still to come) and fails its batch's session.
     pub max_message: usize,
     pub discard: usize,
+    /// PostgreSQL answered with something no shared batch can ask for (a COPY): the
+    /// connection is closed and every batch on it fails, rather than risk handing one
+    /// client's answer to another.
+    pub broken: bool,
 }
 
 /// Runs the connection until no client refers to it any more or it is lost.
@@ -192,6 +196,7 @@ pub(super) async fn run(
         max_members,
         max_message,
         discard: 0,
+        broken: false,
         skipping: false,
     };
     let mut closed = false;
@@ -222,7 +227,12 @@ pub(super) async fn run(
             }
             Ok(None) => closed = true,
             Err(Io::Wrote(Ok(n))) if n > 0 => c.out.advance(n),
-            Err(Io::Read(Ok(n))) if n > 0 => c.route(&mut server.rbuf),
+            Err(Io::Read(Ok(n))) if n > 0 => {
+                c.route(&mut server.rbuf);
+                if c.broken {
+                    break "unexpected message on a multiplexed connection";
+                }
+            }
             Err(Io::Wrote(_)) | Err(Io::Read(_)) => break "connection lost",
         }
     };
@@ -345,6 +355,11 @@ impl Conn {
                     reruns.extend(b.and_then(|b| self.answered(b, answer.freeze())));
                     self.skipping = failed;
                 }
+                End::Broken => {
+                    tracing::warn!("a COPY answer on a multiplexed connection: closing it");
+                    self.broken = true;
+                    return;
+                }
                 End::Skipped => {
                     // The group's ReadyForQuery: the members still queued never ran.
                     rbuf.advance(pos);
@@ -421,6 +436,10 @@ impl Conn {
                     };
                     break;
                 }
+                if matches!(tag, b'G' | b'H' | b'W') {
+                    end = End::Broken;
+                    break;
+                }
                 if tag == b'Z' {
                     head.left -= 1;
                     if head.left == 0 {
@@ -474,6 +493,8 @@ enum End {
     Member { failed: bool },
     /// The ReadyForQuery ending a group whose remaining members PostgreSQL skipped.
     Skipped,
+    /// A message no batch on a shared connection can be answered with.
+    Broken,
 }
 
 /// `b` is now the batch PostgreSQL runs; its answer is held back if a cancel was sent to the
@@ -559,6 +580,7 @@ mod tests {
             skipping: false,
             max_message: 1024,
             discard: 0,
+            broken: false,
         }
     }
 
