@@ -81,6 +81,40 @@ fn example_plugins_decide_as_documented() {
             Ok(None),
         ),
         (&TENANT, "DELETE FROM items WHERE id = 'i1'", Ok(None)),
+        // … wherever the write is in the statement (the issue's bypasses; as admin, whom
+        // row-limit lets read the ledger).
+        (
+            &ADMIN_WHO,
+            "WITH d AS (DELETE FROM inventory_ledger RETURNING id) SELECT * FROM d",
+            Err("42501"),
+        ),
+        (
+            &ADMIN_WHO,
+            "WITH u AS (UPDATE inventory_ledger SET reason = 'x' RETURNING id) SELECT * FROM u",
+            Err("42501"),
+        ),
+        (
+            &ADMIN_WHO,
+            "INSERT INTO inventory_ledger (id) VALUES ('l1') \
+             ON CONFLICT (id) DO UPDATE SET reason = 'x'",
+            Err("42501"),
+        ),
+        (
+            &ADMIN_WHO,
+            "INSERT INTO inventory_ledger (id) VALUES ('l1') ON CONFLICT (id) DO NOTHING",
+            Ok(None),
+        ),
+        (
+            &ADMIN_WHO,
+            "SELECT 1 FROM items WHERE id IN (WITH d AS (DELETE FROM inventory_ledger \
+             RETURNING item_id) SELECT item_id FROM d)",
+            Err("42501"),
+        ),
+        (
+            &TENANT,
+            "WITH d AS (DELETE FROM items RETURNING id) SELECT * FROM d",
+            Ok(None),
+        ),
         // audit-admin-only.
         (&TENANT, "SELECT count(*) FROM audit_logs", Err("42501")),
         (
@@ -98,6 +132,16 @@ fn example_plugins_decide_as_documented() {
         (&ADMIN_WHO, "SELECT id, email FROM users", Ok(None)),
         (&TENANT, "SELECT * FROM users", Err("42501")),
         (&TENANT, "SELECT upper(email) FROM users", Err("42501")),
+        // Whole rows carry the email: the plugin is told (`*`), the mask cannot apply.
+        (&TENANT, "SELECT u FROM users u", Err("42501")),
+        (&TENANT, "SELECT row_to_json(u) FROM users u", Err("42501")),
+        (&TENANT, "SELECT u::text FROM users u", Err("42501")),
+        (
+            &TENANT,
+            "SELECT row_to_json(u.*) FROM users u",
+            Err("42501"),
+        ),
+        (&TENANT, "COPY users TO STDOUT", Err("42501")),
         (&TENANT, "SELECT id, name FROM users", Ok(None)),
         // row-limit: uses its config.
         (&TENANT, "SELECT id FROM inventory_ledger", Err("54000")),

@@ -28,12 +28,37 @@ pub(super) struct At<'a> {
     pub index: usize,
 }
 
-/// Asks every plugin in `set` about one statement. The WIT principal and statement are built
-/// only if some plugin has no cached decision.
+/// Asks every plugin in `set` about one statement and then about each write nested in it
+/// (`StatementInfo::nested`, each presented as a statement of its own with the same SQL), so a
+/// plugin that decides by operation sees a `DELETE` inside a `WITH` as a `Delete`.
 pub(super) fn decide(set: &PluginSet, who: &Who<'_>, at: &At<'_>, info: &StatementInfo) -> Outcome {
+    let mut masks = Vec::new();
+    for (part, view) in std::iter::once(info).chain(&info.nested).enumerate() {
+        match decide_part(set, who, at, part, view) {
+            Outcome::Allow => {}
+            Outcome::Mask(m) => masks.extend(m),
+            deny @ Outcome::Deny { .. } => return deny,
+        }
+    }
+    if masks.is_empty() {
+        Outcome::Allow
+    } else {
+        Outcome::Mask(masks)
+    }
+}
+
+/// [`decide`] for one part (0: the statement itself). The WIT principal and statement are
+/// built only if some plugin has no cached decision.
+fn decide_part(
+    set: &PluginSet,
+    who: &Who<'_>,
+    at: &At<'_>,
+    part: usize,
+    info: &StatementInfo,
+) -> Outcome {
     let key: CacheKey = (
         at.shape.clone(),
-        at.index,
+        (at.index, part),
         info.limit,
         who.role.as_str(),
         who.user.to_string(),

@@ -11,8 +11,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    CopySource, Expr, Ident, ObjectName, SelectItem, SetExpr, Statement, TableFactor, Value, Visit,
-    Visitor,
+    CopySource, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
+    SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -153,7 +153,7 @@ fn apply_one(stmt: &mut Statement, m: &Mask) -> Result<(), MaskError> {
 
 /// Whether an expression anywhere in `select` is a whole row of a masked table: its name
 /// (`u`, `row_to_json(u)`, `u::text`, `format('%s', u)`) or `u.*` inside an expression
-/// (`(u.*)::text`). Any of these carries every column, the masked one included.
+/// (`(u.*)::text`, `row_to_json(u.*)`). Any of these carries every column, the masked one included.
 fn reads_whole_rows(select: &sqlparser::ast::Select, qualifiers: &[String]) -> bool {
     struct Find<'a>(&'a [String]);
     impl Visitor for Find<'_> {
@@ -170,6 +170,17 @@ fn reads_whole_rows(select: &sqlparser::ast::Select, qualifiers: &[String]) -> b
                                 .any(|q| q.eq_ignore_ascii_case(&name.to_string()))
                 }
                 Expr::Wildcard(_) => true,
+                // `row_to_json(t.*)`: a wildcard argument is not an expression of its own.
+                Expr::Function(f) => match &f.args {
+                    FunctionArguments::List(list) => list.args.iter().any(|a| {
+                        let (FunctionArg::Unnamed(a)
+                        | FunctionArg::Named { arg: a, .. }
+                        | FunctionArg::ExprNamed { arg: a, .. }) = a;
+                        matches!(a, FunctionArgExpr::QualifiedWildcard(n)
+                            if self.0.contains(&split_name(n).1))
+                    }),
+                    _ => false,
+                },
                 _ => false,
             };
             if whole {
@@ -331,6 +342,8 @@ mod tests {
             ("SELECT to_jsonb(users) FROM users", Err("whole rows")),
             ("SELECT u::text FROM users u", Err("whole rows")),
             ("SELECT (users.*)::text FROM users", Err("whole rows")),
+            ("SELECT row_to_json(u.*) FROM users u", Err("whole rows")),
+            ("SELECT to_jsonb(users.*) FROM users", Err("whole rows")),
             ("SELECT json_agg(u) FROM users u", Err("whole rows")),
             ("SELECT format('%s', u) FROM users u", Err("whole rows")),
             (

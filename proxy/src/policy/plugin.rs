@@ -52,11 +52,12 @@ struct Slot {
     bindings: Policy,
 }
 
-/// Cache key: (shape key of the SQL string, statement index in it, literal LIMIT, role, user,
-/// org). The shape key is exact up to literal values (see `sql::shape_key`).
+/// Cache key: (shape key of the SQL string, (statement index in it, part: 0 for the statement,
+/// then its nested writes), literal LIMIT, role, user, org). The shape key is exact up to
+/// literal values (see `sql::shape_key`); the org is a switcher's current one.
 pub(super) type CacheKey = (
     Arc<str>,
-    usize,
+    (usize, usize),
     Option<u64>,
     &'static str,
     String,

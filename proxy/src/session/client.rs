@@ -202,7 +202,8 @@ impl Session<'_> {
         }
         let effect = stmt.and_then(|s| s.effect.clone());
         let effect = effect.map(|e| bound_effect(e, &v.params));
-        self.portals.insert(v.portal.to_string(), effect);
+        let org = self.current_org();
+        self.portals.insert(v.portal.to_string(), (effect, org));
         let renamed = server_name.as_deref().unwrap_or("");
         wire::put_bind_renamed(&mut self.to_server, raw, &v, renamed);
         self.pending.push_back(Pending::Bind);
@@ -251,6 +252,9 @@ impl Session<'_> {
             }
             return self.execute_command(cmd).await;
         }
+        if let Err(e) = self.portal_tenant_check(wire_portal_name(&frame)) {
+            return self.refuse(e, false).await;
+        }
         if self.execute_locally(&frame) {
             return Ok(());
         }
@@ -258,7 +262,7 @@ impl Session<'_> {
             return self.refuse(e, false).await;
         }
         let portal = wire_portal_name(&frame);
-        let effect = self.portals.get(portal).cloned().flatten();
+        let effect = self.portals.get(portal).and_then(|(e, _)| e.clone());
         self.to_server.extend_from_slice(&frame);
         self.pending.push_back(Pending::Execute { effect });
         Ok(())

@@ -7,6 +7,8 @@
 //! applied WAL up to the server's current position — read-your-writes — else goes upstream.
 //! Extended protocol: Parse of a recognised statement takes no server connection; Bind decides
 //! (and computes the answer), Describe/Execute/Close of that portal are answered from it.
+//! Invariant: an answer is for the tenant current at Bind and Execute, and only for a
+//! statement routed (policy plugins included) for that tenant.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,6 +42,8 @@ pub(super) struct Local {
 
 #[derive(Debug)]
 struct Portal {
+    /// The tenant whose balances `rows` are.
+    org: String,
     row_description: Bytes,
     rows: Vec<BytesMut>,
     sent: usize,
@@ -233,6 +237,13 @@ impl Session<'_> {
         let Some(b) = state.balances.as_deref().filter(|b| b.serving()) else {
             return false;
         };
+        // Prepared for another tenant (a switcher changed tenant since its Parse): routed
+        // again for the current one, policy plugins included, before the cache may answer.
+        if !self.local.shapes.contains_key(bind.statement)
+            || !self.routed_for_current_tenant(bind.statement).await
+        {
+            return false;
+        }
         let Some((shape, stmt)) = self.local_statement(bind.statement) else {
             return false;
         };
@@ -246,12 +257,13 @@ impl Session<'_> {
         let mut described = self.local.described.take();
         let resp = self.answer_bind(b, bind, &mut described);
         self.local.described = described;
-        let Some(resp) = resp else {
+        let (Some(resp), Some(org)) = (resp, self.current_org()) else {
             return false;
         };
         self.local.portals.insert(
             bind.portal.to_string(),
             Portal {
+                org,
                 row_description: resp.row_description,
                 rows: resp.rows,
                 sent: 0,
@@ -292,15 +304,22 @@ impl Session<'_> {
         true
     }
 
-    /// A recognised statement and its shape, while the statement is still rendered with the
-    /// template it was recognised with (a switcher's tenant change renders it anew).
+    /// A recognised statement and its shape, while the statement is rendered for the current
+    /// tenant (so policy plugins decided for that tenant) with the template it was recognised
+    /// with.
     fn local_statement(&self, name: &str) -> Option<(&Arc<Shape>, &super::Statement)> {
         let (template, shape) = self.local.shapes.get(name)?;
         let stmt = self.statements.get(name)?;
+        let org = self.current_org_str()?;
         stmt.tenant
             .as_ref()
-            .is_some_and(|r| Arc::ptr_eq(&r.template, template))
+            .is_some_and(|r| r.org == org && Arc::ptr_eq(&r.template, template))
             .then_some((shape, &**stmt))
+    }
+
+    /// The tenant a portal the cache answers was bound for.
+    pub(super) fn local_portal_org(&self, portal: &str) -> Option<&str> {
+        self.local.portals.get(portal).map(|p| p.org.as_str())
     }
 
     fn describe_statement_locally(&mut self, name: &str) -> bool {

@@ -69,8 +69,9 @@ pub(crate) struct Session<'a> {
     server: Option<Lease>,
     pending: VecDeque<Pending>,
     statements: HashMap<String, Arc<Statement>>,
-    /// Session effect of each open portal's statement (for SET through the extended protocol).
-    portals: HashMap<String, Option<crate::sql::SessionEffect>>,
+    /// Each open portal's statement's session effect (for SET through the extended protocol)
+    /// and the tenant it was bound for (it runs for no other).
+    portals: HashMap<String, (Option<crate::sql::SessionEffect>, Option<String>)>,
     settings: Settings,
     /// After an error in the extended protocol: drop messages until Sync, as PostgreSQL does.
     skipping: bool,

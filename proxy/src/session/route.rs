@@ -222,6 +222,49 @@ impl Session<'_> {
         )))
     }
 
+    /// Makes statement `name` one routed for the current tenant — routed again, policy
+    /// plugins included, when a switcher changed tenant since its Parse — as a forwarded Bind
+    /// does (the balance cache calls this before answering one). False when that refuses it
+    /// (the forwarded path then routes it again and reports the refusal).
+    pub(super) async fn routed_for_current_tenant(&mut self, name: &str) -> bool {
+        let Some(stmt) = self.statements.get(name).cloned() else {
+            return false;
+        };
+        let current = self.current_org_str();
+        if current.is_some() && stmt.tenant.as_ref().map(|r| r.org.as_str()) == current {
+            return true;
+        }
+        match self.for_current_tenant(stmt.clone()).await {
+            Ok(routed) => {
+                if !Arc::ptr_eq(&routed, &stmt) {
+                    self.statements.insert(name.to_string(), routed);
+                }
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Refuses to execute a portal bound for another tenant than the current one (a switcher
+    /// that changed tenant between its Bind and Execute): its rows, or its plugins' decision,
+    /// were for that tenant.
+    pub(super) fn portal_tenant_check(&self, portal: &str) -> Result<(), ClientError> {
+        let bound = match self.local_portal_org(portal) {
+            Some(org) => Some(org),
+            None => match self.portals.get(portal) {
+                Some((_, org)) => org.as_deref(),
+                None => return Ok(()),
+            },
+        };
+        if bound.is_none() || bound == self.current_org_str() {
+            return Ok(());
+        }
+        Err(ClientError::error(
+            code::INSUFFICIENT_PRIVILEGE,
+            format!("portal \"{portal}\" was bound for another tenant; bind it again"),
+        ))
+    }
+
     /// Refuses a Bind whose tenant-column parameters are not the session's tenant.
     pub(super) fn check_tenant_params(
         &self,

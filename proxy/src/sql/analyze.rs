@@ -1,18 +1,19 @@
 //! What a statement does, for policy plugins: its operation, every table it touches (read or
-//! written) with the columns it names, and its top-level literal `LIMIT`. Pure: no I/O.
+//! written) with the columns it names, its top-level literal `LIMIT`, and every write nested in
+//! it (`nested.rs`: writable CTEs, `ON CONFLICT DO UPDATE`, MERGE actions). Pure: no I/O.
 //!
 //! Invariant: the table list is never smaller than the truth. An unqualified column in a
-//! statement over several tables is listed for each of them; `*` is listed as a column.
-//! Names of CTEs are not tables and are left out. Text that does not parse is an error
-//! (the caller refuses it), never an empty analysis.
+//! statement over several tables is listed for each of them; `*` stands for every column and
+//! is listed wherever whole rows are read (`SELECT *`, `t.*`, the row itself as a value:
+//! `SELECT t`, `row_to_json(t)`, `t::text`, `COPY t TO`). A table written anywhere in the
+//! statement is listed as written. Names of CTEs are not tables and are left out. Text that
+//! does not parse is an error (the caller refuses it), never an empty analysis.
 
 use std::collections::BTreeSet;
-use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    AssignmentTarget, CopySource, Expr, FromTable, Ident, ObjectName, ObjectNamePart, Query,
-    Select, SelectItem, SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor,
-    TableObject, Value, Visit, Visitor,
+    CopySource, Expr, FromTable, Ident, ObjectName, ObjectNamePart, Query, Select,
+    SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, Value, Visit,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -64,6 +65,10 @@ pub struct StatementInfo {
     pub tables: Vec<TableAccess>,
     /// Top-level `LIMIT n` when `n` is a literal.
     pub limit: Option<u64>,
+    /// Each write nested in the statement, analysed as a statement of its own (its operation
+    /// is the write's: a `DELETE` in a `WITH` is a `Delete`, `ON CONFLICT DO UPDATE` an
+    /// `Update`, a MERGE's `WHEN … THEN DELETE` a `Delete`). Empty in the parts themselves.
+    pub nested: Vec<StatementInfo>,
 }
 
 /// Parses `sql` (PostgreSQL dialect) and analyses each statement in it.
@@ -76,48 +81,63 @@ pub fn analyze(sql: &str) -> Result<Vec<StatementInfo>, AnalyzeError> {
     .unwrap_or_else(|e| Err(AnalyzeError::Parse(e.to_string())))
 }
 
-/// Analyses one parsed statement.
+/// Analyses one parsed statement, its nested writes included.
 pub fn analyze_statement(stmt: &Statement) -> StatementInfo {
     let mut c = Collector::default();
     let _ = stmt.visit(&mut c);
-    // Columns named by INSERT's column list and UPDATE's SET are not expressions.
-    match stmt {
-        Statement::Insert(i) => c.bare.extend(i.columns.iter().map(|n| split_name(n).1)),
-        Statement::Update(u) => {
-            for a in &u.assignments {
-                if let AssignmentTarget::ColumnName(n) = &a.target {
-                    c.bare.insert(split_name(n).1);
-                }
-            }
+    let nested = nested::writes(stmt, &c.ctes);
+    let also_written: Vec<(String, String)> = nested
+        .iter()
+        .flat_map(|p| p.tables.iter())
+        .filter(|t| t.access == Access::Write)
+        .map(|t| (t.schema.clone(), t.name.clone()))
+        .collect();
+    let mut info = analyze_as(stmt, c, operation(stmt), &also_written, &BTreeSet::new());
+    info.nested = nested;
+    info
+}
+
+/// The analysis of `stmt` as an `op` (its own kind, or one of its implicit writes), whose
+/// walk `c` is done, listing `also_written` as written and leaving out `outer_ctes` (names
+/// of the enclosing statement's CTEs). No nested parts.
+fn analyze_as(
+    stmt: &Statement,
+    mut c: Collector,
+    op: Operation,
+    also_written: &[(String, String)],
+    outer_ctes: &BTreeSet<String>,
+) -> StatementInfo {
+    // COPY's table and column list are not visited as expressions.
+    if let Statement::Copy {
+        source: CopySource::Table {
+            table_name,
+            columns,
+        },
+        ..
+    } = stmt
+    {
+        let n = split_name(table_name);
+        if !c.relations.contains(&n) {
+            c.relations.push(n);
         }
-        Statement::Copy {
-            source:
-                CopySource::Table {
-                    table_name,
-                    columns,
-                },
-            ..
-        } => {
-            let n = split_name(table_name);
-            if !c.relations.contains(&n) {
-                c.relations.push(n);
-            }
-            c.bare.extend(columns.iter().map(norm));
+        // Without a column list, COPY reads (or writes) whole rows.
+        if columns.is_empty() {
+            c.bare.insert("*".into());
         }
-        _ => {}
+        c.bare.extend(columns.iter().map(norm));
     }
-    let writes = write_targets(stmt);
-    let op = operation(stmt);
+    let mut writes = write_targets(stmt);
+    writes.extend_from_slice(also_written);
     let mut tables: Vec<TableAccess> = Vec::new();
     for (schema, name) in c.relations.iter() {
-        if schema.is_empty() && c.ctes.contains(name) {
+        if schema.is_empty() && (c.ctes.contains(name) || outer_ctes.contains(name)) {
             continue;
         }
         // Schema changes count as writes to every table they name.
         let written = op == Operation::Ddl || writes.iter().any(|(s, n)| s == schema && n == name);
         // A write target is also read when the statement names its columns outside SET/VALUES;
-        // conservatively, UPDATE/DELETE/MERGE targets are both read and written.
-        let also_read = !written || op != Operation::Insert;
+        // conservatively, UPDATE/DELETE/MERGE targets (and an upsert's) are read and written.
+        let also_read = !written || op != Operation::Insert || nested::upserts(stmt);
         let columns = c.columns_of(schema, name);
         if written {
             tables.push(table(schema, name, Access::Write, columns.clone()));
@@ -133,6 +153,7 @@ pub fn analyze_statement(stmt: &Statement) -> StatementInfo {
             Statement::Query(q) => literal_limit(q),
             _ => None,
         },
+        nested: Vec::new(),
     }
 }
 
@@ -145,6 +166,7 @@ fn table(schema: &str, name: &str, access: Access, columns: Vec<String>) -> Tabl
     }
 }
 
+/// The kind of a statement, as PostgreSQL's command tag names it.
 fn operation(stmt: &Statement) -> Operation {
     match stmt {
         Statement::Query(_) => Operation::Select,
@@ -256,102 +278,6 @@ pub fn split_name(n: &ObjectName) -> (String, String) {
     }
 }
 
-/// Walks the AST once, gathering relations, aliases, CTE names and column references.
-#[derive(Default)]
-struct Collector {
-    /// Relations in order of first appearance.
-    relations: Vec<(String, String)>,
-    /// alias (or bare table name) → (schema, name).
-    aliases: Vec<(String, (String, String))>,
-    ctes: BTreeSet<String>,
-    /// Qualified column references: (qualifier, column).
-    qualified: BTreeSet<(String, String)>,
-    /// Unqualified column references.
-    bare: BTreeSet<String>,
-}
-
-impl Collector {
-    fn columns_of(&self, schema: &str, name: &str) -> Vec<String> {
-        let me = (schema.to_string(), name.to_string());
-        let qualifiers: Vec<&str> = self
-            .aliases
-            .iter()
-            .filter(|(_, t)| *t == me)
-            .map(|(a, _)| a.as_str())
-            .collect();
-        let mut cols: BTreeSet<String> = self.bare.clone();
-        for (q, c) in &self.qualified {
-            if qualifiers.contains(&q.as_str()) || q == name {
-                cols.insert(c.clone());
-            }
-        }
-        cols.into_iter().collect()
-    }
-}
-
-impl Visitor for Collector {
-    type Break = ();
-
-    fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
-        if let Some(with) = &q.with {
-            for cte in &with.cte_tables {
-                self.ctes.insert(norm(&cte.alias.name));
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_relation(&mut self, r: &ObjectName) -> ControlFlow<()> {
-        let n = split_name(r);
-        if !self.relations.contains(&n) {
-            self.relations.push(n);
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_table_factor(&mut self, t: &TableFactor) -> ControlFlow<()> {
-        if let TableFactor::Table { name, alias, .. } = t {
-            let n = split_name(name);
-            let key = match alias {
-                Some(a) => norm(&a.name),
-                None => n.1.clone(),
-            };
-            self.aliases.push((key, n));
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_select(&mut self, s: &Select) -> ControlFlow<()> {
-        for item in &s.projection {
-            match item {
-                SelectItem::Wildcard(_) => {
-                    self.bare.insert("*".into());
-                }
-                SelectItem::QualifiedWildcard(kind, _) => {
-                    self.qualified
-                        .insert((wildcard_qualifier(kind), "*".into()));
-                }
-                _ => {}
-            }
-        }
-        ControlFlow::Continue(())
-    }
-
-    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
-        match e {
-            Expr::Identifier(i) => {
-                self.bare.insert(norm(i));
-            }
-            Expr::CompoundIdentifier(parts) if parts.len() >= 2 => {
-                let q = norm(&parts[parts.len() - 2]);
-                self.qualified.insert((q, norm(&parts[parts.len() - 1])));
-            }
-            _ => {}
-        }
-        ControlFlow::Continue(())
-    }
-}
-
 /// The table or alias of `q.*` (its last name part; "" for expression wildcards).
 pub fn wildcard_qualifier(kind: &SelectItemQualifiedWildcardKind) -> String {
     match kind {
@@ -367,6 +293,11 @@ pub fn plain_select(q: &Query) -> Option<&Select> {
         _ => None,
     }
 }
+
+mod collect;
+mod nested;
+
+use collect::Collector;
 
 #[cfg(test)]
 mod tests;

@@ -2,8 +2,19 @@
 
 use super::*;
 
-/// Renders an analysis as `op; r:schema.name(cols) w:name(cols); limit`.
+/// Renders an analysis as `op; r:schema.name(cols) w:name(cols); limit`, then each nested
+/// write as ` | op; tables`.
 fn render(info: &StatementInfo) -> String {
+    let mut out = render_one(info);
+    for part in &info.nested {
+        assert!(part.nested.is_empty(), "parts have no parts");
+        out.push_str(" | ");
+        out.push_str(&render_one(part));
+    }
+    out
+}
+
+fn render_one(info: &StatementInfo) -> String {
     let tables: Vec<String> = info
         .tables
         .iter()
@@ -75,8 +86,12 @@ fn statements_are_classified_with_their_tables() {
             "TRUNCATE inventory_ledger, audit_logs",
             "Truncate; w:inventory_ledger() r:inventory_ledger() w:audit_logs() r:audit_logs()",
         ),
-        ("COPY users TO STDOUT", "Copy; r:users()"),
-        ("COPY items FROM STDIN", "Copy; w:items() r:items()"),
+        ("COPY users TO STDOUT", "Copy; r:users(*)"),
+        (
+            "COPY users (id, email) TO STDOUT",
+            "Copy; r:users(email,id)",
+        ),
+        ("COPY items FROM STDIN", "Copy; w:items(*) r:items(*)"),
         ("CREATE TABLE x (a int)", "Ddl; w:x() r:x()"),
         ("SET search_path = public", "Utility; "),
         ("BEGIN", "Utility; "),
@@ -97,4 +112,117 @@ fn multi_statement_text_gives_one_analysis_each() {
 #[test]
 fn unparsable_text_is_an_error() {
     assert!(matches!(analyze("SELEC oops"), Err(AnalyzeError::Parse(_))));
+}
+
+/// Writes wherever they are in the statement tree are parts of their own, with the write's
+/// operation, and the statement lists their targets as written.
+#[test]
+fn nested_writes_are_parts_with_their_own_operation() {
+    let cases = [
+        (
+            "WITH d AS (DELETE FROM inventory_ledger WHERE id = 1 RETURNING id) SELECT * FROM d",
+            "Select; w:inventory_ledger(*,id) r:inventory_ledger(*,id) \
+             | Delete; w:inventory_ledger(id) r:inventory_ledger(id)",
+        ),
+        (
+            "WITH u AS (UPDATE inventory_ledger SET reason = 'x' RETURNING id) SELECT id FROM u",
+            "Select; w:inventory_ledger(id,reason) r:inventory_ledger(id,reason) \
+             | Update; w:inventory_ledger(id,reason) r:inventory_ledger(id,reason)",
+        ),
+        // At depth: in a subquery's WITH, and in a write's WITH.
+        (
+            "SELECT * FROM items WHERE id IN \
+             (WITH d AS (DELETE FROM inventory_ledger RETURNING item_id) SELECT item_id FROM d)",
+            "Select; r:items(*,id,item_id) w:inventory_ledger(*,id,item_id) \
+             r:inventory_ledger(*,id,item_id) | Delete; w:inventory_ledger(item_id) \
+             r:inventory_ledger(item_id)",
+        ),
+        (
+            "WITH a AS (WITH b AS (UPDATE inventory_ledger SET reason = 'x' RETURNING id) \
+             INSERT INTO audit_logs (id) SELECT id FROM b RETURNING id) SELECT 1",
+            "Select; w:inventory_ledger(id,reason) r:inventory_ledger(id,reason) \
+             w:audit_logs(id,reason) r:audit_logs(id,reason) \
+             | Update; w:inventory_ledger(id,reason) r:inventory_ledger(id,reason) \
+             | Insert; w:audit_logs(id)",
+        ),
+        // ON CONFLICT DO UPDATE updates the target (DO NOTHING does not).
+        (
+            "INSERT INTO inventory_ledger (id, reason) VALUES (1, 'x') \
+             ON CONFLICT (id) DO UPDATE SET reason = excluded.reason",
+            "Insert; w:inventory_ledger(id,reason) r:inventory_ledger(id,reason) \
+             | Update; w:inventory_ledger(id,reason) r:inventory_ledger(id,reason)",
+        ),
+        (
+            "INSERT INTO inventory_ledger (id) VALUES (1) ON CONFLICT (id) DO NOTHING",
+            "Insert; w:inventory_ledger(id)",
+        ),
+        // MERGE: one part per kind of action.
+        (
+            "MERGE INTO inventory_ledger l USING items i ON l.item_id = i.id \
+             WHEN MATCHED AND i.sku = 'x' THEN DELETE \
+             WHEN MATCHED THEN UPDATE SET reason = 'y' \
+             WHEN NOT MATCHED THEN INSERT (id) VALUES (i.id)",
+            "Merge; w:inventory_ledger(id,item_id,reason) r:inventory_ledger(id,item_id,reason) \
+             r:items(id,reason,sku) | Delete; w:inventory_ledger(id,item_id,reason) \
+             r:inventory_ledger(id,item_id,reason) r:items(id,reason,sku) \
+             | Update; w:inventory_ledger(id,item_id,reason) \
+             r:inventory_ledger(id,item_id,reason) r:items(id,reason,sku) \
+             | Insert; w:inventory_ledger(id,item_id,reason) r:items(id,reason,sku)",
+        ),
+        // Statements that run another: EXPLAIN ANALYZE, PREPARE, COPY (… RETURNING) TO.
+        (
+            "EXPLAIN ANALYZE DELETE FROM inventory_ledger",
+            "Other; w:inventory_ledger() r:inventory_ledger() \
+             | Delete; w:inventory_ledger() r:inventory_ledger()",
+        ),
+        (
+            "PREPARE p AS DELETE FROM inventory_ledger",
+            "Other; w:inventory_ledger() r:inventory_ledger() \
+             | Delete; w:inventory_ledger() r:inventory_ledger()",
+        ),
+        (
+            "COPY (DELETE FROM inventory_ledger RETURNING id) TO STDOUT",
+            "Copy; w:inventory_ledger(id) r:inventory_ledger(id) \
+             | Delete; w:inventory_ledger(id) r:inventory_ledger(id)",
+        ),
+        // Reads only: no parts.
+        (
+            "WITH r AS (SELECT id FROM items) SELECT id FROM r",
+            "Select; r:items(id)",
+        ),
+    ];
+    for (sql, expected) in cases {
+        check(sql, expected);
+    }
+}
+
+/// Whole rows read as a value count as every column (`*`).
+#[test]
+fn whole_row_reads_list_every_column() {
+    let cases = [
+        ("SELECT u FROM users u", "Select; r:users(*,u)"),
+        ("SELECT users FROM users", "Select; r:users(*,users)"),
+        ("SELECT row_to_json(u) FROM users u", "Select; r:users(*,u)"),
+        ("SELECT u::text FROM users u", "Select; r:users(*,u)"),
+        ("SELECT row_to_json(u.*) FROM users u", "Select; r:users(*)"),
+        ("SELECT (u.*)::text FROM users u", "Select; r:users(*)"),
+        (
+            "SELECT public.users FROM public.users",
+            "Select; r:public.users(*)",
+        ),
+        (
+            "SELECT id FROM users u WHERE u IS NOT NULL",
+            "Select; r:users(*,id,u)",
+        ),
+        // Not whole rows: a column, count(*), another table's row.
+        ("SELECT u.id FROM users u", "Select; r:users(id)"),
+        ("SELECT count(*) FROM users", "Select; r:users()"),
+        (
+            "SELECT i FROM users u JOIN items i ON i.id = u.id",
+            "Select; r:users(i,id) r:items(*,i,id)",
+        ),
+    ];
+    for (sql, expected) in cases {
+        check(sql, expected);
+    }
 }
