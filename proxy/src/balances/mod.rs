@@ -2,6 +2,7 @@
 //! ledger's logical replication stream, answering point lookups and per-item totals locally.
 //!
 //! - [`shape`]: which statements can be answered (pure, on the client's SQL).
+//! - [`bind`]: whether a Bind is one PostgreSQL would accept as it is (else PostgreSQL gets it).
 //! - [`store`]: the balances and per-item totals (`DashMap`, interned ids, exact decimals).
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
@@ -17,6 +18,7 @@
 //! goes to PostgreSQL.
 
 pub mod answer;
+pub mod bind;
 pub mod decimal;
 pub mod drift;
 pub mod feed;
