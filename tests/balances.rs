@@ -1,13 +1,10 @@
 //! The balance cache end to end: a proxy with `[balances] enabled = true` answers balance
 //! lookups from memory, and its bytes equal those of a proxy without the cache (which sends
 //! the same rewritten SQL to PostgreSQL), in the simple and extended protocols, text and binary.
-
-use std::time::Duration;
-
 use orgwall_e2e::balances::{
     assert_cache_matches_ledger, cached_proxy, compare_describe, compare_simple, counter,
     first_column, ledger_rows, lookup_sql, movement, stats, tenant_keys, wait_caught_up,
-    wait_serving, TENANT_INSERT,
+    wait_serving, wait_stats, TENANT_INSERT,
 };
 use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
@@ -221,31 +218,139 @@ async fn a_session_reads_its_own_ledger_writes() {
     .await;
 }
 
+/// A balance straight from `inventory_balances` (superuser, no cache).
+async fn direct_balance(
+    db: &orgwall_e2e::TestDb,
+    org: &str,
+    item: &str,
+    loc: &str,
+    lot: Option<&str>,
+) -> Option<String> {
+    tenancy::admin_direct(db)
+        .await
+        .query_opt(
+            "SELECT quantity::text FROM inventory_balances WHERE org_id = $1 AND item_id = $2 \
+             AND location_id = $3 AND lot_id IS NOT DISTINCT FROM $4",
+            &[&org, &item, &loc, &lot],
+        )
+        .await
+        .expect("direct balance")
+        .map(|r| r.get(0))
+}
+
+/// Item 9 of "Hostile clients on shared connections": a tenant's UPDATE or DELETE of its own
+/// ledger rows (a no-op one included) is applied as a delta — the cache keeps serving every
+/// tenant, nothing is reloaded, and its answers equal `inventory_balances` (kept by the
+/// trigger of migration 0005) for that tenant and the other.
 #[tokio::test]
-async fn an_update_on_the_ledger_forces_a_resync() {
-    bounded(120, async {
-        let db = tenancy::tenant_db("bal_update").await;
+async fn ledger_updates_and_deletes_are_deltas_not_resyncs() {
+    bounded(180, async {
+        let db = tenancy::tenant_db("bal_deltas").await;
         let cached = cached_proxy(&db).await;
-        wait_serving(&cached).await;
-        let admin = tenancy::admin_direct(&db).await;
-        admin
-            .execute(
-                "UPDATE inventory_ledger SET reason = 'tampered' WHERE id = 'led_a1'",
-                &[],
-            )
+        let s = wait_serving(&cached).await;
+        assert_eq!(s["ledger_replica_identity"], "full", "{s:?}");
+        let a = connect(&cached.conn_str(TENANT_A)).await;
+        let b = connect(&cached.conn_str(TENANT_B)).await;
+        // The attack: a no-op UPDATE of the tenant's own row.
+        a.simple_query("UPDATE inventory_ledger SET reason = reason WHERE id = 'led_a1'")
+            .await
+            .expect("no-op update");
+        // A new quantity; a row moved to another item, location and lot (extended protocol);
+        // a delete.
+        a.simple_query("UPDATE inventory_ledger SET quantity_delta = 2.25 WHERE id = 'led_a4'")
+            .await
+            .expect("update quantity");
+        a.execute(
+            "UPDATE inventory_ledger SET item_id = $1, location_id = $2, lot_id = $3, \
+             quantity_delta = $4::text::numeric WHERE id = $5",
+            &[&"i_a2", &"l_a2", &"LOT-7", &"-0.5", &"led_a2"],
+        )
+        .await
+        .expect("move a row");
+        a.simple_query("DELETE FROM inventory_ledger WHERE id = 'led_a1'")
+            .await
+            .expect("delete");
+        // Read-your-writes holds for UPDATE/DELETE too: 100 - 15, then +15 (moved), -100.
+        let got = first_column(
+            &a.simple_query(&lookup_sql("i_a1", "l_a1", None))
+                .await
+                .expect("read back"),
+        );
+        assert_eq!(got, vec![Some("0".to_string())]);
+        // The other tenant: a delete, an update in a transaction, one rolled back.
+        b.simple_query("DELETE FROM inventory_ledger WHERE id = 'led_b3'")
+            .await
+            .expect("delete b");
+        b.batch_execute(
+            "BEGIN; UPDATE inventory_ledger SET quantity_delta = quantity_delta + 0.125 \
+             WHERE id = 'led_b4'; COMMIT",
+        )
+        .await
+        .expect("update b");
+        b.batch_execute(
+            "BEGIN; UPDATE inventory_ledger SET quantity_delta = 999 WHERE id = 'led_b1'; ROLLBACK",
+        )
+        .await
+        .expect("rolled back update");
+        wait_caught_up(&db, &cached).await;
+
+        let s = stats(&cached).await;
+        assert_eq!(counter(&s, "resyncs"), 0, "{s:?}");
+        assert_eq!(
+            (s["serving"].as_str(), s["last_resync_reason"].as_str()),
+            ("true", "")
+        );
+        for (org, item, loc, lot, want) in [
+            ("org_a", "i_a1", "l_a1", None, "0"),
+            ("org_a", "i_a2", "l_a2", Some("LOT-7"), "40.0"),
+            ("org_a", "i_a3", "l_a2", None, "2.25"),
+            ("org_b", "i_b2", "l_b1", Some("LOT-7"), "12"),
+            ("org_b", "i_b4", "l_b2", None, "50.125"),
+            ("org_b", "i_b1", "l_b1", None, "7"),
+        ] {
+            let direct = direct_balance(&db, org, item, loc, lot).await;
+            assert_eq!(direct.as_deref(), Some(want), "{org} {item} {loc} {lot:?}");
+        }
+        // Every key and total, as each tenant, answered by the cache, equal to the table.
+        let keys = assert_cache_matches_ledger(&db, &cached).await;
+        assert_eq!(keys, 6, "the seed's six keys, one of them now at zero");
+        assert_eq!(counter(&stats(&cached).await, "resyncs"), 0);
+    })
+    .await;
+}
+
+/// Without `REPLICA IDENTITY FULL` an UPDATE comes without the old row: the cache falls back
+/// to a full resync, says why, and is exact again afterwards.
+#[tokio::test]
+async fn without_replica_identity_full_an_update_falls_back_to_a_resync() {
+    bounded(180, async {
+        let db = tenancy::tenant_db("bal_update").await;
+        db.psql("ALTER TABLE inventory_ledger REPLICA IDENTITY DEFAULT")
+            .await;
+        let cached = cached_proxy(&db).await;
+        let s = wait_serving(&cached).await;
+        assert_eq!(s["ledger_replica_identity"], "default", "{s:?}");
+        let a = connect(&cached.conn_str(TENANT_A)).await;
+        a.simple_query("UPDATE inventory_ledger SET quantity_delta = 90 WHERE id = 'led_a1'")
             .await
             .expect("update");
-        for _ in 0..200 {
-            let s = stats(&cached).await;
-            if s["resyncs"] != "0" && s["serving"] == "true" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "no resync after an UPDATE on the ledger: {:?}",
-            stats(&cached).await
+        let s = wait_stats(&cached, 400, "no resync after the UPDATE", |s| {
+            counter(s, "resyncs") >= 1 && s["serving"] == "true"
+        })
+        .await;
+        let why = &s["last_resync_reason"];
+        assert!(
+            why.contains("UPDATE") && why.contains("REPLICA IDENTITY"),
+            "{s:?}"
         );
+        wait_caught_up(&db, &cached).await;
+        assert_eq!(
+            direct_balance(&db, "org_a", "i_a1", "l_a1", None)
+                .await
+                .as_deref(),
+            Some("75")
+        );
+        assert_cache_matches_ledger(&db, &cached).await;
     })
     .await;
 }

@@ -104,8 +104,9 @@ async fn drift_is_empty_when_exact_and_lists_every_key_provoked_behind_the_cache
         assert!(matches!(err, MigrateError::Drift(3)), "{err}");
 
         // Repair the table from the ledger: the stray key is now a zero row the cache lacks
-        // (a lookup would differ: no row vs 0) until the cache reloads; an UPDATE on the
-        // append-only ledger forces that resync, after which nothing drifts.
+        // (a lookup would differ: no row vs 0) until the cache reloads; an UPDATE of the
+        // ledger without its old row (REPLICA IDENTITY DEFAULT for a moment) forces that
+        // resync, after which nothing drifts.
         let mut fix = reconcile_args(None, Some(db.upstream_url()));
         fix.fix = true;
         cli::reconcile(fix).await.expect("reconcile --fix");
@@ -115,7 +116,9 @@ async fn drift_is_empty_when_exact_and_lists_every_key_provoked_behind_the_cache
             vec![row("org_a", "i_a3", "l_a2", Some("STRAY"), None, Some("0"))]
         );
         let resyncs = counter(&stats(&proxy).await, "resyncs");
+        db.psql("ALTER TABLE inventory_ledger REPLICA IDENTITY DEFAULT").await;
         db.psql("UPDATE inventory_ledger SET reason = reason WHERE id = 'led_a1'").await;
+        db.psql("ALTER TABLE inventory_ledger REPLICA IDENTITY FULL").await;
         wait_stats(&proxy, 400, "no resync after the ledger UPDATE", |s| {
             counter(s, "resyncs") > resyncs && s["serving"] == "true"
         })

@@ -114,8 +114,8 @@ async fn assert_verified_skipping(db: &TestDb, skipped: usize) {
     assert_eq!(skips, skipped, "verify: {checks:#?}");
 }
 
-/// The checks that `verify` skips until 0004 is applied.
-const BOUNDARY_CHECKS: usize = 7;
+/// The checks that `verify` skips until 0004 and 0005 are applied.
+const BOUNDARY_CHECKS: usize = 8;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn populated_database_up_verify_down_round_trip() {
@@ -167,9 +167,12 @@ async fn populated_database_up_verify_down_round_trip() {
         );
         let schema_3 = schema_dump(&db);
 
-        // 0004 up, down, up on the same 120k-row database.
+        // 0004 and 0005 up, down, up on the same 120k-row database.
         let report = migrate::up(&t, None, &opts(10_000)).await.unwrap();
-        assert_eq!(report.migrations, ["0004_tenant_boundary"]);
+        assert_eq!(
+            report.migrations,
+            ["0004_tenant_boundary", "0005_ledger_replica_identity"]
+        );
         assert_verified(&db).await;
         assert_eq!(checksums(&db).await, before, "data changed by 0004");
         let st = migrate::status(&t).await.unwrap();
@@ -183,9 +186,18 @@ async fn populated_database_up_verify_down_round_trip() {
             .unwrap()
             .migrations
             .is_empty());
-        let report = migrate::down(&t, None, &opts(10_000)).await.unwrap();
-        assert_eq!(report.migrations, ["0004_tenant_boundary"]);
-        assert_eq!(schema_dump(&db), schema_3, "schema differs after 0004 down");
+        let report = migrate::down(&t, Some(to("3")), &opts(10_000))
+            .await
+            .unwrap();
+        assert_eq!(
+            report.migrations,
+            ["0005_ledger_replica_identity", "0004_tenant_boundary"]
+        );
+        assert_eq!(
+            schema_dump(&db),
+            schema_3,
+            "schema differs after 0005 and 0004 down"
+        );
         assert_verified_skipping(&db, BOUNDARY_CHECKS).await;
         migrate::up(&t, None, &opts(10_000)).await.unwrap();
         assert_verified(&db).await;
@@ -196,6 +208,7 @@ async fn populated_database_up_verify_down_round_trip() {
         assert_eq!(
             report.migrations,
             [
+                "0005_ledger_replica_identity",
                 "0004_tenant_boundary",
                 "0003_add_balance_table",
                 "0002_add_organization_support"
@@ -233,7 +246,7 @@ async fn up_resumes_after_failures_midway() {
         assert!(left > 0 && left < 20_000, "{left} ledger rows still NULL");
 
         let report = migrate::up(&t, None, &opts(1000)).await.unwrap();
-        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table", "0004_tenant_boundary"]);
+        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table", "0004_tenant_boundary", "0005_ledger_replica_identity"]);
         assert_verified(&db).await;
         assert_eq!(checksums(&db).await, before);
 
@@ -272,7 +285,8 @@ async fn concurrent_runners_never_double_apply() {
             [
                 "0002_add_organization_support",
                 "0003_add_balance_table",
-                "0004_tenant_boundary"
+                "0004_tenant_boundary",
+                "0005_ledger_replica_identity"
             ],
             "a: {:?}, b: {:?}",
             a.migrations,
@@ -281,7 +295,7 @@ async fn concurrent_runners_never_double_apply() {
         assert_eq!(
             db.psql("SELECT count(*) FROM orgwall.schema_migrations")
                 .await,
-            "4"
+            "5"
         );
         assert_eq!(db.psql("SELECT count(*) FROM organizations").await, "1");
         assert_verified(&db).await;
@@ -340,6 +354,22 @@ async fn trigger_keeps_balances_under_concurrent_writers_and_reconcile_repairs_d
         let c = connect(&db.direct_conn_str()).await;
         assert!(reconcile::find_drift(&c).await.unwrap().is_empty());
         assert_eq!(db.psql("SELECT count(*) FROM inventory_ledger").await, "600");
+        assert_verified(&db).await;
+
+        // 0005: ledger rows re-quantified, moved to another key, edited without a change, and
+        // deleted keep the balances exact (the emptied keys keep a zero row).
+        db.psql(
+            "UPDATE inventory_ledger SET quantity_delta = quantity_delta * 3 + 0.25 WHERE item_id = 'i1' AND lot_id = 'L0';
+             UPDATE inventory_ledger SET lot_id = 'MOVED' WHERE item_id = 'i3' AND lot_id IS NULL;
+             UPDATE inventory_ledger SET reason = 'no-op' WHERE item_id = 'i2';
+             DELETE FROM inventory_ledger WHERE item_id = 'i4' AND lot_id = 'L1';",
+        )
+        .await;
+        assert!(reconcile::find_drift(&c).await.unwrap().is_empty());
+        assert_eq!(
+            db.psql("SELECT quantity = 0 FROM inventory_balances WHERE item_id = 'i3' AND lot_id IS NULL").await,
+            "t"
+        );
         assert_verified(&db).await;
 
         // Three kinds of drift: a wrong quantity, a missing row (NULL lot), a stray row.

@@ -512,7 +512,10 @@ async fn every_step_resumes_after_a_failure() {
             assert!(st[3].applied_at.is_none(), "after {k}: {st:?}");
         }
         let report = migrate::up(&t, None, &opts()).await.unwrap();
-        assert_eq!(report.migrations, ["0004_tenant_boundary"]);
+        assert_eq!(
+            report.migrations,
+            ["0004_tenant_boundary", "0005_ledger_replica_identity"]
+        );
         let checks = verify::verify(&t).await.unwrap();
         assert!(failed(&checks).is_empty(), "{checks:#?}");
         assert_eq!(
@@ -574,8 +577,12 @@ async fn the_role_is_shared_by_the_databases_of_a_cluster() {
         assert_eq!(stored, "t");
 
         // Down in one database keeps the role the other still uses ...
-        let report = migrate::down(&t1, None, &opts()).await.unwrap();
-        assert_eq!(report.migrations, ["0004_tenant_boundary"]);
+        let to_3 = Some(plan::resolve("3").unwrap());
+        let report = migrate::down(&t1, to_3, &opts()).await.unwrap();
+        assert_eq!(
+            report.migrations,
+            ["0005_ledger_replica_identity", "0004_tenant_boundary"]
+        );
         assert_eq!(roles().await, "1");
         assert_eq!(
             db1.psql("SELECT count(*) FROM pg_class WHERE relrowsecurity").await,
@@ -589,11 +596,11 @@ async fn the_role_is_shared_by_the_databases_of_a_cluster() {
                 .iter()
                 .filter(|c| c.outcome == Outcome::Skip)
                 .count(),
-            7,
+            8,
             "{checks:#?}"
         );
         // ... and the last one drops it.
-        migrate::down(&t2, None, &opts()).await.unwrap();
+        migrate::down(&t2, to_3, &opts()).await.unwrap();
         assert_eq!(roles().await, "0");
         migrate::up(&t1, None, &with_password()).await.unwrap();
         assert_eq!(roles().await, "1");

@@ -67,6 +67,7 @@ pub mod code {
     pub const INVALID_STATEMENT_NAME: &str = "26000";
     pub const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
     pub const DUPLICATE_PREPARED_STATEMENT: &str = "42P05";
+    pub const DUPLICATE_CURSOR: &str = "42P03";
     pub const UNDEFINED_DATABASE: &str = "3D000";
     pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
     pub const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";

@@ -8,8 +8,10 @@
 //! snapshot, then stream pgoutput from the slot's consistent point — so the load and the stream
 //! meet exactly and every ledger insert is applied once, whole transactions at a time, in commit
 //! order. Any failure ends the round: the cache stops serving, the temporary slot disappears
-//! with its connection, and the next round (after a backoff) resyncs from scratch. An UPDATE,
-//! DELETE or TRUNCATE of the append-only ledger is logged as an error and forces a resync.
+//! with its connection, and the next round (after a backoff) resyncs from scratch. Ledger
+//! UPDATEs and DELETEs are applied as deltas; one without the old row (the ledger's
+//! `REPLICA IDENTITY` is not FULL) or a TRUNCATE forces a resync, logged with its reason and
+//! shown by `SHOW orgwall_balances` (`last_resync_reason`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,12 +65,22 @@ pub async fn run(b: Arc<Balances>, pool: &Pool, shutdown: CancellationToken) {
                 *b.off_reason.write().unwrap_or_else(|p| p.into_inner()) = Some(why);
                 return;
             }
-            Err(e @ FeedError::Resync(_)) => tracing::error!(error = %e, "balance cache resyncing"),
-            Err(e) => tracing::warn!(
-                error = %e,
-                retry_in_ms = backoff.as_millis() as u64,
-                "balance feed interrupted; balance reads go to PostgreSQL until it resyncs"
-            ),
+            Err(FeedError::Resync(why)) => {
+                tracing::warn!(
+                    reason = %why,
+                    "balance cache reloading from inventory_balances (a full resync; reads go \
+                     to PostgreSQL meanwhile)"
+                );
+                Balances::note(&b.last_resync, why);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "balance feed interrupted; balance reads go to PostgreSQL until it resyncs"
+                );
+                Balances::note(&b.last_resync, format!("feed interrupted: {e}"));
+            }
             Ok(()) => {}
         }
         b.metrics.resyncs.fetch_add(1, Ordering::Relaxed);

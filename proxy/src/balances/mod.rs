@@ -2,6 +2,7 @@
 //! ledger's logical replication stream, answering point lookups and per-item totals locally.
 //!
 //! - [`shape`]: which statements can be answered (pure, on the client's SQL).
+//! - [`bind`]: whether a Bind is one PostgreSQL would accept as it is (else PostgreSQL gets it).
 //! - [`store`]: the balances and per-item totals (`DashMap`, interned ids, exact decimals).
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
@@ -9,6 +10,8 @@
 //! - [`feed`]: the replication rounds — reconnect with backoff, resync, off for good;
 //!   `snapshot` (checks, slot with exported snapshot, initial load) and `stream` (streaming,
 //!   applying whole transactions, acknowledgements) are its two halves.
+//! - [`delta`]: ledger inserts, updates and deletes as movements, as the balance trigger
+//!   applies them.
 //! - [`drift`]: the cache against `inventory_balances` at a consistent point
 //!   (`SHOW orgwall.balances_drift`).
 //!
@@ -17,7 +20,9 @@
 //! goes to PostgreSQL.
 
 pub mod answer;
+pub mod bind;
 pub mod decimal;
+pub mod delta;
 pub mod drift;
 pub mod feed;
 pub mod pgoutput;
@@ -71,6 +76,10 @@ pub struct Balances {
     ping: tokio::sync::Notify,
     /// Set when the cache is off for good (e.g. `wal_level` is not `logical`).
     off_reason: RwLock<Option<String>>,
+    /// Why the last feed round ended (the cache reloaded after it).
+    last_resync: RwLock<Option<String>>,
+    /// The ledger's `REPLICA IDENTITY` as the last round found it (`full`, `default`, …).
+    ledger_identity: RwLock<Option<String>>,
     pub metrics: Metrics,
 }
 
@@ -89,6 +98,8 @@ impl Balances {
             advanced: tokio::sync::Notify::new(),
             ping: tokio::sync::Notify::new(),
             off_reason: RwLock::new(None),
+            last_resync: RwLock::new(None),
+            ledger_identity: RwLock::new(None),
             metrics: Metrics::default(),
         }
     }
@@ -133,6 +144,15 @@ impl Balances {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    fn note(slot: &RwLock<Option<String>>, value: String) {
+        *slot.write().unwrap_or_else(|p| p.into_inner()) = Some(value);
+    }
+
+    fn noted(slot: &RwLock<Option<String>>) -> String {
+        let v = slot.read().unwrap_or_else(|p| p.into_inner());
+        v.clone().unwrap_or_default()
     }
 
     /// Waits until everything up to `lsn` is applied, at most `timeout`. False on timeout or when
@@ -190,6 +210,11 @@ impl Balances {
         vec![
             ("serving", self.serving().to_string()),
             ("off_reason", self.off_reason().unwrap_or_default()),
+            (
+                "ledger_replica_identity",
+                Self::noted(&self.ledger_identity),
+            ),
+            ("last_resync_reason", Self::noted(&self.last_resync)),
             ("applied_lsn", pgoutput::format_lsn(self.applied_lsn())),
             ("replication_lag_bytes", self.lag_bytes().to_string()),
             ("balances", self.store.len().to_string()),

@@ -44,16 +44,30 @@ pub enum Message {
         relation: u32,
         tuple: Vec<Cell>,
     },
+    /// `old`: the row before, when the relation's replica identity sends it (`None` for the
+    /// default identity when the key did not change).
     Update {
         relation: u32,
+        old: Option<OldRow>,
+        new: Vec<Cell>,
     },
     Delete {
         relation: u32,
+        old: OldRow,
     },
     Truncate {
         relations: Vec<u32>,
     },
     Other(u8),
+}
+
+/// The row before an UPDATE or DELETE, as the replica identity sends it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OldRow {
+    /// `K`: only the identity key's columns (the others NULL).
+    Key(Vec<Cell>),
+    /// `O`: the whole row (`REPLICA IDENTITY FULL`).
+    Full(Vec<Cell>),
 }
 
 /// What went wrong decoding.
@@ -135,6 +149,16 @@ impl<'a> Reader<'a> {
     }
 }
 
+impl Reader<'_> {
+    fn old_row(&mut self, kind: u8) -> Result<OldRow, DecodeError> {
+        match kind {
+            b'K' => Ok(OldRow::Key(self.tuple()?)),
+            b'O' => Ok(OldRow::Full(self.tuple()?)),
+            other => Err(DecodeError::Unexpected(other as char)),
+        }
+    }
+}
+
 /// Decodes a CopyData payload of the replication stream.
 pub fn server_copy(payload: &[u8]) -> Result<ServerCopy<'_>, DecodeError> {
     let mut r = Reader(payload);
@@ -213,8 +237,34 @@ pub fn message(data: &[u8]) -> Result<Message, DecodeError> {
                 tuple: r.tuple()?,
             }
         }
-        b'U' => Message::Update { relation: r.u32()? },
-        b'D' => Message::Delete { relation: r.u32()? },
+        b'U' => {
+            let relation = r.u32()?;
+            let mut kind = r.u8()?;
+            let old = match kind {
+                b'K' | b'O' => {
+                    let old = r.old_row(kind)?;
+                    kind = r.u8()?;
+                    Some(old)
+                }
+                _ => None,
+            };
+            if kind != b'N' {
+                return Err(DecodeError::Unexpected('U'));
+            }
+            Message::Update {
+                relation,
+                old,
+                new: r.tuple()?,
+            }
+        }
+        b'D' => {
+            let relation = r.u32()?;
+            let kind = r.u8()?;
+            Message::Delete {
+                relation,
+                old: r.old_row(kind)?,
+            }
+        }
         b'T' => {
             let n = r.u32()?;
             r.u8()?;
@@ -323,6 +373,69 @@ mod tests {
             }
         );
         assert_eq!(message(&ins[..8]), Err(DecodeError::Truncated));
+    }
+
+    fn tuple_bytes(cells: &[Option<&str>]) -> Vec<u8> {
+        let mut b = (cells.len() as u16).to_be_bytes().to_vec();
+        for c in cells {
+            match c {
+                None => b.push(b'n'),
+                Some(v) => {
+                    b.push(b't');
+                    b.extend_from_slice(&(v.len() as u32).to_be_bytes());
+                    b.extend_from_slice(v.as_bytes());
+                }
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn decodes_updates_and_deletes_with_and_without_the_old_row() {
+        let text = |v: &str| Cell::Text(v.into());
+        let mut full = vec![b'U'];
+        full.extend_from_slice(&7u32.to_be_bytes());
+        full.push(b'O');
+        full.extend(tuple_bytes(&[Some("i1"), None]));
+        full.push(b'N');
+        full.extend(tuple_bytes(&[Some("i2"), Some("L")]));
+        assert_eq!(
+            message(&full).unwrap(),
+            Message::Update {
+                relation: 7,
+                old: Some(OldRow::Full(vec![text("i1"), Cell::Null])),
+                new: vec![text("i2"), text("L")],
+            }
+        );
+        let mut plain = vec![b'U'];
+        plain.extend_from_slice(&7u32.to_be_bytes());
+        plain.push(b'N');
+        plain.extend(tuple_bytes(&[Some("i2"), None]));
+        assert_eq!(
+            message(&plain).unwrap(),
+            Message::Update {
+                relation: 7,
+                old: None,
+                new: vec![text("i2"), Cell::Null],
+            }
+        );
+        let mut del = vec![b'D'];
+        del.extend_from_slice(&7u32.to_be_bytes());
+        del.push(b'K');
+        del.extend(tuple_bytes(&[Some("i1"), None]));
+        assert_eq!(
+            message(&del).unwrap(),
+            Message::Delete {
+                relation: 7,
+                old: OldRow::Key(vec![text("i1"), Cell::Null]),
+            }
+        );
+        assert_eq!(
+            message(&full[..full.len() - 3]),
+            Err(DecodeError::Truncated)
+        );
+        del[5] = b'X';
+        assert_eq!(message(&del), Err(DecodeError::Unexpected('X')));
     }
 
     #[test]

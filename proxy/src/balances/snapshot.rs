@@ -34,6 +34,7 @@ pub(super) async fn prepare(b: &Balances, pool: &Pool) -> Result<ServerConn, Fee
             "PostgreSQL runs with wal_level = {level}; the cache needs wal_level = logical"
         )));
     }
+    note_ledger_identity(b, &mut conn).await?;
     let columns = load_columns(&mut conn, &cfg.schema).await?;
     b.set_columns(columns);
     ensure_publication(&mut conn, &cfg.schema, &cfg.publication).await?;
@@ -104,6 +105,41 @@ pub(super) async fn load(
         b.applied_lsn.store(start, Ordering::Release);
     });
     Ok(start)
+}
+
+/// Records the ledger's `REPLICA IDENTITY`; anything but FULL is logged: its UPDATEs and
+/// DELETEs then come without the old row and each one makes the cache reload.
+async fn note_ledger_identity(b: &Balances, conn: &mut ServerConn) -> Result<(), FeedError> {
+    let rows = conn
+        .query_text(&format!(
+            "SELECT c.relreplident::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = {} AND c.relname = 'inventory_ledger'",
+            quote_literal(&b.config.schema)
+        ))
+        .await?;
+    let identity = match rows.first().and_then(|r| cell(r, 0)) {
+        Some("f") => "full",
+        Some("d") => "default",
+        Some("i") => "index",
+        Some("n") => "nothing",
+        _ => {
+            return Err(FeedError::Off(format!(
+                "{}.inventory_ledger does not exist",
+                b.config.schema
+            )))
+        }
+    };
+    if identity != "full" {
+        tracing::warn!(
+            identity,
+            "inventory_ledger's REPLICA IDENTITY is not FULL (migration \
+             0005_ledger_replica_identity sets it): each ledger UPDATE or DELETE makes the \
+             balance cache reload"
+        );
+    }
+    Balances::note(&b.ledger_identity, identity.to_string());
+    Ok(())
 }
 
 /// Reads the catalog facts PostgreSQL puts in RowDescription for the served columns.

@@ -1,8 +1,9 @@
 //! The streaming half of a feed round: START_REPLICATION from the load's position, pgoutput
 //! messages applied a whole transaction at a time at its Commit (in commit order, under the
 //! store's write gate together with the applied LSN), keepalives answered and positions
-//! acknowledged. An UPDATE, DELETE or TRUNCATE of the append-only ledger ends the round with
-//! [`FeedError::Resync`].
+//! acknowledged. Ledger UPDATEs and DELETEs are applied as deltas from the old and new rows
+//! (`delta.rs`, `REPLICA IDENTITY FULL`); one that comes without the old row, or a TRUNCATE,
+//! ends the round with [`FeedError::Resync`].
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -10,8 +11,9 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::delta;
 use super::feed::FeedError;
-use super::pgoutput::{self, Cell, Message, ServerCopy};
+use super::pgoutput::{self, Message, ServerCopy};
 use super::store::Movement;
 use super::Balances;
 use crate::upstream::{ServerConn, UpstreamError};
@@ -130,14 +132,8 @@ pub(super) async fn stream(
     }
 }
 
-fn text(tuple: &[Cell], i: usize) -> Option<String> {
-    match tuple.get(i) {
-        Some(Cell::Text(s)) => Some(s.clone()),
-        _ => None,
-    }
-}
-
 /// Applies one pgoutput message; a transaction's movements are applied together at Commit.
+/// Ledger UPDATEs and DELETEs are deltas (`delta.rs`); one without the old row ends the round.
 fn apply(
     b: &Balances,
     msg: Message,
@@ -145,7 +141,8 @@ fn apply(
     txn: &mut Vec<Movement>,
     in_txn: &mut bool,
 ) -> Result<(), FeedError> {
-    let is_ledger = |rel: u32| ledger.as_ref().is_some_and(|l| l.id == rel);
+    let cols = |rel: u32| ledger.as_ref().filter(|l| l.id == rel).map(|l| l.idx);
+    let resync = |e: delta::NeedsResync| FeedError::Resync(e.to_string());
     match msg {
         Message::Relation {
             id,
@@ -175,36 +172,22 @@ fn apply(
             txn.clear();
             *in_txn = true;
         }
-        Message::Insert { relation, tuple } if is_ledger(relation) => {
-            let Some(l) = ledger.as_ref() else {
-                return Ok(());
-            };
-            let get = |k: usize| text(&tuple, l.idx[k]);
-            let (Some(org), Some(item), Some(location), Some(quantity)) =
-                (get(0), get(1), get(2), get(4))
-            else {
-                return Err(FeedError::Resync(
-                    "ledger row with a NULL key or quantity".into(),
-                ));
-            };
-            txn.push(Movement {
-                org,
-                item,
-                location,
-                lot: get(3),
-                quantity,
-            });
+        Message::Insert { relation, tuple } => {
+            if let Some(c) = cols(relation) {
+                txn.push(delta::insert(&c, &tuple).map_err(resync)?);
+            }
         }
-        Message::Update { relation } | Message::Delete { relation } if is_ledger(relation) => {
-            tracing::error!(
-                "inventory_ledger is append-only but an UPDATE or DELETE was replicated; \
-                 the balance cache resyncs from inventory_balances (check the ledger's writers)"
-            );
-            return Err(FeedError::Resync(
-                "UPDATE/DELETE on inventory_ledger".into(),
-            ));
+        Message::Update { relation, old, new } => {
+            if let Some(c) = cols(relation) {
+                txn.extend(delta::update(&c, old.as_ref(), &new).map_err(resync)?);
+            }
         }
-        Message::Truncate { relations } if relations.iter().any(|&r| is_ledger(r)) => {
+        Message::Delete { relation, old } => {
+            if let Some(c) = cols(relation) {
+                txn.push(delta::delete(&c, &old).map_err(resync)?);
+            }
+        }
+        Message::Truncate { relations } if relations.iter().any(|&r| cols(r).is_some()) => {
             tracing::error!("inventory_ledger was truncated; the balance cache resyncs");
             return Err(FeedError::Resync("TRUNCATE of inventory_ledger".into()));
         }

@@ -33,6 +33,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0002_add_organization_support"),
     migration!("0003_add_balance_table"),
     migration!("0004_tenant_boundary"),
+    migration!("0005_ledger_replica_identity"),
 ];
 
 impl Migration {
@@ -283,6 +284,20 @@ mod tests {
     }
 
     #[test]
+    fn ledger_identity_migration_has_two_transactional_steps() {
+        let s = steps(resolve("5").unwrap().unwrap().up).unwrap();
+        let kinds: Vec<(&str, StepKind)> = s.iter().map(|s| (s.name.as_str(), s.kind)).collect();
+        assert_eq!(
+            kinds,
+            [
+                ("replica_identity_full", StepKind::Transaction),
+                ("balance_trigger_update_delete", StepKind::Transaction),
+            ]
+        );
+        assert_eq!(statements(&s[1].sql).len(), 2);
+    }
+
+    #[test]
     fn bad_steps_are_refused() {
         let bad = "-- orgwall:step x batched\nUPDATE t SET c = 1;\n";
         assert!(steps(bad).is_err());
@@ -299,6 +314,7 @@ mod tests {
         let err = resolve("9").unwrap_err().to_string();
         assert!(err.contains("unknown migration `9`"), "{err}");
         assert!(err.contains("0004_tenant_boundary"), "{err}");
+        assert!(err.contains("0005_ledger_replica_identity"), "{err}");
         assert!(resolve("x").is_err());
     }
 }

@@ -57,6 +57,7 @@ pub async fn verify(target: &Target) -> Result<Vec<Check>, MigrateError> {
     let history = read_history(&client).await?;
     let has = |n: &str| history.keys().any(|k| k.starts_with(n));
     let (org, bal, wall) = (has("0002_"), has("0003_"), has("0004_"));
+    let deltas = has("0005_");
     let mut out = Vec::new();
     let mut push = |name, applies: bool, why: &str, r: Result<(bool, String), MigrateError>| {
         let (outcome, detail) = match (applies, r) {
@@ -97,6 +98,12 @@ pub async fn verify(target: &Target) -> Result<Vec<Check>, MigrateError> {
         balance_rows(c).await,
     );
     push("balances match the ledger", bal, "0003", balances(c).await);
+    push(
+        "ledger updates reach balances",
+        deltas,
+        "0005",
+        ledger_deltas(c).await,
+    );
     push(
         "tenant role least-privilege",
         wall,
@@ -331,20 +338,61 @@ async fn trigger(c: &Client) -> Result<(bool, String), MigrateError> {
     })
 }
 
+/// 0005: the ledger replicates whole old rows and the balance trigger fires on every change.
+async fn ledger_deltas(c: &Client) -> Result<(bool, String), MigrateError> {
+    const EVENTS: i32 = 4 | 8 | 16; // TRIGGER_TYPE_INSERT | _DELETE | _UPDATE
+    let r = c
+        .query_one(
+            "SELECT c.relreplident::text,
+                    (SELECT t.tgtype::int FROM pg_trigger t
+                     WHERE t.tgrelid = c.oid AND t.tgname = 'inventory_ledger_balance_trigger')
+             FROM pg_class c WHERE c.oid = 'inventory_ledger'::regclass",
+            &[],
+        )
+        .await
+        .map_err(MigrateError::sql("reading the ledger's replica identity"))?;
+    let (identity, events): (String, Option<i32>) = (r.get(0), r.get(1));
+    let mut bad = Vec::new();
+    if identity != "f" {
+        bad.push(format!(
+            "inventory_ledger REPLICA IDENTITY is {identity:?}, not FULL"
+        ));
+    }
+    if events.is_none_or(|t| t & EVENTS != EVENTS) {
+        bad.push(
+            "inventory_ledger_balance_trigger does not fire on INSERT, UPDATE and DELETE".into(),
+        );
+    }
+    Ok(match bad.is_empty() {
+        true => (
+            true,
+            "REPLICA IDENTITY FULL, trigger on INSERT/UPDATE/DELETE".into(),
+        ),
+        false => (false, list(&bad)),
+    })
+}
+
+/// The guide's count, less balance rows at zero whose ledger rows were all deleted or moved
+/// to another key (0005's trigger keeps such a row, as `orgwall reconcile` does).
 async fn balance_rows(c: &Client) -> Result<(bool, String), MigrateError> {
     let r = c
         .query_one(
             "SELECT (SELECT COUNT(DISTINCT (org_id, item_id, location_id, lot_id)) FROM inventory_ledger),
-                    (SELECT COUNT(*) FROM inventory_balances)",
+                    (SELECT COUNT(*) FROM inventory_balances),
+                    (SELECT COUNT(*) FROM inventory_balances b WHERE b.quantity = 0 AND NOT EXISTS
+                        (SELECT 1 FROM inventory_ledger l
+                         WHERE (l.org_id, l.item_id, l.location_id) = (b.org_id, b.item_id, b.location_id)
+                           AND l.lot_id IS NOT DISTINCT FROM b.lot_id))",
             &[],
         )
         .await
         .map_err(MigrateError::sql("counting balance keys"))?;
-    let (keys, rows): (i64, i64) = (r.get(0), r.get(1));
-    Ok((
-        keys == rows,
-        format!("{keys} ledger keys, {rows} balance rows"),
-    ))
+    let (keys, rows, emptied): (i64, i64, i64) = (r.get(0), r.get(1), r.get(2));
+    let detail = match emptied {
+        0 => format!("{keys} ledger keys, {rows} balance rows"),
+        n => format!("{keys} ledger keys, {rows} balance rows ({n} at zero without ledger rows)"),
+    };
+    Ok((keys == rows - emptied, detail))
 }
 
 async fn balances(c: &Client) -> Result<(bool, String), MigrateError> {

@@ -187,6 +187,9 @@ impl Session<'_> {
             return Ok(());
         }
         self.commands.forget(b'P', v.portal);
+        if let Some(e) = self.duplicate_portal(&v) {
+            return self.refuse(e, false).await;
+        }
         if self.bind_locally(&v).await {
             return Ok(());
         }

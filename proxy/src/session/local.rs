@@ -19,7 +19,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::pending::Pending;
 use super::route::Routed;
 use super::Session;
-use crate::balances::{answer, pgoutput, shape::Shape, Balances, Response};
+use crate::balances::{answer, bind, pgoutput, shape::Shape, Balances, Response};
+use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
 use crate::wire;
 
@@ -215,7 +216,9 @@ impl Session<'_> {
 
     /// Bind bookkeeping that holds whether or not the cache answers it: binding a statement
     /// that may write the ledger (a prepared INSERT re-executed) marks the session for
-    /// read-your-writes, as its Parse did; the portal's old local answer is dropped.
+    /// read-your-writes, as its Parse did; the unnamed portal's old local answer is dropped
+    /// (PostgreSQL replaces the unnamed portal silently; a named one that exists was refused
+    /// by [`duplicate_portal`](Self::duplicate_portal)).
     pub(super) fn note_bind(&mut self, statement: &str, portal: &str) {
         if self.state.balances.is_some()
             && self
@@ -225,9 +228,32 @@ impl Session<'_> {
         {
             self.local.ledger_dirty = true;
         }
-        if !self.local.portals.is_empty() {
+        if portal.is_empty() && !self.local.portals.is_empty() {
             self.local.portals.remove(portal);
         }
+    }
+
+    /// A Bind to a named portal answered locally and not yet closed: PostgreSQL never saw that
+    /// portal, so Orgwall refuses as PostgreSQL would (42P03) — after the checks PostgreSQL
+    /// makes before creating a portal, whose errors come first (those Binds go to PostgreSQL).
+    pub(super) fn duplicate_portal(&self, bind: &wire::BindView<'_>) -> Option<ClientError> {
+        if bind.portal.is_empty() || !self.local.portals.contains_key(bind.portal) {
+            return None;
+        }
+        let counted = match self.local_statement(bind.statement) {
+            Some((shape, stmt)) => {
+                bind::counts(bind, shape.param_count().max(stmt.types.len())).is_ok()
+            }
+            // Another statement: its parameter count is PostgreSQL's to check, the format
+            // count is not.
+            None => bind.param_formats.len() <= 1 || bind.param_formats.len() == bind.params.len(),
+        };
+        counted.then(|| {
+            ClientError::error(
+                code::DUPLICATE_CURSOR,
+                format!("cursor \"{}\" already exists", bind.portal),
+            )
+        })
     }
 
     /// Bind: answers it (BindComplete) and computes the portal's rows when the cache can.
@@ -247,8 +273,19 @@ impl Session<'_> {
         let Some((shape, stmt)) = self.local_statement(bind.statement) else {
             return false;
         };
+        if self.current_org_str().is_none() || !self.quiet() {
+            return false;
+        }
+        // A named portal PostgreSQL may hold already (42P03 is its to report).
+        if !bind.portal.is_empty() && self.portals.contains_key(bind.portal) {
+            return false;
+        }
         let expected = shape.param_count().max(stmt.types.len());
-        if self.current_org_str().is_none() || bind.params.len() != expected || !self.quiet() {
+        let fits = answer::formats(shape, &bind.result_formats).is_some();
+        let checked =
+            bind::counts(bind, expected).and_then(|()| bind::values(bind, &stmt.types, fits));
+        if let Err(why) = checked {
+            tracing::debug!(reason = %why, "balance lookup's Bind left to PostgreSQL");
             return false;
         }
         if !self.caught_up(b).await {

@@ -222,13 +222,16 @@ pub fn data_row_text(frame: &[u8]) -> Option<Vec<Option<String>>> {
 }
 
 /// A Bind message read in place, without copying its parameters: what the balance cache
-/// needs to answer it. Parameter format codes are not kept (text parameters read the same in
-/// both formats).
+/// needs to answer it (and to check it as PostgreSQL would, `balances::bind`).
 #[derive(Debug, PartialEq, Eq)]
 pub struct BindView<'a> {
     pub portal: &'a str,
     pub statement: &'a str,
+    pub param_formats: Vec<i16>,
+    /// A length below −1 reads as NULL here; `bad_length` says one was seen (PostgreSQL
+    /// refuses such a Bind, 08P01).
     pub params: Vec<Option<&'a [u8]>>,
+    pub bad_length: bool,
     pub result_formats: Vec<i16>,
 }
 
@@ -263,13 +266,15 @@ pub fn bind_view(frame: &[u8]) -> Option<BindView<'_>> {
     let portal = cstr(&mut b)?;
     let statement = cstr(&mut b)?;
     let n = count(&mut b)?;
-    codes(&mut b, n)?;
+    let param_formats = codes(&mut b, n)?;
     let n = count(&mut b)?;
     let mut params = Vec::with_capacity(n);
+    let mut bad_length = false;
     for _ in 0..n {
         let len = be_i32(b)?;
         b = &b[4..];
         if len < 0 {
+            bad_length |= len < -1;
             params.push(None);
         } else {
             let v = b.get(..len as usize)?;
@@ -282,7 +287,9 @@ pub fn bind_view(frame: &[u8]) -> Option<BindView<'_>> {
     b.is_empty().then_some(BindView {
         portal,
         statement,
+        param_formats,
         params,
+        bad_length,
         result_formats,
     })
 }
@@ -369,6 +376,7 @@ mod tests {
         let v = bind_view(&out).expect("view");
         assert_eq!((v.portal, v.statement), ("p", "s"));
         assert_eq!(v.params, vec![Some(&b"i1"[..]), None]);
+        assert_eq!((v.param_formats, v.bad_length), (vec![0], false));
         assert_eq!(v.result_formats, vec![1]);
         assert!(bind_view(&out[..out.len() - 1]).is_none());
         out.extend_from_slice(b"x");
