@@ -214,18 +214,7 @@ async fn a_lookup_prepared_for_one_tenant_is_checked_again_for_the_next() {
 
 /// Appends Bind of `statement` (no parameters, text results) to `portal`.
 fn bind(out: &mut BytesMut, portal: &str, statement: &str) {
-    let none: [Option<i32>; 0] = [];
-    frontend::bind(
-        portal,
-        statement,
-        [0i16; 0],
-        none,
-        |_, _| Ok(postgres_protocol::IsNull::Yes),
-        [0i16; 0],
-        out,
-    )
-    .map_err(|_| "bind encode")
-    .expect("bind");
+    orgwall_e2e::raw::bind_no_params(out, portal, statement);
 }
 
 /// A portal bound as org_a and executed after `SET orgwall.org_id = 'org_b'` in the same

@@ -6,6 +6,7 @@
 //! hangs, and a bystander on another connection keeps getting answers.
 //! Bounded for CI (`FUZZ_CONNECTIONS`, default 150; `FUZZ_SEED` for another sequence).
 
+use orgwall_e2e::rng::Rng;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -16,20 +17,6 @@ use orgwall_e2e::tenancy::{run_simple, tenant_db, tenant_proxy, Outcome, TENANT_
 use orgwall_e2e::{bounded, ProxyOptions, ADMIN};
 
 static PANICS: AtomicUsize = AtomicUsize::new(0);
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 const SQL: &[&str] = &[
     "SELECT 1",
@@ -186,7 +173,7 @@ async fn fuzz(label: &str, multiplex: usize, connections: usize) {
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0xf022);
-        let mut rng = Rng(seed | 1);
+        let mut rng = Rng::new(seed);
         let mut messages = 0;
         for i in 0..connections {
             let login = if i % 5 == 4 { ADMIN } else { TENANT_A };

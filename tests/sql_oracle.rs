@@ -12,6 +12,7 @@
 //!
 //! Bounded for CI (`ORACLE_INPUTS`, default 20000; `ORACLE_SEED` picks another sequence).
 
+use orgwall_e2e::rng::Rng;
 use std::collections::BTreeSet;
 
 use orgwall::sql::rewrite::{function_allowed, rewrite, Catalog};
@@ -160,23 +161,6 @@ const SEEDS: &[&str] = &[
     "SELECT $q$ ; $q$, 'x' -- ; c\rSET app.y = 1",
     "SELECT 1e'\\';' ; SELECT 2",
 ];
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from[self.below(from.len())]
-    }
-}
 
 fn generate(rng: &mut Rng) -> String {
     if rng.below(3) == 0 {
@@ -411,7 +395,7 @@ fn orgwall_reads_sql_as_postgresql_does() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0x005e_ed0f_0a11);
-    let mut rng = Rng(seed | 1);
+    let mut rng = Rng::new(seed);
     let mut counts = Counts::default();
     let mut failures = Vec::new();
     let fixed = SEEDS.iter().map(|s| s.to_string());

@@ -11,6 +11,7 @@ pub mod clients;
 pub mod pg;
 pub mod proxy;
 pub mod raw;
+pub mod rng;
 pub mod tenancy;
 pub mod tls;
 

@@ -80,9 +80,15 @@ pub fn parse(out: &mut BytesMut, name: &str, sql: &str) {
 
 /// Appends Bind of `statement` (no parameters) to the unnamed portal, and Execute.
 pub fn bind_execute_no_params(out: &mut BytesMut, statement: &str) {
+    bind_no_params(out, "", statement);
+    frontend::execute("", 0, out).expect("execute");
+}
+
+/// Appends Bind of `statement` (no parameters, text results) to `portal`.
+pub fn bind_no_params(out: &mut BytesMut, portal: &str, statement: &str) {
     let none: [Option<i32>; 0] = [];
     frontend::bind(
-        "",
+        portal,
         statement,
         [0i16; 0],
         none,
@@ -92,7 +98,6 @@ pub fn bind_execute_no_params(out: &mut BytesMut, statement: &str) {
     )
     .map_err(|_| "bind encode")
     .expect("bind");
-    frontend::execute("", 0, out).expect("execute");
 }
 
 /// Appends Bind (unnamed portal of the unnamed statement, `value` as its one text-format

@@ -259,37 +259,13 @@ fn set_config_effect(stmt: &str) -> Option<SessionEffect> {
 }
 
 fn set_config_effect_unbounded(stmt: &str) -> Option<SessionEffect> {
-    use rewrite::{ConfigValue, SetConfig};
-    use sqlparser::ast::Value;
     let parsed = Parser::parse_sql(&PostgreSqlDialect {}, stmt).ok()?;
     let [parsed] = parsed.as_slice() else {
         return None;
     };
-    let untracked = SessionEffect::Pinned("set_config with a session setting Orgwall cannot track");
-    let calls = rewrite::set_config_calls(parsed)?;
-    let [Some(SetConfig { name, value, local })] = calls.as_slice() else {
-        return Some(untracked);
-    };
-    if *local {
-        return None;
-    }
-    let name = name.clone();
-    Some(match value {
-        ConfigValue::Literal(Value::SingleQuotedString(v)) => SessionEffect::Set {
-            name,
-            value: quote_literal(v),
-        },
-        ConfigValue::Literal(v) => SessionEffect::Set {
-            name,
-            value: v.to_string(),
-        },
-        ConfigValue::Param(n) => SessionEffect::SetParam { name, param: *n },
-        ConfigValue::Other => untracked,
-    })
+    rewrite::summary::set_config_effect(parsed)
 }
 
-/// The savepoint a SAVEPOINT, RELEASE or ROLLBACK TO names (its last token), resolved as
-/// PostgreSQL resolves identifiers.
 fn savepoint_name(stmt: &str) -> Option<String> {
     let (t, r) = lex::spans(stmt).last()?;
     lex::identifier(t, &stmt[r])

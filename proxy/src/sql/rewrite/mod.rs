@@ -18,7 +18,7 @@ mod names;
 mod query;
 pub mod shaped;
 mod statements;
-mod summary;
+pub(crate) mod summary;
 mod system;
 mod walk;
 
@@ -38,7 +38,6 @@ use super::{quote_literal, Summary};
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
 pub use functions::function_allowed;
-pub(crate) use statements::{set_config_calls, ConfigValue, SetConfig};
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -140,8 +140,9 @@ pub(crate) fn setting_name(name: &sqlparser::ast::ObjectName) -> Option<String> 
     parts.iter().all(plain).then(|| parts.join("."))
 }
 
-/// `SELECT set_config('name', value, false)` as a whole select-list item of a plain `SELECT`.
-fn set_config_effect(stmt: &Statement) -> Option<SessionEffect> {
+/// `SELECT set_config('name', value, false)` as a whole select-list item of a plain `SELECT`
+/// (also how the admin path reads such a statement, in `sql`).
+pub(crate) fn set_config_effect(stmt: &Statement) -> Option<SessionEffect> {
     let calls = set_config_calls(stmt)?;
     let untracked = SessionEffect::Pinned("set_config with a session setting Orgwall cannot track");
     let [Some(SetConfig { name, value, local })] = calls.as_slice() else {
