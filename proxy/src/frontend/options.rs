@@ -4,12 +4,13 @@
 //! for them). Admin logins may send any setting, as to PostgreSQL itself.
 
 use crate::config::Role;
+use crate::sql::rewrite::{BACKSLASH_QUOTE, STANDARD_CONFORMING_STRINGS};
 
 /// Settings a tenant or switcher may send at startup, lower case, with the values allowed
 /// (`None`: any value; it is sent to PostgreSQL as a quoted literal through `set_config`).
 const TENANT_SETTINGS: &[(&str, Option<&[&str]>)] = &[
     ("application_name", None),
-    ("backslash_quote", Some(&["safe_encoding"])),
+    ("backslash_quote", Some(BACKSLASH_QUOTE)),
     ("bytea_output", None),
     (
         "client_encoding",
@@ -26,7 +27,7 @@ const TENANT_SETTINGS: &[(&str, Option<&[&str]>)] = &[
     ("lock_timeout", None),
     (
         "standard_conforming_strings",
-        Some(&["on", "true", "yes", "1"]),
+        Some(STANDARD_CONFORMING_STRINGS),
     ),
     ("statement_timeout", None),
     ("timezone", None),

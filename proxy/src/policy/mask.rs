@@ -161,14 +161,7 @@ fn reads_whole_rows(select: &sqlparser::ast::Select, qualifiers: &[String]) -> b
         fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
             let whole = match e {
                 Expr::Identifier(i) => self.0.contains(&norm(i)),
-                Expr::QualifiedWildcard(name, _) => {
-                    self.0.contains(&split_name(name).1)
-                        || name.0.len() == 1
-                            && self
-                                .0
-                                .iter()
-                                .any(|q| q.eq_ignore_ascii_case(&name.to_string()))
-                }
+                Expr::QualifiedWildcard(name, _) => self.0.contains(&split_name(name).1),
                 Expr::Wildcard(_) => true,
                 // `row_to_json(t.*)`: a wildcard argument is not an expression of its own.
                 Expr::Function(f) => match &f.args {

@@ -276,21 +276,24 @@ fn is_temp(scan: &Scan) -> bool {
         && !scan.has_words(&["ON", "COMMIT", "DROP"])
 }
 
+/// Whether one dot-separated part of a setting name (already lower case) can be printed
+/// unquoted when settings are replayed: a letter or `_`, then letters, digits, `_`, `$`.
+pub(crate) fn is_plain_setting_part(p: &str) -> bool {
+    p.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && p.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
+}
+
 /// A setting name starting at token `i`: identifiers joined by `.`, each a plain name (so it
 /// can be replayed unquoted); with the index of the token after it.
 fn setting_name(scan: &Scan, mut i: usize) -> Option<(String, usize)> {
-    let plain = |n: &str| {
-        n.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-            && n.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
-    };
     let mut parts = Vec::new();
     loop {
         // Setting names are case-insensitive, quoted or not.
         let part = scan
             .ident(i)
             .map(|p| p.to_ascii_lowercase())
-            .filter(|p| plain(p))?;
+            .filter(|p| is_plain_setting_part(p))?;
         parts.push(part);
         i += 1;
         if scan.tokens.get(i).map(|(t, _)| *t) != Some(Token::Punct(b'.')) {

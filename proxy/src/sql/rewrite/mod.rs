@@ -38,6 +38,7 @@ use super::{quote_literal, Summary};
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
 pub use functions::function_allowed;
+pub use statements::{BACKSLASH_QUOTE, STANDARD_CONFORMING_STRINGS};
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
 #[derive(Debug, Clone, PartialEq, Eq)]

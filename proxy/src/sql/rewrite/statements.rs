@@ -37,9 +37,14 @@ const DENIED_SETTINGS: &[&str] = &[
 /// sends `SET standard_conforming_strings = on`), any other value is refused. The second
 /// wall's tripwire closes a server connection that reports another value anyway.
 const PINNED_SETTINGS: &[(&str, &[&str])] = &[
-    ("standard_conforming_strings", &["on", "true", "yes", "1"]),
-    ("backslash_quote", &["safe_encoding"]),
+    ("standard_conforming_strings", STANDARD_CONFORMING_STRINGS),
+    ("backslash_quote", BACKSLASH_QUOTE),
 ];
+
+/// The values `standard_conforming_strings` is pinned to (also for startup settings).
+pub const STANDARD_CONFORMING_STRINGS: &[&str] = &["on", "true", "yes", "1"];
+/// The value `backslash_quote` is pinned to (also for startup settings).
+pub const BACKSLASH_QUOTE: &[&str] = &["safe_encoding"];
 
 /// Rewrites one top-level statement in place, or refuses it.
 pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {

@@ -130,14 +130,10 @@ pub(crate) fn setting_name(name: &sqlparser::ast::ObjectName) -> Option<String> 
         .into_iter()
         .map(|p| p.to_ascii_lowercase())
         .collect();
-    let plain = |p: &String| {
-        p.chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
-            && p.chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '$')
-    };
-    parts.iter().all(plain).then(|| parts.join("."))
+    parts
+        .iter()
+        .all(|p| crate::sql::is_plain_setting_part(p))
+        .then(|| parts.join("."))
 }
 
 /// `SELECT set_config('name', value, false)` as a whole select-list item of a plain `SELECT`
