@@ -398,13 +398,35 @@ impl Session<'_> {
             tracing::warn!(error = %e, "no server connection");
             ClientError::from(&e)
         })?;
-        self.cancel.set_target(Some(lease.conn.key.clone()));
         let stale = lease.conn.settings != self.settings.fingerprint();
         self.server = Some(lease);
         if stale {
             self.replay_settings(false);
         }
-        self.sync_context(true).await
+        self.sync_context(true).await?;
+        self.arm_cancel();
+        Ok(())
+    }
+
+    /// Points the client's cancels at its own server connection's backend, or holds them while
+    /// Orgwall's statements on it (settings replay, tenant context) are still to be answered:
+    /// a cancel must fail the client's statement, not the ones its session depends on.
+    pub(super) fn arm_cancel(&mut self) {
+        let Some(lease) = self.server.as_ref().filter(|l| !l.is_shared()) else {
+            return;
+        };
+        let ours = self.pending.iter().any(|p| {
+            matches!(
+                p,
+                Pending::Settings { .. } | Pending::Context { synced: true, .. }
+            )
+        });
+        if ours {
+            self.cancel.hold();
+        } else {
+            self.cancel
+                .set_target(Some((&lease.conn.key, &lease.conn.fence)));
+        }
     }
 
     /// Sends the client's settings (`RESET ALL; …`) ahead of whatever comes next on the held

@@ -11,9 +11,13 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::UpstreamError;
+use crate::cancel::Fence;
 use crate::config::UpstreamConfig;
 use crate::scram::{self, ClientExchange};
 use crate::wire;
+
+/// A Sync message.
+pub(super) const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
 
 /// The largest message PostgreSQL sends during startup that we accept.
 const STARTUP_MAX: usize = 1 << 20;
@@ -45,6 +49,8 @@ pub struct ServerConn {
     pub settings: u64,
     /// The tenant context (`orgwall.tenant`) Orgwall set on this connection.
     pub context: crate::boundary::Context,
+    /// Cancels forwarded to its backend: none may land on another client's statement.
+    pub fence: std::sync::Arc<Fence>,
 }
 
 impl ServerConn {
@@ -96,6 +102,7 @@ impl ServerConn {
             unnamed: None,
             settings: 0,
             context: crate::boundary::Context::Unknown,
+            fence: Default::default(),
         };
         let mut startup = Startup::new();
         startup.parameters.insert("user".into(), cfg.user.clone());
@@ -318,6 +325,27 @@ impl ServerConn {
             }
         }
         failure.map_or(Ok(()), Err)
+    }
+
+    /// Makes sure no cancel forwarded to this idle connection's backend can still land: waits
+    /// until PostgreSQL has processed each, then runs a Sync (a signal still pending is
+    /// dropped by the idle backend, or fails the Sync, which then answers `57014`). Fails when
+    /// a cancel was never confirmed: the connection must be closed.
+    pub async fn absorb_cancels(&mut self) -> Result<(), UpstreamError> {
+        if self.fence.broken() {
+            return Err(UpstreamError::Closed);
+        }
+        let mark = self.fence.settled().await;
+        if self.fence.broken() {
+            return Err(UpstreamError::Closed);
+        }
+        match self.run_synced(&SYNC).await {
+            Ok(()) => {}
+            Err(UpstreamError::Rejected { code, .. }) if code == "57014" => {}
+            Err(e) => return Err(e),
+        }
+        self.fence.absorbed(mark);
+        Ok(())
     }
 
     /// For a share of a multiplexed connection that reported what a tenant connection never

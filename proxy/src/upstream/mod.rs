@@ -4,7 +4,8 @@
 //! with every lease); a tenant's checkout also takes its org's and user's share (`caps`), so
 //! no tenant holds more than its cap; a connection goes back to the idle list only when its
 //! owner says it is clean (idle transaction status, nothing in flight); idle connections are
-//! probed before reuse.
+//! probed before reuse, and one whose backend was sent a cancel serves nobody until that
+//! cancel can no longer land (`cancel::Fence`).
 
 mod caps;
 pub mod catalog;
@@ -179,11 +180,21 @@ impl Pool {
             permit: Some(permit),
             _share: share,
         };
-        while let Some(mut conn) = self.lock_idle().pop() {
-            if conn.looks_alive() {
-                return Ok(lease(conn));
+        loop {
+            let next = self.lock_idle().pop();
+            let Some(mut conn) = next else { break };
+            if !conn.looks_alive() {
+                tracing::info!(server = conn.id, "dropping dead idle server connection");
+                continue;
             }
-            tracing::info!(server = conn.id, "dropping dead idle server connection");
+            // Its last client sent a cancel: none may land on this client's statements.
+            if conn.fence.dirty() {
+                if let Err(e) = conn.absorb_cancels().await {
+                    tracing::warn!(server = conn.id, error = %e, "closing a server connection after a cancel");
+                    continue;
+                }
+            }
+            return Ok(lease(conn));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id).await?;
@@ -268,10 +279,6 @@ impl Pool {
             (
                 "multiplexed_batches",
                 self.shares.load(Ordering::Relaxed).to_string(),
-            ),
-            (
-                "multiplexed_reruns",
-                self.mux.as_ref().map_or(0, |m| m.reruns()).to_string(),
             ),
             ("multiplexed_groups", groups.to_string()),
             ("multiplexed_grouped", grouped.to_string()),

@@ -4,15 +4,18 @@
 //! A session whose next messages form a self-contained batch (ending in Query or Sync, every
 //! statement `sql::Summary::batchable`, no transaction open) takes a *share*: a `ServerConn`
 //! whose stream is a [`Pipe`]. One write to the pipe submits one whole batch; the connection's
-//! task writes batches back to back and hands each one the server's bytes up to its last
-//! ReadyForQuery. PostgreSQL runs the batches one after another, exactly as if each had the
-//! connection to itself; what is shared is the syscalls and the backend's wake-ups.
+//! task writes them one unit at a time (a batch, or a group of read-only ones) and hands each
+//! one the server's bytes up to its last ReadyForQuery. PostgreSQL runs the batches one after
+//! another, exactly as if each had the connection to itself; what is shared is the
+//! connection, and for groups the backend's flushes.
 //!
 //! Invariants: a batch never leaves the connection inside a transaction block (the session only
 //! submits batchable statements); named statements are only assumed prepared once PostgreSQL
 //! confirmed them (`prepared::Prepared`); a client's cancel target is this connection's backend only
-//! while that client's batch is the one running; a connection whose head batch has run longer
-//! than [`SLOW`] takes no new batches (they go to another connection or the exclusive pool).
+//! while that client's batch is the last one written to it, and no batch is written while a
+//! cancel forwarded to the backend could still land (`task`); a connection whose running
+//! batch has run longer than [`SLOW`] takes no new batches (they go to another connection or
+//! the exclusive pool).
 
 mod group;
 mod task;
@@ -33,9 +36,19 @@ use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::Pool;
 use crate::boundary::{self, unix_now, Ticket};
-use crate::cancel::{clock_ms, CancelSlot};
+use crate::cancel::{CancelSlot, Fence};
 use crate::wire;
 use task::{Batch, Counters, Load};
+
+/// Milliseconds on a process-wide monotonic clock, never 0.
+fn clock_ms() -> u64 {
+    static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    EPOCH
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+        + 1
+}
 
 /// A head batch running longer than this keeps new batches off its connection.
 const SLOW: Duration = Duration::from_millis(20);
@@ -51,8 +64,7 @@ pub struct Mux {
     conns: Mutex<Vec<Arc<MuxConn>>>,
     /// Serialises opening connections, so a burst of clients opens one, not `capacity`.
     opening: tokio::sync::Mutex<()>,
-    /// Reruns (a cancel meant for another statement failed a batch) and groups, for all of
-    /// its connections.
+    /// Groups, for all of its connections.
     counters: Arc<Counters>,
 }
 
@@ -69,6 +81,8 @@ pub struct MuxConn {
     submit: mpsc::UnboundedSender<Batch>,
     prepared: Arc<RwLock<HashSet<String>>>,
     load: Arc<Load>,
+    /// Cancels forwarded to its backend (the task's connection's fence).
+    fence: Arc<Fence>,
     /// Its transactions are READ COMMITTED, so read-only statements may run in groups (each
     /// still takes its own snapshot).
     groups: bool,
@@ -208,6 +222,7 @@ impl Mux {
             submit,
             prepared: Arc::default(),
             load: load.clone(),
+            fence: lease.conn.fence.clone(),
             groups,
         });
         tracing::debug!(server = conn.id, "multiplexed server connection opened");
@@ -221,11 +236,6 @@ impl Mux {
             .iter()
             .filter(|c| !c.load.dead.load(Ordering::Relaxed))
             .count()
-    }
-
-    /// Batches run again so far (see `task`).
-    pub fn reruns(&self) -> u64 {
-        self.counters.reruns.load(Ordering::Relaxed)
     }
 
     /// Groups of read-only statements run as one transaction so far, and their members (see
@@ -255,7 +265,7 @@ impl MuxConn {
     /// batch runs only read-only statements (`sql::Summary::read_only`).
     pub fn share(self: &Arc<Self>, cancel: CancelSlot, read_only: bool) -> ServerConn {
         // From now until its batch starts, a cancel from the client is held (not dropped).
-        let requests = cancel.queued();
+        cancel.queued();
         let (tx, rx) = mpsc::unbounded_channel();
         ServerConn {
             id: self.id,
@@ -265,7 +275,6 @@ impl MuxConn {
                 rx,
                 leftover: Bytes::new(),
                 cancel,
-                requests,
                 read_only: read_only && self.groups,
             })),
             rbuf: BytesMut::new(),
@@ -275,6 +284,7 @@ impl MuxConn {
             unnamed: None,
             settings: self.settings,
             context: self.context.clone(),
+            fence: self.fence.clone(),
         }
     }
 }
@@ -287,8 +297,6 @@ pub struct Pipe {
     rx: mpsc::UnboundedReceiver<Bytes>,
     leftover: Bytes,
     cancel: CancelSlot,
-    /// The client's cancel requests when it took this share.
-    requests: u64,
     /// The next batch runs only read-only statements: it may join a group.
     read_only: bool,
 }
@@ -329,7 +337,6 @@ impl Pipe {
             rfqs,
             self.tx.clone(),
             self.cancel.clone(),
-            self.requests,
             coalesce,
         );
         self.conn.load.inflight.fetch_add(1, Ordering::Relaxed);

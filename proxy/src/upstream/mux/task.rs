@@ -1,58 +1,42 @@
-//! A multiplexed connection's task: writes the submitted batches back to back, hands each
-//! batch the answers up to its last ReadyForQuery, and runs again a batch that a cancel meant
-//! for another client's statement failed.
+//! A multiplexed connection's task: takes the batches sessions submit, writes one *unit* at a
+//! time (one batch, or a group of read-only ones, see `group`) and hands each batch the
+//! server's answers up to its last ReadyForQuery.
 //!
-//! Why the rerun: PostgreSQL's postmaster signals a backend twice for one cancel request
-//! (`kill(pid)`, then `kill(-pid)` for its process group). When the backend handles the first
-//! signal before the second is sent, the second arrives after the cancelled statement has
-//! failed — harmless on a connection of one's own (the backend is waiting for the client's
-//! next command and ignores it), but here the next command is often another client's,
-//! already in the backend's input, and PostgreSQL fails it with `57014`. A cancel can also
-//! arrive just after the statement it was meant for has finished. So a batch that starts soon
-//! after a cancel was sent to the backend has its answer held back; if that answer is a
-//! `57014` and the batch's own client asked for no cancel, nothing of it took effect (one
-//! Query or one Sync is one implicit transaction, rolled back by the error) and it is written
-//! again, its first answer never seen by the client. What no transaction undoes happens twice,
-//! as when a client retries: sequence values drawn, functions acting outside the transaction.
-//! (A `statement_timeout` fails with `57014` too; such a batch runs again only if it failed
-//! right after a cancel to the backend.)
+//! One unit at a time, never a pipeline of several clients' batches: a batch written behind a
+//! running one sits in the backend's input, and a cancel meant for the running statement that
+//! lands just after it ended would fail the next one, another client's (`cancel`). So the next
+//! unit is written once the last is answered, and only once the connection's fence is clean:
+//! every cancel forwarded to the backend confirmed by PostgreSQL, then absorbed by a Sync. A
+//! client's cancel target is this backend only while its statement is the last one written
+//! (a group member with members after it keeps a cancel held, dropped if it finishes first).
+//! Nothing is ever run twice: the only batches written again are group members PostgreSQL
+//! skipped, which never ran.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
 use super::super::conn::BackendKey;
 use super::super::Lease;
+use super::clock_ms;
 use super::group::{self, Member};
-use crate::cancel::{clock_ms, CancelSlot, Signals};
+use crate::cancel::{CancelSlot, Fence};
 use crate::duplex::{self, Io};
 use crate::wire;
-
-/// A batch starting less than this after a cancel was sent to the backend is held back.
-const SIGNAL_GRACE: Duration = Duration::from_millis(200);
-
-/// An answer held back beyond this many bytes is passed on (and can no longer be rerun).
-const HOLD_LIMIT: usize = 64 * 1024;
-
-/// Reruns of one batch, at most.
-const MAX_RERUNS: u8 = 3;
 
 /// What the connection's task reports to the sessions choosing a connection.
 #[derive(Debug, Default)]
 pub(super) struct Load {
     /// Batches submitted and not yet answered.
     pub inflight: AtomicUsize,
-    /// When the running batch started ([`clock_ms`]; 0 when idle).
+    /// When the running unit started ([`clock_ms`]; 0 when idle).
     pub head_since: AtomicU64,
     pub dead: AtomicBool,
     /// A session saw this connection trip the second wall's tripwire: close it.
     pub poisoned: AtomicBool,
-    /// Cancels sent to this connection's backend.
-    pub signals: Arc<Signals>,
     /// Counted for the whole pool.
     pub counters: Arc<Counters>,
 }
@@ -60,8 +44,6 @@ pub(super) struct Load {
 /// What the connections of one pool count, for `SHOW orgwall_pool`.
 #[derive(Debug, Default)]
 pub(super) struct Counters {
-    /// Batches run again.
-    pub reruns: AtomicU64,
     /// Groups of read-only statements run as one transaction, and their members.
     pub groups: AtomicU64,
     pub grouped: AtomicU64,
@@ -76,12 +58,6 @@ pub(super) struct Batch {
     pub cancel: CancelSlot,
     /// Of `rfqs`, those still to come.
     pub left: usize,
-    /// When it was written to the connection ([`clock_ms`]).
-    pub written: u64,
-    /// Its client's cancel requests when it took its share (any later one may be for it).
-    pub requests: u64,
-    pub held: Option<Held>,
-    pub reruns: u8,
     /// One read-only statement that may run in a group (see `group`).
     pub coalesce: bool,
     /// Its Sync was written: its answer ends with a ReadyForQuery from the server. False for a
@@ -98,7 +74,6 @@ impl Batch {
         rfqs: usize,
         reply: mpsc::UnboundedSender<Bytes>,
         cancel: CancelSlot,
-        requests: u64,
         coalesce: bool,
     ) -> Batch {
         Batch {
@@ -107,10 +82,6 @@ impl Batch {
             reply,
             cancel,
             left: rfqs,
-            written: 0,
-            requests,
-            held: None,
-            reruns: 0,
             coalesce,
             synced: true,
             cut: false,
@@ -118,53 +89,20 @@ impl Batch {
     }
 }
 
-/// An answer held back until it is known whether its batch must run again.
-#[derive(Debug, Default)]
-pub(super) struct Held {
-    chunks: Vec<Bytes>,
-    bytes: usize,
-    /// A `57014` came before the first ReadyForQuery.
-    cancelled: bool,
-}
-
-impl Held {
-    /// Takes `chunk`; false once the answer can no longer call for a rerun (then the caller
-    /// passes everything on).
-    fn take(&mut self, chunk: Bytes) -> bool {
-        for (tag, body) in wire::frames(&chunk) {
-            match tag {
-                b'E' if wire::sqlstate(body) == Some("57014") => self.cancelled = true,
-                b'Z' if !self.cancelled => {
-                    self.push(chunk);
-                    return false;
-                }
-                _ => {}
-            }
-        }
-        self.push(chunk);
-        self.cancelled || self.bytes <= HOLD_LIMIT
-    }
-
-    fn push(&mut self, chunk: Bytes) {
-        self.bytes += chunk.len();
-        self.chunks.push(chunk);
-    }
-
-    fn release(self, reply: &mpsc::UnboundedSender<Bytes>) {
-        for c in self.chunks {
-            let _ = reply.send(c);
-        }
-    }
-}
-
 /// The connection's task and its state.
 pub(super) struct Conn {
+    /// Submitted and not yet written, in order.
+    pub waiting: VecDeque<Batch>,
+    /// The unit written, its batches in the order PostgreSQL answers them.
     pub queue: VecDeque<Batch>,
     pub out: BytesMut,
     pub key: BackendKey,
+    /// Cancels forwarded to this connection's backend.
+    pub fence: Arc<Fence>,
+    /// A Sync written to absorb forwarded cancels and not yet answered: the fence's mark.
+    pub absorbing: Option<u64>,
     pub load: Arc<Load>,
-    /// Members of the group being written (their Syncs held back), and at most.
-    pub open: usize,
+    /// Members of a group, at most.
     pub max_members: usize,
     /// A group member failed: PostgreSQL skips the rest of the group up to its Sync.
     pub skipping: bool,
@@ -187,44 +125,38 @@ pub(super) async fn run(
     max_message: usize,
 ) {
     let server = &mut lease.conn;
-    let mut c = Conn {
-        queue: VecDeque::new(),
-        out: BytesMut::new(),
-        key: server.key.clone(),
-        load,
-        open: 0,
-        max_members,
-        max_message,
-        discard: 0,
-        broken: false,
-        skipping: false,
-    };
+    let mut c = Conn::new(server.key.clone(), server.fence.clone(), load);
+    c.max_members = max_members;
+    c.max_message = max_message;
+    let fence = c.fence.clone();
     let mut closed = false;
     let why = loop {
-        if closed && c.queue.is_empty() {
+        if closed && c.is_idle() {
             break "no more clients";
         }
         if c.load.poisoned.load(Ordering::Relaxed) {
             break "tripwire";
         }
-        c.close_group();
+        if fence.broken() {
+            break "a cancel request was not confirmed";
+        }
+        let fenced = c.write_next();
         duplex::write_now(&mut server.stream, &mut c.out);
         let ev = tokio::select! {
-            b = rx.recv(), if !closed => match b {
-                Some(b) => Ok(Some(b)),
-                None => Ok(None),
-            },
+            b = rx.recv(), if !closed => Ok(b.map(Some)),
+            _ = fence.settled(), if fenced => Ok(Some(None)),
             io = std::future::poll_fn(|cx| {
                 duplex::poll_duplex(cx, &mut server.stream, Some(&mut server.rbuf), &c.out)
             }) => Err(io),
         };
         match ev {
-            Ok(Some(b)) => {
-                c.submit(b);
+            Ok(Some(Some(b))) => {
+                c.waiting.push_back(b);
                 while let Ok(b) = rx.try_recv() {
-                    c.submit(b);
+                    c.waiting.push_back(b);
                 }
             }
+            Ok(Some(None)) => {}
             Ok(None) => closed = true,
             Err(Io::Wrote(Ok(n))) if n > 0 => c.out.advance(n),
             Err(Io::Read(Ok(n))) if n > 0 => {
@@ -239,16 +171,18 @@ pub(super) async fn run(
     c.load.dead.store(true, Ordering::Relaxed);
     rx.close();
     while let Ok(b) = rx.try_recv() {
-        c.queue.push_back(b);
+        c.waiting.push_back(b);
     }
-    if !c.queue.is_empty() {
+    let left = c.queue.len() + c.waiting.len();
+    if left > 0 {
         tracing::warn!(
             server = server.id,
-            batches = c.queue.len(),
+            batches = left,
+            why,
             "multiplexed server connection lost"
         );
     }
-    for b in c.queue.drain(..) {
+    for b in c.queue.drain(..).chain(c.waiting.drain(..)) {
         b.cancel.finish();
         let _ = b.reply.send(Bytes::new());
         c.load.inflight.fetch_sub(1, Ordering::Relaxed);
@@ -261,47 +195,84 @@ pub(super) async fn run(
 }
 
 impl Conn {
-    /// Writes `b` behind the batches already written.
-    pub fn submit(&mut self, mut b: Batch) {
-        b.written = clock_ms();
-        b.left = b.rfqs;
-        if self.queue.is_empty() {
-            start(&self.load, &self.key, &mut b);
-        } else {
-            b.cancel.queued();
+    pub fn new(key: BackendKey, fence: Arc<Fence>, load: Arc<Load>) -> Conn {
+        Conn {
+            waiting: VecDeque::new(),
+            queue: VecDeque::new(),
+            out: BytesMut::new(),
+            key,
+            fence,
+            absorbing: None,
+            load,
+            max_members: 1,
+            skipping: false,
+            max_message: usize::MAX,
+            discard: 0,
+            broken: false,
         }
-        if b.coalesce {
-            if self.open >= self.max_members {
-                self.close_group();
-            }
-            let body = b.bytes.len() - group::SYNC.len();
-            self.out.extend_from_slice(&b.bytes[..body]);
-            b.synced = false;
-            self.open += 1;
-        } else {
-            self.close_group();
-            self.out.extend_from_slice(&b.bytes);
-            b.synced = true;
-        }
-        self.queue.push_back(b);
     }
 
-    /// Ends the group being written: its last member's Sync goes out.
-    pub fn close_group(&mut self) {
-        if self.open == 0 {
-            return;
+    /// Nothing submitted is unanswered.
+    fn is_idle(&self) -> bool {
+        self.queue.is_empty() && self.waiting.is_empty() && self.absorbing.is_none()
+    }
+
+    /// Writes the next unit once the last one is answered and the fence is clean, or the
+    /// Sync that cleans it. True while a forwarded cancel awaits PostgreSQL's confirmation
+    /// (then nothing is written: wait for the fence).
+    pub fn write_next(&mut self) -> bool {
+        if !self.queue.is_empty() || self.absorbing.is_some() || self.waiting.is_empty() {
+            return false;
         }
-        if self.open > 1 {
+        if self.fence.dirty() {
+            let Some(mark) = self.fence.settled_now() else {
+                return true;
+            };
+            self.out.extend_from_slice(&group::SYNC);
+            self.absorbing = Some(mark);
+            return false;
+        }
+        let Some(first) = self.waiting.pop_front() else {
+            return false;
+        };
+        let mut unit = vec![first];
+        if unit[0].coalesce {
+            while unit.len() < self.max_members && self.waiting.front().is_some_and(|b| b.coalesce)
+            {
+                unit.extend(self.waiting.pop_front());
+            }
+        }
+        let members = unit.len();
+        if members > 1 {
             let counters = &self.load.counters;
             counters.groups.fetch_add(1, Ordering::Relaxed);
             counters
                 .grouped
-                .fetch_add(self.open as u64, Ordering::Relaxed);
+                .fetch_add(members as u64, Ordering::Relaxed);
         }
-        self.open = 0;
-        self.out.extend_from_slice(&group::SYNC);
-        if let Some(last) = self.queue.back_mut() {
-            last.synced = true;
+        for (i, mut b) in unit.into_iter().enumerate() {
+            b.left = b.rfqs;
+            b.synced = i + 1 == members;
+            let body = if b.synced {
+                &b.bytes[..]
+            } else {
+                // A member's Sync is left out; the group's last member keeps its own.
+                &b.bytes[..b.bytes.len() - group::SYNC.len()]
+            };
+            self.out.extend_from_slice(body);
+            self.queue.push_back(b);
+        }
+        self.start_head();
+        false
+    }
+
+    /// The batch at the head of the queue is the one PostgreSQL runs now: its client's
+    /// cancels go to this backend if nothing of another client's is written behind it.
+    fn start_head(&mut self) {
+        self.load.head_since.store(clock_ms(), Ordering::Relaxed);
+        match self.queue.front() {
+            Some(head) if self.queue.len() == 1 => head.cancel.start(&self.key, &self.fence),
+            _ => {}
         }
     }
 
@@ -316,6 +287,12 @@ impl Conn {
                     return;
                 }
             }
+            if self.queue.is_empty() {
+                if !self.unsolicited(rbuf) {
+                    return;
+                }
+                continue;
+            }
             let (pos, end) = self.scan(rbuf);
             if pos == 0 {
                 if self.refuse_oversized(rbuf) {
@@ -323,15 +300,6 @@ impl Conn {
                 }
                 return;
             }
-            if self.queue.is_empty() {
-                tracing::debug!(
-                    bytes = pos,
-                    "unsolicited messages on a multiplexed connection"
-                );
-                rbuf.advance(pos);
-                continue;
-            }
-            let mut reruns = Vec::new();
             match end {
                 End::Open => {
                     let chunk = rbuf.split_to(pos).freeze();
@@ -343,7 +311,9 @@ impl Conn {
                 }
                 End::Ready => {
                     let chunk = rbuf.split_to(pos).freeze();
-                    reruns.extend(self.queue.pop_front().and_then(|b| self.answered(b, chunk)));
+                    if let Some(b) = self.queue.pop_front() {
+                        self.answered(b, chunk);
+                    }
                 }
                 End::Member { failed } => {
                     // Its ReadyForQuery is Orgwall's: the group's Sync is still to come.
@@ -351,8 +321,9 @@ impl Conn {
                     answer.extend_from_slice(&rbuf[..pos]);
                     rbuf.advance(pos);
                     wire::put_ready(&mut answer, b'I');
-                    let b = self.queue.pop_front();
-                    reruns.extend(b.and_then(|b| self.answered(b, answer.freeze())));
+                    if let Some(b) = self.queue.pop_front() {
+                        self.answered(b, answer.freeze());
+                    }
                     self.skipping = failed;
                 }
                 End::Broken => {
@@ -361,31 +332,54 @@ impl Conn {
                     return;
                 }
                 End::Skipped => {
-                    // The group's ReadyForQuery: the members still queued never ran.
+                    // The group's ReadyForQuery: the members still queued never ran; they
+                    // go first, in their order, when the next unit is written.
                     rbuf.advance(pos);
                     self.skipping = false;
-                    while let Some(mut b) = self.queue.pop_front() {
-                        b.held = None;
-                        let last = b.synced;
-                        reruns.push(b);
-                        if last {
-                            break;
-                        }
+                    while let Some(b) = self.queue.pop_back() {
+                        self.waiting.push_front(b);
                     }
                 }
             }
             if !self.skipping {
-                match self.queue.front_mut() {
-                    Some(next) => start(&self.load, &self.key, next),
-                    None => self.load.head_since.store(0, Ordering::Relaxed),
+                if self.queue.is_empty() {
+                    self.load.head_since.store(0, Ordering::Relaxed);
+                } else {
+                    self.start_head();
                 }
-            }
-            for b in reruns {
-                self.submit(b);
             }
         }
     }
 
+    /// Messages with no batch to answer: the answer to an absorbing Sync (which may be a
+    /// `57014` when a cancel's signal landed on it), or notices of an idle backend. Returns
+    /// whether any was consumed.
+    fn unsolicited(&mut self, rbuf: &mut BytesMut) -> bool {
+        let mut msgs = wire::frames(rbuf);
+        let mut answered = false;
+        for (tag, _) in msgs.by_ref() {
+            if tag == b'Z' && self.absorbing.is_some() {
+                answered = true;
+                break;
+            }
+        }
+        let pos = msgs.consumed();
+        if pos == 0 {
+            return false;
+        }
+        if answered {
+            if let Some(mark) = self.absorbing.take() {
+                self.fence.absorbed(mark);
+            }
+        } else if self.absorbing.is_none() {
+            tracing::debug!(
+                bytes = pos,
+                "unsolicited messages on a multiplexed connection"
+            );
+        }
+        rbuf.advance(pos);
+        true
+    }
     /// When the (incomplete) message at the front of `rbuf` is longer than `max_message`:
     /// drops it as it arrives, and gives its batch's session only its first five bytes, then
     /// the end of the stream, so that the session refuses it as it refuses one on a connection
@@ -408,9 +402,6 @@ impl Conn {
             "PostgreSQL sent a message over max_message_bytes on a multiplexed connection"
         );
         if let Some(head) = self.queue.front_mut() {
-            if let Some(held) = head.held.take() {
-                held.release(&head.reply);
-            }
             let _ = head.reply.send(Bytes::copy_from_slice(&rbuf[..5]));
             let _ = head.reply.send(Bytes::new());
             head.cut = true;
@@ -454,32 +445,14 @@ impl Conn {
         (msgs.consumed(), end)
     }
 
-    /// `last` completes `b`'s answer: passes it on, or returns `b` to be written again when a
-    /// cancel that was not its client's failed it. The client's cancel target is reset first:
-    /// once it has its answer it may start a statement elsewhere.
-    fn answered(&mut self, mut b: Batch, last: Bytes) -> Option<Batch> {
+    /// `last` completes `b`'s answer: passes it on. The client's cancel target is reset
+    /// first: once it has its answer it may start a statement elsewhere.
+    fn answered(&mut self, b: Batch, last: Bytes) {
         b.cancel.finish();
-        if b.cut {
-            // Its session has had the end of the stream.
-        } else if let Some(mut held) = b.held.take() {
-            held.take(last);
-            // A statement timeout fails with 57014 too: rerun only right after a cancel.
-            let signalled = self.load.signals.recent(u64::MAX, SIGNAL_GRACE);
-            if held.cancelled && signalled && b.cancel.requests() == b.requests {
-                tracing::info!(
-                    reruns = b.reruns + 1,
-                    "a batch failed by a cancel meant for another statement runs again"
-                );
-                b.reruns += 1;
-                self.load.counters.reruns.fetch_add(1, Ordering::Relaxed);
-                return Some(b);
-            }
-            held.release(&b.reply);
-        } else {
+        if !b.cut {
             let _ = b.reply.send(last);
         }
         self.load.inflight.fetch_sub(1, Ordering::Relaxed);
-        None
     }
 }
 
@@ -497,31 +470,10 @@ enum End {
     Broken,
 }
 
-/// `b` is now the batch PostgreSQL runs; its answer is held back if a cancel was sent to the
-/// backend since it was written or very recently.
-fn start(load: &Load, key: &BackendKey, b: &mut Batch) {
-    load.head_since.store(clock_ms(), Ordering::Relaxed);
-    let exposed = load.signals.recent(b.written, SIGNAL_GRACE);
-    b.held = (exposed && b.rfqs == 1 && b.reruns < MAX_RERUNS).then(Held::default);
-    b.cancel.start(key, &load.signals);
-}
-
-/// Gives `chunk` to `b`'s client, or holds it back.
+/// Gives `chunk` to `b`'s client.
 fn pass(b: &mut Batch, chunk: Bytes) {
-    if b.cut {
-        return;
-    }
-    match &mut b.held {
-        Some(held) => {
-            if !held.take(chunk) {
-                if let Some(held) = b.held.take() {
-                    held.release(&b.reply);
-                }
-            }
-        }
-        None => {
-            let _ = b.reply.send(chunk);
-        }
+    if !b.cut {
+        let _ = b.reply.send(chunk);
     }
 }
 
@@ -535,25 +487,12 @@ mod tests {
         wire::frame(tag, body).to_vec()
     }
 
-    fn cancelled() -> Vec<u8> {
-        msg(
-            b'E',
-            b"SERROR\0C57014\0Mcanceling statement due to user request\0\0",
-        )
-    }
-
     struct Client {
         rx: mpsc::UnboundedReceiver<Bytes>,
         handle: CancelHandle,
     }
 
     impl Client {
-        /// The client's cancel request, as a CancelRequest for its key would make it.
-        async fn cancel(&self, reg: &CancelRegistry) {
-            let h = &self.handle;
-            reg.cancel(h.pid, &SecretKey::I32(h.secret)).await;
-        }
-
         fn got(&mut self) -> Vec<u8> {
             let mut v = Vec::new();
             while let Ok(b) = self.rx.try_recv() {
@@ -563,25 +502,22 @@ mod tests {
         }
     }
 
-    fn conn() -> Conn {
+    /// A connection whose backend's cancel requests go to `port` (nothing listens on 1).
+    fn conn_at(port: u16) -> Conn {
         let key = BackendKey {
-            host: "h".into(),
-            port: 1,
+            host: "127.0.0.1".into(),
+            port,
             pid: 7,
             secret: SecretKey::I32(1),
         };
-        Conn {
-            queue: VecDeque::new(),
-            out: BytesMut::new(),
-            key,
-            load: Arc::default(),
-            open: 0,
-            max_members: 4,
-            skipping: false,
-            max_message: 1024,
-            discard: 0,
-            broken: false,
-        }
+        let mut c = Conn::new(key, Arc::default(), Arc::default());
+        c.max_members = 4;
+        c.max_message = 1024;
+        c
+    }
+
+    fn conn() -> Conn {
+        conn_at(1)
     }
 
     /// Submits a batch of `bytes` answered by `rfqs` ReadyForQuery messages.
@@ -601,28 +537,26 @@ mod tests {
         rfqs: usize,
         coalesce: bool,
     ) -> Client {
-        let (client, mut batch) = share(reg, bytes, rfqs);
-        batch.coalesce = coalesce;
-        c.load.inflight.fetch_add(1, Ordering::Relaxed);
-        c.submit(batch);
-        client
-    }
-
-    /// A client that has taken a share for a batch of `bytes`, and that batch, not submitted.
-    fn share(reg: &Arc<CancelRegistry>, bytes: &[u8], rfqs: usize) -> (Client, Batch) {
         let (tx, rx) = mpsc::unbounded_channel();
         let handle = reg.register();
         let slot = handle.slot();
-        let requests = slot.queued();
-        let batch = Batch::new(
-            Bytes::copy_from_slice(bytes),
-            rfqs,
-            tx,
-            slot,
-            requests,
-            false,
-        );
-        (Client { rx, handle }, batch)
+        slot.queued();
+        let batch = Batch::new(Bytes::copy_from_slice(bytes), rfqs, tx, slot, coalesce);
+        c.load.inflight.fetch_add(1, Ordering::Relaxed);
+        c.waiting.push_back(batch);
+        Client { rx, handle }
+    }
+
+    /// What the task writes next (and takes it out of `out`).
+    fn written(c: &mut Conn) -> Vec<u8> {
+        c.write_next();
+        c.out.split().to_vec()
+    }
+
+    fn answer(c: &mut Conn, bytes: &[u8]) {
+        let mut rbuf = BytesMut::from(bytes);
+        c.route(&mut rbuf);
+        assert!(rbuf.is_empty());
     }
 
     #[tokio::test]
@@ -635,30 +569,32 @@ mod tests {
             .map(|n| member(&mut c, &reg, &n[..]))
             .collect();
         let mut e = submit(&mut c, &reg, b"e", 1);
-        c.close_group();
         let sync = &group::SYNC[..];
-        let written = [&b"abc"[..], sync, b"d", sync, b"e"].concat();
         assert_eq!(
-            &c.out[..],
-            &written[..],
-            "three members, then a group of one"
+            written(&mut c),
+            [&b"abc"[..], sync].concat(),
+            "three members"
         );
+        assert!(written(&mut c).is_empty(), "one unit at a time");
         let (row, done, z) = (
             msg(b'D', b"\0\x01"),
             msg(b'C', b"SELECT 1\0"),
             msg(b'Z', b"I"),
         );
-        let answer = [row.clone(), done.clone()].concat();
-        let mut rbuf = BytesMut::new();
-        for _ in 0..2 {
-            rbuf.extend_from_slice(&answer);
-        }
-        rbuf.extend_from_slice(&[answer.clone(), z.clone()].concat());
-        for _ in 0..2 {
-            rbuf.extend_from_slice(&[answer.clone(), z.clone()].concat());
-        }
-        c.route(&mut rbuf);
-        let whole = [answer.clone(), z.clone()].concat();
+        let one = [row.clone(), done.clone()].concat();
+        answer(
+            &mut c,
+            &[one.clone(), one.clone(), one.clone(), z.clone()].concat(),
+        );
+        assert_eq!(
+            written(&mut c),
+            [&b"d"[..], sync].concat(),
+            "a group of one"
+        );
+        answer(&mut c, &[one.clone(), z.clone()].concat());
+        assert_eq!(written(&mut c), b"e");
+        answer(&mut c, &[one.clone(), z.clone()].concat());
+        let whole = [one, z].concat();
         for client in m.iter_mut() {
             assert_eq!(
                 client.got(),
@@ -667,36 +603,36 @@ mod tests {
             );
         }
         assert_eq!(e.got(), whole);
-        assert!(c.queue.is_empty() && rbuf.is_empty());
+        assert!(c.queue.is_empty() && c.waiting.is_empty());
         assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
         assert_eq!(c.load.counters.groups.load(Ordering::Relaxed), 1);
         assert_eq!(c.load.counters.grouped.load(Ordering::Relaxed), 3);
     }
 
     #[tokio::test]
-    async fn members_skipped_after_a_failed_one_run_again() {
+    async fn members_skipped_after_a_failed_one_are_written_again_first() {
         let reg = Arc::new(CancelRegistry::default());
         let mut c = conn();
         let mut a = member(&mut c, &reg, b"a");
         let mut b = member(&mut c, &reg, b"b");
         let mut d = member(&mut c, &reg, b"d");
-        c.close_group();
-        c.out.clear();
+        let mut e = submit(&mut c, &reg, b"e", 1);
+        let sync = &group::SYNC[..];
+        assert_eq!(written(&mut c), [&b"abd"[..], sync].concat());
         let failed = msg(b'E', b"SERROR\0C22012\0Mdivision by zero\0\0");
         let (done, z) = (msg(b'C', b"SELECT 1\0"), msg(b'Z', b"I"));
         // `a` completes, `b` fails, PostgreSQL skips `d` up to the group's Sync.
-        let mut rbuf = BytesMut::from(&[done.clone(), failed.clone(), z.clone()].concat()[..]);
-        c.route(&mut rbuf);
+        answer(&mut c, &[done.clone(), failed.clone(), z.clone()].concat());
         assert_eq!(a.got(), [done.clone(), z.clone()].concat());
         assert_eq!(b.got(), [failed, z.clone()].concat(), "its error, as alone");
         assert!(d.got().is_empty(), "never ran: not answered");
-        c.close_group();
-        assert_eq!(&c.out[..], &[&b"d"[..], &group::SYNC[..]].concat()[..]);
-        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 1);
-        rbuf.extend_from_slice(&[done.clone(), z.clone()].concat());
-        c.route(&mut rbuf);
-        assert_eq!(d.got(), [done, z].concat());
-        assert!(c.queue.is_empty());
+        assert_eq!(written(&mut c), [&b"d"[..], sync].concat(), "before `e`");
+        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 2);
+        answer(&mut c, &[done.clone(), z.clone()].concat());
+        assert_eq!(d.got(), [done.clone(), z.clone()].concat());
+        assert_eq!(written(&mut c), b"e");
+        answer(&mut c, &[done.clone(), z.clone()].concat());
+        assert_eq!(e.got(), [done, z].concat());
         assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
     }
 
@@ -709,16 +645,18 @@ mod tests {
         let (row, z) = (msg(b'D', b"\0\x01"), msg(b'Z', b"I"));
         let first: Vec<u8> = [row.clone(), z.clone(), row.clone(), z.clone()].concat();
         let second: Vec<u8> = [row.clone(), z.clone()].concat();
-        // Arrives in pieces: the first batch's answer, then the second's, cut mid-message.
-        let all = [first.clone(), second.clone()].concat();
-        let mut rbuf = BytesMut::from(&all[..first.len() + 3]);
+        assert_eq!(written(&mut c), b"a");
+        // Arrives in pieces, cut mid-message.
+        let mut rbuf = BytesMut::from(&first[..first.len() - 3]);
         c.route(&mut rbuf);
-        rbuf.extend_from_slice(&all[first.len() + 3..]);
+        assert!(written(&mut c).is_empty(), "`a` is not answered yet");
+        rbuf.extend_from_slice(&first[first.len() - 3..]);
         c.route(&mut rbuf);
+        assert_eq!(written(&mut c), b"b");
+        answer(&mut c, &second);
         assert!(rbuf.is_empty() && c.queue.is_empty());
         assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
         assert_eq!((a.got(), b.got()), (first, second));
-        assert_eq!(&c.out[..], b"ab");
     }
 
     #[tokio::test]
@@ -733,6 +671,7 @@ mod tests {
             msg(b'Z', b"I"),
         );
         let big = msg(b'D', &[b'x'; 5000]);
+        assert_eq!(written(&mut c), b"a");
         // A small row, then the big one arriving in pieces.
         let mut rbuf = BytesMut::from(&[row.clone(), big[..100].to_vec()].concat()[..]);
         c.route(&mut rbuf);
@@ -743,87 +682,91 @@ mod tests {
             c.route(&mut rbuf);
             assert!(rbuf.is_empty());
         }
-        let b_answer = [row, done.clone(), z.clone()].concat();
-        rbuf.extend_from_slice(&[done, z, b_answer.clone()].concat());
-        c.route(&mut rbuf);
+        answer(&mut c, &[done.clone(), z.clone()].concat());
         assert!(a.got().is_empty(), "the rest of its answer goes nowhere");
+        assert_eq!(written(&mut c), b"b");
+        let b_answer = [row, done, z].concat();
+        answer(&mut c, &b_answer);
         assert_eq!(b.got(), b_answer, "the next batch is unaffected");
-        assert!(c.queue.is_empty() && rbuf.is_empty());
         assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
     }
 
-    #[tokio::test]
-    async fn a_batch_failed_by_another_client_s_cancel_runs_again() {
-        let reg = Arc::new(CancelRegistry::default());
-        let mut c = conn();
-        let mut a = submit(&mut c, &reg, b"a", 1);
-        let mut b = submit(&mut c, &reg, b"b", 1);
-        let mut d = submit(&mut c, &reg, b"d", 2);
-        // A cancel goes to the backend while `a` runs (as `CancelRegistry::cancel` notes it).
-        a.cancel(&reg).await;
-        assert!(c.load.signals.recent(u64::MAX, SIGNAL_GRACE));
-        let (ok, z) = ([msg(b'C', b"SELECT 1\0")].concat(), msg(b'Z', b"I"));
-        let failed: Vec<u8> = [cancelled(), z.clone()].concat();
-        // `a` and `b` both fail with 57014, `d` (two Syncs) too.
-        let d_answer = [failed.clone(), ok.clone(), z.clone()].concat();
-        let mut rbuf =
-            BytesMut::from(&[failed.clone(), failed.clone(), d_answer.clone()].concat()[..]);
-        c.route(&mut rbuf);
-        assert_eq!(
-            a.got(),
-            failed,
-            "the cancelled statement's client sees its error"
-        );
-        assert!(
-            b.got().is_empty(),
-            "the neighbour's first answer is dropped"
-        );
-        assert_eq!(
-            d.got(),
-            d_answer,
-            "a batch of two transactions is never rerun"
-        );
-        assert_eq!(&c.out[..], b"abdb", "the neighbour is written again");
-        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 1);
-        let b_answer = [ok.clone(), z.clone()].concat();
-        rbuf.extend_from_slice(&b_answer);
-        c.route(&mut rbuf);
-        assert_eq!(b.got(), b_answer);
-        assert!(c.queue.is_empty());
-        assert_eq!(c.load.inflight.load(Ordering::Relaxed), 0);
+    /// A stand-in postmaster that takes cancel requests and closes each once `close` says so.
+    async fn postmaster(
+        close: tokio::sync::watch::Receiver<bool>,
+    ) -> (u16, mpsc::UnboundedReceiver<()>) {
+        use tokio::io::AsyncReadExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let mut req = [0u8; 16];
+                let _ = s.read_exact(&mut req).await;
+                let _ = tx.send(());
+                let _ = close.clone().wait_for(|c| *c).await;
+            }
+        });
+        (port, rx)
     }
 
     #[tokio::test]
-    async fn a_batch_whose_own_client_cancelled_is_not_rerun() {
+    async fn after_a_cancel_nothing_is_written_until_it_is_confirmed_and_absorbed() {
+        let (close, closing) = tokio::sync::watch::channel(false);
+        let (port, mut requests) = postmaster(closing).await;
         let reg = Arc::new(CancelRegistry::default());
-        let mut c = conn();
+        let mut c = conn_at(port);
         let mut a = submit(&mut c, &reg, b"a", 1);
         let mut b = submit(&mut c, &reg, b"b", 1);
-        a.cancel(&reg).await;
-        b.cancel(&reg).await;
-        let failed: Vec<u8> = [cancelled(), msg(b'Z', b"I")].concat();
-        let mut rbuf = BytesMut::from(&[failed.clone(), failed.clone()].concat()[..]);
-        c.route(&mut rbuf);
-        assert_eq!((a.got(), b.got()), (failed.clone(), failed));
-        assert_eq!(&c.out[..], b"ab");
-        assert!(c.queue.is_empty());
+        assert_eq!(written(&mut c), b"a");
+        // `a` runs alone: its client's cancel goes to the backend at once.
+        let h = &a.handle;
+        let cancel = {
+            let (reg, pid, secret) = (reg.clone(), h.pid, h.secret);
+            tokio::spawn(async move { reg.cancel(pid, &SecretKey::I32(secret)).await })
+        };
+        requests.recv().await.expect("forwarded");
+        let cancelled = msg(b'E', b"SERROR\0C57014\0Mcanceling statement\0\0");
+        let z = msg(b'Z', b"I");
+        answer(&mut c, &[cancelled.clone(), z.clone()].concat());
+        assert_eq!(a.got(), [cancelled.clone(), z.clone()].concat());
+        assert!(c.write_next(), "waits for PostgreSQL to confirm the cancel");
+        assert!(c.out.is_empty());
+        close.send(true).expect("close");
+        cancel.await.expect("cancel");
+        assert_eq!(written(&mut c), group::SYNC, "a Sync absorbs a late signal");
+        assert!(written(&mut c).is_empty(), "`b` waits for its answer");
+        // The late signal landed on the Sync: its error goes nowhere.
+        answer(&mut c, &[cancelled, z.clone()].concat());
+        assert!(!c.fence.dirty());
+        assert_eq!(written(&mut c), b"b");
+        let ok = [msg(b'C', b"SELECT 1\0"), z].concat();
+        answer(&mut c, &ok);
+        assert_eq!(b.got(), ok);
     }
 
     #[tokio::test]
-    async fn a_cancel_between_share_and_submit_counts_as_the_batch_s_own() {
+    async fn a_group_member_with_others_behind_it_is_not_a_cancel_target() {
+        let (_close, closing) = tokio::sync::watch::channel(false);
+        let (port, mut requests) = postmaster(closing).await;
         let reg = Arc::new(CancelRegistry::default());
-        let mut c = conn();
-        let mut a = submit(&mut c, &reg, b"a", 1);
-        a.cancel(&reg).await;
-        // `b` takes its share, its client cancels, then the batch reaches the connection.
-        let (mut b, batch) = share(&reg, b"b", 1);
-        b.cancel(&reg).await;
-        c.load.inflight.fetch_add(1, Ordering::Relaxed);
-        c.submit(batch);
-        let failed: Vec<u8> = [cancelled(), msg(b'Z', b"I")].concat();
-        let mut rbuf = BytesMut::from(&[failed.clone(), failed.clone()].concat()[..]);
-        c.route(&mut rbuf);
-        assert_eq!((a.got(), b.got()), (failed.clone(), failed));
-        assert_eq!(&c.out[..], b"ab", "not run again");
+        let mut c = conn_at(port);
+        let a = member(&mut c, &reg, b"a");
+        let b = member(&mut c, &reg, b"b");
+        written(&mut c);
+        let send = |client: &Client| {
+            let (reg, pid, secret) = (reg.clone(), client.handle.pid, client.handle.secret);
+            tokio::spawn(async move { reg.cancel(pid, &SecretKey::I32(secret)).await })
+        };
+        send(&a).await.expect("cancel");
+        let quiet = tokio::time::timeout(std::time::Duration::from_millis(100), requests.recv());
+        assert!(quiet.await.is_err(), "`b` would run behind `a`: no signal");
+        // `a` completes; `b` is the last one written, so its cancel is forwarded.
+        answer(&mut c, &msg(b'C', b"SELECT 1\0"));
+        let _pending = send(&b);
+        requests.recv().await.expect("forwarded");
+        assert!(c.fence.dirty());
     }
 }
