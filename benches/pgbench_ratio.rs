@@ -15,7 +15,9 @@
 //! sockets too, so every hop of both sides is local IPC.
 //! Rounds alternate direct and proxied runs so drift on a shared machine hits both sides; the
 //! reported figure per mode is the median of the rounds. The proxy runs in this process on its
-//! own tokio runtime (2 worker threads); pgbench and PostgreSQL are separate processes.
+//! own tokio runtime (the config's `workers`); pgbench and PostgreSQL are separate processes, so
+//! this process's CPU time over a proxied run, divided by its transactions, is the proxy's CPU
+//! per statement (`µs CPU/stmt`; pgbench -S runs one statement per transaction).
 //!
 //! `--script select-only` (default): `pgbench -S` on `pgbench -i` tables. `--tenant` (issue 3):
 //! every pgbench table gets `org_id text NOT NULL DEFAULT 'bench'` after `pgbench -i`, and the
@@ -276,13 +278,14 @@ fn main() -> anyhow::Result<()> {
         }
     );
     println!(
-        "{:<10} {:>12} {:>12} {:>8} {:>14} {:>14}{}",
+        "{:<10} {:>12} {:>12} {:>8} {:>14} {:>14} {:>11}{}",
         "mode",
         "direct tps",
         "orgwall tps",
         "ratio",
         "direct lat ms",
         "orgwall lat ms",
+        "µs CPU/stmt",
         if args.plugins {
             "  +3 plugins tps    ratio  plugin loss"
         } else {
@@ -291,7 +294,8 @@ fn main() -> anyhow::Result<()> {
     );
     for mode in &args.modes {
         let (direct_side, proxied_side) = per_mode(mode)?;
-        let run = |side: &Side| -> anyhow::Result<(f64, f64)> {
+        // tps, latency, and the CPU this process (the proxy) spent per transaction, in µs.
+        let run = |side: &Side| -> anyhow::Result<(f64, f64, f64)> {
             let mut a = vec![
                 "-h".into(),
                 side.host.clone(),
@@ -307,10 +311,14 @@ fn main() -> anyhow::Result<()> {
                 args.seconds.to_string(),
                 common::DB.into(),
             ]);
+            let cpu = common::process_cpu_secs()?;
             let out = pgbench(&a, PASSWORD)?;
+            let cpu = common::process_cpu_secs()? - cpu;
+            let done = common::pgbench_transactions(&out)?;
             Ok((
                 pgbench_figure(&out, "tps")?,
                 pgbench_figure(&out, "latency average")?,
+                cpu * 1e6 / done.max(1.0),
             ))
         };
         let counters = || -> anyhow::Result<common::CacheCounters> {
@@ -340,8 +348,9 @@ fn main() -> anyhow::Result<()> {
         let p = median(proxied.iter().map(|r| r.0).collect());
         let dl = median(direct.iter().map(|r| r.1).collect());
         let pl = median(proxied.iter().map(|r| r.1).collect());
+        let cpu = median(proxied.iter().map(|r| r.2).collect());
         print!(
-            "{mode:<10} {d:>12.0} {p:>12.0} {:>8.3} {dl:>14.3} {pl:>14.3}",
+            "{mode:<10} {d:>12.0} {p:>12.0} {:>8.3} {dl:>14.3} {pl:>14.3} {cpu:>11.1}",
             p / d
         );
         if !plugged.is_empty() {

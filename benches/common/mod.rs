@@ -141,6 +141,30 @@ pub fn pgbench_figure(output: &str, name: &str) -> anyhow::Result<f64> {
         .with_context(|| format!("no `{name}` in pgbench output: {output}"))
 }
 
+/// Transactions a pgbench run completed (`number of transactions actually processed: N`).
+pub fn pgbench_transactions(output: &str) -> anyhow::Result<f64> {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("number of transactions actually processed: "))
+        .and_then(|v| v.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|v| v.parse().ok())
+        .with_context(|| format!("no transaction count in pgbench output: {output}"))
+}
+
+/// CPU time (user + system) this process has used so far, in seconds, from `/proc/self/stat`
+/// (clock ticks of 1/100 s, Linux's `USER_HZ`).
+pub fn process_cpu_secs() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => Ok((u + s) / 100.0),
+        _ => anyhow::bail!("unexpected /proc/self/stat: {stat}"),
+    }
+}
+
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]

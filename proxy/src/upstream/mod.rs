@@ -235,7 +235,7 @@ impl Pool {
         want: mux::Want<'_>,
     ) -> Option<Lease> {
         let mux = self.mux.as_ref()?;
-        let conn = mux.pick(self, settings, replay, want).await?;
+        let conn = mux.pick(self, settings, replay, want, read_only).await?;
         self.shares.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
             conn: conn.share(cancel, read_only),

@@ -109,26 +109,34 @@ impl Mux {
         }
     }
 
-    /// Chooses (or opens) a connection with these settings for one batch.
+    /// Chooses (or opens) an idle connection with these settings for one batch, or — for a
+    /// batch that may join a group of reads (`read_only`) — a busy one, where it waits for the
+    /// running unit and then runs with the others that waited (`task`). `None`: use a
+    /// connection of its own (waiting behind another client's statement gains nothing else).
     pub async fn pick(
         &self,
         pool: &Pool,
         settings: u64,
         replay: impl FnOnce() -> String,
         want: Want<'_>,
+        read_only: bool,
     ) -> Option<Arc<MuxConn>> {
+        let busy = || {
+            self.choose(settings, want, false)
+                .filter(|c| read_only && c.groups)
+        };
         if let Some(c) = self.choose(settings, want, true) {
             return Some(c);
         }
         let Ok(_opening) = self.opening.try_lock() else {
             // Someone is opening one: share a busy connection rather than wait for it.
-            return self.choose(settings, want, false);
+            return busy();
         };
         if let Some(c) = self.choose(settings, want, true) {
             return Some(c);
         }
         if !self.make_room(settings, want) {
-            return self.choose(settings, want, false);
+            return busy();
         }
         match self.open(pool, settings, replay, want).await {
             Ok(c) => {
@@ -137,7 +145,7 @@ impl Mux {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot open a multiplexed server connection");
-                self.choose(settings, want, false)
+                busy()
             }
         }
     }
