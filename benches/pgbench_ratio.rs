@@ -34,6 +34,10 @@
 //! upstream without the cache. pgbench reports the average latency only; `balances_load` prints
 //! percentiles.
 //!
+//! `--pgbouncer`: PgBouncer (the Debian package; transaction pooling, the same pool size, TCP)
+//! in front of the same PostgreSQL runs the direct side's workload in the same rounds, as a third
+//! target; its tps and ratio to direct are printed too.
+//!
 //! `--plugins` (issue 6): a second proxy with the three example policy plugins
 //! (append-only-ledger, audit-admin-only, row-limit; built from `plugins/` first) runs in
 //! the same rounds; its tps and its loss against the proxy without plugins are printed too.
@@ -48,7 +52,8 @@ use common::{host_args, median, pgbench, pgbench_figure, Cluster, InProcessProxy
 const USAGE: &str = "usage: pgbench_ratio [--clients 16] [--seconds 10] \
 [--modes simple,extended,prepared] [--scale 10] [--pool 16] [--rounds 3] [--tenant] \
 [--script select-only|balances] [--balances 100000] [--multiplex N] [--workers N] \
-[--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins] [--no-second-wall]";
+[--group-reads N] [--prepare-unnamed N] [--unix-upstream] [--unix] [--plugins] [--no-second-wall] \
+[--pgbouncer]";
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Script {
@@ -66,6 +71,7 @@ struct Args {
     tenant: bool,
     no_second_wall: bool,
     plugins: bool,
+    pgbouncer: bool,
     unix_upstream: bool,
     unix: bool,
     multiplex: u32,
@@ -87,6 +93,7 @@ fn parse_args() -> anyhow::Result<Args> {
         tenant: false,
         no_second_wall: false,
         plugins: false,
+        pgbouncer: false,
         unix_upstream: false,
         unix: false,
         multiplex: 0,
@@ -118,6 +125,10 @@ fn parse_args() -> anyhow::Result<Args> {
         }
         if flag == "--plugins" {
             a.plugins = true;
+            continue;
+        }
+        if flag == "--pgbouncer" {
+            a.pgbouncer = true;
             continue;
         }
         let val = it.next().with_context(|| format!("{flag} needs a value"))?;
@@ -197,6 +208,17 @@ fn main() -> anyhow::Result<()> {
             );
         }
         Some(InProcessProxy::start(&t, &cluster.dir)?)
+    } else {
+        None
+    };
+    let bouncer = if args.pgbouncer {
+        Some(common::pgbouncer::PgBouncer::start(
+            &cluster.dir,
+            pg.port,
+            args.pool,
+            "postgres",
+            PASSWORD,
+        )?)
     } else {
         None
     };
@@ -292,6 +314,13 @@ fn main() -> anyhow::Result<()> {
             ""
         }
     );
+    if bouncer.is_some() {
+        println!(
+            "(last two columns: {}, transaction pooling, pool {}, TCP)",
+            common::pgbouncer::PgBouncer::version(),
+            args.pool
+        );
+    }
     for mode in &args.modes {
         let (direct_side, proxied_side) = per_mode(mode)?;
         // tps, latency, and the CPU this process (the proxy) spent per transaction, in µs.
@@ -334,13 +363,24 @@ fn main() -> anyhow::Result<()> {
             user: proxied_side.user,
             workload: proxied_side.workload.clone(),
         });
+        let bouncer_side = bouncer.as_ref().map(|b| Side {
+            host: "127.0.0.1".into(),
+            port: b.port,
+            user: direct_side.user,
+            workload: direct_side.workload.clone(),
+        });
         let (mut direct, mut proxied, mut plugged) = (Vec::new(), Vec::new(), Vec::new());
+        let mut bounced = Vec::new();
         let before = counters()?;
         for _ in 0..args.rounds {
             direct.push(run(&direct_side)?);
             proxied.push(run(&proxied_side)?);
             if let Some(side) = &plugged_side {
                 plugged.push(run(side)?.0);
+            }
+            if let Some(side) = &bouncer_side {
+                // PgBouncer 1.18 cannot run prepared statements in transaction pooling.
+                bounced.push(run(side).map_or(f64::NAN, |r| r.0));
             }
         }
         let after = counters()?;
@@ -361,12 +401,21 @@ fn main() -> anyhow::Result<()> {
                 100.0 * (1.0 - w / p)
             );
         }
+        if !bounced.is_empty() {
+            let b = median(bounced);
+            if b.is_nan() {
+                print!("  pgbouncer: failed");
+            } else {
+                print!("  pgbouncer {b:>8.0} {:>6.3}", b / d);
+            }
+        }
         if balances {
             print!("   ({})", after.since(before));
         }
         println!();
     }
     drop(with_plugins);
+    drop(bouncer);
     drop(proxy);
     drop(cluster);
     Ok(())

@@ -11,6 +11,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+
+pub mod pgbouncer;
 use orgwall::config::{Config, EnvOverrides};
 use orgwall::localpg::{LocalPgOptions, LocalPostgres};
 
