@@ -27,9 +27,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::Notify;
 
-use crate::upstream::BackendKey;
-
 type Target = Arc<Mutex<TargetState>>;
+
+/// How to reach the backend that runs a server connection, for cancel requests.
+#[derive(Debug, Clone)]
+pub struct BackendKey {
+    pub host: String,
+    pub port: u16,
+    pub pid: i32,
+    pub secret: SecretKey,
+}
 
 /// Cancels forwarded to one server connection's backend (see the module docs).
 #[derive(Debug, Default)]

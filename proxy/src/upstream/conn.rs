@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::UpstreamError;
-use crate::cancel::Fence;
+use crate::cancel::{BackendKey, Fence};
 use crate::config::UpstreamConfig;
 use crate::scram::{self, ClientExchange};
 use crate::wire;
@@ -21,15 +21,6 @@ pub(super) const SYNC: [u8; 5] = [b'S', 0, 0, 0, 4];
 
 /// The largest message PostgreSQL sends during startup that we accept.
 const STARTUP_MAX: usize = 1 << 20;
-
-/// How to reach the backend that runs this connection, for cancel requests.
-#[derive(Debug, Clone)]
-pub struct BackendKey {
-    pub host: String,
-    pub port: u16,
-    pub pid: i32,
-    pub secret: SecretKey,
-}
 
 /// An authenticated connection to PostgreSQL.
 #[derive(Debug)]

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use crate::cancel::BackendKey;
 pub use caps::Holder;
-pub use conn::{BackendKey, ServerConn};
+pub use conn::ServerConn;
 pub use prepared::Prepared;
 pub use stream::ServerStream;
 

@@ -31,12 +31,12 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::ReadBuf;
 use tokio::sync::mpsc;
 
-use super::conn::{BackendKey, ServerConn};
+use super::conn::ServerConn;
 use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::Pool;
 use crate::boundary::{self, unix_now, Ticket};
-use crate::cancel::{CancelSlot, Fence};
+use crate::cancel::{BackendKey, CancelSlot, Fence};
 use crate::wire;
 use task::{Batch, Counters, Load};
 

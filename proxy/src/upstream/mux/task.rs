@@ -19,11 +19,10 @@ use std::sync::Arc;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
 
-use super::super::conn::BackendKey;
 use super::super::Lease;
 use super::clock_ms;
 use super::group::{self, Member};
-use crate::cancel::{CancelSlot, Fence};
+use crate::cancel::{BackendKey, CancelSlot, Fence};
 use crate::duplex::{self, Io};
 use crate::wire;
 
