@@ -9,7 +9,7 @@ use sqlparser::ast::{Expr, ObjectName, Statement, TableFactor, Visit, Visitor};
 
 use super::catalog::Catalog;
 use super::Refusal;
-use super::{names, system};
+use super::{calls, names, system};
 
 /// Built-in functions every tenant may call (resolved in `pg_catalog`).
 const ALLOWED: &[&str] = &[
@@ -265,7 +265,62 @@ const ALLOWED: &[&str] = &[
     "pg_get_userbyid",
     "pg_get_statisticsobjdef_columns",
     "pg_relation_is_publishable",
+    "current_schemas",
+    // only on the tenant tables' own sequences (`calls.rs`)
+    "nextval",
+    "currval",
+    // full-text search (not `ts_stat`/`ts_rewrite`, whose text arguments are queries they run)
+    "to_tsvector",
+    "to_tsquery",
+    "plainto_tsquery",
+    "phraseto_tsquery",
+    "websearch_to_tsquery",
+    "json_to_tsvector",
+    "jsonb_to_tsvector",
+    "ts_rank",
+    "ts_rank_cd",
+    "ts_headline",
+    "setweight",
+    "strip",
+    "numnode",
+    "querytree",
+    "ts_delete",
+    "ts_filter",
+    "tsvector_to_array",
+    "array_to_tsvector",
+    "tsquery_phrase",
+    "get_current_ts_config",
+    // hashing and encodings
+    "sha224",
+    "sha256",
+    "sha384",
+    "sha512",
+    "hashtext",
+    "hashtextextended",
+    "convert_from",
+    "convert_to",
+    "convert",
+    "array_to_json",
+    "json_object",
+    "jsonb_object",
+    // this transaction's own id (assigns one if needed; the counter is server-wide, as it is
+    // for any role under row-level security)
+    "txid_current",
+    "txid_current_if_assigned",
+    "pg_current_xact_id",
+    "pg_current_xact_id_if_assigned",
+    // transaction-level advisory locks, in a key space of the tenant's own (`locks.rs`), and
+    // the release of session-level ones, which tenants cannot take (asyncpg's pool reset)
+    "pg_advisory_xact_lock",
+    "pg_advisory_xact_lock_shared",
+    "pg_try_advisory_xact_lock",
+    "pg_try_advisory_xact_lock_shared",
+    "pg_advisory_unlock_all",
 ];
+
+/// Functions outside `pg_catalog` that drivers call while reflecting (pgjdbc's
+/// `getPrimaryKeys`/`getIndexInfo`), as `schema.name`.
+const ALLOWED_QUALIFIED: &[&str] = &["information_schema._pg_expandarray"];
 
 /// Prefixes and names that run SQL, touch files, large objects or other backends.
 const DANGEROUS: &[&str] = &[
@@ -334,7 +389,9 @@ impl Visitor for FunctionCheck<'_> {
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
         match e {
-            Expr::Function(f) => to_flow(check_name(&f.name, self.catalog)),
+            Expr::Function(f) => to_flow(
+                check_name(&f.name, self.catalog).and_then(|()| calls::check(f, self.catalog)),
+            ),
             _ => {
                 if self.system_column.is_none() {
                     self.system_column = system::system_column(e).map(str::to_string);
@@ -351,7 +408,9 @@ impl Visitor for FunctionCheck<'_> {
                 args: Some(_),
                 ..
             }
-            | TableFactor::Function { name, .. } => to_flow(check_name(name, self.catalog)),
+            | TableFactor::Function { name, .. } => to_flow(
+                check_name(name, self.catalog).and_then(|()| calls::check_in_from(name)),
+            ),
             _ => ControlFlow::Continue(()),
         }
     }
@@ -384,13 +443,16 @@ pub(crate) fn check_name(name: &ObjectName, catalog: &Catalog) -> Result<(), Ref
             )))
         }
     };
+    let builtin = (key == base && ALLOWED.contains(&base)) || ALLOWED_QUALIFIED.contains(&key.as_str());
+    if builtin {
+        return Ok(());
+    }
     if DANGEROUS.iter().any(|d| base.starts_with(d)) {
         return Err(Refusal::policy(format!(
             "function {name} runs SQL or reaches the server and is not allowed for tenants"
         )));
     }
-    let builtin = key == base && ALLOWED.contains(&base);
-    if builtin || catalog.allowed_functions.contains(&key) {
+    if catalog.allowed_functions.contains(&key) {
         Ok(())
     } else {
         Err(Refusal::policy(format!(

@@ -7,6 +7,7 @@
 //! template (and one cache entry) serves every tenant.
 
 mod build;
+mod calls;
 pub mod cache;
 pub mod catalog;
 mod dml;
@@ -26,6 +27,8 @@ mod walk;
 mod tests;
 #[cfg(test)]
 mod tests_prop;
+#[cfg(test)]
+mod probe_tmp;
 
 use std::fmt::{self, Write as _};
 
@@ -223,6 +226,32 @@ fn refuse_unicode_identifiers(sql: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// Parses `sql` as sqlparser does, except that a statement may also be PostgreSQL's `TABLE
+/// name` (which sqlparser reads only inside a query): one parse of the same tokens.
+pub(crate) fn parse(sql: &str) -> Result<Vec<sqlparser::ast::Statement>, sqlparser::parser::ParserError> {
+    use sqlparser::keywords::Keyword;
+    use sqlparser::tokenizer::Token;
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).try_with_sql(sql)?;
+    let mut stmts = Vec::new();
+    loop {
+        while p.consume_token(&Token::SemiColon) {}
+        let stmt = match &p.peek_token_ref().token {
+            Token::EOF => break,
+            Token::Word(w) if w.keyword == Keyword::TABLE => {
+                sqlparser::ast::Statement::Query(p.parse_query()?)
+            }
+            _ => p.parse_statement()?,
+        };
+        stmts.push(stmt);
+        match &p.peek_token_ref().token {
+            Token::EOF | Token::SemiColon => {}
+            _ => return p.expected("end of statement", p.peek_token()),
+        }
+    }
+    Ok(stmts)
+}
+
 /// Confines `sql` (one or more statements) for a tenant session.
 pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     crate::sql::limits::with_stack_for(sql, || rewrite_unbounded(sql, catalog)).unwrap_or_else(
@@ -244,7 +273,19 @@ fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> 
         refuse_unicode_identifiers(sql)?;
     }
     literals::check_quoted_identifiers(sql)?;
-    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parse_refusal(sql, e))?;
+    let stmts = parse(sql).map_err(|e| parse_refusal(sql, e))?;
+    if let Some(i) = stmts
+        .iter()
+        .position(|s| matches!(s, sqlparser::ast::Statement::Reset(r) if r.reset == sqlparser::ast::Reset::ALL))
+    {
+        if i + 1 < stmts.len() {
+            return Err(Refusal::unsupported(
+                "RESET ALL must be the last statement of its query string for tenants \
+                 (it clears the server connection's tenant context, which Orgwall sets again \
+                 before the next query)",
+            ));
+        }
+    }
     let mut cx = build::Cx::new(catalog);
     let summary = summary::summarize(&stmts);
     // Each statement is printed straight into one buffer as soon as it is confined.
