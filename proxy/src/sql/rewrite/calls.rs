@@ -166,26 +166,29 @@ pub(crate) fn rewrite(f: &mut Function, cx: &mut Cx) -> Result<(), Refusal> {
     if SEQUENCE_FUNCTIONS.contains(&name.as_str()) {
         let (schema, seq) = sequence_of(f, cx.catalog)?;
         let text = format!("{}.{}", quoted(&schema), quoted(&seq));
-        set_args(f, vec![cast(string(text), "regclass")]);
+        set_args(f, vec![cast(string(text), DataType::Regclass)]);
     } else if XACT_LOCKS.contains(&name.as_str()) {
         let args = plain_args(f).ok_or_else(|| {
             Refusal::unsupported(format!("{} with named or modified arguments", f.name))
         })?;
         let key = match args.as_slice() {
-            [k] => cast((*k).clone(), "text"),
+            [k] => cast((*k).clone(), DataType::Text),
             [a, b] => Expr::BinaryOp {
                 left: Box::new(Expr::BinaryOp {
-                    left: Box::new(cast((*a).clone(), "text")),
+                    left: Box::new(cast((*a).clone(), DataType::Text)),
                     op: sqlparser::ast::BinaryOperator::StringConcat,
                     right: Box::new(string(",".into())),
                 }),
                 op: sqlparser::ast::BinaryOperator::StringConcat,
-                right: Box::new(cast((*b).clone(), "text")),
+                right: Box::new(cast((*b).clone(), DataType::Text)),
             },
             _ => return Err(Refusal::unsupported(format!("{} arguments", f.name))),
         };
         let tenant = cx.tenant();
-        set_args(f, vec![hashtext(tenant), hashtext(Expr::Nested(Box::new(key)))]);
+        set_args(
+            f,
+            vec![hashtext(tenant), hashtext(Expr::Nested(Box::new(key)))],
+        );
     }
     Ok(())
 }
@@ -198,11 +201,7 @@ fn string(s: String) -> Expr {
     Expr::value(Value::SingleQuotedString(s))
 }
 
-fn cast(e: Expr, ty: &str) -> Expr {
-    let data_type = match ty {
-        "text" => DataType::Text,
-        other => DataType::Custom(ObjectName::from(vec![ident(other)]), vec![]),
-    };
+fn cast(e: Expr, data_type: DataType) -> Expr {
     Expr::Cast {
         kind: CastKind::DoubleColon,
         expr: Box::new(e),
@@ -245,7 +244,10 @@ mod tests {
     fn regclass_text_is_read_as_postgresql_reads_it() {
         let v = |p: &[&str]| Some(p.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         assert_eq!(regclass_parts("items_id_seq"), v(&["items_id_seq"]));
-        assert_eq!(regclass_parts("Public.Items_ID_seq"), v(&["public", "items_id_seq"]));
+        assert_eq!(
+            regclass_parts("Public.Items_ID_seq"),
+            v(&["public", "items_id_seq"])
+        );
         assert_eq!(regclass_parts("\"Mixed\".x"), v(&["Mixed", "x"]));
         for bad in ["", "a.b.c", "a;b", "\"a\"\"b\"", "a .b", "a..b", "\"a"] {
             assert_eq!(regclass_parts(bad), None, "{bad:?}");

@@ -303,9 +303,10 @@ impl Catalog {
     fn unknown(&self, schema: Option<&str>, name: &str) -> Refusal {
         let found = match schema {
             Some(s) => self.undeclared.get(&(s.to_string(), name.to_string())),
-            None => self.search_path.iter().find_map(|s| {
-                self.undeclared.get(&(s.to_string(), name.to_string()))
-            }),
+            None => self
+                .search_path
+                .iter()
+                .find_map(|s| self.undeclared.get(&(s.to_string(), name.to_string()))),
         };
         match found {
             Some((s, n)) => Refusal::policy(format!(

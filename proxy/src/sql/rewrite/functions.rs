@@ -408,9 +408,9 @@ impl Visitor for FunctionCheck<'_> {
                 args: Some(_),
                 ..
             }
-            | TableFactor::Function { name, .. } => to_flow(
-                check_name(name, self.catalog).and_then(|()| calls::check_in_from(name)),
-            ),
+            | TableFactor::Function { name, .. } => {
+                to_flow(check_name(name, self.catalog).and_then(|()| calls::check_in_from(name)))
+            }
             _ => ControlFlow::Continue(()),
         }
     }
@@ -443,7 +443,8 @@ pub(crate) fn check_name(name: &ObjectName, catalog: &Catalog) -> Result<(), Ref
             )))
         }
     };
-    let builtin = (key == base && ALLOWED.contains(&base)) || ALLOWED_QUALIFIED.contains(&key.as_str());
+    let builtin =
+        (key == base && ALLOWED.contains(&base)) || ALLOWED_QUALIFIED.contains(&key.as_str());
     if builtin {
         return Ok(());
     }

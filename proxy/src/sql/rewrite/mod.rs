@@ -7,8 +7,8 @@
 //! template (and one cache entry) serves every tenant.
 
 mod build;
-mod calls;
 pub mod cache;
+mod calls;
 pub mod catalog;
 mod dml;
 mod fields;
@@ -16,6 +16,7 @@ mod functions;
 mod insert;
 mod literals;
 mod names;
+mod parse;
 mod query;
 pub mod shaped;
 mod statements;
@@ -27,20 +28,18 @@ mod walk;
 mod tests;
 #[cfg(test)]
 mod tests_prop;
-#[cfg(test)]
-mod probe_tmp;
 
 use std::fmt::{self, Write as _};
 
 use sqlparser::ast::{Expr, Ident};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use super::{quote_literal, Summary};
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
 pub use functions::function_allowed;
+pub(crate) use parse::parse;
 pub use statements::{BACKSLASH_QUOTE, STANDARD_CONFORMING_STRINGS};
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
@@ -198,6 +197,8 @@ fn parse_refusal(sql: &str, e: sqlparser::parser::ParserError) -> Refusal {
         .to_ascii_uppercase();
     if REFUSED_KEYWORDS.contains(&first.as_str()) {
         Refusal::policy(format!("{first} is not allowed for tenants"))
+    } else if let Some(why) = parse::known_gap(sql) {
+        Refusal::unsupported(why)
     } else {
         Refusal::syntax(format!("cannot parse statement: {e}"))
     }
@@ -226,32 +227,6 @@ fn refuse_unicode_identifiers(sql: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Parses `sql` as sqlparser does, except that a statement may also be PostgreSQL's `TABLE
-/// name` (which sqlparser reads only inside a query): one parse of the same tokens.
-pub(crate) fn parse(sql: &str) -> Result<Vec<sqlparser::ast::Statement>, sqlparser::parser::ParserError> {
-    use sqlparser::keywords::Keyword;
-    use sqlparser::tokenizer::Token;
-    let dialect = PostgreSqlDialect {};
-    let mut p = Parser::new(&dialect).try_with_sql(sql)?;
-    let mut stmts = Vec::new();
-    loop {
-        while p.consume_token(&Token::SemiColon) {}
-        let stmt = match &p.peek_token_ref().token {
-            Token::EOF => break,
-            Token::Word(w) if w.keyword == Keyword::TABLE => {
-                sqlparser::ast::Statement::Query(p.parse_query()?)
-            }
-            _ => p.parse_statement()?,
-        };
-        stmts.push(stmt);
-        match &p.peek_token_ref().token {
-            Token::EOF | Token::SemiColon => {}
-            _ => return p.expected("end of statement", p.peek_token()),
-        }
-    }
-    Ok(stmts)
-}
-
 /// Confines `sql` (one or more statements) for a tenant session.
 pub fn rewrite(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> {
     crate::sql::limits::with_stack_for(sql, || rewrite_unbounded(sql, catalog)).unwrap_or_else(
@@ -273,7 +248,7 @@ fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> 
         refuse_unicode_identifiers(sql)?;
     }
     literals::check_quoted_identifiers(sql)?;
-    let stmts = parse(sql).map_err(|e| parse_refusal(sql, e))?;
+    let stmts = parse::parse(sql).map_err(|e| parse_refusal(sql, e))?;
     if let Some(i) = stmts
         .iter()
         .position(|s| matches!(s, sqlparser::ast::Statement::Reset(r) if r.reset == sqlparser::ast::Reset::ALL))
