@@ -266,6 +266,13 @@ const ALLOWED: &[&str] = &[
     "pg_get_statisticsobjdef_columns",
     "pg_relation_is_publishable",
     "current_schemas",
+    "pg_partition_ancestors",
+    "pg_partition_root",
+    "pg_partition_tree",
+    "pg_get_ruledef",
+    "pg_get_statisticsobjdef",
+    "pg_get_statisticsobjdef_expressions",
+    "pg_size_pretty",
     // only on the tenant tables' own sequences (`calls.rs`)
     "nextval",
     "currval",
