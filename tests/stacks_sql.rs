@@ -65,7 +65,9 @@ const SAME: &[(&str, &str, bool)] = &[
     ("tickets", "SELECT id, org_id, title FROM tickets", false),
     ("table_tickets", "TABLE tickets", false),
     ("table_tickets_simple", "TABLE tickets", true),
-    ("insert_select_on_conflict", "INSERT INTO feature_flags (id, key) SELECT 'ff_a_new', 'k_new' AS key ON CONFLICT DO NOTHING", false),
+    ("insert_select_on_conflict", "INSERT INTO feature_flags (id, key) SELECT 'ff_a_new', 'k_new' ON CONFLICT DO NOTHING", false),
+    ("insert_select_on_conflict_again", "INSERT INTO feature_flags (id, key) SELECT 'ff_a_new', 'k_new' ON CONFLICT DO NOTHING", true),
+    ("insert_select_own_key_on_conflict", "INSERT INTO users (id, email) SELECT 'u_a9', 'alice@shared.test' ON CONFLICT DO NOTHING", false),
     ("asyncpg_reset", "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;", true),
     ("after_reset", "SELECT id, email FROM users", false),
     ("unlisten_channel", "UNLISTEN jobs", true),
@@ -77,11 +79,6 @@ const REFUSED: &[(&str, &str, &str)] = &[
         "SELECT * FROM ROWS FROM (generate_series(1, 2), unnest(ARRAY['a']))",
         "0A000",
         "unnest(a, b)",
-    ),
-    (
-        "INSERT INTO feature_flags (id, key) SELECT 'ff_a_x', 'k_x' ON CONFLICT DO NOTHING",
-        "0A000",
-        "give the last select item an alias",
     ),
     (
         "SELECT * FROM knex_migrations_lock",

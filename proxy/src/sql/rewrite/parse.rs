@@ -1,7 +1,8 @@
 //! The one parse of a tenant's SQL: sqlparser's PostgreSQL dialect over its own tokens, with
 //! the few PostgreSQL forms it lacks handled on those tokens — a statement that is `TABLE
 //! name`, and the row locks `FOR NO KEY UPDATE` / `FOR KEY SHARE`, read as the stronger
-//! `FOR UPDATE` / `FOR SHARE` (the same rows, locked at least as strongly). Forms it cannot
+//! `FOR UPDATE` / `FOR SHARE` (the same rows, locked at least as strongly), and a FROM-less
+//! `INSERT … SELECT 'x', 'y' ON CONFLICT` (read with a no-op `WHERE TRUE`). Forms it cannot
 //! read at all get a refusal that says what to write instead (`known_gap`).
 
 use sqlparser::ast::Statement;
@@ -17,7 +18,23 @@ pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
         .with_unescape(true)
         .tokenize_with_location()
         .map_err(|e| ParserError::TokenizerError(e.to_string()))?;
-    let mut p = Parser::new(&dialect).with_tokens_with_locations(weaker_locks_as_stronger(tokens));
+    let tokens = weaker_locks_as_stronger(tokens);
+    match parse_tokens(tokens.clone()) {
+        Err(e) => match where_true_before_on_conflict(tokens) {
+            // sqlparser takes the ON of `INSERT … SELECT 'x', 'y' ON CONFLICT` for the last
+            // select item's alias (PostgreSQL reserves ON). Only a FROM-less select list can
+            // end right before that ON, and there `WHERE TRUE` is a no-op that ends it.
+            Some(retry) => parse_tokens(retry).map_err(|_| e),
+            None => Err(e),
+        },
+        ok => ok,
+    }
+}
+
+/// The statements of `tokens`.
+fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<Statement>, ParserError> {
+    let dialect = PostgreSqlDialect {};
+    let mut p = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut stmts = Vec::new();
     loop {
         while p.consume_token(&Token::SemiColon) {}
@@ -40,6 +57,30 @@ fn keyword(t: &Token) -> Option<Keyword> {
         Token::Word(w) if w.quote_style.is_none() => Some(w.keyword),
         _ => None,
     }
+}
+
+/// `tokens` with `WHERE TRUE` before the first `ON CONFLICT` that does not follow a closing
+/// parenthesis (VALUES lists and subqueries end with one), if there is one.
+fn where_true_before_on_conflict(tokens: Vec<TokenWithSpan>) -> Option<Vec<TokenWithSpan>> {
+    let words: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i].token, Token::Whitespace(_)))
+        .collect();
+    let at = words.windows(3).find_map(|w| {
+        let on = keyword(&tokens[w[1]].token) == Some(Keyword::ON);
+        let conflict = keyword(&tokens[w[2]].token) == Some(Keyword::CONFLICT);
+        (on && conflict && tokens[w[0]].token != Token::RParen).then_some(w[1])
+    })?;
+    let span = tokens[at].span;
+    let word = |w: &str| TokenWithSpan::new(Token::make_keyword(w), span);
+    let space = || {
+        TokenWithSpan::new(
+            Token::Whitespace(sqlparser::tokenizer::Whitespace::Space),
+            span,
+        )
+    };
+    let mut out = tokens;
+    out.splice(at..at, [word("WHERE"), space(), word("TRUE"), space()]);
+    Some(out)
 }
 
 /// Drops `NO KEY` from `FOR NO KEY UPDATE` and `KEY` from `FOR KEY SHARE` (unquoted words,
@@ -87,12 +128,6 @@ pub(crate) fn known_gap(sql: &str) -> Option<&'static str> {
              unnest(a, b); otherwise join the function calls WITH ORDINALITY on the ordinality",
         );
     }
-    if has(Keyword::ON, Keyword::CONFLICT) {
-        return Some(
-            "Orgwall's SQL parser reads `SELECT … 'y' ON CONFLICT` without FROM as an alias \
-             named ON: give the last select item an alias (`'y' AS b`) or add `WHERE true`",
-        );
-    }
     None
 }
 
@@ -127,16 +162,21 @@ mod tests {
         );
         assert!(parse("SELECT 1 FROM t FOR \"NO\" KEY UPDATE").is_err());
         assert!(parse("TABLE items x").is_err());
+        assert_eq!(
+            one("INSERT INTO t (a, b) SELECT 'x', 'y' ON CONFLICT DO NOTHING"),
+            "INSERT INTO t (a, b) SELECT 'x', 'y' WHERE true ON CONFLICT DO NOTHING"
+        );
+        assert_eq!(
+            one("INSERT INTO t (a) VALUES (1) ON CONFLICT (a) DO UPDATE SET a = 2"),
+            "INSERT INTO t (a) VALUES (1) ON CONFLICT(a) DO UPDATE SET a = 2"
+        );
+        assert!(parse("SELECT 1 ON CONFLICT").is_err());
     }
 
     #[test]
     fn known_gaps_say_what_to_write() {
         assert!(super::known_gap("SELECT * FROM ROWS FROM (f(1), g(2))")
             .is_some_and(|m| m.contains("unnest")));
-        assert!(
-            super::known_gap("INSERT INTO t (a) SELECT 'x' ON CONFLICT DO NOTHING")
-                .is_some_and(|m| m.contains("alias"))
-        );
         assert_eq!(super::known_gap("SELEC 1"), None);
     }
 }

@@ -559,7 +559,7 @@ fn stacks_false_refusals() {
         Refused("0A000", "ROWS FROM"),
     );
     c(
-        "INSERT INTO items (id, item_number) SELECT 'x', 'y' AS b ON CONFLICT DO NOTHING",
-        Sql("INSERT INTO public.items (id, item_number, org_id) SELECT *, 'org_a' FROM (SELECT 'x', 'y' AS b) AS orgwall_src ON CONFLICT DO NOTHING"),
+        "INSERT INTO items (id, item_number) SELECT 'x', 'y' ON CONFLICT DO NOTHING",
+        Sql("INSERT INTO public.items (id, item_number, org_id) SELECT *, 'org_a' FROM (SELECT 'x', 'y' WHERE true) AS orgwall_src ON CONFLICT DO NOTHING"),
     );
 }
