@@ -17,6 +17,7 @@ mod insert;
 mod literals;
 mod names;
 mod parse;
+mod pg_functions;
 mod query;
 pub mod shaped;
 mod statements;
@@ -38,7 +39,7 @@ use super::{quote_literal, Summary};
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
-pub use functions::function_allowed;
+pub use functions::{builtin_class, builtin_functions, function_allowed, FunctionClass};
 pub(crate) use parse::parse;
 pub use statements::{BACKSLASH_QUOTE, STANDARD_CONFORMING_STRINGS};
 
