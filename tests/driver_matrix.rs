@@ -1,0 +1,22 @@
+//! The driver matrix (issue 18): one small program per stack does what an app does — connect,
+//! introspect, CRUD with RETURNING, a join, an aggregate, a transaction that rolls back, a
+//! prepared statement used more than five times, a unique violation, several pool checkouts,
+//! COPY out where the stack has it — as tenant A through Orgwall and directly under
+//! row-level security (`harness/drivers.rs`); the transcripts must be equal.
+
+use orgwall_e2e::bounded;
+use orgwall_e2e::clients::python;
+use orgwall_e2e::drivers::same_as_row_level_security;
+
+/// asyncpg's `Pool`: every release resets the connection (`pg_advisory_unlock_all()`,
+/// `CLOSE ALL`, `UNLISTEN *`, `RESET ALL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_pool() {
+    bounded(
+        300,
+        same_as_row_level_security("m_asyncpg", "asyncpg_pool_flow.py", |t| async move {
+            python("asyncpg_pool_flow.py", &[t.url()], 120).await
+        }),
+    )
+    .await;
+}
