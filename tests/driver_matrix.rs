@@ -5,7 +5,7 @@
 //! row-level security (`harness/drivers.rs`); the transcripts must be equal.
 
 use orgwall_e2e::bounded;
-use orgwall_e2e::clients::python;
+use orgwall_e2e::clients::{node, python};
 use orgwall_e2e::drivers::same_as_row_level_security;
 
 /// asyncpg's `Pool`: every release resets the connection (`pg_advisory_unlock_all()`,
@@ -16,6 +16,30 @@ async fn asyncpg_pool() {
         300,
         same_as_row_level_security("m_asyncpg", "asyncpg_pool_flow.py", |t| async move {
             python("asyncpg_pool_flow.py", &[t.url()], 120).await
+        }),
+    )
+    .await;
+}
+
+/// node-postgres (`pg`) with its `Pool`, named prepared statements, `pg-copy-streams` for COPY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_postgres() {
+    bounded(
+        300,
+        same_as_row_level_security("m_node_pg", "pg_flow.js", |t| async move {
+            node("pg_flow.js", &[t.url()], 120).await
+        }),
+    )
+    .await;
+}
+
+/// postgres.js: every query a named prepared statement, its own pool, `sql.begin`, COPY out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_js() {
+    bounded(
+        300,
+        same_as_row_level_security("m_postgres_js", "postgres_flow.js", |t| async move {
+            node("postgres_flow.js", &[t.url()], 120).await
         }),
     )
     .await;

@@ -98,6 +98,21 @@ impl CliOutput {
     }
 }
 
+/// Runs a Node program from `tests/node/` with `args`. Panics, naming what to install, when
+/// `node` or the packages of `tests/node/package.json` are missing; never skips.
+pub async fn node(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules").join("pg").is_dir()
+            && dir.join("node_modules").join("postgres").is_dir(),
+        "the Node driver tests need node and the packages of tests/node/package.json: \
+         `apt-get install -y nodejs npm && (cd tests/node && npm ci)` (.ci/run does this)"
+    );
+    let mut all = vec![dir.join(script).display().to_string()];
+    all.extend_from_slice(args);
+    run("node", &all, "", None, limit_secs).await
+}
+
 /// Panics with the package to install when a client binary is missing; never skips.
 fn require_binary(name: &str) {
     let found = std::env::var_os("PATH")
