@@ -5,7 +5,7 @@
 //! row-level security (`harness/drivers.rs`); the transcripts must be equal.
 
 use orgwall_e2e::bounded;
-use orgwall_e2e::clients::{node, python};
+use orgwall_e2e::clients::{java, node, python};
 use orgwall_e2e::drivers::same_as_row_level_security;
 
 /// asyncpg's `Pool`: every release resets the connection (`pg_advisory_unlock_all()`,
@@ -40,6 +40,20 @@ async fn postgres_js() {
         300,
         same_as_row_level_security("m_postgres_js", "postgres_flow.js", |t| async move {
             node("postgres_flow.js", &[t.url()], 120).await
+        }),
+    )
+    .await;
+}
+
+/// pgjdbc with a HikariCP pool: `DatabaseMetaData` (columns, primary keys, unique indexes,
+/// imported keys, schemas, type info: `current_schemas`, `_pg_expandarray`, `pg_settings`),
+/// jsonb/interval/inet through `getObject`, a statement past `prepareThreshold`, COPY out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_hikaricp() {
+    bounded(
+        300,
+        same_as_row_level_security("m_pgjdbc", "JdbcFlow.java", |t| async move {
+            java("JdbcFlow.java", &t.args(), 180).await
         }),
     )
     .await;

@@ -113,6 +113,39 @@ pub async fn node(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
     run("node", &all, "", None, limit_secs).await
 }
 
+/// The jars [`java`] programs run with (Debian's `libpostgresql-jdbc-java`,
+/// `libhikaricp-java` and its `libslf4j-java`).
+const JAVA_CLASSPATH: &[&str] = &[
+    "/usr/share/java/postgresql.jar",
+    "/usr/share/java/HikariCP.jar",
+    "/usr/share/java/slf4j-api.jar",
+    "/usr/share/java/slf4j-nop.jar",
+];
+
+/// Runs a single-file Java program from `tests/java/` with `args` (`java File.java`, no build
+/// step). Panics, naming what to install, when the JDK or the jars are missing; never skips.
+pub async fn java(source: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let missing: Vec<_> = JAVA_CLASSPATH
+        .iter()
+        .filter(|j| !std::path::Path::new(j).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the Java driver tests need {missing:?}: `apt-get install -y default-jdk-headless \
+         libpostgresql-jdbc-java libhikaricp-java libslf4j-java` (.ci/run does this)"
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("java")
+        .join(source);
+    let mut all = vec![
+        "-cp".to_string(),
+        JAVA_CLASSPATH.join(":"),
+        path.display().to_string(),
+    ];
+    all.extend_from_slice(args);
+    run("java", &all, "", None, limit_secs).await
+}
+
 /// Panics with the package to install when a client binary is missing; never skips.
 fn require_binary(name: &str) {
     let found = std::env::var_os("PATH")
