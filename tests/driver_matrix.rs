@@ -5,7 +5,7 @@
 //! row-level security (`harness/drivers.rs`); the transcripts must be equal.
 
 use orgwall_e2e::bounded;
-use orgwall_e2e::clients::{java, node, python};
+use orgwall_e2e::clients::{java, node, python, ruby};
 use orgwall_e2e::drivers::same_as_row_level_security;
 
 /// asyncpg's `Pool`: every release resets the connection (`pg_advisory_unlock_all()`,
@@ -54,6 +54,20 @@ async fn pgjdbc_hikaricp() {
         300,
         same_as_row_level_security("m_pgjdbc", "JdbcFlow.java", |t| async move {
             java("JdbcFlow.java", &t.args(), 180).await
+        }),
+    )
+    .await;
+}
+
+/// ActiveRecord (Rails) over ruby-pg: its connect-time settings and type map, primary keys
+/// read with `current_schemas(false)`, prepared statements, `transaction` with `Rollback`,
+/// `RecordNotUnique`, its connection pool from threads, COPY out through the raw connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activerecord() {
+    bounded(
+        300,
+        same_as_row_level_security("m_activerecord", "activerecord_flow.rb", |t| async move {
+            ruby("activerecord_flow.rb", &t.args(), 120).await
         }),
     )
     .await;

@@ -146,6 +146,32 @@ pub async fn java(source: &str, args: &[String], limit_secs: u64) -> CliOutput {
     run("java", &all, "", None, limit_secs).await
 }
 
+/// Runs a Ruby program from `tests/ruby/` with `args`. Panics, naming what to install, when
+/// Ruby or ActiveRecord and ruby-pg are missing; never skips.
+pub async fn ruby(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    require_binary("ruby");
+    let probe = run(
+        "ruby",
+        &["-e".into(), "require 'active_record'; require 'pg'".into()],
+        "",
+        None,
+        60,
+    )
+    .await;
+    assert!(
+        probe.status.success(),
+        "the Ruby driver test needs ActiveRecord and ruby-pg: `apt-get install -y ruby \
+         ruby-activerecord ruby-pg` (.ci/run does this)\n{}",
+        probe.stderr
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("ruby")
+        .join(script);
+    let mut all = vec![path.display().to_string()];
+    all.extend_from_slice(args);
+    run("ruby", &all, "", None, limit_secs).await
+}
+
 /// Panics with the package to install when a client binary is missing; never skips.
 fn require_binary(name: &str) {
     let found = std::env::var_os("PATH")

@@ -73,7 +73,9 @@ impl Scopes {
 
     /// The levels visible here, outermost first.
     fn chain(&self) -> Vec<usize> {
-        std::iter::once(0).chain(self.stack.iter().copied()).collect()
+        std::iter::once(0)
+            .chain(self.stack.iter().copied())
+            .collect()
     }
 }
 
