@@ -6,7 +6,10 @@
 
 use orgwall_e2e::bounded;
 use orgwall_e2e::clients::{java, node, python, ruby};
-use orgwall_e2e::drivers::same_as_row_level_security;
+use orgwall_e2e::drivers::{same_as_row_level_security, transcripts_match_row_level_security};
+
+#[path = "sqlx_flow.rs"]
+mod sqlx_flow;
 
 /// asyncpg's `Pool`: every release resets the connection (`pg_advisory_unlock_all()`,
 /// `CLOSE ALL`, `UNLISTEN *`, `RESET ALL`).
@@ -69,6 +72,17 @@ async fn activerecord() {
         same_as_row_level_security("m_activerecord", "activerecord_flow.rb", |t| async move {
             ruby("activerecord_flow.rb", &t.args(), 120).await
         }),
+    )
+    .await;
+}
+
+/// sqlx's `PgPool` (Rust): statements prepared as `sqlx_s_N` and cached per connection,
+/// `begin`/`rollback`, COPY out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlx_pool() {
+    bounded(
+        300,
+        transcripts_match_row_level_security("m_sqlx", "sqlx", sqlx_flow::flow),
     )
     .await;
 }

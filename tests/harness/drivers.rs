@@ -55,6 +55,29 @@ where
     F: Fn(Target) -> Fut,
     Fut: Future<Output = CliOutput>,
 {
+    transcripts_match_row_level_security(label, what, |t| {
+        let run = program(t);
+        async move {
+            let out = run.await;
+            if out.status.success() {
+                Ok(out.stdout)
+            } else {
+                Err(format!(
+                    "{}:\n--- stdout\n{}\n--- stderr\n{}",
+                    out.status, out.stdout, out.stderr
+                ))
+            }
+        }
+    })
+    .await
+}
+
+/// [`same_as_row_level_security`] for an in-process program: its transcript, or why it failed.
+pub async fn transcripts_match_row_level_security<F, Fut>(label: &str, what: &str, program: F)
+where
+    F: Fn(Target) -> Fut,
+    Fut: Future<Output = Result<String, String>>,
+{
     let reference = tenant_db(&format!("{label}_rls")).await;
     let role = setup_rls(&reference).await;
     let db = tenant_db(label).await;
@@ -69,8 +92,8 @@ where
         dbname: reference.name.clone(),
         options: Some("-c app.org_id=org_a".into()),
     })
-    .await;
-    direct.assert_success(&format!("{what} directly under RLS"));
+    .await
+    .unwrap_or_else(|e| panic!("{what} directly under RLS failed: {e}"));
     let proxied = program(Target {
         user: TENANT_A.name.into(),
         password: TENANT_A.password.into(),
@@ -78,10 +101,10 @@ where
         dbname: proxy.dbname.clone(),
         options: None,
     })
-    .await;
-    proxied.assert_success(&format!("{what} through Orgwall"));
-    assert!(direct.stdout.lines().count() > 8, "{}", direct.stdout);
-    assert_eq!(proxied.stdout, direct.stdout, "{what}");
+    .await
+    .unwrap_or_else(|e| panic!("{what} through Orgwall failed: {e}"));
+    assert!(direct.lines().count() > 8, "{direct}");
+    assert_eq!(proxied, direct, "{what}");
 
     assert_eq!(org_checksums(&admin, "org_b", false).await, b_before);
     let reference_admin = admin_direct(&reference).await;
