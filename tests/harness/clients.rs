@@ -149,27 +149,13 @@ pub async fn java(source: &str, args: &[String], limit_secs: u64) -> CliOutput {
 /// Runs a Ruby program from `tests/ruby/` with `args`. Panics, naming what to install, when
 /// Ruby or ActiveRecord and ruby-pg are missing; never skips.
 pub async fn ruby(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
-    require_binary("ruby");
-    let probe = run(
-        "ruby",
-        &["-e".into(), "require 'active_record'; require 'pg'".into()],
-        "",
-        None,
-        60,
+    let code = "require 'active_record'; require 'pg'";
+    let install = "the Ruby driver test needs ActiveRecord and ruby-pg: `apt-get install -y \
+         ruby ruby-activerecord ruby-pg`";
+    interpreted(
+        "ruby", "-e", code, install, "ruby", script, args, limit_secs,
     )
-    .await;
-    assert!(
-        probe.status.success(),
-        "the Ruby driver test needs ActiveRecord and ruby-pg: `apt-get install -y ruby \
-         ruby-activerecord ruby-pg` (.ci/run does this)\n{}",
-        probe.stderr
-    );
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("ruby")
-        .join(script);
-    let mut all = vec![path.display().to_string()];
-    all.extend_from_slice(args);
-    run("ruby", &all, "", None, limit_secs).await
+    .await
 }
 
 /// Panics with the package to install when a client binary is missing; never skips.
@@ -245,31 +231,41 @@ pub async fn prepared_statements(c: &tokio_postgres::Client) -> Vec<String> {
 /// Runs a Python script from `tests/python/` with `args`. Panics, naming what to install,
 /// when `python3` or the drivers the scripts use are missing; never skips.
 pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
-    require_binary("python3");
-    let probe = run(
-        "python3",
-        &[
-            "-c".into(),
-            "import asyncpg, psycopg, sqlalchemy, django".into(),
-        ],
-        "",
-        None,
-        60,
+    let code = "import asyncpg, psycopg, sqlalchemy, django";
+    let install = "the Python driver tests need asyncpg, psycopg 3, SQLAlchemy 2 and Django 5: \
+         `python3 -m pip install asyncpg 'psycopg[binary]' SQLAlchemy Django`";
+    interpreted(
+        "python3", "-c", code, install, "python", script, args, limit_secs,
     )
-    .await;
+    .await
+}
+
+/// Runs `tests/<dir>/<script>` with `interpreter`, after checking with `<interpreter> <flag>
+/// <code>` that what it needs is installed (else panics with `install`; never skips).
+#[allow(clippy::too_many_arguments)]
+async fn interpreted(
+    interpreter: &str,
+    flag: &str,
+    code: &str,
+    install: &str,
+    dir: &str,
+    script: &str,
+    args: &[String],
+    limit_secs: u64,
+) -> CliOutput {
+    require_binary(interpreter);
+    let probe = run(interpreter, &[flag.into(), code.into()], "", None, 60).await;
     assert!(
         probe.status.success(),
-        "the Python driver tests need asyncpg, psycopg 3, SQLAlchemy 2 and Django 5: \
-         `python3 -m pip install asyncpg 'psycopg[binary]' SQLAlchemy Django` (.ci/run does \
-         this)\n{}",
+        "{install} (.ci/run installs it)\n{}",
         probe.stderr
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
+        .join(dir)
         .join(script);
     let mut all = vec![path.display().to_string()];
     all.extend_from_slice(args);
-    run("python3", &all, "", None, limit_secs).await
+    run(interpreter, &all, "", None, limit_secs).await
 }
 
 /// Runs `psql -X` against the proxy as `login` with the given `sslmode` and extra arguments;

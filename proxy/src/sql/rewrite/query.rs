@@ -279,15 +279,7 @@ fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr
                     return Ok(());
                 }
                 Target::System(q, Some(filter)) => {
-                    let alias = match alias.take() {
-                        Some(a) => a,
-                        None => TableAlias {
-                            explicit: true,
-                            name: last_ident(name)?,
-                            columns: vec![],
-                            at: None,
-                        },
-                    };
+                    let alias = alias_or_name(alias, name)?;
                     *f = filtered(&q, filter, alias)?;
                     return Ok(());
                 }
@@ -297,15 +289,7 @@ fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr
                 *name = qualified(&t.schema, &t.name);
                 return Ok(());
             };
-            let taken = match alias.take() {
-                Some(a) => a,
-                None => TableAlias {
-                    explicit: true,
-                    name: last_ident(name)?,
-                    columns: vec![],
-                    at: None,
-                },
-            };
+            let taken = alias_or_name(alias, name)?;
             if let Some(guards) = guards.filter(|_| taken.columns.is_empty()) {
                 guards.push(tenant_eq(Some(taken.name.clone()), column, cx));
                 *name = qualified(&t.schema, &t.name);
@@ -359,4 +343,18 @@ fn only_marker(only: bool) -> Option<TableInheritance> {
     only.then_some(TableInheritance::Only {
         parenthesized: false,
     })
+}
+
+/// The alias a FROM item is taken out with, or `AS <its name>` when it has none (the confined
+/// form keeps the name a query refers to it by).
+fn alias_or_name(alias: &mut Option<TableAlias>, name: &ObjectName) -> Result<TableAlias, Refusal> {
+    match alias.take() {
+        Some(a) => Ok(a),
+        None => Ok(TableAlias {
+            explicit: true,
+            name: last_ident(name)?,
+            columns: vec![],
+            at: None,
+        }),
+    }
 }
