@@ -324,9 +324,12 @@ fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr
     }
 }
 
-/// `(SELECT * FROM <q> WHERE <filter>) AS alias`: the part of a system relation a tenant sees.
+/// `(SELECT * FROM <q> WHERE <filter> OFFSET 0) AS alias`: the part of a system relation a
+/// tenant sees. `OFFSET 0` keeps PostgreSQL from pushing the tenant's own conditions into the
+/// subquery, where they could run on the rows the filter leaves out (`setting::int` would show
+/// a hidden setting in its error message).
 fn filtered(q: &ObjectName, filter: &str, alias: TableAlias) -> Result<TableFactor, Refusal> {
-    let sql = format!("SELECT * FROM {q} WHERE {filter}");
+    let sql = format!("SELECT * FROM {q} WHERE {filter} OFFSET 0");
     let subquery = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
         .try_with_sql(&sql)
         .and_then(|mut p| p.parse_query())

@@ -676,7 +676,7 @@ fn reads_and_refusals() {
     check(
         r#"SELECT * FROM pg_roles"#,
         Sql(
-            r#"SELECT * FROM (SELECT * FROM pg_catalog.pg_roles WHERE rolname = current_user) AS pg_roles"#,
+            r#"SELECT * FROM (SELECT * FROM pg_catalog.pg_roles WHERE rolname = current_user OFFSET 0) AS pg_roles"#,
         ),
     );
     check(

@@ -531,11 +531,11 @@ fn stacks_false_refusals() {
     }
     c(
         "SELECT setting FROM pg_catalog.pg_settings s WHERE name = 'max_index_keys'",
-        Sql("SELECT setting FROM (SELECT * FROM pg_catalog.pg_settings WHERE name NOT LIKE '%.%') s WHERE name = 'max_index_keys'"),
+        Sql("SELECT setting FROM (SELECT * FROM pg_catalog.pg_settings WHERE name NOT LIKE '%.%' OFFSET 0) s WHERE name = 'max_index_keys'"),
     );
     c(
         "SELECT usename FROM pg_user",
-        Sql("SELECT usename FROM (SELECT * FROM pg_catalog.pg_user WHERE usename = current_user) AS pg_user"),
+        Sql("SELECT usename FROM (SELECT * FROM pg_catalog.pg_user WHERE usename = current_user OFFSET 0) AS pg_user"),
     );
     c(
         "SELECT id FROM items WHERE active FOR NO KEY UPDATE SKIP LOCKED",
@@ -552,5 +552,29 @@ fn stacks_false_refusals() {
     c(
         "INSERT INTO items (id, item_number) SELECT 'x', 'y' ON CONFLICT DO NOTHING",
         Sql("INSERT INTO public.items (id, item_number, org_id) SELECT *, 'org_a' FROM (SELECT 'x', 'y' WHERE true) AS orgwall_src ON CONFLICT DO NOTHING"),
+    );
+}
+
+/// Confined calls are rewritten wherever the rewriter walks expressions.
+#[test]
+fn confined_calls_everywhere() {
+    let cat =
+        Catalog::seed_for_tests().with_sequences([("public".to_string(), "items_seq".to_string())]);
+    let c = |i, e| check_with(&cat, i, e);
+    c(
+        "INSERT INTO items (id, item_number) VALUES (nextval('items_seq')::text, 'x')",
+        Sql(
+            r#"INSERT INTO public.items (id, item_number, org_id) VALUES (nextval('"public"."items_seq"'::REGCLASS)::TEXT, 'x', 'org_a')"#,
+        ),
+    );
+    c(
+        "UPDATE items SET item_number = currval('items_seq')::text WHERE pg_try_advisory_xact_lock(1)",
+        Sql(r#"UPDATE public.items SET item_number = currval('"public"."items_seq"'::REGCLASS)::TEXT WHERE items.org_id = 'org_a' AND (pg_try_advisory_xact_lock(pg_catalog.hashtext('org_a'), pg_catalog.hashtext((1::TEXT))))"#),
+    );
+    c(
+        "SELECT id FROM items WHERE id IN (SELECT nextval('items_seq')::text)",
+        Sql(
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' AND (id IN (SELECT nextval('"public"."items_seq"'::REGCLASS)::TEXT))"#,
+        ),
     );
 }
