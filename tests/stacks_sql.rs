@@ -225,6 +225,18 @@ async fn stack_sql_matches_row_level_security_or_says_why_not() {
                 other => panic!("{sql}: {other}"),
             }
         }
+        // A statement pipelined behind RESET ALL runs with the tenant context set again.
+        let (reset, rows) = tokio::join!(
+            a.simple_query("RESET ALL"),
+            a.query_typed("SELECT id FROM items ORDER BY id", &[])
+        );
+        reset.expect("RESET ALL");
+        let ids: Vec<String> = rows
+            .expect("the read behind RESET ALL")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(ids, ["i_a1", "i_a2", "i_a3"]);
         // SHOW orgwall.org_id in both protocols.
         assert_eq!(
             one(run_simple(&a, "SHOW orgwall.org_id").await),
