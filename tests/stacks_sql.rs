@@ -8,7 +8,7 @@
 use orgwall_e2e::clients::{connect, psql};
 use orgwall_e2e::tenancy::{
     admin_direct, org_checksums, protect_sql, run_extended, run_simple, setup_rls, tenant_db,
-    tenant_proxy, Outcome, TENANT_A, TENANT_B,
+    tenant_proxy, Outcome, SWITCHER, TENANT_A, TENANT_B,
 };
 use orgwall_e2e::{bounded, ProxyOptions, TestDb};
 use tokio_postgres::Client;
@@ -269,6 +269,19 @@ async fn stack_sql_matches_row_level_security_or_says_why_not() {
             .expect("SHOW, extended");
         assert_eq!(row.get::<_, String>(0), "org_a");
         assert_eq!(row.columns()[0].name(), "orgwall.org_id");
+        // A switcher sees the tenant it bound, and nothing before binding one.
+        let svc = connect(&proxy.conn_str(SWITCHER)).await;
+        assert_eq!(
+            one(run_simple(&svc, "SHOW orgwall.org_id").await),
+            vec![vec!["''".to_string()]]
+        );
+        svc.batch_execute("SET orgwall.org_id = 'org_b'")
+            .await
+            .expect("bind org_b");
+        assert_eq!(
+            one(run_simple(&svc, "SHOW orgwall.org_id").await),
+            vec![vec!["'org_b'".to_string()]]
+        );
 
         assert_eq!(org_checksums(&admin, "org_b", false).await, b_before);
         let leaked: Vec<_> = admin
