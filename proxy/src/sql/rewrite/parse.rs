@@ -5,11 +5,15 @@
 //! `INSERT … SELECT 'x', 'y' ON CONFLICT` (read with a no-op `WHERE TRUE`). Forms it cannot
 //! read at all get a refusal that says what to write instead (`known_gap`).
 
-use sqlparser::ast::Statement;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{ObjectName, Query, SetExpr, Statement, VisitMut, VisitorMut};
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
 use sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+
+use super::build::{select_query, star, table_factor};
 
 /// Parses `sql` into statements.
 pub(crate) fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
@@ -43,6 +47,8 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<Statement>, ParserErro
             Token::Word(w) if w.keyword == Keyword::TABLE => Statement::Query(p.parse_query()?),
             _ => p.parse_statement()?,
         };
+        let mut stmt = stmt;
+        let _ = stmt.visit(&mut TableAsSelect);
         stmts.push(stmt);
         match &p.peek_token_ref().token {
             Token::EOF | Token::SemiColon => {}
@@ -50,6 +56,35 @@ fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<Statement>, ParserErro
         }
     }
     Ok(stmts)
+}
+
+/// Replaces every `TABLE name` query body by `SELECT * FROM name`, which PostgreSQL reads it
+/// as: every reader of the parse (the rewriter, the analysis policy plugins see, masks) then
+/// sees the table read, as it sees any FROM item.
+struct TableAsSelect;
+
+impl VisitorMut for TableAsSelect {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, q: &mut Query) -> ControlFlow<()> {
+        expand(&mut q.body);
+        ControlFlow::Continue(())
+    }
+}
+
+fn expand(body: &mut SetExpr) {
+    match body {
+        SetExpr::Table(t) => {
+            let parts: Vec<_> = t.schema_name.iter().chain(&t.table_name).cloned().collect();
+            let from = table_factor(ObjectName::from(parts));
+            *body = *select_query(vec![star()], from, None).body;
+        }
+        SetExpr::SetOperation { left, right, .. } => {
+            expand(left);
+            expand(right);
+        }
+        _ => {}
+    }
 }
 
 fn keyword(t: &Token) -> Option<Keyword> {
@@ -145,8 +180,15 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("; ")
         };
-        assert_eq!(one("TABLE items"), "TABLE items");
-        assert_eq!(one("table s.t; TABLE u;"), "TABLE s.t; TABLE u");
+        assert_eq!(one("TABLE items"), "SELECT * FROM items");
+        assert_eq!(
+            one("table s.t; TABLE u;"),
+            "SELECT * FROM s.t; SELECT * FROM u"
+        );
+        assert_eq!(
+            one("SELECT * FROM (TABLE a UNION ALL (TABLE b)) x"),
+            "SELECT * FROM (SELECT * FROM a UNION ALL (SELECT * FROM b)) x"
+        );
         assert_eq!(
             one("SELECT 1 FROM t FOR NO KEY UPDATE"),
             "SELECT 1 FROM t FOR UPDATE"
