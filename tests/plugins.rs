@@ -131,6 +131,9 @@ fn example_plugins_decide_as_documented() {
         ),
         (&ADMIN_WHO, "SELECT id, email FROM users", Ok(None)),
         (&TENANT, "SELECT * FROM users", Err("42501")),
+        // `TABLE users` is `SELECT * FROM users` to the plugins too (issue 18 opened it).
+        (&TENANT, "TABLE users", Err("42501")),
+        (&TENANT, "SELECT id FROM (TABLE users) u", Err("42501")),
         (&TENANT, "SELECT upper(email) FROM users", Err("42501")),
         // Whole rows carry the email: the plugin is told (`*`), the mask cannot apply.
         (&TENANT, "SELECT u FROM users u", Err("42501")),

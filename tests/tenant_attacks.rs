@@ -64,7 +64,17 @@ const ATTACKS: &[(&str, Expect)] = &[
     ("SET SESSION AUTHORIZATION postgres", POLICY),
     ("SET search_path = evil, public", POLICY),
     ("SET search_path TO pg_temp, public", POLICY),
-    ("RESET ALL", POLICY),
+    // RESET ALL alone is allowed (asyncpg's pool reset, issue 18): the tenant context it clears
+    // on the server connection is set again before the next statement, never skipped.
+    ("RESET ALL", NO_LEAK),
+    ("RESET ALL; SELECT * FROM users", ANY_REFUSAL),
+    ("SHOW ALL", POLICY),
+    ("SELECT current_setting('orgwall.tenant')", POLICY),
+    ("SELECT name, setting FROM pg_settings WHERE name LIKE 'orgwall%'", NO_LEAK),
+    ("SELECT * FROM pg_catalog.pg_prepared_statements", POLICY),
+    ("SELECT * FROM pg_prepared_statement()", POLICY),
+    ("SELECT pg_stat_get_live_tuples('users'::regclass)", POLICY),
+    ("SELECT lastval()", POLICY),
     ("SELECT set_config('search_path', 'evil', false)", POLICY),
     ("SELECT set_config('role', 'postgres', false)", POLICY),
     ("SELECT set_config('orgwall.org_id', 'org_b', false)", POLICY),

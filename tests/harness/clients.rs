@@ -98,6 +98,66 @@ impl CliOutput {
     }
 }
 
+/// Runs a Node program from `tests/node/` with `args`. Panics, naming what to install, when
+/// `node` or the packages of `tests/node/package.json` are missing; never skips.
+pub async fn node(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules").join("pg").is_dir()
+            && dir.join("node_modules").join("postgres").is_dir(),
+        "the Node driver tests need node and the packages of tests/node/package.json: \
+         `apt-get install -y nodejs npm && (cd tests/node && npm ci)` (.ci/run does this)"
+    );
+    let mut all = vec![dir.join(script).display().to_string()];
+    all.extend_from_slice(args);
+    run("node", &all, "", None, limit_secs).await
+}
+
+/// The jars [`java`] programs run with (Debian's `libpostgresql-jdbc-java`,
+/// `libhikaricp-java` and its `libslf4j-java`).
+const JAVA_CLASSPATH: &[&str] = &[
+    "/usr/share/java/postgresql.jar",
+    "/usr/share/java/HikariCP.jar",
+    "/usr/share/java/slf4j-api.jar",
+    "/usr/share/java/slf4j-nop.jar",
+];
+
+/// Runs a single-file Java program from `tests/java/` with `args` (`java File.java`, no build
+/// step). Panics, naming what to install, when the JDK or the jars are missing; never skips.
+pub async fn java(source: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let missing: Vec<_> = JAVA_CLASSPATH
+        .iter()
+        .filter(|j| !std::path::Path::new(j).is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the Java driver tests need {missing:?}: `apt-get install -y default-jdk-headless \
+         libpostgresql-jdbc-java libhikaricp-java libslf4j-java` (.ci/run does this)"
+    );
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("java")
+        .join(source);
+    let mut all = vec![
+        "-cp".to_string(),
+        JAVA_CLASSPATH.join(":"),
+        path.display().to_string(),
+    ];
+    all.extend_from_slice(args);
+    run("java", &all, "", None, limit_secs).await
+}
+
+/// Runs a Ruby program from `tests/ruby/` with `args`. Panics, naming what to install, when
+/// Ruby or ActiveRecord and ruby-pg are missing; never skips.
+pub async fn ruby(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let code = "require 'active_record'; require 'pg'";
+    let install = "the Ruby driver test needs ActiveRecord and ruby-pg: `apt-get install -y \
+         ruby ruby-activerecord ruby-pg`";
+    interpreted(
+        "ruby", "-e", code, install, "ruby", script, args, limit_secs,
+    )
+    .await
+}
+
 /// Panics with the package to install when a client binary is missing; never skips.
 fn require_binary(name: &str) {
     let found = std::env::var_os("PATH")
@@ -171,31 +231,41 @@ pub async fn prepared_statements(c: &tokio_postgres::Client) -> Vec<String> {
 /// Runs a Python script from `tests/python/` with `args`. Panics, naming what to install,
 /// when `python3` or the drivers the scripts use are missing; never skips.
 pub async fn python(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
-    require_binary("python3");
-    let probe = run(
-        "python3",
-        &[
-            "-c".into(),
-            "import asyncpg, psycopg, sqlalchemy, django".into(),
-        ],
-        "",
-        None,
-        60,
+    let code = "import asyncpg, psycopg, sqlalchemy, django";
+    let install = "the Python driver tests need asyncpg, psycopg 3, SQLAlchemy 2 and Django 5: \
+         `python3 -m pip install asyncpg 'psycopg[binary]' SQLAlchemy Django`";
+    interpreted(
+        "python3", "-c", code, install, "python", script, args, limit_secs,
     )
-    .await;
+    .await
+}
+
+/// Runs `tests/<dir>/<script>` with `interpreter`, after checking with `<interpreter> <flag>
+/// <code>` that what it needs is installed (else panics with `install`; never skips).
+#[allow(clippy::too_many_arguments)]
+async fn interpreted(
+    interpreter: &str,
+    flag: &str,
+    code: &str,
+    install: &str,
+    dir: &str,
+    script: &str,
+    args: &[String],
+    limit_secs: u64,
+) -> CliOutput {
+    require_binary(interpreter);
+    let probe = run(interpreter, &[flag.into(), code.into()], "", None, 60).await;
     assert!(
         probe.status.success(),
-        "the Python driver tests need asyncpg, psycopg 3, SQLAlchemy 2 and Django 5: \
-         `python3 -m pip install asyncpg 'psycopg[binary]' SQLAlchemy Django` (.ci/run does \
-         this)\n{}",
+        "{install} (.ci/run installs it)\n{}",
         probe.stderr
     );
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
+        .join(dir)
         .join(script);
     let mut all = vec![path.display().to_string()];
     all.extend_from_slice(args);
-    run("python3", &all, "", None, limit_secs).await
+    run(interpreter, &all, "", None, limit_secs).await
 }
 
 /// Runs `psql -X` against the proxy as `login` with the given `sslmode` and extra arguments;

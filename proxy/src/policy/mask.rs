@@ -14,8 +14,6 @@ use sqlparser::ast::{
     CopySource, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectName,
     SelectItem, SetExpr, Statement, TableFactor, Value, Visit, Visitor,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use crate::sql::analyze::{norm, split_name, wildcard_qualifier};
 
@@ -50,8 +48,7 @@ pub fn apply(sql: &str, masks: &[Mask]) -> Result<String, MaskError> {
 
 /// [`apply`], on whatever stack the caller has.
 fn apply_unbounded(sql: &str, masks: &[Mask]) -> Result<String, MaskError> {
-    let mut stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-        .map_err(|e| MaskError::Parse(e.to_string()))?;
+    let mut stmts = crate::sql::rewrite::parse(sql).map_err(|e| MaskError::Parse(e.to_string()))?;
     for m in masks {
         for stmt in stmts.iter_mut() {
             apply_one(stmt, m)?;

@@ -53,6 +53,16 @@ pub(super) fn parse(sql: &str) -> Option<AdminCommand> {
 
 /// A RowDescription of text columns, DataRows (NULL = `None`) and CommandComplete.
 fn text_result(columns: &[&str], rows: &[Vec<Option<String>>]) -> BytesMut {
+    let mut out = row_description(columns);
+    for r in rows {
+        out.extend_from_slice(&data_row(r));
+    }
+    out.extend_from_slice(&answer::command_complete(rows.len()));
+    out
+}
+
+/// A RowDescription of text columns.
+pub(super) fn row_description(columns: &[&str]) -> BytesMut {
     let mut out = BytesMut::new();
     let mut body = Vec::new();
     body.extend_from_slice(&(columns.len() as i16).to_be_bytes());
@@ -65,22 +75,23 @@ fn text_result(columns: &[&str], rows: &[Vec<Option<String>>]) -> BytesMut {
         body.extend_from_slice(&0i16.to_be_bytes());
     }
     out.extend_from_slice(&wire::frame(b'T', &body));
-    for r in rows {
-        let mut row = Vec::new();
-        row.extend_from_slice(&(r.len() as i16).to_be_bytes());
-        for v in r {
-            match v {
-                Some(v) => {
-                    row.extend_from_slice(&(v.len() as i32).to_be_bytes());
-                    row.extend_from_slice(v.as_bytes());
-                }
-                None => row.extend_from_slice(&(-1i32).to_be_bytes()),
-            }
-        }
-        out.extend_from_slice(&wire::frame(b'D', &row));
-    }
-    out.extend_from_slice(&answer::command_complete(rows.len()));
     out
+}
+
+/// A DataRow of text values (NULL = `None`).
+pub(super) fn data_row(values: &[Option<String>]) -> BytesMut {
+    let mut row = Vec::new();
+    row.extend_from_slice(&(values.len() as i16).to_be_bytes());
+    for v in values {
+        match v {
+            Some(v) => {
+                row.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                row.extend_from_slice(v.as_bytes());
+            }
+            None => row.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+    BytesMut::from(&wire::frame(b'D', &row)[..])
 }
 
 /// A two-column (name, value) result.

@@ -1,6 +1,6 @@
 //! Commands Orgwall answers without PostgreSQL, in both the simple protocol and the extended
 //! one (Parse/Bind/Describe/Execute of such a statement are answered locally, in protocol
-//! order, through the pending queue): `SET`/`RESET orgwall.*`, and `DEALLOCATE` of the client's
+//! order, through the pending queue): `SET`/`RESET orgwall.*`, `SHOW orgwall.org_id`, and `DEALLOCATE` of the client's
 //! protocol-level prepared statements, which exist on the server only under Orgwall's names.
 
 use std::collections::HashMap;
@@ -10,7 +10,11 @@ use pgwire::messages::data::{NoData, ParameterDescription};
 use pgwire::messages::extendedquery::{BindComplete, ParseComplete};
 use pgwire::messages::response::CommandComplete;
 
+use super::admin;
 use super::tenant::{self, OrgwallCommand};
+
+/// The column `SHOW orgwall.org_id` answers in, named as PostgreSQL names a SHOW's column.
+const SHOW_COLUMN: &str = "orgwall.org_id";
 use super::Session;
 use crate::boundary::unix_now;
 use crate::config::PoolMode;
@@ -83,6 +87,14 @@ impl Session<'_> {
         &mut self,
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
+        if matches!(cmd, Ok(OrgwallCommand::Show)) && self.status != b'E' {
+            let mut b = admin::row_description(&[SHOW_COLUMN]);
+            b.extend_from_slice(&self.show_row());
+            wire::put(&mut b, &CommandComplete::new("SHOW".into()));
+            wire::put_ready(&mut b, self.status);
+            self.push_synthetic(b);
+            return Ok(());
+        }
         let tag = match cmd.and_then(|c| self.apply_orgwall_command(c, true)) {
             Ok(tag) => tag,
             Err(e) => return self.refuse(e, true).await,
@@ -102,7 +114,7 @@ impl Session<'_> {
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
         let checked = cmd.and_then(|c| {
-            if !matches!(c, OrgwallCommand::Deallocate { .. }) {
+            if !matches!(c, OrgwallCommand::Deallocate { .. } | OrgwallCommand::Show) {
                 tenant::may_switch(self.principal.role)?;
             }
             Ok(c)
@@ -141,18 +153,37 @@ impl Session<'_> {
         } else {
             self.commands.portals.contains_key(name)
         };
+        let show = if target == b'S' {
+            self.commands.statements.get(name)
+        } else {
+            self.commands.portals.get(name)
+        }
+        .is_some_and(|c| matches!(c, OrgwallCommand::Show));
         if !known {
             return false;
         }
         if target == b'S' {
             self.push_message(&ParameterDescription::new(vec![]));
         }
-        self.push_message(&NoData::new());
+        if show {
+            self.push_synthetic(admin::row_description(&[SHOW_COLUMN]));
+        } else {
+            self.push_message(&NoData::new());
+        }
         true
+    }
+
+    /// The DataRow of `SHOW orgwall.org_id`: the tenant now in force, empty when none.
+    fn show_row(&self) -> BytesMut {
+        admin::data_row(&[Some(self.current_org_str().unwrap_or_default().to_string())])
     }
 
     /// Execute of a command portal: applies it and answers CommandComplete.
     pub(super) async fn execute_command(&mut self, cmd: OrgwallCommand) -> Result<(), ClientError> {
+        if matches!(cmd, OrgwallCommand::Show) && self.status != b'E' {
+            let row = self.show_row();
+            self.push_synthetic(row);
+        }
         match self.apply_orgwall_command(cmd, false) {
             Ok(tag) => {
                 self.push_message(&CommandComplete::new(tag.into()));
@@ -201,6 +232,8 @@ impl Session<'_> {
                 self.binding_changed(simple);
                 Ok("RESET")
             }
+            // The row is sent by the caller.
+            OrgwallCommand::Show => Ok("SHOW"),
             OrgwallCommand::Deallocate { name } => {
                 // The unnamed statement is not a prepared statement DEALLOCATE can name.
                 let Some(name) = name else {

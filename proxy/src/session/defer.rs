@@ -4,13 +4,15 @@
 //! PostgreSQL's at that point of the client's stream. Likewise, while the binding depends on
 //! how the open transaction ends (changed inside it), a statement pipelined behind another one
 //! waits for it: that one may end the transaction or fail it, and the next must be rendered,
-//! and its tenant context set, for the binding and status that leaves.
+//! and its tenant context set, for the binding and status that leaves. A statement behind a
+//! `RESET ALL` (which clears the server connection's tenant context) waits for it too.
 
 use bytes::BytesMut;
 
 use super::pending::Pending;
 use super::Session;
 use crate::config::Role;
+use crate::sql::SessionEffect;
 
 impl Session<'_> {
     /// The server has yet to answer something the session sent it.
@@ -35,15 +37,33 @@ impl Session<'_> {
     /// on how the transaction ends. Parse, Bind and Describe in flight change nothing, so the
     /// messages of one extended-protocol statement still go together.
     pub(super) fn must_wait(&self, tag: u8) -> bool {
+        if !matches!(tag, b'Q' | b'P' | b'B') || self.server.is_none() {
+            return false;
+        }
+        if self.reset_all_in_flight() {
+            return true;
+        }
         self.principal.role == Role::Switcher
-            && matches!(tag, b'Q' | b'P' | b'B')
-            && self.server.is_some()
             && !self.binding_settled()
             && self.pending.iter().any(|p| {
                 matches!(
                     p,
                     Pending::Query { .. } | Pending::Execute { .. } | Pending::Refused { .. }
                 )
+            })
+    }
+
+    /// A `RESET ALL` is in flight on a connection that carries a tenant context: it clears
+    /// the context, so a statement pipelined behind it waits, and then finds the context
+    /// unknown and sets it again, rather than running without one.
+    fn reset_all_in_flight(&self) -> bool {
+        self.wall.is_some()
+            && self.pending.iter().any(|p| match p {
+                Pending::Query { effects } => {
+                    effects.iter().any(|e| matches!(e, SessionEffect::ResetAll))
+                }
+                Pending::Execute { effect } => matches!(effect, Some(SessionEffect::ResetAll)),
+                _ => false,
             })
     }
 

@@ -17,6 +17,8 @@ pub enum OrgwallCommand {
         local: bool,
     },
     Reset,
+    /// `SHOW orgwall.org_id`: the tenant statements run as now (empty when none is bound).
+    Show,
     /// `DEALLOCATE name`, or `DEALLOCATE ALL` (`None`).
     Deallocate {
         name: Option<String>,
@@ -73,6 +75,8 @@ fn parse_one(stmt: &str) -> Option<Result<OrgwallCommand, ClientError>> {
     };
     match verb.as_str() {
         "reset" => Some(Ok(OrgwallCommand::Reset)),
+        "show" if name == "orgwall.org_id" && rest.len() == 1 => Some(Ok(OrgwallCommand::Show)),
+        "show" => bad("SHOW of orgwall.* is supported for orgwall.org_id only"),
         "set" => {
             let Some(value) = value_after_name(stmt, name) else {
                 return bad("SET orgwall.* needs a quoted string value");
@@ -84,7 +88,7 @@ fn parse_one(stmt: &str) -> Option<Result<OrgwallCommand, ClientError>> {
             };
             Some(Ok(OrgwallCommand::Bind { org, local }))
         }
-        _ => bad("only SET and RESET of orgwall.* settings are supported"),
+        _ => bad("only SET, RESET and SHOW of orgwall.* settings are supported"),
     }
 }
 

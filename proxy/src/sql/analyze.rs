@@ -15,8 +15,6 @@ use sqlparser::ast::{
     CopySource, Expr, FromTable, Ident, ObjectName, ObjectNamePart, Query, Select,
     SelectItemQualifiedWildcardKind, SetExpr, Statement, TableFactor, TableObject, Value, Visit,
 };
-use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 /// Why a statement could not be analysed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -74,8 +72,7 @@ pub struct StatementInfo {
 /// Parses `sql` (PostgreSQL dialect) and analyses each statement in it.
 pub fn analyze(sql: &str) -> Result<Vec<StatementInfo>, AnalyzeError> {
     super::limits::with_stack_for(sql, || {
-        let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql)
-            .map_err(|e| AnalyzeError::Parse(e.to_string()))?;
+        let stmts = super::rewrite::parse(sql).map_err(|e| AnalyzeError::Parse(e.to_string()))?;
         Ok(stmts.iter().map(analyze_statement).collect())
     })
     .unwrap_or_else(|e| Err(AnalyzeError::Parse(e.to_string())))

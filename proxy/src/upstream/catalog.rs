@@ -77,14 +77,48 @@ pub async fn load(pool: &Pool, tenancy: &Tenancy) -> Result<Catalog, UpstreamErr
         }
         Err(_) => Ok(Vec::new()),
     };
+    // Sequences owned by columns of the schemas' tables (serial/identity): nextval/currval.
+    let sequences = match &system {
+        Ok(_) => {
+            lease
+                .conn
+                .query_text(&format!(
+                    "SELECT sn.nspname, s.relname, tn.nspname, t.relname \
+                     FROM pg_catalog.pg_class s \
+                     JOIN pg_catalog.pg_namespace sn ON sn.oid = s.relnamespace \
+                     JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_class'::regclass \
+                       AND d.objid = s.oid AND d.refclassid = 'pg_catalog.pg_class'::regclass \
+                       AND d.deptype IN ('a', 'i') \
+                     JOIN pg_catalog.pg_class t ON t.oid = d.refobjid \
+                     JOIN pg_catalog.pg_namespace tn ON tn.oid = t.relnamespace \
+                     WHERE s.relkind = 'S' AND tn.nspname = ANY({schemas})"
+                ))
+                .await
+        }
+        Err(_) => Ok(Vec::new()),
+    };
     pool.release(lease);
+    let sequences = sequences?;
     let callable = callable?.into_iter().map(|r| field(&r, 0));
     let system = system?
         .into_iter()
         .map(|r| (field(&r, 0), field(&r, 1), field(&r, 2)));
-    Ok(build(columns?, indexes?, tenancy)
+    let catalog = build(columns?, indexes?, tenancy);
+    // Only the sequences of tables the catalog protects (tenant tables and organizations).
+    let protected = |schema: &str, table: &str| {
+        catalog
+            .table(schema, table)
+            .is_some_and(|t| t.tenant_column().is_some())
+    };
+    let sequences: Vec<(String, String)> = sequences
+        .iter()
+        .filter(|r| protected(&field(r, 2), &field(r, 3)))
+        .map(|r| (field(r, 0), field(r, 1)))
+        .collect();
+    Ok(catalog
         .with_callable(callable)
-        .with_system_columns(system))
+        .with_system_columns(system)
+        .with_sequences(sequences))
 }
 
 type Rows = Vec<Vec<Option<String>>>;
@@ -110,6 +144,7 @@ fn build(columns: Rows, indexes: Rows, tenancy: &Tenancy) -> Catalog {
         e.1.push(field(r, 3));
     }
     let mut infos = Vec::new();
+    let mut undeclared = Vec::new();
     for ((schema, name), cols) in tables {
         let kind = if name == "organizations" && cols.iter().any(|c| c == "id") {
             TableKind::Organizations
@@ -124,7 +159,9 @@ fn build(columns: Rows, indexes: Rows, tenancy: &Tenancy) -> Catalog {
         {
             TableKind::Global
         } else {
-            continue; // neither tenant data nor declared global: unknown, hence refused
+            // neither tenant data nor declared global: refused, with the fix named
+            undeclared.push((schema, name));
+            continue;
         };
         let tenant_unique = unique
             .values()
@@ -152,6 +189,7 @@ fn build(columns: Rows, indexes: Rows, tenancy: &Tenancy) -> Catalog {
         tenancy.allowed_functions.clone(),
     )
     .allowing_explain(tenancy.allow_explain)
+    .with_undeclared(&tenancy.column, undeclared)
 }
 
 #[cfg(test)]

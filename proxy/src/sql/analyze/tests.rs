@@ -47,6 +47,12 @@ fn statements_are_classified_with_their_tables() {
         ("SELECT 1", "Select; "),
         ("SELECT id, email FROM users", "Select; r:users(email,id)"),
         ("SELECT * FROM public.users", "Select; r:public.users(*)"),
+        // `TABLE t` reads every column of t, as plugins must see (issue 18 opened it).
+        ("TABLE users", "Select; r:users(*)"),
+        (
+            "SELECT * FROM (TABLE public.users) u",
+            "Select; r:public.users(*)",
+        ),
         (
             "SELECT u.email, i.sku FROM users u JOIN items i ON i.org_id = u.org_id",
             "Select; r:users(email,org_id) r:items(org_id,sku)",

@@ -66,7 +66,6 @@ const LEAKY_CATALOGS: &[&str] = &[
     "pg_prepared_xacts",
     "pg_prepared_statements",
     "pg_cursors",
-    "pg_settings",
     "pg_file_settings",
     "pg_hba_file_rules",
     "pg_replication_slots",
@@ -113,6 +112,17 @@ const SAFE_PG_CATALOG: &[&str] = &[
     "pg_publication_namespace",
 ];
 
+/// `pg_catalog` relations a tenant sees only part of: drivers read them (pgjdbc's
+/// `getImportedKeys` reads `pg_settings`, psql's `\d` and drizzle-kit `pg_roles`/`pg_user`),
+/// but they also describe the server and every role. The filter keeps the rows that describe
+/// only what every tenant shares: built-in settings (custom `x.y` ones, where Orgwall keeps
+/// the connection's tenant token, are left out) and the role the tenant runs as.
+const FILTERED_PG_CATALOG: &[(&str, &str)] = &[
+    ("pg_settings", "name NOT LIKE '%.%'"),
+    ("pg_roles", "rolname = current_user"),
+    ("pg_user", "usename = current_user"),
+];
+
 /// `information_schema` views that describe the (shared) schema only.
 const SAFE_INFORMATION_SCHEMA: &[&str] = &[
     "tables",
@@ -132,8 +142,9 @@ const SAFE_INFORMATION_SCHEMA: &[&str] = &[
 pub(crate) enum Target<'a> {
     /// A protected table.
     Table(&'a TableInfo),
-    /// A safe system relation, with its qualified output name.
-    System(ObjectName),
+    /// A safe system relation, with its qualified output name and, for one a tenant sees only
+    /// part of, the filter (SQL over its columns) that keeps that part.
+    System(ObjectName, Option<&'static str>),
 }
 
 /// The tables and settings the rewriter confines against. Immutable once built; build a new
@@ -156,6 +167,13 @@ pub struct Catalog {
     /// Columns of the `pg_catalog` and `information_schema` relations, by (schema, relation);
     /// set with [`Catalog::with_system_columns`].
     system_columns: std::sync::Arc<HashMap<(String, String), Vec<String>>>,
+    /// Sequences owned by columns of protected tables, as (schema, name): the ones a tenant
+    /// may draw from with `nextval`/`currval`; set with [`Catalog::with_sequences`].
+    sequences: std::sync::Arc<HashSet<(String, String)>>,
+    /// Tables of the protected schemas that are neither tenant tables nor declared global,
+    /// as (schema, name), with the tenant column they lack: named in the refusal.
+    undeclared: std::sync::Arc<HashSet<(String, String)>>,
+    tenant_column: String,
     /// Plain `EXPLAIN` is allowed (`[tenancy] allow_explain`); set with
     /// [`Catalog::allowing_explain`].
     allow_explain: bool,
@@ -188,6 +206,9 @@ impl Catalog {
             allow_explain: false,
             callable: None,
             system_columns: Default::default(),
+            sequences: Default::default(),
+            undeclared: Default::default(),
+            tenant_column: "org_id".to_string(),
             version: h.finish(),
         }
     }
@@ -230,6 +251,75 @@ impl Catalog {
         self.version = h.finish();
         self.system_columns = std::sync::Arc::new(m);
         self
+    }
+
+    /// The same catalog, knowing the sequences owned by protected tables' columns.
+    pub fn with_sequences(mut self, seqs: impl IntoIterator<Item = (String, String)>) -> Catalog {
+        let set: HashSet<(String, String)> = seqs.into_iter().collect();
+        let mut sorted: Vec<_> = set.iter().collect();
+        sorted.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.version, "sequences", &sorted).hash(&mut h);
+        self.version = h.finish();
+        self.sequences = std::sync::Arc::new(set);
+        self
+    }
+
+    /// The same catalog, knowing the tables that lack `column` and are not declared global
+    /// (so that a tenant's reference to one is refused with the fix named).
+    pub fn with_undeclared(
+        mut self,
+        column: &str,
+        tables: impl IntoIterator<Item = (String, String)>,
+    ) -> Catalog {
+        let set: HashSet<(String, String)> = tables.into_iter().collect();
+        let mut sorted: Vec<_> = set.iter().collect();
+        sorted.sort();
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (self.version, column, &sorted).hash(&mut h);
+        self.version = h.finish();
+        self.undeclared = std::sync::Arc::new(set);
+        self.tenant_column = column.to_string();
+        self
+    }
+
+    /// The protected-table sequence `parts` names (resolved along the search path), as
+    /// (schema, name).
+    pub(crate) fn sequence(&self, parts: &[String]) -> Option<(String, String)> {
+        let known = |s: &str, n: &str| {
+            self.sequences
+                .contains(&(s.to_string(), n.to_string()))
+                .then(|| (s.to_string(), n.to_string()))
+        };
+        match parts {
+            [s, n] => known(s, n),
+            [n] => self.search_path.iter().find_map(|s| known(s, n)),
+            _ => None,
+        }
+    }
+
+    /// The refusal for a name that is no protected table: says what to do when the table
+    /// exists but was left out for lacking the tenant column.
+    fn unknown(&self, schema: Option<&str>, name: &str) -> Refusal {
+        let found = match schema {
+            Some(s) => self.undeclared.get(&(s.to_string(), name.to_string())),
+            None => self
+                .search_path
+                .iter()
+                .find_map(|s| self.undeclared.get(&(s.to_string(), name.to_string()))),
+        };
+        match found {
+            Some((s, n)) => Refusal::policy(format!(
+                "table {s}.{n} has no {col} column and is not declared global, so tenants \
+                 cannot use it: add \"{s}.{n}\" to [tenancy] global_tables (every tenant may \
+                 read it, none may write it) or add a {col} column",
+                col = self.tenant_column
+            )),
+            None => Refusal::policy(match schema {
+                Some(s) => format!("unknown table {s}.{name}"),
+                None => format!("unknown table {name}"),
+            }),
+        }
     }
 
     /// The columns of the relation `parts` names as PostgreSQL resolves it (system relations
@@ -284,6 +374,7 @@ impl Catalog {
             [name] => {
                 if LEAKY_CATALOGS.contains(&name.as_str())
                     || SAFE_PG_CATALOG.contains(&name.as_str())
+                    || FILTERED_PG_CATALOG.iter().any(|(n, _)| n == name)
                 {
                     return system("pg_catalog", name);
                 }
@@ -291,14 +382,14 @@ impl Catalog {
                     .iter()
                     .find_map(|s| self.table(s, name))
                     .map(Target::Table)
-                    .ok_or_else(|| Refusal::policy(format!("unknown table {name}")))
+                    .ok_or_else(|| self.unknown(None, name))
             }
             [schema, name] => match schema.as_str() {
                 "pg_catalog" | "information_schema" => system(schema, name),
                 _ => self
                     .table(schema, name)
                     .map(Target::Table)
-                    .ok_or_else(|| Refusal::policy(format!("unknown table {schema}.{name}"))),
+                    .ok_or_else(|| self.unknown(Some(schema), name)),
             },
             _ => Err(Refusal::unsupported(format!(
                 "table name {} has too many parts (cross-database references)",
@@ -497,8 +588,14 @@ fn system(schema: &str, name: &str) -> Result<Target<'static>, Refusal> {
         "pg_catalog" => SAFE_PG_CATALOG.contains(&name),
         _ => SAFE_INFORMATION_SCHEMA.contains(&name),
     };
+    if let Some((_, filter)) = FILTERED_PG_CATALOG
+        .iter()
+        .find(|(n, _)| schema == "pg_catalog" && *n == name)
+    {
+        return Ok(Target::System(qualified(schema, name), Some(filter)));
+    }
     if safe {
-        Ok(Target::System(qualified(schema, name)))
+        Ok(Target::System(qualified(schema, name), None))
     } else {
         Err(Refusal::policy(format!(
             "system relation {schema}.{name} is not on the tenant allow-list"

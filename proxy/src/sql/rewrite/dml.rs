@@ -49,7 +49,7 @@ pub(crate) fn write_target<'a>(
     let parts = names::parts(name)?;
     let table = match cx.catalog.resolve(&parts)? {
         Target::Table(t) => t,
-        Target::System(q) => {
+        Target::System(q, _) => {
             return Err(Refusal::policy(format!("{op} on system relation {q}")));
         }
     };

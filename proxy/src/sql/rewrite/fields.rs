@@ -21,6 +21,7 @@ pub(crate) fn check(stmt: &Statement, catalog: &Catalog) -> Result<(), Refusal> 
     let mut suspects = Suspects {
         catalog,
         found: Vec::new(),
+        scopes: Scopes::default(),
     };
     if let ControlFlow::Break(e) = stmt.visit(&mut suspects) {
         return Err(e);
@@ -30,17 +31,51 @@ pub(crate) fn check(stmt: &Statement, catalog: &Catalog) -> Result<(), Refusal> 
     }
     let mut bindings = Bindings {
         catalog,
-        tables: HashMap::new(),
+        tables: vec![HashMap::new()],
+        scopes: Scopes::default(),
         ctes: HashMap::new(),
     };
     let _ = stmt.visit(&mut bindings);
     match suspects
         .found
         .iter()
-        .find(|(b, f)| !bindings.has_column(b, f))
+        .find(|(chain, b, f)| !bindings.has_column(chain, b, f))
     {
-        Some((_, field)) => Err(refusal(field)),
+        Some((_, _, field)) => Err(refusal(field)),
         None => Ok(()),
+    }
+}
+
+/// Query levels, numbered in visiting order (both passes visit the same statement, so the
+/// same query gets the same number): scope 0 is the statement itself (an UPDATE's target and
+/// FROM, an INSERT's target), each query opens the next. A name resolves in the innermost
+/// level on the stack that binds it, as PostgreSQL resolves range-table names.
+#[derive(Default)]
+struct Scopes {
+    opened: usize,
+    stack: Vec<usize>,
+}
+
+impl Scopes {
+    fn enter(&mut self) -> usize {
+        self.opened += 1;
+        self.stack.push(self.opened);
+        self.opened
+    }
+
+    fn leave(&mut self) {
+        self.stack.pop();
+    }
+
+    fn current(&self) -> usize {
+        self.stack.last().copied().unwrap_or(0)
+    }
+
+    /// The levels visible here, outermost first.
+    fn chain(&self) -> Vec<usize> {
+        std::iter::once(0)
+            .chain(self.stack.iter().copied())
+            .collect()
     }
 }
 
@@ -56,7 +91,9 @@ fn refusal(field: &str) -> Refusal {
 /// binding) is refused at once.
 struct Suspects<'a> {
     catalog: &'a Catalog,
-    found: Vec<(String, String)>,
+    /// (visible query levels, binding, field).
+    found: Vec<(Vec<usize>, String, String)>,
+    scopes: Scopes,
 }
 
 impl Suspects<'_> {
@@ -66,7 +103,7 @@ impl Suspects<'_> {
         }
         match binding {
             Some(b) => {
-                self.found.push((b, field));
+                self.found.push((self.scopes.chain(), b, field));
                 ControlFlow::Continue(())
             }
             None => ControlFlow::Break(refusal(&field)),
@@ -76,6 +113,16 @@ impl Suspects<'_> {
 
 impl Visitor for Suspects<'_> {
     type Break = Refusal;
+
+    fn pre_visit_query(&mut self, _: &Query) -> ControlFlow<Refusal> {
+        self.scopes.enter();
+        ControlFlow::Continue(())
+    }
+
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<Refusal> {
+        self.scopes.leave();
+        ControlFlow::Continue(())
+    }
 
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<Refusal> {
         match e {
@@ -121,18 +168,25 @@ impl Visitor for Suspects<'_> {
 /// anywhere in the statement (`None` where Orgwall cannot tell them).
 struct Bindings<'a> {
     catalog: &'a Catalog,
-    tables: HashMap<String, Vec<Option<Vec<String>>>>,
+    /// Per query level (see [`Scopes`]): name → the relations bound to it there.
+    tables: Vec<HashMap<String, Vec<Option<Vec<String>>>>>,
+    scopes: Scopes,
     /// CTE names → their output columns.
     ctes: HashMap<String, Option<Vec<String>>>,
 }
 
 impl Bindings<'_> {
-    /// Whether `column` is certainly a column of whatever `binding` names.
-    fn has_column(&self, binding: &str, column: &str) -> bool {
-        self.tables.get(binding).is_some_and(|all| {
-            all.iter()
-                .all(|cols| cols.as_ref().is_some_and(|c| c.iter().any(|n| n == column)))
-        })
+    /// Whether `column` is certainly a column of whatever `binding` names, seen from the
+    /// query levels `chain` (outermost first): the innermost level that binds the name.
+    fn has_column(&self, chain: &[usize], binding: &str, column: &str) -> bool {
+        chain
+            .iter()
+            .rev()
+            .find_map(|&level| self.tables.get(level).and_then(|t| t.get(binding)))
+            .is_some_and(|all| {
+                all.iter()
+                    .all(|cols| cols.as_ref().is_some_and(|c| c.iter().any(|n| n == column)))
+            })
     }
 
     fn columns(&self, parts: &[String]) -> Option<Vec<String>> {
@@ -145,7 +199,11 @@ impl Bindings<'_> {
     }
 
     fn bind(&mut self, key: String, cols: Option<Vec<String>>) {
-        self.tables.entry(key).or_default().push(cols);
+        let level = self.scopes.current();
+        if self.tables.len() <= level {
+            self.tables.resize_with(level + 1, HashMap::new);
+        }
+        self.tables[level].entry(key).or_default().push(cols);
     }
 }
 
@@ -197,7 +255,13 @@ fn expr_name(e: &Expr) -> Option<String> {
 impl Visitor for Bindings<'_> {
     type Break = ();
 
+    fn post_visit_query(&mut self, _: &Query) -> ControlFlow<()> {
+        self.scopes.leave();
+        ControlFlow::Continue(())
+    }
+
     fn pre_visit_query(&mut self, q: &Query) -> ControlFlow<()> {
+        self.scopes.enter();
         for cte in q.with.iter().flat_map(|w| &w.cte_tables) {
             if let Ok(name) = names::norm(&cte.alias.name) {
                 let cols = renamed(Some(&cte.alias), output_names(&cte.query.body));
@@ -295,6 +359,15 @@ mod tests {
             ("SELECT public.users.name FROM public.users", true),
             ("INSERT INTO users AS u (email) VALUES ('a') ON CONFLICT (email) DO UPDATE SET name = excluded.name RETURNING u.name", true),
             ("SELECT (x).a.b FROM items x", true),
+            // Scopes: the inner `c` is items, the outer `c` the derived table (pgjdbc).
+            ("SELECT c.name FROM (SELECT c.id AS name FROM items c) c", true),
+            ("SELECT c.name FROM (SELECT c.id AS x FROM items c) c", false),
+            ("SELECT c.text FROM (SELECT c.id AS name FROM items c) c", false),
+            ("SELECT (SELECT c.name FROM users u) FROM (SELECT 1 AS name) c", true),
+            ("SELECT (SELECT c.name FROM users c) FROM (SELECT 1 AS x) c", true),
+            ("SELECT (SELECT c.name FROM items c) FROM (SELECT 1 AS name) c", false),
+            ("UPDATE items SET description = 'x' FROM users u WHERE u.name = 'a'", true),
+            ("UPDATE items SET description = 'x' FROM users u WHERE u.text = 'a'", false),
         ];
         for (sql, ok) in cases {
             let stmt = &Parser::parse_sql(&PostgreSqlDialect {}, sql).expect(sql)[0];

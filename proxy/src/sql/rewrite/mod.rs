@@ -8,6 +8,7 @@
 
 mod build;
 pub mod cache;
+mod calls;
 pub mod catalog;
 mod dml;
 mod fields;
@@ -15,6 +16,8 @@ mod functions;
 mod insert;
 mod literals;
 mod names;
+mod parse;
+mod pg_functions;
 mod query;
 pub mod shaped;
 mod statements;
@@ -31,13 +34,13 @@ use std::fmt::{self, Write as _};
 
 use sqlparser::ast::{Expr, Ident};
 use sqlparser::dialect::PostgreSqlDialect;
-use sqlparser::parser::Parser;
 
 use super::{quote_literal, Summary};
 
 pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
-pub use functions::function_allowed;
+pub use functions::{builtin_class, builtin_functions, function_allowed, FunctionClass};
+pub(crate) use parse::parse;
 pub use statements::{BACKSLASH_QUOTE, STANDARD_CONFORMING_STRINGS};
 
 /// A statement the tenant may not run, or that Orgwall cannot confine.
@@ -195,6 +198,8 @@ fn parse_refusal(sql: &str, e: sqlparser::parser::ParserError) -> Refusal {
         .to_ascii_uppercase();
     if REFUSED_KEYWORDS.contains(&first.as_str()) {
         Refusal::policy(format!("{first} is not allowed for tenants"))
+    } else if let Some(why) = parse::known_gap(sql) {
+        Refusal::unsupported(why)
     } else {
         Refusal::syntax(format!("cannot parse statement: {e}"))
     }
@@ -244,7 +249,19 @@ fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> 
         refuse_unicode_identifiers(sql)?;
     }
     literals::check_quoted_identifiers(sql)?;
-    let stmts = Parser::parse_sql(&PostgreSqlDialect {}, sql).map_err(|e| parse_refusal(sql, e))?;
+    let stmts = parse::parse(sql).map_err(|e| parse_refusal(sql, e))?;
+    if let Some(i) = stmts
+        .iter()
+        .position(|s| matches!(s, sqlparser::ast::Statement::Reset(r) if r.reset == sqlparser::ast::Reset::ALL))
+    {
+        if i + 1 < stmts.len() {
+            return Err(Refusal::unsupported(
+                "RESET ALL must be the last statement of its query string for tenants \
+                 (it clears the server connection's tenant context, which Orgwall sets again \
+                 before the next query)",
+            ));
+        }
+    }
     let mut cx = build::Cx::new(catalog);
     let summary = summary::summarize(&stmts);
     // Each statement is printed straight into one buffer as soon as it is confined.

@@ -9,7 +9,7 @@
 use sqlparser::ast::{
     Expr, JoinOperator, ObjectName, Query, Select, SelectFlavor, SelectItem,
     SelectItemQualifiedWildcardKind, SetExpr, SetOperator, SetQuantifier, TableAlias, TableFactor,
-    TableWithJoins,
+    TableInheritance, TableWithJoins,
 };
 
 use super::build::{and, select_query, star, table_factor, tenant_eq, Cx};
@@ -21,8 +21,12 @@ use super::{dml, Refusal};
 type R = Result<(), Refusal>;
 
 /// `(SELECT * FROM schema.t WHERE <tenant column> = <tenant>)` for a confined table.
-fn confined(t: &TableInfo, column: &str, cx: &mut Cx) -> Box<Query> {
-    let from = table_factor(qualified(&t.schema, &t.name));
+/// With `only` (`FROM ONLY t`), the table's inheritance children stay out, as written.
+fn confined(t: &TableInfo, column: &str, only: bool, cx: &mut Cx) -> Box<Query> {
+    let mut from = table_factor(qualified(&t.schema, &t.name));
+    if let TableFactor::Table { inheritance, .. } = &mut from {
+        *inheritance = only_marker(only);
+    }
     let filter = tenant_eq(None, column, cx);
     Box::new(select_query(vec![star()], from, Some(filter)))
 }
@@ -248,16 +252,21 @@ fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr
                 || json_path.is_some()
                 || sample.is_some()
                 || !index_directives.is_empty()
-                || inheritance.is_some()
             {
                 return Err(Refusal::unsupported(format!(
                     "table modifier on {name} (ONLY, TABLESAMPLE, hints) is not supported"
                 )));
             }
             if args.is_some() {
+                if inheritance.is_some() {
+                    return Err(Refusal::unsupported("ONLY before a function call"));
+                }
                 // A set-returning function call; its name is checked by `functions`.
                 return walk(args, cx);
             }
+            // `ONLY t` is kept wherever `t` ends up; `t *` is plain `t`.
+            let only = matches!(inheritance, Some(TableInheritance::Only { .. }));
+            *inheritance = only_marker(only);
             let parts = names::parts(name)?;
             if let [single] = parts.as_slice() {
                 if cx.is_cte(single) {
@@ -265,8 +274,13 @@ fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr
                 }
             }
             let t = match cx.catalog.resolve(&parts)? {
-                Target::System(q) => {
+                Target::System(q, None) => {
                     *name = q;
+                    return Ok(());
+                }
+                Target::System(q, Some(filter)) => {
+                    let alias = alias_or_name(alias, name)?;
+                    *f = filtered(&q, filter, alias)?;
                     return Ok(());
                 }
                 Target::Table(t) => t,
@@ -275,22 +289,14 @@ fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr
                 *name = qualified(&t.schema, &t.name);
                 return Ok(());
             };
-            let taken = match alias.take() {
-                Some(a) => a,
-                None => TableAlias {
-                    explicit: true,
-                    name: last_ident(name)?,
-                    columns: vec![],
-                    at: None,
-                },
-            };
+            let taken = alias_or_name(alias, name)?;
             if let Some(guards) = guards.filter(|_| taken.columns.is_empty()) {
                 guards.push(tenant_eq(Some(taken.name.clone()), column, cx));
                 *name = qualified(&t.schema, &t.name);
                 *alias = Some(taken);
                 return Ok(());
             }
-            let sub = confined(t, column, cx);
+            let sub = confined(t, column, only, cx);
             *f = TableFactor::Derived {
                 lateral: false,
                 subquery: sub,
@@ -315,5 +321,43 @@ fn confine_factor(f: &mut TableFactor, cx: &mut Cx, guards: Option<&mut Vec<Expr
         other => Err(Refusal::unsupported(format!(
             "FROM item {other} is not supported"
         ))),
+    }
+}
+
+/// `(SELECT * FROM <q> WHERE <filter> OFFSET 0) AS alias`: the part of a system relation a
+/// tenant sees. `OFFSET 0` keeps PostgreSQL from pushing the tenant's own conditions into the
+/// subquery, where they could run on the rows the filter leaves out (`setting::int` would show
+/// a hidden setting in its error message).
+fn filtered(q: &ObjectName, filter: &str, alias: TableAlias) -> Result<TableFactor, Refusal> {
+    let sql = format!("SELECT * FROM {q} WHERE {filter} OFFSET 0");
+    let subquery = sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(&sql)
+        .and_then(|mut p| p.parse_query())
+        .map_err(|e| Refusal::syntax(format!("cannot build the filtered {q}: {e}")))?;
+    Ok(TableFactor::Derived {
+        lateral: false,
+        subquery,
+        alias: Some(alias),
+        sample: None,
+    })
+}
+
+fn only_marker(only: bool) -> Option<TableInheritance> {
+    only.then_some(TableInheritance::Only {
+        parenthesized: false,
+    })
+}
+
+/// The alias a FROM item is taken out with, or `AS <its name>` when it has none (the confined
+/// form keeps the name a query refers to it by).
+fn alias_or_name(alias: &mut Option<TableAlias>, name: &ObjectName) -> Result<TableAlias, Refusal> {
+    match alias.take() {
+        Some(a) => Ok(a),
+        None => Ok(TableAlias {
+            explicit: true,
+            name: last_ident(name)?,
+            columns: vec![],
+            at: None,
+        }),
     }
 }

@@ -157,15 +157,20 @@ pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
         | Statement::Savepoint { .. }
         | Statement::ReleaseSavepoint { .. } => Ok(()),
         Statement::ShowVariable { variable } => show_variable(variable),
+
         Statement::Discard { object_type } => match object_type {
             DiscardObject::ALL => Err(Refusal::policy(
                 "DISCARD ALL resets the session's role and is not allowed",
             )),
             _ => Ok(()),
         },
-        Statement::Set(set) => check_set(set),
+        Statement::Set(set) => check_set(set, &cx.catalog.search_path),
         Statement::Reset(ResetStatement { reset }) => match reset {
-            Reset::ALL => Err(Refusal::policy("RESET ALL is not allowed for tenants")),
+            // Allowed (asyncpg's pool reset ends with it): the session tracks it, and the
+            // tenant context it clears on the server connection is set again before the next
+            // statement. Only as the last statement of its text (`rewrite` checks), since a
+            // statement after it in the same Query would run without the context.
+            Reset::ALL => Ok(()),
             Reset::SessionAuthorization => Err(Refusal::policy(
                 "RESET SESSION AUTHORIZATION is not allowed for tenants",
             )),
@@ -179,7 +184,10 @@ pub(crate) fn rewrite_statement(stmt: &mut Statement, cx: &mut Cx) -> R {
                 }
             }
         },
-        Statement::LISTEN { .. } | Statement::UNLISTEN { .. } | Statement::NOTIFY { .. } => Err(
+        // Tenants cannot LISTEN, so UNLISTEN (asyncpg's pool reset sends `UNLISTEN *`) only
+        // ever removes nothing from the server connection.
+        Statement::UNLISTEN { .. } => Ok(()),
+        Statement::LISTEN { .. } | Statement::NOTIFY { .. } => Err(
             Refusal::policy("LISTEN/NOTIFY channels are shared by all tenants and not allowed"),
         ),
         Statement::Grant(_)
@@ -250,13 +258,25 @@ fn show_variable(variable: &mut Vec<sqlparser::ast::Ident>) -> R {
         &["transaction", "isolation", "level"],
         &["session", "authorization"],
     ];
-    if variable.len() < 2 {
-        return Ok(());
-    }
     let parts = variable
         .iter()
         .map(names::norm)
         .collect::<Result<Vec<_>, _>>()?;
+    let full = parts.join(".").to_ascii_lowercase();
+    if full == "all" && variable[0].quote_style.is_none() {
+        return Err(Refusal::policy(
+            "SHOW ALL is not available to tenants; SHOW one setting, or read pg_settings \
+             (built-in settings only)",
+        ));
+    }
+    if full.starts_with("orgwall.") {
+        return Err(Refusal::policy(format!(
+            "{full} is not a setting tenants can read (SHOW orgwall.org_id tells the tenant)"
+        )));
+    }
+    if variable.len() < 2 {
+        return Ok(());
+    }
     let words: Vec<&str> = parts.iter().map(String::as_str).collect();
     let multiword =
         variable.iter().all(|i| i.quote_style.is_none()) && WORDS.contains(&words.as_slice());
@@ -267,8 +287,15 @@ fn show_variable(variable: &mut Vec<sqlparser::ast::Ident>) -> R {
     Ok(())
 }
 
-fn check_set(set: &Set) -> R {
+fn check_set(set: &Set, search_path: &[String]) -> R {
     match set {
+        Set::SingleAssignment {
+            variable, values, ..
+        } if super::summary::setting_name(variable).as_deref() == Some("search_path")
+            && same_search_path(values, search_path) =>
+        {
+            Ok(())
+        }
         Set::SingleAssignment {
             variable, values, ..
         } => {
@@ -289,6 +316,25 @@ fn check_set(set: &Set) -> R {
         Set::SetNamesDefault {} => Ok(()),
         _ => Err(Refusal::unsupported("this form of SET is not supported")),
     }
+}
+
+/// Whether `values` name exactly the schemas Orgwall resolves tenant names in, in its order
+/// (Rails and others send `SET search_path TO public`): a no-op for how Orgwall reads the
+/// statements, and `pg_catalog` still comes first for PostgreSQL, so built-in functions keep
+/// their meaning. Any other search path is refused (`DENIED_SETTINGS`).
+fn same_search_path(values: &[Expr], search_path: &[String]) -> bool {
+    let names: Option<Vec<String>> = values
+        .iter()
+        .map(|v| match v {
+            Expr::Identifier(i) => names::norm(i).ok(),
+            Expr::Value(v) => match &v.value {
+                Value::SingleQuotedString(s) => Some(s.clone()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    names.is_some_and(|n| n == search_path)
 }
 
 /// The value argument of a `set_config` call.

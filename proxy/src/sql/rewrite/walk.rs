@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use sqlparser::ast::{Expr, ObjectName, Query, Statement, TableFactor, VisitMut, VisitorMut};
 
 use super::build::{placeholder, Cx};
+use super::calls;
 use super::catalog::Target;
 use super::names::norm;
 use super::query::rewrite_query;
@@ -71,6 +72,11 @@ impl VisitorMut for Walker<'_, '_> {
     }
 
     fn pre_visit_expr(&mut self, e: &mut Expr) -> ControlFlow<Refusal> {
+        if let Expr::Function(f) = e {
+            if let Err(r) = calls::rewrite(f, self.cx) {
+                return ControlFlow::Break(r);
+            }
+        }
         // `public.users.email` names a FROM item that is now the derived table `users`.
         if let Expr::CompoundIdentifier(ids) = e {
             if ids.len() >= 3 {

@@ -18,15 +18,39 @@ fn transactions_settings() {
     );
     check(r#"END"#, Sql(r#"END"#));
     check(r#"SHOW TimeZone"#, Sql(r#"SHOW TimeZone"#));
-    check(r#"SHOW ALL"#, Sql(r#"SHOW ALL"#));
+    check(r#"SHOW ALL"#, Refused("42501", "SHOW ALL is not available"));
+    check(r#"SHOW "all""#, Sql(r#"SHOW "all""#));
+    check(
+        r#"SHOW orgwall.tenant"#,
+        Refused("42501", "orgwall.tenant is not a setting"),
+    );
+    check(
+        r#"SHOW "orgwall.tenant""#,
+        Refused("42501", "orgwall.tenant is not a setting"),
+    );
     check(
         r#"SET SESSION search_path TO DEFAULT"#,
         Refused("42501", r#"SET search_path is not allowed for tenants"#),
     );
     check(
         r#"SET "search_path" = public"#,
-        Refused("42501", r#"SET search_path is not allowed for tenants"#),
+        Sql(r#"SET "search_path" = public"#),
     );
+    check(
+        r#"SET search_path TO 'public'"#,
+        Sql(r#"SET search_path = 'public'"#),
+    );
+    for path in [
+        "pg_catalog, public",
+        "public, pg_catalog",
+        "\"Public\"",
+        "public, public",
+        "\"$user\", public",
+    ] {
+        let sql = format!("SET search_path TO {path}");
+        let e = rewrite(&sql, &Catalog::seed_for_tests()).unwrap_err();
+        assert_eq!(e.code, "42501", "{sql}");
+    }
     check(
         r#"SET search_path TO public, evil"#,
         Refused("42501", r#"SET search_path is not allowed for tenants"#),
@@ -226,57 +250,48 @@ fn functions() {
         r#"SELECT pg_cancel_backend(1)"#,
         Refused(
             "42501",
-            r#"function pg_cancel_backend runs SQL or reaches the server and is not allowed for tenants"#,
+            r#"function pg_cancel_backend is not allowed for tenants"#,
         ),
     );
     check(
         r#"SELECT pg_reload_conf()"#,
         Refused(
             "42501",
-            r#"function pg_reload_conf runs SQL or reaches the server and is not allowed for tenants"#,
+            r#"function pg_reload_conf is not allowed for tenants"#,
         ),
     );
     check(
         r#"SELECT table_to_xml('users', true, true, '')"#,
         Refused(
             "42501",
-            r#"function table_to_xml runs SQL or reaches the server and is not allowed for tenants"#,
+            r#"function table_to_xml is not allowed for tenants"#,
         ),
     );
     check(
         r#"SELECT cursor_to_xml('c', 1, true, true, '')"#,
         Refused(
             "42501",
-            r#"function cursor_to_xml runs SQL or reaches the server and is not allowed for tenants"#,
+            r#"function cursor_to_xml is not allowed for tenants"#,
         ),
     );
     check(
         r#"SELECT query_to_xml_and_xmlschema('select 1', true, true, '')"#,
         Refused(
             "42501",
-            r#"function query_to_xml_and_xmlschema runs SQL or reaches the server and is not allowed for tenants"#,
+            r#"function query_to_xml_and_xmlschema is not allowed for tenants"#,
         ),
     );
     check(
         r#"SELECT pg_ls_dir('.')"#,
-        Refused(
-            "42501",
-            r#"function pg_ls_dir runs SQL or reaches the server and is not allowed for tenants"#,
-        ),
+        Refused("42501", r#"function pg_ls_dir is not allowed for tenants"#),
     );
     check(
         r#"SELECT lo_get(1)"#,
-        Refused(
-            "42501",
-            r#"function lo_get runs SQL or reaches the server and is not allowed for tenants"#,
-        ),
+        Refused("42501", r#"function lo_get is not allowed for tenants"#),
     );
     check(
         r#"SELECT * FROM dblink('host=x', 'select 1') AS t(a int)"#,
-        Refused(
-            "42501",
-            r#"function dblink runs SQL or reaches the server and is not allowed for tenants"#,
-        ),
+        Refused("42501", r#"function dblink is not allowed for tenants"#),
     );
     check(
         r#"SELECT evil.fn()"#,
@@ -415,5 +430,151 @@ fn more_forms() {
     check(
         "SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM items LIMIT 1)",
         Sql("SELECT (WITH items AS (SELECT 1 AS id) SELECT id FROM items), (SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' LIMIT 1)"),
+    );
+}
+
+/// Issue 18: what drivers and ORMs send that used to be refused for tenants.
+#[test]
+fn stacks_false_refusals() {
+    let cat = Catalog::seed_for_tests()
+        .with_sequences([("public".to_string(), "items_seq".to_string())])
+        .with_undeclared(
+            "org_id",
+            [("public".to_string(), "knex_migrations_lock".to_string())],
+        );
+    let c = |i, e| check_with(&cat, i, e);
+    for same in [
+        "SET standard_conforming_strings = on",
+        "SELECT current_schemas(false)",
+        "SELECT pg_catalog.current_schemas(true)",
+        "SELECT * FROM information_schema._pg_expandarray(ARRAY[1, 2])",
+        "SELECT to_tsvector('english', 'a b') @@ plainto_tsquery('english', 'a'), ts_rank(to_tsvector('x'), to_tsquery('x')), websearch_to_tsquery('a or b')",
+        "SELECT txid_current(), pg_current_xact_id()",
+        "SELECT sha256('x'::BYTEA), hashtext('x'), array_to_json(ARRAY[1, 2]), convert_from('x'::BYTEA, 'UTF8')",
+        "SELECT pg_advisory_unlock_all()",
+        "SELECT current_setting('TimeZone'), current_setting('app.x', true)",
+    ] {
+        c(same, Sql(same));
+    }
+    c(
+        "SELECT pg_try_advisory_xact_lock(42), pg_advisory_xact_lock_shared(1, $1)",
+        Sql("SELECT pg_try_advisory_xact_lock(pg_catalog.hashtext('org_a'), pg_catalog.hashtext((42::TEXT))), pg_advisory_xact_lock_shared(pg_catalog.hashtext('org_a'), pg_catalog.hashtext((1::TEXT || ',' || $1::TEXT)))"),
+    );
+    c(
+        "SELECT nextval('items_seq'), currval('Public.ITEMS_SEQ'::regclass)",
+        Sql(
+            r#"SELECT nextval('"public"."items_seq"'::REGCLASS), currval('"public"."items_seq"'::REGCLASS)"#,
+        ),
+    );
+    for (sql, code, part) in [
+        (
+            "SELECT nextval('other_seq')",
+            "42501",
+            "owned by a column of a tenant table",
+        ),
+        ("SELECT nextval($1)", "42501", "named by a string literal"),
+        (
+            "SELECT nextval('x_seq' || '')",
+            "42501",
+            "named by a string literal",
+        ),
+        ("SELECT setval('items_seq', 1)", "42501", "setval"),
+        ("SELECT lastval()", "42501", "lastval"),
+        ("SELECT * FROM nextval('items_seq')", "0A000", "in FROM"),
+        ("SELECT * FROM pg_advisory_xact_lock(1)", "0A000", "in FROM"),
+        ("SELECT pg_advisory_lock(1)", "42501", "pg_advisory_lock"),
+        (
+            "SELECT pg_try_advisory_lock(1)",
+            "42501",
+            "pg_try_advisory_lock",
+        ),
+        (
+            "SELECT current_setting('orgwall.tenant')",
+            "42501",
+            "belongs to Orgwall",
+        ),
+        (
+            "SELECT current_setting('ORGWALL.TENANT', true)",
+            "42501",
+            "belongs to Orgwall",
+        ),
+        (
+            "SELECT current_setting(name) FROM pg_settings",
+            "42501",
+            "literal name only",
+        ),
+        ("SELECT ts_stat('SELECT 1')", "42501", "ts_stat"),
+        (
+            "SELECT ts_rewrite('a'::tsquery, 'SELECT 1')",
+            "42501",
+            "ts_rewrite",
+        ),
+        ("SELECT txid_status(1)", "42501", "txid_status"),
+        (
+            "SELECT * FROM knex_migrations_lock",
+            "42501",
+            "public.knex_migrations_lock has no org_id column and is not declared global",
+        ),
+        (
+            "SELECT * FROM public.knex_migrations_lock",
+            "42501",
+            "[tenancy] global_tables",
+        ),
+        ("SELECT * FROM nosuch", "42501", "unknown table nosuch"),
+        (
+            "UPDATE pg_settings SET setting = 'x'",
+            "42501",
+            "system relation",
+        ),
+    ] {
+        c(sql, Refused(code, part));
+    }
+    c(
+        "SELECT setting FROM pg_catalog.pg_settings s WHERE name = 'max_index_keys'",
+        Sql("SELECT setting FROM (SELECT * FROM pg_catalog.pg_settings WHERE name NOT LIKE '%.%' OFFSET 0) s WHERE name = 'max_index_keys'"),
+    );
+    c(
+        "SELECT usename FROM pg_user",
+        Sql("SELECT usename FROM (SELECT * FROM pg_catalog.pg_user WHERE usename = current_user OFFSET 0) AS pg_user"),
+    );
+    c(
+        "SELECT id FROM items WHERE active FOR NO KEY UPDATE SKIP LOCKED",
+        Sql("SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' AND (active) FOR UPDATE SKIP LOCKED"),
+    );
+    c(
+        "SELECT id FROM items FOR KEY SHARE",
+        Sql("SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' FOR SHARE"),
+    );
+    c(
+        "SELECT * FROM ROWS FROM (generate_series(1, 2), unnest(ARRAY['a']))",
+        Refused("0A000", "ROWS FROM"),
+    );
+    c(
+        "INSERT INTO items (id, item_number) SELECT 'x', 'y' ON CONFLICT DO NOTHING",
+        Sql("INSERT INTO public.items (id, item_number, org_id) SELECT *, 'org_a' FROM (SELECT 'x', 'y' WHERE true) AS orgwall_src ON CONFLICT DO NOTHING"),
+    );
+}
+
+/// Confined calls are rewritten wherever the rewriter walks expressions.
+#[test]
+fn confined_calls_everywhere() {
+    let cat =
+        Catalog::seed_for_tests().with_sequences([("public".to_string(), "items_seq".to_string())]);
+    let c = |i, e| check_with(&cat, i, e);
+    c(
+        "INSERT INTO items (id, item_number) VALUES (nextval('items_seq')::text, 'x')",
+        Sql(
+            r#"INSERT INTO public.items (id, item_number, org_id) VALUES (nextval('"public"."items_seq"'::REGCLASS)::TEXT, 'x', 'org_a')"#,
+        ),
+    );
+    c(
+        "UPDATE items SET item_number = currval('items_seq')::text WHERE pg_try_advisory_xact_lock(1)",
+        Sql(r#"UPDATE public.items SET item_number = currval('"public"."items_seq"'::REGCLASS)::TEXT WHERE items.org_id = 'org_a' AND (pg_try_advisory_xact_lock(pg_catalog.hashtext('org_a'), pg_catalog.hashtext((1::TEXT))))"#),
+    );
+    c(
+        "SELECT id FROM items WHERE id IN (SELECT nextval('items_seq')::text)",
+        Sql(
+            r#"SELECT id FROM public.items AS items WHERE items.org_id = 'org_a' AND (id IN (SELECT nextval('"public"."items_seq"'::REGCLASS)::TEXT))"#,
+        ),
     );
 }
