@@ -56,6 +56,9 @@ pub struct ProxyState {
     pub balances: Option<Arc<crate::balances::Balances>>,
     /// Policy plugins (`[[plugins]]`), hot-reloaded by `policy::reload::watch`.
     pub policy: Arc<PolicyEngine>,
+    /// Refusals at the connection limits are logged at most once a second, with a count of
+    /// the ones held back.
+    pub limit_warnings: crate::logging::Throttle,
 }
 
 impl ProxyState {
@@ -93,6 +96,7 @@ impl ProxyState {
                 .enabled
                 .then(|| Arc::new(crate::balances::Balances::new(config.balances.clone()))),
             policy: Arc::new(PolicyEngine::new(&config.plugins).map_err(std::io::Error::other)?),
+            limit_warnings: crate::logging::Throttle::new(std::time::Duration::from_secs(1)),
             config,
         })
     }
@@ -102,8 +106,9 @@ impl ProxyState {
 enum WallState {
     Unchecked,
     Ready(Arc<Wall>),
-    /// Failed at this instant; checked again after [`WALL_RETRY`].
-    Failed(std::time::Instant, String),
+    /// Failed at this instant (what is unsafe, or `None`: PostgreSQL was unreachable);
+    /// checked again after [`WALL_RETRY`].
+    Failed(std::time::Instant, Option<String>),
 }
 
 /// A failed start-up check is not repeated for every login.
@@ -130,7 +135,10 @@ impl ProxyState {
         match &*state {
             WallState::Ready(w) => return Ok(Some(w.clone())),
             WallState::Failed(at, why) if at.elapsed() < WALL_RETRY => {
-                return Err(WallError::Unsafe(why.clone()))
+                return Err(match why {
+                    Some(why) => WallError::Unsafe(why.clone()),
+                    None => WallError::Unreachable,
+                })
             }
             _ => {}
         }
@@ -156,8 +164,8 @@ impl ProxyState {
             Err(e) => {
                 tracing::error!(error = %e, "tenant and switcher logins are refused");
                 let why = match &e {
-                    WallError::Unsafe(w) => w.clone(),
-                    other => other.to_string(),
+                    WallError::Unsafe(w) => Some(w.clone()),
+                    _ => None,
                 };
                 *state = WallState::Failed(std::time::Instant::now(), why);
                 Err(e)
@@ -336,6 +344,15 @@ async fn serve_client(
                 session::run(login, &state).await;
             }
             Ok(None) => {}
+            // A TCP health probe connects and closes: not worth a line at INFO.
+            Err(frontend::FrontendError::Closed) => {
+                tracing::debug!("client closed before logging in")
+            }
+            Err(e @ frontend::FrontendError::Admission(_)) => {
+                if let Some(held_back) = state.limit_warnings.admit(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, held_back, "connection refused at a limit");
+                }
+            }
             Err(e) => tracing::info!(error = %e, "handshake ended"),
         }
     }

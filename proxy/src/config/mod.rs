@@ -108,6 +108,8 @@ struct RawConfig {
     idle_in_transaction_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     max_message_bytes: Option<usize>,
+    log_format: Option<crate::logging::LogFormat>,
+    audit_admin_statements: Option<bool>,
     upstream: RawUpstream,
     tls: Option<RawTls>,
     #[serde(default)]
@@ -152,6 +154,7 @@ pub struct TlsConfig {
 pub struct User {
     pub name: String,
     pub verifier: Verifier,
+    /// Empty for an admin configured without one (admins are never confined).
     pub org_id: String,
     pub role: Role,
 }
@@ -181,6 +184,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The largest protocol message Orgwall buffers, from a client or from PostgreSQL.
     pub max_message_bytes: usize,
+    /// How log lines are written (`log_format`).
+    pub log_format: crate::logging::LogFormat,
+    /// Admin statements logged at INFO (by fingerprint) instead of DEBUG.
+    pub audit_admin_statements: bool,
     pub upstream: UpstreamConfig,
     pub tls: Option<TlsConfig>,
     pub tenancy: Tenancy,
@@ -293,9 +300,12 @@ impl Config {
                     format!("user `{}` listed twice", u.name),
                 ));
             }
+            let role = u.role.unwrap_or(Role::Tenant);
+            // Admin statements are never confined: an admin needs no org.
             let org_id = u
                 .org_id
                 .or_else(|| env.default_org_id.clone())
+                .or_else(|| (role == Role::Admin).then(String::new))
                 .ok_or_else(|| {
                     invalid(
                         "users.org_id",
@@ -315,7 +325,7 @@ impl Config {
                 name: u.name,
                 verifier,
                 org_id,
-                role: u.role.unwrap_or(Role::Tenant),
+                role,
             });
         }
         let jwt = match raw.jwt {
@@ -345,6 +355,8 @@ impl Config {
             idle_in_transaction_timeout: optional_secs(raw.idle_in_transaction_timeout_secs, 60),
             shutdown_timeout: secs(raw.shutdown_timeout_secs, 30),
             max_message_bytes,
+            log_format: raw.log_format.unwrap_or_default(),
+            audit_admin_statements: raw.audit_admin_statements.unwrap_or(false),
             upstream,
             tls,
             tenancy: raw.tenancy,
@@ -487,6 +499,19 @@ org_id = "org_a"
         assert_eq!(c.upstream.host, "db.internal");
         assert_eq!(c.upstream.database, "other");
         assert_eq!(c.users[0].org_id, "org_default");
+    }
+
+    #[test]
+    fn admins_need_no_org() {
+        let text = MIN.replace("org_id = \"org_a\"", "role = \"admin\"");
+        let c = load(&text, &EnvOverrides::default()).unwrap();
+        assert_eq!(
+            (c.users[0].role, c.users[0].org_id.as_str()),
+            (Role::Admin, "")
+        );
+        let tenant = MIN.replace("org_id = \"org_a\"", "role = \"tenant\"");
+        let err = load(&tenant, &EnvOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("users.org_id"), "{err}");
     }
 
     #[test]

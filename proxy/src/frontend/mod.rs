@@ -123,10 +123,7 @@ pub async fn handshake(
         Ok(Some((principal, settings))) => {
             let slot = match state.clients.take(principal.role == Role::Admin) {
                 Ok(slot) => slot,
-                Err(e) => {
-                    tracing::info!(error = %e, "login refused");
-                    return Err(report(&mut stream, FrontendError::Admission(e)).await);
-                }
+                Err(e) => return Err(report(&mut stream, FrontendError::Admission(e)).await),
             };
             // Fail closed: no tenant work before PostgreSQL's own wall is known to stand.
             let wall = match principal.role {
@@ -339,7 +336,9 @@ async fn startup(
     };
     let span = tracing::Span::current();
     span.record("user", principal.user.as_str());
-    span.record("org_id", principal.org_id.as_str());
+    if !principal.org_id.is_empty() {
+        span.record("org_id", principal.org_id.as_str());
+    }
     span.record("role", principal.role.as_str());
     Ok((principal, settings))
 }

@@ -57,8 +57,8 @@ impl Session<'_> {
                 Ok(())
             }
             b'X' => {
-                tracing::debug!("client sent Terminate");
                 self.closing = true;
+                self.terminated = true;
                 Ok(())
             }
             other => Err(wire::WireError::UnexpectedType(other as char).into()),
@@ -322,7 +322,8 @@ impl Session<'_> {
     /// Refuses a statement. With a server connection held, a failing statement is sent in its
     /// place so PostgreSQL aborts the transaction (or pipeline) exactly as for a real error.
     pub(super) async fn refuse(&mut self, e: ClientError, simple: bool) -> Result<(), ClientError> {
-        tracing::info!(code = e.code, reason = %e.message, "statement refused");
+        // SQL refusals were logged at INFO by `route_sql`; the message may quote literals.
+        tracing::debug!(code = e.code, "refusal sent");
         if self.server.is_some() {
             if simple {
                 wire::put(&mut self.to_server, &Query::new(REFUSED_SQL.into()));

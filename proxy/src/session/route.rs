@@ -39,8 +39,29 @@ pub(super) struct Rendered {
 }
 
 impl Session<'_> {
-    /// The single function every client SQL string passes through before PostgreSQL.
+    /// The single function every client SQL string passes through before PostgreSQL. Each
+    /// statement is logged by fingerprint (DEBUG; admin statements at INFO with
+    /// `audit_admin_statements`), each refusal at INFO with its SQLSTATE — never the text or
+    /// the refusal's message, which may quote the statement's literals.
     pub(super) async fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
+        // (The macros compute the fingerprint only when the line is written.)
+        let fingerprint = || Fingerprint(sql::fingerprint(text));
+        let role = self.principal.role.as_str();
+        let routed = self.route_sql_unlogged(text).await;
+        let audit = self.principal.role == Role::Admin && self.state.config.audit_admin_statements;
+        match &routed {
+            Err(e) => {
+                tracing::info!(code = e.code, fingerprint = %fingerprint(), role, "statement refused")
+            }
+            Ok(_) if audit => tracing::info!(fingerprint = %fingerprint(), role, "statement"),
+            Ok(r) => {
+                tracing::debug!(fingerprint = %fingerprint(), role, rewritten = r.tenant.is_some(), "statement")
+            }
+        }
+        routed
+    }
+
+    async fn route_sql_unlogged(&self, text: &str) -> Result<Routed, ClientError> {
         let max = self.state.config.tenancy.max_statement_bytes;
         if self.principal.role != Role::Admin && text.len() > max {
             return Err(ClientError::error(
@@ -62,7 +83,6 @@ impl Session<'_> {
         if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
             let summary = self.lexical_summary(text);
             let (effects, sharing) = self.pooling_effects(summary)?;
-            tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), role = self.principal.role.as_str(), "statement passed through");
             return Ok(Routed {
                 sql: masked.clone(),
                 effects,
@@ -70,9 +90,6 @@ impl Session<'_> {
                 masked: masked.is_some(),
                 sharing,
             });
-        }
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "statement");
         }
         let catalog = self
             .state
@@ -319,4 +336,13 @@ impl Statement {
 /// `SELECT 1` or `BEGIN`, needs no tenant).
 fn touches_tenant_data(t: &Template) -> bool {
     !t.param_checks().is_empty() || !t.literal_checks().is_empty() || t.render("a") != t.render("b")
+}
+
+/// A statement's fingerprint as logs show it (16 hex digits).
+struct Fingerprint(u64);
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }
