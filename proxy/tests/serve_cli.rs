@@ -15,9 +15,14 @@ use orgwall::localpg::{LocalPgOptions, LocalPostgres};
 const BIN: &str = env!("CARGO_BIN_EXE_orgwall");
 const SUPER_PW: &str = "serve-cli-super-pw";
 
-/// The port of this test binary's PostgreSQL, started on first use and stopped (its folder
+/// The port of this test binary's PostgreSQL (see [`with_pg`]), started on first use and stopped (its folder
 /// removed) at process exit by an `atexit` handler, since statics are never dropped.
 fn pg_port() -> u16 {
+    with_pg(|pg| pg.port)
+}
+
+/// Runs `f` with this test binary's PostgreSQL.
+fn with_pg<T>(f: impl FnOnce(&LocalPostgres) -> T) -> T {
     static PG: OnceLock<Mutex<Option<LocalPostgres>>> = OnceLock::new();
     extern "C" fn stop() {
         if let Some(pg) = PG.get().and_then(|m| m.lock().ok()?.take()) {
@@ -45,7 +50,7 @@ fn pg_port() -> u16 {
         Mutex::new(Some(pg))
     });
     let guard = pg.lock().unwrap_or_else(|p| p.into_inner());
-    guard.as_ref().expect("PostgreSQL stopped").port
+    f(guard.as_ref().expect("PostgreSQL stopped"))
 }
 
 /// A folder for one test's config and log, removed when the test ends.
@@ -250,6 +255,73 @@ fn a_low_soft_fd_limit_is_raised_and_a_low_hard_one_warned_about() {
     assert!(
         low.contains("is below max_client_connections") && low.contains("limit=256"),
         "{low}"
+    );
+}
+
+/// PostgreSQL stops accepting the owner's password while Orgwall runs: clients get a
+/// generic `08006 orgwall: upstream unavailable` (no role name, no PostgreSQL message); the
+/// log has PostgreSQL's reason.
+#[test]
+fn an_upstream_login_failure_reaches_clients_as_upstream_unavailable() {
+    let pg_port = pg_port();
+    with_pg(|pg| {
+        pg.psql(
+            "app",
+            "DROP ROLE IF EXISTS rotating_owner; \
+             CREATE ROLE rotating_owner LOGIN PASSWORD 'first-pw'",
+        )
+    })
+    .expect("create role");
+    let dir = scratch("rotated");
+    let port = free_port();
+    let url = format!("postgres://rotating_owner:first-pw@127.0.0.1:{pg_port}/app");
+    let config = write_config(&dir, &url, port, "");
+    let log = dir.join("orgwall.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn orgwall");
+    wait_for(&log, "accepting connections");
+    let conn =
+        format!("host=127.0.0.1 port={port} user=ops password=ops-pw dbname=app sslmode=disable");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let (admin, c) = tokio_postgres::connect(&conn, tokio_postgres::NoTls)
+            .await
+            .expect("admin login");
+        tokio::spawn(c);
+        admin
+            .simple_query("SELECT 1")
+            .await
+            .expect("first statement");
+        with_pg(|pg| {
+            pg.psql(
+                "app",
+                "ALTER ROLE rotating_owner PASSWORD 'second-pw'; \
+                 SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+                 WHERE usename = 'rotating_owner'",
+            )
+        })
+        .expect("rotate the password");
+        let err = admin
+            .simple_query("SELECT 1")
+            .await
+            .expect_err("PostgreSQL refuses the old password");
+        let db = err.as_db_error().unwrap_or_else(|| panic!("{err}"));
+        assert_eq!(db.code().code(), "08006", "{}", db.message());
+        assert_eq!(db.message(), "orgwall: upstream unavailable");
+    });
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_exit(&mut child, 60);
+    let text = std::fs::read_to_string(&log).expect("read log");
+    assert!(
+        text.contains("28P01"),
+        "PostgreSQL's reason missing from the log:\n{text}"
     );
 }
 

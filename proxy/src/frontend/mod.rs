@@ -353,6 +353,7 @@ async fn greet(
     cancel: &CancelHandle,
 ) -> Result<(), FrontendError> {
     let server = state.pool_for(role).server_params().await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot open a server connection for the greeting");
         FrontendError::Client(ClientError {
             fatal: true,
             ..ClientError::from(&e)
