@@ -15,6 +15,7 @@ use crate::scram::{self, Verifier};
 
 mod limits;
 mod plugins;
+mod reference;
 mod sections;
 mod upstream;
 
