@@ -16,12 +16,14 @@
 //! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
 //! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
 //! - [`logging`]: log format, colour, the dependency cap, rate-limited warnings.
+//! - [`admin`]: the `/metrics` and `/healthz` endpoint (`[admin] listen`) and the metrics.
 //! - [`wire`], [`scram`]: protocol framing and SCRAM primitives shared by both sides.
 //! - [`localpg`], [`demo`]: a private PostgreSQL for `orgwall demo` and the test suite.
 //! - [`balances`]: the inventory balance cache fed by logical replication; answers balance
 //!   lookups locally after the tenant rewrite.
 //! - [`migrate`]: admin tooling — `orgwall migrate` (the migration guide as resumable steps) and `reconcile`.
 
+pub mod admin;
 pub mod admission;
 pub mod balances;
 pub mod boundary;

@@ -59,6 +59,8 @@ pub struct ProxyState {
     /// Refusals at the connection limits are logged at most once a second, with a count of
     /// the ones held back.
     pub limit_warnings: crate::logging::Throttle,
+    /// What `/metrics` exports (`[admin] listen`).
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
 }
 
 impl ProxyState {
@@ -67,14 +69,18 @@ impl ProxyState {
             Some(t) => Some(tls_acceptor(&t.cert_pem, &t.key_pem)?),
             None => None,
         };
-        let pool = |cfg: crate::config::UpstreamConfig| {
+        let metrics = Arc::new(crate::admin::metrics::Metrics::new(
+            config.admin.tenant_metrics,
+        ));
+        let pool = |cfg: crate::config::UpstreamConfig, name: &str| {
             Pool::new(cfg)
+                .map(|p| p.observed_by(metrics.pool_wait(name)))
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
         };
         Ok(ProxyState {
-            pool: pool(config.upstream.clone())?,
+            pool: pool(config.upstream.clone(), "owner")?,
             tenant_pool: match config.tenancy.enforce_in_postgres {
-                true => Some(pool(config.upstream.for_tenants())?),
+                true => Some(pool(config.upstream.for_tenants(), "tenant")?),
                 false => None,
             },
             wall: tokio::sync::Mutex::new(WallState::Unchecked),
@@ -97,6 +103,7 @@ impl ProxyState {
                 .then(|| Arc::new(crate::balances::Balances::new(config.balances.clone()))),
             policy: Arc::new(PolicyEngine::new(&config.plugins).map_err(std::io::Error::other)?),
             limit_warnings: crate::logging::Throttle::new(std::time::Duration::from_secs(1)),
+            metrics,
             config,
         })
     }
@@ -227,6 +234,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let state = Arc::new(ProxyState::new(config)?);
     let tasks = TaskTracker::new();
+    if let Some(addr) = state.config.admin.listen {
+        let admin = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding [admin] listen {addr}: {e}"))
+        })?;
+        tracing::info!(listen = %addr, "admin endpoint (/metrics, /healthz) listening");
+        tokio::spawn(crate::admin::serve(admin, state.clone()));
+    }
     if let Some(b) = state.balances.clone() {
         let st = state.clone();
         // Not tracked: the feed holds no client work and stops on `shutdown` itself.
@@ -341,6 +355,7 @@ async fn serve_client(
         match handshake {
             Ok(Some(login)) => {
                 tracing::info!("login");
+                let _counted = state.metrics.client(login.principal.role.as_str());
                 session::run(login, &state).await;
             }
             Ok(None) => {}
@@ -349,11 +364,23 @@ async fn serve_client(
                 tracing::debug!("client closed before logging in")
             }
             Err(e @ frontend::FrontendError::Admission(_)) => {
+                state.metrics.client_refused("connection_limit");
                 if let Some(held_back) = state.limit_warnings.admit(std::time::Instant::now()) {
                     tracing::warn!(error = %e, held_back, "connection refused at a limit");
                 }
             }
-            Err(e) => tracing::info!(error = %e, "handshake ended"),
+            Err(e) => {
+                use frontend::FrontendError as F;
+                match &e {
+                    F::Timeout => state.metrics.client_refused("startup_timeout"),
+                    F::Client(c) if c.code == crate::errors::code::INVALID_PASSWORD => {
+                        state.metrics.client_refused("authentication")
+                    }
+                    F::Client(_) => state.metrics.client_refused("refused"),
+                    _ => {}
+                }
+                tracing::info!(error = %e, "handshake ended")
+            }
         }
     }
     .instrument(span)

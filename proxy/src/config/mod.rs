@@ -23,7 +23,7 @@ use limits::ClientLimits;
 pub use plugins::{load_plugin_specs, PluginSpec};
 use plugins::{plugin_specs, RawPlugin};
 use sections::RawJwt;
-pub use sections::{BalancesConfig, JwtConfig, JwtKey, Tenancy};
+pub use sections::{AdminConfig, BalancesConfig, JwtConfig, JwtKey, Tenancy};
 use upstream::{parse_upstream, RawUpstream};
 pub use upstream::{SslMode, UpstreamConfig};
 
@@ -122,6 +122,8 @@ struct RawConfig {
     balances: BalancesConfig,
     #[serde(default)]
     plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    admin: AdminConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -198,6 +200,8 @@ pub struct Config {
     pub balances: BalancesConfig,
     /// Policy plugins (`[[plugins]]`), in the order they run.
     pub plugins: Vec<PluginSpec>,
+    /// `/metrics` and `/healthz` (`[admin]`).
+    pub admin: AdminConfig,
     /// The file this config was loaded from (watched for plugin hot reload).
     pub source: Option<PathBuf>,
 }
@@ -365,6 +369,7 @@ impl Config {
             users,
             balances: raw.balances.validated()?,
             plugins: plugin_specs(raw.plugins, base)?,
+            admin: raw.admin,
             source: None,
         })
     }

@@ -44,7 +44,8 @@ mod tests {
                 )
             })
             .collect();
-        let sections: [(&str, String); 8] = [
+        let sections: [(&str, String); 9] = [
+            ("admin", format!("{MIN}[admin]\n{bogus}")),
             ("upstream", format!("{MIN}{bogus}")),
             ("tls", format!("{MIN}[tls]\n{bogus}")),
             ("tenancy", format!("{MIN}[tenancy]\n{bogus}")),

@@ -123,6 +123,24 @@ pub struct Pool {
     /// Exclusive checkouts and shares of multiplexed connections handed out (`stats`).
     checkouts: AtomicU64,
     shares: AtomicU64,
+    /// Checkouts waiting for a permit now, and failed connects since start (`/metrics`).
+    waiting: AtomicU64,
+    connect_errors: AtomicU64,
+    /// Where checkout waits are recorded (`/metrics`), when the proxy exports them.
+    wait_seconds: Option<prometheus::Histogram>,
+}
+
+/// A pool's figures at one instant (`/metrics`, `SHOW POOLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    pub size: usize,
+    /// Exclusive connections checked out now.
+    pub in_use: usize,
+    pub idle: usize,
+    /// Checkouts waiting for a connection now.
+    pub waiting: u64,
+    pub checkouts: u64,
+    pub connect_errors: u64,
 }
 
 impl Pool {
@@ -141,7 +159,31 @@ impl Pool {
             server_params: Mutex::new(Vec::new()),
             checkouts: AtomicU64::new(0),
             shares: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            connect_errors: AtomicU64::new(0),
+            wait_seconds: None,
         })
+    }
+
+    /// Records every checkout's wait for a permit in `h`.
+    pub fn observed_by(mut self, h: prometheus::Histogram) -> Pool {
+        self.wait_seconds = Some(h);
+        self
+    }
+
+    /// The pool's figures now.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        PoolSnapshot {
+            size: self.cfg.pool_size,
+            in_use: self
+                .cfg
+                .pool_size
+                .saturating_sub(self.permits.available_permits()),
+            idle: self.lock_idle().len(),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            checkouts: self.checkouts.load(Ordering::Relaxed),
+            connect_errors: self.connect_errors.load(Ordering::Relaxed),
+        }
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -169,8 +211,14 @@ impl Pool {
         share: Option<caps::Share>,
         deadline: tokio::time::Instant,
     ) -> Result<Lease, UpstreamError> {
-        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
-            .await
+        let started = std::time::Instant::now();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(h) = &self.wait_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        let permit = permit
             .map_err(|_| UpstreamError::PoolTimeout(self.cfg.pool_size))?
             .map_err(|_| UpstreamError::Closed)?;
         self.checkouts.fetch_add(1, Ordering::Relaxed);
@@ -186,7 +234,11 @@ impl Pool {
             tracing::info!(server = conn.id, "dropping dead idle server connection");
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id).await?;
+        let conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id)
+            .await
+            .inspect_err(|_| {
+                self.connect_errors.fetch_add(1, Ordering::Relaxed);
+            })?;
         tracing::debug!(server = id, pid = conn.key.pid, "new server connection");
         *self.server_params.lock().unwrap_or_else(|p| p.into_inner()) = conn.startup_params.clone();
         Ok(lease(conn))
