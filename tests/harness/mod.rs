@@ -8,6 +8,7 @@
 
 pub mod balances;
 pub mod clients;
+pub mod ops;
 pub mod pg;
 pub mod proxy;
 pub mod raw;

@@ -1,0 +1,188 @@
+//! Operations end to end: `/metrics` scraped and parsed before and after real traffic (tenant,
+//! switcher, admin, a refused statement, a failed login), the per-tenant series bounded by
+//! `[admin] tenant_metrics` against a switcher that binds more orgs than that, and `/healthz`
+//! following PostgreSQL up and down.
+
+use orgwall_e2e::ops::{free_port, http_get, sample, scrape};
+use orgwall_e2e::pg::{dedicated_postgres, TestDb};
+use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, SWITCHER, TENANT_A};
+use orgwall_e2e::{bounded, connect, ProxyOptions, TestProxy, ADMIN};
+
+fn admin_toml(port: u16, tenant_metrics: usize) -> String {
+    format!("[admin]\nlisten = \"127.0.0.1:{port}\"\ntenant_metrics = {tenant_metrics}\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_move_with_traffic_and_tenant_series_stay_bounded() {
+    bounded(300, async {
+        let db = tenant_db("ops_metrics").await;
+        let port = free_port();
+        let extra = tenancy_toml() + &admin_toml(port, 2);
+        let proxy = TestProxy::start_with_extra(&db, ProxyOptions::default(), &extra).await;
+
+        // The second wall's check runs at start; healthz waits for it.
+        let (status, body) = http_get(port, "/healthz").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            body.contains("postgres: ok") && body.contains("second_wall: ok"),
+            "{body}"
+        );
+        assert_eq!(http_get(port, "/nope").await.0, 404);
+
+        let before = scrape(port).await;
+        let tenant = connect(&proxy.conn_str(TENANT_A)).await;
+        for _ in 0..3 {
+            tenant
+                .simple_query("SELECT count(*) FROM items")
+                .await
+                .unwrap();
+        }
+        tenant
+            .simple_query("DROP TABLE users")
+            .await
+            .expect_err("DDL is refused for tenants");
+        // A switcher binding more orgs than `tenant_metrics` (2): the third and later share
+        // `other`, however many there are.
+        let switcher = connect(&proxy.conn_str(SWITCHER)).await;
+        for org in ["org_a", "org_b", "org_c", "org_d", "org_e"] {
+            switcher
+                .simple_query(&format!("SET orgwall.org_id = '{org}'"))
+                .await
+                .unwrap();
+            switcher
+                .simple_query("SELECT count(*) FROM items")
+                .await
+                .unwrap();
+        }
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        admin.simple_query("SELECT 1").await.unwrap();
+        let refused_login = orgwall_e2e::clients::try_connect(&proxy.conn_str_with(
+            TENANT_A.name,
+            "wrong-password",
+            "disable",
+        ))
+        .await;
+        assert!(refused_login.is_err());
+
+        let after = scrape(port).await;
+        let delta = |name: &str, labels: &[(&str, &str)]| {
+            sample(&after, name, labels) - sample(&before, name, labels)
+        };
+        let statements = "orgwall_statements_total";
+        assert_eq!(
+            delta(statements, &[("role", "tenant"), ("outcome", "routed")]),
+            3.0
+        );
+        assert_eq!(
+            delta(statements, &[("role", "tenant"), ("outcome", "refused")]),
+            1.0
+        );
+        assert_eq!(
+            delta(statements, &[("role", "switcher"), ("outcome", "routed")]),
+            5.0
+        );
+        assert!(delta(statements, &[("role", "admin"), ("outcome", "routed")]) >= 1.0);
+        assert_eq!(
+            delta("orgwall_refusals_total", &[("sqlstate", "42501")]),
+            1.0
+        );
+        for (role, n) in [("tenant", 1.0), ("switcher", 1.0), ("admin", 1.0)] {
+            assert_eq!(
+                sample(&after, "orgwall_client_connections", &[("role", role)]),
+                n,
+                "{role}"
+            );
+        }
+        assert_eq!(
+            delta(
+                "orgwall_client_connections_refused_total",
+                &[("reason", "authentication")]
+            ),
+            1.0
+        );
+        // Per tenant: org_a (tenant A, then the switcher) and one more org have their own
+        // series; every other org is `other`.
+        let orgs: Vec<&str> = after
+            .keys()
+            .filter(|s| s.name == "orgwall_tenant_statements_total")
+            .filter_map(|s| s.labels.get("org_id").map(String::as_str))
+            .collect();
+        assert_eq!(orgs.len(), 3, "{orgs:?}");
+        assert!(
+            orgs.contains(&"org_a") && orgs.contains(&"other"),
+            "{orgs:?}"
+        );
+        assert_eq!(
+            sample(
+                &after,
+                "orgwall_tenant_statements_total",
+                &[("org_id", "org_a")]
+            ),
+            4.0
+        );
+        assert_eq!(
+            sample(
+                &after,
+                "orgwall_tenant_statements_total",
+                &[("org_id", "other")]
+            ),
+            3.0
+        );
+        assert_eq!(
+            sample(
+                &after,
+                "orgwall_tenant_refusals_total",
+                &[("org_id", "org_a")]
+            ),
+            1.0
+        );
+        // Pools: the tenant pool was checked out and its waits recorded.
+        assert!(delta("orgwall_pool_checkouts_total", &[("pool", "tenant")]) >= 8.0);
+        assert!(delta("orgwall_pool_wait_seconds_count", &[("pool", "tenant")]) >= 8.0);
+        let conns = |state| {
+            sample(
+                &after,
+                "orgwall_server_connections",
+                &[("pool", "tenant"), ("state", state)],
+            )
+        };
+        assert!(conns("idle") + conns("active") >= 1.0);
+        assert!(conns("idle") + conns("active") <= 4.0);
+
+        drop((tenant, switcher, admin));
+        proxy.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_follows_postgres() {
+    bounded(300, async {
+        let pg = dedicated_postgres().await;
+        let db = TestDb::create_on(pg.server.clone(), "ops_health").await;
+        let port = free_port();
+        let opts = ProxyOptions {
+            second_wall: false,
+            ..Default::default()
+        };
+        let proxy = TestProxy::start_with_extra(&db, opts, &admin_toml(port, 0)).await;
+        let (status, body) = http_get(port, "/healthz").await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains("second_wall: off"), "{body}");
+        pg.server.stop();
+        let (status, body) = http_get(port, "/healthz").await;
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("postgres: FAILED"), "{body}");
+        let m = scrape(port).await;
+        assert!(
+            sample(
+                &m,
+                "orgwall_upstream_connect_errors_total",
+                &[("pool", "owner")]
+            ) >= 1.0,
+            "{m:?}"
+        );
+        proxy.shutdown().await.unwrap();
+    })
+    .await;
+}
