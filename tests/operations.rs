@@ -186,3 +186,166 @@ async fn healthz_follows_postgres() {
     })
     .await;
 }
+
+/// The rows of an admin console statement through the extended protocol (a named prepared
+/// statement, run twice) and the simple one, as maps column → value; both must agree on the
+/// columns.
+async fn console(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Vec<std::collections::BTreeMap<String, Option<String>>> {
+    let statement = client
+        .prepare(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let columns: Vec<String> = statement
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let mut extended = Vec::new();
+    for _ in 0..2 {
+        extended = client
+            .query(&statement, &[])
+            .await
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    assert!(
+        !extended.is_empty() || sql.eq_ignore_ascii_case("reload"),
+        "{sql}: no rows"
+    );
+    let simple = client
+        .simple_query(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    let rows: Vec<_> = simple
+        .iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+            _ => None,
+        })
+        .map(|r| {
+            let names: Vec<String> = r.columns().iter().map(|c| c.name().to_string()).collect();
+            assert_eq!(names, columns, "{sql}: simple and extended columns differ");
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n.clone(), r.get(i).map(str::to_string)))
+                .collect()
+        })
+        .collect();
+    assert_eq!(
+        rows.len(),
+        extended.len(),
+        "{sql}: row counts differ between protocols"
+    );
+    rows
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_console_answers_in_both_protocols_and_only_admins() {
+    bounded(300, async {
+        let db = tenant_db("ops_console").await;
+        let proxy =
+            TestProxy::start_with_extra(&db, ProxyOptions::default(), &tenancy_toml()).await;
+        let tenant = connect(&proxy.conn_str(TENANT_A)).await;
+        tenant
+            .simple_query("SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        let switcher = connect(&proxy.conn_str(SWITCHER)).await;
+        switcher
+            .simple_query("SET orgwall.org_id = 'org_b'")
+            .await
+            .unwrap();
+        switcher
+            .simple_query("SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+
+        let clients = console(&admin, "SHOW CLIENTS").await;
+        let by_user = |u: &str| {
+            clients
+                .iter()
+                .find(|r| r["user"].as_deref() == Some(u))
+                .unwrap_or_else(|| panic!("{u} not in SHOW CLIENTS: {clients:?}"))
+        };
+        let a = by_user(TENANT_A.name);
+        assert_eq!(a["role"].as_deref(), Some("tenant"));
+        assert_eq!(a["org_id"].as_deref(), Some("org_a"));
+        assert_eq!(a["statements"].as_deref(), Some("1"));
+        let s = by_user(SWITCHER.name);
+        assert_eq!(s["current_org_id"].as_deref(), Some("org_b"));
+        assert_eq!(by_user(ADMIN.name)["role"].as_deref(), Some("admin"));
+
+        let pools = console(&admin, "SHOW POOLS").await;
+        let names: Vec<_> = pools.iter().filter_map(|r| r["pool"].clone()).collect();
+        assert_eq!(names, ["owner", "tenant"]);
+        let tenant_pool = &pools[1];
+        assert_eq!(tenant_pool["pool_size"].as_deref(), Some("4"));
+        assert_eq!(tenant_pool["cl_active"].as_deref(), Some("2"));
+        assert_eq!(tenant_pool["user"].as_deref(), Some("orgwall_tenant"));
+
+        let stats = console(&admin, "SHOW STATS").await;
+        let tenant_stats = stats
+            .iter()
+            .find(|r| r["role"].as_deref() == Some("tenant"))
+            .expect("tenant row");
+        assert_eq!(tenant_stats["total_query_count"].as_deref(), Some("1"));
+
+        let config = console(&admin, "SHOW CONFIG").await;
+        let value = |k: &str| {
+            config
+                .iter()
+                .find(|r| r["key"].as_deref() == Some(k))
+                .and_then(|r| r["value"].clone())
+        };
+        assert_eq!(value("upstream.pool_size").as_deref(), Some("4"));
+        assert_eq!(value("users").as_deref(), Some("4"));
+        // Never a secret: passwords, the tenant identity's password, JWT keys.
+        let all: String = config
+            .iter()
+            .flat_map(|r| r.values().flatten().cloned())
+            .collect::<Vec<_>>()
+            .join("\n");
+        for secret in [
+            ADMIN.password,
+            TENANT_A.password,
+            orgwall_e2e::proxy::TENANT_ROLE_PASSWORD,
+        ] {
+            assert!(!all.contains(secret), "{secret} in SHOW CONFIG");
+        }
+
+        console(&admin, "RELOAD").await;
+        // The catalog is rediscovered and the wall checked again: tenants carry on.
+        let n = tenant
+            .simple_query("SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        assert!(!n.is_empty());
+
+        // Other logins are refused, in both protocols, and the statement never runs upstream.
+        for sql in [
+            "SHOW CLIENTS",
+            "SHOW POOLS",
+            "SHOW STATS",
+            "SHOW CONFIG",
+            "RELOAD",
+        ] {
+            for c in [&tenant, &switcher] {
+                let e = c.simple_query(sql).await.expect_err(sql);
+                assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e}");
+                let e = c.prepare(sql).await.expect_err(sql);
+                assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{sql}: {e}");
+            }
+        }
+        tenant
+            .simple_query("SELECT 1")
+            .await
+            .expect("the session goes on");
+        drop((tenant, switcher, admin));
+        proxy.shutdown().await.unwrap();
+    })
+    .await;
+}

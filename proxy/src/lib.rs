@@ -13,6 +13,7 @@
 //! - [`boundary`]: the second wall — the signed tenant context PostgreSQL's row-level security
 //!   checks, the start-up check of the tenant identity, the tripwire.
 //! - [`upstream`]: connections to PostgreSQL, the pool, the server-side statement cache.
+//! - [`clients`]: the registry of logged-in clients (`SHOW CLIENTS`).
 //! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
 //! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
 //! - [`logging`]: log format, colour, the dependency cap, rate-limited warnings.
@@ -28,6 +29,7 @@ pub mod admission;
 pub mod balances;
 pub mod boundary;
 pub mod cancel;
+pub mod clients;
 pub mod config;
 pub mod demo;
 pub(crate) mod duplex;

@@ -61,6 +61,8 @@ pub struct ProxyState {
     pub limit_warnings: crate::logging::Throttle,
     /// What `/metrics` exports (`[admin] listen`).
     pub metrics: Arc<crate::admin::metrics::Metrics>,
+    /// Logged-in clients (`SHOW CLIENTS`).
+    pub registry: Arc<crate::clients::ClientRegistry>,
 }
 
 impl ProxyState {
@@ -104,6 +106,7 @@ impl ProxyState {
             policy: Arc::new(PolicyEngine::new(&config.plugins).map_err(std::io::Error::other)?),
             limit_warnings: crate::logging::Throttle::new(std::time::Duration::from_secs(1)),
             metrics,
+            registry: Arc::default(),
             config,
         })
     }
@@ -204,6 +207,24 @@ impl ProxyState {
 
     /// Forgets the catalog; the next tenant statement rediscovers it. Cached rewrites are keyed
     /// by catalog version, so stale templates are never used.
+    /// SIGHUP: the catalog is rediscovered and the second wall checked again (in the
+    /// background: the accept loop does not wait).
+    pub async fn reload(self: &Arc<Self>) {
+        self.reload_catalog().await;
+        if self.tenant_pool.is_some() {
+            spawn_wall_check(self);
+        }
+    }
+
+    /// [`reload`](Self::reload), the wall's check done before it returns (the console's
+    /// `RELOAD` answers once it ran; its outcome is logged).
+    pub async fn reload_now(&self) {
+        self.reload_catalog().await;
+        if self.tenant_pool.is_some() {
+            let _ = self.wall().await;
+        }
+    }
+
     pub async fn reload_catalog(&self) {
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.wall.lock().await = WallState::Unchecked;
@@ -273,10 +294,7 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             } => {
-                state.reload_catalog().await;
-                if state.tenant_pool.is_some() {
-                    spawn_wall_check(&state);
-                }
+                state.reload().await;
                 continue;
             }
             accepted = listener.accept() => {
@@ -356,6 +374,21 @@ async fn serve_client(
             Ok(Some(login)) => {
                 tracing::info!("login");
                 let _counted = state.metrics.client(login.principal.role.as_str());
+                let p = &login.principal;
+                let app = login
+                    .settings
+                    .iter()
+                    .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+                    .map_or("", |(_, v)| v.as_str());
+                let _listed = state.registry.register(
+                    login.cancel.pid,
+                    &p.user,
+                    p.role,
+                    &p.org_id,
+                    peer.to_string(),
+                    login.stream.is_tls(),
+                    app,
+                );
                 session::run(login, &state).await;
             }
             Ok(None) => {}

@@ -201,6 +201,18 @@ impl Metrics {
         }
     }
 
+    /// Statements of `role` routed and refused since start (`SHOW STATS`).
+    pub fn statement_counts(&self, role: &str) -> (u64, u64) {
+        let n = |outcome| self.statements.with_label_values(&[role, outcome]).get();
+        (n("routed"), n("refused"))
+    }
+
+    /// Checkouts of pool `name` and their total wait in seconds (`SHOW POOLS`).
+    pub fn pool_waits(&self, name: &str) -> (u64, f64) {
+        let h = self.pool_wait.with_label_values(&[name]);
+        (h.get_sample_count(), h.get_sample_sum())
+    }
+
     /// The `org_id` label for `org`: its own while fewer than `tenant_metrics` orgs have one,
     /// else `other`; `None` when per-tenant series are off.
     fn tenant_label(&self, org: &str) -> Option<String> {

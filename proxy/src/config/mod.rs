@@ -16,6 +16,7 @@ use crate::scram::{self, Verifier};
 mod limits;
 mod plugins;
 mod reference;
+pub use reference::settings;
 mod sections;
 mod upstream;
 

@@ -72,7 +72,7 @@ impl Session<'_> {
         let q: Query = wire::decode_client(frame.clone(), "Query")?;
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
         if let Some(cmd) = admin::parse(&q.query) {
-            return self.on_admin_command(cmd, true).await;
+            return self.on_admin_command(cmd, None).await;
         }
         if let Some(cmd) = self.local_command(&q.query) {
             if self.in_flight() {
@@ -114,7 +114,7 @@ impl Session<'_> {
         let name = p.name.unwrap_or_default();
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
         if let Some(cmd) = admin::parse(&p.query) {
-            return self.on_admin_command(cmd, false).await;
+            return self.on_admin_command(cmd, Some(name)).await;
         }
         if let Some(cmd) = self.local_command(&p.query) {
             return self.parse_command_statement(name, cmd).await;

@@ -102,7 +102,10 @@ impl Session<'_> {
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
         let checked = cmd.and_then(|c| {
-            if !matches!(c, OrgwallCommand::Deallocate { .. }) {
+            if !matches!(
+                c,
+                OrgwallCommand::Deallocate { .. } | OrgwallCommand::Admin(_)
+            ) {
                 tenant::may_switch(self.principal.role)?;
             }
             Ok(c)
@@ -134,25 +137,34 @@ impl Session<'_> {
         true
     }
 
-    /// Describe of a command statement or portal: no parameters, no rows.
+    /// Describe of a command statement or portal: no parameters; no rows, except for an
+    /// admin console statement (its text columns).
     pub(super) fn describe_command(&mut self, target: u8, name: &str) -> bool {
         let known = if target == b'S' {
-            self.commands.statements.contains_key(name)
+            self.commands.statements.get(name)
         } else {
-            self.commands.portals.contains_key(name)
+            self.commands.portals.get(name)
         };
-        if !known {
+        let Some(cmd) = known.cloned() else {
             return false;
-        }
+        };
         if target == b'S' {
             self.push_message(&ParameterDescription::new(vec![]));
         }
-        self.push_message(&NoData::new());
+        match cmd {
+            OrgwallCommand::Admin(a) if !a.columns().is_empty() => {
+                self.push_synthetic(super::admin::row_description(a.columns()))
+            }
+            _ => self.push_message(&NoData::new()),
+        }
         true
     }
 
     /// Execute of a command portal: applies it and answers CommandComplete.
     pub(super) async fn execute_command(&mut self, cmd: OrgwallCommand) -> Result<(), ClientError> {
+        if let OrgwallCommand::Admin(a) = cmd {
+            return self.execute_admin(a).await;
+        }
         match self.apply_orgwall_command(cmd, false) {
             Ok(tag) => {
                 self.push_message(&CommandComplete::new(tag.into()));
@@ -218,6 +230,8 @@ impl Session<'_> {
                 }
                 Ok("DEALLOCATE")
             }
+            // Answered by `execute_admin`, never applied as a setting.
+            OrgwallCommand::Admin(_) => Ok("SHOW"),
         }
     }
 

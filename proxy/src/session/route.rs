@@ -49,9 +49,9 @@ impl Session<'_> {
         let role = self.principal.role.as_str();
         let routed = self.route_sql_unlogged(text).await;
         let refused = routed.as_ref().err().map(|e| e.code);
-        self.state
-            .metrics
-            .statement(role, self.current_org_str(), refused);
+        let org = self.current_org_str();
+        self.state.metrics.statement(role, org, refused);
+        self.state.registry.statement(self.cancel.pid, org);
         let audit = self.principal.role == Role::Admin && self.state.config.audit_admin_statements;
         match &routed {
             Err(e) => {
