@@ -5,7 +5,7 @@
 
 use orgwall_e2e::ops::{free_port, http_get, sample, scrape};
 use orgwall_e2e::pg::{dedicated_postgres, TestDb};
-use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, SWITCHER, TENANT_A};
+use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, SWITCHER, TENANT_A, TENANT_B};
 use orgwall_e2e::{bounded, connect, ProxyOptions, TestProxy, ADMIN};
 
 fn admin_toml(port: u16, tenant_metrics: usize) -> String {
@@ -246,8 +246,11 @@ async fn console(
 async fn admin_console_answers_in_both_protocols_and_only_admins() {
     bounded(300, async {
         let db = tenant_db("ops_console").await;
-        let proxy =
-            TestProxy::start_with_extra(&db, ProxyOptions::default(), &tenancy_toml()).await;
+        let opts = ProxyOptions {
+            config_file: true,
+            ..Default::default()
+        };
+        let proxy = TestProxy::start_with_extra(&db, opts, &tenancy_toml()).await;
         let tenant = connect(&proxy.conn_str(TENANT_A)).await;
         tenant
             .simple_query("SELECT count(*) FROM items")
@@ -345,6 +348,113 @@ async fn admin_console_answers_in_both_protocols_and_only_admins() {
             .await
             .expect("the session goes on");
         drop((tenant, switcher, admin));
+        proxy.shutdown().await.unwrap();
+    })
+    .await;
+}
+
+/// One client running `SELECT count(*) FROM items` until told to stop: (statements, errors).
+async fn steady_client(
+    conn_str: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> (u64, Vec<String>) {
+    let client = connect(&conn_str).await;
+    let (mut ok, mut errors) = (0, Vec::new());
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        match client.simple_query("SELECT count(*) FROM items").await {
+            Ok(_) => ok += 1,
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    (ok, errors)
+}
+
+fn pool_sizes(pools: &[std::collections::BTreeMap<String, Option<String>>]) -> Vec<String> {
+    pools
+        .iter()
+        .filter_map(|r| r["pool_size"].clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_adds_users_rotates_passwords_and_shrinks_pools_under_load() {
+    bounded(300, async {
+        let db = tenant_db("ops_reload").await;
+        let opts = ProxyOptions {
+            config_file: true,
+            ..ProxyOptions::pool(4, "transaction")
+        };
+        let proxy = TestProxy::start_with_extra(&db, opts, &tenancy_toml()).await;
+        let admin = connect(&proxy.conn_str(ADMIN)).await;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let clients: Vec<_> = (0..8)
+            .map(|i| {
+                let login = if i % 2 == 0 { TENANT_A } else { TENANT_B };
+                tokio::spawn(steady_client(proxy.conn_str(login), stop.clone()))
+            })
+            .collect();
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+        // A new user, TENANT_B's password rotated, both pools shrunk from 4 to 2.
+        let path = proxy.config_path();
+        let original = std::fs::read_to_string(&path).unwrap();
+        let edited = original.replace("pool_size = 4", "pool_size = 2").replace(
+            &format!("password = \"{}\"", TENANT_B.password),
+            "password = \"globex-rotated\"",
+        ) + "[[users]]\nname = \"late\"\npassword = \"late-pw\"\norg_id = \"org_a\"\n";
+        assert_ne!(edited, original);
+        std::fs::write(&path, &edited).unwrap();
+        admin.simple_query("RELOAD").await.expect("RELOAD");
+
+        let late = connect(&proxy.conn_str_with("late", "late-pw", "disable")).await;
+        late.simple_query("SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        let old = orgwall_e2e::clients::try_connect(&proxy.conn_str(TENANT_B)).await;
+        assert_eq!(
+            old.err()
+                .and_then(|e| e.code().map(|c| c.code().to_string()))
+                .as_deref(),
+            Some("28P01"),
+            "the old password still works"
+        );
+        connect(&proxy.conn_str_with(TENANT_B.name, "globex-rotated", "disable")).await;
+        assert_eq!(pool_sizes(&console(&admin, "SHOW POOLS").await), ["2", "2"]);
+
+        // A config that fails validation is refused whole; the running one stays.
+        std::fs::write(
+            &path,
+            edited.replace("pool_size = 2", "pool_size = \"two\""),
+        )
+        .unwrap();
+        let e = admin
+            .simple_query("RELOAD")
+            .await
+            .expect_err("a bad config is refused");
+        assert_eq!(e.code().map(|c| c.code()), Some("F0000"), "{e}");
+        let message = e
+            .as_db_error()
+            .map(|d| d.message().to_string())
+            .unwrap_or_default();
+        assert!(message.contains("pool_size"), "{message}");
+        connect(&proxy.conn_str_with("late", "late-pw", "disable")).await;
+        assert_eq!(pool_sizes(&console(&admin, "SHOW POOLS").await), ["2", "2"]);
+
+        // Sessions that were running carried on through both reloads without an error.
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for c in clients {
+            let (ok, errors) = c.await.unwrap();
+            assert!(errors.is_empty(), "client errors: {errors:?}");
+            assert!(ok > 0);
+        }
+        // Once the clients are gone, each pool keeps at most its new size of connections.
+        let pools = console(&admin, "SHOW POOLS").await;
+        for p in &pools {
+            let n = |k: &str| p[k].as_deref().unwrap_or("0").parse::<usize>().unwrap();
+            assert!(n("sv_idle") <= 2, "{p:?}");
+        }
+        drop((admin, late));
         proxy.shutdown().await.unwrap();
     })
     .await;

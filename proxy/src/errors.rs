@@ -74,6 +74,7 @@ pub mod code {
     pub const SYNTAX_ERROR: &str = "42601";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
 }
 
 impl From<&TokenError> for ClientError {
@@ -118,6 +119,15 @@ impl From<&UpstreamError> for ClientError {
 /// login; the reason is logged, never shown to clients.
 pub fn upstream_unavailable() -> ClientError {
     ClientError::error(code::CONNECTION_FAILURE, "upstream unavailable")
+}
+
+impl From<&crate::server::ReloadError> for ClientError {
+    fn from(e: &crate::server::ReloadError) -> Self {
+        ClientError::error(
+            code::CONFIG_FILE_ERROR,
+            format!("RELOAD: {e}; the running config stays"),
+        )
+    }
 }
 
 impl From<&AdmissionError> for ClientError {

@@ -63,6 +63,9 @@ pub struct ProxyState {
     pub metrics: Arc<crate::admin::metrics::Metrics>,
     /// Logged-in clients (`SHOW CLIENTS`).
     pub registry: Arc<crate::clients::ClientRegistry>,
+    /// The config in force: `config` at start, replaced by each successful reload (the
+    /// settings `config::merge_reloadable` allows; the rest stay as at start).
+    live: std::sync::RwLock<Arc<Config>>,
 }
 
 impl ProxyState {
@@ -107,9 +110,19 @@ impl ProxyState {
             limit_warnings: crate::logging::Throttle::new(std::time::Duration::from_secs(1)),
             metrics,
             registry: Arc::default(),
+            live: std::sync::RwLock::new(config.clone()),
             config,
         })
     }
+}
+
+/// Why a reload did not apply.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the config was not loaded from a file: nothing to reload")]
+    NoFile,
+    #[error("{0}")]
+    Invalid(crate::config::ConfigError),
 }
 
 /// Where the second wall's start-up check stands.
@@ -192,7 +205,7 @@ impl ProxyState {
         if let Some(c) = self.current_catalog() {
             return Ok(c);
         }
-        let c = Arc::new(catalog::load(&self.pool, &self.config.tenancy).await?);
+        let c = Arc::new(catalog::load(&self.pool, &self.current().tenancy).await?);
         tracing::info!(version = c.version(), "catalog loaded");
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         Ok(c)
@@ -207,6 +220,52 @@ impl ProxyState {
 
     /// Forgets the catalog; the next tenant statement rediscovers it. Cached rewrites are keyed
     /// by catalog version, so stale templates are never used.
+    /// The config in force now (users, tenancy, JWT keys, limits after a reload).
+    pub fn current(&self) -> Arc<Config> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Reads the config file again and applies what may change while running: users and
+    /// passwords, roles, `[tenancy]`, `[jwt]`, plugins, pool sizes, per-tenant caps and client
+    /// limits, for new logins and new checkouts (sessions keep their server connections). A
+    /// config that fails validation is rejected whole and the running one stays.
+    pub fn reload_config(&self) -> Result<(), ReloadError> {
+        let running = self.current();
+        let path = running.source.clone().ok_or(ReloadError::NoFile)?;
+        let new = Config::load(&path, &running.env)
+            .map_err(ReloadError::Invalid)
+            .inspect_err(
+                |e| tracing::error!(error = %e, "config reload rejected; the running config stays"),
+            )?;
+        let (merged, restart) = crate::config::merge_reloadable(&running, new);
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "config reload: these settings change only at a restart; their running values stay");
+        }
+        let u = &merged.upstream;
+        for pool in [Some(&self.pool), self.tenant_pool.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            pool.resize(u.pool_size);
+            pool.set_caps(u.max_per_org, u.max_per_user);
+        }
+        self.clients.set_limits(
+            merged.max_client_connections,
+            merged.reserved_admin_connections,
+        );
+        if merged.plugins != running.plugins {
+            self.policy.reload(&merged.plugins);
+        }
+        tracing::info!(
+            users = merged.users.len(),
+            pool_size = u.pool_size,
+            plugins = merged.plugins.len(),
+            "config reloaded"
+        );
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(merged);
+        Ok(())
+    }
+
     /// SIGHUP: the catalog is rediscovered and the second wall checked again (in the
     /// background: the accept loop does not wait).
     pub async fn reload(self: &Arc<Self>) {
@@ -294,6 +353,8 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             } => {
+                // A rejected config is logged; the catalog is read again either way.
+                let _ = state.reload_config();
                 state.reload().await;
                 continue;
             }

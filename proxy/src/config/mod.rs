@@ -16,7 +16,9 @@ use crate::scram::{self, Verifier};
 mod limits;
 mod plugins;
 mod reference;
+mod reload;
 pub use reference::settings;
+pub use reload::{changeable, merge_reloadable};
 mod sections;
 mod upstream;
 
@@ -203,8 +205,11 @@ pub struct Config {
     pub plugins: Vec<PluginSpec>,
     /// `/metrics` and `/healthz` (`[admin]`).
     pub admin: AdminConfig,
-    /// The file this config was loaded from (watched for plugin hot reload).
+    /// The file this config was loaded from (watched for plugin hot reload; read again on
+    /// reload).
     pub source: Option<PathBuf>,
+    /// The environment overrides it was loaded with (a reload applies the same ones).
+    pub env: EnvOverrides,
 }
 
 /// Runtime threads when `workers` is not set: one per CPU. On a small machine shared with
@@ -372,6 +377,7 @@ impl Config {
             plugins: plugin_specs(raw.plugins, base)?,
             admin: raw.admin,
             source: None,
+            env: env.clone(),
         })
     }
 

@@ -258,7 +258,8 @@ async fn startup(
         .ok()
         .flatten()
         .ok_or(WireError::Malformed("startup packet"))?;
-    let cfg = &state.config;
+    // Users, passwords and roles as of the last reload.
+    let cfg = state.current();
     let refuse = |code, msg: String| FrontendError::Client(ClientError::fatal(code, msg));
     let pq_options: Vec<String> = startup
         .parameters

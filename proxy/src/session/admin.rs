@@ -263,11 +263,16 @@ impl Session<'_> {
             AdminCommand::Clients => self.clients_rows(),
             AdminCommand::Pools => self.pools_rows(),
             AdminCommand::Stats => self.stats_rows(),
-            AdminCommand::Config => crate::config::settings(&state.config)
+            AdminCommand::Config => crate::config::settings(&state.current())
                 .into_iter()
-                .map(|(k, v)| vec![Some(k.to_string()), Some(v), Some("no".into())])
+                .map(|(k, v)| {
+                    let changeable = crate::config::changeable(k);
+                    vec![Some(k.to_string()), Some(v), Some(changeable.to_string())]
+                })
                 .collect(),
             AdminCommand::Reload => {
+                // A rejected config is refused with the loader's reason; the running one stays.
+                state.reload_config().map_err(|e| ClientError::from(&e))?;
                 state.reload_now().await;
                 return Ok(Answer::Done("RELOAD"));
             }

@@ -197,7 +197,8 @@ impl Session<'_> {
         }
         match cmd {
             OrgwallCommand::Bind { org, local } => {
-                let jwt = &self.state.config.jwt;
+                let config = self.state.current();
+                let jwt = &config.jwt;
                 let binding = tenant::resolve(self.principal.role, &org, jwt, unix_now())?;
                 tracing::info!(org_id = %binding.org, local, token = binding.expires.is_some(), "tenant bound");
                 // As in PostgreSQL, SET LOCAL outside a transaction block has no effect.

@@ -52,7 +52,8 @@ impl Session<'_> {
         let org = self.current_org_str();
         self.state.metrics.statement(role, org, refused);
         self.state.registry.statement(self.cancel.pid, org);
-        let audit = self.principal.role == Role::Admin && self.state.config.audit_admin_statements;
+        let audit =
+            self.principal.role == Role::Admin && self.state.current().audit_admin_statements;
         match &routed {
             Err(e) => {
                 tracing::info!(code = e.code, fingerprint = %fingerprint(), role, "statement refused")
@@ -66,7 +67,7 @@ impl Session<'_> {
     }
 
     async fn route_sql_unlogged(&self, text: &str) -> Result<Routed, ClientError> {
-        let max = self.state.config.tenancy.max_statement_bytes;
+        let max = self.state.current().tenancy.max_statement_bytes;
         if self.principal.role != Role::Admin && text.len() > max {
             return Err(ClientError::error(
                 code::PROGRAM_LIMIT_EXCEEDED,

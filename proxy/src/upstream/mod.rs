@@ -125,6 +125,8 @@ pub struct Pool {
     shares: AtomicU64,
     /// Checkouts waiting for a permit now, and failed connects since start (`/metrics`).
     waiting: AtomicU64,
+    /// Permits in all (`pool_size`, changed by a reload).
+    size: std::sync::atomic::AtomicUsize,
     connect_errors: AtomicU64,
     /// Where checkout waits are recorded (`/metrics`), when the proxy exports them.
     wait_seconds: Option<prometheus::Histogram>,
@@ -147,6 +149,7 @@ impl Pool {
     /// Builds the pool (no connection is opened yet); fails on an unusable TLS setup.
     pub fn new(cfg: UpstreamConfig) -> Result<Pool, UpstreamError> {
         let tls = stream::client_config(&cfg).map_err(UpstreamError::Tls)?;
+        let pool_size = cfg.pool_size;
         Ok(Pool {
             mux: (cfg.multiplex > 0)
                 .then(|| mux::Mux::new(cfg.multiplex, cfg.group_reads, cfg.max_message_bytes)),
@@ -160,9 +163,35 @@ impl Pool {
             checkouts: AtomicU64::new(0),
             shares: AtomicU64::new(0),
             waiting: AtomicU64::new(0),
+            size: std::sync::atomic::AtomicUsize::new(pool_size),
             connect_errors: AtomicU64::new(0),
             wait_seconds: None,
         })
+    }
+
+    /// Sets the number of server connections (reload). Growing adds permits at once;
+    /// shrinking takes the surplus permits as connections come back (a checkout queued after
+    /// that waits its turn) and closes surplus idle connections. Sessions keep theirs.
+    pub fn resize(&self, size: usize) {
+        let size = size.max(1);
+        let old = self.size.swap(size, Ordering::Relaxed);
+        if size > old {
+            self.permits.add_permits(size - old);
+        } else if size < old {
+            let permits = self.permits.clone();
+            let surplus = (old - size) as u32;
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(surplus).await {
+                    p.forget();
+                }
+            });
+            self.lock_idle().truncate(size);
+        }
+    }
+
+    /// Sets the per-tenant caps (reload).
+    pub fn set_caps(&self, per_org: usize, per_user: usize) {
+        self.caps.set_limits(per_org, per_user);
     }
 
     /// Records every checkout's wait for a permit in `h`.
@@ -174,10 +203,10 @@ impl Pool {
     /// The pool's figures now.
     pub fn snapshot(&self) -> PoolSnapshot {
         PoolSnapshot {
-            size: self.cfg.pool_size,
+            size: self.size.load(Ordering::Relaxed),
             in_use: self
-                .cfg
-                .pool_size
+                .size
+                .load(Ordering::Relaxed)
                 .saturating_sub(self.permits.available_permits()),
             idle: self.lock_idle().len(),
             waiting: self.waiting.load(Ordering::Relaxed),
@@ -219,7 +248,7 @@ impl Pool {
             h.observe(started.elapsed().as_secs_f64());
         }
         let permit = permit
-            .map_err(|_| UpstreamError::PoolTimeout(self.cfg.pool_size))?
+            .map_err(|_| UpstreamError::PoolTimeout(self.size.load(Ordering::Relaxed)))?
             .map_err(|_| UpstreamError::Closed)?;
         self.checkouts.fetch_add(1, Ordering::Relaxed);
         let lease = |conn| Lease {
@@ -259,7 +288,11 @@ impl Pool {
     /// share of a multiplexed connection is just let go.
     pub fn release(&self, lease: Lease) {
         if !lease.is_shared() {
-            self.lock_idle().push(lease.conn);
+            let mut idle = self.lock_idle();
+            // After a reload shrank the pool, surplus connections close as they come back.
+            if idle.len() < self.size.load(Ordering::Relaxed) {
+                idle.push(lease.conn);
+            }
         }
     }
 
@@ -306,7 +339,7 @@ impl Pool {
         let idle = self.lock_idle().len();
         let (groups, grouped) = self.mux.as_ref().map_or((0, 0), |m| m.groups());
         vec![
-            ("pool_size", self.cfg.pool_size.to_string()),
+            ("pool_size", self.size.load(Ordering::Relaxed).to_string()),
             ("idle", idle.to_string()),
             (
                 "checkouts",
