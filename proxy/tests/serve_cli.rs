@@ -325,6 +325,61 @@ fn an_upstream_login_failure_reaches_clients_as_upstream_unavailable() {
     );
 }
 
+/// `kill -HUP` makes the running binary read its config again: a user added to the file can
+/// log in afterwards, and a broken file is refused with the reason logged while the running
+/// config stays.
+#[test]
+fn sighup_reloads_users_and_refuses_a_broken_file() {
+    let pg_port = pg_port();
+    let dir = scratch("sighup");
+    let port = free_port();
+    let url = format!("postgres://postgres:{SUPER_PW}@127.0.0.1:{pg_port}/app");
+    let config = write_config(&dir, &url, port, "");
+    let log = dir.join("orgwall.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn orgwall");
+    wait_for(&log, "accepting connections");
+    let login = |user: &str, pw: &str| {
+        let conn = format!(
+            "host=127.0.0.1 port={port} user={user} password={pw} dbname=app sslmode=disable"
+        );
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let (client, c) = tokio_postgres::connect(&conn, tokio_postgres::NoTls).await?;
+            tokio::spawn(c);
+            client.simple_query("SELECT 1").await.map(drop)
+        })
+    };
+    assert!(
+        login("late", "late-pw").is_err(),
+        "an unknown user logged in"
+    );
+    let text = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(
+        &config,
+        format!("{text}[[users]]\nname = \"late\"\npassword = \"late-pw\"\norg_id = \"org_l\"\n"),
+    )
+    .expect("write config");
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_for(&log, "config reloaded");
+    login("late", "late-pw").expect("the added user logs in after SIGHUP");
+
+    std::fs::write(&config, "this is not toml").expect("break config");
+    unsafe { libc::kill(child.id() as i32, libc::SIGHUP) };
+    wait_for(&log, "config reload rejected");
+    login("late", "late-pw").expect("the running config stays");
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = wait_exit(&mut child, 60);
+    assert!(status.success());
+}
+
 /// Runs a proxy with `log_format` and `RUST_LOG=debug` logging to a file, sends an admin
 /// statement, a refused tenant statement carrying a literal, and closes both sessions with
 /// Terminate; returns the log.
