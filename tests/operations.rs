@@ -282,6 +282,31 @@ async fn admin_console_answers_in_both_protocols_and_only_admins() {
         assert_eq!(s["current_org_id"].as_deref(), Some("org_b"));
         assert_eq!(by_user(ADMIN.name)["role"].as_deref(), Some("admin"));
 
+        // The server connections: the tenant pool's run as orgwall_tenant, with real backend
+        // pids (the ones pg_stat_activity shows for that role).
+        let servers = console(&admin, "SHOW SERVERS").await;
+        let tenant_pids: Vec<String> = servers
+            .iter()
+            .filter(|r| r["pool"].as_deref() == Some("tenant"))
+            .map(|r| {
+                assert_eq!(r["user"].as_deref(), Some("orgwall_tenant"));
+                r["remote_pid"].clone().unwrap()
+            })
+            .collect();
+        assert!(!tenant_pids.is_empty(), "{servers:?}");
+        let direct = orgwall_e2e::tenancy::admin_direct(&db).await;
+        for pid in &tenant_pids {
+            let rows = direct
+                .query(
+                    "SELECT usename::text FROM pg_stat_activity WHERE pid = $1::text::int",
+                    &[pid],
+                )
+                .await
+                .unwrap();
+            assert_eq!(rows.len(), 1, "pid {pid} is not a backend");
+            assert_eq!(rows[0].get::<_, String>(0), "orgwall_tenant");
+        }
+
         let pools = console(&admin, "SHOW POOLS").await;
         let names: Vec<_> = pools.iter().filter_map(|r| r["pool"].clone()).collect();
         assert_eq!(names, ["owner", "tenant"]);

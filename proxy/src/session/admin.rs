@@ -1,6 +1,6 @@
 //! The admin console: statements Orgwall answers itself for admin logins, in the simple and
 //! the extended protocol (through `commands.rs`'s local statements). PgBouncer-style
-//! `SHOW CLIENTS`, `SHOW POOLS`, `SHOW STATS`, `SHOW CONFIG` and `RELOAD`, and Orgwall's own
+//! `SHOW CLIENTS`, `SHOW SERVERS`, `SHOW POOLS`, `SHOW STATS`, `SHOW CONFIG` and `RELOAD`, and Orgwall's own
 //! `SHOW orgwall_pool` (checkouts, multiplexing), `SHOW orgwall_balances` (the balance cache)
 //! and `SHOW orgwall.balances_drift` (the cache against `inventory_balances`, see
 //! `balances::drift`). Any other login gets 42501; they never reach PostgreSQL.
@@ -27,6 +27,8 @@ pub(crate) enum AdminCommand {
     BalanceDrift,
     /// `SHOW CLIENTS`
     Clients,
+    /// `SHOW SERVERS`
+    Servers,
     /// `SHOW POOLS`
     Pools,
     /// `SHOW STATS`
@@ -46,6 +48,7 @@ impl AdminCommand {
             AdminCommand::BalanceStats => "SHOW orgwall_balances",
             AdminCommand::BalanceDrift => "SHOW orgwall.balances_drift",
             AdminCommand::Clients => "SHOW CLIENTS",
+            AdminCommand::Servers => "SHOW SERVERS",
             AdminCommand::Pools => "SHOW POOLS",
             AdminCommand::Stats => "SHOW STATS",
             AdminCommand::Config => "SHOW CONFIG",
@@ -80,6 +83,18 @@ impl AdminCommand {
                 "pid",
                 "tls",
                 "application_name",
+            ],
+            AdminCommand::Servers => &[
+                "type",
+                "user",
+                "database",
+                "pool",
+                "state",
+                "addr",
+                "port",
+                "connect_time",
+                "remote_pid",
+                "id",
             ],
             AdminCommand::Pools => &[
                 "database",
@@ -123,6 +138,7 @@ pub(super) fn parse(sql: &str) -> Option<AdminCommand> {
             "orgwall_balances" => Some(AdminCommand::BalanceStats),
             "orgwall.balances_drift" => Some(AdminCommand::BalanceDrift),
             "clients" => Some(AdminCommand::Clients),
+            "servers" => Some(AdminCommand::Servers),
             "pools" => Some(AdminCommand::Pools),
             "stats" => Some(AdminCommand::Stats),
             "config" => Some(AdminCommand::Config),
@@ -261,6 +277,7 @@ impl Session<'_> {
                 .await
                 .map_err(|e| ClientError::from(&e))?,
             AdminCommand::Clients => self.clients_rows(),
+            AdminCommand::Servers => self.servers_rows(),
             AdminCommand::Pools => self.pools_rows(),
             AdminCommand::Stats => self.stats_rows(),
             AdminCommand::Config => crate::config::settings(&state.current())
@@ -306,6 +323,34 @@ impl Session<'_> {
                     Some(c.tls.to_string()),
                     Some(c.application_name),
                 ]
+            })
+            .collect()
+    }
+
+    fn servers_rows(&self) -> Rows {
+        let state = self.state;
+        let mut pools = vec![("owner", &state.pool)];
+        if let Some(t) = &state.tenant_pool {
+            pools.push(("tenant", t));
+        }
+        pools
+            .into_iter()
+            .flat_map(|(name, pool)| {
+                let cfg = pool.config();
+                pool.servers().into_iter().map(move |s| {
+                    vec![
+                        Some("S".into()),
+                        Some(cfg.user.clone()),
+                        Some(cfg.database.clone()),
+                        Some(name.into()),
+                        Some(if s.active { "active" } else { "idle" }.into()),
+                        Some(cfg.host.clone()),
+                        Some(cfg.port.to_string()),
+                        unix_time(s.connected_at),
+                        Some(s.pid.to_string()),
+                        Some(s.id.to_string()),
+                    ]
+                })
             })
             .collect()
     }
@@ -418,6 +463,7 @@ mod tests {
         assert_eq!(parse("SHOW orgwall.balances_drift x"), None);
         assert_eq!(parse("SHOW search_path"), None);
         assert_eq!(parse("show clients"), Some(AdminCommand::Clients));
+        assert_eq!(parse("SHOW SERVERS"), Some(AdminCommand::Servers));
         assert_eq!(parse("SHOW  POOLS ;"), Some(AdminCommand::Pools));
         assert_eq!(parse("reload;"), Some(AdminCommand::Reload));
         assert_eq!(parse("RELOAD now"), None);

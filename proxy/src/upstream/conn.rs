@@ -45,6 +45,8 @@ pub struct ServerConn {
     pub settings: u64,
     /// The tenant context (`orgwall.tenant`) Orgwall set on this connection.
     pub context: crate::boundary::Context,
+    /// Its entry in the pool's `SHOW SERVERS` listing (pooled connections only).
+    pub listed: Option<super::listing::Listed>,
 }
 
 impl ServerConn {
@@ -96,6 +98,7 @@ impl ServerConn {
             unnamed: None,
             settings: 0,
             context: crate::boundary::Context::Unknown,
+            listed: None,
         };
         let mut startup = Startup::new();
         startup.parameters.insert("user".into(), cfg.user.clone());

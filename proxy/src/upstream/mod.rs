@@ -9,6 +9,7 @@
 mod caps;
 pub mod catalog;
 mod conn;
+pub mod listing;
 mod mux;
 mod prepared;
 mod stream;
@@ -130,6 +131,8 @@ pub struct Pool {
     connect_errors: AtomicU64,
     /// Where checkout waits are recorded (`/metrics`), when the proxy exports them.
     wait_seconds: Option<prometheus::Histogram>,
+    /// Its exclusive connections (`SHOW SERVERS`).
+    listing: listing::Listing,
 }
 
 /// A pool's figures at one instant (`/metrics`, `SHOW POOLS`).
@@ -166,6 +169,7 @@ impl Pool {
             size: std::sync::atomic::AtomicUsize::new(pool_size),
             connect_errors: AtomicU64::new(0),
             wait_seconds: None,
+            listing: listing::Listing::default(),
         })
     }
 
@@ -187,6 +191,11 @@ impl Pool {
             });
             self.lock_idle().truncate(size);
         }
+    }
+
+    /// Its exclusive connections now (`SHOW SERVERS`).
+    pub fn servers(&self) -> Vec<listing::ServerRow> {
+        self.listing.rows()
     }
 
     /// Sets the per-tenant caps (reload).
@@ -258,16 +267,18 @@ impl Pool {
         };
         while let Some(mut conn) = self.lock_idle().pop() {
             if conn.looks_alive() {
+                self.listing.set_active(conn.id, true);
                 return Ok(lease(conn));
             }
             tracing::info!(server = conn.id, "dropping dead idle server connection");
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id)
+        let mut conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id)
             .await
             .inspect_err(|_| {
                 self.connect_errors.fetch_add(1, Ordering::Relaxed);
             })?;
+        conn.listed = Some(self.listing.add(id, conn.key.pid));
         tracing::debug!(server = id, pid = conn.key.pid, "new server connection");
         *self.server_params.lock().unwrap_or_else(|p| p.into_inner()) = conn.startup_params.clone();
         Ok(lease(conn))
@@ -291,6 +302,7 @@ impl Pool {
             let mut idle = self.lock_idle();
             // After a reload shrank the pool, surplus connections close as they come back.
             if idle.len() < self.size.load(Ordering::Relaxed) {
+                self.listing.set_active(lease.conn.id, false);
                 idle.push(lease.conn);
             }
         }

@@ -272,6 +272,7 @@ impl MuxConn {
             key: self.key.clone(),
             startup_params: Vec::new(),
             prepared: Prepared::shared(self.prepared.clone()),
+            listed: None,
             unnamed: None,
             settings: self.settings,
             context: self.context.clone(),
