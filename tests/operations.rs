@@ -1,12 +1,16 @@
-//! Operations end to end: `/metrics` scraped and parsed before and after real traffic (tenant,
+//! Operations end to end (the reload test swaps policy plugins: it builds `plugins/`): `/metrics` scraped and parsed before and after real traffic (tenant,
 //! switcher, admin, a refused statement, a failed login), the per-tenant series bounded by
 //! `[admin] tenant_metrics` against a switcher that binds more orgs than that, and `/healthz`
 //! following PostgreSQL up and down.
+
+#[path = "plugins_common/mod.rs"]
+mod plugins_common;
 
 use orgwall_e2e::ops::{free_port, http_get, sample, scrape};
 use orgwall_e2e::pg::{dedicated_postgres, TestDb};
 use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, SWITCHER, TENANT_A, TENANT_B};
 use orgwall_e2e::{bounded, connect, ProxyOptions, TestProxy, ADMIN};
+use plugins_common::{plugin_toml, wasm};
 
 fn admin_toml(port: u16, tenant_metrics: usize) -> String {
     format!("[admin]\nlisten = \"127.0.0.1:{port}\"\ntenant_metrics = {tenant_metrics}\n")
@@ -136,6 +140,10 @@ async fn metrics_move_with_traffic_and_tenant_series_stay_bounded() {
             ),
             1.0
         );
+        // The rewrite cache: the same SELECT text again is a hit.
+        let lookups = |r| delta("orgwall_rewrite_cache_lookups_total", &[("result", r)]);
+        assert!(lookups("hit") >= 6.0, "{}", lookups("hit"));
+        assert!(sample(&after, "orgwall_rewrite_cache_entries", &[]) >= 1.0);
         // Pools: the tenant pool was checked out and its waits recorded.
         assert!(delta("orgwall_pool_checkouts_total", &[("pool", "tenant")]) >= 8.0);
         assert!(delta("orgwall_pool_wait_seconds_count", &[("pool", "tenant")]) >= 8.0);
@@ -402,15 +410,38 @@ fn pool_sizes(pools: &[std::collections::BTreeMap<String, Option<String>>]) -> V
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reload_adds_users_rotates_passwords_and_shrinks_pools_under_load() {
-    bounded(300, async {
+async fn reload_adds_users_rotates_passwords_shrinks_pools_and_swaps_plugins_under_load() {
+    bounded(600, async {
         let db = tenant_db("ops_reload").await;
         let opts = ProxyOptions {
             config_file: true,
             ..ProxyOptions::pool(4, "transaction")
         };
-        let proxy = TestProxy::start_with_extra(&db, opts, &tenancy_toml()).await;
+        let port = free_port();
+        let guard = plugin_toml(
+            "ledger-guard",
+            &wasm("append_only_ledger"),
+            "tables = [\"inventory_ledger\"]",
+        );
+        let extra = tenancy_toml() + &guard + &admin_toml(port, 0);
+        let proxy = TestProxy::start_with_extra(&db, opts, &extra).await;
         let admin = connect(&proxy.conn_str(ADMIN)).await;
+        let delete = "DELETE FROM inventory_ledger WHERE false";
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        let e = a
+            .simple_query(delete)
+            .await
+            .expect_err("append-only ledger");
+        assert_eq!(e.code().map(|c| c.code()), Some("42501"), "{e}");
+        let m = scrape(port).await;
+        assert!(
+            sample(
+                &m,
+                "orgwall_plugin_decisions_total",
+                &[("decision", "deny")]
+            ) >= 1.0
+        );
+        assert!(sample(&m, "orgwall_plugin_check_seconds_count", &[]) >= 1.0);
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let clients: Vec<_> = (0..8)
             .map(|i| {
@@ -423,10 +454,18 @@ async fn reload_adds_users_rotates_passwords_and_shrinks_pools_under_load() {
         // A new user, TENANT_B's password rotated, both pools shrunk from 4 to 2.
         let path = proxy.config_path();
         let original = std::fs::read_to_string(&path).unwrap();
-        let edited = original.replace("pool_size = 4", "pool_size = 2").replace(
-            &format!("password = \"{}\"", TENANT_B.password),
-            "password = \"globex-rotated\"",
-        ) + "[[users]]\nname = \"late\"\npassword = \"late-pw\"\norg_id = \"org_a\"\n";
+        let edited = original
+            .replace("pool_size = 4", "pool_size = 2")
+            .replace(
+                &format!("password = \"{}\"", TENANT_B.password),
+                "password = \"globex-rotated\"",
+            )
+            // The ledger guard swapped for a row limit on a table the clients do not read.
+            .replace(
+                &guard,
+                &plugin_toml("row-limit", &wasm("row_limit"), "tables = [\"audit_logs\"]"),
+            )
+            + "[[users]]\nname = \"late\"\npassword = \"late-pw\"\norg_id = \"org_a\"\n";
         assert_ne!(edited, original);
         std::fs::write(&path, &edited).unwrap();
         admin.simple_query("RELOAD").await.expect("RELOAD");
@@ -445,6 +484,17 @@ async fn reload_adds_users_rotates_passwords_and_shrinks_pools_under_load() {
         );
         connect(&proxy.conn_str_with(TENANT_B.name, "globex-rotated", "disable")).await;
         assert_eq!(pool_sizes(&console(&admin, "SHOW POOLS").await), ["2", "2"]);
+        a.simple_query(delete)
+            .await
+            .expect("the ledger guard is gone after the reload");
+        let m = scrape(port).await;
+        assert!(
+            sample(
+                &m,
+                "orgwall_plugin_decisions_total",
+                &[("decision", "allow")]
+            ) >= 1.0
+        );
 
         // A config that fails validation is refused whole; the running one stays.
         std::fs::write(
@@ -479,7 +529,7 @@ async fn reload_adds_users_rotates_passwords_and_shrinks_pools_under_load() {
             let n = |k: &str| p[k].as_deref().unwrap_or("0").parse::<usize>().unwrap();
             assert!(n("sv_idle") <= 2, "{p:?}");
         }
-        drop((admin, late));
+        drop((admin, late, a));
         proxy.shutdown().await.unwrap();
     })
     .await;

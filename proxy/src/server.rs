@@ -343,6 +343,9 @@ pub async fn run(
     }
     tracing::info!(listen = %listener.describe(), "orgwall accepting connections");
     tokio::pin!(shutdown);
+    // Given up for a moment when the process runs out of file descriptors, so the connection
+    // waiting in the backlog can be told so instead of hanging (see `refuse_out_of_files`).
+    let mut spare_fd = std::fs::File::open("/dev/null").ok();
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
@@ -361,6 +364,10 @@ pub async fn run(
             accepted = listener.accept() => {
                 let (socket, peer) = match accepted {
                     Ok(a) => a,
+                    Err(e) if is_out_of_files(&e) => {
+                        refuse_out_of_files(&listener, &state, &mut spare_fd).await;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -401,6 +408,50 @@ pub async fn run(
         p.close_idle();
     }
     Ok(())
+}
+
+fn is_out_of_files(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+/// Out of file descriptors: closes the spare one, accepts the waiting connection with it,
+/// sends it a FATAL `53300` and closes it, then takes the spare again. Without this the
+/// connection would sit in the backlog, its client waiting with no error. Logged at WARN at
+/// most once a second.
+async fn refuse_out_of_files(
+    listener: &Listeners,
+    state: &Arc<ProxyState>,
+    spare: &mut Option<std::fs::File>,
+) {
+    state.metrics.client_refused("file_descriptors");
+    if let Some(held_back) = state.limit_warnings.admit(std::time::Instant::now()) {
+        tracing::warn!(
+            held_back,
+            "out of file descriptors (ulimit -n): refusing connections"
+        );
+    }
+    let Some(fd) = spare.take() else {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        *spare = std::fs::File::open("/dev/null").ok();
+        return;
+    };
+    drop(fd);
+    let accepted =
+        tokio::time::timeout(std::time::Duration::from_millis(50), listener.accept()).await;
+    if let Ok(Ok((mut socket, _))) = accepted {
+        let e = crate::errors::ClientError::fatal(
+            crate::errors::code::TOO_MANY_CONNECTIONS,
+            "out of file descriptors; try again later",
+        );
+        let frame = e.to_frame();
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+            use tokio::io::AsyncWriteExt;
+            let _ = socket.write_all(&frame).await;
+            let _ = socket.shutdown().await;
+        })
+        .await;
+    }
+    *spare = std::fs::File::open("/dev/null").ok();
 }
 
 /// Runs the second wall's start-up check in the background; a failure is logged and refuses

@@ -14,6 +14,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use crate::sql::rewrite::cache::CacheCounts;
 use crate::upstream::PoolSnapshot;
 
 /// Every metric family Orgwall exports, registered once.
@@ -35,6 +36,10 @@ pub struct Metrics {
     upstream_connect_errors: IntCounterVec,
     balance_counters: IntCounterVec,
     balance_gauges: IntGaugeVec,
+    rewrite_lookups: IntCounterVec,
+    rewrite_entries: prometheus::IntGauge,
+    plugin_decisions: IntCounterVec,
+    plugin_seconds: prometheus::Histogram,
     /// Scrapes set the read-at-scrape counters; one at a time.
     scrape: Mutex<()>,
 }
@@ -96,7 +101,40 @@ impl Metrics {
         registry
             .register(Box::new(pool_wait.clone()))
             .expect("unique metric");
+        let plugin_seconds = prometheus::Histogram::with_opts(
+            HistogramOpts::new(
+                "orgwall_plugin_check_seconds",
+                "Time the policy plugins took per statement (all plugins, cache lookups included)",
+            )
+            .buckets(vec![
+                0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1,
+            ]),
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(plugin_seconds.clone()))
+            .expect("unique metric");
+        let rewrite_entries = prometheus::IntGauge::new(
+            "orgwall_rewrite_cache_entries",
+            "Statements in the rewrite cache",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(rewrite_entries.clone()))
+            .expect("unique metric");
         Metrics {
+            rewrite_lookups: counter(
+                "orgwall_rewrite_cache_lookups_total",
+                "Rewrite cache lookups: hit (same text), shape_hit (same statement, other literals), miss (rewritten)",
+                &["result"],
+            ),
+            rewrite_entries,
+            plugin_decisions: counter(
+                "orgwall_plugin_decisions_total",
+                "Policy plugin decisions per statement: allow, mask, deny (a trap or timeout is a deny)",
+                &["decision"],
+            ),
+            plugin_seconds,
             clients: gauge("orgwall_client_connections", "Logged-in clients", &["role"]),
             clients_refused: counter(
                 "orgwall_client_connections_refused_total",
@@ -201,6 +239,13 @@ impl Metrics {
         }
     }
 
+    /// The plugins decided `decision` (`allow`, `mask`, `deny`) about one statement in
+    /// `seconds`.
+    pub fn plugin_decision(&self, decision: &str, seconds: f64) {
+        self.plugin_decisions.with_label_values(&[decision]).inc();
+        self.plugin_seconds.observe(seconds);
+    }
+
     /// Statements of `role` routed and refused since start (`SHOW STATS`).
     pub fn statement_counts(&self, role: &str) -> (u64, u64) {
         let n = |outcome| self.statements.with_label_values(&[role, outcome]).get();
@@ -235,6 +280,7 @@ impl Metrics {
         &self,
         pools: &[(&str, PoolSnapshot)],
         balances: Option<Vec<(&str, String)>>,
+        rewrites: CacheCounts,
     ) -> String {
         let _one = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         for (name, p) in pools {
@@ -251,6 +297,14 @@ impl Metrics {
             set_counter(&self.pool_checkouts, name, p.checkouts);
             set_counter(&self.upstream_connect_errors, name, p.connect_errors);
         }
+        for (result, n) in [
+            ("hit", rewrites.hits),
+            ("shape_hit", rewrites.shape_hits),
+            ("miss", rewrites.misses),
+        ] {
+            set_counter(&self.rewrite_lookups, result, n);
+        }
+        self.rewrite_entries.set(rewrites.entries as i64);
         for (name, value) in balances.unwrap_or_default() {
             let n = match value.as_str() {
                 "true" => 1,
@@ -288,6 +342,13 @@ fn set_counter(family: &IntCounterVec, label: &str, value: u64) {
 mod tests {
     use super::*;
 
+    const NO_REWRITES: CacheCounts = CacheCounts {
+        hits: 0,
+        shape_hits: 0,
+        misses: 0,
+        entries: 0,
+    };
+
     fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
         text.lines()
             .find_map(|l| l.strip_prefix(name_and_labels)?.trim().parse().ok())
@@ -300,7 +361,7 @@ mod tests {
             m.statement("switcher", Some(org), None);
         }
         m.statement("tenant", Some("zzz"), Some("42501"));
-        let text = m.render(&[], None);
+        let text = m.render(&[], None, NO_REWRITES);
         assert_eq!(
             sample(&text, "orgwall_tenant_statements_total{org_id=\"a\"}"),
             Some(2.0)
@@ -328,7 +389,7 @@ mod tests {
     fn no_tenant_series_unless_asked() {
         let m = Metrics::new(0);
         m.statement("tenant", Some("a"), None);
-        let text = m.render(&[], None);
+        let text = m.render(&[], None, NO_REWRITES);
         assert!(!text.contains("org_id="), "{text}");
         assert_eq!(
             sample(
@@ -353,10 +414,19 @@ mod tests {
         m.render(
             &[("owner", pool(5))],
             Some(vec![("hits", "7".into()), ("serving", "true".into())]),
+            NO_REWRITES,
         );
         let text = m.render(
             &[("owner", pool(9))],
             Some(vec![("hits", "8".into()), ("off_reason", "x".into())]),
+            CacheCounts {
+                hits: 3,
+                ..NO_REWRITES
+            },
+        );
+        assert_eq!(
+            sample(&text, "orgwall_rewrite_cache_lookups_total{result=\"hit\"}"),
+            Some(3.0)
         );
         assert_eq!(
             sample(&text, "orgwall_pool_checkouts_total{pool=\"owner\"}"),

@@ -114,7 +114,9 @@ fn metrics_text(state: &ProxyState) -> String {
         pools.push(("tenant", t.snapshot()));
     }
     let balances = state.balances.as_ref().map(|b| b.stats());
-    state.metrics.render(&pools, balances)
+    state
+        .metrics
+        .render(&pools, balances, state.rewrites.counts())
 }
 
 /// Whether PostgreSQL gives the owner pool a connection, and whether the second wall stands.

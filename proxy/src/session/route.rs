@@ -75,14 +75,25 @@ impl Session<'_> {
             ));
         }
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
-        let masked = self.state.policy.check(
+        let started = std::time::Instant::now();
+        let decision = self.state.policy.check(
             &crate::policy::Who {
                 user: &self.principal.user,
                 org_id: self.current_org().as_deref(),
                 role: self.principal.role,
             },
             text,
-        )?;
+        );
+        if !self.state.policy.is_empty() {
+            let kind = match &decision {
+                Ok(None) => "allow",
+                Ok(Some(_)) => "mask",
+                Err(_) => "deny",
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            self.state.metrics.plugin_decision(kind, seconds);
+        }
+        let masked = decision?;
         let text = masked.as_deref().unwrap_or(text);
         // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
         if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
