@@ -380,6 +380,54 @@ fn sighup_reloads_users_and_refuses_a_broken_file() {
     assert!(status.success());
 }
 
+/// Out of file descriptors (`ulimit -n 64`, connections that never log in holding them), a
+/// client that connects gets FATAL `53300` at once instead of waiting in the backlog.
+#[test]
+fn out_of_file_descriptors_clients_are_refused_not_left_hanging() {
+    let pg_port = pg_port();
+    let dir = scratch("emfile");
+    let port = free_port();
+    let url = format!("postgres://postgres:{SUPER_PW}@127.0.0.1:{pg_port}/app");
+    let config = write_config(&dir, &url, port, "startup_timeout_secs = 120");
+    let log = dir.join("orgwall.log");
+    let mut child = Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -n 64 && exec \"$0\" serve --config \"$1\"")
+        .arg(BIN)
+        .arg(&config)
+        .env("NO_COLOR", "1")
+        .stderr(std::fs::File::create(&log).expect("log file"))
+        .spawn()
+        .expect("spawn orgwall");
+    wait_for(&log, "accepting connections");
+    // Sockets that connect and say nothing: each holds one of the proxy's descriptors.
+    let idle: Vec<std::net::TcpStream> = (0..80)
+        .filter_map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    assert!(idle.len() >= 64, "only {} sockets connected", idle.len());
+    wait_for(&log, "out of file descriptors");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let refused = rt.block_on(async {
+        let conn = format!(
+            "host=127.0.0.1 port={port} user=ops password=ops-pw dbname=app sslmode=disable connect_timeout=30"
+        );
+        tokio_postgres::connect(&conn, tokio_postgres::NoTls).await.map(drop)
+    });
+    let e = refused.expect_err("a login went through with no descriptor left");
+    assert_eq!(
+        e.code().map(|c| c.code()),
+        Some("53300"),
+        "{e:?}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    drop(idle);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    wait_exit(&mut child, 60);
+}
+
 /// Runs a proxy with `log_format` and `RUST_LOG=debug` logging to a file, sends an admin
 /// statement, a refused tenant statement carrying a literal, and closes both sessions with
 /// Terminate; returns the log.
