@@ -121,8 +121,8 @@ pub fn upstream_unavailable() -> ClientError {
     ClientError::error(code::CONNECTION_FAILURE, "upstream unavailable")
 }
 
-impl From<&crate::server::ReloadError> for ClientError {
-    fn from(e: &crate::server::ReloadError) -> Self {
+impl From<&crate::admin::reload::ReloadError> for ClientError {
+    fn from(e: &crate::admin::reload::ReloadError) -> Self {
         ClientError::error(
             code::CONFIG_FILE_ERROR,
             format!("RELOAD: {e}; the running config stays"),

@@ -65,7 +65,7 @@ pub struct ProxyState {
     pub registry: Arc<crate::clients::ClientRegistry>,
     /// The config in force: `config` at start, replaced by each successful reload (the
     /// settings `config::merge_reloadable` allows; the rest stay as at start).
-    live: std::sync::RwLock<Arc<Config>>,
+    pub(crate) live: std::sync::RwLock<Arc<Config>>,
 }
 
 impl ProxyState {
@@ -114,15 +114,6 @@ impl ProxyState {
             config,
         })
     }
-}
-
-/// Why a reload did not apply.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error("the config was not loaded from a file: nothing to reload")]
-    NoFile,
-    #[error("{0}")]
-    Invalid(crate::config::ConfigError),
 }
 
 /// Where the second wall's start-up check stands.
@@ -220,70 +211,6 @@ impl ProxyState {
 
     /// Forgets the catalog; the next tenant statement rediscovers it. Cached rewrites are keyed
     /// by catalog version, so stale templates are never used.
-    /// The config in force now (users, tenancy, JWT keys, limits after a reload).
-    pub fn current(&self) -> Arc<Config> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Reads the config file again and applies what may change while running: users and
-    /// passwords, roles, `[tenancy]`, `[jwt]`, plugins, pool sizes, per-tenant caps and client
-    /// limits, for new logins and new checkouts (sessions keep their server connections). A
-    /// config that fails validation is rejected whole and the running one stays.
-    pub fn reload_config(&self) -> Result<(), ReloadError> {
-        let running = self.current();
-        let path = running.source.clone().ok_or(ReloadError::NoFile)?;
-        let new = Config::load(&path, &running.env)
-            .map_err(ReloadError::Invalid)
-            .inspect_err(
-                |e| tracing::error!(error = %e, "config reload rejected; the running config stays"),
-            )?;
-        let (merged, restart) = crate::config::merge_reloadable(&running, new);
-        if !restart.is_empty() {
-            tracing::warn!(keys = ?restart, "config reload: these settings change only at a restart; their running values stay");
-        }
-        let u = &merged.upstream;
-        for pool in [Some(&self.pool), self.tenant_pool.as_ref()]
-            .into_iter()
-            .flatten()
-        {
-            pool.resize(u.pool_size);
-            pool.set_caps(u.max_per_org, u.max_per_user);
-        }
-        self.clients.set_limits(
-            merged.max_client_connections,
-            merged.reserved_admin_connections,
-        );
-        if merged.plugins != running.plugins {
-            self.policy.reload(&merged.plugins);
-        }
-        tracing::info!(
-            users = merged.users.len(),
-            pool_size = u.pool_size,
-            plugins = merged.plugins.len(),
-            "config reloaded"
-        );
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(merged);
-        Ok(())
-    }
-
-    /// SIGHUP: the catalog is rediscovered and the second wall checked again (in the
-    /// background: the accept loop does not wait).
-    pub async fn reload(self: &Arc<Self>) {
-        self.reload_catalog().await;
-        if self.tenant_pool.is_some() {
-            spawn_wall_check(self);
-        }
-    }
-
-    /// [`reload`](Self::reload), the wall's check done before it returns (the console's
-    /// `RELOAD` answers once it ran; its outcome is logged).
-    pub async fn reload_now(&self) {
-        self.reload_catalog().await;
-        if self.tenant_pool.is_some() {
-            let _ = self.wall().await;
-        }
-    }
-
     pub async fn reload_catalog(&self) {
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = None;
         *self.wall.lock().await = WallState::Unchecked;
@@ -364,7 +291,7 @@ pub async fn run(
             accepted = listener.accept() => {
                 let (socket, peer) = match accepted {
                     Ok(a) => a,
-                    Err(e) if is_out_of_files(&e) => {
+                    Err(e) if crate::listen::is_out_of_files(&e) => {
                         refuse_out_of_files(&listener, &state, &mut spare_fd).await;
                         continue;
                     }
@@ -410,17 +337,11 @@ pub async fn run(
     Ok(())
 }
 
-fn is_out_of_files(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
-}
-
-/// Out of file descriptors: closes the spare one, accepts the waiting connection with it,
-/// sends it a FATAL `53300` and closes it, then takes the spare again. Without this the
-/// connection would sit in the backlog, its client waiting with no error. Logged at WARN at
-/// most once a second.
+/// Out of file descriptors: counted, logged at most once a second, and the waiting
+/// connection refused rather than left in the backlog (`Listeners::refuse_waiting`).
 async fn refuse_out_of_files(
     listener: &Listeners,
-    state: &Arc<ProxyState>,
+    state: &ProxyState,
     spare: &mut Option<std::fs::File>,
 ) {
     state.metrics.client_refused("file_descriptors");
@@ -430,33 +351,12 @@ async fn refuse_out_of_files(
             "out of file descriptors (ulimit -n): refusing connections"
         );
     }
-    let Some(fd) = spare.take() else {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        *spare = std::fs::File::open("/dev/null").ok();
-        return;
-    };
-    drop(fd);
-    let accepted =
-        tokio::time::timeout(std::time::Duration::from_millis(50), listener.accept()).await;
-    if let Ok(Ok((mut socket, _))) = accepted {
-        let e = crate::errors::ClientError::fatal(
-            crate::errors::code::TOO_MANY_CONNECTIONS,
-            "out of file descriptors; try again later",
-        );
-        let frame = e.to_frame();
-        let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
-            use tokio::io::AsyncWriteExt;
-            let _ = socket.write_all(&frame).await;
-            let _ = socket.shutdown().await;
-        })
-        .await;
-    }
-    *spare = std::fs::File::open("/dev/null").ok();
+    listener.refuse_waiting(spare).await;
 }
 
 /// Runs the second wall's start-up check in the background; a failure is logged and refuses
 /// tenant logins until it passes.
-fn spawn_wall_check(state: &Arc<ProxyState>) {
+pub(crate) fn spawn_wall_check(state: &Arc<ProxyState>) {
     let st = state.clone();
     tokio::spawn(async move {
         let _ = st.wall().await;
@@ -486,21 +386,7 @@ async fn serve_client(
             Ok(Some(login)) => {
                 tracing::info!("login");
                 let _counted = state.metrics.client(login.principal.role.as_str());
-                let p = &login.principal;
-                let app = login
-                    .settings
-                    .iter()
-                    .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
-                    .map_or("", |(_, v)| v.as_str());
-                let _listed = state.registry.register(
-                    login.cancel.pid,
-                    &p.user,
-                    p.role,
-                    &p.org_id,
-                    peer.to_string(),
-                    login.stream.is_tls(),
-                    app,
-                );
+                let _listed = state.registry.register_login(&login, &peer);
                 session::run(login, &state).await;
             }
             Ok(None) => {}
@@ -509,21 +395,13 @@ async fn serve_client(
                 tracing::debug!("client closed before logging in")
             }
             Err(e @ frontend::FrontendError::Admission(_)) => {
-                state.metrics.client_refused("connection_limit");
+                state.metrics.handshake_failed(&e);
                 if let Some(held_back) = state.limit_warnings.admit(std::time::Instant::now()) {
                     tracing::warn!(error = %e, held_back, "connection refused at a limit");
                 }
             }
             Err(e) => {
-                use frontend::FrontendError as F;
-                match &e {
-                    F::Timeout => state.metrics.client_refused("startup_timeout"),
-                    F::Client(c) if c.code == crate::errors::code::INVALID_PASSWORD => {
-                        state.metrics.client_refused("authentication")
-                    }
-                    F::Client(_) => state.metrics.client_refused("refused"),
-                    _ => {}
-                }
+                state.metrics.handshake_failed(&e);
                 tracing::info!(error = %e, "handshake ended")
             }
         }

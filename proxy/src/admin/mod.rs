@@ -6,7 +6,9 @@
 //! Invariant: nothing here changes the proxy's state; a slow or hostile HTTP client holds at
 //! most one small buffer for at most [`REQUEST_TIMEOUT`].
 
+pub mod console;
 pub mod metrics;
+pub mod reload;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,10 +111,10 @@ fn route(head: &str) -> Result<Path, &'static str> {
 }
 
 fn metrics_text(state: &ProxyState) -> String {
-    let mut pools = vec![("owner", state.pool.snapshot())];
-    if let Some(t) = &state.tenant_pool {
-        pools.push(("tenant", t.snapshot()));
-    }
+    let pools: Vec<_> = console::named_pools(state)
+        .into_iter()
+        .map(|(name, pool)| (name, pool.snapshot()))
+        .collect();
     let balances = state.balances.as_ref().map(|b| b.stats());
     state
         .metrics

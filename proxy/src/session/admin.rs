@@ -10,6 +10,7 @@ use pgwire::messages::response::CommandComplete;
 
 use super::tenant::OrgwallCommand;
 use super::Session;
+use crate::admin::console::{self, Rows};
 use crate::balances::answer;
 use crate::balances::drift::{self, DriftError};
 use crate::config::Role;
@@ -148,8 +149,6 @@ pub(super) fn parse(sql: &str) -> Option<AdminCommand> {
     }
 }
 
-type Rows = Vec<Vec<Option<String>>>;
-
 /// A RowDescription of text columns.
 pub(super) fn row_description(columns: &[&str]) -> BytesMut {
     let mut body = Vec::new();
@@ -204,10 +203,6 @@ fn name_values(stats: Vec<(&'static str, String)>) -> Rows {
 enum Answer {
     Rows(Rows),
     Done(&'static str),
-}
-
-fn unix_time(secs: u64) -> Option<String> {
-    (secs > 0).then(|| secs.to_string())
 }
 
 impl Session<'_> {
@@ -276,10 +271,10 @@ impl Session<'_> {
                 .balance_drift()
                 .await
                 .map_err(|e| ClientError::from(&e))?,
-            AdminCommand::Clients => self.clients_rows(),
-            AdminCommand::Servers => self.servers_rows(),
-            AdminCommand::Pools => self.pools_rows(),
-            AdminCommand::Stats => self.stats_rows(),
+            AdminCommand::Clients => console::clients(state),
+            AdminCommand::Servers => console::servers(state),
+            AdminCommand::Pools => console::pools(state),
+            AdminCommand::Stats => console::stats(state),
             AdminCommand::Config => crate::config::settings(&state.current())
                 .into_iter()
                 .map(|(k, v)| {
@@ -294,135 +289,6 @@ impl Session<'_> {
                 return Ok(Answer::Done("RELOAD"));
             }
         }))
-    }
-
-    fn clients_rows(&self) -> Rows {
-        let db = &self.state.config.upstream.database;
-        self.state
-            .registry
-            .rows()
-            .into_iter()
-            .map(|c| {
-                let (addr, port) = match c.addr.rsplit_once(':') {
-                    Some((a, p)) if p.parse::<u16>().is_ok() => (a.to_string(), p.to_string()),
-                    _ => (c.addr.clone(), String::new()),
-                };
-                vec![
-                    Some("C".into()),
-                    Some(c.user),
-                    Some(db.clone()),
-                    Some(c.role.as_str().into()),
-                    (!c.org_id.is_empty()).then_some(c.org_id),
-                    c.current_org,
-                    Some(addr),
-                    Some(port),
-                    unix_time(c.connected_at),
-                    unix_time(c.last_statement_at),
-                    Some(c.statements.to_string()),
-                    Some(c.pid.to_string()),
-                    Some(c.tls.to_string()),
-                    Some(c.application_name),
-                ]
-            })
-            .collect()
-    }
-
-    fn servers_rows(&self) -> Rows {
-        let state = self.state;
-        let mut pools = vec![("owner", &state.pool)];
-        if let Some(t) = &state.tenant_pool {
-            pools.push(("tenant", t));
-        }
-        pools
-            .into_iter()
-            .flat_map(|(name, pool)| {
-                let cfg = pool.config();
-                pool.servers().into_iter().map(move |s| {
-                    vec![
-                        Some("S".into()),
-                        Some(cfg.user.clone()),
-                        Some(cfg.database.clone()),
-                        Some(name.into()),
-                        Some(if s.active { "active" } else { "idle" }.into()),
-                        Some(cfg.host.clone()),
-                        Some(cfg.port.to_string()),
-                        unix_time(s.connected_at),
-                        Some(s.pid.to_string()),
-                        Some(s.id.to_string()),
-                    ]
-                })
-            })
-            .collect()
-    }
-
-    fn pools_rows(&self) -> Rows {
-        let state = self.state;
-        let reg = &state.registry;
-        let (admins, tenants) = (
-            reg.count(Role::Admin),
-            reg.count(Role::Tenant) + reg.count(Role::Switcher),
-        );
-        let mut pools = vec![("owner", &state.pool)];
-        if let Some(t) = &state.tenant_pool {
-            pools.push(("tenant", t));
-        }
-        pools
-            .into_iter()
-            .map(|(name, pool)| {
-                let snap = pool.snapshot();
-                let cfg = pool.config();
-                let clients = match (name, state.tenant_pool.is_some()) {
-                    ("owner", true) => admins,
-                    ("owner", false) => admins + tenants,
-                    _ => tenants,
-                };
-                let (_, wait) = state.metrics.pool_waits(name);
-                vec![
-                    Some(cfg.database.clone()),
-                    Some(cfg.user.clone()),
-                    Some(name.into()),
-                    Some(clients.to_string()),
-                    Some(snap.waiting.to_string()),
-                    Some(snap.in_use.to_string()),
-                    Some(snap.idle.to_string()),
-                    Some(snap.size.to_string()),
-                    Some(format!("{:?}", cfg.pool_mode).to_lowercase()),
-                    Some(snap.checkouts.to_string()),
-                    Some(((wait * 1e6) as u64).to_string()),
-                    Some(snap.connect_errors.to_string()),
-                ]
-            })
-            .collect()
-    }
-
-    fn stats_rows(&self) -> Rows {
-        let db = &self.state.config.upstream.database;
-        let reg = &self.state.registry;
-        [Role::Admin, Role::Tenant, Role::Switcher]
-            .into_iter()
-            .map(|role| {
-                let (routed, refused) = self.state.metrics.statement_counts(role.as_str());
-                let tenants = match role {
-                    Role::Admin => None,
-                    _ => Some(
-                        reg.rows()
-                            .into_iter()
-                            .filter(|c| c.role == role)
-                            .filter_map(|c| c.current_org)
-                            .collect::<std::collections::BTreeSet<_>>()
-                            .len()
-                            .to_string(),
-                    ),
-                };
-                vec![
-                    Some(db.clone()),
-                    Some(role.as_str().into()),
-                    Some(routed.to_string()),
-                    Some(refused.to_string()),
-                    tenants,
-                ]
-            })
-            .collect()
     }
 
     async fn balance_drift(&self) -> Result<Rows, DriftError> {
