@@ -534,3 +534,53 @@ async fn reload_adds_users_rotates_passwords_shrinks_pools_and_swaps_plugins_und
     })
     .await;
 }
+
+/// `[[users]] max_client_connections`: a login past its own limit gets FATAL 53300 naming it,
+/// other logins are not affected, and a slot comes back when a session ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_s_own_session_limit() {
+    bounded(120, async {
+        let db = tenant_db("ops_user_limit").await;
+        let extra = tenancy_toml()
+            + "[[users]]\nname = \"capped\"\npassword = \"capped-pw\"\norg_id = \"org_a\"\n\
+               max_client_connections = 1\nmax_server_connections = 1\n";
+        let proxy = TestProxy::start_with_extra(&db, ProxyOptions::default(), &extra).await;
+        let capped = proxy.conn_str_with("capped", "capped-pw", "disable");
+        let first = connect(&capped).await;
+        first
+            .simple_query("SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        let Err(e) = orgwall_e2e::clients::try_connect(&capped).await else {
+            panic!("a second session of the capped login was accepted");
+        };
+        let db_error = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+        assert_eq!(db_error.code().code(), "53300");
+        assert!(
+            db_error.message().contains("max_client_connections"),
+            "{}",
+            db_error.message()
+        );
+        // Other logins are not limited by it.
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        a.simple_query("SELECT 1").await.unwrap();
+        drop(first);
+        // The slot is given back once the session has ended (asynchronously).
+        let mut again = None;
+        for _ in 0..100 {
+            if let Ok(c) = orgwall_e2e::clients::try_connect(&capped).await {
+                again = Some(c);
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let again = again.expect("the capped login connects again after its session ended");
+        again
+            .simple_query("SELECT count(*) FROM items")
+            .await
+            .unwrap();
+        drop((a, again));
+        proxy.shutdown().await.unwrap();
+    })
+    .await;
+}

@@ -22,6 +22,8 @@ pub enum AdmissionError {
     ReservedForAdmins,
     #[error("too many connections are logging in; this one waited longest and was closed")]
     Evicted,
+    #[error("too many connections for user \"{user}\" (its max_client_connections, {max})")]
+    UserFull { user: String, max: usize },
 }
 
 /// Connections that have not finished their startup exchange: at most `max` at once.

@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 
+use crate::admission::AdmissionError;
 use crate::config::Role;
 
 /// One logged-in client.
@@ -51,6 +52,24 @@ pub struct ClientRow {
 #[derive(Debug, Default)]
 pub struct ClientRegistry {
     map: DashMap<i32, Arc<ClientInfo>>,
+    /// Sessions per login, for `[[users]] max_client_connections`.
+    per_user: Arc<DashMap<String, usize>>,
+}
+
+/// One of a login's `max_client_connections`; given back when dropped.
+#[derive(Debug)]
+pub struct UserSlot {
+    per_user: Arc<DashMap<String, usize>>,
+    user: String,
+}
+
+impl Drop for UserSlot {
+    fn drop(&mut self) {
+        self.per_user.remove_if_mut(&self.user, |_, n| {
+            *n -= 1;
+            *n == 0
+        });
+    }
 }
 
 /// Removes its client from the registry when dropped.
@@ -101,6 +120,22 @@ impl ClientRegistry {
             registry: self.clone(),
             pid,
         }
+    }
+
+    /// A session slot for `user` unless it already has `max` (`None`: no per-login limit).
+    pub fn reserve(&self, user: &str, max: Option<usize>) -> Result<UserSlot, AdmissionError> {
+        let mut n = self.per_user.entry(user.to_string()).or_insert(0);
+        if let Some(max) = max.filter(|m| *n >= *m) {
+            let user = user.to_string();
+            drop(n);
+            self.per_user.remove_if(&user, |_, n| *n == 0);
+            return Err(AdmissionError::UserFull { user, max });
+        }
+        *n += 1;
+        Ok(UserSlot {
+            per_user: self.per_user.clone(),
+            user: user.to_string(),
+        })
     }
 
     /// Adds a client that just logged in, until the guard is dropped.
@@ -207,5 +242,22 @@ mod tests {
         assert_eq!(r.rows().len(), 1);
         drop(b);
         assert!(r.rows().is_empty());
+    }
+
+    #[test]
+    fn per_login_session_limits() {
+        let r = ClientRegistry::default();
+        let one = r.reserve("acme", Some(2)).unwrap();
+        let two = r.reserve("acme", Some(2)).unwrap();
+        assert!(matches!(
+            r.reserve("acme", Some(2)),
+            Err(AdmissionError::UserFull { max: 2, .. })
+        ));
+        let _other = r.reserve("globex", Some(2)).unwrap();
+        let _unlimited = r.reserve("svc", None).unwrap();
+        drop(one);
+        let _again = r.reserve("acme", Some(2)).unwrap();
+        drop(two);
+        assert_eq!(r.per_user.get("acme").map(|n| *n), Some(1));
     }
 }

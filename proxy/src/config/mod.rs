@@ -145,6 +145,8 @@ struct RawUser {
     password: String,
     org_id: Option<String>,
     role: Option<Role>,
+    max_client_connections: Option<usize>,
+    max_server_connections: Option<usize>,
 }
 
 /// The TLS certificate chain and key, already read from disk.
@@ -163,6 +165,11 @@ pub struct User {
     /// Empty for an admin configured without one (admins are never confined).
     pub org_id: String,
     pub role: Role,
+    /// This login's sessions at once (`None`: only `max_client_connections` applies).
+    pub max_client_connections: Option<usize>,
+    /// Server connections this login's sessions hold at once (tenants and switchers; `None`:
+    /// `[tenancy] max_server_connections_per_user`).
+    pub max_server_connections: Option<usize>,
 }
 
 /// The validated configuration.
@@ -332,11 +339,24 @@ impl Config {
             } else {
                 scram::Verifier::from_password(&u.password)
             };
+            for (key, v) in [
+                ("users.max_client_connections", u.max_client_connections),
+                ("users.max_server_connections", u.max_server_connections),
+            ] {
+                if v == Some(0) {
+                    return Err(invalid(
+                        key,
+                        format!("user `{}`: must be at least 1", u.name),
+                    ));
+                }
+            }
             users.push(User {
                 name: u.name,
                 verifier,
                 org_id,
                 role,
+                max_client_connections: u.max_client_connections,
+                max_server_connections: u.max_server_connections,
             });
         }
         let jwt = match raw.jwt {

@@ -36,6 +36,10 @@ pub struct Principal {
     pub user: String,
     pub org_id: String,
     pub role: Role,
+    /// The login's own cap on server connections (`[[users]] max_server_connections`).
+    pub max_server_connections: Option<usize>,
+    /// The login's own limit on sessions (`[[users]] max_client_connections`).
+    pub max_client_connections: Option<usize>,
 }
 
 /// A logged-in client, greeted and ready for its first query.
@@ -51,6 +55,8 @@ pub struct Login {
     pub wall: Option<std::sync::Arc<crate::boundary::Wall>>,
     /// Its place among `max_client_connections`, held until the session ends.
     pub slot: ClientSlot,
+    /// Its place among its login's `[[users]] max_client_connections`.
+    pub user_slot: crate::clients::UserSlot,
 }
 
 /// Why a handshake ended without a login.
@@ -125,6 +131,13 @@ pub async fn handshake(
                 Ok(slot) => slot,
                 Err(e) => return Err(report(&mut stream, FrontendError::Admission(e)).await),
             };
+            let user_slot = match state
+                .registry
+                .reserve(&principal.user, principal.max_client_connections)
+            {
+                Ok(s) => s,
+                Err(e) => return Err(report(&mut stream, FrontendError::Admission(e)).await),
+            };
             // Fail closed: no tenant work before PostgreSQL's own wall is known to stand.
             let wall = match principal.role {
                 Role::Admin => Ok(None),
@@ -147,6 +160,7 @@ pub async fn handshake(
                     cancel,
                     wall,
                     slot,
+                    user_slot,
                 })),
                 Err(e) => Err(report(&mut stream, e).await),
             }
@@ -334,6 +348,8 @@ async fn startup(
         user: user.name.clone(),
         org_id: user.org_id.clone(),
         role: user.role,
+        max_server_connections: user.max_server_connections,
+        max_client_connections: user.max_client_connections,
     };
     let span = tracing::Span::current();
     span.record("user", principal.user.as_str());

@@ -391,6 +391,7 @@ impl Session<'_> {
                 let who = Holder {
                     org,
                     user: &self.principal.user,
+                    user_cap: self.principal.max_server_connections,
                 };
                 pool.acquire_for(who).await
             }

@@ -20,6 +20,8 @@ use super::UpstreamError;
 pub struct Holder<'a> {
     pub org: &'a str,
     pub user: &'a str,
+    /// The login's own cap (`[[users]] max_server_connections`) instead of `_per_user`.
+    pub user_cap: Option<usize>,
 }
 
 /// What each org and user holds now, and the caps.
@@ -82,12 +84,13 @@ impl Caps {
         let mut held = self.lock();
         let (per_org, per_user) = (
             self.per_org.load(Ordering::Relaxed),
-            self.per_user.load(Ordering::Relaxed),
+            who.user_cap
+                .unwrap_or_else(|| self.per_user.load(Ordering::Relaxed)),
         );
         let org = held.orgs.get(who.org).copied().unwrap_or(0);
         if org >= per_org {
             return Err(UpstreamError::TenantCap {
-                key: "max_server_connections_per_org",
+                key: "[tenancy] max_server_connections_per_org",
                 what: format!("org \"{}\"", who.org),
                 cap: per_org,
             });
@@ -95,7 +98,10 @@ impl Caps {
         let user = held.users.get(who.user).copied().unwrap_or(0);
         if user >= per_user {
             return Err(UpstreamError::TenantCap {
-                key: "max_server_connections_per_user",
+                key: match who.user_cap {
+                    Some(_) => "[[users]] max_server_connections",
+                    None => "[tenancy] max_server_connections_per_user",
+                },
                 what: format!("user \"{}\"", who.user),
                 cap: per_user,
             });
@@ -150,7 +156,33 @@ mod tests {
     use std::time::Duration;
 
     fn who<'a>(org: &'a str, user: &'a str) -> Holder<'a> {
-        Holder { org, user }
+        Holder {
+            org,
+            user,
+            user_cap: None,
+        }
+    }
+
+    #[test]
+    fn a_login_s_own_cap_replaces_the_per_user_one() {
+        let caps = Caps::new(10, 5);
+        let capped = |org| Holder {
+            org,
+            user: "svc",
+            user_cap: Some(1),
+        };
+        let first = caps.try_take(capped("a")).unwrap();
+        let err = caps.try_take(capped("b")).unwrap_err();
+        assert!(
+            err.to_string().contains("[[users]] max_server_connections"),
+            "{err}"
+        );
+        // Another login is held to `max_server_connections_per_user` (5).
+        let _others: Vec<_> = (0..5)
+            .map(|_| caps.try_take(who("a", "x")).unwrap())
+            .collect();
+        drop(first);
+        caps.try_take(capped("b")).unwrap();
     }
 
     #[tokio::test]

@@ -38,7 +38,7 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("all {0} server connections are busy")]
     PoolTimeout(usize),
-    #[error("{what} already holds {cap} server connections, its cap ([tenancy] {key})")]
+    #[error("{what} already holds {cap} server connections, its cap ({key})")]
     TenantCap {
         key: &'static str,
         what: String,
