@@ -292,6 +292,10 @@ impl Session<'_> {
         if bound.is_none() || bound == self.current_org_str() {
             return Ok(());
         }
+        tracing::info!(
+            code = code::INSUFFICIENT_PRIVILEGE,
+            "execute refused: portal bound for another tenant"
+        );
         Err(ClientError::error(
             code::INSUFFICIENT_PRIVILEGE,
             format!("portal \"{portal}\" was bound for another tenant; bind it again"),
@@ -314,6 +318,12 @@ impl Session<'_> {
                 .flatten()
                 .is_some_and(|v| v == rendered.org.as_bytes());
             if !ok {
+                // Its number, never its value.
+                tracing::info!(
+                    code = code::INSUFFICIENT_PRIVILEGE,
+                    parameter = n,
+                    "bind refused: a parameter supplies another tenant"
+                );
                 return Err(ClientError::error(
                     code::INSUFFICIENT_PRIVILEGE,
                     format!("parameter ${n} supplies the tenant column and must be the session's tenant"),
