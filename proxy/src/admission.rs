@@ -8,7 +8,7 @@
 //! admin logins only. No I/O here: the accept loop and the handshake act on the answers.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -22,6 +22,8 @@ pub enum AdmissionError {
     ReservedForAdmins,
     #[error("too many connections are logging in; this one waited longest and was closed")]
     Evicted,
+    #[error("too many connections for user \"{user}\" (its max_client_connections, {max})")]
+    UserFull { user: String, max: usize },
 }
 
 /// Connections that have not finished their startup exchange: at most `max` at once.
@@ -100,8 +102,9 @@ impl Drop for StartupTicket {
 /// The slots of logged-in clients.
 #[derive(Debug)]
 pub struct ClientSlots {
-    max: usize,
-    reserved: usize,
+    /// `max_client_connections` and its admin reserve, packed (`max << 32 | reserved`) so a
+    /// reload changes both at once.
+    limits: AtomicU64,
     used: AtomicUsize,
 }
 
@@ -111,26 +114,39 @@ pub struct ClientSlot {
     slots: Arc<ClientSlots>,
 }
 
+/// `max` and `reserved` (at most `max`) in one word; both fit in 32 bits (the config limits
+/// connections far below that).
+fn pack(max: usize, reserved: usize) -> u64 {
+    let max = max.min(u32::MAX as usize) as u64;
+    (max << 32) | reserved.min(max as usize) as u64
+}
+
 impl ClientSlots {
     pub fn new(max: usize, reserved: usize) -> Arc<ClientSlots> {
         Arc::new(ClientSlots {
-            max,
-            reserved: reserved.min(max),
+            limits: AtomicU64::new(pack(max, reserved)),
             used: AtomicUsize::new(0),
         })
+    }
+
+    /// New limits (reload); clients over a lowered maximum keep their slots.
+    pub fn set_limits(&self, max: usize, reserved: usize) {
+        self.limits.store(pack(max, reserved), Ordering::Relaxed);
+    }
+
+    fn limits(&self) -> (usize, usize) {
+        let l = self.limits.load(Ordering::Relaxed);
+        ((l >> 32) as usize, (l & 0xffff_ffff) as usize)
     }
 
     /// A slot for a client that has just authenticated: an admin may take any free slot,
     /// anyone else only while more than the reserved ones are free.
     pub fn take(self: &Arc<Self>, admin: bool) -> Result<ClientSlot, AdmissionError> {
-        let limit = if admin {
-            self.max
-        } else {
-            self.max - self.reserved
-        };
+        let (max, reserved) = self.limits();
+        let limit = if admin { max } else { max - reserved };
         let mut used = self.used.load(Ordering::Relaxed);
         loop {
-            if used >= self.max {
+            if used >= max {
                 return Err(AdmissionError::Full);
             }
             if used >= limit {

@@ -74,6 +74,7 @@ pub mod code {
     pub const SYNTAX_ERROR: &str = "42601";
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
+    pub const CONFIG_FILE_ERROR: &str = "F0000";
 }
 
 impl From<&TokenError> for ClientError {
@@ -107,15 +108,25 @@ impl From<&UpstreamError> for ClientError {
                 code::TOO_MANY_CONNECTIONS,
                 format!("no PostgreSQL connection available: {e}"),
             ),
-            UpstreamError::Rejected { code: c, .. } if c.starts_with("28") => ClientError::error(
-                code::CANNOT_CONNECT,
-                format!("PostgreSQL refused Orgwall's login: {e}"),
-            ),
-            _ => ClientError::error(
-                code::CONNECTION_FAILURE,
-                format!("cannot reach PostgreSQL: {e}"),
-            ),
+            // What went wrong upstream (a wrong password, the upstream role's name, a host) is
+            // the operator's business: it is in the log, the client gets a generic error.
+            _ => upstream_unavailable(),
         }
+    }
+}
+
+/// `08006 orgwall: upstream unavailable`: PostgreSQL cannot be reached or refused Orgwall's
+/// login; the reason is logged, never shown to clients.
+pub fn upstream_unavailable() -> ClientError {
+    ClientError::error(code::CONNECTION_FAILURE, "upstream unavailable")
+}
+
+impl From<&crate::admin::reload::ReloadError> for ClientError {
+    fn from(e: &crate::admin::reload::ReloadError) -> Self {
+        ClientError::error(
+            code::CONFIG_FILE_ERROR,
+            format!("RELOAD: {e}; the running config stays"),
+        )
     }
 }
 
@@ -130,10 +141,14 @@ impl From<&crate::boundary::WallError> for ClientError {
     fn from(e: &crate::boundary::WallError) -> Self {
         use crate::boundary::WallError;
         match e {
-            WallError::Connect(u) => {
-                let inner = ClientError::from(u);
-                ClientError::fatal(inner.code, format!("tenant logins are refused: {e}"))
-            }
+            WallError::Connect(u) => ClientError {
+                fatal: true,
+                ..ClientError::from(u)
+            },
+            WallError::Unreachable => ClientError {
+                fatal: true,
+                ..upstream_unavailable()
+            },
             WallError::Unsafe(_) => ClientError::fatal(
                 code::OBJECT_NOT_IN_PREREQUISITE_STATE,
                 format!("tenant logins are refused: {e}"),

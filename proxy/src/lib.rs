@@ -4,6 +4,7 @@
 //! - [`config`]: TOML + environment, validated at load.
 //! - [`listen`], [`server`]: the listening sockets (TCP, Unix), the accept loop and graceful
 //!   drain; [`admission`]: the startup gate and the client slots (with the admin reserve).
+//! - [`startup`]: what `orgwall serve` checks first (upstream logins, file-descriptor limit).
 //! - [`frontend`]: one client's handshake — SSLRequest/TLS, startup, SCRAM, cancel requests.
 //! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
 //! - [`jwt`]: verification of switchers' tenant tokens (signature by `kid`, claim rules).
@@ -12,18 +13,23 @@
 //! - [`boundary`]: the second wall — the signed tenant context PostgreSQL's row-level security
 //!   checks, the start-up check of the tenant identity, the tripwire.
 //! - [`upstream`]: connections to PostgreSQL, the pool, the server-side statement cache.
+//! - [`clients`]: the registry of logged-in clients (`SHOW CLIENTS`).
 //! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
 //! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
+//! - [`logging`]: log format, colour, the dependency cap, rate-limited warnings.
+//! - [`admin`]: the `/metrics` and `/healthz` endpoint (`[admin] listen`) and the metrics.
 //! - [`wire`], [`scram`]: protocol framing and SCRAM primitives shared by both sides.
 //! - [`localpg`], [`demo`]: a private PostgreSQL for `orgwall demo` and the test suite.
 //! - [`balances`]: the inventory balance cache fed by logical replication; answers balance
 //!   lookups locally after the tenant rewrite.
 //! - [`migrate`]: admin tooling — `orgwall migrate` (the migration guide as resumable steps) and `reconcile`.
 
+pub mod admin;
 pub mod admission;
 pub mod balances;
 pub mod boundary;
 pub mod cancel;
+pub mod clients;
 pub mod config;
 pub mod demo;
 pub(crate) mod duplex;
@@ -32,6 +38,7 @@ pub mod frontend;
 pub mod jwt;
 pub mod listen;
 pub mod localpg;
+pub mod logging;
 pub mod lru;
 pub mod migrate;
 pub mod policy;
@@ -39,5 +46,6 @@ pub mod scram;
 pub mod server;
 pub mod session;
 pub mod sql;
+pub mod startup;
 pub mod upstream;
 pub mod wire;

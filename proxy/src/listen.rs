@@ -123,6 +123,41 @@ fn bind_unix(path: PathBuf) -> io::Result<UnixSocket> {
     Ok(UnixSocket { listener, path })
 }
 
+/// Whether `accept` failed for want of file descriptors (the process's or the system's).
+pub fn is_out_of_files(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE))
+}
+
+impl Listeners {
+    /// Out of file descriptors: closes `spare` (a descriptor kept for this), accepts the
+    /// waiting connection with it, sends it a FATAL `53300` and closes it, then takes the spare
+    /// again. Without this the connection would sit in the backlog, its client waiting with no
+    /// error.
+    pub async fn refuse_waiting(&self, spare: &mut Option<std::fs::File>) {
+        let Some(fd) = spare.take() else {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            *spare = std::fs::File::open("/dev/null").ok();
+            return;
+        };
+        drop(fd);
+        let wait = std::time::Duration::from_millis(50);
+        if let Ok(Ok((mut socket, _))) = tokio::time::timeout(wait, self.accept()).await {
+            let frame = crate::errors::ClientError::fatal(
+                crate::errors::code::TOO_MANY_CONNECTIONS,
+                "out of file descriptors; try again later",
+            )
+            .to_frame();
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
+                use tokio::io::AsyncWriteExt;
+                let _ = socket.write_all(&frame).await;
+                let _ = socket.shutdown().await;
+            })
+            .await;
+        }
+        *spare = std::fs::File::open("/dev/null").ok();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

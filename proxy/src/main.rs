@@ -25,9 +25,17 @@ struct Cli {
 enum Command {
     /// Run the proxy.
     Serve {
-        /// Config file (TOML).
+        /// Config file (TOML); every key is described in the README's configuration reference.
         #[arg(long, env = "ORGWALL_CONFIG")]
         config: PathBuf,
+        /// If PostgreSQL does not accept one of the upstream logins at start, try again every
+        /// second (logging each try) instead of exiting with an error.
+        #[arg(long)]
+        wait_for_upstream: bool,
+        /// Load and check the config, log in upstream as each identity, then exit without
+        /// serving (0: all good).
+        #[arg(long)]
+        check: bool,
     },
     /// Start a private PostgreSQL with the demo schema and tenants, and the proxy in front of it.
     Demo {
@@ -54,28 +62,28 @@ enum PluginCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
-    // `serve` sizes the runtime from its config; the other commands use the default.
+    // `serve` sizes the runtime and chooses the log format from its config; the other
+    // commands use the defaults.
     let config = match &cli.command {
-        Command::Serve { config } => Some(
+        Command::Serve { config, .. } => Some(
             Config::load(config, &EnvOverrides::from_process())
                 .with_context(|| format!("loading {}", config.display()))?,
         ),
         _ => None,
     };
+    orgwall::logging::init(config.as_ref().map(|c| c.log_format).unwrap_or_default());
     let workers = config
         .as_ref()
         .map_or_else(orgwall::config::default_workers, |c| c.workers);
     let rt = orgwall::server::runtime(workers).context("starting the async runtime")?;
     rt.block_on(async move {
         match cli.command {
-            Command::Serve { .. } => serve(config.context("no config")?).await,
+            Command::Serve {
+                wait_for_upstream,
+                check,
+                ..
+            } => serve(config.context("no config")?, wait_for_upstream, check).await,
             Command::Demo { listen } => {
                 let dir = std::env::current_dir().context("current directory")?;
                 orgwall::demo::run(&dir, listen).await
@@ -93,7 +101,17 @@ fn main() -> anyhow::Result<()> {
     })
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, wait_for_upstream: bool, check: bool) -> anyhow::Result<()> {
+    orgwall::startup::raise_fd_limit(&config);
+    let every = std::time::Duration::from_secs(1);
+    tokio::select! {
+        checked = orgwall::startup::wait_for_upstream(&config, wait_for_upstream, every) => checked?,
+        () = shutdown_signal() => return Ok(()),
+    }
+    if check {
+        tracing::info!("config and upstream logins are good");
+        return Ok(());
+    }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

@@ -56,6 +56,16 @@ pub struct ProxyState {
     pub balances: Option<Arc<crate::balances::Balances>>,
     /// Policy plugins (`[[plugins]]`), hot-reloaded by `policy::reload::watch`.
     pub policy: Arc<PolicyEngine>,
+    /// Refusals at the connection limits are logged at most once a second, with a count of
+    /// the ones held back.
+    pub limit_warnings: crate::logging::Throttle,
+    /// What `/metrics` exports (`[admin] listen`).
+    pub metrics: Arc<crate::admin::metrics::Metrics>,
+    /// Logged-in clients (`SHOW CLIENTS`).
+    pub registry: Arc<crate::clients::ClientRegistry>,
+    /// The config in force: `config` at start, replaced by each successful reload (the
+    /// settings `config::merge_reloadable` allows; the rest stay as at start).
+    pub(crate) live: std::sync::RwLock<Arc<Config>>,
 }
 
 impl ProxyState {
@@ -64,14 +74,18 @@ impl ProxyState {
             Some(t) => Some(tls_acceptor(&t.cert_pem, &t.key_pem)?),
             None => None,
         };
-        let pool = |cfg: crate::config::UpstreamConfig| {
+        let metrics = Arc::new(crate::admin::metrics::Metrics::new(
+            config.admin.tenant_metrics,
+        ));
+        let pool = |cfg: crate::config::UpstreamConfig, name: &str| {
             Pool::new(cfg)
+                .map(|p| p.observed_by(metrics.pool_wait(name)))
                 .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
         };
         Ok(ProxyState {
-            pool: pool(config.upstream.clone())?,
+            pool: pool(config.upstream.clone(), "owner")?,
             tenant_pool: match config.tenancy.enforce_in_postgres {
-                true => Some(pool(config.upstream.for_tenants())?),
+                true => Some(pool(config.upstream.for_tenants(), "tenant")?),
                 false => None,
             },
             wall: tokio::sync::Mutex::new(WallState::Unchecked),
@@ -93,6 +107,10 @@ impl ProxyState {
                 .enabled
                 .then(|| Arc::new(crate::balances::Balances::new(config.balances.clone()))),
             policy: Arc::new(PolicyEngine::new(&config.plugins).map_err(std::io::Error::other)?),
+            limit_warnings: crate::logging::Throttle::new(std::time::Duration::from_secs(1)),
+            metrics,
+            registry: Arc::default(),
+            live: std::sync::RwLock::new(config.clone()),
             config,
         })
     }
@@ -102,8 +120,9 @@ impl ProxyState {
 enum WallState {
     Unchecked,
     Ready(Arc<Wall>),
-    /// Failed at this instant; checked again after [`WALL_RETRY`].
-    Failed(std::time::Instant, String),
+    /// Failed at this instant (what is unsafe, or `None`: PostgreSQL was unreachable);
+    /// checked again after [`WALL_RETRY`].
+    Failed(std::time::Instant, Option<String>),
 }
 
 /// A failed start-up check is not repeated for every login.
@@ -130,7 +149,10 @@ impl ProxyState {
         match &*state {
             WallState::Ready(w) => return Ok(Some(w.clone())),
             WallState::Failed(at, why) if at.elapsed() < WALL_RETRY => {
-                return Err(WallError::Unsafe(why.clone()))
+                return Err(match why {
+                    Some(why) => WallError::Unsafe(why.clone()),
+                    None => WallError::Unreachable,
+                })
             }
             _ => {}
         }
@@ -156,8 +178,8 @@ impl ProxyState {
             Err(e) => {
                 tracing::error!(error = %e, "tenant and switcher logins are refused");
                 let why = match &e {
-                    WallError::Unsafe(w) => w.clone(),
-                    other => other.to_string(),
+                    WallError::Unsafe(w) => Some(w.clone()),
+                    _ => None,
                 };
                 *state = WallState::Failed(std::time::Instant::now(), why);
                 Err(e)
@@ -174,7 +196,7 @@ impl ProxyState {
         if let Some(c) = self.current_catalog() {
             return Ok(c);
         }
-        let c = Arc::new(catalog::load(&self.pool, &self.config.tenancy).await?);
+        let c = Arc::new(catalog::load(&self.pool, &self.current().tenancy).await?);
         tracing::info!(version = c.version(), "catalog loaded");
         *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
         Ok(c)
@@ -219,6 +241,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let state = Arc::new(ProxyState::new(config)?);
     let tasks = TaskTracker::new();
+    if let Some(addr) = state.config.admin.listen {
+        let admin = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            std::io::Error::new(e.kind(), format!("binding [admin] listen {addr}: {e}"))
+        })?;
+        tracing::info!(listen = %addr, "admin endpoint (/metrics, /healthz) listening");
+        tokio::spawn(crate::admin::serve(admin, state.clone()));
+    }
     if let Some(b) = state.balances.clone() {
         let st = state.clone();
         // Not tracked: the feed holds no client work and stops on `shutdown` itself.
@@ -241,6 +270,9 @@ pub async fn run(
     }
     tracing::info!(listen = %listener.describe(), "orgwall accepting connections");
     tokio::pin!(shutdown);
+    // Given up for a moment when the process runs out of file descriptors, so the connection
+    // waiting in the backlog can be told so instead of hanging (see `refuse_out_of_files`).
+    let mut spare_fd = std::fs::File::open("/dev/null").ok();
     let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
     loop {
         tokio::select! {
@@ -251,15 +283,18 @@ pub async fn run(
                     None => std::future::pending().await,
                 }
             } => {
-                state.reload_catalog().await;
-                if state.tenant_pool.is_some() {
-                    spawn_wall_check(&state);
-                }
+                // A rejected config is logged; the catalog is read again either way.
+                let _ = state.reload_config();
+                state.reload().await;
                 continue;
             }
             accepted = listener.accept() => {
                 let (socket, peer) = match accepted {
                     Ok(a) => a,
+                    Err(e) if crate::listen::is_out_of_files(&e) => {
+                        refuse_out_of_files(&listener, &state, &mut spare_fd).await;
+                        continue;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
@@ -302,9 +337,26 @@ pub async fn run(
     Ok(())
 }
 
+/// Out of file descriptors: counted, logged at most once a second, and the waiting
+/// connection refused rather than left in the backlog (`Listeners::refuse_waiting`).
+async fn refuse_out_of_files(
+    listener: &Listeners,
+    state: &ProxyState,
+    spare: &mut Option<std::fs::File>,
+) {
+    state.metrics.client_refused("file_descriptors");
+    if let Some(held_back) = state.limit_warnings.admit(std::time::Instant::now()) {
+        tracing::warn!(
+            held_back,
+            "out of file descriptors (ulimit -n): refusing connections"
+        );
+    }
+    listener.refuse_waiting(spare).await;
+}
+
 /// Runs the second wall's start-up check in the background; a failure is logged and refuses
 /// tenant logins until it passes.
-fn spawn_wall_check(state: &Arc<ProxyState>) {
+pub(crate) fn spawn_wall_check(state: &Arc<ProxyState>) {
     let st = state.clone();
     tokio::spawn(async move {
         let _ = st.wall().await;
@@ -333,10 +385,25 @@ async fn serve_client(
         match handshake {
             Ok(Some(login)) => {
                 tracing::info!("login");
+                let _counted = state.metrics.client(login.principal.role.as_str());
+                let _listed = state.registry.register_login(&login, &peer);
                 session::run(login, &state).await;
             }
             Ok(None) => {}
-            Err(e) => tracing::info!(error = %e, "handshake ended"),
+            // A TCP health probe connects and closes: not worth a line at INFO.
+            Err(frontend::FrontendError::Closed) => {
+                tracing::debug!("client closed before logging in")
+            }
+            Err(e @ frontend::FrontendError::Admission(_)) => {
+                state.metrics.handshake_failed(&e);
+                if let Some(held_back) = state.limit_warnings.admit(std::time::Instant::now()) {
+                    tracing::warn!(error = %e, held_back, "connection refused at a limit");
+                }
+            }
+            Err(e) => {
+                state.metrics.handshake_failed(&e);
+                tracing::info!(error = %e, "handshake ended")
+            }
         }
     }
     .instrument(span)

@@ -9,6 +9,7 @@
 pub mod balances;
 pub mod clients;
 pub mod drivers;
+pub mod ops;
 pub mod pg;
 pub mod proxy;
 pub mod raw;

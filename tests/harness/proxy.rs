@@ -75,6 +75,8 @@ pub struct ProxyOptions {
     pub second_wall: bool,
     /// `[upstream] tenant_user` and `tenant_password` instead of `orgwall_tenant`.
     pub tenant_login: Option<(&'static str, &'static str)>,
+    /// Load the config from a file (`TestProxy::config_path`), so `RELOAD` can read it again.
+    pub config_file: bool,
 }
 
 impl Default for ProxyOptions {
@@ -99,6 +101,7 @@ impl Default for ProxyOptions {
             first_wall: true,
             second_wall: true,
             tenant_login: None,
+            config_file: false,
         }
     }
 }
@@ -122,6 +125,8 @@ pub struct TestProxy {
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<std::io::Result<()>>>,
 }
+
+const CONFIG_FILE: &str = "orgwall.toml";
 
 static PROXY_SEQ: AtomicUsize = AtomicUsize::new(0);
 
@@ -154,6 +159,11 @@ impl TestProxy {
         .unwrap_or_else(|e| panic!("proxy config rejected: {e}\n---\n{toml}"));
         cfg.tenancy.rewrite = opts.first_wall;
         cfg.tenancy.enforce_in_postgres = opts.second_wall;
+        if opts.config_file {
+            let path = dir.join(CONFIG_FILE);
+            std::fs::write(&path, &toml).expect("write the proxy's config file");
+            cfg.source = Some(path);
+        }
         if let Some((user, password)) = opts.tenant_login {
             cfg.upstream.tenant_user = user.into();
             cfg.upstream.tenant_password = Some(password.into());
@@ -226,6 +236,11 @@ impl TestProxy {
     pub async fn shutdown(mut self) -> std::io::Result<()> {
         self.trigger_shutdown();
         self.wait_stopped(60).await
+    }
+
+    /// The config file of a proxy started with `config_file` (edit it, then `RELOAD`).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join(CONFIG_FILE)
     }
 
     pub fn dir(&self) -> &Path {

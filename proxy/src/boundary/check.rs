@@ -26,6 +26,9 @@ const DANGEROUS_ROLES: &[&str] = &[
 pub enum WallError {
     #[error("cannot check the tenant boundary in PostgreSQL: {0}")]
     Connect(UpstreamError),
+    /// `Connect` seen by a check a few seconds ago, not repeated yet.
+    #[error("PostgreSQL was unreachable at the last check of the tenant boundary")]
+    Unreachable,
     #[error("the tenant boundary in PostgreSQL is not in place: {0}; run `orgwall migrate up` (or see the README's \"Two walls\" for a deployment with its own roles)")]
     Unsafe(String),
 }

@@ -15,6 +15,10 @@ use crate::scram::{self, Verifier};
 
 mod limits;
 mod plugins;
+mod reference;
+mod reload;
+pub use reference::settings;
+pub use reload::{changeable, merge_reloadable};
 mod sections;
 mod upstream;
 
@@ -22,7 +26,7 @@ use limits::ClientLimits;
 pub use plugins::{load_plugin_specs, PluginSpec};
 use plugins::{plugin_specs, RawPlugin};
 use sections::RawJwt;
-pub use sections::{BalancesConfig, JwtConfig, JwtKey, Tenancy};
+pub use sections::{AdminConfig, BalancesConfig, JwtConfig, JwtKey, Tenancy};
 use upstream::{parse_upstream, RawUpstream};
 pub use upstream::{SslMode, UpstreamConfig};
 
@@ -108,6 +112,8 @@ struct RawConfig {
     idle_in_transaction_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     max_message_bytes: Option<usize>,
+    log_format: Option<crate::logging::LogFormat>,
+    audit_admin_statements: Option<bool>,
     upstream: RawUpstream,
     tls: Option<RawTls>,
     #[serde(default)]
@@ -119,6 +125,8 @@ struct RawConfig {
     balances: BalancesConfig,
     #[serde(default)]
     plugins: Vec<RawPlugin>,
+    #[serde(default)]
+    admin: AdminConfig,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +145,8 @@ struct RawUser {
     password: String,
     org_id: Option<String>,
     role: Option<Role>,
+    max_client_connections: Option<usize>,
+    max_server_connections: Option<usize>,
 }
 
 /// The TLS certificate chain and key, already read from disk.
@@ -152,8 +162,14 @@ pub struct TlsConfig {
 pub struct User {
     pub name: String,
     pub verifier: Verifier,
+    /// Empty for an admin configured without one (admins are never confined).
     pub org_id: String,
     pub role: Role,
+    /// This login's sessions at once (`None`: only `max_client_connections` applies).
+    pub max_client_connections: Option<usize>,
+    /// Server connections this login's sessions hold at once (tenants and switchers; `None`:
+    /// `[tenancy] max_server_connections_per_user`).
+    pub max_server_connections: Option<usize>,
 }
 
 /// The validated configuration.
@@ -181,6 +197,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// The largest protocol message Orgwall buffers, from a client or from PostgreSQL.
     pub max_message_bytes: usize,
+    /// How log lines are written (`log_format`).
+    pub log_format: crate::logging::LogFormat,
+    /// Admin statements logged at INFO (by fingerprint) instead of DEBUG.
+    pub audit_admin_statements: bool,
     pub upstream: UpstreamConfig,
     pub tls: Option<TlsConfig>,
     pub tenancy: Tenancy,
@@ -190,8 +210,13 @@ pub struct Config {
     pub balances: BalancesConfig,
     /// Policy plugins (`[[plugins]]`), in the order they run.
     pub plugins: Vec<PluginSpec>,
-    /// The file this config was loaded from (watched for plugin hot reload).
+    /// `/metrics` and `/healthz` (`[admin]`).
+    pub admin: AdminConfig,
+    /// The file this config was loaded from (watched for plugin hot reload; read again on
+    /// reload).
     pub source: Option<PathBuf>,
+    /// The environment overrides it was loaded with (a reload applies the same ones).
+    pub env: EnvOverrides,
 }
 
 /// Runtime threads when `workers` is not set: one per CPU, except on a machine of one or two
@@ -301,9 +326,12 @@ impl Config {
                     format!("user `{}` listed twice", u.name),
                 ));
             }
+            let role = u.role.unwrap_or(Role::Tenant);
+            // Admin statements are never confined: an admin needs no org.
             let org_id = u
                 .org_id
                 .or_else(|| env.default_org_id.clone())
+                .or_else(|| (role == Role::Admin).then(String::new))
                 .ok_or_else(|| {
                     invalid(
                         "users.org_id",
@@ -319,11 +347,24 @@ impl Config {
             } else {
                 scram::Verifier::from_password(&u.password)
             };
+            for (key, v) in [
+                ("users.max_client_connections", u.max_client_connections),
+                ("users.max_server_connections", u.max_server_connections),
+            ] {
+                if v == Some(0) {
+                    return Err(invalid(
+                        key,
+                        format!("user `{}`: must be at least 1", u.name),
+                    ));
+                }
+            }
             users.push(User {
                 name: u.name,
                 verifier,
                 org_id,
-                role: u.role.unwrap_or(Role::Tenant),
+                role,
+                max_client_connections: u.max_client_connections,
+                max_server_connections: u.max_server_connections,
             });
         }
         let jwt = match raw.jwt {
@@ -353,6 +394,8 @@ impl Config {
             idle_in_transaction_timeout: optional_secs(raw.idle_in_transaction_timeout_secs, 60),
             shutdown_timeout: secs(raw.shutdown_timeout_secs, 30),
             max_message_bytes,
+            log_format: raw.log_format.unwrap_or_default(),
+            audit_admin_statements: raw.audit_admin_statements.unwrap_or(false),
             upstream,
             tls,
             tenancy: raw.tenancy,
@@ -360,7 +403,9 @@ impl Config {
             users,
             balances: raw.balances.validated()?,
             plugins: plugin_specs(raw.plugins, base)?,
+            admin: raw.admin,
             source: None,
+            env: env.clone(),
         })
     }
 
@@ -504,6 +549,19 @@ org_id = "org_a"
         assert_eq!(c.upstream.host, "db.internal");
         assert_eq!(c.upstream.database, "other");
         assert_eq!(c.users[0].org_id, "org_default");
+    }
+
+    #[test]
+    fn admins_need_no_org() {
+        let text = MIN.replace("org_id = \"org_a\"", "role = \"admin\"");
+        let c = load(&text, &EnvOverrides::default()).unwrap();
+        assert_eq!(
+            (c.users[0].role, c.users[0].org_id.as_str()),
+            (Role::Admin, "")
+        );
+        let tenant = MIN.replace("org_id = \"org_a\"", "role = \"tenant\"");
+        let err = load(&tenant, &EnvOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("users.org_id"), "{err}");
     }
 
     #[test]

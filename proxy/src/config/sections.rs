@@ -275,3 +275,15 @@ impl BalancesConfig {
         Ok(self)
     }
 }
+
+/// The operations endpoint (`[admin]`): `/metrics` and `/healthz` over HTTP. Off unless
+/// `listen` is set.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Address of the HTTP endpoint; `None`: no endpoint.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Tenant orgs that get their own series in the per-tenant metrics (the first ones seen);
+    /// the rest are counted under `org_id="other"`. 0: no per-tenant series.
+    pub tenant_metrics: usize,
+}

@@ -36,6 +36,10 @@ pub struct Principal {
     pub user: String,
     pub org_id: String,
     pub role: Role,
+    /// The login's own cap on server connections (`[[users]] max_server_connections`).
+    pub max_server_connections: Option<usize>,
+    /// The login's own limit on sessions (`[[users]] max_client_connections`).
+    pub max_client_connections: Option<usize>,
 }
 
 /// A logged-in client, greeted and ready for its first query.
@@ -51,6 +55,8 @@ pub struct Login {
     pub wall: Option<std::sync::Arc<crate::boundary::Wall>>,
     /// Its place among `max_client_connections`, held until the session ends.
     pub slot: ClientSlot,
+    /// Its place among its login's `[[users]] max_client_connections`.
+    pub user_slot: crate::clients::UserSlot,
 }
 
 /// Why a handshake ended without a login.
@@ -123,10 +129,14 @@ pub async fn handshake(
         Ok(Some((principal, settings))) => {
             let slot = match state.clients.take(principal.role == Role::Admin) {
                 Ok(slot) => slot,
-                Err(e) => {
-                    tracing::info!(error = %e, "login refused");
-                    return Err(report(&mut stream, FrontendError::Admission(e)).await);
-                }
+                Err(e) => return Err(report(&mut stream, FrontendError::Admission(e)).await),
+            };
+            let user_slot = match state
+                .registry
+                .reserve(&principal.user, principal.max_client_connections)
+            {
+                Ok(s) => s,
+                Err(e) => return Err(report(&mut stream, FrontendError::Admission(e)).await),
             };
             // Fail closed: no tenant work before PostgreSQL's own wall is known to stand.
             let wall = match principal.role {
@@ -150,6 +160,7 @@ pub async fn handshake(
                     cancel,
                     wall,
                     slot,
+                    user_slot,
                 })),
                 Err(e) => Err(report(&mut stream, e).await),
             }
@@ -261,7 +272,8 @@ async fn startup(
         .ok()
         .flatten()
         .ok_or(WireError::Malformed("startup packet"))?;
-    let cfg = &state.config;
+    // Users, passwords and roles as of the last reload.
+    let cfg = state.current();
     let refuse = |code, msg: String| FrontendError::Client(ClientError::fatal(code, msg));
     let pq_options: Vec<String> = startup
         .parameters
@@ -336,10 +348,14 @@ async fn startup(
         user: user.name.clone(),
         org_id: user.org_id.clone(),
         role: user.role,
+        max_server_connections: user.max_server_connections,
+        max_client_connections: user.max_client_connections,
     };
     let span = tracing::Span::current();
     span.record("user", principal.user.as_str());
-    span.record("org_id", principal.org_id.as_str());
+    if !principal.org_id.is_empty() {
+        span.record("org_id", principal.org_id.as_str());
+    }
     span.record("role", principal.role.as_str());
     Ok((principal, settings))
 }
@@ -354,6 +370,7 @@ async fn greet(
     cancel: &CancelHandle,
 ) -> Result<(), FrontendError> {
     let server = state.pool_for(role).server_params().await.map_err(|e| {
+        tracing::warn!(error = %e, "cannot open a server connection for the greeting");
         FrontendError::Client(ClientError {
             fatal: true,
             ..ClientError::from(&e)

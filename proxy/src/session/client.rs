@@ -57,8 +57,8 @@ impl Session<'_> {
                 Ok(())
             }
             b'X' => {
-                tracing::debug!("client sent Terminate");
                 self.closing = true;
+                self.terminated = true;
                 Ok(())
             }
             other => Err(wire::WireError::UnexpectedType(other as char).into()),
@@ -72,7 +72,7 @@ impl Session<'_> {
         let q: Query = wire::decode_client(frame.clone(), "Query")?;
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
         if let Some(cmd) = admin::parse(&q.query) {
-            return self.on_admin_command(cmd, true).await;
+            return self.on_admin_command(cmd, None).await;
         }
         if let Some(cmd) = self.local_command(&q.query) {
             if self.in_flight() {
@@ -114,7 +114,7 @@ impl Session<'_> {
         let name = p.name.unwrap_or_default();
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
         if let Some(cmd) = admin::parse(&p.query) {
-            return self.on_admin_command(cmd, false).await;
+            return self.on_admin_command(cmd, Some(name)).await;
         }
         if let Some(cmd) = self.local_command(&p.query) {
             return self.parse_command_statement(name, cmd).await;
@@ -322,7 +322,8 @@ impl Session<'_> {
     /// Refuses a statement. With a server connection held, a failing statement is sent in its
     /// place so PostgreSQL aborts the transaction (or pipeline) exactly as for a real error.
     pub(super) async fn refuse(&mut self, e: ClientError, simple: bool) -> Result<(), ClientError> {
-        tracing::info!(code = e.code, reason = %e.message, "statement refused");
+        // SQL refusals were logged at INFO by `route_sql`; the message may quote literals.
+        tracing::debug!(code = e.code, "refusal sent");
         if self.server.is_some() {
             if simple {
                 wire::put(&mut self.to_server, &Query::new(REFUSED_SQL.into()));
@@ -390,6 +391,7 @@ impl Session<'_> {
                 let who = Holder {
                     org,
                     user: &self.principal.user,
+                    user_cap: self.principal.max_server_connections,
                 };
                 pool.acquire_for(who).await
             }

@@ -114,7 +114,10 @@ impl Session<'_> {
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
         let checked = cmd.and_then(|c| {
-            if !matches!(c, OrgwallCommand::Deallocate { .. } | OrgwallCommand::Show) {
+            if !matches!(
+                c,
+                OrgwallCommand::Deallocate { .. } | OrgwallCommand::Show | OrgwallCommand::Admin(_)
+            ) {
                 tenant::may_switch(self.principal.role)?;
             }
             Ok(c)
@@ -146,29 +149,26 @@ impl Session<'_> {
         true
     }
 
-    /// Describe of a command statement or portal: no parameters, no rows.
+    /// Describe of a command statement or portal: no parameters; no rows, except for an
+    /// admin console statement (its text columns).
     pub(super) fn describe_command(&mut self, target: u8, name: &str) -> bool {
         let known = if target == b'S' {
-            self.commands.statements.contains_key(name)
-        } else {
-            self.commands.portals.contains_key(name)
-        };
-        let show = if target == b'S' {
             self.commands.statements.get(name)
         } else {
             self.commands.portals.get(name)
-        }
-        .is_some_and(|c| matches!(c, OrgwallCommand::Show));
-        if !known {
+        };
+        let Some(cmd) = known.cloned() else {
             return false;
-        }
+        };
         if target == b'S' {
             self.push_message(&ParameterDescription::new(vec![]));
         }
-        if show {
-            self.push_synthetic(admin::row_description(&[SHOW_COLUMN]));
-        } else {
-            self.push_message(&NoData::new());
+        match cmd {
+            OrgwallCommand::Show => self.push_synthetic(admin::row_description(&[SHOW_COLUMN])),
+            OrgwallCommand::Admin(a) if !a.columns().is_empty() => {
+                self.push_synthetic(admin::row_description(a.columns()))
+            }
+            _ => self.push_message(&NoData::new()),
         }
         true
     }
@@ -180,6 +180,9 @@ impl Session<'_> {
 
     /// Execute of a command portal: applies it and answers CommandComplete.
     pub(super) async fn execute_command(&mut self, cmd: OrgwallCommand) -> Result<(), ClientError> {
+        if let OrgwallCommand::Admin(a) = cmd {
+            return self.execute_admin(a).await;
+        }
         if matches!(cmd, OrgwallCommand::Show) && self.status != b'E' {
             let row = self.show_row();
             self.push_synthetic(row);
@@ -216,7 +219,8 @@ impl Session<'_> {
         }
         match cmd {
             OrgwallCommand::Bind { org, local } => {
-                let jwt = &self.state.config.jwt;
+                let config = self.state.current();
+                let jwt = &config.jwt;
                 let binding = tenant::resolve(self.principal.role, &org, jwt, unix_now())?;
                 tracing::info!(org_id = %binding.org, local, token = binding.expires.is_some(), "tenant bound");
                 // As in PostgreSQL, SET LOCAL outside a transaction block has no effect.
@@ -251,6 +255,8 @@ impl Session<'_> {
                 }
                 Ok("DEALLOCATE")
             }
+            // Answered by `execute_admin`, never applied as a setting.
+            OrgwallCommand::Admin(_) => Ok("SHOW"),
         }
     }
 

@@ -88,6 +88,8 @@ pub(crate) struct Session<'a> {
     cancel: CancelHandle,
     /// Set when the session must end once its output is flushed.
     closing: bool,
+    /// The client sent Terminate (the session's end reason says so).
+    terminated: bool,
     /// The server is in COPY FROM STDIN (extended protocol) and the client has not ended it.
     copy_in: bool,
     /// The rest of the client's messages wait in `cbuf` until the server has answered all that
@@ -150,6 +152,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         startup_reset: false,
         cancel: login.cancel,
         closing: false,
+        terminated: false,
         copy_in: false,
         deferred: false,
         commands: commands::Commands::default(),
@@ -192,7 +195,7 @@ impl Session<'_> {
             }
             self.try_flush();
             if self.closing && self.to_client.is_empty() {
-                return "closed by orgwall";
+                return self.closed_reason();
             }
             let config = &self.state.config;
             let idle_timeout = config.idle_client_timeout.filter(|_| self.is_idle());
@@ -356,9 +359,17 @@ impl Session<'_> {
             }
         }
         if self.to_client.is_empty() && self.closing {
-            return Err("closed by orgwall");
+            return Err(self.closed_reason());
         }
         Ok(())
+    }
+
+    /// Why a session that is closing ended: the client's Terminate, or Orgwall's FATAL.
+    fn closed_reason(&self) -> &'static str {
+        match self.terminated {
+            true => "client sent Terminate",
+            false => "closed by orgwall",
+        }
     }
 
     /// Flushes what is left and hands the server connection back only if it is clean.

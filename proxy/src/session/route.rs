@@ -39,9 +39,35 @@ pub(super) struct Rendered {
 }
 
 impl Session<'_> {
-    /// The single function every client SQL string passes through before PostgreSQL.
+    /// The single function every client SQL string passes through before PostgreSQL. Each
+    /// statement is logged by fingerprint (DEBUG; admin statements at INFO with
+    /// `audit_admin_statements`), each refusal at INFO with its SQLSTATE — never the text or
+    /// the refusal's message, which may quote the statement's literals.
     pub(super) async fn route_sql(&self, text: &str) -> Result<Routed, ClientError> {
-        let max = self.state.config.tenancy.max_statement_bytes;
+        // (The macros compute the fingerprint only when the line is written.)
+        let fingerprint = || Fingerprint(sql::fingerprint(text));
+        let role = self.principal.role.as_str();
+        let routed = self.route_sql_unlogged(text).await;
+        let refused = routed.as_ref().err().map(|e| e.code);
+        let org = self.current_org_str();
+        self.state.metrics.statement(role, org, refused);
+        self.state.registry.statement(self.cancel.pid, org);
+        let audit =
+            self.principal.role == Role::Admin && self.state.current().audit_admin_statements;
+        match &routed {
+            Err(e) => {
+                tracing::info!(code = e.code, fingerprint = %fingerprint(), role, "statement refused")
+            }
+            Ok(_) if audit => tracing::info!(fingerprint = %fingerprint(), role, "statement"),
+            Ok(r) => {
+                tracing::debug!(fingerprint = %fingerprint(), role, rewritten = r.tenant.is_some(), "statement")
+            }
+        }
+        routed
+    }
+
+    async fn route_sql_unlogged(&self, text: &str) -> Result<Routed, ClientError> {
+        let max = self.state.current().tenancy.max_statement_bytes;
         if self.principal.role != Role::Admin && text.len() > max {
             return Err(ClientError::error(
                 code::PROGRAM_LIMIT_EXCEEDED,
@@ -49,20 +75,30 @@ impl Session<'_> {
             ));
         }
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
-        let masked = self.state.policy.check(
+        let started = std::time::Instant::now();
+        let decision = self.state.policy.check(
             &crate::policy::Who {
                 user: &self.principal.user,
                 org_id: self.current_org().as_deref(),
                 role: self.principal.role,
             },
             text,
-        )?;
+        );
+        if !self.state.policy.is_empty() {
+            let kind = match &decision {
+                Ok(None) => "allow",
+                Ok(Some(_)) => "mask",
+                Err(_) => "deny",
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            self.state.metrics.plugin_decision(kind, seconds);
+        }
+        let masked = decision?;
         let text = masked.as_deref().unwrap_or(text);
         // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
         if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
             let summary = self.lexical_summary(text);
             let (effects, sharing) = self.pooling_effects(summary)?;
-            tracing::info!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), role = self.principal.role.as_str(), "statement passed through");
             return Ok(Routed {
                 sql: masked.clone(),
                 effects,
@@ -70,9 +106,6 @@ impl Session<'_> {
                 masked: masked.is_some(),
                 sharing,
             });
-        }
-        if tracing::enabled!(tracing::Level::DEBUG) {
-            tracing::debug!(fingerprint = %format!("{:016x}", sql::fingerprint(text)), "statement");
         }
         let catalog = self
             .state
@@ -259,6 +292,10 @@ impl Session<'_> {
         if bound.is_none() || bound == self.current_org_str() {
             return Ok(());
         }
+        tracing::info!(
+            code = code::INSUFFICIENT_PRIVILEGE,
+            "execute refused: portal bound for another tenant"
+        );
         Err(ClientError::error(
             code::INSUFFICIENT_PRIVILEGE,
             format!("portal \"{portal}\" was bound for another tenant; bind it again"),
@@ -281,6 +318,12 @@ impl Session<'_> {
                 .flatten()
                 .is_some_and(|v| v == rendered.org.as_bytes());
             if !ok {
+                // Its number, never its value.
+                tracing::info!(
+                    code = code::INSUFFICIENT_PRIVILEGE,
+                    parameter = n,
+                    "bind refused: a parameter supplies another tenant"
+                );
                 return Err(ClientError::error(
                     code::INSUFFICIENT_PRIVILEGE,
                     format!("parameter ${n} supplies the tenant column and must be the session's tenant"),
@@ -319,4 +362,13 @@ impl Statement {
 /// `SELECT 1` or `BEGIN`, needs no tenant).
 fn touches_tenant_data(t: &Template) -> bool {
     !t.param_checks().is_empty() || !t.literal_checks().is_empty() || t.render("a") != t.render("b")
+}
+
+/// A statement's fingerprint as logs show it (16 hex digits).
+struct Fingerprint(u64);
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
 }

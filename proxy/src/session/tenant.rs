@@ -23,6 +23,8 @@ pub enum OrgwallCommand {
     Deallocate {
         name: Option<String>,
     },
+    /// An admin console statement prepared in the extended protocol (`admin.rs`).
+    Admin(super::admin::AdminCommand),
 }
 
 /// Where a bound tenant comes from.

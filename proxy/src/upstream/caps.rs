@@ -7,6 +7,7 @@
 //! (released to the pool or closed).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -19,13 +20,15 @@ use super::UpstreamError;
 pub struct Holder<'a> {
     pub org: &'a str,
     pub user: &'a str,
+    /// The login's own cap (`[[users]] max_server_connections`) instead of `_per_user`.
+    pub user_cap: Option<usize>,
 }
 
 /// What each org and user holds now, and the caps.
 #[derive(Debug)]
 pub struct Caps {
-    per_org: usize,
-    per_user: usize,
+    per_org: AtomicUsize,
+    per_user: AtomicUsize,
     held: Mutex<Held>,
     /// Woken whenever a share is given back.
     freed: Notify,
@@ -48,8 +51,8 @@ pub struct Share {
 impl Caps {
     pub fn new(per_org: usize, per_user: usize) -> Arc<Caps> {
         Arc::new(Caps {
-            per_org: per_org.max(1),
-            per_user: per_user.max(1),
+            per_org: AtomicUsize::new(per_org.max(1)),
+            per_user: AtomicUsize::new(per_user.max(1)),
             held: Mutex::new(Held::default()),
             freed: Notify::new(),
         })
@@ -79,20 +82,28 @@ impl Caps {
     /// A share for `who` if neither its org nor its user is at its cap.
     fn try_take(self: &Arc<Self>, who: Holder<'_>) -> Result<Share, UpstreamError> {
         let mut held = self.lock();
+        let (per_org, per_user) = (
+            self.per_org.load(Ordering::Relaxed),
+            who.user_cap
+                .unwrap_or_else(|| self.per_user.load(Ordering::Relaxed)),
+        );
         let org = held.orgs.get(who.org).copied().unwrap_or(0);
-        if org >= self.per_org {
+        if org >= per_org {
             return Err(UpstreamError::TenantCap {
-                key: "max_server_connections_per_org",
+                key: "[tenancy] max_server_connections_per_org",
                 what: format!("org \"{}\"", who.org),
-                cap: self.per_org,
+                cap: per_org,
             });
         }
         let user = held.users.get(who.user).copied().unwrap_or(0);
-        if user >= self.per_user {
+        if user >= per_user {
             return Err(UpstreamError::TenantCap {
-                key: "max_server_connections_per_user",
+                key: match who.user_cap {
+                    Some(_) => "[[users]] max_server_connections",
+                    None => "[tenancy] max_server_connections_per_user",
+                },
                 what: format!("user \"{}\"", who.user),
-                cap: self.per_user,
+                cap: per_user,
             });
         }
         *held.orgs.entry(who.org.to_string()).or_default() += 1;
@@ -102,6 +113,12 @@ impl Caps {
             org: who.org.to_string(),
             user: who.user.to_string(),
         })
+    }
+
+    /// New caps (reload); shares already held are kept, the next checkouts see the new caps.
+    pub fn set_limits(&self, per_org: usize, per_user: usize) {
+        self.per_org.store(per_org.max(1), Ordering::Relaxed);
+        self.per_user.store(per_user.max(1), Ordering::Relaxed);
     }
 
     /// Connections held now by `org`.
@@ -139,7 +156,33 @@ mod tests {
     use std::time::Duration;
 
     fn who<'a>(org: &'a str, user: &'a str) -> Holder<'a> {
-        Holder { org, user }
+        Holder {
+            org,
+            user,
+            user_cap: None,
+        }
+    }
+
+    #[test]
+    fn a_login_s_own_cap_replaces_the_per_user_one() {
+        let caps = Caps::new(10, 5);
+        let capped = |org| Holder {
+            org,
+            user: "svc",
+            user_cap: Some(1),
+        };
+        let first = caps.try_take(capped("a")).unwrap();
+        let err = caps.try_take(capped("b")).unwrap_err();
+        assert!(
+            err.to_string().contains("[[users]] max_server_connections"),
+            "{err}"
+        );
+        // Another login is held to `max_server_connections_per_user` (5).
+        let _others: Vec<_> = (0..5)
+            .map(|_| caps.try_take(who("a", "x")).unwrap())
+            .collect();
+        drop(first);
+        caps.try_take(capped("b")).unwrap();
     }
 
     #[tokio::test]

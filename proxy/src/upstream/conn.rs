@@ -42,6 +42,8 @@ pub struct ServerConn {
     pub context: crate::boundary::Context,
     /// Cancels forwarded to its backend: none may land on another client's statement.
     pub fence: std::sync::Arc<Fence>,
+    /// Its entry in the pool's `SHOW SERVERS` listing (pooled connections only).
+    pub listed: Option<super::listing::Listed>,
 }
 
 impl ServerConn {
@@ -94,6 +96,7 @@ impl ServerConn {
             settings: 0,
             context: crate::boundary::Context::Unknown,
             fence: Default::default(),
+            listed: None,
         };
         let mut startup = Startup::new();
         startup.parameters.insert("user".into(), cfg.user.clone());

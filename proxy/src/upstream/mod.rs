@@ -10,6 +10,7 @@
 mod caps;
 pub mod catalog;
 mod conn;
+pub mod listing;
 mod mux;
 mod prepared;
 mod stream;
@@ -39,7 +40,7 @@ pub enum UpstreamError {
     ConnectTimeout(Duration),
     #[error("all {0} server connections are busy")]
     PoolTimeout(usize),
-    #[error("{what} already holds {cap} server connections, its cap ([tenancy] {key})")]
+    #[error("{what} already holds {cap} server connections, its cap ({key})")]
     TenantCap {
         key: &'static str,
         what: String,
@@ -125,12 +126,35 @@ pub struct Pool {
     /// Exclusive checkouts and shares of multiplexed connections handed out (`stats`).
     checkouts: AtomicU64,
     shares: AtomicU64,
+    /// Checkouts waiting for a permit now, and failed connects since start (`/metrics`).
+    waiting: AtomicU64,
+    /// Permits in all (`pool_size`, changed by a reload).
+    size: std::sync::atomic::AtomicUsize,
+    connect_errors: AtomicU64,
+    /// Where checkout waits are recorded (`/metrics`), when the proxy exports them.
+    wait_seconds: Option<prometheus::Histogram>,
+    /// Its exclusive connections (`SHOW SERVERS`).
+    listing: listing::Listing,
+}
+
+/// A pool's figures at one instant (`/metrics`, `SHOW POOLS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolSnapshot {
+    pub size: usize,
+    /// Exclusive connections checked out now.
+    pub in_use: usize,
+    pub idle: usize,
+    /// Checkouts waiting for a connection now.
+    pub waiting: u64,
+    pub checkouts: u64,
+    pub connect_errors: u64,
 }
 
 impl Pool {
     /// Builds the pool (no connection is opened yet); fails on an unusable TLS setup.
     pub fn new(cfg: UpstreamConfig) -> Result<Pool, UpstreamError> {
         let tls = stream::client_config(&cfg).map_err(UpstreamError::Tls)?;
+        let pool_size = cfg.pool_size;
         Ok(Pool {
             mux: (cfg.multiplex > 0)
                 .then(|| mux::Mux::new(cfg.multiplex, cfg.group_reads, cfg.max_message_bytes)),
@@ -143,7 +167,63 @@ impl Pool {
             server_params: Mutex::new(Vec::new()),
             checkouts: AtomicU64::new(0),
             shares: AtomicU64::new(0),
+            waiting: AtomicU64::new(0),
+            size: std::sync::atomic::AtomicUsize::new(pool_size),
+            connect_errors: AtomicU64::new(0),
+            wait_seconds: None,
+            listing: listing::Listing::default(),
         })
+    }
+
+    /// Sets the number of server connections (reload). Growing adds permits at once;
+    /// shrinking takes the surplus permits as connections come back (a checkout queued after
+    /// that waits its turn) and closes surplus idle connections. Sessions keep theirs.
+    pub fn resize(&self, size: usize) {
+        let size = size.max(1);
+        let old = self.size.swap(size, Ordering::Relaxed);
+        if size > old {
+            self.permits.add_permits(size - old);
+        } else if size < old {
+            let permits = self.permits.clone();
+            let surplus = (old - size) as u32;
+            tokio::spawn(async move {
+                if let Ok(p) = permits.acquire_many_owned(surplus).await {
+                    p.forget();
+                }
+            });
+            self.lock_idle().truncate(size);
+        }
+    }
+
+    /// Its exclusive connections now (`SHOW SERVERS`).
+    pub fn servers(&self) -> Vec<listing::ServerRow> {
+        self.listing.rows()
+    }
+
+    /// Sets the per-tenant caps (reload).
+    pub fn set_caps(&self, per_org: usize, per_user: usize) {
+        self.caps.set_limits(per_org, per_user);
+    }
+
+    /// Records every checkout's wait for a permit in `h`.
+    pub fn observed_by(mut self, h: prometheus::Histogram) -> Pool {
+        self.wait_seconds = Some(h);
+        self
+    }
+
+    /// The pool's figures now.
+    pub fn snapshot(&self) -> PoolSnapshot {
+        PoolSnapshot {
+            size: self.size.load(Ordering::Relaxed),
+            in_use: self
+                .size
+                .load(Ordering::Relaxed)
+                .saturating_sub(self.permits.available_permits()),
+            idle: self.lock_idle().len(),
+            waiting: self.waiting.load(Ordering::Relaxed),
+            checkouts: self.checkouts.load(Ordering::Relaxed),
+            connect_errors: self.connect_errors.load(Ordering::Relaxed),
+        }
     }
 
     pub fn config(&self) -> &UpstreamConfig {
@@ -171,9 +251,15 @@ impl Pool {
         share: Option<caps::Share>,
         deadline: tokio::time::Instant,
     ) -> Result<Lease, UpstreamError> {
-        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| UpstreamError::PoolTimeout(self.cfg.pool_size))?
+        let started = std::time::Instant::now();
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        if let Some(h) = &self.wait_seconds {
+            h.observe(started.elapsed().as_secs_f64());
+        }
+        let permit = permit
+            .map_err(|_| UpstreamError::PoolTimeout(self.size.load(Ordering::Relaxed)))?
             .map_err(|_| UpstreamError::Closed)?;
         self.checkouts.fetch_add(1, Ordering::Relaxed);
         let lease = |conn| Lease {
@@ -195,10 +281,16 @@ impl Pool {
                     continue;
                 }
             }
+            self.listing.set_active(conn.id, true);
             return Ok(lease(conn));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id).await?;
+        let mut conn = ServerConn::connect(&self.cfg, self.tls.as_ref(), id)
+            .await
+            .inspect_err(|_| {
+                self.connect_errors.fetch_add(1, Ordering::Relaxed);
+            })?;
+        conn.listed = Some(self.listing.add(id, conn.key.pid));
         tracing::debug!(server = id, pid = conn.key.pid, "new server connection");
         *self.server_params.lock().unwrap_or_else(|p| p.into_inner()) = conn.startup_params.clone();
         Ok(lease(conn))
@@ -219,7 +311,12 @@ impl Pool {
     /// share of a multiplexed connection is just let go.
     pub fn release(&self, lease: Lease) {
         if !lease.is_shared() {
-            self.lock_idle().push(lease.conn);
+            let mut idle = self.lock_idle();
+            // After a reload shrank the pool, surplus connections close as they come back.
+            if idle.len() < self.size.load(Ordering::Relaxed) {
+                self.listing.set_active(lease.conn.id, false);
+                idle.push(lease.conn);
+            }
         }
     }
 
@@ -266,7 +363,7 @@ impl Pool {
         let idle = self.lock_idle().len();
         let (groups, grouped) = self.mux.as_ref().map_or((0, 0), |m| m.groups());
         vec![
-            ("pool_size", self.cfg.pool_size.to_string()),
+            ("pool_size", self.size.load(Ordering::Relaxed).to_string()),
             ("idle", idle.to_string()),
             (
                 "checkouts",

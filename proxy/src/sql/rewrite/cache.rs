@@ -2,6 +2,7 @@
 //! refusals), never a tenant: the tenant is substituted by `Template::render` on every use.
 //! Bounded by [`crate::lru::Lru`].
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::shaped::{self, Shaped};
@@ -17,6 +18,19 @@ pub struct RewriteCache {
     map: Lru<(u64, Outcome)>,
     /// Shape key of plain text → (catalog version, shaped template or "rewrite each text").
     shapes: Lru<(u64, Option<Arc<Shaped>>)>,
+    /// Lookups answered by text, by shape, and rewritten afresh (`/metrics`).
+    hits: AtomicU64,
+    shape_hits: AtomicU64,
+    misses: AtomicU64,
+}
+
+/// How the rewrite cache's lookups went since start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheCounts {
+    pub hits: u64,
+    pub shape_hits: u64,
+    pub misses: u64,
+    pub entries: usize,
 }
 
 impl RewriteCache {
@@ -25,6 +39,9 @@ impl RewriteCache {
         RewriteCache {
             map: Lru::new(capacity),
             shapes: Lru::new(capacity),
+            hits: AtomicU64::new(0),
+            shape_hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
     }
 
@@ -35,6 +52,7 @@ impl RewriteCache {
         let version = catalog.version();
         if let Some((v, hit)) = self.map.get(sql) {
             if v == version {
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 return hit;
             }
         }
@@ -49,6 +67,11 @@ impl RewriteCache {
                 }
             };
             if let Some(s) = shape {
+                if !new {
+                    self.shape_hits.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.misses.fetch_add(1, Ordering::Relaxed);
+                }
                 let outcome = Ok(Arc::new(s.instantiate(sql, &literals)));
                 // The first text of a shape is cached as text too (a statement prepared with
                 // literals repeats its text); later ones are not, so varying literals cannot
@@ -60,9 +83,20 @@ impl RewriteCache {
             }
         }
         // Rewrite outside the lock: other sessions keep hitting the cache meanwhile.
+        self.misses.fetch_add(1, Ordering::Relaxed);
         let outcome = rewrite(sql, catalog).map(Arc::new);
         self.map.insert(sql, (version, outcome.clone()));
         outcome
+    }
+
+    /// Lookups since start and statements cached now.
+    pub fn counts(&self) -> CacheCounts {
+        CacheCounts {
+            hits: self.hits.load(Ordering::Relaxed),
+            shape_hits: self.shape_hits.load(Ordering::Relaxed),
+            misses: self.misses.load(Ordering::Relaxed),
+            entries: self.map.len(),
+        }
     }
 
     /// Number of cached statements.

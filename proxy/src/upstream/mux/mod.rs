@@ -289,6 +289,7 @@ impl MuxConn {
             key: self.key.clone(),
             startup_params: Vec::new(),
             prepared: Prepared::shared(self.prepared.clone()),
+            listed: None,
             unnamed: None,
             settings: self.settings,
             context: self.context.clone(),
