@@ -66,6 +66,19 @@ pub fn tags(msgs: &[Msg]) -> String {
     msgs.iter().map(|m| m.tag as char).collect()
 }
 
+/// The first column of every DataRow in `msgs`, as text (`None` for NULL).
+pub fn first_column(msgs: &[Msg]) -> Vec<Option<String>> {
+    msgs.iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| {
+            let len = m.body.get(2..6)?;
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            let value = m.body.get(6..6 + usize::try_from(len).ok()?)?;
+            Some(String::from_utf8_lossy(value).into_owned())
+        })
+        .collect()
+}
+
 /// The SQLSTATE of the first ErrorResponse in `msgs`.
 pub fn error_code(msgs: &[Msg]) -> Option<String> {
     msgs.iter()

@@ -13,7 +13,7 @@ use super::pending::Pending;
 use super::prepare::Placement;
 use super::{Session, Statement};
 use crate::boundary::unix_now;
-use crate::config::Role;
+use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
 use crate::sql::SessionEffect;
 use crate::upstream::Holder;
@@ -135,13 +135,17 @@ impl Session<'_> {
             .parse_locally(&name, &p.query, &p.type_oids, &routed)
             .await;
         let sql = routed.sql.unwrap_or(p.query);
-        let stmt = Arc::new(Statement::new(
+        let mut stmt = Statement::new(
             sql,
             p.type_oids,
             routed.effects.into_iter().last(),
             routed.tenant,
             routed.sharing,
-        ));
+        );
+        if self.mode == PoolMode::Session && self.principal.role == Role::Admin {
+            stmt = stmt.keeping_client_name(&name);
+        }
+        let stmt = Arc::new(stmt);
         if (local || !name.is_empty()) && self.server.is_none() {
             // (`local`: a statement the balance cache answers, see `local.rs`.)
             // Outside a transaction a named Parse takes no server connection: the statement is
@@ -279,10 +283,13 @@ impl Session<'_> {
             return Ok(());
         }
         if c.target_type == b'S' || self.server.is_none() {
-            // Statements stay prepared on the server connections for the next user; a portal
-            // cannot exist without a held server connection.
+            // Statements stay prepared on the server connections for the next user (except
+            // those under the client's own name); a portal cannot exist without a held server
+            // connection.
             if c.target_type == b'S' {
-                self.statements.remove(&c.name.unwrap_or_default());
+                if let Some(stmt) = self.statements.remove(&c.name.unwrap_or_default()) {
+                    self.close_client_named(&stmt, false);
+                }
             }
             let mut b = BytesMut::new();
             wire::put(&mut b, &CloseComplete::new());

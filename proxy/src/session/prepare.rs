@@ -88,6 +88,26 @@ impl Session<'_> {
         });
     }
 
+    /// The client closed or deallocated a statement it had prepared under its own name: it
+    /// goes from the server too, so the name is free again there. `flush`: the client will
+    /// not send a Sync or Flush that would make PostgreSQL send the CloseComplete.
+    pub(super) fn close_client_named(&mut self, stmt: &Statement, flush: bool) {
+        if !stmt.has_client_name() {
+            return;
+        }
+        let Some(lease) = self.server.as_mut() else {
+            return;
+        };
+        if !lease.conn.prepared.contains(&stmt.server_name) {
+            return;
+        }
+        lease.conn.prepared.remove(&stmt.server_name);
+        self.put_close(Some(stmt.server_name.clone()), None);
+        if flush {
+            self.to_server.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+        }
+    }
+
     /// A Close of a server statement whose CloseComplete the client never sees.
     fn put_close(&mut self, name: Option<String>, evicted: Option<String>) {
         wire::put(&mut self.to_server, &Close::new(b'S', name));

@@ -303,7 +303,7 @@ impl Statement {
         (&sql, &types).hash(&mut h);
         let hash = h.finish();
         Statement {
-            server_name: format!("orgwall_{hash:016x}"),
+            server_name: format!("{SERVER_NAME_PREFIX}{hash:016x}"),
             sharing,
             writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
             sql,
@@ -312,6 +312,28 @@ impl Statement {
             effect,
             tenant,
         }
+    }
+}
+
+/// How Orgwall's own server-side statement names begin (the rest is a hash of the SQL).
+const SERVER_NAME_PREFIX: &str = "orgwall_";
+
+impl Statement {
+    /// With session pooling an admin's named statement keeps the client's name on the server
+    /// connection, which is the client's alone: `pg_prepared_statements`, `EXECUTE name` and
+    /// `DEALLOCATE name` see what the client prepared, as on PostgreSQL. (Orgwall's names could
+    /// be mistaken for the client's, so a client name with their prefix is still renamed.) A
+    /// session-pooled server connection is closed when its session ends, never reused.
+    pub(super) fn keeping_client_name(mut self, client_name: &str) -> Statement {
+        if !client_name.is_empty() && !client_name.starts_with(SERVER_NAME_PREFIX) {
+            self.server_name = client_name.to_string();
+        }
+        self
+    }
+
+    /// The statement is prepared on the server under the client's own name.
+    pub(super) fn has_client_name(&self) -> bool {
+        !self.server_name.starts_with(SERVER_NAME_PREFIX)
     }
 }
 

