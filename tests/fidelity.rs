@@ -4,10 +4,11 @@
 //! under transaction pooling. `benches/psycopg_suite.py` runs the suite itself.
 
 use bytes::BytesMut;
+use orgwall_e2e::pg::SUPERUSER_PASSWORD;
 use orgwall_e2e::raw::{
     bind_execute, bind_execute_no_params, error_code, first_column, parse, tags, RawConn,
 };
-use orgwall_e2e::{bounded, db_and_proxy, ProxyOptions};
+use orgwall_e2e::{bounded, db_and_proxy, ProxyOptions, ADMIN};
 use postgres_protocol::message::frontend;
 
 const PREPARED: &str = "SELECT name FROM pg_prepared_statements ORDER BY prepare_time, name";
@@ -64,6 +65,71 @@ async fn session_pooling_keeps_the_clients_statement_names() {
         frontend::sync(&mut out);
         let msgs = raw.exchange(&out, "orgwall_ name").await;
         assert_eq!(first_column(&msgs), [Some("7".into())], "{msgs:?}");
+    })
+    .await;
+}
+
+/// Settings sent at startup are reported as PostgreSQL reports them (`client_encoding=utf8` as
+/// `UTF8`, `euc-jp` as `EUC_JP`, `DateStyle=iso` as `ISO, MDY`), for admin and tenant logins,
+/// and other encodings work; a value PostgreSQL refuses fails the login with its error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_settings_are_reported_as_postgres_reports_them() {
+    bounded(120, async {
+        let (db, proxy) = db_and_proxy("reported", ProxyOptions::pool(2, "session")).await;
+        let cases: &[(&str, &str, &str)] = &[
+            ("client_encoding", "utf8", "UTF8"),
+            ("client_encoding", "utf_8", "UTF8"),
+            ("client_encoding", "euc-jp", "EUC_JP"),
+            ("DateStyle", "iso", "ISO, MDY"),
+            ("TimeZone", "utc", "UTC"),
+            ("application_name", "fidelity", "fidelity"),
+        ];
+        for &(name, sent, expected) in cases {
+            for port in [db.server.port(), proxy.port] {
+                let mut raw = RawConn::connect(port).await;
+                let (user, password) = if port == proxy.port {
+                    (ADMIN.name, ADMIN.password)
+                } else {
+                    ("postgres", SUPERUSER_PASSWORD)
+                };
+                let (_, reported) = raw
+                    .login_with(user, password, &db.name, &[(name, sent)])
+                    .await
+                    .unwrap_or_else(|e| panic!("{name}={sent}: {:?}", e.field(b'M')));
+                let got = reported.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+                assert_eq!(
+                    got.map(String::as_str),
+                    Some(expected),
+                    "{name}={sent} on {port}"
+                );
+            }
+        }
+        // Results come back in the client's encoding: U+30A2 is 0xA5 0xA2 in EUC_JP.
+        let mut raw = RawConn::connect(proxy.port).await;
+        raw.login_with(
+            ADMIN.name,
+            ADMIN.password,
+            &db.name,
+            &[("client_encoding", "EUC_JP")],
+        )
+        .await
+        .expect("EUC_JP login");
+        let msgs = raw.query("SELECT chr(12450)").await;
+        let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+        assert_eq!(row.body[6..], [0xA5, 0xA2], "{msgs:?}");
+
+        let mut raw = RawConn::connect(proxy.port).await;
+        let refused = raw
+            .login_with(
+                ADMIN.name,
+                ADMIN.password,
+                &db.name,
+                &[("DateStyle", "nonsense")],
+            )
+            .await
+            .expect_err("an invalid DateStyle");
+        assert_eq!(refused.field(b'C').as_deref(), Some("22023"));
+        assert_eq!(refused.field(b'S').as_deref(), Some("FATAL"));
     })
     .await;
 }

@@ -230,17 +230,38 @@ impl RawConn {
     /// Startup + authentication up to the first ReadyForQuery. Returns the authentication
     /// request codes seen (10 = SASL), or the ErrorResponse the proxy sent instead.
     pub async fn login(&mut self, user: &str, password: &str, db: &str) -> Result<Vec<i32>, Msg> {
+        self.login_with(user, password, db, &[])
+            .await
+            .map(|(codes, _)| codes)
+    }
+
+    /// [`RawConn::login`] with more startup settings (`extra`); also returns the
+    /// ParameterStatus (name, value) pairs of the greeting.
+    pub async fn login_with(
+        &mut self,
+        user: &str,
+        password: &str,
+        db: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(Vec<i32>, Vec<(String, String)>), Msg> {
         let mut out = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out)
+        let params = [("user", user), ("database", db)];
+        frontend::startup_message(params.iter().chain(extra).copied(), &mut out)
             .expect("encode startup");
         self.send(&out).await.expect("send startup");
         let mut scram: Option<ScramSha256> = None;
         let mut auth_codes = Vec::new();
+        let mut reported = Vec::new();
         loop {
             let m = self.expect_msg(30, "during login").await;
             match m.tag {
                 b'E' => return Err(m),
-                b'Z' => return Ok(auth_codes),
+                b'Z' => return Ok((auth_codes, reported)),
+                b'S' => {
+                    let mut parts = m.body.split(|&b| b == 0).map(String::from_utf8_lossy);
+                    let name = parts.next().unwrap_or_default().into_owned();
+                    reported.push((name, parts.next().unwrap_or_default().into_owned()));
+                }
                 b'R' => {
                     let code = m.int32().expect("auth code");
                     auth_codes.push(code);

@@ -11,6 +11,7 @@ pub mod catalog;
 mod conn;
 mod mux;
 mod prepared;
+mod reported;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub use caps::Holder;
 pub use conn::{BackendKey, ServerConn};
 pub use prepared::Prepared;
+pub use reported::SettingError;
 pub use stream::ServerStream;
 
 use crate::cancel::CancelSlot;
@@ -118,6 +120,8 @@ pub struct Pool {
     next_id: AtomicU64,
     /// ParameterStatus values of the most recent successful connect, shown to clients at login.
     server_params: Mutex<Vec<(String, String)>>,
+    /// (setting, value a client sent) → the value as PostgreSQL reports it (`reported.rs`).
+    reported: Mutex<std::collections::HashMap<(String, String), String>>,
     /// Multiplexed connections (`[upstream] multiplex`), if any.
     mux: Option<mux::Mux>,
     /// Exclusive checkouts and shares of multiplexed connections handed out (`stats`).
@@ -139,6 +143,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             server_params: Mutex::new(Vec::new()),
+            reported: Mutex::new(std::collections::HashMap::new()),
             checkouts: AtomicU64::new(0),
             shares: AtomicU64::new(0),
         })
