@@ -133,3 +133,68 @@ async fn startup_settings_are_reported_as_postgres_reports_them() {
     })
     .await;
 }
+
+/// Appends Bind of `statement` with one text parameter, Execute and Sync.
+fn bind_text_execute_sync(out: &mut BytesMut, statement: &str, value: &str) {
+    frontend::bind(
+        "",
+        statement,
+        [0i16],
+        [value],
+        |v, buf| {
+            buf.extend_from_slice(v.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        [0i16],
+        out,
+    )
+    .map_err(|_| "bind encode")
+    .expect("bind");
+    frontend::execute("", 0, out).expect("execute");
+    frontend::sync(out);
+}
+
+/// A server-side statement Orgwall shares between clients must not outlive a type it was
+/// planned against: after `DROP TYPE; CREATE TYPE` of the same name, preparing the same SQL
+/// again works as on PostgreSQL (psycopg's `test_change_type*`: "cache lookup failed for
+/// type"), for another client and for the client that ran the DDL inside its transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ddl_retires_statements_shared_between_clients() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("ddl", ProxyOptions::pool(1, "transaction")).await;
+        let sql = "SELECT $1::prepenum::text";
+        let mut a = RawConn::admin(&proxy).await;
+        let mut b = RawConn::admin(&proxy).await;
+        let run = |name: &'static str| {
+            let mut out = BytesMut::new();
+            parse(&mut out, name, sql);
+            bind_text_execute_sync(&mut out, name, "foo");
+            out
+        };
+        a.query("CREATE TYPE prepenum AS ENUM ('foo')").await;
+        let msgs = a.exchange(&run("s1"), "first").await;
+        assert_eq!(first_column(&msgs), [Some("foo".into())], "{msgs:?}");
+
+        // Another client replaces the type; `a` prepares the same SQL again.
+        let msgs = b
+            .query("DROP TYPE prepenum CASCADE; CREATE TYPE prepenum AS ENUM ('foo')")
+            .await;
+        assert_eq!(error_code(&msgs), None, "{msgs:?}");
+        let msgs = a.exchange(&run("s2"), "after DDL").await;
+        assert_eq!(first_column(&msgs), [Some("foo".into())], "{msgs:?}");
+
+        // Inside one transaction, as psycopg's test does it.
+        a.query("BEGIN").await;
+        let msgs = a.exchange(&run("s3"), "in a transaction").await;
+        assert_eq!(first_column(&msgs), [Some("foo".into())], "{msgs:?}");
+        let msgs = a
+            .query("DROP TYPE prepenum; CREATE TYPE prepenum AS ENUM ('foo')")
+            .await;
+        assert_eq!(error_code(&msgs), None, "{msgs:?}");
+        let msgs = a.exchange(&run("s4"), "after DDL in a transaction").await;
+        assert_eq!(first_column(&msgs), [Some("foo".into())], "{msgs:?}");
+        let msgs = a.query("COMMIT").await;
+        assert_eq!(error_code(&msgs), None, "{msgs:?}");
+    })
+    .await;
+}

@@ -56,6 +56,9 @@ pub struct ProxyState {
     pub balances: Option<Arc<crate::balances::Balances>>,
     /// Policy plugins (`[[plugins]]`), hot-reloaded by `policy::reload::watch`.
     pub policy: Arc<PolicyEngine>,
+    /// Bumped whenever a client's DDL completes (`session/ddl.rs`): server-side statements
+    /// Orgwall shares between clients and prepared before it are closed before their next use.
+    pub ddl_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl ProxyState {
@@ -87,6 +90,7 @@ impl ProxyState {
             terminate: CancellationToken::new(),
             catalog: std::sync::RwLock::new(None),
             catalog_loading: tokio::sync::Mutex::new(()),
+            ddl_epoch: std::sync::atomic::AtomicU64::new(0),
             rewrites: RewriteCache::new(config.tenancy.rewrite_cache_size),
             balances: config
                 .balances

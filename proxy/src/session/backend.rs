@@ -69,6 +69,7 @@ impl Session<'_> {
                 self.status = wire::ready_status(&frame);
                 if self.status == b'I' {
                     self.context_settled();
+                    self.ddl_settled();
                     if !swallow {
                         self.transaction_ended();
                     }
@@ -92,6 +93,7 @@ impl Session<'_> {
     /// dropped.
     fn complete_head(&mut self, frame: &[u8]) {
         let tag = wire::command_tag(frame);
+        self.note_command(tag);
         match tag {
             "COMMIT" => {
                 self.settings.commit();

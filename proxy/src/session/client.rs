@@ -364,6 +364,7 @@ impl Session<'_> {
     /// bringing its tenant context to the session's current tenant (the second wall).
     pub(super) async fn ensure_server(&mut self) -> Result<(), ClientError> {
         if self.server.is_some() {
+            self.drop_outdated_statements();
             return self.sync_context(false).await;
         }
         let pool = self.state.pool_for(self.principal.role);
@@ -408,6 +409,7 @@ impl Session<'_> {
         self.cancel.set_target(Some(lease.conn.key.clone()));
         let stale = lease.conn.settings != self.settings.fingerprint();
         self.server = Some(lease);
+        self.drop_outdated_statements();
         if stale {
             self.replay_settings(false);
         }

@@ -10,6 +10,7 @@ mod backend;
 mod client;
 mod commands;
 mod context;
+mod ddl;
 mod defer;
 mod local;
 mod pending;
@@ -106,6 +107,8 @@ pub(crate) struct Session<'a> {
     /// A context was set inside the client's transaction (PostgreSQL undoes it if that rolls
     /// back): once the transaction ends, the connection's context counts as unknown.
     context_unsure: bool,
+    /// DDL completed in the client's open transaction (`ddl.rs`).
+    ddl_in_transaction: bool,
     /// The last progress: a whole client message, server bytes, output the client took. The
     /// idle-in-transaction clock runs from here (a client trickling a message byte by byte
     /// does not restart it).
@@ -158,6 +161,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         summaries: Vec::new(),
         wall: login.wall,
         context_unsure: false,
+        ddl_in_transaction: false,
         active_at: tokio::time::Instant::now(),
     };
     let reason = s.run_loop().await;

@@ -109,7 +109,7 @@ impl Session<'_> {
     }
 
     /// A Close of a server statement whose CloseComplete the client never sees.
-    fn put_close(&mut self, name: Option<String>, evicted: Option<String>) {
+    pub(super) fn put_close(&mut self, name: Option<String>, evicted: Option<String>) {
         wire::put(&mut self.to_server, &Close::new(b'S', name));
         self.pending.push_back(Pending::CloseQuietly { evicted });
     }

@@ -318,6 +318,11 @@ impl Statement {
 /// How Orgwall's own server-side statement names begin (the rest is a hash of the SQL).
 const SERVER_NAME_PREFIX: &str = "orgwall_";
 
+/// A server-side statement name of Orgwall's (not a client's own, see `keeping_client_name`).
+pub(super) fn is_orgwall_name(name: &str) -> bool {
+    name.starts_with(SERVER_NAME_PREFIX)
+}
+
 impl Statement {
     /// With session pooling an admin's named statement keeps the client's name on the server
     /// connection, which is the client's alone: `pg_prepared_statements`, `EXECUTE name` and
@@ -333,7 +338,7 @@ impl Statement {
 
     /// The statement is prepared on the server under the client's own name.
     pub(super) fn has_client_name(&self) -> bool {
-        !self.server_name.starts_with(SERVER_NAME_PREFIX)
+        !is_orgwall_name(&self.server_name)
     }
 }
 
