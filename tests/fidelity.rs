@@ -8,7 +8,9 @@ use orgwall_e2e::pg::SUPERUSER_PASSWORD;
 use orgwall_e2e::raw::{
     bind_execute, bind_execute_no_params, error_code, first_column, parse, tags, RawConn,
 };
-use orgwall_e2e::{bounded, db_and_proxy, ProxyOptions, ADMIN};
+use orgwall_e2e::{
+    bounded, db_and_proxy, dedicated_postgres_with, ProxyOptions, TestDb, TestProxy, ADMIN,
+};
 use postgres_protocol::message::frontend;
 
 const PREPARED: &str = "SELECT name FROM pg_prepared_statements ORDER BY prepare_time, name";
@@ -195,6 +197,53 @@ async fn ddl_retires_statements_shared_between_clients() {
         assert_eq!(first_column(&msgs), [Some("foo".into())], "{msgs:?}");
         let msgs = a.query("COMMIT").await;
         assert_eq!(error_code(&msgs), None, "{msgs:?}");
+    })
+    .await;
+}
+
+/// Two-phase commit under transaction pooling, as PgBouncer's transaction mode runs it:
+/// `PREPARE TRANSACTION` ends the client's transaction (its server connection goes back to the
+/// pool) and `COMMIT PREPARED` / `ROLLBACK PREPARED` finish it from any connection, here from
+/// another client's. A statement named "transaction" is still SQL-level PREPARE (refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_commit_under_transaction_pooling() {
+    bounded(180, async {
+        let pg = dedicated_postgres_with(&[("max_prepared_transactions", "4")]).await;
+        let db = TestDb::create_on(pg.server.clone(), "tpc").await;
+        let proxy = TestProxy::start(&db, ProxyOptions::pool(2, "transaction")).await;
+        let mut a = RawConn::admin(&proxy).await;
+        let mut b = RawConn::admin(&proxy).await;
+        let ok = |msgs: &[orgwall_e2e::raw::Msg]| assert_eq!(error_code(msgs), None, "{msgs:?}");
+        ok(&a.query("CREATE TABLE tpc (v int)").await);
+
+        for (gid, finish, rows) in [("g-commit", "COMMIT", "1"), ("g-rollback", "ROLLBACK", "1")] {
+            ok(&a.query("BEGIN").await);
+            ok(&a.query("SET datestyle = 'German'").await);
+            ok(&a.query("INSERT INTO tpc VALUES (1)").await);
+            let msgs = a.query(&format!("PREPARE TRANSACTION '{gid}'")).await;
+            ok(&msgs);
+            assert_eq!(orgwall_e2e::raw::ready_status(&msgs), Some(b'I'));
+            // The SET of the prepared transaction stays, as after a commit.
+            let msgs = a.query("SHOW datestyle").await;
+            assert_eq!(
+                first_column(&msgs),
+                [Some("German, DMY".into())],
+                "{msgs:?}"
+            );
+            ok(&a.query("RESET datestyle").await);
+
+            let msgs = b.query("SELECT gid FROM pg_prepared_xacts").await;
+            assert_eq!(first_column(&msgs), [Some(gid.to_string())], "{msgs:?}");
+            ok(&b.query(&format!("{finish} PREPARED '{gid}'")).await);
+            let msgs = b.query("SELECT count(*) FROM tpc").await;
+            assert_eq!(
+                first_column(&msgs),
+                [Some(rows.to_string())],
+                "{finish}: {msgs:?}"
+            );
+        }
+        let msgs = a.query("PREPARE transaction AS SELECT 1").await;
+        assert_eq!(error_code(&msgs).as_deref(), Some("0A000"), "{msgs:?}");
     })
     .await;
 }

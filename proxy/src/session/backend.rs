@@ -95,7 +95,9 @@ impl Session<'_> {
         let tag = wire::command_tag(frame);
         self.note_command(tag);
         match tag {
-            "COMMIT" => {
+            // PostgreSQL keeps a prepared transaction's settings as a commit would
+            // (`PrepareTransaction` ends its GUC nesting level as committed).
+            "COMMIT" | "PREPARE TRANSACTION" => {
                 self.settings.commit();
                 self.savepoints.clear();
                 self.rolled_back = false;

@@ -229,6 +229,13 @@ fn classify(stmt: &str, w: &[String], scan: &Scan) -> Option<SessionEffect> {
             savepoint_name(stmt).map(SessionEffect::RollbackTo)
         }
         ["LISTEN", ..] => Some(SessionEffect::Pinned("LISTEN")),
+        // Two-phase commit: `PREPARE TRANSACTION 'gid'` ends the transaction (its GID is a
+        // string; `PREPARE transaction AS …` would be a statement named "transaction").
+        ["PREPARE", "TRANSACTION", ..]
+            if matches!(scan.tokens.get(2), Some((Token::Literal, _))) =>
+        {
+            None
+        }
         ["PREPARE", ..] | ["EXECUTE", ..] | ["DEALLOCATE", ..] => Some(SessionEffect::Pinned(
             "SQL-level PREPARE/EXECUTE/DEALLOCATE",
         )),
@@ -563,6 +570,15 @@ mod tests {
     #[test]
     fn pinning_statements_are_found() {
         check("LISTEN chan", 1, &[Pinned("LISTEN")]);
+        // Two-phase commit ends its transaction and moves with no connection.
+        check("PREPARE TRANSACTION 'gid-1'", 1, &[]);
+        check("COMMIT PREPARED 'gid-1'", 1, &[]);
+        check("ROLLBACK PREPARED 'gid-1'", 1, &[]);
+        check(
+            "PREPARE transaction AS SELECT 1",
+            1,
+            &[Pinned("SQL-level PREPARE/EXECUTE/DEALLOCATE")],
+        );
         check(
             "select pg_advisory_lock(1)",
             1,
