@@ -6,7 +6,8 @@
 use bytes::BytesMut;
 use orgwall_e2e::pg::SUPERUSER_PASSWORD;
 use orgwall_e2e::raw::{
-    bind_execute, bind_execute_no_params, error_code, first_column, parse, tags, RawConn,
+    bind_execute, bind_execute_no_params, bind_text_execute_sync, error_code, first_column, parse,
+    tags, RawConn,
 };
 use orgwall_e2e::{
     bounded, db_and_proxy, dedicated_postgres_with, ProxyOptions, TestDb, TestProxy, ADMIN,
@@ -136,26 +137,6 @@ async fn startup_settings_are_reported_as_postgres_reports_them() {
     .await;
 }
 
-/// Appends Bind of `statement` with one text parameter, Execute and Sync.
-fn bind_text_execute_sync(out: &mut BytesMut, statement: &str, value: &str) {
-    frontend::bind(
-        "",
-        statement,
-        [0i16],
-        [value],
-        |v, buf| {
-            buf.extend_from_slice(v.as_bytes());
-            Ok(postgres_protocol::IsNull::No)
-        },
-        [0i16],
-        out,
-    )
-    .map_err(|_| "bind encode")
-    .expect("bind");
-    frontend::execute("", 0, out).expect("execute");
-    frontend::sync(out);
-}
-
 /// A server-side statement Orgwall shares between clients must not outlive a type it was
 /// planned against: after `DROP TYPE; CREATE TYPE` of the same name, preparing the same SQL
 /// again works as on PostgreSQL (psycopg's `test_change_type*`: "cache lookup failed for
@@ -170,7 +151,7 @@ async fn ddl_retires_statements_shared_between_clients() {
         let run = |name: &'static str| {
             let mut out = BytesMut::new();
             parse(&mut out, name, sql);
-            bind_text_execute_sync(&mut out, name, "foo");
+            bind_text_execute_sync(&mut out, name, &["foo"]);
             out
         };
         a.query("CREATE TYPE prepenum AS ENUM ('foo')").await;
@@ -244,6 +225,54 @@ async fn two_phase_commit_under_transaction_pooling() {
         }
         let msgs = a.query("PREPARE transaction AS SELECT 1").await;
         assert_eq!(error_code(&msgs).as_deref(), Some("0A000"), "{msgs:?}");
+    })
+    .await;
+}
+
+/// `SELECT set_config($1, $2, false)` with the setting's name bound too (psycopg's
+/// `test_set_transaction_param_reset`) is tracked under transaction pooling like `SET`: it
+/// follows its client to another server connection and does not leak to another client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_config_with_a_bound_name_follows_its_client() {
+    bounded(120, async {
+        let (_db, proxy) =
+            db_and_proxy("set_config_names", ProxyOptions::pool(2, "transaction")).await;
+        let mut a = RawConn::admin(&proxy).await;
+        let mut b = RawConn::admin(&proxy).await;
+        let mut out = BytesMut::new();
+        parse(&mut out, "", "SELECT set_config($1, $2, false)");
+        bind_text_execute_sync(
+            &mut out,
+            "",
+            &["default_transaction_isolation", "serializable"],
+        );
+        let msgs = a.exchange(&out, "set_config").await;
+        assert_eq!(
+            first_column(&msgs),
+            [Some("serializable".into())],
+            "{msgs:?}"
+        );
+
+        // `b` holds a server connection (likely the one `a` used) while `a` runs on another.
+        assert_eq!(error_code(&b.query("BEGIN").await), None);
+        let show = "SHOW default_transaction_isolation";
+        assert_eq!(
+            first_column(&a.query(show).await),
+            [Some("serializable".into())]
+        );
+        assert_eq!(
+            first_column(&b.query(show).await),
+            [Some("read committed".into())]
+        );
+        assert_eq!(error_code(&b.query("COMMIT").await), None);
+        assert_eq!(
+            first_column(&b.query(show).await),
+            [Some("read committed".into())]
+        );
+        assert_eq!(
+            first_column(&a.query(show).await),
+            [Some("serializable".into())]
+        );
     })
     .await;
 }

@@ -66,6 +66,26 @@ pub fn tags(msgs: &[Msg]) -> String {
     msgs.iter().map(|m| m.tag as char).collect()
 }
 
+/// Appends Bind of `statement` (unnamed portal) with text parameters, Execute and Sync.
+pub fn bind_text_execute_sync(out: &mut BytesMut, statement: &str, values: &[&str]) {
+    frontend::bind(
+        "",
+        statement,
+        [0i16],
+        values.iter().copied(),
+        |v, buf| {
+            buf.extend_from_slice(v.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        [0i16],
+        out,
+    )
+    .map_err(|_| "bind encode")
+    .expect("bind");
+    frontend::execute("", 0, out).expect("execute");
+    frontend::sync(out);
+}
+
 /// The first column of every DataRow in `msgs`, as text (`None` for NULL).
 pub fn first_column(msgs: &[Msg]) -> Vec<Option<String>> {
     msgs.iter()

@@ -443,10 +443,24 @@ impl Session<'_> {
 /// sets the parameter's value (PostgreSQL infers `text` for it, whose binary form is its
 /// text), or resets the setting for NULL.
 fn bound_effect(effect: SessionEffect, params: &[Option<&[u8]>]) -> SessionEffect {
-    let SessionEffect::SetParam { name, param } = effect else {
-        return effect;
+    let param_text = |n: usize| params.get(n.wrapping_sub(1)).copied().flatten();
+    let (name, param) = match effect {
+        SessionEffect::SetParam { name, param } => (name, param),
+        // `set_config($n, $m, false)`: the name as PostgreSQL reads it (case-insensitive), if
+        // it is one Orgwall can replay unquoted; else left untracked as a `SetParam` would be.
+        SessionEffect::SetNamedParam { name, value } => {
+            let bound = param_text(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_ascii_lowercase)
+                .filter(|n| n.split('.').all(crate::sql::is_plain_setting_part));
+            match bound {
+                Some(n) => (n, value),
+                None => return SessionEffect::SetNamedParam { name, value },
+            }
+        }
+        other => return other,
     };
-    match params.get(param.wrapping_sub(1)).copied().flatten() {
+    match param_text(param) {
         None => SessionEffect::Reset { name },
         Some(v) => match std::str::from_utf8(v) {
             Ok(v) => SessionEffect::Set {

@@ -81,6 +81,7 @@ impl Settings {
             SessionEffect::ResetAll => self.session.clear(),
             SessionEffect::Pinned(_)
             | SessionEffect::SetParam { .. }
+            | SessionEffect::SetNamedParam { .. }
             | SessionEffect::Savepoint(_)
             | SessionEffect::RollbackTo(_)
             | SessionEffect::Release(_) => return,

@@ -43,6 +43,9 @@ pub enum SessionEffect {
     /// `SELECT set_config('name', $n, false)`: a `Set` (or a `Reset`, for NULL) once the
     /// parameter is bound.
     SetParam { name: String, param: usize },
+    /// `SELECT set_config($n, $m, false)`: a `Set` once both parameters are bound (the
+    /// name must then be a plain setting name).
+    SetNamedParam { name: usize, value: usize },
     /// `RESET name`.
     Reset { name: String },
     /// `RESET ALL`.
@@ -410,7 +413,13 @@ mod tests {
             1,
             std::slice::from_ref(&untracked),
         );
-        check("SELECT set_config($1, 'c', false)", 1, &[untracked]);
+        check("SELECT set_config($1, 'c', false)", 1, &[untracked.clone()]);
+        check(
+            "SELECT set_config($1, $2, false)",
+            1,
+            &[SetNamedParam { name: 1, value: 2 }],
+        );
+        check("SELECT set_config($1, $2, true)", 1, &[untracked]);
     }
 
     #[test]
