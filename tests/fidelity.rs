@@ -276,3 +276,50 @@ async fn set_config_with_a_bound_name_follows_its_client() {
     })
     .await;
 }
+
+/// A message with tag `tag` and `body` (raw bytes: SQL in a client encoding other than UTF-8).
+fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut m = vec![tag];
+    m.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    m.extend_from_slice(body);
+    m
+}
+
+/// With `client_encoding` set to another encoding (psycopg's `test_query_encode[latin9]`), an
+/// admin's SQL in that encoding reaches PostgreSQL as written, in both protocols and pool
+/// modes: '€' is 0xA4 in LATIN9, and comes back so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_client_encodings_pass_through_for_admins() {
+    bounded(120, async {
+        for mode in ["session", "transaction"] {
+            let (_db, proxy) = db_and_proxy("latin9", ProxyOptions::pool(2, mode)).await;
+            let mut raw = RawConn::admin(&proxy).await;
+            let msgs = raw.query("SET client_encoding TO latin9").await;
+            assert_eq!(error_code(&msgs), None, "{mode}: {msgs:?}");
+            let euro = |msgs: &[orgwall_e2e::raw::Msg]| {
+                let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+                assert_eq!(row.body[2..], [0, 0, 0, 2, 0xA4, b'x'], "{mode}: {msgs:?}");
+            };
+            let simple = message(b'Q', b"SELECT '\xA4x'\0");
+            euro(&raw.exchange(&simple, "simple").await);
+
+            for name in ["", "named"] {
+                let mut body = format!("{name}\0").into_bytes();
+                body.extend_from_slice(b"SELECT '\xA4x'\0\0\0");
+                let mut out = BytesMut::from(&message(b'P', &body)[..]);
+                bind_execute_no_params(&mut out, name);
+                frontend::sync(&mut out);
+                euro(&raw.exchange(&out, "extended").await);
+            }
+            // Another text with the same lossy UTF-8 reading is another statement.
+            let body = b"other\0SELECT '\xA5x'\0\0\0".to_vec();
+            let mut out = BytesMut::from(&message(b'P', &body)[..]);
+            bind_execute_no_params(&mut out, "other");
+            frontend::sync(&mut out);
+            let msgs = raw.exchange(&out, "other text").await;
+            let row = msgs.iter().find(|m| m.tag == b'D').expect("a row");
+            assert_eq!(row.body[6..], [0xA5, b'x'], "{mode}: {msgs:?}");
+        }
+    })
+    .await;
+}

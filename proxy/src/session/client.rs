@@ -67,7 +67,9 @@ impl Session<'_> {
 
     async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         if let Err(e) = text_is_utf8(&frame, 1) {
-            return self.refuse(e, true).await;
+            if !self.passes_other_encodings() {
+                return self.refuse(e, true).await;
+            }
         }
         let q: Query = wire::decode_client(frame.clone(), "Query")?;
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
@@ -107,8 +109,14 @@ impl Session<'_> {
     }
 
     async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        // SQL in another client encoding (admin logins only) is sent to PostgreSQL as the
+        // client wrote it; Orgwall reads a lossy UTF-8 copy (ASCII keywords intact).
+        let mut other_encoding = None;
         if let Err(e) = text_is_utf8(&frame, 2) {
-            return self.refuse(e, false).await;
+            if !self.passes_other_encodings() {
+                return self.refuse(e, false).await;
+            }
+            other_encoding = nth_string(&frame, 1).map(<[u8]>::to_vec);
         }
         let p: Parse = wire::decode_client(frame, "Parse")?;
         let name = p.name.unwrap_or_default();
@@ -142,6 +150,9 @@ impl Session<'_> {
             routed.tenant,
             routed.sharing,
         );
+        if let Some(raw) = other_encoding {
+            stmt = stmt.with_raw_sql(raw);
+        }
         if self.mode == PoolMode::Session && self.principal.role == Role::Admin {
             stmt = stmt.keeping_client_name(&name);
         }
@@ -477,6 +488,19 @@ fn wire_portal_name(frame: &[u8]) -> &str {
     let body = frame.get(5..).unwrap_or_default();
     let end = body.iter().position(|&b| b == 0).unwrap_or(0);
     std::str::from_utf8(&body[..end]).unwrap_or("")
+}
+
+impl Session<'_> {
+    /// An admin login whose `client_encoding` is not UTF8 sends SQL in that encoding: it passes
+    /// through as written (PostgreSQL converts it). Tenant logins are held to UTF8.
+    fn passes_other_encodings(&self) -> bool {
+        self.principal.role == Role::Admin && !self.settings.client_text_is_utf8()
+    }
+}
+
+/// The `i`-th NUL-terminated string of a message's body.
+fn nth_string(frame: &[u8], i: usize) -> Option<&[u8]> {
+    frame.get(5..)?.split(|&b| b == 0).nth(i)
 }
 
 /// Refuses (22021, as PostgreSQL does) a message whose first `n` strings are not UTF-8: the

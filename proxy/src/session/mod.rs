@@ -45,6 +45,9 @@ const HIGH_WATER: usize = 256 * 1024;
 #[derive(Debug)]
 struct Statement {
     sql: String,
+    /// The SQL as sent, when in a client encoding other than UTF-8 (`sql` is then a lossy
+    /// reading of it; see `Statement::with_raw_sql`).
+    raw_sql: Option<Vec<u8>>,
     types: Vec<u32>,
     hash: u64,
     /// Name on every server connection (derived from the SQL, so clients share them).

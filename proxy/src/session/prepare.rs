@@ -74,8 +74,13 @@ impl Session<'_> {
                 self.put_close(Some(victim.clone()), Some(victim));
             }
         }
-        let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
-        wire::put(&mut self.to_server, &parse);
+        match &stmt.raw_sql {
+            Some(raw) => put_raw_parse(&mut self.to_server, name.as_deref(), raw, &stmt.types),
+            None => {
+                let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
+                wire::put(&mut self.to_server, &parse);
+            }
+        }
         let conn = self.lease();
         if named {
             conn.prepared.insert(stmt.server_name.clone());
@@ -149,6 +154,23 @@ impl Session<'_> {
                 Ok(None)
             }
         }
+    }
+}
+
+/// A Parse whose SQL is bytes in the client's encoding (not necessarily UTF-8).
+fn put_raw_parse(out: &mut BytesMut, name: Option<&str>, sql: &[u8], types: &[u32]) {
+    use bytes::BufMut;
+    let name = name.unwrap_or("").as_bytes();
+    let len = 4 + name.len() + 1 + sql.len() + 1 + 2 + 4 * types.len();
+    out.put_u8(b'P');
+    out.put_i32(len as i32);
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_slice(sql);
+    out.put_u8(0);
+    out.put_i16(types.len() as i16);
+    for t in types {
+        out.put_u32(*t);
     }
 }
 

@@ -307,6 +307,7 @@ impl Statement {
             sharing,
             writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
             sql,
+            raw_sql: None,
             types,
             hash,
             effect,
@@ -333,6 +334,19 @@ impl Statement {
         if !client_name.is_empty() && !client_name.starts_with(SERVER_NAME_PREFIX) {
             self.server_name = client_name.to_string();
         }
+        self
+    }
+
+    /// SQL the client sent in a client encoding other than UTF-8 (admin logins): `sql` is a
+    /// lossy UTF-8 reading of it for Orgwall's own classification, `raw` what PostgreSQL gets,
+    /// and the server name is derived from `raw` (two texts with the same lossy reading must
+    /// not share a statement).
+    pub(super) fn with_raw_sql(mut self, raw: Vec<u8>) -> Statement {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (&raw, &self.types).hash(&mut h);
+        self.hash = h.finish();
+        self.server_name = format!("{SERVER_NAME_PREFIX}{:016x}", self.hash);
+        self.raw_sql = Some(raw);
         self
     }
 

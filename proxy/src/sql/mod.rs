@@ -413,7 +413,11 @@ mod tests {
             1,
             std::slice::from_ref(&untracked),
         );
-        check("SELECT set_config($1, 'c', false)", 1, &[untracked.clone()]);
+        check(
+            "SELECT set_config($1, 'c', false)",
+            1,
+            std::slice::from_ref(&untracked),
+        );
         check(
             "SELECT set_config($1, $2, false)",
             1,
