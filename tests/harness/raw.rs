@@ -68,6 +68,13 @@ pub fn tags(msgs: &[Msg]) -> String {
 
 /// Appends Bind of `statement` (unnamed portal) with text parameters, Execute and Sync.
 pub fn bind_text_execute_sync(out: &mut BytesMut, statement: &str, values: &[&str]) {
+    bind_text_execute(out, statement, values);
+    frontend::sync(out);
+}
+
+/// Appends Bind (unnamed portal of `statement`, `values` as text-format parameters, text
+/// results) and Execute (all rows).
+pub fn bind_text_execute(out: &mut BytesMut, statement: &str, values: &[&str]) {
     frontend::bind(
         "",
         statement,
@@ -83,7 +90,6 @@ pub fn bind_text_execute_sync(out: &mut BytesMut, statement: &str, values: &[&st
     .map_err(|_| "bind encode")
     .expect("bind");
     frontend::execute("", 0, out).expect("execute");
-    frontend::sync(out);
 }
 
 /// The first column of every DataRow in `msgs`, as text (`None` for NULL).
@@ -143,21 +149,7 @@ pub fn bind_execute_sync(out: &mut BytesMut, value: i32) {
 /// Appends Bind (unnamed portal of `statement`, `value` as its one text-format parameter, text
 /// results) and Execute (all rows).
 pub fn bind_execute(out: &mut BytesMut, statement: &str, value: i32) {
-    frontend::bind(
-        "",
-        statement,
-        [0i16],
-        [value],
-        |v, buf| {
-            buf.extend_from_slice(v.to_string().as_bytes());
-            Ok(postgres_protocol::IsNull::No)
-        },
-        [0i16],
-        out,
-    )
-    .map_err(|_| "bind encode")
-    .expect("bind");
-    frontend::execute("", 0, out).expect("execute");
+    bind_text_execute(out, statement, &[&value.to_string()]);
 }
 
 /// A plaintext socket to the proxy speaking the protocol by hand.
