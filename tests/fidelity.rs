@@ -323,3 +323,53 @@ async fn other_client_encodings_pass_through_for_admins() {
     })
     .await;
 }
+
+/// SQL-level references to a statement the client prepared through the protocol (`EXECUTE
+/// name`, sqlx's `EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE sqlx_s_1(NULL)`) reach it under the
+/// name pooling gave it on the server, in both protocols and pool modes, also from a statement
+/// prepared earlier and run on another server connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_execute_names_the_clients_protocol_statement() {
+    bounded(120, async {
+        for mode in ["transaction", "session"] {
+            let (_db, proxy) = db_and_proxy("sql_execute", ProxyOptions::pool(3, mode)).await;
+            let mut a = RawConn::admin(&proxy).await;
+            let mut b = RawConn::admin(&proxy).await;
+            let mut out = BytesMut::new();
+            parse(&mut out, "sqlx_s_1", "SELECT $1::int4 + 1");
+            parse(&mut out, "later", "EXECUTE sqlx_s_1(1)");
+            frontend::sync(&mut out);
+            assert_eq!(tags(&a.exchange(&out, "parse").await), "11Z", "{mode}");
+
+            let msgs = a.query("EXECUTE sqlx_s_1(41)").await;
+            assert_eq!(first_column(&msgs), [Some("42".into())], "{mode}: {msgs:?}");
+            let msgs = a
+                .query("EXPLAIN (VERBOSE, FORMAT JSON) EXECUTE sqlx_s_1(NULL)")
+                .await;
+            assert_eq!(error_code(&msgs), None, "{mode}: {msgs:?}");
+            let mut out = BytesMut::new();
+            parse(&mut out, "", "EXPLAIN EXECUTE sqlx_s_1(NULL)");
+            bind_execute_no_params(&mut out, "");
+            frontend::sync(&mut out);
+            let msgs = a.exchange(&out, "extended EXPLAIN").await;
+            assert_eq!(error_code(&msgs), None, "{mode}: {msgs:?}");
+
+            // `b` holds a connection; `later` runs where `sqlx_s_1` may not be prepared yet.
+            assert_eq!(error_code(&b.query("BEGIN").await), None);
+            let mut out = BytesMut::new();
+            bind_execute_no_params(&mut out, "later");
+            frontend::sync(&mut out);
+            let msgs = a.exchange(&out, "later").await;
+            assert_eq!(first_column(&msgs), [Some("2".into())], "{mode}: {msgs:?}");
+            assert_eq!(error_code(&b.query("COMMIT").await), None);
+
+            let msgs = a.query("EXECUTE nothing_prepared").await;
+            assert_eq!(
+                error_code(&msgs).as_deref(),
+                Some("26000"),
+                "{mode}: {msgs:?}"
+            );
+        }
+    })
+    .await;
+}

@@ -83,7 +83,13 @@ impl Session<'_> {
             }
             return self.on_orgwall_command(cmd).await;
         }
-        let routed = match self.route_sql(&q.query).await {
+        // `EXECUTE name` of a protocol-level statement: PostgreSQL knows it by Orgwall's name.
+        let mapped = match self.map_executed_statement(&q.query).await {
+            Ok(m) => m,
+            Err(e) => return self.refuse(e, true).await,
+        };
+        let text = mapped.as_deref().unwrap_or(&q.query);
+        let routed = match self.route_sql(text).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, true).await,
         };
@@ -97,7 +103,7 @@ impl Session<'_> {
             self.push_synthetic(rfq);
             return Ok(());
         }
-        match routed.sql {
+        match routed.sql.or(mapped) {
             None => self.to_server.extend_from_slice(&frame),
             Some(sql) => wire::put(&mut self.to_server, &Query::new(sql)),
         }
@@ -128,7 +134,15 @@ impl Session<'_> {
             return self.parse_command_statement(name, cmd).await;
         }
         self.commands.forget_statement(&name);
-        let routed = match self.route_sql(&p.query).await {
+        // `EXPLAIN … EXECUTE name(…)` of a protocol-level statement (sqlx's describe): the
+        // statement runs with Orgwall's name in place, that one prepared wherever it runs.
+        let executes = self.executed_client_statement(&p.query);
+        let mapped = match self.map_executed_statement(&p.query).await {
+            Ok(m) => m,
+            Err(e) => return self.refuse(e, false).await,
+        };
+        let executes = executes.filter(|_| mapped.is_some());
+        let routed = match self.route_sql(mapped.as_deref().unwrap_or(&p.query)).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, false).await,
         };
@@ -142,7 +156,7 @@ impl Session<'_> {
         let local = self
             .parse_locally(&name, &p.query, &p.type_oids, &routed)
             .await;
-        let sql = routed.sql.unwrap_or(p.query);
+        let sql = routed.sql.or(mapped).unwrap_or(p.query);
         let mut stmt = Statement::new(
             sql,
             p.type_oids,
@@ -153,6 +167,7 @@ impl Session<'_> {
         if let Some(raw) = other_encoding {
             stmt = stmt.with_raw_sql(raw);
         }
+        stmt.executes = executes;
         if self.mode == PoolMode::Session && self.principal.role == Role::Admin {
             stmt = stmt.keeping_client_name(&name);
         }

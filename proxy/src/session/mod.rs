@@ -59,6 +59,9 @@ struct Statement {
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
     tenant: Option<route::Rendered>,
+    /// `EXECUTE other` in its SQL, mapped to `other`'s server name: the client's statement
+    /// `other` must be prepared on whichever connection runs this one.
+    executes: Option<String>,
 }
 
 /// Everything one client connection owns.

@@ -141,6 +141,10 @@ impl Session<'_> {
             self.statements.insert(name.to_string(), stmt.clone());
         }
         self.ensure_server().await?;
+        if let Some(other) = stmt.executes.as_deref().filter(|o| *o != name) {
+            // Prepared first, so that its server name exists where this one runs.
+            Box::pin(self.statement_on_server(other)).await?;
+        }
         match self.placement(name, &stmt) {
             Placement::OnServer => Ok(Some(stmt.server_name.clone())),
             Placement::Prepare => {
@@ -154,6 +158,47 @@ impl Session<'_> {
                 Ok(None)
             }
         }
+    }
+}
+
+impl Session<'_> {
+    /// `EXECUTE name` / `EXPLAIN … EXECUTE name` (admin logins) of a statement the client
+    /// prepared through the protocol: PostgreSQL knows it under Orgwall's name, so the text is
+    /// returned with that name in place, once the statement is prepared on the held server
+    /// connection. `None`: nothing to map (not such a statement, not one of the client's, or
+    /// under its own name, which is then prepared).
+    pub(super) async fn map_executed_statement(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<String>, ClientError> {
+        if self.principal.role != crate::config::Role::Admin {
+            return Ok(None);
+        }
+        let Some((name, range)) = crate::sql::executes::executed_statement(sql) else {
+            return Ok(None);
+        };
+        let own_name = match self.statements.get(&name) {
+            Some(stmt) => stmt.server_name == name,
+            None => return Ok(None),
+        };
+        let on_server = self.statement_on_server(&name).await?;
+        let Some(server_name) = on_server.filter(|_| !own_name) else {
+            // Under the client's own name (prepared now if it was not yet), or run as the
+            // unnamed statement there: nothing to rename.
+            return Ok(None);
+        };
+        Ok(Some(format!(
+            "{}{server_name}{}",
+            &sql[..range.start],
+            &sql[range.end..]
+        )))
+    }
+
+    /// The client statement `sql` executes at SQL level (`EXECUTE name`), if it is one of the
+    /// client's (see [`Session::map_executed_statement`]).
+    pub(super) fn executed_client_statement(&self, sql: &str) -> Option<String> {
+        let (name, _) = crate::sql::executes::executed_statement(sql)?;
+        self.statements.contains_key(&name).then_some(name)
     }
 }
 

@@ -308,6 +308,7 @@ impl Statement {
             writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
             sql,
             raw_sql: None,
+            executes: None,
             types,
             hash,
             effect,

@@ -7,6 +7,7 @@
 //! for policy plugins, in [`analyze`]; literal-blind statement keys in [`shape_key`].
 
 pub mod analyze;
+pub mod executes;
 pub mod lex;
 pub mod limits;
 pub mod read_only;
@@ -239,7 +240,9 @@ fn classify(stmt: &str, w: &[String], scan: &Scan) -> Option<SessionEffect> {
         {
             None
         }
-        ["PREPARE", ..] | ["EXECUTE", ..] | ["DEALLOCATE", ..] => Some(SessionEffect::Pinned(
+        // (`EXECUTE` runs what PREPARE made, refused here, or a protocol-level statement the
+        // session maps to its server name: it leaves nothing behind.)
+        ["PREPARE", ..] | ["DEALLOCATE", ..] => Some(SessionEffect::Pinned(
             "SQL-level PREPARE/EXECUTE/DEALLOCATE",
         )),
         ["DISCARD", ..] => Some(SessionEffect::Pinned("DISCARD")),
