@@ -125,6 +125,16 @@ impl Session<'_> {
         &mut self,
         name: &str,
     ) -> Result<Option<String>, ClientError> {
+        self.statement_on_server_with(name, true).await
+    }
+
+    /// [`Session::statement_on_server`]; `follow`: also the statement an `EXECUTE` in its SQL
+    /// names (one level: statements naming each other cannot make it loop).
+    async fn statement_on_server_with(
+        &mut self,
+        name: &str,
+        follow: bool,
+    ) -> Result<Option<String>, ClientError> {
         let Some(found) = self.statements.get(name).cloned() else {
             let what = if name.is_empty() {
                 "unnamed prepared statement".to_string()
@@ -141,9 +151,9 @@ impl Session<'_> {
             self.statements.insert(name.to_string(), stmt.clone());
         }
         self.ensure_server().await?;
-        if let Some(other) = stmt.executes.as_deref().filter(|o| *o != name) {
+        if let Some(other) = stmt.executes.as_deref().filter(|o| follow && *o != name) {
             // Prepared first, so that its server name exists where this one runs.
-            Box::pin(self.statement_on_server(other)).await?;
+            Box::pin(self.statement_on_server_with(other, false)).await?;
         }
         match self.placement(name, &stmt) {
             Placement::OnServer => Ok(Some(stmt.server_name.clone())),
