@@ -66,9 +66,10 @@ impl Session<'_> {
     }
 
     async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        if let Err(e) = text_is_utf8(&frame, 1) {
+        let utf8 = text_is_utf8(&frame, 1);
+        if let Err(e) = &utf8 {
             if !self.passes_other_encodings() {
-                return self.refuse(e, true).await;
+                return self.refuse(e.clone(), true).await;
             }
         }
         let q: Query = wire::decode_client(frame.clone(), "Query")?;
@@ -83,10 +84,14 @@ impl Session<'_> {
             }
             return self.on_orgwall_command(cmd).await;
         }
-        // `EXECUTE name` of a protocol-level statement: PostgreSQL knows it by Orgwall's name.
-        let mapped = match self.map_executed_statement(&q.query).await {
-            Ok(m) => m,
-            Err(e) => return self.refuse(e, true).await,
+        // `EXECUTE name` of a protocol-level statement: PostgreSQL knows it by Orgwall's name
+        // (not for text in another encoding, whose lossy reading must not be sent).
+        let mapped = match utf8 {
+            Ok(()) => match self.map_executed_statement(&q.query).await {
+                Ok(m) => m,
+                Err(e) => return self.refuse(e, true).await,
+            },
+            Err(_) => None,
         };
         let text = mapped.as_deref().unwrap_or(&q.query);
         let routed = match self.route_sql(text).await {
@@ -136,10 +141,12 @@ impl Session<'_> {
         self.commands.forget_statement(&name);
         // `EXPLAIN … EXECUTE name(…)` of a protocol-level statement (sqlx's describe): the
         // statement runs with Orgwall's name in place, that one prepared wherever it runs.
-        let executes = self.executed_client_statement(&p.query);
-        let mapped = match self.map_executed_statement(&p.query).await {
-            Ok(m) => m,
-            Err(e) => return self.refuse(e, false).await,
+        let (executes, mapped) = match other_encoding {
+            Some(_) => (None, None),
+            None => match self.map_executed_statement(&p.query).await {
+                Ok(m) => (self.executed_client_statement(&p.query), m),
+                Err(e) => return self.refuse(e, false).await,
+            },
         };
         let executes = executes.filter(|_| mapped.is_some());
         let routed = match self.route_sql(mapped.as_deref().unwrap_or(&p.query)).await {
