@@ -9,6 +9,7 @@ use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Pars
 use pgwire::messages::simplequery::Query;
 
 use super::admin;
+use super::encoding::{nth_string, text_is_utf8};
 use super::pending::Pending;
 use super::prepare::Placement;
 use super::{Session, Statement};
@@ -510,37 +511,4 @@ fn wire_portal_name(frame: &[u8]) -> &str {
     let body = frame.get(5..).unwrap_or_default();
     let end = body.iter().position(|&b| b == 0).unwrap_or(0);
     std::str::from_utf8(&body[..end]).unwrap_or("")
-}
-
-impl Session<'_> {
-    /// An admin login whose `client_encoding` is not UTF8 sends SQL in that encoding: it passes
-    /// through as written (PostgreSQL converts it). Tenant logins are held to UTF8.
-    fn passes_other_encodings(&self) -> bool {
-        self.principal.role == Role::Admin && !self.settings.client_text_is_utf8()
-    }
-}
-
-/// The `i`-th NUL-terminated string of a message's body.
-fn nth_string(frame: &[u8], i: usize) -> Option<&[u8]> {
-    frame.get(5..)?.split(|&b| b == 0).nth(i)
-}
-
-/// Refuses (22021, as PostgreSQL does) a message whose first `n` strings are not UTF-8: the
-/// codec would replace the bad bytes with U+FFFD and Orgwall would then confine and forward
-/// text the client never sent.
-fn text_is_utf8(frame: &[u8], n: usize) -> Result<(), ClientError> {
-    let mut rest = frame.get(5..).unwrap_or_default();
-    for _ in 0..n {
-        let Some(end) = rest.iter().position(|&c| c == 0) else {
-            return Ok(()); // malformed: the decoder says so
-        };
-        if std::str::from_utf8(&rest[..end]).is_err() {
-            return Err(ClientError::error(
-                code::CHARACTER_NOT_IN_REPERTOIRE,
-                "invalid byte sequence for encoding \"UTF8\"",
-            ));
-        }
-        rest = &rest[end + 1..];
-    }
-    Ok(())
 }

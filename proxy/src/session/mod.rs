@@ -12,6 +12,7 @@ mod commands;
 mod context;
 mod ddl;
 mod defer;
+mod encoding;
 mod local;
 mod pending;
 mod prepare;
