@@ -373,3 +373,27 @@ async fn sql_execute_names_the_clients_protocol_statement() {
     })
     .await;
 }
+
+/// With session pooling a notification from the client's own `NOTIFY` names the sender by the
+/// pid the client was told at login (psycopg's `test_notify_handlers` compares them); another
+/// session's notification keeps that session's server pid.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn own_notifications_carry_the_pid_the_client_knows() {
+    bounded(120, async {
+        let (_db, proxy) = db_and_proxy("notify_pid", ProxyOptions::pool(3, "session")).await;
+        let mut a = RawConn::admin(&proxy).await;
+        let mut b = RawConn::admin(&proxy).await;
+        let pid = a.backend_pid.expect("BackendKeyData");
+        let sender = |msgs: &[orgwall_e2e::raw::Msg]| {
+            let n = msgs.iter().find(|m| m.tag == b'A').expect("a notification");
+            i32::from_be_bytes([n.body[0], n.body[1], n.body[2], n.body[3]])
+        };
+        let msgs = a.query("LISTEN foo; NOTIFY foo, 'mine'").await;
+        assert_eq!(sender(&msgs), pid, "{msgs:?}");
+        assert_eq!(error_code(&b.query("NOTIFY foo, 'theirs'").await), None);
+        let msgs = a.query("SELECT 1").await;
+        assert_ne!(sender(&msgs), pid, "{msgs:?}");
+        assert_ne!(Some(sender(&msgs)), b.backend_pid, "{msgs:?}");
+    })
+    .await;
+}

@@ -156,6 +156,8 @@ pub fn bind_execute(out: &mut BytesMut, statement: &str, value: i32) {
 pub struct RawConn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The process id BackendKeyData gave at login.
+    pub backend_pid: Option<i32>,
 }
 
 impl RawConn {
@@ -177,6 +179,7 @@ impl RawConn {
         RawConn {
             stream,
             buf: BytesMut::new(),
+            backend_pid: None,
         }
     }
 
@@ -269,6 +272,7 @@ impl RawConn {
             match m.tag {
                 b'E' => return Err(m),
                 b'Z' => return Ok((auth_codes, reported)),
+                b'K' => self.backend_pid = m.int32(),
                 b'S' => {
                     let mut parts = m.body.split(|&b| b == 0).map(String::from_utf8_lossy);
                     let name = parts.next().unwrap_or_default().into_owned();
