@@ -9,7 +9,7 @@ use crate::jwt::TokenError;
 use crate::policy::Refusal as PolicyRefusal;
 use crate::scram::ScramError;
 use crate::sql::rewrite::Refusal;
-use crate::upstream::UpstreamError;
+use crate::upstream::{SettingError, UpstreamError};
 use crate::wire::{self, WireError};
 
 /// An error ready to be sent to a client as an ErrorResponse.
@@ -75,6 +75,9 @@ pub mod code {
     pub const CHARACTER_NOT_IN_REPERTOIRE: &str = "22021";
     pub const STATEMENT_TOO_COMPLEX: &str = "54001";
     pub const CONFIG_FILE_ERROR: &str = "F0000";
+    pub const INVALID_PARAMETER_VALUE: &str = "22023";
+    pub const UNDEFINED_OBJECT: &str = "42704";
+    pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
 }
 
 impl From<&TokenError> for ClientError {
@@ -127,6 +130,28 @@ impl From<&crate::admin::reload::ReloadError> for ClientError {
             code::CONFIG_FILE_ERROR,
             format!("RELOAD: {e}; the running config stays"),
         )
+    }
+}
+
+/// A startup setting PostgreSQL refused: the login fails as PostgreSQL would fail it, with
+/// its SQLSTATE (the codes `set_config` raises) and its message.
+impl From<&SettingError> for ClientError {
+    fn from(e: &SettingError) -> Self {
+        match e {
+            SettingError::Upstream(u) => ClientError {
+                fatal: true,
+                ..ClientError::from(u)
+            },
+            SettingError::Refused { code: c, message } => {
+                let code = match c.as_str() {
+                    "42704" => code::UNDEFINED_OBJECT,
+                    "55P02" => code::CANT_CHANGE_RUNTIME_PARAM,
+                    "42501" => code::INSUFFICIENT_PRIVILEGE,
+                    _ => code::INVALID_PARAMETER_VALUE,
+                };
+                ClientError::fatal(code, format!("startup setting refused: {message}"))
+            }
+        }
     }
 }
 

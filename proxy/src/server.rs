@@ -66,6 +66,9 @@ pub struct ProxyState {
     /// The config in force: `config` at start, replaced by each successful reload (the
     /// settings `config::merge_reloadable` allows; the rest stay as at start).
     pub(crate) live: std::sync::RwLock<Arc<Config>>,
+    /// Bumped whenever a client's DDL completes (`session/ddl.rs`): server-side statements
+    /// Orgwall shares between clients and prepared before it are closed before their next use.
+    pub ddl_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl ProxyState {
@@ -101,6 +104,7 @@ impl ProxyState {
             terminate: CancellationToken::new(),
             catalog: std::sync::RwLock::new(None),
             catalog_loading: tokio::sync::Mutex::new(()),
+            ddl_epoch: std::sync::atomic::AtomicU64::new(0),
             rewrites: RewriteCache::new(config.tenancy.rewrite_cache_size),
             balances: config
                 .balances

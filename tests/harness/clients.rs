@@ -177,8 +177,21 @@ async fn run(
     stdin: Option<&str>,
     limit_secs: u64,
 ) -> CliOutput {
+    run_in(program, args, password, stdin, limit_secs, |_| {}).await
+}
+
+/// [`run`], with `setup` adding to the command (environment, working directory).
+async fn run_in(
+    program: &str,
+    args: &[String],
+    password: &str,
+    stdin: Option<&str>,
+    limit_secs: u64,
+    setup: impl FnOnce(&mut tokio::process::Command),
+) -> CliOutput {
     require_binary(program);
     let mut cmd = tokio::process::Command::new(program);
+    setup(&mut cmd);
     cmd.args(args)
         .env("PGPASSWORD", password)
         .env("PGCONNECT_TIMEOUT", "10")
@@ -266,6 +279,57 @@ async fn interpreted(
     let mut all = vec![path.display().to_string()];
     all.extend_from_slice(args);
     run(interpreter, &all, "", None, limit_secs).await
+}
+
+/// psycopg 3's own tests vendored in `tests/psycopg/` (`modules` there, pytest `extra`
+/// arguments), with `--test-dsn dsn`, on psycopg 3.3.4 and pytest from
+/// `$ORGWALL_PSYCOPG_SUITE_PY` (default `target/psycopg-suite-py`, where `.ci/run` installs
+/// them with `pip install --target`).
+pub async fn psycopg_suite(
+    dsn: &str,
+    modules: &[&str],
+    extra: &[&str],
+    limit_secs: u64,
+) -> CliOutput {
+    require_binary("python3");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let packages = std::env::var_os("ORGWALL_PSYCOPG_SUITE_PY")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("../target/psycopg-suite-py"));
+    let suite = root.join("psycopg");
+    let env = |cmd: &mut tokio::process::Command| {
+        cmd.env("PYTHONPATH", &packages)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .current_dir(&suite);
+    };
+    let probe = "import psycopg, pytest, pytest_timeout, anyio; assert psycopg.__version__ == '3.3.4', psycopg.__version__";
+    let probe = run_in("python3", &["-c".into(), probe.into()], "", None, 60, env).await;
+    assert!(
+        probe.status.success(),
+        "the psycopg suite needs psycopg 3.3.4, pytest, pytest-timeout and anyio in {}: \
+         `python3 -m pip install --target {} 'psycopg[binary]==3.3.4' pytest pytest-timeout \
+         anyio` (.ci/run does this)\n{}",
+        packages.display(),
+        packages.display(),
+        probe.stderr
+    );
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let run = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cache = std::env::temp_dir().join(format!(
+        "orgwall-psycopg-cache-{}-{run}",
+        std::process::id()
+    ));
+    let mut args: Vec<String> = ["-m", "pytest", "-q", "-p", "no:randomly"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    args.push(format!("-o=cache_dir={}", cache.display()));
+    args.push(format!("--test-dsn={dsn}"));
+    args.extend(modules.iter().map(|m| format!("tests/{m}")));
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let out = run_in("python3", &args, "", None, limit_secs, env).await;
+    let _ = std::fs::remove_dir_all(cache);
+    out
 }
 
 /// Runs `psql -X` against the proxy as `login` with the given `sslmode` and extra arguments;

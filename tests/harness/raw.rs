@@ -66,6 +66,45 @@ pub fn tags(msgs: &[Msg]) -> String {
     msgs.iter().map(|m| m.tag as char).collect()
 }
 
+/// Appends Bind of `statement` (unnamed portal) with text parameters, Execute and Sync.
+pub fn bind_text_execute_sync(out: &mut BytesMut, statement: &str, values: &[&str]) {
+    bind_text_execute(out, statement, values);
+    frontend::sync(out);
+}
+
+/// Appends Bind (unnamed portal of `statement`, `values` as text-format parameters, text
+/// results) and Execute (all rows).
+pub fn bind_text_execute(out: &mut BytesMut, statement: &str, values: &[&str]) {
+    frontend::bind(
+        "",
+        statement,
+        [0i16],
+        values.iter().copied(),
+        |v, buf| {
+            buf.extend_from_slice(v.as_bytes());
+            Ok(postgres_protocol::IsNull::No)
+        },
+        [0i16],
+        out,
+    )
+    .map_err(|_| "bind encode")
+    .expect("bind");
+    frontend::execute("", 0, out).expect("execute");
+}
+
+/// The first column of every DataRow in `msgs`, as text (`None` for NULL).
+pub fn first_column(msgs: &[Msg]) -> Vec<Option<String>> {
+    msgs.iter()
+        .filter(|m| m.tag == b'D')
+        .map(|m| {
+            let len = m.body.get(2..6)?;
+            let len = i32::from_be_bytes([len[0], len[1], len[2], len[3]]);
+            let value = m.body.get(6..6 + usize::try_from(len).ok()?)?;
+            Some(String::from_utf8_lossy(value).into_owned())
+        })
+        .collect()
+}
+
 /// The SQLSTATE of the first ErrorResponse in `msgs`.
 pub fn error_code(msgs: &[Msg]) -> Option<String> {
     msgs.iter()
@@ -110,27 +149,15 @@ pub fn bind_execute_sync(out: &mut BytesMut, value: i32) {
 /// Appends Bind (unnamed portal of `statement`, `value` as its one text-format parameter, text
 /// results) and Execute (all rows).
 pub fn bind_execute(out: &mut BytesMut, statement: &str, value: i32) {
-    frontend::bind(
-        "",
-        statement,
-        [0i16],
-        [value],
-        |v, buf| {
-            buf.extend_from_slice(v.to_string().as_bytes());
-            Ok(postgres_protocol::IsNull::No)
-        },
-        [0i16],
-        out,
-    )
-    .map_err(|_| "bind encode")
-    .expect("bind");
-    frontend::execute("", 0, out).expect("execute");
+    bind_text_execute(out, statement, &[&value.to_string()]);
 }
 
 /// A plaintext socket to the proxy speaking the protocol by hand.
 pub struct RawConn {
     stream: TcpStream,
     buf: BytesMut,
+    /// The process id BackendKeyData gave at login.
+    pub backend_pid: Option<i32>,
 }
 
 impl RawConn {
@@ -152,6 +179,7 @@ impl RawConn {
         RawConn {
             stream,
             buf: BytesMut::new(),
+            backend_pid: None,
         }
     }
 
@@ -217,17 +245,39 @@ impl RawConn {
     /// Startup + authentication up to the first ReadyForQuery. Returns the authentication
     /// request codes seen (10 = SASL), or the ErrorResponse the proxy sent instead.
     pub async fn login(&mut self, user: &str, password: &str, db: &str) -> Result<Vec<i32>, Msg> {
+        self.login_with(user, password, db, &[])
+            .await
+            .map(|(codes, _)| codes)
+    }
+
+    /// [`RawConn::login`] with more startup settings (`extra`); also returns the
+    /// ParameterStatus (name, value) pairs of the greeting.
+    pub async fn login_with(
+        &mut self,
+        user: &str,
+        password: &str,
+        db: &str,
+        extra: &[(&str, &str)],
+    ) -> Result<(Vec<i32>, Vec<(String, String)>), Msg> {
         let mut out = BytesMut::new();
-        frontend::startup_message([("user", user), ("database", db)], &mut out)
+        let params = [("user", user), ("database", db)];
+        frontend::startup_message(params.iter().chain(extra).copied(), &mut out)
             .expect("encode startup");
         self.send(&out).await.expect("send startup");
         let mut scram: Option<ScramSha256> = None;
         let mut auth_codes = Vec::new();
+        let mut reported = Vec::new();
         loop {
             let m = self.expect_msg(30, "during login").await;
             match m.tag {
                 b'E' => return Err(m),
-                b'Z' => return Ok(auth_codes),
+                b'Z' => return Ok((auth_codes, reported)),
+                b'K' => self.backend_pid = m.int32(),
+                b'S' => {
+                    let mut parts = m.body.split(|&b| b == 0).map(String::from_utf8_lossy);
+                    let name = parts.next().unwrap_or_default().into_owned();
+                    reported.push((name, parts.next().unwrap_or_default().into_owned()));
+                }
                 b'R' => {
                     let code = m.int32().expect("auth code");
                     auth_codes.push(code);

@@ -22,6 +22,7 @@ use crate::config::Role;
 use crate::errors::{code, ClientError};
 use crate::scram::ScramError;
 use crate::server::ProxyState;
+use crate::upstream::UpstreamError;
 use crate::wire::{self, WireError};
 
 /// Startup-phase messages are small; anything bigger is an attack or a bug.
@@ -369,20 +370,22 @@ async fn greet(
     settings: &[(String, String)],
     cancel: &CancelHandle,
 ) -> Result<(), FrontendError> {
-    let server = state.pool_for(role).server_params().await.map_err(|e| {
+    let fatal = |e: UpstreamError| {
         tracing::warn!(error = %e, "cannot open a server connection for the greeting");
         FrontendError::Client(ClientError {
             fatal: true,
             ..ClientError::from(&e)
         })
-    })?;
+    };
+    let pool = state.pool_for(role);
+    let server = pool.server_params().await.map_err(fatal)?;
+    let reported = pool
+        .reported_values(&server, settings)
+        .await
+        .map_err(|e| FrontendError::Client(ClientError::from(&e)))?;
     let mut out = BytesMut::new();
-    for (name, value) in &server {
-        let value = settings
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map_or(value, |(_, v)| v);
-        wire::put(&mut out, &ParameterStatus::new(name.clone(), value.clone()));
+    for (name, value) in reported {
+        wire::put(&mut out, &ParameterStatus::new(name, value));
     }
     wire::put(
         &mut out,

@@ -36,8 +36,9 @@ impl Session<'_> {
         }
     }
 
-    fn on_server_message(&mut self, frame: BytesMut) {
+    fn on_server_message(&mut self, mut frame: BytesMut) {
         match frame[0] {
+            b'A' => self.own_notification_pid(&mut frame),
             b'C' => self.complete_head(&frame),
             b'E' if !matches!(
                 self.pending.front(),
@@ -69,6 +70,7 @@ impl Session<'_> {
                 self.status = wire::ready_status(&frame);
                 if self.status == b'I' {
                     self.context_settled();
+                    self.ddl_settled();
                     if !swallow {
                         self.transaction_ended();
                     }
@@ -95,8 +97,11 @@ impl Session<'_> {
     /// dropped.
     fn complete_head(&mut self, frame: &[u8]) {
         let tag = wire::command_tag(frame);
+        self.note_command(tag);
         match tag {
-            "COMMIT" => {
+            // PostgreSQL keeps a prepared transaction's settings as a commit would
+            // (`PrepareTransaction` ends its GUC nesting level as committed).
+            "COMMIT" | "PREPARE TRANSACTION" => {
                 self.settings.commit();
                 self.savepoints.clear();
                 self.rolled_back = false;
@@ -206,6 +211,18 @@ impl Session<'_> {
             self.settings.rollback();
         } else {
             self.settings.commit();
+        }
+    }
+
+    /// A notification the client's own backend sent (its own `NOTIFY` on a channel it listens
+    /// to) names the sender by the pid the client was told at login, Orgwall's, as PostgreSQL
+    /// names it by the pid it told the client. Other senders' pids pass unchanged.
+    fn own_notification_pid(&self, frame: &mut BytesMut) {
+        let Some(lease) = self.server.as_ref() else {
+            return;
+        };
+        if frame.get(5..9) == Some(&lease.conn.key.pid.to_be_bytes()[..]) {
+            frame[5..9].copy_from_slice(&self.cancel.pid.to_be_bytes());
         }
     }
 

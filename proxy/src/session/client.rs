@@ -9,11 +9,12 @@ use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Pars
 use pgwire::messages::simplequery::Query;
 
 use super::admin;
+use super::encoding::{nth_string, text_is_utf8};
 use super::pending::Pending;
 use super::prepare::Placement;
 use super::{Session, Statement};
 use crate::boundary::unix_now;
-use crate::config::Role;
+use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
 use crate::sql::SessionEffect;
 use crate::upstream::Holder;
@@ -66,8 +67,11 @@ impl Session<'_> {
     }
 
     async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        if let Err(e) = text_is_utf8(&frame, 1) {
-            return self.refuse(e, true).await;
+        let utf8 = text_is_utf8(&frame, 1);
+        if let Err(e) = &utf8 {
+            if !self.passes_other_encodings() {
+                return self.refuse(e.clone(), true).await;
+            }
         }
         let q: Query = wire::decode_client(frame.clone(), "Query")?;
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
@@ -81,7 +85,17 @@ impl Session<'_> {
             }
             return self.on_orgwall_command(cmd).await;
         }
-        let routed = match self.route_sql(&q.query).await {
+        // `EXECUTE name` of a protocol-level statement: PostgreSQL knows it by Orgwall's name
+        // (not for text in another encoding, whose lossy reading must not be sent).
+        let mapped = match utf8 {
+            Ok(()) => match self.map_executed_statement(&q.query).await {
+                Ok(m) => m,
+                Err(e) => return self.refuse(e, true).await,
+            },
+            Err(_) => None,
+        };
+        let text = mapped.as_deref().unwrap_or(&q.query);
+        let routed = match self.route_sql(text).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, true).await,
         };
@@ -95,7 +109,7 @@ impl Session<'_> {
             self.push_synthetic(rfq);
             return Ok(());
         }
-        match routed.sql {
+        match routed.sql.or(mapped) {
             None => self.to_server.extend_from_slice(&frame),
             Some(sql) => wire::put(&mut self.to_server, &Query::new(sql)),
         }
@@ -107,8 +121,14 @@ impl Session<'_> {
     }
 
     async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+        // SQL in another client encoding (admin logins only) is sent to PostgreSQL as the
+        // client wrote it; Orgwall reads a lossy UTF-8 copy (ASCII keywords intact).
+        let mut other_encoding = None;
         if let Err(e) = text_is_utf8(&frame, 2) {
-            return self.refuse(e, false).await;
+            if !self.passes_other_encodings() {
+                return self.refuse(e, false).await;
+            }
+            other_encoding = nth_string(&frame, 1).map(<[u8]>::to_vec);
         }
         let p: Parse = wire::decode_client(frame, "Parse")?;
         let name = p.name.unwrap_or_default();
@@ -120,7 +140,17 @@ impl Session<'_> {
             return self.parse_command_statement(name, cmd).await;
         }
         self.commands.forget_statement(&name);
-        let routed = match self.route_sql(&p.query).await {
+        // `EXPLAIN … EXECUTE name(…)` of a protocol-level statement (sqlx's describe): the
+        // statement runs with Orgwall's name in place, that one prepared wherever it runs.
+        let (executes, mapped) = match other_encoding {
+            Some(_) => (None, None),
+            None => match self.map_executed_statement(&p.query).await {
+                Ok(m) => (self.executed_client_statement(&p.query), m),
+                Err(e) => return self.refuse(e, false).await,
+            },
+        };
+        let executes = executes.filter(|_| mapped.is_some());
+        let routed = match self.route_sql(mapped.as_deref().unwrap_or(&p.query)).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, false).await,
         };
@@ -134,14 +164,22 @@ impl Session<'_> {
         let local = self
             .parse_locally(&name, &p.query, &p.type_oids, &routed)
             .await;
-        let sql = routed.sql.unwrap_or(p.query);
-        let stmt = Arc::new(Statement::new(
+        let sql = routed.sql.or(mapped).unwrap_or(p.query);
+        let mut stmt = Statement::new(
             sql,
             p.type_oids,
             routed.effects.into_iter().last(),
             routed.tenant,
             routed.sharing,
-        ));
+        );
+        if let Some(raw) = other_encoding {
+            stmt = stmt.with_raw_sql(raw);
+        }
+        stmt.executes = executes;
+        if self.mode == PoolMode::Session && self.principal.role == Role::Admin {
+            stmt = stmt.keeping_client_name(&name);
+        }
+        let stmt = Arc::new(stmt);
         if (local || !name.is_empty()) && self.server.is_none() {
             // (`local`: a statement the balance cache answers, see `local.rs`.)
             // Outside a transaction a named Parse takes no server connection: the statement is
@@ -279,10 +317,13 @@ impl Session<'_> {
             return Ok(());
         }
         if c.target_type == b'S' || self.server.is_none() {
-            // Statements stay prepared on the server connections for the next user; a portal
-            // cannot exist without a held server connection.
+            // Statements stay prepared on the server connections for the next user (except
+            // those under the client's own name); a portal cannot exist without a held server
+            // connection.
             if c.target_type == b'S' {
-                self.statements.remove(&c.name.unwrap_or_default());
+                if let Some(stmt) = self.statements.remove(&c.name.unwrap_or_default()) {
+                    self.close_client_named(&stmt, false);
+                }
             }
             let mut b = BytesMut::new();
             wire::put(&mut b, &CloseComplete::new());
@@ -358,6 +399,7 @@ impl Session<'_> {
     /// bringing its tenant context to the session's current tenant (the second wall).
     pub(super) async fn ensure_server(&mut self) -> Result<(), ClientError> {
         if self.server.is_some() {
+            self.drop_outdated_statements();
             return self.sync_context(false).await;
         }
         let pool = self.state.pool_for(self.principal.role);
@@ -402,6 +444,7 @@ impl Session<'_> {
         })?;
         let stale = lease.conn.settings != self.settings.fingerprint();
         self.server = Some(lease);
+        self.drop_outdated_statements();
         if stale {
             self.replay_settings(false);
         }
@@ -458,10 +501,24 @@ impl Session<'_> {
 /// sets the parameter's value (PostgreSQL infers `text` for it, whose binary form is its
 /// text), or resets the setting for NULL.
 fn bound_effect(effect: SessionEffect, params: &[Option<&[u8]>]) -> SessionEffect {
-    let SessionEffect::SetParam { name, param } = effect else {
-        return effect;
+    let param_text = |n: usize| params.get(n.wrapping_sub(1)).copied().flatten();
+    let (name, param) = match effect {
+        SessionEffect::SetParam { name, param } => (name, param),
+        // `set_config($n, $m, false)`: the name as PostgreSQL reads it (case-insensitive), if
+        // it is one Orgwall can replay unquoted; else left untracked as a `SetParam` would be.
+        SessionEffect::SetNamedParam { name, value } => {
+            let bound = param_text(name)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_ascii_lowercase)
+                .filter(|n| n.split('.').all(crate::sql::is_plain_setting_part));
+            match bound {
+                Some(n) => (n, value),
+                None => return SessionEffect::SetNamedParam { name, value },
+            }
+        }
+        other => return other,
     };
-    match params.get(param.wrapping_sub(1)).copied().flatten() {
+    match param_text(param) {
         None => SessionEffect::Reset { name },
         Some(v) => match std::str::from_utf8(v) {
             Ok(v) => SessionEffect::Set {
@@ -478,24 +535,4 @@ fn wire_portal_name(frame: &[u8]) -> &str {
     let body = frame.get(5..).unwrap_or_default();
     let end = body.iter().position(|&b| b == 0).unwrap_or(0);
     std::str::from_utf8(&body[..end]).unwrap_or("")
-}
-
-/// Refuses (22021, as PostgreSQL does) a message whose first `n` strings are not UTF-8: the
-/// codec would replace the bad bytes with U+FFFD and Orgwall would then confine and forward
-/// text the client never sent.
-fn text_is_utf8(frame: &[u8], n: usize) -> Result<(), ClientError> {
-    let mut rest = frame.get(5..).unwrap_or_default();
-    for _ in 0..n {
-        let Some(end) = rest.iter().position(|&c| c == 0) else {
-            return Ok(()); // malformed: the decoder says so
-        };
-        if std::str::from_utf8(&rest[..end]).is_err() {
-            return Err(ClientError::error(
-                code::CHARACTER_NOT_IN_REPERTOIRE,
-                "invalid byte sequence for encoding \"UTF8\"",
-            ));
-        }
-        rest = &rest[end + 1..];
-    }
-    Ok(())
 }

@@ -244,9 +244,14 @@ impl Session<'_> {
                     self.forget_statements(true);
                     return Ok("DEALLOCATE ALL");
                 };
+                let removed = (!name.is_empty())
+                    .then(|| self.statements.remove(&name))
+                    .flatten();
+                if let Some(stmt) = &removed {
+                    self.close_client_named(stmt, true);
+                }
                 let known = !name.is_empty()
-                    && (self.statements.remove(&name).is_some()
-                        | self.commands.statements.remove(&name).is_some());
+                    && (removed.is_some() | self.commands.statements.remove(&name).is_some());
                 if !known {
                     return Err(ClientError::error(
                         code::INVALID_STATEMENT_NAME,

@@ -10,7 +10,9 @@ mod backend;
 mod client;
 mod commands;
 mod context;
+mod ddl;
 mod defer;
+mod encoding;
 mod local;
 mod pending;
 mod prepare;
@@ -44,6 +46,9 @@ const HIGH_WATER: usize = 256 * 1024;
 #[derive(Debug)]
 struct Statement {
     sql: String,
+    /// The SQL as sent, when in a client encoding other than UTF-8 (`sql` is then a lossy
+    /// reading of it; see `Statement::with_raw_sql`).
+    raw_sql: Option<Vec<u8>>,
     types: Vec<u32>,
     hash: u64,
     /// Name on every server connection (derived from the SQL, so clients share them).
@@ -55,6 +60,9 @@ struct Statement {
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
     tenant: Option<route::Rendered>,
+    /// `EXECUTE other` in its SQL, mapped to `other`'s server name: the client's statement
+    /// `other` must be prepared on whichever connection runs this one.
+    executes: Option<String>,
 }
 
 /// Everything one client connection owns.
@@ -108,6 +116,8 @@ pub(crate) struct Session<'a> {
     /// A context was set inside the client's transaction (PostgreSQL undoes it if that rolls
     /// back): once the transaction ends, the connection's context counts as unknown.
     context_unsure: bool,
+    /// DDL completed in the client's open transaction (`ddl.rs`).
+    ddl_in_transaction: bool,
     /// The last progress: a whole client message, server bytes, output the client took. The
     /// idle-in-transaction clock runs from here (a client trickling a message byte by byte
     /// does not restart it).
@@ -161,6 +171,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         summaries: Vec::new(),
         wall: login.wall,
         context_unsure: false,
+        ddl_in_transaction: false,
         active_at: tokio::time::Instant::now(),
     };
     let reason = s.run_loop().await;

@@ -74,8 +74,13 @@ impl Session<'_> {
                 self.put_close(Some(victim.clone()), Some(victim));
             }
         }
-        let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
-        wire::put(&mut self.to_server, &parse);
+        match &stmt.raw_sql {
+            Some(raw) => put_raw_parse(&mut self.to_server, name.as_deref(), raw, &stmt.types),
+            None => {
+                let parse = Parse::new(name.clone(), stmt.sql.clone(), stmt.types.clone());
+                wire::put(&mut self.to_server, &parse);
+            }
+        }
         let conn = self.lease();
         if named {
             conn.prepared.insert(stmt.server_name.clone());
@@ -88,8 +93,28 @@ impl Session<'_> {
         });
     }
 
+    /// The client closed or deallocated a statement it had prepared under its own name: it
+    /// goes from the server too, so the name is free again there. `flush`: the client will
+    /// not send a Sync or Flush that would make PostgreSQL send the CloseComplete.
+    pub(super) fn close_client_named(&mut self, stmt: &Statement, flush: bool) {
+        if !stmt.has_client_name() {
+            return;
+        }
+        let Some(lease) = self.server.as_mut() else {
+            return;
+        };
+        if !lease.conn.prepared.contains(&stmt.server_name) {
+            return;
+        }
+        lease.conn.prepared.remove(&stmt.server_name);
+        self.put_close(Some(stmt.server_name.clone()), None);
+        if flush {
+            self.to_server.extend_from_slice(&[b'H', 0, 0, 0, 4]);
+        }
+    }
+
     /// A Close of a server statement whose CloseComplete the client never sees.
-    fn put_close(&mut self, name: Option<String>, evicted: Option<String>) {
+    pub(super) fn put_close(&mut self, name: Option<String>, evicted: Option<String>) {
         wire::put(&mut self.to_server, &Close::new(b'S', name));
         self.pending.push_back(Pending::CloseQuietly { evicted });
     }
@@ -99,6 +124,16 @@ impl Session<'_> {
     pub(super) async fn statement_on_server(
         &mut self,
         name: &str,
+    ) -> Result<Option<String>, ClientError> {
+        self.statement_on_server_with(name, true).await
+    }
+
+    /// [`Session::statement_on_server`]; `follow`: also the statement an `EXECUTE` in its SQL
+    /// names (one level: statements naming each other cannot make it loop).
+    async fn statement_on_server_with(
+        &mut self,
+        name: &str,
+        follow: bool,
     ) -> Result<Option<String>, ClientError> {
         let Some(found) = self.statements.get(name).cloned() else {
             let what = if name.is_empty() {
@@ -116,6 +151,10 @@ impl Session<'_> {
             self.statements.insert(name.to_string(), stmt.clone());
         }
         self.ensure_server().await?;
+        if let Some(other) = stmt.executes.as_deref().filter(|o| follow && *o != name) {
+            // Prepared first, so that its server name exists where this one runs.
+            Box::pin(self.statement_on_server_with(other, false)).await?;
+        }
         match self.placement(name, &stmt) {
             Placement::OnServer => Ok(Some(stmt.server_name.clone())),
             Placement::Prepare => {
@@ -129,6 +168,64 @@ impl Session<'_> {
                 Ok(None)
             }
         }
+    }
+}
+
+impl Session<'_> {
+    /// `EXECUTE name` / `EXPLAIN … EXECUTE name` (admin logins) of a statement the client
+    /// prepared through the protocol: PostgreSQL knows it under Orgwall's name, so the text is
+    /// returned with that name in place, once the statement is prepared on the held server
+    /// connection. `None`: nothing to map (not such a statement, not one of the client's, or
+    /// under its own name, which is then prepared).
+    pub(super) async fn map_executed_statement(
+        &mut self,
+        sql: &str,
+    ) -> Result<Option<String>, ClientError> {
+        if self.principal.role != crate::config::Role::Admin {
+            return Ok(None);
+        }
+        let Some((name, range)) = crate::sql::executes::executed_statement(sql) else {
+            return Ok(None);
+        };
+        let own_name = match self.statements.get(&name) {
+            Some(stmt) => stmt.server_name == name,
+            None => return Ok(None),
+        };
+        let on_server = self.statement_on_server(&name).await?;
+        let Some(server_name) = on_server.filter(|_| !own_name) else {
+            // Under the client's own name (prepared now if it was not yet), or run as the
+            // unnamed statement there: nothing to rename.
+            return Ok(None);
+        };
+        Ok(Some(format!(
+            "{}{server_name}{}",
+            &sql[..range.start],
+            &sql[range.end..]
+        )))
+    }
+
+    /// The client statement `sql` executes at SQL level (`EXECUTE name`), if it is one of the
+    /// client's (see [`Session::map_executed_statement`]).
+    pub(super) fn executed_client_statement(&self, sql: &str) -> Option<String> {
+        let (name, _) = crate::sql::executes::executed_statement(sql)?;
+        self.statements.contains_key(&name).then_some(name)
+    }
+}
+
+/// A Parse whose SQL is bytes in the client's encoding (not necessarily UTF-8).
+fn put_raw_parse(out: &mut BytesMut, name: Option<&str>, sql: &[u8], types: &[u32]) {
+    use bytes::BufMut;
+    let name = name.unwrap_or("").as_bytes();
+    let len = 4 + name.len() + 1 + sql.len() + 1 + 2 + 4 * types.len();
+    out.put_u8(b'P');
+    out.put_i32(len as i32);
+    out.put_slice(name);
+    out.put_u8(0);
+    out.put_slice(sql);
+    out.put_u8(0);
+    out.put_i16(types.len() as i16);
+    for t in types {
+        out.put_u32(*t);
     }
 }
 

@@ -54,6 +54,28 @@ impl Settings {
         s
     }
 
+    /// Whether the client's SQL text arrives as UTF-8: its `client_encoding` (the session's
+    /// `SET`, else the startup packet's) is UTF8 or was never set (Orgwall's databases are
+    /// UTF8). PostgreSQL reads the spellings `utf8`, `UTF-8`, `unicode` … alike.
+    pub fn client_text_is_utf8(&self) -> bool {
+        let named = |list: &[(String, String)]| {
+            list.iter()
+                .rev()
+                .find(|(n, _)| n.eq_ignore_ascii_case("client_encoding"))
+                .map(|(_, v)| v.clone())
+        };
+        named(&self.session)
+            .or_else(|| named(&self.startup))
+            .is_none_or(|v| {
+                let folded: String = v
+                    .chars()
+                    .filter(char::is_ascii_alphanumeric)
+                    .collect::<String>()
+                    .to_ascii_lowercase();
+                matches!(folded.as_str(), "utf8" | "unicode" | "default")
+            })
+    }
+
     /// A fingerprint of the settings; 0 when there are none (server defaults).
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
@@ -81,6 +103,7 @@ impl Settings {
             SessionEffect::ResetAll => self.session.clear(),
             SessionEffect::Pinned(_)
             | SessionEffect::SetParam { .. }
+            | SessionEffect::SetNamedParam { .. }
             | SessionEffect::Savepoint(_)
             | SessionEffect::RollbackTo(_)
             | SessionEffect::Release(_) => return,
@@ -207,6 +230,25 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_client_encoding_decides_whether_text_is_utf8() {
+        let startup = |v: &str| Settings::new(vec![("client_encoding".into(), v.into())]);
+        assert!(Settings::new(vec![]).client_text_is_utf8());
+        assert!(startup("UTF-8").client_text_is_utf8());
+        assert!(startup("'unicode'").client_text_is_utf8());
+        assert!(!startup("euc_jp").client_text_is_utf8());
+        let mut s = startup("utf8");
+        s.apply(&SessionEffect::Set {
+            name: "client_encoding".into(),
+            value: "latin9".into(),
+        });
+        assert!(!s.client_text_is_utf8());
+        s.apply(&SessionEffect::Reset {
+            name: "client_encoding".into(),
+        });
+        assert!(s.client_text_is_utf8());
+    }
 
     #[test]
     fn a_rollback_undoes_what_the_transaction_set() {

@@ -7,6 +7,7 @@
 //! for policy plugins, in [`analyze`]; literal-blind statement keys in [`shape_key`].
 
 pub mod analyze;
+pub mod executes;
 pub mod lex;
 pub mod limits;
 pub mod read_only;
@@ -43,6 +44,9 @@ pub enum SessionEffect {
     /// `SELECT set_config('name', $n, false)`: a `Set` (or a `Reset`, for NULL) once the
     /// parameter is bound.
     SetParam { name: String, param: usize },
+    /// `SELECT set_config($n, $m, false)`: a `Set` once both parameters are bound (the
+    /// name must then be a plain setting name).
+    SetNamedParam { name: usize, value: usize },
     /// `RESET name`.
     Reset { name: String },
     /// `RESET ALL`.
@@ -229,7 +233,16 @@ fn classify(stmt: &str, w: &[String], scan: &Scan) -> Option<SessionEffect> {
             savepoint_name(stmt).map(SessionEffect::RollbackTo)
         }
         ["LISTEN", ..] => Some(SessionEffect::Pinned("LISTEN")),
-        ["PREPARE", ..] | ["EXECUTE", ..] | ["DEALLOCATE", ..] => Some(SessionEffect::Pinned(
+        // Two-phase commit: `PREPARE TRANSACTION 'gid'` ends the transaction (its GID is a
+        // string; `PREPARE transaction AS …` would be a statement named "transaction").
+        ["PREPARE", "TRANSACTION", ..]
+            if matches!(scan.tokens.get(2), Some((Token::Literal, _))) =>
+        {
+            None
+        }
+        // (`EXECUTE` runs what PREPARE made, refused here, or a protocol-level statement the
+        // session maps to its server name: it leaves nothing behind.)
+        ["PREPARE", ..] | ["DEALLOCATE", ..] => Some(SessionEffect::Pinned(
             "SQL-level PREPARE/EXECUTE/DEALLOCATE",
         )),
         ["DISCARD", ..] => Some(SessionEffect::Pinned("DISCARD")),
@@ -403,7 +416,17 @@ mod tests {
             1,
             std::slice::from_ref(&untracked),
         );
-        check("SELECT set_config($1, 'c', false)", 1, &[untracked]);
+        check(
+            "SELECT set_config($1, 'c', false)",
+            1,
+            std::slice::from_ref(&untracked),
+        );
+        check(
+            "SELECT set_config($1, $2, false)",
+            1,
+            &[SetNamedParam { name: 1, value: 2 }],
+        );
+        check("SELECT set_config($1, $2, true)", 1, &[untracked]);
     }
 
     #[test]
@@ -563,6 +586,15 @@ mod tests {
     #[test]
     fn pinning_statements_are_found() {
         check("LISTEN chan", 1, &[Pinned("LISTEN")]);
+        // Two-phase commit ends its transaction and moves with no connection.
+        check("PREPARE TRANSACTION 'gid-1'", 1, &[]);
+        check("COMMIT PREPARED 'gid-1'", 1, &[]);
+        check("ROLLBACK PREPARED 'gid-1'", 1, &[]);
+        check(
+            "PREPARE transaction AS SELECT 1",
+            1,
+            &[Pinned("SQL-level PREPARE/EXECUTE/DEALLOCATE")],
+        );
         check(
             "select pg_advisory_lock(1)",
             1,

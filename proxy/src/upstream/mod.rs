@@ -13,6 +13,7 @@ mod conn;
 pub mod listing;
 mod mux;
 mod prepared;
+mod reported;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ pub use crate::cancel::BackendKey;
 pub use caps::Holder;
 pub use conn::ServerConn;
 pub use prepared::Prepared;
+pub use reported::SettingError;
 pub use stream::ServerStream;
 
 use crate::cancel::CancelSlot;
@@ -121,6 +123,8 @@ pub struct Pool {
     next_id: AtomicU64,
     /// ParameterStatus values of the most recent successful connect, shown to clients at login.
     server_params: Mutex<Vec<(String, String)>>,
+    /// (setting, value a client sent) → the value as PostgreSQL reports it (`reported.rs`).
+    reported: Mutex<std::collections::HashMap<(String, String), String>>,
     /// Multiplexed connections (`[upstream] multiplex`), if any.
     mux: Option<mux::Mux>,
     /// Exclusive checkouts and shares of multiplexed connections handed out (`stats`).
@@ -165,6 +169,7 @@ impl Pool {
             idle: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
             server_params: Mutex::new(Vec::new()),
+            reported: Mutex::new(std::collections::HashMap::new()),
             checkouts: AtomicU64::new(0),
             shares: AtomicU64::new(0),
             waiting: AtomicU64::new(0),

@@ -16,6 +16,8 @@ pub struct Prepared {
     own: HashMap<String, u64>,
     clock: u64,
     shared: Option<Arc<RwLock<HashSet<String>>>>,
+    /// The DDL epoch (`ProxyState::ddl_epoch`) these statements were checked against.
+    epoch: u64,
 }
 
 impl Prepared {
@@ -91,6 +93,22 @@ impl Prepared {
     /// multiplexed connection, which never runs those.
     pub fn clear(&mut self) {
         self.own.clear();
+    }
+
+    /// Whether DDL ran since the statements were last checked (`epoch` is the current DDL
+    /// epoch); the connection counts as checked from now on.
+    pub fn outdated_by(&mut self, epoch: u64) -> bool {
+        std::mem::replace(&mut self.epoch, epoch) != epoch
+    }
+
+    /// Forgets the statements whose name `stale` accepts and returns them, for the caller to
+    /// close on the server.
+    pub fn take_where(&mut self, stale: impl Fn(&str) -> bool) -> Vec<String> {
+        let names: Vec<String> = self.own.keys().filter(|n| stale(n)).cloned().collect();
+        for n in &names {
+            self.own.remove(n);
+        }
+        names
     }
 
     /// Forgets the least recently used statement and returns its name, for the caller to close

@@ -51,7 +51,7 @@ pub fn shape(sql: &str, literals: &[Literal], catalog: &Catalog) -> Option<Shape
     }
     if t.summary().effects.iter().any(|e| {
         use crate::sql::SessionEffect::*;
-        matches!(e, Set { .. } | SetParam { .. })
+        matches!(e, Set { .. } | SetParam { .. } | SetNamedParam { .. })
     }) {
         return None; // a value the pooler replays comes from this text itself
     }

@@ -383,6 +383,21 @@ pub(crate) fn set_config_calls(stmt: &Statement) -> Option<Vec<Option<SetConfig>
 
 /// A select-list item that is a `[pg_catalog.]set_config(…)` call, read as [`SetConfig`].
 fn set_config_item(item: &SelectItem) -> Option<Option<SetConfig>> {
+    let call = match set_config_args(item)?.as_slice() {
+        [ConfigValue::Literal(Value::SingleQuotedString(name)), value, ConfigValue::Literal(Value::Boolean(local))] => {
+            Some(SetConfig {
+                name: name.to_ascii_lowercase(),
+                value: value.clone(),
+                local: *local,
+            })
+        }
+        _ => None,
+    };
+    Some(call)
+}
+
+/// The arguments of a select-list item that is a plain `[pg_catalog.]set_config(…)` call.
+fn set_config_args(item: &SelectItem) -> Option<Vec<ConfigValue>> {
     let (SelectItem::UnnamedExpr(Expr::Function(f))
     | SelectItem::ExprWithAlias {
         expr: Expr::Function(f),
@@ -413,17 +428,29 @@ fn set_config_item(item: &SelectItem) -> Option<Option<SetConfig>> {
         },
         _ => ConfigValue::Other,
     };
-    let call = match list.args.iter().map(value).collect::<Vec<_>>().as_slice() {
-        [ConfigValue::Literal(Value::SingleQuotedString(name)), value, ConfigValue::Literal(Value::Boolean(local))] => {
-            Some(SetConfig {
-                name: name.to_ascii_lowercase(),
-                value: value.clone(),
-                local: *local,
-            })
+    Some(list.args.iter().map(value).collect())
+}
+
+/// `SELECT set_config($n, $m, false)` as the only call of a plain `SELECT`, the setting's name
+/// bound too (psycopg's tests): the numbers of the name's and the value's parameters. Only
+/// the admin path tracks it (a tenant's set_config needs a literal name).
+pub(crate) fn set_config_by_params(stmt: &Statement) -> Option<(usize, usize)> {
+    let [None] = set_config_calls(stmt)?.as_slice() else {
+        return None;
+    };
+    let Statement::Query(q) = stmt else {
+        return None;
+    };
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return None;
+    };
+    let args = sel.projection.iter().find_map(set_config_args)?;
+    match args.as_slice() {
+        [ConfigValue::Param(name), ConfigValue::Param(value), ConfigValue::Literal(Value::Boolean(false))] => {
+            Some((*name, *value))
         }
         _ => None,
-    };
-    Some(call)
+    }
 }
 
 /// `set_config('name', value, is_local)` as a whole select-list item of a plain `SELECT` is

@@ -142,7 +142,10 @@ pub(crate) fn set_config_effect(stmt: &Statement) -> Option<SessionEffect> {
     let calls = set_config_calls(stmt)?;
     let untracked = SessionEffect::Pinned("set_config with a session setting Orgwall cannot track");
     let [Some(SetConfig { name, value, local })] = calls.as_slice() else {
-        return Some(untracked);
+        return Some(match super::statements::set_config_by_params(stmt) {
+            Some((name, value)) => SessionEffect::SetNamedParam { name, value },
+            None => untracked,
+        });
     };
     if *local {
         return None;
