@@ -14,12 +14,40 @@ use crate::proxy::{Login, ProxyOptions, TestProxy, ADMIN};
 use crate::raw::RawConn;
 use crate::tenancy::{self, TENANT_A, TENANT_B};
 
-pub const CACHE_TOML: &str = "[balances]\nenabled = true\n";
+/// The cache on. Reads wait up to 5 s (not the default 50 ms) for the cache to pass the fence:
+/// on a loaded test machine the feed can lag, and tests that count hits must not see those
+/// reads go to PostgreSQL (still correct, but not what they check).
+pub const CACHE_TOML: &str = "[balances]\nenabled = true\nread_your_writes_timeout_ms = 5000\n";
 
 /// A tenant-isolation proxy (tenants A and B, switcher) with the balance cache on.
 pub async fn cached_proxy(db: &TestDb) -> TestProxy {
-    let extra = tenancy::tenancy_toml() + CACHE_TOML;
+    cached_proxy_with(db, "").await
+}
+
+/// [`cached_proxy`] with more `[balances]` keys (TOML lines).
+pub async fn cached_proxy_with(db: &TestDb, balances_keys: &str) -> TestProxy {
+    let extra = tenancy::tenancy_toml() + CACHE_TOML + balances_keys;
     TestProxy::start_with_extra(db, ProxyOptions::pool(8, "transaction"), &extra).await
+}
+
+/// A binary `numeric` with no fractional digits, as an integer.
+pub fn numeric_integer(b: &[u8]) -> i64 {
+    let word = |i: usize| i16::from_be_bytes([b[i], b[i + 1]]) as i64;
+    let (ndigits, weight, sign) = (word(0), word(2), word(4));
+    let mut v = 0i64;
+    for i in 0..=weight {
+        v = v * 10_000
+            + if i < ndigits {
+                word(8 + 2 * i as usize)
+            } else {
+                0
+            };
+    }
+    if sign == 0x4000 {
+        -v
+    } else {
+        v
+    }
 }
 
 /// The first column of each row of a simple query (NULL as `None`).

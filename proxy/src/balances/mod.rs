@@ -14,10 +14,12 @@
 //!   applies them.
 //! - [`drift`]: the cache against `inventory_balances` at a consistent point
 //!   (`SHOW orgwall.balances_drift`).
+//! - [`fence`]: when a read may be answered — after every ledger write through this proxy
+//!   that ended before it, and within `max_staleness_ms` of the server.
 //!
 //! Invariant: a lookup is answered only while the feed is streaming from a consistent load
-//! (`serving()`); otherwise, and for anything the store cannot reproduce exactly, the caller
-//! goes to PostgreSQL.
+//! (`serving()`) and the fence allows it (`wait_fresh`); otherwise, and for anything the store
+//! cannot reproduce exactly, the caller goes to PostgreSQL.
 
 pub mod answer;
 pub mod bind;
@@ -25,6 +27,7 @@ pub mod decimal;
 pub mod delta;
 pub mod drift;
 pub mod feed;
+pub mod fence;
 pub mod pgoutput;
 pub mod shape;
 pub mod shape_cache;
@@ -49,8 +52,16 @@ pub struct Metrics {
     pub resyncs: AtomicU64,
     pub transactions_applied: AtomicU64,
     pub rows_applied: AtomicU64,
+    /// Reads that waited for the cache to pass the fence (a write, or the staleness bound).
     pub read_your_writes_waits: AtomicU64,
+    /// Of those, reads that went to PostgreSQL after `read_your_writes_timeout_ms`.
     pub read_your_writes_timeouts: AtomicU64,
+    /// The longest such wait, in µs.
+    pub longest_wait_us: AtomicU64,
+    /// Feed rounds that ended before the cache served (connection or load failures).
+    pub resync_retries: AtomicU64,
+    /// Completed loads (the first one and every resync after it).
+    pub loads: AtomicU64,
     /// Keys found drifting by the last drift check.
     pub drift_keys: AtomicU64,
 }
@@ -81,6 +92,8 @@ pub struct Balances {
     /// The ledger's `REPLICA IDENTITY` as the last round found it (`full`, `default`, …).
     ledger_identity: RwLock<Option<String>>,
     pub metrics: Metrics,
+    /// Whether reads may be answered now (DESIGN.md §5 consistency).
+    pub fence: fence::Fence,
 }
 
 impl Balances {
@@ -101,6 +114,7 @@ impl Balances {
             last_resync: RwLock::new(None),
             ledger_identity: RwLock::new(None),
             metrics: Metrics::default(),
+            fence: fence::Fence::default(),
         }
     }
 
@@ -131,10 +145,12 @@ impl Balances {
         self.applied_lsn.load(Ordering::Acquire)
     }
 
-    /// Replication lag in bytes of WAL (server position − applied position).
+    /// Replication lag in bytes of WAL: the server's newest position (its WAL flush position
+    /// as the fence's prober last read it, or what the stream reported) − applied position.
     pub fn lag_bytes(&self) -> u64 {
         self.server_lsn
             .load(Ordering::Relaxed)
+            .max(self.fence.server_flush())
             .saturating_sub(self.applied_lsn())
     }
 
@@ -155,22 +171,42 @@ impl Balances {
         v.clone().unwrap_or_default()
     }
 
-    /// Waits until everything up to `lsn` is applied, at most `timeout`. False on timeout or when
-    /// the cache stopped serving meanwhile.
-    pub async fn wait_for(&self, lsn: u64, timeout: Duration) -> bool {
-        self.metrics
-            .read_your_writes_waits
-            .fetch_add(1, Ordering::Relaxed);
-        if self.wait_applied(lsn, timeout).await {
+    /// Whether a read of `org`'s balances may be answered from memory: at once when the fence
+    /// allows it, else after waiting (at most `read_your_writes_timeout_ms`) for a probe to
+    /// allow it. False: go to PostgreSQL.
+    pub async fn wait_fresh(&self, org: &str) -> bool {
+        let bound = Duration::from_millis(self.config.max_staleness_ms);
+        if self.serving() && self.fence.fresh(org, bound) {
             return true;
         }
-        self.metrics
-            .read_your_writes_timeouts
-            .fetch_add(1, Ordering::Relaxed);
-        false
+        let m = &self.metrics;
+        m.read_your_writes_waits.fetch_add(1, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_millis(self.config.read_your_writes_timeout_ms);
+        let ok = loop {
+            let notified = self.advanced.notified();
+            if !self.serving() {
+                break false;
+            }
+            if self.fence.fresh(org, bound) {
+                break true;
+            }
+            self.fence.want_probe();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break self.serving() && self.fence.fresh(org, bound);
+            }
+        };
+        let waited = start.elapsed().as_micros() as u64;
+        m.longest_wait_us.fetch_max(waited, Ordering::Relaxed);
+        if !ok {
+            m.read_your_writes_timeouts.fetch_add(1, Ordering::Relaxed);
+            m.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
-    /// [`wait_for`](Self::wait_for) without the read-your-writes counters.
+    /// Waits until everything up to `lsn` is applied, at most `timeout`. False on timeout or
+    /// when the cache stopped serving meanwhile.
     pub async fn wait_applied(&self, lsn: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -196,6 +232,7 @@ impl Balances {
 
     fn set_applied(&self, lsn: u64) {
         self.applied_lsn.fetch_max(lsn, Ordering::AcqRel);
+        self.fence.applied(lsn);
         self.advanced.notify_waiters();
     }
 
@@ -225,10 +262,12 @@ impl Balances {
             ("hits", n(&m.hits)),
             ("fallbacks", n(&m.fallbacks)),
             ("resyncs", n(&m.resyncs)),
+            ("resync_retries", n(&m.resync_retries)),
             ("transactions_applied", n(&m.transactions_applied)),
             ("rows_applied", n(&m.rows_applied)),
             ("read_your_writes_waits", n(&m.read_your_writes_waits)),
             ("read_your_writes_timeouts", n(&m.read_your_writes_timeouts)),
+            ("longest_wait_us", n(&m.longest_wait_us)),
             ("drift_keys", n(&m.drift_keys)),
         ]
     }
@@ -346,12 +385,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn waiting_times_out_when_not_serving_and_succeeds_once_applied() {
+    async fn waiting_fails_when_not_serving_and_succeeds_once_applied() {
         let b = Arc::new(Balances::new(BalancesConfig::default()));
-        assert!(!b.wait_for(1, Duration::from_millis(10)).await);
+        assert!(!b.wait_applied(1, Duration::from_millis(10)).await);
+        assert!(!b.wait_fresh("o").await, "not serving: PostgreSQL answers");
         b.set_serving(true);
         let b2 = b.clone();
-        let waiter = tokio::spawn(async move { b2.wait_for(100, Duration::from_secs(5)).await });
+        let waiter =
+            tokio::spawn(async move { b2.wait_applied(100, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         b.set_applied(100);
         assert!(waiter.await.expect("join"));

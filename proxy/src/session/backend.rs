@@ -77,6 +77,9 @@ impl Session<'_> {
                     self.to_client.extend_from_slice(&frame);
                 }
                 self.pop_head();
+                if self.status == b'I' {
+                    self.ledger_transaction_ended();
+                }
                 self.restore_startup_settings();
                 self.maybe_release();
             }
