@@ -62,8 +62,21 @@ pub struct Metrics {
     pub resync_retries: AtomicU64,
     /// Completed loads (the first one and every resync after it).
     pub loads: AtomicU64,
+    /// The process's resident-set growth over the last load (rows streamed in, tables swapped
+    /// in, the old ones freed), in bytes.
+    pub load_rss_growth: AtomicU64,
     /// Keys found drifting by the last drift check.
     pub drift_keys: AtomicU64,
+}
+
+/// Resident set size of this process in bytes (`/proc/self/statm`; `None` where there is no
+/// such file), for the memory figures measured rather than estimated.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).unwrap_or(4096))
 }
 
 /// The cache shared by all sessions.
@@ -258,6 +271,11 @@ impl Balances {
             (
                 "bytes_per_balance",
                 self.store.bytes_per_balance().to_string(),
+            ),
+            (
+                "rss_growth_per_balance_at_load",
+                (m.load_rss_growth.load(Ordering::Relaxed) / self.store.len().max(1) as u64)
+                    .to_string(),
             ),
             ("hits", n(&m.hits)),
             ("fallbacks", n(&m.fallbacks)),

@@ -111,6 +111,13 @@ impl Tables {
         self.ids.clear();
     }
 
+    /// Gives back spare capacity the load's growth left (the hash tables are already as
+    /// small as their load factor allows).
+    pub fn shrink(&mut self) {
+        self.ids.shrink();
+        self.wide.shrink_to_fit();
+    }
+
     /// Sets a balance row as loaded from `inventory_balances`.
     pub fn load(&mut self, row: &Movement) {
         self.set_or_add(row, true);

@@ -268,6 +268,33 @@ impl ServerConn {
         }
     }
 
+    /// [`query_text`](Self::query_text) handing each row to `each` as it arrives instead of
+    /// collecting them (the balance cache's initial load: millions of rows).
+    pub async fn query_each(
+        &mut self,
+        sql: &str,
+        mut each: impl FnMut(Vec<Option<String>>),
+    ) -> Result<(), UpstreamError> {
+        self.unnamed = None;
+        let mut out = BytesMut::new();
+        wire::put(
+            &mut out,
+            &pgwire::messages::simplequery::Query::new(sql.to_string()),
+        );
+        self.send(&out).await?;
+        let mut failure = None;
+        loop {
+            let f = self.next_frame(usize::MAX >> 1).await?;
+            match f[0] {
+                b'D' => each(wire::data_row_text(&f).ok_or(UpstreamError::Protocol)?),
+                b'E' => failure = Some(UpstreamError::rejected(&f)),
+                b'Z' => break,
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(()), Err)
+    }
+
     /// Runs one statement with text parameters (extended protocol, unnamed statement) on an idle
     /// connection, for Orgwall's own housekeeping; its rows are not kept.
     pub async fn execute_params(
