@@ -29,7 +29,7 @@ async fn simple_value(c: &Client, sql: &str) -> Option<String> {
 /// The balance of `i_a1`/`l_a1` as B reads it through the proxy: simple protocol or a
 /// parameter Bind (binary results).
 async fn read_as(c: &Client, n: usize) -> Option<String> {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         simple_value(c, READ).await
     } else {
         let row = c.query_one(READ_PARAM, &[&"i_a1"]).await.expect("read");

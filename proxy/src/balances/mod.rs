@@ -5,6 +5,7 @@
 //! - [`bind`]: whether a Bind is one PostgreSQL would accept as it is (else PostgreSQL gets it).
 //! - [`store`]: the balances and per-item totals (`DashMap`, interned ids, exact decimals).
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
+//! - [`request`]: a request's values (Bind parameters, `= ANY` arrays) and its rows, in order.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
 //! - [`pgoutput`]: decoding of the replication stream.
 //! - [`feed`]: the replication rounds — reconnect with backoff, resync, off for good;
@@ -29,6 +30,7 @@ pub mod drift;
 pub mod feed;
 pub mod fence;
 pub mod pgoutput;
+pub mod request;
 pub mod shape;
 pub mod shape_cache;
 mod snapshot;
@@ -316,18 +318,27 @@ pub struct Response {
 
 impl Balances {
     /// Answers `shape` for tenant `org` from memory, or `None` when PostgreSQL must (not
-    /// serving, a value the store cannot reproduce, parameters PostgreSQL would reject).
+    /// serving, a value the store cannot reproduce, parameters not read here as PostgreSQL
+    /// would). `params` and `param_formats` are the Bind's.
     pub fn answer(
         &self,
         shape: &shape::Shape,
         org: &str,
         params: &[Option<&[u8]>],
+        param_formats: &[i16],
         result_formats: &[i16],
     ) -> Option<Response> {
-        self.answer_with(shape, org, params, result_formats, |formats| {
-            let cols = self.columns()?;
-            Some(answer::row_description(shape, &cols, formats).freeze())
-        })
+        self.answer_with(
+            shape,
+            org,
+            params,
+            param_formats,
+            result_formats,
+            |formats| {
+                let cols = self.columns()?;
+                Some(answer::row_description(shape, &cols, formats).freeze())
+            },
+        )
     }
 
     /// [`answer`](Self::answer) with the RowDescription for the output formats supplied by
@@ -337,12 +348,13 @@ impl Balances {
         shape: &shape::Shape,
         org: &str,
         params: &[Option<&[u8]>],
+        param_formats: &[i16],
         result_formats: &[i16],
         describe: impl FnOnce(&[i16]) -> Option<bytes::Bytes>,
     ) -> Option<Response> {
         let found = answer::formats(shape, result_formats).and_then(|formats| {
             let row_description = describe(&formats)?;
-            let rows = self.rows(shape, org, params, &formats)?;
+            let rows = self.rows(shape, org, params, param_formats, &formats)?;
             Some(Response {
                 row_description,
                 rows,
@@ -362,38 +374,29 @@ impl Balances {
         shape: &shape::Shape,
         org: &str,
         params: &[Option<&[u8]>],
+        param_formats: &[i16],
         formats: &[i16],
     ) -> Option<Vec<bytes::BytesMut>> {
         use store::Lookup;
-        let key = answer::resolve(shape, org, params)?;
-        let found = self.store.read(|s| {
+        let r = request::resolve(shape, params, param_formats)?;
+        let bytewise = self.columns()?.bytewise;
+        self.store.read(|t| {
             if !self.serving() {
                 return None;
             }
             Some(match shape {
-                shape::Shape::Point { .. } => match (key.item, key.location, key.lot) {
-                    (Some(i), Some(l), None) => s.point(org, i, l, None),
-                    (Some(i), Some(l), Some(Some(lot))) => s.point(org, i, l, Some(lot)),
-                    _ => Lookup::Missing,
-                },
-                shape::Shape::Total { .. } => match key.item {
-                    Some(i) => s.total(org, i),
-                    None => Lookup::Missing,
+                shape::Shape::Rows { cols, order, .. } => {
+                    request::select(t, org, &r, order, bytewise)?
+                        .iter()
+                        .map(|row| answer::data_row(cols, org, row, formats))
+                        .collect()
+                }
+                shape::Shape::Total { .. } => match request::total(t, org, &r) {
+                    Lookup::Unservable => return None,
+                    Lookup::Missing => vec![answer::total_row(None, formats)],
+                    Lookup::Found(d) => vec![answer::total_row(Some(d), formats)],
                 },
             })
-        })?;
-        Some(match (shape, found) {
-            (_, Lookup::Unservable) => return None,
-            (shape::Shape::Point { .. }, Lookup::Missing) => vec![],
-            (shape::Shape::Point { .. }, Lookup::Found(d)) => {
-                vec![answer::point_row(shape, &key, d, formats)]
-            }
-            (shape::Shape::Total { .. }, Lookup::Missing) => {
-                vec![answer::total_row(None, formats)]
-            }
-            (shape::Shape::Total { .. }, Lookup::Found(d)) => {
-                vec![answer::total_row(Some(d), formats)]
-            }
         })
     }
 }

@@ -189,7 +189,25 @@ async fn load_columns(conn: &mut ServerConn, schema: &str) -> Result<Columns, Fe
             typmod: num(5)? as i32,
         })
     };
+    // The key columns' collation: "C"/"POSIX" (their own or the database's libc default).
+    let bytewise = conn
+        .query_text(&format!(
+            "SELECT bool_and(CASE WHEN a.attcollation = 100 \
+                 THEN d.datlocprovider = 'c' AND d.datcollate IN ('C', 'POSIX') \
+                 ELSE co.collname IN ('C', 'POSIX') END) \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
+             JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database() \
+             WHERE a.attrelid = '{}.inventory_balances'::regclass \
+               AND a.attname IN ('org_id', 'item_id', 'location_id', 'lot_id')",
+            schema
+        ))
+        .await?
+        .first()
+        .and_then(|r| cell(r, 0))
+        == Some("t");
     let cols = Columns {
+        bytewise,
         org_id: meta("org_id")?,
         item_id: meta("item_id")?,
         location_id: meta("location_id")?,

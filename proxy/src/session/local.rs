@@ -25,9 +25,6 @@ use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
 use crate::wire;
 
-/// Parameter types a recognised statement accepts (unspecified, text, varchar).
-const TEXT_LIKE: [u32; 3] = [0, 25, 1043];
-
 /// The session's cache-related state.
 #[derive(Debug, Default)]
 pub(super) struct Local {
@@ -163,7 +160,7 @@ impl Session<'_> {
         if shape.param_count() > 0 || !self.quiet() || !b.wait_fresh(&org).await {
             return false;
         }
-        let Some(resp) = b.answer(&shape, &org, &[], &[]) else {
+        let Some(resp) = b.answer(&shape, &org, &[], &[], &[]) else {
             return false;
         };
         let status = self.status;
@@ -194,7 +191,7 @@ impl Session<'_> {
         let Some(rendered) = routed.tenant.as_ref() else {
             return false;
         };
-        if types.iter().any(|t| !TEXT_LIKE.contains(t)) {
+        if !answer::declared_types_fit(&shape, types) {
             return false;
         }
         self.local
@@ -271,8 +268,8 @@ impl Session<'_> {
         }
         let expected = shape.param_count().max(stmt.types.len());
         let fits = answer::formats(shape, &bind.result_formats).is_some();
-        let checked =
-            bind::counts(bind, expected).and_then(|()| bind::values(bind, &stmt.types, fits));
+        let types = answer::effective_types(shape, &stmt.types);
+        let checked = bind::counts(bind, expected).and_then(|()| bind::values(bind, &types, fits));
         if let Err(why) = checked {
             tracing::debug!(reason = %why, "balance lookup's Bind left to PostgreSQL");
             return false;
@@ -310,9 +307,14 @@ impl Session<'_> {
     ) -> Option<Response> {
         let org = self.current_org_str()?;
         let (shape, _) = self.local_statement(bind.statement)?;
-        b.answer_with(shape, org, &bind.params, &bind.result_formats, |f| {
-            describe(described, b, shape, f)
-        })
+        b.answer_with(
+            shape,
+            org,
+            &bind.params,
+            &bind.param_formats,
+            &bind.result_formats,
+            |f| describe(described, b, shape, f),
+        )
     }
 
     /// Describe of a local portal: its RowDescription. Describe of a recognised statement
