@@ -3,8 +3,8 @@
 //! the same rewritten SQL to PostgreSQL), in the simple and extended protocols, text and binary.
 use orgwall_e2e::balances::{
     assert_cache_matches_ledger, cached_proxy, compare_describe, compare_simple, counter,
-    first_column, ledger_rows, lookup_sql, movement, numeric_integer, stats, tenant_keys,
-    wait_caught_up, wait_serving, wait_stats, TENANT_INSERT,
+    first_column, ledger_rows, lookup_sql, movement, numeric_integer, render_rows, stats,
+    tenant_keys, wait_caught_up, wait_serving, wait_stats, TENANT_INSERT,
 };
 use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
@@ -28,19 +28,7 @@ async fn compare_extended(cached: &TestProxy, plain: &TestProxy) {
     let point_null = "SELECT quantity FROM inventory_balances \
                       WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL";
     let total = "SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1";
-    let render = |rows: Vec<tokio_postgres::Row>| -> Vec<(Vec<String>, Vec<RawValue>)> {
-        rows.iter()
-            .map(|r| {
-                let cols = r
-                    .columns()
-                    .iter()
-                    .map(|c| format!("{}:{}", c.name(), c.type_()))
-                    .collect();
-                let vals = (0..r.len()).map(|i| r.get::<_, RawValue>(i)).collect();
-                (cols, vals)
-            })
-            .collect()
-    };
+    let render = |rows| render_rows(rows, true);
     for &(item, loc, lot) in KEYS {
         let (x, y) = match lot {
             Some(l) => (

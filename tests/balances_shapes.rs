@@ -6,10 +6,11 @@
 //! Hostile tenant inputs: another org's org_id, ids or locations; malformed arrays.
 use bytes::BytesMut;
 use orgwall_e2e::balances::{
-    cached_proxy, compare_simple_rows, counter, raw_pair, sort_data_rows, stats, wait_caught_up,
+    cached_proxy, compare_simple_rows, counter, raw_pair, render_rows, sort_data_rows, stats,
+    wait_caught_up,
 };
 use orgwall_e2e::raw::{bind_execute_text, parse};
-use orgwall_e2e::tenancy::{self, RawValue, TENANT_A};
+use orgwall_e2e::tenancy::{self, TENANT_A};
 use orgwall_e2e::{bounded, connect, ProxyOptions, TestProxy};
 use postgres_protocol::message::frontend;
 
@@ -65,29 +66,7 @@ fn ordered_sqls() -> Vec<String> {
     v
 }
 
-type Rendered = Vec<(Vec<String>, Vec<RawValue>)>;
 type Param = Box<dyn tokio_postgres::types::ToSql + Sync>;
-
-fn render(rows: Vec<tokio_postgres::Row>, ordered: bool) -> Rendered {
-    let mut v: Rendered = rows
-        .iter()
-        .map(|r| {
-            let cols = r
-                .columns()
-                .iter()
-                .map(|c| format!("{}:{}", c.name(), c.type_()))
-                .collect();
-            (
-                cols,
-                (0..r.len()).map(|i| r.get::<_, RawValue>(i)).collect(),
-            )
-        })
-        .collect();
-    if !ordered {
-        v.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-    }
-    v
-}
 
 /// tokio-postgres (binary parameters, `text[]` arrays, binary results) through both proxies.
 async fn compare_extended(cached: &TestProxy, plain: &TestProxy) -> u64 {
@@ -105,7 +84,11 @@ async fn compare_extended(cached: &TestProxy, plain: &TestProxy) -> u64 {
     for list in &lists {
         let x = a.query(any_items, &[list]).await.expect("cached");
         let y = b.query(any_items, &[list]).await.expect("plain");
-        assert_eq!(render(x, true), render(y, true), "{any_items} {list:?}");
+        assert_eq!(
+            render_rows(x, true),
+            render_rows(y, true),
+            "{any_items} {list:?}"
+        );
         n += 1;
     }
     let cases: [(&str, Vec<Param>, bool); 4] = [
@@ -135,7 +118,7 @@ async fn compare_extended(cached: &TestProxy, plain: &TestProxy) -> u64 {
             params.iter().map(|b| b.as_ref()).collect();
         let x = a.query(*sql, &p).await.expect("cached");
         let y = b.query(*sql, &p).await.expect("plain");
-        assert_eq!(render(x, *ordered), render(y, *ordered), "{sql}");
+        assert_eq!(render_rows(x, *ordered), render_rows(y, *ordered), "{sql}");
         n += 1;
     }
     n

@@ -12,7 +12,7 @@ use crate::clients::{connect, describe};
 use crate::pg::TestDb;
 use crate::proxy::{Login, ProxyOptions, TestProxy, ADMIN};
 use crate::raw::RawConn;
-use crate::tenancy::{self, TENANT_A, TENANT_B};
+use crate::tenancy::{self, RawValue, TENANT_A, TENANT_B};
 
 /// The cache on. Reads wait up to 5 s (not the default 50 ms) for the cache to pass the fence:
 /// on a loaded test machine the feed can lag, and tests that count hits must not see those
@@ -48,6 +48,31 @@ pub fn numeric_integer(b: &[u8]) -> i64 {
     } else {
         v
     }
+}
+
+/// Rows as (column name:type, raw values), sorted unless `ordered`: extended-protocol answers
+/// compared between proxies.
+pub type Rendered = Vec<(Vec<String>, Vec<RawValue>)>;
+
+pub fn render_rows(rows: Vec<tokio_postgres::Row>, ordered: bool) -> Rendered {
+    let mut v: Rendered = rows
+        .iter()
+        .map(|r| {
+            let cols = r
+                .columns()
+                .iter()
+                .map(|c| format!("{}:{}", c.name(), c.type_()))
+                .collect();
+            (
+                cols,
+                (0..r.len()).map(|i| r.get::<_, RawValue>(i)).collect(),
+            )
+        })
+        .collect();
+    if !ordered {
+        v.sort_by_key(|row| format!("{row:?}"));
+    }
+    v
 }
 
 /// The first column of each row of a simple query (NULL as `None`).

@@ -226,22 +226,7 @@ pub fn select<'t>(
         return Some(vec![]);
     }
     let items = strs(r.items.as_deref()?);
-    let locations = r.locations.as_deref().map(strs);
-    let lot_list = match &r.lots {
-        Some(Some(l)) => strs(l),
-        _ => vec![],
-    };
-    let lots = match &r.lots {
-        None => Lots::Any,
-        Some(None) => Lots::Null,
-        Some(Some(_)) => Lots::In(&lot_list),
-    };
-    let mut rows = t.select(&Selection {
-        org,
-        items: &items,
-        locations: locations.as_deref(),
-        lots,
-    })?;
+    let mut rows = with_selection(r, org, &items, |q| t.select(q))?;
     if rows.len() > 1 {
         if !order.is_empty() && !bytewise {
             return None;
@@ -267,11 +252,22 @@ pub fn total(t: &Tables, org: &str, r: &Resolved<'_>) -> Lookup {
     if r.orgs.as_ref().is_some_and(|o| !o.iter().any(|v| v == org)) {
         return Lookup::Missing;
     }
-    let locations = r.locations.as_deref().map(strs);
     let Some(items) = r.items.as_deref().map(strs) else {
         // Per location (recognised only without item and lot).
-        return t.location_sum(org, locations.as_deref().unwrap_or_default());
+        let locations = r.locations.as_deref().map(strs).unwrap_or_default();
+        return t.location_sum(org, &locations);
     };
+    with_selection(r, org, &items, |q| t.sum(q))
+}
+
+/// Runs `f` on the store's selection for `r`'s items, locations and lots.
+fn with_selection<T>(
+    r: &Resolved<'_>,
+    org: &str,
+    items: &[&str],
+    f: impl FnOnce(&Selection<'_>) -> T,
+) -> T {
+    let locations = r.locations.as_deref().map(strs);
     let lot_list = match &r.lots {
         Some(Some(l)) => strs(l),
         _ => vec![],
@@ -281,9 +277,9 @@ pub fn total(t: &Tables, org: &str, r: &Resolved<'_>) -> Lookup {
         Some(None) => Lots::Null,
         Some(Some(_)) => Lots::In(&lot_list),
     };
-    t.sum(&Selection {
+    f(&Selection {
         org,
-        items: &items,
+        items,
         locations: locations.as_deref(),
         lots,
     })

@@ -244,28 +244,9 @@ impl ServerConn {
         &mut self,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
-        self.unnamed = None;
-        let mut out = BytesMut::new();
-        wire::put(
-            &mut out,
-            &pgwire::messages::simplequery::Query::new(sql.to_string()),
-        );
-        self.send(&out).await?;
         let mut rows = Vec::new();
-        let mut failure = None;
-        loop {
-            let f = self.next_frame(usize::MAX >> 1).await?;
-            match f[0] {
-                b'D' => rows.push(wire::data_row_text(&f).ok_or(UpstreamError::Protocol)?),
-                b'E' => failure = Some(UpstreamError::rejected(&f)),
-                b'Z' => break,
-                _ => {}
-            }
-        }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(rows),
-        }
+        self.query_each(sql, |r| rows.push(r)).await?;
+        Ok(rows)
     }
 
     /// [`query_text`](Self::query_text) handing each row to `each` as it arrives instead of
