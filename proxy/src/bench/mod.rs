@@ -10,6 +10,7 @@
 //! writes/s, stale reads, and — with `--admin-url` — the proxy's cache counters over the run.
 //! Plain TCP only (no TLS); clients use tokio-postgres.
 
+mod report;
 mod shapes;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +21,7 @@ use anyhow::{bail, Context};
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
 use crate::balances::decimal::Decimal;
+use report::{cache_stats, pct_ms, progress, stat};
 pub use shapes::{Protocol, Shape};
 
 /// Flags of `orgwall bench balances`.
@@ -222,36 +224,6 @@ async fn writer(
     Ok(t)
 }
 
-/// `SHOW orgwall_balances` as (name, value) pairs.
-async fn cache_stats(url: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let c = connect(url).await?;
-    let msgs = c.simple_query("SHOW orgwall_balances").await?;
-    Ok(msgs
-        .iter()
-        .filter_map(|m| match m {
-            SimpleQueryMessage::Row(r) => {
-                Some((r.get(0)?.to_string(), r.get(1).unwrap_or("").to_string()))
-            }
-            _ => None,
-        })
-        .collect())
-}
-
-fn stat(s: &[(String, String)], k: &str) -> u64 {
-    s.iter()
-        .find(|(n, _)| n == k)
-        .and_then(|(_, v)| v.parse().ok())
-        .unwrap_or(0)
-}
-
-fn pct_ms(sorted: &[u32], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    f64::from(sorted[i]) / 1000.0
-}
-
 /// What a run measured (also printed).
 #[derive(Debug, Clone, Default)]
 pub struct Report {
@@ -288,22 +260,33 @@ pub async fn balances(a: BalancesArgs) -> anyhow::Result<Report> {
         keys.len(),
         a.duration
     );
+    // Every connection first: the clock starts when all clients can run.
+    let mut conns = Vec::new();
+    for n in 0..a.clients {
+        let second = if n < writers {
+            Some(connect(&a.url).await?)
+        } else {
+            None
+        };
+        conns.push((connect(&a.url).await?, second));
+    }
     let live = Arc::new(Live::default());
     let started = Instant::now();
     let until = started + Duration::from_secs(a.duration);
     let mut tasks = Vec::new();
-    for n in 0..a.clients {
-        let c = connect(&a.url).await?;
+    for (n, (c, second)) in conns.into_iter().enumerate() {
         let (a2, live2) = (a.clone(), live.clone());
-        if n < writers {
-            let r = connect(&a.url).await?;
-            let key = keys[n % keys.len()].clone();
-            tasks.push(tokio::spawn(writer(c, r, a2, key, until, live2)));
-        } else {
-            let k = keys.clone();
-            tasks.push(tokio::spawn(async move {
-                Ok(reader(c, a2, k, n as u64 + 1, until, live2).await)
-            }));
+        match second {
+            Some(r) => {
+                let key = keys[n % keys.len()].clone();
+                tasks.push(tokio::spawn(writer(c, r, a2, key, until, live2)));
+            }
+            None => {
+                let k = keys.clone();
+                tasks.push(tokio::spawn(async move {
+                    Ok(reader(c, a2, k, n as u64 + 1, until, live2).await)
+                }));
+            }
         }
     }
     let progress = tokio::spawn(progress(live.clone(), started, until));
@@ -374,26 +357,4 @@ pub async fn balances(a: BalancesArgs) -> anyhow::Result<Report> {
         );
     }
     Ok(report)
-}
-
-async fn progress(live: Arc<Live>, started: Instant, until: Instant) {
-    let mut last = (0, 0);
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.tick().await;
-    while Instant::now() < until {
-        tick.tick().await;
-        let (l, w) = (
-            live.lookups.load(Ordering::Relaxed),
-            live.writes.load(Ordering::Relaxed),
-        );
-        println!(
-            "{:>4.0} s  lookups/s {:>8}  writes/s {:>6}  stale {}  errors {}",
-            started.elapsed().as_secs_f64(),
-            l - last.0,
-            w - last.1,
-            live.stale.load(Ordering::Relaxed),
-            live.errors.load(Ordering::Relaxed)
-        );
-        last = (l, w);
-    }
 }
