@@ -42,15 +42,8 @@ fn parse_args() -> anyhow::Result<Args> {
 
 /// Resident set size of this process, in bytes.
 fn rss_bytes() -> anyhow::Result<usize> {
-    let statm = std::fs::read_to_string("/proc/self/statm").context("reading /proc/self/statm")?;
-    let pages: usize = statm
-        .split_whitespace()
-        .nth(1)
-        .context("no resident field in statm")?
-        .parse()?;
-    // SAFETY: sysconf has no preconditions.
-    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    Ok(pages * usize::try_from(page).unwrap_or(4096))
+    let b = orgwall::balances::resident_bytes().context("reading /proc/self/statm")?;
+    Ok(usize::try_from(b)?)
 }
 
 /// The n-th synthetic balance.

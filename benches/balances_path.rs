@@ -9,8 +9,8 @@
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use orgwall::balances::answer::{self, ColumnMeta, Columns};
 use orgwall::balances::decimal::Decimal;
-use orgwall::balances::shape;
-use orgwall::balances::store::{Lookup, Movement, Store};
+use orgwall::balances::store::{Movement, Store};
+use orgwall::balances::{request, shape};
 use orgwall::sql::rewrite::{rewrite, Catalog, RewriteCache};
 
 const LITERAL: &str = "SELECT quantity FROM inventory_balances \
@@ -51,6 +51,7 @@ fn columns() -> Columns {
         location_id: c(3, 25, -1),
         lot_id: c(4, 25, -1),
         quantity: c(5, 1700, -1),
+        bytewise: true,
     }
 }
 
@@ -85,12 +86,21 @@ fn bench(c: &mut Criterion) {
     g.bench_function("answer_binary_row", |b| {
         b.iter(|| {
             let formats = answer::formats(&shape, &[1]).expect("formats");
-            let key = answer::resolve(&shape, "org_bench", black_box(&params)).expect("key");
-            let Lookup::Found(d) = store.read(|t| t.point(key.org, "417", "42", None)) else {
-                panic!("missing")
+            let r = request::resolve(&shape, black_box(&params), &[]).expect("resolved");
+            let shape::Shape::Rows {
+                cols: outs, order, ..
+            } = &shape
+            else {
+                panic!("a row lookup")
             };
-            let row = answer::point_row(&shape, &key, d, &formats);
-            black_box((answer::row_description(&shape, &cols, &formats), row))
+            let rows = store.read(|t| {
+                request::select(t, "org_bench", &r, order, true)
+                    .expect("servable")
+                    .iter()
+                    .map(|row| answer::data_row(outs, "org_bench", row, &formats))
+                    .collect::<Vec<_>>()
+            });
+            black_box((answer::row_description(&shape, &cols, &formats), rows))
         })
     });
     let d = Decimal::parse("1234.25").expect("decimal");

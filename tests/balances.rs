@@ -3,8 +3,8 @@
 //! the same rewritten SQL to PostgreSQL), in the simple and extended protocols, text and binary.
 use orgwall_e2e::balances::{
     assert_cache_matches_ledger, cached_proxy, compare_describe, compare_simple, counter,
-    first_column, ledger_rows, lookup_sql, movement, stats, tenant_keys, wait_caught_up,
-    wait_serving, wait_stats, TENANT_INSERT,
+    first_column, ledger_rows, lookup_sql, movement, numeric_integer, render_rows, stats,
+    tenant_keys, wait_caught_up, wait_serving, wait_stats, TENANT_INSERT,
 };
 use orgwall_e2e::proxy::Login;
 use orgwall_e2e::tenancy::{self, RawValue, TENANT_A, TENANT_B};
@@ -28,19 +28,7 @@ async fn compare_extended(cached: &TestProxy, plain: &TestProxy) {
     let point_null = "SELECT quantity FROM inventory_balances \
                       WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL";
     let total = "SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1";
-    let render = |rows: Vec<tokio_postgres::Row>| -> Vec<(Vec<String>, Vec<RawValue>)> {
-        rows.iter()
-            .map(|r| {
-                let cols = r
-                    .columns()
-                    .iter()
-                    .map(|c| format!("{}:{}", c.name(), c.type_()))
-                    .collect();
-                let vals = (0..r.len()).map(|i| r.get::<_, RawValue>(i)).collect();
-                (cols, vals)
-            })
-            .collect()
-    };
+    let render = |rows| render_rows(rows, true);
     for &(item, loc, lot) in KEYS {
         let (x, y) = match lot {
             Some(l) => (
@@ -144,25 +132,6 @@ async fn cached_answers_are_byte_identical_including_after_concurrent_writes() {
 }
 
 /// The integer value of a binary `numeric` (base-10000 digits, no fraction expected).
-fn numeric_integer(b: &[u8]) -> i64 {
-    let word = |i: usize| i16::from_be_bytes([b[i], b[i + 1]]) as i64;
-    let (ndigits, weight, sign) = (word(0), word(2), word(4));
-    let mut v = 0i64;
-    for i in 0..=weight {
-        v = v * 10_000
-            + if i < ndigits {
-                word(8 + 2 * i as usize)
-            } else {
-                0
-            };
-    }
-    if sign == 0x4000 {
-        -v
-    } else {
-        v
-    }
-}
-
 #[tokio::test]
 async fn a_session_reads_its_own_ledger_writes() {
     bounded(600, async {
@@ -517,7 +486,12 @@ async fn transactions_and_strict_isolation_read_from_postgres() {
             read(c.simple_query(&sql).await.expect("lookup")).as_deref(),
             Some("85")
         );
-        assert_eq!(hits().await, before + 1, "served from the cache again");
+        assert_eq!(
+            hits().await,
+            before + 1,
+            "served from the cache again: {:?}",
+            stats(&cached).await
+        );
     })
     .await;
 }

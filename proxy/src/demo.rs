@@ -91,6 +91,8 @@ pub fn demo_config(
             q(role)
         );
     }
+    // The balance cache on: the demo's PostgreSQL runs with wal_level = logical.
+    toml += "\n[balances]\nenabled = true\n";
     Config::from_toml(&toml, base, &EnvOverrides::default()).context("demo config")
 }
 
@@ -411,6 +413,10 @@ mod tests {
         .unwrap();
         assert_eq!(config.upstream.tenant_user, "orgwall_tenant");
         assert!(config.tenancy.enforce_in_postgres);
+        assert!(
+            config.balances.enabled,
+            "the demo turns the balance cache on"
+        );
         assert_eq!(config.upstream.port, pg.port);
         assert_eq!(
             config.user("admin").unwrap().role,

@@ -22,11 +22,13 @@
 //! - [`localpg`], [`demo`]: a private PostgreSQL for `orgwall demo` and the test suite.
 //! - [`balances`]: the inventory balance cache fed by logical replication; answers balance
 //!   lookups locally after the tenant rewrite.
+//! - [`bench`]: `orgwall bench balances`, the balance cache's load test against a running Orgwall.
 //! - [`migrate`]: admin tooling — `orgwall migrate` (the migration guide as resumable steps) and `reconcile`.
 
 pub mod admin;
 pub mod admission;
 pub mod balances;
+pub mod bench;
 pub mod boundary;
 pub mod cancel;
 pub mod clients;

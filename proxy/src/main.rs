@@ -1,5 +1,6 @@
 //! The `orgwall` command line: `serve` runs the proxy from a config file, `demo` runs a private
-//! PostgreSQL with two demo tenants behind the proxy, `migrate` / `reconcile` are admin tooling.
+//! PostgreSQL with two demo tenants behind the proxy, `migrate` / `reconcile` are admin tooling,
+//! `bench balances` load-tests the balance cache of a running Orgwall.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,18 @@ enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Load tests.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Balance lookups (and writers that read their writes back from another connection)
+    /// against a running Orgwall, or PostgreSQL itself with `--org`.
+    Balances(orgwall::bench::BalancesArgs),
 }
 
 #[derive(Subcommand)]
@@ -90,6 +103,9 @@ fn main() -> anyhow::Result<()> {
             }
             Command::Migrate(args) => Ok(orgwall::migrate::cli::migrate(args).await?),
             Command::Reconcile(args) => Ok(orgwall::migrate::cli::reconcile(args).await?),
+            Command::Bench {
+                command: BenchCommand::Balances(args),
+            } => orgwall::bench::balances(args).await.map(drop),
             Command::Plugin {
                 command: PluginCommand::Check(args),
             } => {

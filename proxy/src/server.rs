@@ -254,9 +254,14 @@ pub async fn run(
     }
     if let Some(b) = state.balances.clone() {
         let st = state.clone();
-        // Not tracked: the feed holds no client work and stops on `shutdown` itself.
+        // Not tracked: the feed and the fence's prober hold no client work and stop on
+        // `shutdown` themselves.
+        let (b2, st2) = (b.clone(), state.clone());
         tokio::spawn(async move {
             crate::balances::feed::run(b, &st.pool, st.shutdown.clone()).await;
+        });
+        tokio::spawn(async move {
+            crate::balances::fence::run(b2, &st2.pool, st2.shutdown.clone()).await;
         });
     }
     if !state.config.plugins.is_empty() || state.config.source.is_some() {

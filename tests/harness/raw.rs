@@ -152,6 +152,29 @@ pub fn bind_execute(out: &mut BytesMut, statement: &str, value: i32) {
     bind_text_execute(out, statement, &[&value.to_string()]);
 }
 
+/// Appends Bind (unnamed portal of `statement`, `values` as text-format parameters, `None`
+/// as NULL, text results) and Execute (all rows).
+pub fn bind_execute_text(out: &mut BytesMut, statement: &str, values: &[Option<&str>]) {
+    frontend::bind(
+        "",
+        statement,
+        [0i16],
+        values.iter().copied(),
+        |v, buf| match v {
+            Some(v) => {
+                buf.extend_from_slice(v.as_bytes());
+                Ok(postgres_protocol::IsNull::No)
+            }
+            None => Ok(postgres_protocol::IsNull::Yes),
+        },
+        [0i16],
+        out,
+    )
+    .map_err(|_| "bind encode")
+    .expect("bind");
+    frontend::execute("", 0, out).expect("execute");
+}
+
 /// A plaintext socket to the proxy speaking the protocol by hand.
 pub struct RawConn {
     stream: TcpStream,

@@ -5,7 +5,8 @@
 use bytes::{BufMut, BytesMut};
 
 use super::decimal::Decimal;
-use super::shape::{Column, Shape, Val};
+use super::shape::{Column, Out, Shape};
+use super::store::Row;
 
 /// Catalog facts about one column of `inventory_balances`, as `pg_attribute` reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,6 +26,8 @@ pub struct Columns {
     pub location_id: ColumnMeta,
     pub lot_id: ColumnMeta,
     pub quantity: ColumnMeta,
+    /// The key columns sort bytewise (the "C" collation): ORDER BY answers are PostgreSQL's.
+    pub bytewise: bool,
 }
 
 impl Columns {
@@ -41,64 +44,13 @@ impl Columns {
 
 const NUMERIC: u32 = 1700;
 const TEXT: u32 = 25;
-
-/// The key values of one request, resolved from parameters and literals. `None` = SQL NULL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Key<'a> {
-    pub org: &'a str,
-    pub item: Option<&'a str>,
-    pub location: Option<&'a str>,
-    /// `None` = `lot_id IS NULL`; `Some(None)` = `lot_id = NULL` (matches nothing).
-    pub lot: Option<Option<&'a str>>,
-}
-
-/// Resolves the shape's values against Bind parameters (text or binary: for `text` parameters
-/// both are the UTF-8 bytes). `None` when a parameter is missing or not valid text input.
-pub fn resolve<'a>(
-    shape: &'a Shape,
-    org: &'a str,
-    params: &'a [Option<&'a [u8]>],
-) -> Option<Key<'a>> {
-    let val = |v: &'a Val| -> Option<Option<&'a str>> {
-        match v {
-            Val::Literal(s) => Some(Some(s.as_str())),
-            Val::Param(n) => match params.get(n - 1)? {
-                None => Some(None),
-                Some(bytes) => {
-                    let s = std::str::from_utf8(bytes).ok()?;
-                    (!s.contains('\0')).then_some(Some(s))
-                }
-            },
-        }
-    };
-    Some(match shape {
-        Shape::Point {
-            item,
-            location,
-            lot,
-            ..
-        } => Key {
-            org,
-            item: val(item)?,
-            location: val(location)?,
-            lot: match lot {
-                None => None,
-                Some(v) => Some(val(v)?),
-            },
-        },
-        Shape::Total { item, .. } => Key {
-            org,
-            item: val(item)?,
-            location: None,
-            lot: None,
-        },
-    })
-}
+const VARCHAR: u32 = 1043;
+const TEXT_ARRAY: u32 = 1009;
 
 /// The format code of each output column, from Bind's result format codes.
 pub fn formats(shape: &Shape, codes: &[i16]) -> Option<Vec<i16>> {
     let n = match shape {
-        Shape::Point { cols, .. } => cols.len(),
+        Shape::Rows { cols, .. } => cols.len(),
         Shape::Total { .. } => 1,
     };
     let all = |c: i16| (c == 0 || c == 1).then(|| vec![c; n]);
@@ -135,7 +87,7 @@ pub fn row_description(shape: &Shape, cols: &Columns, formats: &[i16]) -> BytesM
         body.put_i16(format);
     };
     match shape {
-        Shape::Point { cols: outs, .. } => {
+        Shape::Rows { cols: outs, .. } => {
             let mut head = BytesMut::new();
             head.put_i16(outs.len() as i16);
             for (o, &f) in outs.iter().zip(formats) {
@@ -162,10 +114,11 @@ pub fn row_description(shape: &Shape, cols: &Columns, formats: &[i16]) -> BytesM
 }
 
 /// ParameterDescription for a recognised statement: each `$n` has the type the client declared
-/// in Parse or, undeclared, the type of the key column it is compared with — which PostgreSQL
-/// infers unambiguously only for `text` columns, so anything else is `None` (ask PostgreSQL).
+/// in Parse or, undeclared, the type of the key column it is compared with (`text[]` for
+/// `= ANY($n)`) — which PostgreSQL infers unambiguously only for `text` columns, so anything
+/// else is `None` (ask PostgreSQL).
 pub fn parameter_description(shape: &Shape, cols: &Columns, declared: &[u32]) -> Option<BytesMut> {
-    let uses = shape.keys();
+    let uses = shape.params();
     let n = shape.param_count().max(declared.len());
     let mut body = BytesMut::new();
     body.put_i16(i16::try_from(n).ok()?);
@@ -173,14 +126,39 @@ pub fn parameter_description(shape: &Shape, cols: &Columns, declared: &[u32]) ->
         let oid = match declared.get(i - 1).copied().filter(|&t| t != 0) {
             Some(t) => t,
             None => {
-                let (_, c) = uses.iter().find(|(v, _)| **v == Val::Param(i))?;
-                let t = cols.get(*c).type_oid;
-                (t == TEXT).then_some(t)?
+                let &(_, c, array) = uses.iter().find(|u| u.0 == i)?;
+                let t = cols.get(c).type_oid;
+                (t == TEXT).then_some(if array { TEXT_ARRAY } else { t })?
             }
         };
         body.put_u32(oid);
     }
     Some(frame(b't', &body))
+}
+
+/// The parameter types a recognised statement's Bind is checked with: declared ones, else
+/// `text` (or `text[]` for `= ANY($n)`), as PostgreSQL infers them.
+pub fn effective_types(shape: &Shape, declared: &[u32]) -> Vec<u32> {
+    let n = shape.param_count().max(declared.len());
+    (1..=n)
+        .map(|i| match declared.get(i - 1).copied().filter(|&t| t != 0) {
+            Some(t) => t,
+            None if shape.is_array_param(i) => TEXT_ARRAY,
+            None => TEXT,
+        })
+        .collect()
+}
+
+/// Whether the declared parameter types fit the statement: text-like for values, `text[]` for
+/// `= ANY($n)` (anything else PostgreSQL casts or refuses: it answers those).
+pub fn declared_types_fit(shape: &Shape, declared: &[u32]) -> bool {
+    declared.iter().enumerate().all(|(i, &t)| {
+        if shape.is_array_param(i + 1) {
+            t == 0 || t == TEXT_ARRAY
+        } else {
+            [0, TEXT, VARCHAR].contains(&t)
+        }
+    })
 }
 
 fn put_value(body: &mut BytesMut, v: Option<&[u8]>) {
@@ -214,21 +192,18 @@ fn end_frame(out: &mut BytesMut, at: usize) {
     out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
 }
 
-/// The DataRow of a found point lookup.
-pub fn point_row(shape: &Shape, key: &Key<'_>, qty: Decimal, formats: &[i16]) -> BytesMut {
-    let Shape::Point { cols, .. } = shape else {
-        return total_row(Some(qty), formats);
-    };
+/// The DataRow of one balance row for the shape's columns.
+pub fn data_row(outs: &[Out], org: &str, row: &Row<'_>, formats: &[i16]) -> BytesMut {
     let mut out = BytesMut::with_capacity(64);
     let at = start_frame(&mut out, b'D');
-    out.put_i16(cols.len() as i16);
-    for (o, &f) in cols.iter().zip(formats) {
+    out.put_i16(outs.len() as i16);
+    for (o, &f) in outs.iter().zip(formats) {
         match o.column {
-            Column::OrgId => put_value(&mut out, Some(key.org.as_bytes())),
-            Column::ItemId => put_value(&mut out, key.item.map(str::as_bytes)),
-            Column::LocationId => put_value(&mut out, key.location.map(str::as_bytes)),
-            Column::LotId => put_value(&mut out, key.lot.flatten().map(str::as_bytes)),
-            Column::Quantity => put_value(&mut out, Some(&numeric(qty, f))),
+            Column::OrgId => put_value(&mut out, Some(org.as_bytes())),
+            Column::ItemId => put_value(&mut out, Some(row.item.as_bytes())),
+            Column::LocationId => put_value(&mut out, Some(row.location.as_bytes())),
+            Column::LotId => put_value(&mut out, row.lot.map(str::as_bytes)),
+            Column::Quantity => put_value(&mut out, Some(&numeric(row.quantity, f))),
         }
     }
     end_frame(&mut out, at);
@@ -287,21 +262,46 @@ mod tests {
 
     #[test]
     fn resolves_params_and_formats() {
+        use crate::balances::request::resolve;
         let shape = recognise(
             "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id = $3",
             "public",
         )
         .expect("shape");
         let params: Vec<Option<&[u8]>> = vec![Some(b"i"), Some(b"l"), None];
-        let key = resolve(&shape, "o", &params).expect("key");
-        assert_eq!(key.lot, Some(None));
-        assert!(resolve(&shape, "o", &params[..2]).is_none());
+        let r = resolve(&shape, &params, &[]).expect("resolved");
+        assert_eq!(r.lots, Some(Some(vec![])), "lot_id = NULL matches nothing");
+        assert!(resolve(&shape, &params[..2], &[]).is_none());
         let bad: Vec<Option<&[u8]>> = vec![Some(b"\xff"), Some(b"l"), None];
-        assert!(resolve(&shape, "o", &bad).is_none());
+        assert!(resolve(&shape, &bad, &[]).is_none());
         assert_eq!(formats(&shape, &[]), Some(vec![0]));
         assert_eq!(formats(&shape, &[1]), Some(vec![1]));
         assert_eq!(formats(&shape, &[0, 1]), None);
         assert_eq!(formats(&shape, &[2]), None);
+    }
+
+    #[test]
+    fn parameter_types() {
+        let shape = recognise(
+            "SELECT quantity FROM inventory_balances WHERE item_id = ANY($1) AND location_id = $2",
+            "public",
+        )
+        .expect("shape");
+        assert_eq!(effective_types(&shape, &[]), vec![TEXT_ARRAY, TEXT]);
+        assert_eq!(
+            effective_types(&shape, &[0, VARCHAR]),
+            vec![TEXT_ARRAY, VARCHAR]
+        );
+        assert!(declared_types_fit(&shape, &[TEXT_ARRAY, VARCHAR]));
+        assert!(
+            !declared_types_fit(&shape, &[TEXT, TEXT]),
+            "ANY needs an array"
+        );
+        assert!(!declared_types_fit(&shape, &[0, TEXT_ARRAY]));
+        assert!(
+            !declared_types_fit(&shape, &[1015, 0]),
+            "varchar[] elements: PostgreSQL's"
+        );
     }
 
     #[test]

@@ -12,6 +12,9 @@ use crate::wire::BindView;
 /// unspecified type, which PostgreSQL infers as the key columns' `text`).
 const TEXT_LIKE: [u32; 3] = [0, 25, 1043];
 
+/// `text[]`, the type of an `= ANY($n)` parameter.
+const TEXT_ARRAY: u32 = 1009;
+
 /// Fixed-size binary input of the types a parameter of a recognised statement could have,
 /// with the byte count their receive function consumes (bool, int2, int4, int8, oid,
 /// float4, float8).
@@ -77,8 +80,8 @@ pub fn counts(view: &BindView<'_>, wanted: usize) -> Result<(), Unusual> {
 /// The checks PostgreSQL makes on each parameter once the portal exists: lengths of at least
 /// −1, format codes 0 or 1 (NULLs included), text valid UTF-8 without NUL (`text` and
 /// `varchar` receive their binary form as text, so the same holds there), binary values of
-/// fixed-size types exactly as long as the type. `types` are the statement's declared types
-/// (missing ones unspecified); the result formats must fit (`result_formats_fit`).
+/// fixed-size types exactly as long as the type. `types` are the statement's parameter types
+/// (`answer::effective_types`); the result formats must fit (`result_formats_fit`).
 pub fn values(view: &BindView<'_>, types: &[u32], result_formats_fit: bool) -> Result<(), Unusual> {
     if view.bad_length {
         return Err(Unusual::BadLength);
@@ -99,6 +102,8 @@ pub fn values(view: &BindView<'_>, types: &[u32], result_formats_fit: bool) -> R
         match format {
             0 => text(i + 1, value)?,
             1 if TEXT_LIKE.contains(&oid) => text(i + 1, value)?,
+            // `= ANY($n)`: read (strictly) when the request is resolved, else PostgreSQL's.
+            1 if oid == TEXT_ARRAY => {}
             1 => binary(i + 1, oid, value)?,
             other => return Err(Unusual::FormatCode(other)),
         }

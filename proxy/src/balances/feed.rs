@@ -56,8 +56,11 @@ pub async fn run(b: Arc<Balances>, pool: &Pool, shutdown: CancellationToken) {
         };
         let was_serving = b.serving();
         b.set_serving(false);
+        b.fence.reset();
         if was_serving {
             backoff = base;
+        } else {
+            b.metrics.resync_retries.fetch_add(1, Ordering::Relaxed);
         }
         match result {
             Err(FeedError::Off(why)) => {
@@ -83,7 +86,6 @@ pub async fn run(b: Arc<Balances>, pool: &Pool, shutdown: CancellationToken) {
             }
             Ok(()) => {}
         }
-        b.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown.cancelled() => return,
@@ -101,6 +103,9 @@ async fn round(b: &Balances, pool: &Pool) -> Result<(), FeedError> {
         rand::random::<u32>()
     );
     let start = snapshot::load(b, conn, &mut repl, &slot).await?;
+    if b.metrics.loads.fetch_add(1, Ordering::Relaxed) > 0 {
+        b.metrics.resyncs.fetch_add(1, Ordering::Relaxed);
+    }
     b.set_serving(true);
     tracing::info!(
         balances = b.store.len(),

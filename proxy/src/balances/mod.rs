@@ -5,6 +5,7 @@
 //! - [`bind`]: whether a Bind is one PostgreSQL would accept as it is (else PostgreSQL gets it).
 //! - [`store`]: the balances and per-item totals (`DashMap`, interned ids, exact decimals).
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
+//! - [`request`]: a request's values (Bind parameters, `= ANY` arrays) and its rows, in order.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
 //! - [`pgoutput`]: decoding of the replication stream.
 //! - [`feed`]: the replication rounds — reconnect with backoff, resync, off for good;
@@ -14,10 +15,12 @@
 //!   applies them.
 //! - [`drift`]: the cache against `inventory_balances` at a consistent point
 //!   (`SHOW orgwall.balances_drift`).
+//! - [`fence`]: when a read may be answered — after every ledger write through this proxy
+//!   that ended before it, and within `max_staleness_ms` of the server.
 //!
 //! Invariant: a lookup is answered only while the feed is streaming from a consistent load
-//! (`serving()`); otherwise, and for anything the store cannot reproduce exactly, the caller
-//! goes to PostgreSQL.
+//! (`serving()`) and the fence allows it (`wait_fresh`); otherwise, and for anything the store
+//! cannot reproduce exactly, the caller goes to PostgreSQL.
 
 pub mod answer;
 pub mod bind;
@@ -25,7 +28,10 @@ pub mod decimal;
 pub mod delta;
 pub mod drift;
 pub mod feed;
+pub mod fence;
+pub mod metrics;
 pub mod pgoutput;
+pub mod request;
 pub mod shape;
 pub mod shape_cache;
 mod snapshot;
@@ -38,21 +44,17 @@ use std::time::Duration;
 
 use crate::config::BalancesConfig;
 use answer::Columns;
+pub use metrics::Metrics;
 use store::Store;
 
-/// Counters exported by `SHOW orgwall_balances` and [`Balances::metrics_text`].
-#[derive(Debug, Default)]
-pub struct Metrics {
-    pub hits: AtomicU64,
-    /// Recognised shapes that went to PostgreSQL (not serving, unservable value, RYW timeout).
-    pub fallbacks: AtomicU64,
-    pub resyncs: AtomicU64,
-    pub transactions_applied: AtomicU64,
-    pub rows_applied: AtomicU64,
-    pub read_your_writes_waits: AtomicU64,
-    pub read_your_writes_timeouts: AtomicU64,
-    /// Keys found drifting by the last drift check.
-    pub drift_keys: AtomicU64,
+/// Resident set size of this process in bytes (`/proc/self/statm`; `None` where there is no
+/// such file), for the memory figures measured rather than estimated.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    Some(pages * u64::try_from(page).unwrap_or(4096))
 }
 
 /// The cache shared by all sessions.
@@ -81,6 +83,8 @@ pub struct Balances {
     /// The ledger's `REPLICA IDENTITY` as the last round found it (`full`, `default`, …).
     ledger_identity: RwLock<Option<String>>,
     pub metrics: Metrics,
+    /// Whether reads may be answered now (DESIGN.md §5 consistency).
+    pub fence: fence::Fence,
 }
 
 impl Balances {
@@ -101,6 +105,7 @@ impl Balances {
             last_resync: RwLock::new(None),
             ledger_identity: RwLock::new(None),
             metrics: Metrics::default(),
+            fence: fence::Fence::default(),
         }
     }
 
@@ -131,10 +136,12 @@ impl Balances {
         self.applied_lsn.load(Ordering::Acquire)
     }
 
-    /// Replication lag in bytes of WAL (server position − applied position).
+    /// Replication lag in bytes of WAL: the server's newest position (its WAL flush position
+    /// as the fence's prober last read it, or what the stream reported) − applied position.
     pub fn lag_bytes(&self) -> u64 {
         self.server_lsn
             .load(Ordering::Relaxed)
+            .max(self.fence.server_flush())
             .saturating_sub(self.applied_lsn())
     }
 
@@ -155,22 +162,42 @@ impl Balances {
         v.clone().unwrap_or_default()
     }
 
-    /// Waits until everything up to `lsn` is applied, at most `timeout`. False on timeout or when
-    /// the cache stopped serving meanwhile.
-    pub async fn wait_for(&self, lsn: u64, timeout: Duration) -> bool {
-        self.metrics
-            .read_your_writes_waits
-            .fetch_add(1, Ordering::Relaxed);
-        if self.wait_applied(lsn, timeout).await {
+    /// Whether a read of `org`'s balances may be answered from memory: at once when the fence
+    /// allows it, else after waiting (at most `read_your_writes_timeout_ms`) for a probe to
+    /// allow it. False: go to PostgreSQL.
+    pub async fn wait_fresh(&self, org: &str) -> bool {
+        let bound = Duration::from_millis(self.config.max_staleness_ms);
+        if self.serving() && self.fence.fresh(org, bound) {
             return true;
         }
-        self.metrics
-            .read_your_writes_timeouts
-            .fetch_add(1, Ordering::Relaxed);
-        false
+        let m = &self.metrics;
+        m.read_your_writes_waits.fetch_add(1, Ordering::Relaxed);
+        let start = tokio::time::Instant::now();
+        let deadline = start + Duration::from_millis(self.config.read_your_writes_timeout_ms);
+        let ok = loop {
+            let notified = self.advanced.notified();
+            if !self.serving() {
+                break false;
+            }
+            if self.fence.fresh(org, bound) {
+                break true;
+            }
+            self.fence.want_probe();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                break self.serving() && self.fence.fresh(org, bound);
+            }
+        };
+        let waited = start.elapsed().as_micros() as u64;
+        m.longest_wait_us.fetch_max(waited, Ordering::Relaxed);
+        if !ok {
+            m.read_your_writes_timeouts.fetch_add(1, Ordering::Relaxed);
+            m.fallbacks.fetch_add(1, Ordering::Relaxed);
+        }
+        ok
     }
 
-    /// [`wait_for`](Self::wait_for) without the read-your-writes counters.
+    /// Waits until everything up to `lsn` is applied, at most `timeout`. False on timeout or
+    /// when the cache stopped serving meanwhile.
     pub async fn wait_applied(&self, lsn: u64, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
@@ -196,56 +223,12 @@ impl Balances {
 
     fn set_applied(&self, lsn: u64) {
         self.applied_lsn.fetch_max(lsn, Ordering::AcqRel);
+        self.fence.applied(lsn);
         self.advanced.notify_waiters();
     }
 
     fn set_server_lsn(&self, lsn: u64) {
         self.server_lsn.fetch_max(lsn, Ordering::Relaxed);
-    }
-
-    /// `(name, value)` pairs describing the cache, for `SHOW orgwall_balances` and metrics.
-    pub fn stats(&self) -> Vec<(&'static str, String)> {
-        let m = &self.metrics;
-        let n = |a: &AtomicU64| a.load(Ordering::Relaxed).to_string();
-        vec![
-            ("serving", self.serving().to_string()),
-            ("off_reason", self.off_reason().unwrap_or_default()),
-            (
-                "ledger_replica_identity",
-                Self::noted(&self.ledger_identity),
-            ),
-            ("last_resync_reason", Self::noted(&self.last_resync)),
-            ("applied_lsn", pgoutput::format_lsn(self.applied_lsn())),
-            ("replication_lag_bytes", self.lag_bytes().to_string()),
-            ("balances", self.store.len().to_string()),
-            (
-                "bytes_per_balance",
-                self.store.bytes_per_balance().to_string(),
-            ),
-            ("hits", n(&m.hits)),
-            ("fallbacks", n(&m.fallbacks)),
-            ("resyncs", n(&m.resyncs)),
-            ("transactions_applied", n(&m.transactions_applied)),
-            ("rows_applied", n(&m.rows_applied)),
-            ("read_your_writes_waits", n(&m.read_your_writes_waits)),
-            ("read_your_writes_timeouts", n(&m.read_your_writes_timeouts)),
-            ("drift_keys", n(&m.drift_keys)),
-        ]
-    }
-
-    /// The same figures in Prometheus text format (`orgwall_balances_*`), for an admin endpoint.
-    pub fn metrics_text(&self) -> String {
-        let mut out = String::new();
-        for (name, value) in self.stats() {
-            let v = match value.as_str() {
-                "true" => "1".to_string(),
-                "false" => "0".to_string(),
-                v if v.parse::<f64>().is_ok() => v.to_string(),
-                _ => continue,
-            };
-            out += &format!("orgwall_balances_{name} {v}\n");
-        }
-        out
     }
 }
 
@@ -259,18 +242,27 @@ pub struct Response {
 
 impl Balances {
     /// Answers `shape` for tenant `org` from memory, or `None` when PostgreSQL must (not
-    /// serving, a value the store cannot reproduce, parameters PostgreSQL would reject).
+    /// serving, a value the store cannot reproduce, parameters not read here as PostgreSQL
+    /// would). `params` and `param_formats` are the Bind's.
     pub fn answer(
         &self,
         shape: &shape::Shape,
         org: &str,
         params: &[Option<&[u8]>],
+        param_formats: &[i16],
         result_formats: &[i16],
     ) -> Option<Response> {
-        self.answer_with(shape, org, params, result_formats, |formats| {
-            let cols = self.columns()?;
-            Some(answer::row_description(shape, &cols, formats).freeze())
-        })
+        self.answer_with(
+            shape,
+            org,
+            params,
+            param_formats,
+            result_formats,
+            |formats| {
+                let cols = self.columns()?;
+                Some(answer::row_description(shape, &cols, formats).freeze())
+            },
+        )
     }
 
     /// [`answer`](Self::answer) with the RowDescription for the output formats supplied by
@@ -280,12 +272,13 @@ impl Balances {
         shape: &shape::Shape,
         org: &str,
         params: &[Option<&[u8]>],
+        param_formats: &[i16],
         result_formats: &[i16],
         describe: impl FnOnce(&[i16]) -> Option<bytes::Bytes>,
     ) -> Option<Response> {
         let found = answer::formats(shape, result_formats).and_then(|formats| {
             let row_description = describe(&formats)?;
-            let rows = self.rows(shape, org, params, &formats)?;
+            let rows = self.rows(shape, org, params, param_formats, &formats)?;
             Some(Response {
                 row_description,
                 rows,
@@ -305,38 +298,29 @@ impl Balances {
         shape: &shape::Shape,
         org: &str,
         params: &[Option<&[u8]>],
+        param_formats: &[i16],
         formats: &[i16],
     ) -> Option<Vec<bytes::BytesMut>> {
         use store::Lookup;
-        let key = answer::resolve(shape, org, params)?;
-        let found = self.store.read(|s| {
+        let r = request::resolve(shape, params, param_formats)?;
+        let bytewise = self.columns()?.bytewise;
+        self.store.read(|t| {
             if !self.serving() {
                 return None;
             }
             Some(match shape {
-                shape::Shape::Point { .. } => match (key.item, key.location, key.lot) {
-                    (Some(i), Some(l), None) => s.point(org, i, l, None),
-                    (Some(i), Some(l), Some(Some(lot))) => s.point(org, i, l, Some(lot)),
-                    _ => Lookup::Missing,
-                },
-                shape::Shape::Total { .. } => match key.item {
-                    Some(i) => s.total(org, i),
-                    None => Lookup::Missing,
+                shape::Shape::Rows { cols, order, .. } => {
+                    request::select(t, org, &r, order, bytewise)?
+                        .iter()
+                        .map(|row| answer::data_row(cols, org, row, formats))
+                        .collect()
+                }
+                shape::Shape::Total { .. } => match request::total(t, org, &r) {
+                    Lookup::Unservable => return None,
+                    Lookup::Missing => vec![answer::total_row(None, formats)],
+                    Lookup::Found(d) => vec![answer::total_row(Some(d), formats)],
                 },
             })
-        })?;
-        Some(match (shape, found) {
-            (_, Lookup::Unservable) => return None,
-            (shape::Shape::Point { .. }, Lookup::Missing) => vec![],
-            (shape::Shape::Point { .. }, Lookup::Found(d)) => {
-                vec![answer::point_row(shape, &key, d, formats)]
-            }
-            (shape::Shape::Total { .. }, Lookup::Missing) => {
-                vec![answer::total_row(None, formats)]
-            }
-            (shape::Shape::Total { .. }, Lookup::Found(d)) => {
-                vec![answer::total_row(Some(d), formats)]
-            }
         })
     }
 }
@@ -346,12 +330,14 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn waiting_times_out_when_not_serving_and_succeeds_once_applied() {
+    async fn waiting_fails_when_not_serving_and_succeeds_once_applied() {
         let b = Arc::new(Balances::new(BalancesConfig::default()));
-        assert!(!b.wait_for(1, Duration::from_millis(10)).await);
+        assert!(!b.wait_applied(1, Duration::from_millis(10)).await);
+        assert!(!b.wait_fresh("o").await, "not serving: PostgreSQL answers");
         b.set_serving(true);
         let b2 = b.clone();
-        let waiter = tokio::spawn(async move { b2.wait_for(100, Duration::from_secs(5)).await });
+        let waiter =
+            tokio::spawn(async move { b2.wait_applied(100, Duration::from_secs(5)).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         b.set_applied(100);
         assert!(waiter.await.expect("join"));

@@ -1,24 +1,26 @@
 //! Recognises the statements the cache can answer, on the client's original SQL (the tenant
 //! rewrite only adds the org filter, which the cache applies itself). Pure: no I/O.
 //!
-//! Accepted (any case, optional `public.` and table alias, values as `$n` or '...' literals):
-//! - `SELECT <cols> FROM inventory_balances WHERE item_id = v AND location_id = v AND
-//!   (lot_id = v | lot_id IS NULL)` with `<cols>` drawn from org_id, item_id, location_id,
-//!   lot_id, quantity (each optionally `AS alias`), conditions in any order;
-//! - `SELECT sum(quantity) FROM inventory_balances WHERE item_id = v`.
+//! Accepted (any case, optional schema and table alias, values as `$n` or '...' literals):
+//! - `SELECT <cols> FROM inventory_balances WHERE <conds> [ORDER BY <keys>]` with `<cols>`
+//!   drawn from org_id, item_id, location_id, lot_id, quantity (each optionally `AS alias`),
+//!   `<conds>` a conjunction of `col = v`, `col IN (v, …)` and `col = ANY($n)` on org_id,
+//!   item_id (required), location_id and lot_id (or `lot_id IS NULL`), in any order, and
+//!   `<keys>` key columns, each optionally `ASC` or `DESC`. Without the lot (or the location)
+//!   several rows may match.
+//! - `SELECT sum(quantity) FROM inventory_balances WHERE <conds>`: per item (`item_id` given,
+//!   the other key columns optional), or per location (`location_id` given, no item, no lot).
 //!
-//! Anything else — extra clauses, other predicates, ORDER BY, LIMIT, locking, parentheses — is
-//! not a shape. To be sure nothing was overlooked, the matcher rebuilds the canonical statement
-//! from what it understood and requires that it parses to the same syntax tree.
+//! Anything else — extra clauses, other predicates, LIMIT, locking, parentheses — is not a
+//! shape. To be sure nothing was overlooked, the matcher (`recognise.rs`) rebuilds the
+//! canonical statement from what it understood and requires that it parses to the same
+//! syntax tree.
 
-use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, ObjectNamePart,
-    SelectItem, SetExpr, Statement, TableFactor, Value,
-};
-use sqlparser::dialect::PostgreSqlDialect;
+mod recognise;
+
+pub use recognise::{recognise, recognise_from};
 
 use crate::sql::shape_key::{Literal, LiteralKind};
-use sqlparser::parser::Parser;
 
 /// A column of `inventory_balances` the cache can produce.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +43,7 @@ impl Column {
         }
     }
 
-    fn from_name(s: &str) -> Option<Column> {
+    pub(super) fn from_name(s: &str) -> Option<Column> {
         Some(match s {
             "org_id" => Column::OrgId,
             "item_id" => Column::ItemId,
@@ -68,22 +70,81 @@ pub struct Out {
     pub name: String,
 }
 
+/// What a key column must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cond {
+    /// `= v` or `IN (v, …)`: any of these.
+    Values(Vec<Val>),
+    /// `= ANY($n)`: any element of the array parameter `$n`.
+    Array(usize),
+    /// `IS NULL` (the lot only).
+    Null,
+}
+
+/// The WHERE clause: a condition per key column, `None` = any.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub org: Option<Cond>,
+    pub item: Option<Cond>,
+    pub location: Option<Cond>,
+    pub lot: Option<Cond>,
+}
+
+impl Filter {
+    pub(super) fn conds(&self) -> [(Option<&Cond>, Column); 4] {
+        [
+            (self.org.as_ref(), Column::OrgId),
+            (self.item.as_ref(), Column::ItemId),
+            (self.location.as_ref(), Column::LocationId),
+            (self.lot.as_ref(), Column::LotId),
+        ]
+    }
+
+    fn map(&self, f: &impl Fn(&Val) -> Option<Val>) -> Option<Filter> {
+        let cond = |c: &Option<Cond>| -> Option<Option<Cond>> {
+            Some(match c {
+                Some(Cond::Values(vs)) => {
+                    Some(Cond::Values(vs.iter().map(f).collect::<Option<_>>()?))
+                }
+                other => other.clone(),
+            })
+        };
+        Some(Filter {
+            org: cond(&self.org)?,
+            item: cond(&self.item)?,
+            location: cond(&self.location)?,
+            lot: cond(&self.lot)?,
+        })
+    }
+}
+
+/// One ORDER BY key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Order {
+    pub column: Column,
+    pub desc: bool,
+}
+
 /// A statement the cache can answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Shape {
-    /// At most one row: the balance of one key.
-    Point {
+    /// The balance rows matching `filter` (an item is always given), ordered by `order`.
+    Rows {
         cols: Vec<Out>,
-        item: Val,
-        location: Val,
-        /// `None` = `lot_id IS NULL`.
-        lot: Option<Val>,
+        filter: Filter,
+        order: Vec<Order>,
     },
-    /// Exactly one row: `sum(quantity)` over the item's balances (NULL when there are none).
-    Total { name: String, item: Val },
+    /// Exactly one row: `sum(quantity)` over the matching rows (NULL when there are none).
+    Total { name: String, filter: Filter },
 }
 
 impl Shape {
+    pub fn filter(&self) -> &Filter {
+        match self {
+            Shape::Rows { filter, .. } | Shape::Total { filter, .. } => filter,
+        }
+    }
+
     /// This shape (recognised by [`recognise_from`]) for a text of the same shape whose
     /// `literals` stand where parameters from `from` are. `None` when such a literal is not a
     /// string (as [`recognise`] would refuse it).
@@ -100,394 +161,48 @@ impl Shape {
             }
         };
         Some(match self {
-            Shape::Point {
+            Shape::Rows {
                 cols,
-                item,
-                location,
-                lot,
-            } => Shape::Point {
+                filter,
+                order,
+            } => Shape::Rows {
                 cols: cols.clone(),
-                item: fill(item)?,
-                location: fill(location)?,
-                lot: match lot {
-                    Some(v) => Some(fill(v)?),
-                    None => None,
-                },
+                filter: filter.map(&fill)?,
+                order: order.clone(),
             },
-            Shape::Total { name, item } => Shape::Total {
+            Shape::Total { name, filter } => Shape::Total {
                 name: name.clone(),
-                item: fill(item)?,
+                filter: filter.map(&fill)?,
             },
         })
     }
 
-    /// The key values of the statement with the column each is compared with.
-    pub fn keys(&self) -> Vec<(&Val, Column)> {
-        match self {
-            Shape::Point {
-                item,
-                location,
-                lot,
-                ..
-            } => {
-                let mut v = vec![(item, Column::ItemId), (location, Column::LocationId)];
-                if let Some(l) = lot {
-                    v.push((l, Column::LotId));
-                }
-                v
+    /// Each parameter use: `$n`, the column it is compared with, and whether it is an array.
+    pub fn params(&self) -> Vec<(usize, Column, bool)> {
+        let mut out = Vec::new();
+        for (cond, column) in self.filter().conds() {
+            match cond {
+                Some(Cond::Values(vs)) => out.extend(vs.iter().filter_map(|v| match v {
+                    Val::Param(n) => Some((*n, column, false)),
+                    Val::Literal(_) => None,
+                })),
+                Some(Cond::Array(n)) => out.push((*n, column, true)),
+                _ => {}
             }
-            Shape::Total { item, .. } => vec![(item, Column::ItemId)],
         }
+        out
     }
 
     /// Number of parameters the statement takes (`$1..$n` are all used).
     pub fn param_count(&self) -> usize {
-        self.keys()
-            .iter()
-            .filter_map(|(v, _)| match v {
-                Val::Param(n) => Some(*n),
-                Val::Literal(_) => None,
-            })
-            .max()
-            .unwrap_or(0)
+        self.params().iter().map(|p| p.0).max().unwrap_or(0)
     }
-}
 
-/// PostgreSQL's folding of an identifier: unquoted → lower case, quoted → as written.
-fn folded(i: &Ident) -> String {
-    match i.quote_style {
-        Some('"') => i.value.clone(),
-        Some(_) => String::from("\u{0}"), // backticks/brackets are not PostgreSQL
-        None => i.value.to_lowercase(),
+    /// Whether `$n` is used as an array (`= ANY($n)`).
+    pub fn is_array_param(&self, n: usize) -> bool {
+        self.params().iter().any(|&(p, _, array)| p == n && array)
     }
-}
-
-/// The table's name and the qualifier columns may use.
-struct Table {
-    qualifier: String,
-}
-
-fn table(from: &[sqlparser::ast::TableWithJoins], schema: &str) -> Option<(Table, String)> {
-    let [twj] = from else { return None };
-    if !twj.joins.is_empty() {
-        return None;
-    }
-    let TableFactor::Table { name, alias, .. } = &twj.relation else {
-        return None;
-    };
-    let parts: Vec<String> = name
-        .0
-        .iter()
-        .map(|p| match p {
-            ObjectNamePart::Identifier(i) => Some(folded(i)),
-            _ => None,
-        })
-        .collect::<Option<_>>()?;
-    let ok = match parts.as_slice() {
-        [t] => t == "inventory_balances",
-        [s, t] => s == schema && t == "inventory_balances",
-        _ => false,
-    };
-    if !ok {
-        return None;
-    }
-    let mut canonical = name.to_string();
-    let qualifier = match alias {
-        Some(a) => {
-            if !a.columns.is_empty() {
-                return None;
-            }
-            let kw = if a.explicit { " AS " } else { " " };
-            canonical += &format!("{kw}{}", a.name);
-            folded(&a.name)
-        }
-        None => "inventory_balances".to_string(),
-    };
-    Some((Table { qualifier }, canonical))
-}
-
-fn column(e: &Expr, t: &Table) -> Option<Column> {
-    match e {
-        Expr::Identifier(i) => Column::from_name(&folded(i)),
-        Expr::CompoundIdentifier(parts) => match parts.as_slice() {
-            [q, c] if folded(q) == t.qualifier => Column::from_name(&folded(c)),
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
-fn value(e: &Expr) -> Option<Val> {
-    let Expr::Value(v) = e else { return None };
-    match &v.value {
-        Value::SingleQuotedString(s) => Some(Val::Literal(s.clone())),
-        Value::Placeholder(p) => {
-            let n: usize = p.strip_prefix('$')?.parse().ok()?;
-            (n >= 1).then_some(Val::Param(n))
-        }
-        _ => None,
-    }
-}
-
-/// Splits `a AND b AND c` (left-nested, no parentheses) into its conjuncts.
-fn conjuncts<'e>(e: &'e Expr, out: &mut Vec<&'e Expr>) {
-    match e {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            conjuncts(left, out);
-            conjuncts(right, out);
-        }
-        other => out.push(other),
-    }
-}
-
-#[derive(Default)]
-struct Where {
-    item: Option<Val>,
-    location: Option<Val>,
-    /// `Some(None)` = IS NULL.
-    lot: Option<Option<Val>>,
-}
-
-fn where_clause(e: &Expr, t: &Table) -> Option<Where> {
-    let mut parts = Vec::new();
-    conjuncts(e, &mut parts);
-    let mut w = Where::default();
-    for p in parts {
-        let (col, val) = match p {
-            Expr::IsNull(inner) => (column(inner, t)?, None),
-            Expr::BinaryOp {
-                left,
-                op: BinaryOperator::Eq,
-                right,
-            } => match (column(left, t), column(right, t)) {
-                (Some(c), None) => (c, Some(value(right)?)),
-                (None, Some(c)) => (c, Some(value(left)?)),
-                _ => return None,
-            },
-            _ => return None,
-        };
-        let slot_taken = match (col, val) {
-            (Column::ItemId, Some(v)) => w.item.replace(v).is_some(),
-            (Column::LocationId, Some(v)) => w.location.replace(v).is_some(),
-            (Column::LotId, v) => w.lot.replace(v).is_some(),
-            _ => return None,
-        };
-        if slot_taken {
-            return None;
-        }
-    }
-    Some(w)
-}
-
-fn is_sum_of_quantity(e: &Expr, t: &Table) -> bool {
-    let Expr::Function(f) = e else { return false };
-    let name_ok =
-        matches!(f.name.0.as_slice(), [ObjectNamePart::Identifier(i)] if folded(i) == "sum");
-    let FunctionArguments::List(list) = &f.args else {
-        return false;
-    };
-    let arg_ok = match list.args.as_slice() {
-        [FunctionArg::Unnamed(FunctionArgExpr::Expr(a))] => column(a, t) == Some(Column::Quantity),
-        _ => false,
-    };
-    name_ok
-        && arg_ok
-        && list.duplicate_treatment.is_none()
-        && list.clauses.is_empty()
-        && f.filter.is_none()
-        && f.over.is_none()
-        && f.within_group.is_empty()
-        && matches!(f.parameters, FunctionArguments::None)
-}
-
-/// The shape of `sql`, if the cache can answer it. `schema` is where `inventory_balances` lives.
-pub fn recognise(sql: &str, schema: &str) -> Option<Shape> {
-    recognise_from(sql, schema, usize::MAX)
-}
-
-/// Like [`recognise`], for text whose literals were made parameters numbered from
-/// `literals_from` (`sql::rewrite::shaped::parametrize`): those need not be contiguous.
-pub fn recognise_from(sql: &str, schema: &str, literals_from: usize) -> Option<Shape> {
-    crate::sql::limits::with_stack_for(sql, || recognise_unbounded(sql, schema, literals_from))
-        .ok()
-        .flatten()
-}
-
-/// [`recognise_from`], on whatever stack the caller has.
-fn recognise_unbounded(sql: &str, schema: &str, literals_from: usize) -> Option<Shape> {
-    let dialect = PostgreSqlDialect {};
-    let stmts = Parser::parse_sql(&dialect, sql).ok()?;
-    let [Statement::Query(q)] = stmts.as_slice() else {
-        return None;
-    };
-    let SetExpr::Select(sel) = q.body.as_ref() else {
-        return None;
-    };
-    let (t, from_sql) = table(&sel.from, schema)?;
-    let selection = sel.selection.as_ref()?;
-    let w = where_clause(selection, &t)?;
-    let mut projection = Vec::new();
-    let mut total = None;
-    for item in &sel.projection {
-        let (expr, alias) = match item {
-            SelectItem::UnnamedExpr(e) => (e, None),
-            SelectItem::ExprWithAlias { expr, alias } => (expr, Some(folded(alias))),
-            _ => return None,
-        };
-        if is_sum_of_quantity(expr, &t) {
-            total = Some(alias.unwrap_or_else(|| "sum".into()));
-            continue;
-        }
-        let column = column(expr, &t)?;
-        projection.push(Out {
-            column,
-            name: alias.unwrap_or_else(|| column.name().into()),
-        });
-    }
-    let shape = match (total, projection.is_empty()) {
-        (Some(name), true) if w.location.is_none() && w.lot.is_none() => Shape::Total {
-            name,
-            item: w.item?,
-        },
-        (None, false) => Shape::Point {
-            cols: projection,
-            item: w.item?,
-            location: w.location?,
-            lot: w.lot?,
-        },
-        _ => return None,
-    };
-    // Every `$n` up to the highest must be used, or PostgreSQL could not type the statement.
-    let mut used: Vec<usize> = shape
-        .keys()
-        .iter()
-        .filter_map(|(v, _)| match v {
-            Val::Param(n) if *n < literals_from => Some(*n),
-            _ => None,
-        })
-        .collect();
-    used.sort_unstable();
-    used.dedup();
-    if used.iter().enumerate().any(|(i, &n)| n != i + 1) {
-        return None;
-    }
-    // Rebuild from the understood parts; any clause we did not look at makes it differ.
-    let items: Vec<String> = sel.projection.iter().map(|p| p.to_string()).collect();
-    let mut conds = Vec::new();
-    conjuncts(selection, &mut conds);
-    let conds: Vec<String> = conds.iter().map(|c| c.to_string()).collect();
-    let canonical = format!(
-        "SELECT {} FROM {} WHERE {}",
-        items.join(", "),
-        from_sql,
-        conds.join(" AND ")
-    );
-    let again = Parser::parse_sql(&dialect, &canonical).ok()?;
-    (again == stmts).then_some(shape)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn out(c: Column, n: &str) -> Out {
-        Out {
-            column: c,
-            name: n.into(),
-        }
-    }
-
-    fn p(n: usize) -> Val {
-        Val::Param(n)
-    }
-
-    fn check(sql: &str, want: Option<Shape>) {
-        assert_eq!(recognise(sql, "public"), want, "{sql}");
-    }
-
-    #[test]
-    fn point_lookups() {
-        let q = || vec![out(Column::Quantity, "quantity")];
-        let cases = vec![
-            (
-                "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-                Shape::Point { cols: q(), item: p(1), location: p(2), lot: None },
-            ),
-            (
-                "select QUANTITY from public.inventory_balances where location_id = $2 and item_id = $1 and lot_id = $3",
-                Shape::Point { cols: q(), item: p(1), location: p(2), lot: Some(p(3)) },
-            ),
-            (
-                "SELECT b.quantity AS Q, b.lot_id, org_id FROM inventory_balances b WHERE b.item_id = 'i1' AND 'l1' = location_id AND lot_id IS NULL",
-                Shape::Point {
-                    cols: vec![out(Column::Quantity, "q"), out(Column::LotId, "lot_id"), out(Column::OrgId, "org_id")],
-                    item: Val::Literal("i1".into()),
-                    location: Val::Literal("l1".into()),
-                    lot: None,
-                },
-            ),
-            (
-                "SELECT quantity AS \"Qty\" FROM inventory_balances AS x WHERE x.item_id = $1 AND x.location_id = $1 AND x.lot_id = $2;",
-                Shape::Point { cols: vec![out(Column::Quantity, "Qty")], item: p(1), location: p(1), lot: Some(p(2)) },
-            ),
-        ];
-        for (sql, want) in cases {
-            check(sql, Some(want));
-        }
-    }
-
-    #[test]
-    fn totals() {
-        check(
-            "SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1",
-            Some(Shape::Total {
-                name: "sum".into(),
-                item: p(1),
-            }),
-        );
-        check(
-            "SELECT SUM(b.quantity) AS total FROM public.inventory_balances b WHERE b.item_id = 'x'",
-            Some(Shape::Total { name: "total".into(), item: Val::Literal("x".into()) }),
-        );
-    }
-
-    #[test]
-    fn everything_else_is_not_a_shape() {
-        for sql in [
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL ORDER BY 1",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL LIMIT 1",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL FOR UPDATE",
-            "SELECT quantity FROM inventory_balances WHERE (item_id = $1 AND location_id = $2) AND lot_id IS NULL",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 OR location_id = $2 AND lot_id IS NULL",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL AND org_id = 'a'",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND item_id = $2 AND location_id = $3 AND lot_id IS NULL",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $3 AND lot_id IS NULL",
-            "SELECT quantity, updated_at FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-            "SELECT * FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-            "SELECT DISTINCT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-            "SELECT quantity FROM other.inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-            "SELECT quantity FROM \"Inventory_balances\" WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-            "SELECT quantity FROM inventory_balances, items WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-            "SELECT quantity FROM inventory_balances WHERE item_id = 1 AND location_id = $2 AND lot_id IS NULL",
-            "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL; SELECT 1",
-            "SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1 AND location_id = $2",
-            "SELECT sum(quantity), item_id FROM inventory_balances WHERE item_id = $1",
-            "SELECT sum(DISTINCT quantity) FROM inventory_balances WHERE item_id = $1",
-            "SELECT sum(quantity) FILTER (WHERE quantity > 0) FROM inventory_balances WHERE item_id = $1",
-            "SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1 GROUP BY item_id",
-            "SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1 HAVING sum(quantity) > 0",
-            "WITH x AS (SELECT 1) SELECT sum(quantity) FROM inventory_balances WHERE item_id = $1",
-            "SELECT max(quantity) FROM inventory_balances WHERE item_id = $1",
-            "UPDATE inventory_balances SET quantity = 0 WHERE item_id = $1",
-            "SELECT quantity FROM inventory_balances b WHERE inventory_balances.item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-            "not sql at all",
-        ] {
-            check(sql, None);
-        }
-    }
-}
+mod tests;

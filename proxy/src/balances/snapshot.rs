@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use super::answer::{self, ColumnMeta, Columns};
 use super::feed::FeedError;
 use super::pgoutput;
-use super::store::Movement;
+use super::store::{Movement, Tables};
 use super::Balances;
 use crate::sql::quote_literal;
 use crate::upstream::{Pool, ServerConn, UpstreamError};
@@ -81,29 +81,43 @@ pub(super) async fn load(
         quote_literal(&snapshot)
     ))
     .await?;
-    let rows = conn
-        .query_text(&format!(
+    // Loaded into fresh tables as the rows arrive (never all rows in memory at once, which
+    // the allocator would keep as resident memory after the load), then swapped in.
+    let rss_before = super::resident_bytes();
+    let mut tables = Tables::default();
+    conn.query_each(
+        &format!(
             "SELECT org_id, item_id, location_id, lot_id, quantity FROM {}.inventory_balances",
             b.config.schema
-        ))
-        .await?;
+        ),
+        |r| {
+            let mut r = r.into_iter();
+            let mut next = || r.next().flatten();
+            let m = Movement {
+                org: next().unwrap_or_default(),
+                item: next().unwrap_or_default(),
+                location: next().unwrap_or_default(),
+                lot: next(),
+                quantity: next().unwrap_or_else(|| "NaN".into()),
+            };
+            tables.load(&m);
+        },
+    )
+    .await?;
     conn.query_text("COMMIT").await?;
     drop(conn);
-    b.store.write(|s| {
-        s.clear();
-        for r in &rows {
-            let m = Movement {
-                org: cell(r, 0).unwrap_or_default().to_string(),
-                item: cell(r, 1).unwrap_or_default().to_string(),
-                location: cell(r, 2).unwrap_or_default().to_string(),
-                lot: cell(r, 3).map(str::to_string),
-                quantity: cell(r, 4).unwrap_or("NaN").to_string(),
-            };
-            s.load(&m);
-        }
+    tables.shrink();
+    let old = b.store.write(|s| {
+        let old = std::mem::replace(s, tables);
         // Not `set_applied` (a maximum): a resync may start before the last round's position.
         b.applied_lsn.store(start, Ordering::Release);
+        old
     });
+    drop(old);
+    if let (Some(before), Some(after)) = (rss_before, super::resident_bytes()) {
+        let growth = after.saturating_sub(before);
+        b.metrics.load_rss_growth.store(growth, Ordering::Relaxed);
+    }
     Ok(start)
 }
 
@@ -175,7 +189,25 @@ async fn load_columns(conn: &mut ServerConn, schema: &str) -> Result<Columns, Fe
             typmod: num(5)? as i32,
         })
     };
+    // The key columns' collation: "C"/"POSIX" (their own or the database's libc default).
+    let bytewise = conn
+        .query_text(&format!(
+            "SELECT bool_and(CASE WHEN a.attcollation = 100 \
+                 THEN d.datlocprovider = 'c' AND d.datcollate IN ('C', 'POSIX') \
+                 ELSE co.collname IN ('C', 'POSIX') END) \
+             FROM pg_catalog.pg_attribute a \
+             JOIN pg_catalog.pg_collation co ON co.oid = a.attcollation \
+             JOIN pg_catalog.pg_database d ON d.datname = pg_catalog.current_database() \
+             WHERE a.attrelid = '{}.inventory_balances'::regclass \
+               AND a.attname IN ('org_id', 'item_id', 'location_id', 'lot_id')",
+            schema
+        ))
+        .await?
+        .first()
+        .and_then(|r| cell(r, 0))
+        == Some("t");
     let cols = Columns {
+        bytewise,
         org_id: meta("org_id")?,
         item_id: meta("item_id")?,
         location_id: meta("location_id")?,

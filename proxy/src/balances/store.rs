@@ -3,8 +3,10 @@
 //!
 //! Memory (issue 5: ≤ 150 bytes per balance at 1M): ids are interned to `u32` (`interner.rs`:
 //! one text arena, 12-byte hash slots) and a quantity is packed into 8 bytes when it fits
-//! (`qty.rs`; wider values sit in a side map), so a balance is one 24-byte slot (+1 control
-//! byte) of a plain `HashMap`. All tables sit behind
+//! (`qty.rs`; wider values sit in a side map), so a balance is one 24-byte entry of a
+//! `BTreeMap` ordered by `(org, item, location, lot)` ids — ordered so that every balance of an
+//! item (or of an item at a location) is one range: lookups without the lot or the location.
+//! Running totals are kept per `(org, item)` and per `(org, location)`. All tables sit behind
 //! one `RwLock`: a transaction is applied under the write side and lookups hold the read side,
 //! so a reader never sees half a transaction — which is also why no per-shard locking
 //! (DashMap) is needed.
@@ -14,8 +16,11 @@
 
 mod interner;
 mod qty;
+mod select;
 
-use std::collections::HashMap;
+pub use select::{Lots, Row, Selection};
+
+use std::collections::{BTreeMap, HashMap};
 use std::sync::RwLock;
 
 use super::decimal::Decimal;
@@ -25,7 +30,7 @@ use qty::{Packed, Small, Value};
 /// Interned id; `0` stands for a NULL lot.
 type Id = u32;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 struct Key {
     org: Id,
     item: Id,
@@ -38,6 +43,7 @@ struct Key {
 enum Slot {
     Balance(Key),
     Total(Id, Id),
+    LocationTotal(Id, Id),
 }
 
 /// What a lookup found.
@@ -85,6 +91,16 @@ fn table_bytes(capacity: usize, entry: usize) -> usize {
     buckets * (entry + 1) + 16
 }
 
+/// Estimated heap bytes of a `BTreeMap` with `len` entries of `entry` bytes: leaves of 11
+/// entries (plus parent link and lengths) assumed two-thirds full, one internal node (with its
+/// 12 edges) per six leaves.
+fn btree_bytes(len: usize, entry: usize) -> usize {
+    let leaf = malloc_chunk(16 + 11 * entry);
+    let leaves = (len * 3).div_ceil(2 * 11);
+    let internal = malloc_chunk(16 + 11 * entry + 12 * 8);
+    leaves * leaf + leaves.div_ceil(6) * internal
+}
+
 /// Bytes glibc's malloc really takes for an `n`-byte allocation (8-byte header, 16-byte
 /// granularity, 32-byte minimum).
 fn malloc_chunk(n: usize) -> usize {
@@ -95,8 +111,10 @@ fn malloc_chunk(n: usize) -> usize {
 #[derive(Debug, Default)]
 pub struct Tables {
     ids: Interner,
-    balances: HashMap<Key, Packed>,
+    balances: BTreeMap<Key, Packed>,
     totals: HashMap<(Id, Id), Packed>,
+    /// `sum(quantity)` per `(org, location)`.
+    location_totals: HashMap<(Id, Id), Packed>,
     /// Values `Packed` cannot hold (wide or unservable), by slot; its entries carry
     /// `Packed::WIDE` in their table.
     wide: HashMap<Slot, Value>,
@@ -107,8 +125,16 @@ impl Tables {
     pub fn clear(&mut self) {
         self.balances.clear();
         self.totals.clear();
+        self.location_totals.clear();
         self.wide.clear();
         self.ids.clear();
+    }
+
+    /// Gives back spare capacity the load's growth left (the hash tables are already as
+    /// small as their load factor allows).
+    pub fn shrink(&mut self) {
+        self.ids.shrink();
+        self.wide.shrink_to_fit();
     }
 
     /// Sets a balance row as loaded from `inventory_balances`.
@@ -129,27 +155,30 @@ impl Tables {
             lot: m.lot.as_deref().map_or(0, |l| self.ids.intern(l)),
         };
         let delta = Value::parse(&m.quantity);
-        let pair = (key.org, key.item);
-        let total = self
-            .totals
-            .get(&pair)
-            .map_or(Value::Small(Small::ZERO), |&p| {
-                self.value(Slot::Total(pair.0, pair.1), p)
-            });
-        let (balance, total) = match self.balances.get(&key) {
+        let (pair, at) = ((key.org, key.item), (key.org, key.location));
+        let running = |map: &HashMap<(Id, Id), Packed>, slot: Slot, k: &(Id, Id)| {
+            map.get(k)
+                .map_or(Value::Small(Small::ZERO), |&p| self.value(slot, p))
+        };
+        let total = running(&self.totals, Slot::Total(pair.0, pair.1), &pair);
+        let at_location = running(&self.location_totals, Slot::LocationTotal(at.0, at.1), &at);
+        let (balance, total, at_location) = match self.balances.get(&key) {
             // A duplicate key in the initial load cannot happen (unique index); be safe.
-            Some(_) if set => (Value::Unservable, Value::Unservable),
+            Some(_) if set => (Value::Unservable, Value::Unservable, Value::Unservable),
             Some(&p) => (
                 self.value(Slot::Balance(key), p).add(delta),
                 total.add(delta),
+                at_location.add(delta),
             ),
             // The trigger inserts the delta itself as the new row's quantity.
-            None => (delta, total.add(delta)),
+            None => (delta, total.add(delta), at_location.add(delta)),
         };
         let p = self.packed(Slot::Balance(key), balance);
         self.balances.insert(key, p);
         let p = self.packed(Slot::Total(pair.0, pair.1), total);
         self.totals.insert(pair, p);
+        let p = self.packed(Slot::LocationTotal(at.0, at.1), at_location);
+        self.location_totals.insert(at, p);
     }
 
     fn value(&self, slot: Slot, p: Packed) -> Value {
@@ -212,12 +241,16 @@ impl Tables {
         self.balances.is_empty()
     }
 
-    /// Estimated heap bytes per balance: every table at its capacity (slots + control bytes),
+    /// Estimated heap bytes per balance (`btree_bytes` for the balances), every hash table at its capacity (slots + control bytes),
     /// the side map and the interned names with allocator overhead, over the balance count.
     pub fn bytes_per_balance(&self) -> usize {
         use std::mem::size_of;
-        let bytes = table_bytes(self.balances.capacity(), size_of::<(Key, Packed)>())
+        let bytes = btree_bytes(self.balances.len(), size_of::<(Key, Packed)>())
             + table_bytes(self.totals.capacity(), size_of::<((Id, Id), Packed)>())
+            + table_bytes(
+                self.location_totals.capacity(),
+                size_of::<((Id, Id), Packed)>(),
+            )
             + table_bytes(self.wide.capacity(), size_of::<(Slot, Value)>())
             + self.ids.bytes();
         bytes / self.len().max(1)

@@ -19,6 +19,9 @@ use super::Balances;
 use crate::upstream::{ServerConn, UpstreamError};
 use crate::wire;
 
+/// How often the server is asked for its position while a fence probe waits for the stream.
+const REPING: Duration = Duration::from_millis(1);
+
 /// The ledger relation as the stream describes it: its id and where our columns are.
 struct Ledger {
     id: u32,
@@ -92,6 +95,9 @@ pub(super) async fn stream(
                 }
                 _ = b.ping.notified() => reply = true,
                 _ = tick.tick() => {}
+                // A fence probe waits for the store: ask for the server's position again
+                // until the stream has passed it.
+                _ = tokio::time::sleep(REPING), if b.fence.pending() => reply = true,
             }
         }
         while let Some(f) = wire::split_frame(&mut repl.rbuf, usize::MAX >> 1)? {

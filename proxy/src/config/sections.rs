@@ -234,9 +234,13 @@ pub struct BalancesConfig {
     pub publication: String,
     /// Schema of `inventory_ledger` and `inventory_balances`.
     pub schema: String,
-    /// How long a session that wrote the ledger waits for the cache to catch up before its
-    /// read goes to PostgreSQL instead.
+    /// How long a read waits for the cache to pass the fence (a ledger write through this
+    /// proxy that ended before the read, or the staleness bound) before it goes to PostgreSQL.
     pub read_your_writes_timeout_ms: u64,
+    /// Writes that bypass this proxy are seen by cached reads within this many milliseconds:
+    /// a read is answered from memory only when the cache has applied everything the server
+    /// had flushed at most this long ago.
+    pub max_staleness_ms: u64,
     /// Upper bound of the reconnect backoff.
     pub max_backoff_ms: u64,
 }
@@ -247,7 +251,8 @@ impl Default for BalancesConfig {
             enabled: false,
             publication: "orgwall_ledger".into(),
             schema: "public".into(),
-            read_your_writes_timeout_ms: 1000,
+            read_your_writes_timeout_ms: 50,
+            max_staleness_ms: 50,
             max_backoff_ms: 5000,
         }
     }
@@ -271,6 +276,12 @@ impl BalancesConfig {
                     why: format!("`{value}` must be a lower-case identifier (a-z, 0-9, _)"),
                 });
             }
+        }
+        if self.max_staleness_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "balances.max_staleness_ms".into(),
+                why: "must be at least 1".into(),
+            });
         }
         Ok(self)
     }

@@ -82,6 +82,9 @@ impl Session<'_> {
                 if swallow {
                     self.arm_cancel();
                 }
+                if self.status == b'I' {
+                    self.ledger_transaction_ended();
+                }
                 self.restore_startup_settings();
                 self.maybe_release();
             }

@@ -2,9 +2,11 @@
 //! lookup is answered with `push_synthetic`, so its responses keep protocol order.
 //!
 //! When: a tenant statement (after the tenant rewrite, which must not have been altered by a
-//! policy plugin), outside any transaction with nothing in flight, while the cache is serving.
-//! A session that may have committed a ledger write first waits (bounded) until the cache has
-//! applied WAL up to the server's current position — read-your-writes — else goes upstream.
+//! policy plugin), outside any transaction with nothing in flight, while the cache is serving
+//! and its fence (`balances/fence.rs`) allows it — else, after a bounded wait, upstream. Every
+//! session notes the end of each transaction that may have written the ledger to the fence
+//! before its client hears of it, so a read through this proxy that starts later, in any
+//! session, sees that write.
 //! Extended protocol: Parse of a recognised statement takes no server connection; Bind decides
 //! (and computes the answer), Describe/Execute/Close of that portal are answered from it.
 //! Invariant: an answer is for the tenant current at Bind and Execute, and only for a
@@ -12,26 +14,23 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::pending::Pending;
 use super::route::Routed;
 use super::Session;
-use crate::balances::{answer, bind, pgoutput, shape::Shape, Balances, Response};
+use crate::balances::{answer, bind, shape::Shape, Balances, Response};
 use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
 use crate::wire;
 
-/// Parameter types a recognised statement accepts (unspecified, text, varchar).
-const TEXT_LIKE: [u32; 3] = [0, 25, 1043];
-
 /// The session's cache-related state.
 #[derive(Debug, Default)]
 pub(super) struct Local {
-    /// The session sent something that may write the ledger; its next cached read must wait.
-    ledger_dirty: bool,
+    /// The session sent something that may write the ledger: the end of its transaction is
+    /// noted to the fence.
+    ledger_write_open: bool,
     /// Recognised statements, by client statement name, with the template they were routed with.
     shapes: HashMap<String, (Arc<Template>, Arc<Shape>)>,
     /// Portals answered locally, by name.
@@ -113,7 +112,7 @@ impl Session<'_> {
     /// The shape of a routed tenant statement, if the cache may answer it.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
         if mentions(text, "inventory_ledger") {
-            self.local.ledger_dirty = true;
+            self.local.ledger_write_open = true;
         }
         let b = self.state.balances.as_ref()?;
         let rendered = routed.tenant.as_ref()?;
@@ -131,36 +130,23 @@ impl Session<'_> {
         (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
     }
 
-    /// Read-your-writes: after a possible ledger write, waits until the cache has applied WAL
-    /// up to the server's current position.
-    async fn caught_up(&mut self, b: &Balances) -> bool {
-        if !self.local.ledger_dirty {
-            return true;
+    /// PostgreSQL said the transaction ended (ReadyForQuery idle): if it may have written the
+    /// ledger, the fence learns it now, before the client does. The note stays open while
+    /// more is in flight (a later statement of the pipeline may be the write).
+    pub(super) fn ledger_transaction_ended(&mut self) {
+        if !self.local.ledger_write_open {
+            return;
         }
-        let Some(lsn) = self.current_wal_lsn().await else {
-            return false;
-        };
-        let timeout = Duration::from_millis(b.config.read_your_writes_timeout_ms);
-        if b.wait_for(lsn, timeout).await {
-            self.local.ledger_dirty = false;
-            return true;
+        if let Some(b) = self.state.balances.as_ref() {
+            let org = match self.principal.role {
+                crate::config::Role::Tenant => Some(self.principal.org_id.as_str()),
+                _ => None,
+            };
+            b.fence.write_done(org);
         }
-        false
-    }
-
-    async fn current_wal_lsn(&mut self) -> Option<u64> {
-        const SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
-        let rows = match self.server.as_mut() {
-            Some(lease) => lease.conn.query_text(SQL).await.ok()?,
-            None => {
-                let mut lease = self.state.pool.acquire().await.ok()?;
-                let rows = lease.conn.query_text(SQL).await.ok()?;
-                self.state.pool.release(lease);
-                rows
-            }
-        };
-        let text = rows.first()?.first()?.as_deref()?;
-        pgoutput::parse_lsn(text)
+        if self.pending.is_empty() {
+            self.local.ledger_write_open = false;
+        }
     }
 
     /// Simple protocol: answers the query from the cache; true when answered.
@@ -171,10 +157,10 @@ impl Session<'_> {
         let (Some(b), Some(org)) = (self.cache(), self.current_org()) else {
             return false;
         };
-        if shape.param_count() > 0 || !self.quiet() || !self.caught_up(&b).await {
+        if shape.param_count() > 0 || !self.quiet() || !b.wait_fresh(&org).await {
             return false;
         }
-        let Some(resp) = b.answer(&shape, &org, &[], &[]) else {
+        let Some(resp) = b.answer(&shape, &org, &[], &[], &[]) else {
             return false;
         };
         let status = self.status;
@@ -205,7 +191,7 @@ impl Session<'_> {
         let Some(rendered) = routed.tenant.as_ref() else {
             return false;
         };
-        if types.iter().any(|t| !TEXT_LIKE.contains(t)) {
+        if !answer::declared_types_fit(&shape, types) {
             return false;
         }
         self.local
@@ -226,7 +212,7 @@ impl Session<'_> {
                 .get(statement)
                 .is_some_and(|s| s.writes_ledger)
         {
-            self.local.ledger_dirty = true;
+            self.local.ledger_write_open = true;
         }
         if portal.is_empty() && !self.local.portals.is_empty() {
             self.local.portals.remove(portal);
@@ -282,19 +268,22 @@ impl Session<'_> {
         }
         let expected = shape.param_count().max(stmt.types.len());
         let fits = answer::formats(shape, &bind.result_formats).is_some();
-        let checked =
-            bind::counts(bind, expected).and_then(|()| bind::values(bind, &stmt.types, fits));
+        let types = answer::effective_types(shape, &stmt.types);
+        let checked = bind::counts(bind, expected).and_then(|()| bind::values(bind, &types, fits));
         if let Err(why) = checked {
             tracing::debug!(reason = %why, "balance lookup's Bind left to PostgreSQL");
             return false;
         }
-        if !self.caught_up(b).await {
+        let Some(org) = self.current_org() else {
+            return false;
+        };
+        if !b.wait_fresh(&org).await {
             return false;
         }
         let mut described = self.local.described.take();
         let resp = self.answer_bind(b, bind, &mut described);
         self.local.described = described;
-        let (Some(resp), Some(org)) = (resp, self.current_org()) else {
+        let Some(resp) = resp else {
             return false;
         };
         self.local.portals.insert(
@@ -318,9 +307,14 @@ impl Session<'_> {
     ) -> Option<Response> {
         let org = self.current_org_str()?;
         let (shape, _) = self.local_statement(bind.statement)?;
-        b.answer_with(shape, org, &bind.params, &bind.result_formats, |f| {
-            describe(described, b, shape, f)
-        })
+        b.answer_with(
+            shape,
+            org,
+            &bind.params,
+            &bind.param_formats,
+            &bind.result_formats,
+            |f| describe(described, b, shape, f),
+        )
     }
 
     /// Describe of a local portal: its RowDescription. Describe of a recognised statement

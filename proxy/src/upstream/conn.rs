@@ -245,6 +245,18 @@ impl ServerConn {
         &mut self,
         sql: &str,
     ) -> Result<Vec<Vec<Option<String>>>, UpstreamError> {
+        let mut rows = Vec::new();
+        self.query_each(sql, |r| rows.push(r)).await?;
+        Ok(rows)
+    }
+
+    /// [`query_text`](Self::query_text) handing each row to `each` as it arrives instead of
+    /// collecting them (the balance cache's initial load: millions of rows).
+    pub async fn query_each(
+        &mut self,
+        sql: &str,
+        mut each: impl FnMut(Vec<Option<String>>),
+    ) -> Result<(), UpstreamError> {
         self.unnamed = None;
         let mut out = BytesMut::new();
         wire::put(
@@ -252,21 +264,17 @@ impl ServerConn {
             &pgwire::messages::simplequery::Query::new(sql.to_string()),
         );
         self.send(&out).await?;
-        let mut rows = Vec::new();
         let mut failure = None;
         loop {
             let f = self.next_frame(usize::MAX >> 1).await?;
             match f[0] {
-                b'D' => rows.push(wire::data_row_text(&f).ok_or(UpstreamError::Protocol)?),
+                b'D' => each(wire::data_row_text(&f).ok_or(UpstreamError::Protocol)?),
                 b'E' => failure = Some(UpstreamError::rejected(&f)),
                 b'Z' => break,
                 _ => {}
             }
         }
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(rows),
-        }
+        failure.map_or(Ok(()), Err)
     }
 
     /// Runs one statement with text parameters (extended protocol, unnamed statement) on an idle

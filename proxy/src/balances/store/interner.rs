@@ -119,6 +119,12 @@ impl Interner {
         self.ends.clear();
     }
 
+    /// Gives back the arena's and the offsets' spare capacity (after a load).
+    pub(super) fn shrink(&mut self) {
+        self.text.shrink_to_fit();
+        self.ends.shrink_to_fit();
+    }
+
     /// Heap bytes: arena and offsets at capacity, both tables, boxed colliding names.
     pub(super) fn bytes(&self) -> usize {
         use std::mem::size_of;

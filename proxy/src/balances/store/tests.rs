@@ -67,7 +67,8 @@ fn wide_values_stay_exact_and_shrink_back() {
         assert_eq!(text(s.point("a", "i1", "l1", None)), big);
         assert_eq!(text(s.total("a", "i1")), "100000000000000000001.75");
     });
-    assert_eq!(s.read(|t| t.wide.len()), 2);
+    // The balance, the item's total and location l1's total.
+    assert_eq!(s.read(|t| t.wide.len()), 3);
     s.write(|s| s.apply(&mv("a", "i1", "l1", None, "-100000000000000000000")));
     s.read(|s| {
         assert_eq!(text(s.point("a", "i1", "l1", None)), "0.5");
@@ -147,5 +148,79 @@ fn a_million_balances_fit_in_150_bytes_each() {
         );
         // Item 3's 50 balances are n = 3 + 20,000 × location: all n ≡ 3 (mod 4) → 1000.25.
         assert_eq!(text(s.total("org_bench", "itm_0000003")), "50012.50");
+    });
+}
+
+#[test]
+fn selections_without_lot_or_location_and_their_sums() {
+    let s = Store::new();
+    s.write(|s| {
+        s.load(&mv("a", "i1", "l1", None, "1"));
+        s.load(&mv("a", "i1", "l1", Some("x"), "2.50"));
+        s.load(&mv("a", "i1", "l2", Some("y"), "-1"));
+        s.load(&mv("a", "i2", "l1", None, "10"));
+        s.load(&mv("b", "i1", "l1", None, "100"));
+    });
+    let sel = |items: &'static [&'static str], locations: Option<&'static [&'static str]>, lots| {
+        Selection {
+            org: "a",
+            items,
+            locations,
+            lots,
+        }
+    };
+    s.read(|t| {
+        let names = |q: Selection<'_>| -> Vec<(String, String, Option<String>, String)> {
+            let mut v: Vec<_> = t
+                .select(&q)
+                .expect("servable")
+                .iter()
+                .map(|r| {
+                    (
+                        r.item.into(),
+                        r.location.into(),
+                        r.lot.map(Into::into),
+                        r.quantity.to_text(),
+                    )
+                })
+                .collect();
+            v.sort();
+            v
+        };
+        let row = |i: &str, l: &str, lot: Option<&str>, q: &str| {
+            (
+                i.to_string(),
+                l.to_string(),
+                lot.map(Into::into),
+                q.to_string(),
+            )
+        };
+        assert_eq!(
+            names(sel(&["i1"], Some(&["l1"]), Lots::Any)),
+            vec![
+                row("i1", "l1", None, "1"),
+                row("i1", "l1", Some("x"), "2.50")
+            ]
+        );
+        assert_eq!(
+            names(sel(&["i1"], None, Lots::Null)),
+            vec![row("i1", "l1", None, "1")]
+        );
+        assert_eq!(
+            names(sel(&["i1", "i2", "nope"], None, Lots::In(&["y", "nope"]))),
+            vec![row("i1", "l2", Some("y"), "-1")]
+        );
+        assert_eq!(names(sel(&["i2"], Some(&["l2"]), Lots::Any)), vec![]);
+        assert_eq!(text(t.sum(&sel(&["i1", "i2"], None, Lots::Any))), "12.50");
+        assert_eq!(text(t.sum(&sel(&["i1"], Some(&["l1"]), Lots::Any))), "3.50");
+        assert_eq!(t.sum(&sel(&["i9"], None, Lots::Any)), Lookup::Missing);
+        assert_eq!(
+            t.sum(&sel(&["i1"], Some(&["l9"]), Lots::Any)),
+            Lookup::Missing
+        );
+        assert_eq!(text(t.location_sum("a", &["l1"])), "13.50");
+        assert_eq!(text(t.location_sum("a", &["l1", "l2"])), "12.50");
+        assert_eq!(text(t.location_sum("b", &["l1"])), "100");
+        assert_eq!(t.location_sum("a", &["l9"]), Lookup::Missing);
     });
 }
