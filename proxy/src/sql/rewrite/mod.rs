@@ -10,6 +10,7 @@ mod build;
 pub mod cache;
 mod calls;
 pub mod catalog;
+mod copy_from;
 mod dml;
 mod fields;
 mod functions;
@@ -111,6 +112,9 @@ pub struct Template {
     literal_checks: Vec<String>,
     /// What the pooler must know, read from the same parse (`summary`).
     summary: Summary,
+    /// A tenant's `COPY … FROM STDIN`, expanded to stage and insert (`copy_from.rs`): the
+    /// session turns PostgreSQL's answers to the expansion into the one COPY answer.
+    copy_in: bool,
 }
 
 impl Template {
@@ -163,6 +167,11 @@ impl Template {
     /// template (never from another reading of the client's text).
     pub fn summary(&self) -> &Summary {
         &self.summary
+    }
+
+    /// Whether this is a tenant's `COPY … FROM STDIN` (see `copy_from.rs`).
+    pub fn copy_in(&self) -> bool {
+        self.copy_in
     }
 }
 
@@ -266,12 +275,24 @@ fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> 
     let summary = summary::summarize(&stmts);
     // Each statement is printed straight into one buffer as soon as it is confined.
     let mut text = String::with_capacity(sql.len() * 2 + 128);
+    let mut copy_in = false;
+    let count = stmts.len();
     for (i, mut stmt) in stmts.into_iter().enumerate() {
         match statements::check_set_config(&stmt) {
             Some(rest) => functions::check_statement(&rest?, catalog)?,
             None => functions::check_statement(&stmt, catalog)?,
         }
         fields::check(&stmt, catalog)?;
+        if let Some(expanded) = copy_from::expand(&mut stmt, &mut cx)? {
+            if count > 1 {
+                return Err(Refusal::unsupported(
+                    "COPY … FROM STDIN must be the only statement of its query string for tenants",
+                ));
+            }
+            copy_in = true;
+            text.push_str(&expanded);
+            continue;
+        }
         statements::rewrite_statement(&mut stmt, &mut cx)?;
         literals::requote(&mut stmt)?;
         if i > 0 {
@@ -291,5 +312,6 @@ fn rewrite_unbounded(sql: &str, catalog: &Catalog) -> Result<Template, Refusal> 
         param_checks: cx.param_checks,
         literal_checks: cx.literal_checks,
         summary,
+        copy_in,
     })
 }

@@ -46,6 +46,9 @@ pub fn literals_of(sql: &str) -> Option<Vec<Literal>> {
 /// what decides).
 pub fn shape(sql: &str, literals: &[Literal], catalog: &Catalog) -> Option<Shaped> {
     let t = rewrite(&parametrize(sql, literals), catalog).ok()?;
+    if t.copy_in() {
+        return None; // its options are printed by Orgwall from the client's own literals
+    }
     if t.param_checks().iter().any(|&n| n >= BASE) || !t.literal_checks().is_empty() {
         return None; // a literal tenant value: its check is the rewriter's to make
     }
@@ -137,6 +140,7 @@ impl Shaped {
             param_checks: self.param_checks.clone(),
             literal_checks: vec![],
             summary: self.summary.clone(),
+            copy_in: false,
         }
     }
 }

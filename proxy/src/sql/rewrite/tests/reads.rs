@@ -345,11 +345,8 @@ fn mixed_rules() {
         ),
     );
     check(
-        r#"COPY items FROM STDIN"#,
-        Refused(
-            "0A000",
-            r#"COPY … FROM is not supported for tenants; use INSERT (Orgwall confines it)"#,
-        ),
+        r#"COPY items FROM '/etc/passwd'"#,
+        Refused("42501", r#"COPY … FROM a file or program is not allowed"#),
     );
     check(
         r#"PREPARE p AS SELECT * FROM items WHERE id = $1"#,
