@@ -37,6 +37,9 @@ impl Session<'_> {
     }
 
     fn on_server_message(&mut self, mut frame: BytesMut) {
+        if self.copy_in_message(&frame) {
+            return;
+        }
         match frame[0] {
             b'A' => self.own_notification_pid(&mut frame),
             b'C' => self.complete_head(&frame),
@@ -246,7 +249,10 @@ impl Session<'_> {
     /// The server entered COPY FROM STDIN. In the extended protocol PostgreSQL ignores Sync
     /// until the copy ends, so Syncs the client sent before its CopyDone/CopyFail get no answer.
     fn enter_copy_in(&mut self) {
-        if !matches!(self.pending.front(), Some(Pending::Execute { .. })) {
+        if !matches!(
+            self.pending.front(),
+            Some(Pending::Execute { .. } | Pending::CopyIn { extended: true })
+        ) {
             return;
         }
         self.copy_in = true;
@@ -352,6 +358,7 @@ impl Session<'_> {
             match p {
                 Pending::Sync
                 | Pending::Query { .. }
+                | Pending::CopyIn { extended: false }
                 | Pending::Settings { .. }
                 | Pending::Context { synced: true, .. } => return,
                 // Skipped by PostgreSQL: the connection keeps its previous context.

@@ -109,6 +109,10 @@ impl Session<'_> {
             self.push_synthetic(rfq);
             return Ok(());
         }
+        if routed.tenant.as_ref().is_some_and(|t| t.template.copy_in()) {
+            self.send_copy_in(&q.query, routed.sql.unwrap_or_default(), false);
+            return Ok(());
+        }
         match routed.sql.or(mapped) {
             None => self.to_server.extend_from_slice(&frame),
             Some(sql) => wire::put(&mut self.to_server, &Query::new(sql)),
@@ -154,6 +158,9 @@ impl Session<'_> {
             Ok(r) => r,
             Err(e) => return self.refuse(e, false).await,
         };
+        if self.parse_copy_in(&name, &p.query, &routed).await? {
+            return Ok(());
+        }
         if !name.is_empty() && self.statements.contains_key(&name) {
             let e = ClientError::error(
                 code::DUPLICATE_PREPARED_STATEMENT,
@@ -287,7 +294,8 @@ impl Session<'_> {
 
     async fn on_execute(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         if let Some(cmd) = self.commands.portal(wire_portal_name(&frame)) {
-            if self.in_flight() {
+            // (A COPY runs on the server in protocol order: it need not wait.)
+            if self.in_flight() && !matches!(cmd, super::tenant::OrgwallCommand::CopyIn(_)) {
                 self.defer(frame);
                 return Ok(());
             }

@@ -116,7 +116,10 @@ impl Session<'_> {
         let checked = cmd.and_then(|c| {
             if !matches!(
                 c,
-                OrgwallCommand::Deallocate { .. } | OrgwallCommand::Show | OrgwallCommand::Admin(_)
+                OrgwallCommand::Deallocate { .. }
+                    | OrgwallCommand::Show
+                    | OrgwallCommand::Admin(_)
+                    | OrgwallCommand::CopyIn(_)
             ) {
                 tenant::may_switch(self.principal.role)?;
             }
@@ -180,8 +183,10 @@ impl Session<'_> {
 
     /// Execute of a command portal: applies it and answers CommandComplete.
     pub(super) async fn execute_command(&mut self, cmd: OrgwallCommand) -> Result<(), ClientError> {
-        if let OrgwallCommand::Admin(a) = cmd {
-            return self.execute_admin(a).await;
+        match cmd {
+            OrgwallCommand::Admin(a) => return self.execute_admin(a).await,
+            OrgwallCommand::CopyIn(text) => return self.execute_copy_in(&text).await,
+            _ => {}
         }
         if matches!(cmd, OrgwallCommand::Show) && self.status != b'E' {
             let row = self.show_row();
@@ -260,8 +265,9 @@ impl Session<'_> {
                 }
                 Ok("DEALLOCATE")
             }
-            // Answered by `execute_admin`, never applied as a setting.
+            // Answered by `execute_admin` and `execute_copy_in`, never applied as settings.
             OrgwallCommand::Admin(_) => Ok("SHOW"),
+            OrgwallCommand::CopyIn(_) => Ok("COPY"),
         }
     }
 

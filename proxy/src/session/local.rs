@@ -130,6 +130,14 @@ impl Session<'_> {
         (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
     }
 
+    /// A statement that may write the ledger was sent (read-your-writes: the fence learns of
+    /// it when its transaction ends).
+    pub(super) fn note_ledger_write(&mut self, text: &str) {
+        if mentions(text, "inventory_ledger") {
+            self.local.ledger_write_open = true;
+        }
+    }
+
     /// PostgreSQL said the transaction ended (ReadyForQuery idle): if it may have written the
     /// ledger, the fence learns it now, before the client does. The note stays open while
     /// more is in flight (a later statement of the pipeline may be the write).

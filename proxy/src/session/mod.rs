@@ -10,6 +10,7 @@ mod backend;
 mod client;
 mod commands;
 mod context;
+mod copy_in;
 mod ddl;
 mod defer;
 mod encoding;

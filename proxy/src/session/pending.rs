@@ -63,6 +63,12 @@ pub enum Pending {
     Synthetic(BytesMut),
     /// Marks where the client ended a COPY (CopyDone/CopyFail); expects no response.
     CopyEnd,
+    /// A tenant's COPY FROM STDIN run as its expansion (`copy_in.rs`): everything up to
+    /// ReadyForQuery, which is swallowed when `extended` (an Execute; the client's Sync gets
+    /// its own).
+    CopyIn {
+        extended: bool,
+    },
 }
 
 /// What the session does with one server message.
@@ -123,6 +129,8 @@ pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
         (Pending::DescribeStatement | Pending::DescribePortal, b'T' | b'n') => ForwardPop,
         (Pending::Execute { .. }, b'C' | b'I' | b's') => ForwardPop,
         (Pending::Execute { .. }, _) => Forward,
+        (Pending::CopyIn { extended }, b'Z') => Ready { swallow: *extended },
+        (Pending::CopyIn { .. }, _) => Forward,
         _ => Unexpected,
     }
 }
@@ -221,6 +229,17 @@ mod tests {
                 Swallow,
             ),
             (Some(Pending::Bind), b'E', Error),
+            (Some(Pending::CopyIn { extended: true }), b'G', Forward),
+            (
+                Some(Pending::CopyIn { extended: true }),
+                b'Z',
+                Ready { swallow: true },
+            ),
+            (
+                Some(Pending::CopyIn { extended: false }),
+                b'Z',
+                Ready { swallow: false },
+            ),
             (Some(Pending::Bind), b'Z', Unexpected),
             (None, b'D', Unexpected),
         ];

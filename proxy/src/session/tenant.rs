@@ -25,6 +25,9 @@ pub enum OrgwallCommand {
     },
     /// An admin console statement prepared in the extended protocol (`admin.rs`).
     Admin(super::admin::AdminCommand),
+    /// A tenant's `COPY … FROM STDIN` prepared in the extended protocol: its text, routed
+    /// again at Execute (`copy_in.rs`).
+    CopyIn(std::sync::Arc<str>),
 }
 
 /// Where a bound tenant comes from.
