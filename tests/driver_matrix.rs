@@ -1,7 +1,7 @@
 //! The driver matrix (issue 18): one small program per stack does what an app does — connect,
 //! introspect, CRUD with RETURNING, a join, an aggregate, a transaction that rolls back, a
 //! prepared statement used more than five times, a unique violation, several pool checkouts,
-//! COPY out where the stack has it — as tenant A through Orgwall and directly under
+//! COPY out and in where the stack has it — as tenant A through Orgwall and directly under
 //! row-level security (`harness/drivers.rs`); the transcripts must be equal.
 
 use orgwall_e2e::bounded;
@@ -12,7 +12,7 @@ use orgwall_e2e::drivers::{same_as_row_level_security, transcripts_match_row_lev
 mod sqlx_flow;
 
 /// asyncpg's `Pool`: every release resets the connection (`pg_advisory_unlock_all()`,
-/// `CLOSE ALL`, `UNLISTEN *`, `RESET ALL`).
+/// `CLOSE ALL`, `UNLISTEN *`, `RESET ALL`); `copy_records_to_table` (binary COPY FROM).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn asyncpg_pool() {
     bounded(
@@ -24,7 +24,21 @@ async fn asyncpg_pool() {
     .await;
 }
 
-/// node-postgres (`pg`) with its `Pool`, named prepared statements, `pg-copy-streams` for COPY.
+/// psycopg 3's `cursor.copy()`: COPY FROM in text (`write_row`), binary (`set_types`) and csv
+/// (`write`), in and out of the client's transactions (the reference inserts the same rows).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg_copy() {
+    bounded(
+        300,
+        same_as_row_level_security("m_psycopg_copy", "psycopg_copy_flow.py", |t| async move {
+            python("psycopg_copy_flow.py", &[t.url()], 120).await
+        }),
+    )
+    .await;
+}
+
+/// node-postgres (`pg`) with its `Pool`, named prepared statements, `pg-copy-streams` for COPY
+/// out and in (the reference, where PostgreSQL refuses COPY FROM, inserts the same rows).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_postgres() {
     bounded(

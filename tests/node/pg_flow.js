@@ -2,7 +2,11 @@
 // argv[2] is a connection URL; tests/driver_matrix.rs compares the transcript through Orgwall
 // with the one under row-level security.
 const { Pool } = require('pg');
-const { to: copyTo } = require('pg-copy-streams');
+const { to: copyTo, from: copyFrom } = require('pg-copy-streams');
+
+// The row-level-security reference (its URL sets app.org_id): PostgreSQL refuses COPY FROM
+// there, so it inserts the same rows; through Orgwall the COPY itself must succeed.
+const reference = process.argv[2].includes('app.org_id');
 
 const say = (...what) => console.log(JSON.stringify(what));
 
@@ -55,6 +59,22 @@ async function main() {
       s.on('error', reject);
     });
     say('copied', Buffer.concat(chunks).toString());
+    const flags = [['ff_node_c1', 'node_copy_1', 't'], ['ff_node_c2', 'node_copy_2', 'f']];
+    if (reference) {
+      for (const f of flags) {
+        await c.query('INSERT INTO feature_flags (id, key, enabled) VALUES ($1, $2, $3)', f);
+      }
+      say('copy in', flags.length);
+    } else {
+      const n = await new Promise((resolve, reject) => {
+        const s = c.query(copyFrom('COPY feature_flags (id, key, enabled) FROM STDIN'));
+        s.on('finish', () => resolve(s.rowCount));
+        s.on('error', reject);
+        s.end(flags.map((f) => f.join('\t') + '\n').join(''));
+      });
+      say('copy in', n);
+    }
+    say('copied in', (await c.query('SELECT id, key, enabled, org_id FROM feature_flags ORDER BY id')).rows);
     say('delete returning', (await c.query('DELETE FROM items WHERE id = $1 RETURNING id', ['i_node1'])).rows);
   } finally {
     c.release();

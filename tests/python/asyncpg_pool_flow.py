@@ -11,6 +11,9 @@ import sys
 import asyncpg
 
 out = []
+# The row-level-security reference (its URL sets app.org_id): PostgreSQL refuses COPY FROM
+# there, so it inserts the same rows; through Orgwall the COPY itself must succeed.
+REFERENCE = "app.org_id" in sys.argv[1]
 
 
 def say(*what):
@@ -62,6 +65,15 @@ async def main():
 
         say("copy out", await c.copy_from_query("SELECT id, item_number FROM items ORDER BY id", output=sink))
         say("copied", b"".join(copied))
+        flags = [(f"ff_pool_c{i}", f"pool_copy_{i}", i % 2 == 0) for i in range(5)]
+        if REFERENCE:
+            await c.executemany("INSERT INTO feature_flags (id, key, enabled) VALUES ($1, $2, $3)", flags)
+            say("copy in", f"COPY {len(flags)}")
+        else:
+            say("copy in", await c.copy_records_to_table(
+                "feature_flags", records=flags, columns=["id", "key", "enabled"]))
+        say("copied in", [tuple(r) for r in await c.fetch(
+            "SELECT id, key, enabled, org_id FROM feature_flags ORDER BY id")])
         say("delete returning", await c.fetch("DELETE FROM items WHERE id = $1 RETURNING id", "i_pool1"))
         await c.execute("SET statement_timeout = '5s'")
     async with pool.acquire() as c:
