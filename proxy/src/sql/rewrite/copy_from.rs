@@ -301,6 +301,11 @@ mod tests {
                 "42601",
                 "only for COPY TO",
             ),
+            (
+                "COPY items FROM STDIN WHERE id = 'x'",
+                "0A000",
+                "COPY … FROM … WHERE is not supported",
+            ),
         ];
         for (sql, code, part) in cases {
             match rewrite(sql, &Catalog::seed_for_tests()) {

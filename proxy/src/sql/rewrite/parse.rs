@@ -163,6 +163,12 @@ pub(crate) fn known_gap(sql: &str) -> Option<&'static str> {
              unnest(a, b); otherwise join the function calls WITH ORDINALITY on the ordinality",
         );
     }
+    let copy_from = kws.first() == Some(&Some(Keyword::COPY)) && kws.contains(&Some(Keyword::FROM));
+    if copy_from && kws.contains(&Some(Keyword::WHERE)) {
+        return Some(
+            "COPY … FROM … WHERE is not supported for tenants: send only the rows to load",
+        );
+    }
     None
 }
 
