@@ -85,6 +85,52 @@ async fn after_a_commit_every_session_of_the_proxy_reads_the_new_balance() {
     .await;
 }
 
+/// A tenant's `COPY inventory_ledger FROM STDIN` (staged and inserted by Orgwall) is a ledger
+/// write like an INSERT: once it has committed, the next read from another session sees it,
+/// whether the COPY ran on its own or inside the client's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_ledger_copy_every_session_reads_the_new_balance() {
+    bounded(600, async {
+        let db = tenancy::tenant_db("bal_fence_copy").await;
+        let proxy = cached_proxy_with(&db, "").await;
+        wait_serving(&proxy).await;
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        let b = connect(&proxy.conn_str(TENANT_A)).await;
+        let before = counter(&stats(&proxy).await, "hits");
+        let mut expected: i64 = 85; // seed: 100 - 15
+        let mut stale = Vec::new();
+        for n in 0..100 {
+            let in_transaction = n % 3 == 2;
+            if in_transaction {
+                a.batch_execute("BEGIN").await.expect("BEGIN");
+            }
+            let sink = a
+                .copy_in::<_, bytes::Bytes>(
+                    "COPY inventory_ledger (item_id, location_id, quantity_delta, reason) FROM STDIN",
+                )
+                .await
+                .expect("COPY");
+            futures_util::pin_mut!(sink);
+            futures_util::SinkExt::send(&mut sink, bytes::Bytes::from_static(b"i_a1\tl_a1\t2\tcopy\n"))
+                .await
+                .expect("COPY data");
+            assert_eq!(sink.finish().await.expect("COPY done"), 1);
+            if in_transaction {
+                a.batch_execute("COMMIT").await.expect("COMMIT");
+            }
+            expected += 2;
+            let got = read_as(&b, n).await;
+            if got != Some(expected.to_string()) {
+                stale.push((n, got));
+            }
+        }
+        let s = stats(&proxy).await;
+        assert_eq!(stale, vec![], "stale reads after a ledger COPY: {s:?}");
+        assert!(counter(&s, "hits") > before, "the cache answered none: {s:?}");
+    })
+    .await;
+}
+
 /// A write made directly on PostgreSQL (bypassing the proxy) and read through the proxy once
 /// `max_staleness_ms` has passed: never stale — served from memory when the cache could
 /// promise the bound, else by PostgreSQL.
