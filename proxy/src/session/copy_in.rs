@@ -53,6 +53,9 @@ impl Session<'_> {
             }
             Err(e) => return self.refuse(e, false).await,
         };
+        // Never on a multiplexed connection (an Execute and Sync alone read as shareable: the
+        // portal is Orgwall's, so no server connection is held for it).
+        self.shareable = None;
         if let Err(e) = self.ensure_server().await {
             return self.refuse(e, false).await;
         }
