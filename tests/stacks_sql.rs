@@ -370,3 +370,55 @@ async fn psql_describe_works_for_a_tenant() {
     })
     .await;
 }
+
+/// `currval` never shows a value another tenant drew: a pooled server connection's sequence
+/// state is discarded whenever its tenant context changes, so after B's `nextval` on the one
+/// server connection, A's `currval` fails as on a fresh session (`55000`); A's own draws —
+/// explicit or by a column default — are still A's to read back in the same transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currval_never_shows_another_tenants_value() {
+    bounded(120, async {
+        let db = tenant_db("stacks_currval").await;
+        db.psql(&orgwall_schema()).await;
+        let proxy = tenant_proxy(&db, ProxyOptions::pool(1, "transaction")).await;
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        let b = connect(&proxy.conn_str(TENANT_B)).await;
+        let value = |o: Outcome| match o {
+            Outcome::Rows(r) => r.rows.into_iter().flatten().collect::<Vec<_>>(),
+            other => panic!("{other}"),
+        };
+        for round in 0..3 {
+            let drawn = value(run_simple(&b, "SELECT nextval('tickets_id_seq')").await);
+            match run_simple(&a, "SELECT currval('tickets_id_seq')").await {
+                Outcome::Error { code, .. } if code == "55000" => {}
+                other => panic!("round {round}: A read B's draw {drawn:?}: {other}"),
+            }
+            // A's own draws, in one transaction.
+            let mine = value(
+                run_simple(
+                    &a,
+                    "BEGIN; SELECT nextval('tickets_id_seq'); SELECT currval('tickets_id_seq'); COMMIT",
+                )
+                .await,
+            );
+            assert_eq!(mine.len(), 2, "{mine:?}");
+            assert_eq!(mine[0], mine[1], "A's currval is A's nextval");
+            let inserted = value(
+                run_simple(
+                    &a,
+                    "BEGIN; INSERT INTO tickets (title) VALUES ('by default') RETURNING id; \
+                     SELECT currval('tickets_id_seq'); COMMIT",
+                )
+                .await,
+            );
+            assert_eq!(inserted.len(), 2, "{inserted:?}");
+            assert_eq!(inserted[0], inserted[1], "a column default's draw reads back");
+            // And B, after A used the connection, does not see A's.
+            match run_simple(&b, "SELECT currval('tickets_id_seq')").await {
+                Outcome::Error { code, .. } if code == "55000" => {}
+                other => panic!("round {round}: B read A's draw: {other}"),
+            }
+        }
+    })
+    .await;
+}

@@ -29,6 +29,12 @@ pub const RENEW_SECS: u64 = 300;
 /// The statement that sets the context; `$1` is the token (text).
 const SET_SQL: &str = "SELECT pg_catalog.set_config('orgwall.tenant', $1, false)";
 
+/// Run with every context change: `currval` on a pooled server connection would otherwise show
+/// the value the connection drew last, possibly for another tenant. After it, `currval` answers
+/// only for a sequence this tenant drew from since its context was set (else PostgreSQL's
+/// `55000`, "not yet defined in this session").
+const DISCARD_SQL: &str = "DISCARD SEQUENCES";
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -189,14 +195,15 @@ pub fn sign(key: &[u8], org: &str, expires: u64) -> String {
 /// portal) leaves those alone.
 pub const SET_NAME: &str = "orgwall_tenant_context";
 
-/// CloseComplete messages PostgreSQL sends for [`put_set_context`] (its statement, its portal).
-pub const SET_CLOSES: u8 = 2;
+/// CloseComplete messages PostgreSQL sends for [`put_set_context`] (its statements, its portals).
+pub const SET_CLOSES: u8 = 4;
 
 /// Appends the messages that set the context to `token` (a Bind parameter): Close of
 /// [`SET_NAME`] (so it never exists already), Parse of `set_config('orgwall.tenant', $1, false)`
-/// under that name, Bind to the portal of that name, Execute, Close of the portal, and a Sync
-/// when `sync`. PostgreSQL answers CloseComplete, ParseComplete, BindComplete, DataRow,
-/// CommandComplete, CloseComplete (and ReadyForQuery).
+/// under that name, Bind to the portal of that name, Execute, Close of the portal; the same for
+/// `DISCARD SEQUENCES`; and a Sync when `sync`. PostgreSQL answers CloseComplete,
+/// ParseComplete, BindComplete, DataRow, CommandComplete, CloseComplete, then CloseComplete,
+/// ParseComplete, BindComplete, CommandComplete, CloseComplete (and ReadyForQuery).
 pub fn put_set_context(out: &mut BytesMut, token: &str, sync: bool) {
     let mut msg = |tag: u8, body: &dyn Fn(&mut BytesMut)| {
         let mut b = BytesMut::new();
@@ -228,6 +235,31 @@ pub fn put_set_context(out: &mut BytesMut, token: &str, sync: bool) {
         b.put_i32(token.len() as i32);
         b.extend_from_slice(token.as_bytes());
         b.put_i16(0); // result formats: all text
+    });
+    msg(b'E', &|b| {
+        name(b);
+        b.put_i32(0);
+    });
+    msg(b'C', &|b| {
+        b.put_u8(b'P');
+        name(b);
+    });
+    msg(b'C', &|b| {
+        b.put_u8(b'S');
+        name(b);
+    });
+    msg(b'P', &|b| {
+        name(b);
+        b.extend_from_slice(DISCARD_SQL.as_bytes());
+        b.put_u8(0);
+        b.put_i16(0);
+    });
+    msg(b'B', &|b| {
+        name(b); // portal
+        name(b); // statement
+        b.put_i16(0);
+        b.put_i16(0);
+        b.put_i16(0);
     });
     msg(b'E', &|b| {
         name(b);
@@ -288,11 +320,11 @@ mod tests {
         let mut out = BytesMut::new();
         put_set_context(&mut out, "tok", true);
         let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
-        assert_eq!(tags, b"CPBECS");
+        assert_eq!(tags, b"CPBECCPBECS");
         let mut out = BytesMut::new();
         put_set_context(&mut out, "", false);
         let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
-        assert_eq!(tags, b"CPBEC");
+        assert_eq!(tags, b"CPBECCPBEC");
         assert_eq!(
             tags.iter().filter(|&&t| t == b'C').count(),
             usize::from(SET_CLOSES)
