@@ -81,19 +81,6 @@ fn describe(
     Some(bytes)
 }
 
-/// Whether `sql` contains `what` (lowercase ASCII), ignoring ASCII case.
-pub(super) fn mentions(sql: &str, what: &str) -> bool {
-    let (hay, needle) = (sql.as_bytes(), what.as_bytes());
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    hay.len() >= needle.len()
-        && (0..=hay.len() - needle.len()).any(|i| {
-            hay[i].to_ascii_lowercase() == first
-                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
-        })
-}
-
 impl Session<'_> {
     fn cache(&self) -> Option<Arc<Balances>> {
         self.state.balances.clone().filter(|b| b.serving())
@@ -111,22 +98,22 @@ impl Session<'_> {
 
     /// The shape of a routed tenant statement, if the cache may answer it.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
-        if mentions(text, "inventory_ledger") {
+        let plan = match &routed.plan {
+            Some(p) => p.clone(),
+            None => self.state.planner.plan(text),
+        };
+        if plan.names_ledger() {
             self.local.ledger_write_open = true;
         }
-        let b = self.state.balances.as_ref()?;
         let rendered = routed.tenant.as_ref()?;
-        if !mentions(text, "inventory_balances") {
-            return None;
-        }
-        let shape = b.shapes.recognise(text)?;
+        let shape = self.state.planner.balance(&plan)?;
         if !routed.masked {
             return Some(shape);
         }
         // A policy plugin rewrote (masked) the text: only the client's own SQL, confined by
         // the tenant rewrite, is answered here.
         let catalog = self.state.catalog().await.ok()?;
-        let own = self.state.rewrites.get_or_rewrite(text, &catalog).ok()?;
+        let own = self.state.planner.rewrite(&plan, &catalog).ok()?;
         (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
     }
 

@@ -109,8 +109,8 @@ pub(crate) struct Session<'a> {
     local: local::Local,
     /// The messages being handled form a batch that may share a multiplexed connection.
     shareable: Option<shared::Sharing>,
-    /// The SQL texts of the batch being handled, classified once (see `shared`).
-    summaries: shared::Summaries,
+    /// The plans of the SQL texts in the batch being handled (see `shared`).
+    batch_plans: shared::BatchPlans,
     /// The second wall (tenant and switcher logins; see `context.rs`).
     wall: Option<Arc<crate::boundary::Wall>>,
     /// A context was set inside the client's transaction (PostgreSQL undoes it if that rolls
@@ -168,7 +168,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         commands: commands::Commands::default(),
         local: local::Local::default(),
         shareable: None,
-        summaries: Vec::new(),
+        batch_plans: Vec::new(),
         wall: login.wall,
         context_unsure: false,
         ddl_in_transaction: false,
@@ -345,10 +345,10 @@ impl Session<'_> {
     /// Splits and handles every complete client message in the buffer.
     async fn process_client(&mut self) -> Result<(), &'static str> {
         let max = self.state.config.max_message_bytes;
-        let mut memo = std::mem::take(&mut self.summaries);
+        let mut memo = std::mem::take(&mut self.batch_plans);
         memo.clear();
         self.shareable = self.batch_is_shareable(&mut memo);
-        self.summaries = memo;
+        self.batch_plans = memo;
         while !self.closing && !self.deferred {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {
