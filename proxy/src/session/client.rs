@@ -12,7 +12,7 @@ use super::admin;
 use super::encoding::{nth_string, text_is_utf8};
 use super::pending::Pending;
 use super::prepare::Placement;
-use super::{Session, Statement};
+use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
@@ -23,7 +23,7 @@ use crate::wire;
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
 const REFUSED_SQL: &str = "orgwall refused this statement";
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     pub(super) async fn on_client_message(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let tag = frame[0];
         if self.skipping && matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'H') {

@@ -19,7 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::pending::Pending;
 use super::route::Routed;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::balances::{answer, bind, shape::Shape, Balances, Response};
 use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
@@ -81,7 +81,7 @@ fn describe(
     Some(bytes)
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     fn cache(&self) -> Option<Arc<Balances>> {
         self.state.balances.clone().filter(|b| b.serving())
     }

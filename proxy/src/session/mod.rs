@@ -20,6 +20,8 @@ mod route;
 mod settings;
 mod shared;
 mod tenant;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -65,12 +67,18 @@ struct Statement {
     executes: Option<String>,
 }
 
+/// What a session talks to its client over: a socket in production (`ClientStream`), an
+/// in-memory pipe in the session's own tests.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientIo for T {}
+
 /// Everything one client connection owns.
-pub(crate) struct Session<'a> {
+pub(crate) struct Session<'a, S = ClientStream> {
     state: &'a ProxyState,
     principal: Principal,
     mode: PoolMode,
-    client: ClientStream,
+    client: S,
     cbuf: BytesMut,
     to_client: BytesMut,
     to_server: BytesMut,
@@ -139,7 +147,7 @@ enum Event {
 }
 
 /// Serves a logged-in client until it leaves, breaks the protocol, or the proxy drains.
-pub async fn run(login: Login, state: &ProxyState) {
+pub async fn run<S: ClientIo>(login: Login<S>, state: &ProxyState) {
     // Held until the session ends: its place among `max_client_connections`.
     let _slot = login.slot;
     let mut s = Session {
@@ -179,7 +187,7 @@ pub async fn run(login: Login, state: &ProxyState) {
     s.finish().await;
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     async fn run_loop(&mut self) -> &'static str {
         let mut draining = false;
         // Registered once, not on every pass: each registration locks the shared token.

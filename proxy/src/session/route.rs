@@ -6,7 +6,7 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::shared::Sharing;
-use super::{Session, Statement};
+use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
@@ -42,7 +42,7 @@ pub(super) struct Rendered {
     pub client_text: Option<Arc<str>>,
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// The single function every client SQL string passes through before PostgreSQL. Each
     /// statement is logged by fingerprint (DEBUG; admin statements at INFO with
     /// `audit_admin_statements`), each refusal at INFO with its SQLSTATE — never the text or

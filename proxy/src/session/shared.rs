@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use super::Session;
+use super::{ClientIo, Session};
 use crate::config::PoolMode;
 use crate::plan::Plan;
 use crate::wire;
@@ -31,7 +31,7 @@ impl Sharing {
 /// The plans of the SQL texts in the client's waiting batch: `route_sql` finds them here.
 pub(super) type BatchPlans = Vec<Arc<Plan>>;
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Whether every complete message in the client buffer may go to a multiplexed connection;
     /// records the plan of each SQL text it classifies in `memo`.
     pub(super) fn batch_is_shareable(&self, memo: &mut BatchPlans) -> Option<Sharing> {
@@ -110,7 +110,7 @@ impl Session<'_> {
     }
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// How the text may share a connection, by its lexical summary; its plan goes to `memo`.
     fn summarize(&self, sql: &[u8], memo: &mut BatchPlans) -> Option<Sharing> {
         let plan = self.state.planner.plan(std::str::from_utf8(sql).ok()?);
