@@ -43,6 +43,7 @@ pub mod localpg;
 pub mod logging;
 pub mod lru;
 pub mod migrate;
+pub mod plan;
 pub mod policy;
 pub mod scram;
 pub mod server;

@@ -18,10 +18,11 @@ use crate::cancel::CancelRegistry;
 use crate::config::{Config, Role};
 use crate::frontend::{self, tls_acceptor, ClientStream};
 use crate::listen::{Listeners, Peer};
+use crate::plan::Planner;
 use crate::policy::{self, PolicyEngine};
 use crate::scram::Verifier;
 use crate::session;
-use crate::sql::rewrite::{Catalog, RewriteCache};
+use crate::sql::rewrite::Catalog;
 use crate::upstream::{catalog, Pool, UpstreamError};
 
 /// What every connection task shares.
@@ -50,8 +51,9 @@ pub struct ProxyState {
     catalog: std::sync::RwLock<Option<Arc<Catalog>>>,
     /// Serialises catalog discovery so concurrent sessions load it once.
     catalog_loading: tokio::sync::Mutex<()>,
-    /// Tenant-independent rewrite templates, shared by all sessions.
-    pub rewrites: RewriteCache,
+    /// Every SQL text's plan (summary, policy analysis, rewrite template, balance shape),
+    /// shared by all sessions; nothing in it names a tenant.
+    pub planner: Planner,
     /// The balance cache, when `[balances] enabled = true` (its feed starts in [`run`]).
     pub balances: Option<Arc<crate::balances::Balances>>,
     /// Policy plugins (`[[plugins]]`), hot-reloaded by `policy::reload::watch`.
@@ -105,7 +107,13 @@ impl ProxyState {
             catalog: std::sync::RwLock::new(None),
             catalog_loading: tokio::sync::Mutex::new(()),
             ddl_epoch: std::sync::atomic::AtomicU64::new(0),
-            rewrites: RewriteCache::new(config.tenancy.rewrite_cache_size),
+            planner: Planner::new(
+                config.tenancy.rewrite_cache_size,
+                config
+                    .balances
+                    .enabled
+                    .then(|| config.balances.schema.clone()),
+            ),
             balances: config
                 .balances
                 .enabled

@@ -14,7 +14,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::sql::rewrite::cache::CacheCounts;
+use crate::plan::CacheCounts;
 use crate::upstream::PoolSnapshot;
 
 /// Every metric family Orgwall exports, registered once.
@@ -116,7 +116,7 @@ impl Metrics {
             .expect("unique metric");
         let rewrite_entries = prometheus::IntGauge::new(
             "orgwall_rewrite_cache_entries",
-            "Statements in the rewrite cache",
+            "SQL texts kept by the planner (plans)",
         )
         .expect("valid metric");
         registry
@@ -125,7 +125,7 @@ impl Metrics {
         Metrics {
             rewrite_lookups: counter(
                 "orgwall_rewrite_cache_lookups_total",
-                "Rewrite cache lookups: hit (same text), shape_hit (same statement, other literals), miss (rewritten)",
+                "Tenant rewrites asked of the planner: hit (plan held it), shape_hit (same statement, other literals), miss (rewritten)",
                 &["result"],
             ),
             rewrite_entries,

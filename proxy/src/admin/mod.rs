@@ -118,7 +118,7 @@ fn metrics_text(state: &ProxyState) -> String {
     let balances = state.balances.as_ref().map(|b| b.stats());
     state
         .metrics
-        .render(&pools, balances, state.rewrites.counts())
+        .render(&pools, balances, state.planner.counts())
 }
 
 /// Whether PostgreSQL gives the owner pool a connection, and whether the second wall stands.

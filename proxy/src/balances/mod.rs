@@ -33,7 +33,6 @@ pub mod metrics;
 pub mod pgoutput;
 pub mod request;
 pub mod shape;
-pub mod shape_cache;
 mod snapshot;
 pub mod store;
 mod stream;
@@ -46,6 +45,31 @@ use crate::config::BalancesConfig;
 use answer::Columns;
 pub use metrics::Metrics;
 use store::Store;
+
+/// Whether `sql` names the ledger, so running it may write it: a session that sent it notes
+/// the end of its transaction to the fence (read-your-writes). Erring towards yes only costs
+/// a fence note.
+pub fn names_ledger(sql: &str) -> bool {
+    mentions(sql, "inventory_ledger")
+}
+
+/// Whether `sql` names `inventory_balances` (only such text is worth parsing for a shape).
+pub fn names_balances(sql: &str) -> bool {
+    mentions(sql, "inventory_balances")
+}
+
+/// Whether `sql` contains `what` (lowercase ASCII), ignoring ASCII case.
+fn mentions(sql: &str, what: &str) -> bool {
+    let (hay, needle) = (sql.as_bytes(), what.as_bytes());
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    hay.len() >= needle.len()
+        && (0..=hay.len() - needle.len()).any(|i| {
+            hay[i].to_ascii_lowercase() == first
+                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+        })
+}
 
 /// Resident set size of this process in bytes (`/proc/self/statm`; `None` where there is no
 /// such file), for the memory figures measured rather than estimated.
@@ -62,8 +86,6 @@ pub fn resident_bytes() -> Option<u64> {
 pub struct Balances {
     pub config: BalancesConfig,
     pub store: Store,
-    /// Recognised statement shapes (parsed once per shape).
-    pub shapes: shape_cache::ShapeCache,
     serving: AtomicBool,
     /// End LSN of the last applied transaction (or keepalive position with nothing pending).
     applied_lsn: AtomicU64,
@@ -89,11 +111,9 @@ pub struct Balances {
 
 impl Balances {
     pub fn new(config: BalancesConfig) -> Balances {
-        let shapes = shape_cache::ShapeCache::new(&config.schema);
         Balances {
             config,
             store: Store::new(),
-            shapes,
             serving: AtomicBool::new(false),
             applied_lsn: AtomicU64::new(0),
             server_lsn: AtomicU64::new(0),

@@ -44,8 +44,8 @@ pub struct Principal {
 }
 
 /// A logged-in client, greeted and ready for its first query.
-pub struct Login {
-    pub stream: ClientStream,
+pub struct Login<S = ClientStream> {
+    pub stream: S,
     /// Bytes the client already sent after its login.
     pub buf: BytesMut,
     pub principal: Principal,

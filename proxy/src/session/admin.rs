@@ -9,7 +9,7 @@ use bytes::BytesMut;
 use pgwire::messages::response::CommandComplete;
 
 use super::tenant::OrgwallCommand;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::admin::console::{self, Rows};
 use crate::balances::answer;
 use crate::balances::drift::{self, DriftError};
@@ -210,7 +210,7 @@ enum Answer {
     Done(&'static str),
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// An admin statement in a Query (`parse_name: None`) or a Parse under that name (then it
     /// is remembered, and Bind/Describe/Execute answered by `commands.rs`).
     pub(super) async fn on_admin_command(

@@ -4,13 +4,13 @@
 use bytes::BytesMut;
 
 use super::pending::{self, Action, Pending};
-use super::{settings, Session};
+use super::{settings, ClientIo, Session};
 use crate::config::PoolMode;
 use crate::errors::{answer_too_large, code, ClientError};
 use crate::sql::SessionEffect;
 use crate::wire::{self, WireError};
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Handles every complete server message in the server's buffer.
     /// A message over `max_message_bytes` is refused from its length word, before it is read
     /// (`54000`; the server connection is closed).

@@ -12,7 +12,7 @@ use super::admin;
 use super::encoding::{nth_string, text_is_utf8};
 use super::pending::Pending;
 use super::prepare::Placement;
-use super::{Session, Statement};
+use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
@@ -23,7 +23,7 @@ use crate::wire;
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
 const REFUSED_SQL: &str = "orgwall refused this statement";
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     pub(super) async fn on_client_message(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let tag = frame[0];
         if self.skipping && matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'H') {
@@ -433,29 +433,43 @@ impl Session<'_> {
                 return Ok(());
             }
         }
-        let checkout = match self.principal.role {
-            Role::Admin => pool.acquire().await,
-            // Counted against the org the session serves now (an unbound switcher: its own).
-            _ => {
-                let org = self.current_org_str().unwrap_or(&self.principal.org_id);
-                let who = Holder {
-                    org,
-                    user: &self.principal.user,
-                    user_cap: self.principal.max_server_connections,
-                };
-                pool.acquire_for(who).await
+        let mut tries = 0;
+        let lease = loop {
+            tries += 1;
+            let checkout = match self.principal.role {
+                Role::Admin => pool.acquire().await,
+                // Counted against the org the session serves now (an unbound switcher: its own).
+                _ => {
+                    let org = self.current_org_str().unwrap_or(&self.principal.org_id);
+                    let who = Holder {
+                        org,
+                        user: &self.principal.user,
+                        user_cap: self.principal.max_server_connections,
+                    };
+                    pool.acquire_for(who).await
+                }
+            };
+            let mut lease = checkout.map_err(|e| {
+                tracing::warn!(error = %e, "no server connection");
+                ClientError::from(&e)
+            })?;
+            match self.restore_settings(&mut lease.conn).await {
+                Ok(()) => break lease,
+                // The connection's state is unknown: it is closed (dropped), never reused.
+                Err(e) if tries < 2 => {
+                    tracing::warn!(error = %e, "restoring client settings failed; trying another connection")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "restoring client settings failed");
+                    return Err(ClientError::error(
+                        code::CONNECTION_FAILURE,
+                        "could not bring a server connection to this session's settings; retry",
+                    ));
+                }
             }
         };
-        let lease = checkout.map_err(|e| {
-            tracing::warn!(error = %e, "no server connection");
-            ClientError::from(&e)
-        })?;
-        let stale = lease.conn.settings != self.settings.fingerprint();
         self.server = Some(lease);
         self.drop_outdated_statements();
-        if stale {
-            self.replay_settings(false);
-        }
         self.sync_context(true).await?;
         self.arm_cancel();
         Ok(())
@@ -480,6 +494,27 @@ impl Session<'_> {
             self.cancel
                 .set_target(Some((&lease.conn.key, &lease.conn.fence)));
         }
+    }
+
+    /// Brings a connection just checked out to the session's settings (`RESET ALL; …`) when it
+    /// last served others, and waits for PostgreSQL's answer: the previous holder's settings
+    /// (a 1 ms `statement_timeout`, say) can fail the replay, and then nothing of this client
+    /// may run on the connection — a statement pipelined behind the failed replay would run
+    /// with the other client's settings.
+    async fn restore_settings(
+        &self,
+        conn: &mut crate::upstream::ServerConn,
+    ) -> Result<(), crate::upstream::UpstreamError> {
+        let fingerprint = self.settings.fingerprint();
+        if conn.settings == fingerprint {
+            return Ok(());
+        }
+        // A simple Query drops the unnamed statement; `RESET ALL` the tenant context.
+        conn.unnamed = None;
+        conn.context = crate::boundary::Context::Unknown;
+        conn.query_text(&self.settings.replay_sql()).await?;
+        conn.settings = fingerprint;
+        Ok(())
     }
 
     /// Sends the client's settings (`RESET ALL; …`) ahead of whatever comes next on the held

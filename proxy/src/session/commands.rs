@@ -15,7 +15,7 @@ use super::tenant::{self, OrgwallCommand};
 
 /// The column `SHOW orgwall.org_id` answers in, named as PostgreSQL names a SHOW's column.
 const SHOW_COLUMN: &str = "orgwall.org_id";
-use super::Session;
+use super::{ClientIo, Session};
 use crate::boundary::unix_now;
 use crate::config::PoolMode;
 use crate::errors::{code, ClientError};
@@ -49,7 +49,7 @@ impl Commands {
     }
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Drops the client's prepared statements, its own and its `orgwall.*` ones, as
     /// PostgreSQL's `DEALLOCATE ALL` and `DISCARD ALL` do (which do not touch the unnamed
     /// statement: `keep_unnamed`, unless PostgreSQL replaced it anyway).

@@ -6,12 +6,12 @@
 use bytes::BytesMut;
 
 use super::pending::Pending;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::boundary::{self, unix_now, Context};
 use crate::errors::{code, ClientError};
 use crate::wire;
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Sets the held server connection's tenant context to the session's current tenant (or
     /// clears it when none is bound), ahead of the next client message, if it differs. `fresh`:
     /// the connection was just taken, so nothing of the client's is in flight on it.

@@ -18,11 +18,11 @@ use pgwire::messages::simplequery::Query;
 
 use super::pending::Pending;
 use super::tenant::OrgwallCommand;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::errors::{code, ClientError};
 use crate::wire;
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Extended protocol, Parse of a routed statement: a tenant's COPY FROM is held by Orgwall
     /// (its text routed again at Execute, for the tenant current then). True when it was one.
     pub(super) async fn parse_copy_in(

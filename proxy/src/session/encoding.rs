@@ -3,11 +3,11 @@
 //! another encoding, whose SQL passes through as written (PostgreSQL converts it; Orgwall's own
 //! reading of it is a lossy UTF-8 copy, never sent).
 
-use super::Session;
+use super::{ClientIo, Session};
 use crate::config::Role;
 use crate::errors::{code, ClientError};
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// An admin login whose `client_encoding` is not UTF8 sends SQL in that encoding: it passes
     /// through as written (PostgreSQL converts it). Tenant logins are held to UTF8.
     pub(super) fn passes_other_encodings(&self) -> bool {

@@ -19,7 +19,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use super::pending::Pending;
 use super::route::Routed;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::balances::{answer, bind, shape::Shape, Balances, Response};
 use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
@@ -81,20 +81,7 @@ fn describe(
     Some(bytes)
 }
 
-/// Whether `sql` contains `what` (lowercase ASCII), ignoring ASCII case.
-pub(super) fn mentions(sql: &str, what: &str) -> bool {
-    let (hay, needle) = (sql.as_bytes(), what.as_bytes());
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    hay.len() >= needle.len()
-        && (0..=hay.len() - needle.len()).any(|i| {
-            hay[i].to_ascii_lowercase() == first
-                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
-        })
-}
-
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     fn cache(&self) -> Option<Arc<Balances>> {
         self.state.balances.clone().filter(|b| b.serving())
     }
@@ -111,29 +98,29 @@ impl Session<'_> {
 
     /// The shape of a routed tenant statement, if the cache may answer it.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
-        if mentions(text, "inventory_ledger") {
+        let plan = match &routed.plan {
+            Some(p) => p.clone(),
+            None => self.state.planner.plan(text),
+        };
+        if plan.names_ledger() {
             self.local.ledger_write_open = true;
         }
-        let b = self.state.balances.as_ref()?;
         let rendered = routed.tenant.as_ref()?;
-        if !mentions(text, "inventory_balances") {
-            return None;
-        }
-        let shape = b.shapes.recognise(text)?;
+        let shape = self.state.planner.balance(&plan)?;
         if !routed.masked {
             return Some(shape);
         }
         // A policy plugin rewrote (masked) the text: only the client's own SQL, confined by
         // the tenant rewrite, is answered here.
         let catalog = self.state.catalog().await.ok()?;
-        let own = self.state.rewrites.get_or_rewrite(text, &catalog).ok()?;
+        let own = self.state.planner.rewrite(&plan, &catalog).ok()?;
         (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
     }
 
     /// A statement that may write the ledger was sent (read-your-writes: the fence learns of
     /// it when its transaction ends).
     pub(super) fn note_ledger_write(&mut self, text: &str) {
-        if mentions(text, "inventory_ledger") {
+        if crate::balances::names_ledger(text) {
             self.local.ledger_write_open = true;
         }
     }

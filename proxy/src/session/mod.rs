@@ -21,6 +21,8 @@ mod route;
 mod settings;
 mod shared;
 mod tenant;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -66,12 +68,18 @@ struct Statement {
     executes: Option<String>,
 }
 
+/// What a session talks to its client over: a socket in production (`ClientStream`), an
+/// in-memory pipe in the session's own tests.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientIo for T {}
+
 /// Everything one client connection owns.
-pub(crate) struct Session<'a> {
+pub(crate) struct Session<'a, S = ClientStream> {
     state: &'a ProxyState,
     principal: Principal,
     mode: PoolMode,
-    client: ClientStream,
+    client: S,
     cbuf: BytesMut,
     to_client: BytesMut,
     to_server: BytesMut,
@@ -110,8 +118,8 @@ pub(crate) struct Session<'a> {
     local: local::Local,
     /// The messages being handled form a batch that may share a multiplexed connection.
     shareable: Option<shared::Sharing>,
-    /// The SQL texts of the batch being handled, classified once (see `shared`).
-    summaries: shared::Summaries,
+    /// The plans of the SQL texts in the batch being handled (see `shared`).
+    batch_plans: shared::BatchPlans,
     /// The second wall (tenant and switcher logins; see `context.rs`).
     wall: Option<Arc<crate::boundary::Wall>>,
     /// A context was set inside the client's transaction (PostgreSQL undoes it if that rolls
@@ -140,7 +148,7 @@ enum Event {
 }
 
 /// Serves a logged-in client until it leaves, breaks the protocol, or the proxy drains.
-pub async fn run(login: Login, state: &ProxyState) {
+pub async fn run<S: ClientIo>(login: Login<S>, state: &ProxyState) {
     // Held until the session ends: its place among `max_client_connections`.
     let _slot = login.slot;
     let mut s = Session {
@@ -169,7 +177,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         commands: commands::Commands::default(),
         local: local::Local::default(),
         shareable: None,
-        summaries: Vec::new(),
+        batch_plans: Vec::new(),
         wall: login.wall,
         context_unsure: false,
         ddl_in_transaction: false,
@@ -180,7 +188,7 @@ pub async fn run(login: Login, state: &ProxyState) {
     s.finish().await;
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     async fn run_loop(&mut self) -> &'static str {
         let mut draining = false;
         // Registered once, not on every pass: each registration locks the shared token.
@@ -346,10 +354,10 @@ impl Session<'_> {
     /// Splits and handles every complete client message in the buffer.
     async fn process_client(&mut self) -> Result<(), &'static str> {
         let max = self.state.config.max_message_bytes;
-        let mut memo = std::mem::take(&mut self.summaries);
+        let mut memo = std::mem::take(&mut self.batch_plans);
         memo.clear();
         self.shareable = self.batch_is_shareable(&mut memo);
-        self.summaries = memo;
+        self.batch_plans = memo;
         while !self.closing && !self.deferred {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {

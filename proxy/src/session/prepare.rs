@@ -6,7 +6,7 @@ use bytes::BytesMut;
 use pgwire::messages::extendedquery::{Close, Parse, ParseComplete};
 
 use super::pending::Pending;
-use super::{Session, Statement};
+use super::{ClientIo, Session, Statement};
 use crate::errors::{code, ClientError};
 use crate::sql::lex::{self, Token};
 use crate::wire;
@@ -22,7 +22,7 @@ pub(super) enum Placement {
     Unnamed,
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Decides where the statement the client calls `client_name` runs on the held connection.
     /// A named one is prepared under its server name, on a full connection in place of the
     /// least recently used statement — except on a multiplexed connection, where it runs
@@ -171,7 +171,7 @@ impl Session<'_> {
     }
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// `EXECUTE name` / `EXPLAIN … EXECUTE name` (admin logins) of a statement the client
     /// prepared through the protocol: PostgreSQL knows it under Orgwall's name, so the text is
     /// returned with that name in place, once the statement is prepared on the held server

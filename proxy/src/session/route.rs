@@ -6,10 +6,11 @@ use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use super::shared::Sharing;
-use super::{Session, Statement};
+use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
+use crate::plan::Plan;
 use crate::sql::rewrite::Template;
 use crate::sql::{self, SessionEffect};
 
@@ -26,6 +27,9 @@ pub(super) struct Routed {
     pub masked: bool,
     /// How it may use a multiplexed connection.
     pub sharing: Sharing,
+    /// The plan of the client's text (`None` when a prepared statement was rendered again
+    /// for another tenant from its template alone).
+    pub plan: Option<Arc<Plan>>,
 }
 
 /// A statement rendered for one tenant.
@@ -38,7 +42,7 @@ pub(super) struct Rendered {
     pub client_text: Option<Arc<str>>,
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// The single function every client SQL string passes through before PostgreSQL. Each
     /// statement is logged by fingerprint (DEBUG; admin statements at INFO with
     /// `audit_admin_statements`), each refusal at INFO with its SQLSTATE — never the text or
@@ -74,6 +78,7 @@ impl Session<'_> {
                 format!("statement is {} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)", text.len()),
             ));
         }
+        let plan = self.plan_of(text);
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
         let started = std::time::Instant::now();
         let decision = self.state.policy.check(
@@ -83,6 +88,7 @@ impl Session<'_> {
                 role: self.principal.role,
             },
             text,
+            || plan.analysis(),
         );
         if !self.state.policy.is_empty() {
             let kind = match &decision {
@@ -94,17 +100,21 @@ impl Session<'_> {
             self.state.metrics.plugin_decision(kind, seconds);
         }
         let masked = decision?;
-        let text = masked.as_deref().unwrap_or(text);
+        // A masked statement runs the masked text's plan.
+        let runs = match &masked {
+            Some(m) => self.state.planner.plan(m),
+            None => plan.clone(),
+        };
         // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
         if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
-            let summary = self.lexical_summary(text);
-            let (effects, sharing) = self.pooling_effects(summary)?;
+            let (effects, sharing) = self.pooling_effects(runs.lexical().clone())?;
             return Ok(Routed {
                 sql: masked.clone(),
                 effects,
                 tenant: None,
                 masked: masked.is_some(),
                 sharing,
+                plan: Some(plan),
             });
         }
         let catalog = self
@@ -113,13 +123,14 @@ impl Session<'_> {
             .await
             .map_err(|e| ClientError::from(&e))?;
         // Policy first: a tenant is told "not allowed" before "not poolable".
-        let template = self.state.rewrites.get_or_rewrite(text, &catalog)?;
+        let template = self.state.planner.rewrite(&runs, &catalog)?;
         // What the pooler tracks comes from the parse that produced the SQL PostgreSQL runs.
         // The multiplexing decision was taken earlier, from a lexical reading of the waiting
         // batch: if that reading let this statement share a connection and the parse does
         // not, the two readings differ, and the statement is refused.
         let summary = template.summary().clone();
-        if let Some((_, lexical)) = self.summaries.iter().find(|(t, _)| t == text) {
+        if self.batch_plans.iter().any(|p| Arc::ptr_eq(p, &runs)) {
+            let lexical = runs.lexical();
             if lexical.batchable && !summary.batchable
                 || lexical.read_only && !summary.read_only
                 || lexical.statements != summary.statements
@@ -141,6 +152,7 @@ impl Session<'_> {
                 tenant: None,
                 masked: masked.is_some(),
                 sharing,
+                plan: Some(plan),
             });
         };
         let sql = template.render_checked(&org)?;
@@ -154,6 +166,7 @@ impl Session<'_> {
             }),
             masked: masked.is_some(),
             sharing,
+            plan: Some(plan),
         })
     }
 
@@ -179,12 +192,12 @@ impl Session<'_> {
         Ok((summary.effects, sharing))
     }
 
-    /// The lexical summary of an admin's text (the batch check may have made it already).
-    fn lexical_summary(&self, text: &str) -> sql::Summary {
-        self.summaries
-            .iter()
-            .find(|(t, _)| t == text)
-            .map_or_else(|| sql::summarize(text), |(_, s)| s.clone())
+    /// The plan of `text`: the batch check's, when it planned this text, else the planner's.
+    fn plan_of(&self, text: &str) -> Arc<Plan> {
+        match self.batch_plans.iter().find(|p| p.text() == text) {
+            Some(p) => p.clone(),
+            None => self.state.planner.plan(text),
+        }
     }
 
     /// The org this session's statements run as now.
@@ -243,6 +256,7 @@ impl Session<'_> {
                 }),
                 masked: true,
                 sharing: stmt.sharing,
+                plan: None,
             },
         };
         let sql = routed.sql.unwrap_or_else(|| stmt.sql.clone());
@@ -348,7 +362,7 @@ impl Statement {
         Statement {
             server_name: format!("{SERVER_NAME_PREFIX}{hash:016x}"),
             sharing,
-            writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
+            writes_ledger: crate::balances::names_ledger(&sql),
             sql,
             raw_sql: None,
             executes: None,

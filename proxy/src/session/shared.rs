@@ -3,8 +3,11 @@
 //! run is `sql::Summary::batchable`, so the batch is a run of implicit transactions that leaves
 //! no session state and no open transaction behind.
 
-use super::Session;
+use std::sync::Arc;
+
+use super::{ClientIo, Session};
 use crate::config::PoolMode;
+use crate::plan::Plan;
 use crate::wire;
 
 /// How statements may use a multiplexed connection (from `sql::Summary`).
@@ -25,13 +28,13 @@ impl Sharing {
     }
 }
 
-/// The SQL texts of the client's waiting batch, classified once: `route_sql` finds them here.
-pub(super) type Summaries = Vec<(String, crate::sql::Summary)>;
+/// The plans of the SQL texts in the client's waiting batch: `route_sql` finds them here.
+pub(super) type BatchPlans = Vec<Arc<Plan>>;
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Whether every complete message in the client buffer may go to a multiplexed connection;
-    /// records each SQL text it classifies in `memo`.
-    pub(super) fn batch_is_shareable(&self, memo: &mut Summaries) -> Option<Sharing> {
+    /// records the plan of each SQL text it classifies in `memo`.
+    pub(super) fn batch_is_shareable(&self, memo: &mut BatchPlans) -> Option<Sharing> {
         if self.state.config.upstream.multiplex == 0
             || self.mode != PoolMode::Transaction
             || self.server.is_some()
@@ -63,9 +66,9 @@ impl Session<'_> {
                 _ => true,
             };
             let sharing = match tag {
-                b'Q' => cstr(body).and_then(|(q, _)| summarize(q, memo)),
+                b'Q' => cstr(body).and_then(|(q, _)| self.summarize(q, memo)),
                 b'P' => cstr(body).and_then(|(name, rest)| {
-                    let s = summarize(cstr(rest)?.0, memo)?;
+                    let s = self.summarize(cstr(rest)?.0, memo)?;
                     parsed.push((name, s.read_only));
                     Some(s)
                 }),
@@ -107,12 +110,14 @@ impl Session<'_> {
     }
 }
 
-fn summarize(sql: &[u8], memo: &mut Summaries) -> Option<Sharing> {
-    let text = std::str::from_utf8(sql).ok()?;
-    let s = crate::sql::summarize(text);
-    let sharing = Sharing::of(&s);
-    memo.push((text.to_string(), s));
-    Some(sharing)
+impl<S: ClientIo> Session<'_, S> {
+    /// How the text may share a connection, by its lexical summary; its plan goes to `memo`.
+    fn summarize(&self, sql: &[u8], memo: &mut BatchPlans) -> Option<Sharing> {
+        let plan = self.state.planner.plan(std::str::from_utf8(sql).ok()?);
+        let sharing = Sharing::of(plan.lexical());
+        memo.push(plan);
+        Some(sharing)
+    }
 }
 
 /// A NUL-terminated string at the start of `b`, and what follows it.

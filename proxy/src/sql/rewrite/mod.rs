@@ -7,7 +7,6 @@
 //! template (and one cache entry) serves every tenant.
 
 mod build;
-pub mod cache;
 mod calls;
 pub mod catalog;
 mod copy_from;
@@ -38,7 +37,6 @@ use sqlparser::dialect::PostgreSqlDialect;
 
 use super::{quote_literal, Summary};
 
-pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
 pub use functions::{builtin_class, builtin_functions, function_allowed, FunctionClass};
 pub(crate) use parse::parse;
