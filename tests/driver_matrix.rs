@@ -91,7 +91,7 @@ async fn activerecord() {
 }
 
 /// sqlx's `PgPool` (Rust): statements prepared as `sqlx_s_N` and cached per connection,
-/// `begin`/`rollback`, COPY out.
+/// `begin`/`rollback`, COPY out and in (`copy_in_raw`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlx_pool() {
     bounded(

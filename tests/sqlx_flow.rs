@@ -1,6 +1,7 @@
 //! sqlx's side of the driver matrix (`driver_matrix.rs`): what an app using sqlx's `PgPool`
 //! does, as a transcript of one line per result. Plain `sqlx::query` (prepared statements named
-//! `sqlx_s_N`, cached per connection), no compile-time macros (their `describe` is issue 23's).
+//! `sqlx_s_N`, cached per connection), no compile-time macros (their `describe` is issue 23's);
+//! COPY out and in (`copy_out_raw`, `copy_in_raw`).
 
 use std::fmt::Write as _;
 
@@ -119,6 +120,35 @@ async fn run(t: Target) -> Result<String, sqlx::Error> {
         .await?;
     let copied: Vec<u8> = chunks.concat();
     say("copied", format!("{:?}", String::from_utf8_lossy(&copied)));
+    // COPY in (`copy_in_raw`); the reference, where PostgreSQL refuses COPY FROM under
+    // row-level security (its target carries the org as an option), inserts the same rows.
+    let flags = [("ff_sqlx_c1", "sqlx_copy_1"), ("ff_sqlx_c2", "sqlx_copy_2")];
+    let n = if t.options.is_some() {
+        for (id, key) in flags {
+            sqlx::query("INSERT INTO feature_flags (id, key) VALUES ($1, $2)")
+                .bind(id)
+                .bind(key)
+                .execute(&mut *conn)
+                .await?;
+        }
+        flags.len() as u64
+    } else {
+        let mut copy = conn
+            .copy_in_raw("COPY feature_flags (id, key) FROM STDIN")
+            .await?;
+        let data: String = flags
+            .iter()
+            .map(|(id, key)| format!("{id}\t{key}\n"))
+            .collect();
+        copy.send(data.as_bytes()).await?;
+        copy.finish().await?
+    };
+    say("copy in", n.to_string());
+    let flags: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, key, org_id FROM feature_flags ORDER BY id")
+            .fetch_all(&mut *conn)
+            .await?;
+    say("copied in", format!("{flags:?}"));
     drop(conn);
     let rows = sqlx::query("DELETE FROM items WHERE id = $1 RETURNING id")
         .bind("i_sqlx1")
