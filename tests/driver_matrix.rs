@@ -50,7 +50,8 @@ async fn node_postgres() {
     .await;
 }
 
-/// postgres.js: every query a named prepared statement, its own pool, `sql.begin`, COPY out.
+/// postgres.js: every query a named prepared statement, its own pool, `sql.begin`, COPY out and
+/// in (`.readable()`, `.writable()`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_js() {
     bounded(

