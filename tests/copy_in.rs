@@ -306,6 +306,7 @@ async fn hostile_and_failing_copies_write_nothing() {
                     "42501",
                 ),
                 ("COPY items FROM STDIN; SELECT 1", "0A000"),
+                ("SELECT * INTO TEMP orgwall_copy FROM items", "42501"),
             ] {
                 match run_simple(&a, sql).await {
                     o @ Outcome::Error { .. } if o.code() == Some(want) => {
@@ -313,6 +314,14 @@ async fn hostile_and_failing_copies_write_nothing() {
                     }
                     other => panic!("{sql}: want {want}, got {other}"),
                 }
+            }
+            // The staging table's name is Orgwall's: a tenant cannot name it.
+            for sql in [
+                "SELECT * FROM pg_temp.orgwall_copy",
+                "INSERT INTO pg_temp.orgwall_copy (id) VALUES ('x')",
+            ] {
+                let o = run_simple(&a, sql).await;
+                assert!(o.is_orgwall_refusal(), "{sql}: {o}");
             }
             assert_eq!(org_checksums(&admin, "org_a", false).await, before_a);
             assert_eq!(org_checksums(&admin, "org_b", false).await, before_b);
