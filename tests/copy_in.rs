@@ -11,7 +11,7 @@ use futures_util::SinkExt;
 use orgwall_e2e::clients::{connect, psql};
 use orgwall_e2e::tenancy::{
     admin_direct, org_checksums, rls_client, run_simple, setup_rls, tenant_db, tenant_proxy,
-    Outcome, TENANT_A,
+    Outcome, SWITCHER, TENANT_A,
 };
 use orgwall_e2e::{bounded, ProxyOptions};
 use tokio_postgres::binary_copy::BinaryCopyInWriter;
@@ -193,18 +193,22 @@ async fn copy_from_stdin_as_a_tenant_equals_inserts_under_row_level_security() {
 /// Another org's id in the stream, a malformed row, CopyFail, a rolled-back transaction:
 /// nothing is written, the client gets PostgreSQL's error, and the session goes on. With the
 /// first wall alone (no row-level security upstream) the staging table's CHECK still refuses
-/// another org's rows.
+/// another org's rows. Transaction and session pooling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_and_failing_copies_write_nothing() {
     bounded(300, async {
         let db = tenant_db("copy_hostile").await;
         let admin = admin_direct(&db).await;
-        for second_wall in [true, false] {
+        for (second_wall, pool_mode) in [
+            (true, "transaction"),
+            (false, "transaction"),
+            (true, "session"),
+        ] {
             let proxy = tenant_proxy(
                 &db,
                 ProxyOptions {
                     second_wall,
-                    ..ProxyOptions::pool(2, "transaction")
+                    ..ProxyOptions::pool(2, pool_mode)
                 },
             )
             .await;
@@ -329,6 +333,63 @@ async fn hostile_and_failing_copies_write_nothing() {
             drop(a);
             drop(proxy);
         }
+    })
+    .await;
+}
+
+/// A switcher's prepared COPY runs for the tenant bound when it is executed, not when it was
+/// prepared (Orgwall routes its text again at Execute).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchers_prepared_copy_runs_for_the_tenant_bound_at_execute() {
+    bounded(120, async {
+        let db = tenant_db("copy_switcher").await;
+        let proxy = tenant_proxy(&db, ProxyOptions::pool(2, "transaction")).await;
+        let admin = admin_direct(&db).await;
+        let svc = connect(&proxy.conn_str(SWITCHER)).await;
+        // Unbound: refused (it would write tenant rows).
+        let e = copy_in(
+            &svc,
+            "COPY feature_flags (id, key) FROM STDIN",
+            "ff_u\tk_u\n",
+        )
+        .await
+        .expect_err("unbound switcher");
+        assert!(Outcome::from_error(&e).is_orgwall_refusal(), "{e:?}");
+        svc.batch_execute("SET orgwall.org_id = 'org_a'")
+            .await
+            .expect("bind org_a");
+        let stmt = svc
+            .prepare("COPY feature_flags (id, key) FROM STDIN")
+            .await
+            .expect("prepare COPY");
+        for (org, id) in [("org_a", "ff_sw_a"), ("org_b", "ff_sw_b")] {
+            svc.batch_execute(&format!("SET orgwall.org_id = '{org}'"))
+                .await
+                .expect("bind");
+            let sink = svc.copy_in::<_, Bytes>(&stmt).await.expect("COPY");
+            futures_util::pin_mut!(sink);
+            sink.send(Bytes::from(format!("{id}\tkey_{id}\n")))
+                .await
+                .expect("data");
+            assert_eq!(sink.finish().await.expect("COPY done"), 1);
+        }
+        let rows: Vec<(String, String)> = admin
+            .query(
+                "SELECT id, org_id FROM feature_flags WHERE id LIKE 'ff_sw_%' ORDER BY id",
+                &[],
+            )
+            .await
+            .expect("rows")
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            rows,
+            [
+                ("ff_sw_a".to_string(), "org_a".to_string()),
+                ("ff_sw_b".to_string(), "org_b".to_string())
+            ]
+        );
     })
     .await;
 }
