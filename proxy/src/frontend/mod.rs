@@ -106,6 +106,7 @@ fn clone_wire(e: &WireError) -> WireError {
         WireError::BadLength(l) => WireError::BadLength(*l),
         WireError::Malformed(w) => WireError::Malformed(w),
         WireError::UnexpectedType(c) => WireError::UnexpectedType(*c),
+        WireError::NotUtf8 => WireError::NotUtf8,
     }
 }
 

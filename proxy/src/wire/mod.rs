@@ -1,19 +1,19 @@
 //! Message framing and the few messages Orgwall builds itself, on top of pgwire's codec.
 //!
 //! Frames are split here (tag + length, checked against the configured maximum) so that rows
-//! can be forwarded as raw bytes: a `DataRow` is never decoded. Everything Orgwall must read or
-//! produce is decoded/encoded with `pgwire::messages`, except on the balance cache's hot path:
-//! Bind and Describe are first read in place (`bind_view`, `describe_view`) and ReadyForQuery
-//! is written directly.
+//! can be forwarded as raw bytes: a `DataRow` is never decoded. Every client message is read
+//! in place (`client`: one decoder, one enum, nothing copied); what Orgwall reads from
+//! PostgreSQL or produces is decoded/encoded with `pgwire::messages`, except ReadyForQuery and a
+//! renamed Bind, written directly.
 
-mod checked;
+pub mod client;
 
 use bytes::{Buf, BufMut, BytesMut};
 use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::{DecodeContext, Message};
 
 /// Why a byte stream is not a valid sequence of protocol messages.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("message length {len} exceeds the limit of {max} bytes")]
     TooLarge { len: usize, max: usize },
@@ -23,6 +23,9 @@ pub enum WireError {
     Malformed(&'static str),
     #[error("unexpected message type {0:?}")]
     UnexpectedType(char),
+    /// A name in a client message is not UTF-8 (`22021` to the client, as PostgreSQL says).
+    #[error("invalid byte sequence for encoding \"UTF8\"")]
+    NotUtf8,
 }
 
 /// Splits one complete tagged message (tag byte + length + body) off the front of `buf`.
@@ -98,20 +101,6 @@ pub fn split_startup(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>,
         return Ok(None);
     }
     Ok(Some(buf.split_to(len)))
-}
-
-/// Whether a client message body has the layout its type requires (see `checked`).
-pub fn well_formed_client(tag: u8, body: &[u8]) -> bool {
-    checked::well_formed(tag, body)
-}
-
-/// Decodes a complete frame a client sent, once its layout has been checked (pgwire's
-/// decoders panic on some malformed bodies).
-pub fn decode_client<M: Message>(frame: BytesMut, what: &'static str) -> Result<M, WireError> {
-    if frame.len() < 5 || !checked::well_formed(frame[0], &frame[5..]) {
-        return Err(WireError::Malformed(what));
-    }
-    decode(frame, what)
 }
 
 /// Decodes a complete frame with pgwire's codec.
@@ -307,16 +296,6 @@ pub fn put_bind_renamed(out: &mut BytesMut, frame: &[u8], view: &BindView<'_>, s
         out.put_u8(0);
     }
     out.put_slice(rest);
-}
-
-/// Target (`S`/`P`) and name of a raw Describe frame, when well formed.
-pub fn describe_view(frame: &[u8]) -> Option<(u8, &str)> {
-    let (&target, rest) = frame.get(5..)?.split_first()?;
-    let name = rest.strip_suffix(b"\0")?;
-    if name.contains(&0) {
-        return None;
-    }
-    Some((target, std::str::from_utf8(name).ok()?))
 }
 
 /// Reads a big-endian i32 from the start of `b`, if long enough.
