@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Why a logged-in client gets no slot (`errors.rs` makes these `53300`).
+use crate::errors::{code, UserFacing};
+
+/// Why a logged-in client gets no slot (`53300` for the client).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
     #[error("sorry, too many clients already")]
@@ -24,6 +26,19 @@ pub enum AdmissionError {
     Evicted,
     #[error("too many connections for user \"{user}\" (its max_client_connections, {max})")]
     UserFull { user: String, max: usize },
+}
+
+/// Like PostgreSQL's own refusals at its connection limits: the connection ends.
+impl UserFacing for AdmissionError {
+    fn sqlstate(&self) -> &'static str {
+        code::TOO_MANY_CONNECTIONS
+    }
+    fn fatal(&self) -> bool {
+        true
+    }
+    fn client_message(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// Connections that have not finished their startup exchange: at most `max` at once.

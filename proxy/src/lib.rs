@@ -15,7 +15,8 @@
 //! - [`upstream`]: connections to PostgreSQL, the pool, the server-side statement cache.
 //! - [`clients`]: the registry of logged-in clients (`SHOW CLIENTS`).
 //! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
-//! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
+//! - [`errors`]: `UserFacing` (each module's errors say their SQLSTATE and client message) and
+//!   `ClientError`, the ErrorResponse they become.
 //! - [`logging`]: log format, colour, the dependency cap, rate-limited warnings.
 //! - [`admin`]: the `/metrics` and `/healthz` endpoint (`[admin] listen`) and the metrics.
 //! - [`wire`], [`scram`]: protocol framing and SCRAM primitives shared by both sides.

@@ -85,8 +85,8 @@ impl FrontendError {
     fn client_error(&self) -> Option<ClientError> {
         match self {
             FrontendError::Client(e) => Some(e.clone()),
-            FrontendError::Scram(e) => Some(e.clone().into()),
-            FrontendError::Wire(e) => Some(ClientError::from(clone_wire(e))),
+            FrontendError::Scram(e) => Some(ClientError::from(e)),
+            FrontendError::Wire(e) => Some(ClientError::from(e)),
             FrontendError::Timeout => Some(ClientError::fatal(
                 code::PROTOCOL_VIOLATION,
                 "handshake timed out",
@@ -94,18 +94,6 @@ impl FrontendError {
             FrontendError::Admission(e) => Some(ClientError::from(e)),
             _ => None,
         }
-    }
-}
-
-fn clone_wire(e: &WireError) -> WireError {
-    match e {
-        WireError::TooLarge { len, max } => WireError::TooLarge {
-            len: *len,
-            max: *max,
-        },
-        WireError::BadLength(l) => WireError::BadLength(*l),
-        WireError::Malformed(w) => WireError::Malformed(w),
-        WireError::UnexpectedType(c) => WireError::UnexpectedType(*c),
     }
 }
 

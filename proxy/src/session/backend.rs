@@ -6,8 +6,9 @@ use bytes::BytesMut;
 use super::pending::{self, Action, Pending};
 use super::{settings, Session};
 use crate::config::PoolMode;
-use crate::errors::{answer_too_large, code, ClientError};
+use crate::errors::{code, ClientError};
 use crate::sql::SessionEffect;
+use crate::wire::answer_too_large;
 use crate::wire::{self, WireError};
 
 impl Session<'_> {
