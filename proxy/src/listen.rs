@@ -12,12 +12,8 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::config::socket_file;
 use crate::frontend::ClientStream;
-
-/// The file name PostgreSQL and libpq use for a server socket on `port`.
-pub fn socket_file(dir: &Path, port: u16) -> PathBuf {
-    dir.join(format!(".s.PGSQL.{port}"))
-}
 
 /// Who connected, for the connection's span.
 #[derive(Debug, Clone, Copy)]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::errors::{code, UserFacing};
-use crate::server::{spawn_wall_check, ProxyState};
+use crate::state::{spawn_wall_check, ProxyState};
 
 /// Why a reload did not apply.
 #[derive(Debug, thiserror::Error)]

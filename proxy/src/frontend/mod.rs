@@ -7,6 +7,9 @@ mod auth;
 mod options;
 mod stream;
 
+use std::fmt;
+use std::sync::Arc;
+
 use bytes::{Buf, BytesMut};
 use pgwire::messages::startup::{
     BackendKeyData, NegotiateProtocolVersion, ParameterStatus, SecretKey, Startup,
@@ -18,10 +21,11 @@ pub use stream::{tls_acceptor, ClientStream};
 
 use crate::admission::{AdmissionError, ClientSlot};
 use crate::cancel::CancelHandle;
+use crate::clients::{ClientRegistry, Registered};
 use crate::config::Role;
 use crate::errors::{code, ClientError};
 use crate::scram::ScramError;
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 use crate::upstream::UpstreamError;
 use crate::wire::{self, WireError};
 
@@ -60,6 +64,27 @@ pub struct Login {
     pub user_slot: crate::clients::UserSlot,
 }
 
+impl Login {
+    /// Lists the client in `registry` (`SHOW CLIENTS`) until the guard is dropped.
+    pub fn register(&self, registry: &Arc<ClientRegistry>, peer: &impl fmt::Display) -> Registered {
+        let p = &self.principal;
+        let app = self
+            .settings
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+            .map_or("", |(_, v)| v.as_str());
+        registry.register(
+            self.cancel.pid,
+            &p.user,
+            p.role,
+            &p.org_id,
+            peer.to_string(),
+            self.stream.is_tls(),
+            app,
+        )
+    }
+}
+
 /// Why a handshake ended without a login.
 #[derive(Debug, thiserror::Error)]
 pub enum FrontendError {
@@ -82,6 +107,18 @@ pub enum FrontendError {
 }
 
 impl FrontendError {
+    /// How `/metrics` counts a handshake Orgwall refused (`clients_refused`'s reason); `None`
+    /// for one the client ended.
+    pub fn refusal(&self) -> Option<&'static str> {
+        match self {
+            FrontendError::Timeout => Some("startup_timeout"),
+            FrontendError::Client(c) if c.code == code::INVALID_PASSWORD => Some("authentication"),
+            FrontendError::Admission(_) => Some("connection_limit"),
+            FrontendError::Client(_) => Some("refused"),
+            _ => None,
+        }
+    }
+
     fn client_error(&self) -> Option<ClientError> {
         match self {
             FrontendError::Client(e) => Some(e.clone()),

@@ -33,7 +33,7 @@ use crate::config::PoolMode;
 use crate::duplex::{self, Io};
 use crate::errors::{code, ClientError};
 use crate::frontend::{ClientStream, Login, Principal};
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 use crate::upstream::Lease;
 use crate::wire;
 use pending::Pending;

@@ -39,7 +39,7 @@ pub struct ServerConn {
     /// Fingerprint of the client settings applied on this connection (0 = server defaults).
     pub settings: u64,
     /// The tenant context (`orgwall.tenant`) Orgwall set on this connection.
-    pub context: crate::boundary::Context,
+    pub context: super::context::Context,
     /// Cancels forwarded to its backend: none may land on another client's statement.
     pub fence: std::sync::Arc<Fence>,
     /// Its entry in the pool's `SHOW SERVERS` listing (pooled connections only).
@@ -94,7 +94,7 @@ impl ServerConn {
             prepared: Prepared::default(),
             unnamed: None,
             settings: 0,
-            context: crate::boundary::Context::Unknown,
+            context: super::context::Context::Unknown,
             fence: Default::default(),
             listed: None,
         };
@@ -362,7 +362,7 @@ impl ServerConn {
     /// connection, and waits for PostgreSQL's answer.
     pub async fn set_context(&mut self, token: &str) -> Result<(), UpstreamError> {
         let mut out = BytesMut::new();
-        crate::boundary::put_set_context(&mut out, token, true);
+        super::context::put_set_context(&mut out, token, true);
         self.run_synced(&out).await
     }
 

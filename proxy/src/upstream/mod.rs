@@ -10,6 +10,7 @@
 mod caps;
 pub mod catalog;
 mod conn;
+pub mod context;
 mod error;
 pub mod listing;
 mod mux;
