@@ -21,7 +21,7 @@ impl Session<'_> {
             let Some(lease) = self.server.as_mut() else {
                 return;
             };
-            let frame = match wire::split_frame(&mut lease.conn.rbuf, max) {
+            let frame = match lease.conn.buffered_frame(max) {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
                 Err(e @ WireError::TooLarge { .. }) => {
@@ -136,8 +136,7 @@ impl Session<'_> {
                 self.forget_statements(false);
                 self.context_lost();
                 if let Some(l) = self.server.as_mut() {
-                    l.conn.prepared.clear();
-                    l.conn.unnamed = None;
+                    l.conn.statements_discarded();
                 }
             }
             "SET" => self.apply_effect(|e| matches!(e, SessionEffect::Set { .. })),
@@ -180,7 +179,7 @@ impl Session<'_> {
         }
         self.settings.apply(&effect);
         if let Some(l) = self.server.as_mut() {
-            l.conn.settings = settings::DIRTY;
+            l.conn.note_settings(settings::DIRTY);
         }
     }
 
@@ -225,7 +224,7 @@ impl Session<'_> {
         let Some(lease) = self.server.as_ref() else {
             return;
         };
-        if frame.get(5..9) == Some(&lease.conn.key.pid.to_be_bytes()[..]) {
+        if frame.get(5..9) == Some(&lease.conn.backend_pid().to_be_bytes()[..]) {
             frame[5..9].copy_from_slice(&self.cancel.pid.to_be_bytes());
         }
     }
@@ -240,7 +239,7 @@ impl Session<'_> {
             Some(lease),
         ) = (self.pending.front(), self.server.as_mut())
         {
-            lease.conn.prepared.confirm(name);
+            lease.conn.statements().confirm(name);
         }
     }
 
@@ -362,12 +361,12 @@ impl Session<'_> {
                     ..
                 } => {
                     if let Some(l) = self.server.as_mut() {
-                        l.conn.prepared.remove(n);
+                        l.conn.statements().remove(n);
                     }
                 }
                 Pending::CloseQuietly { evicted: Some(n) } => {
                     if let Some(l) = self.server.as_mut() {
-                        l.conn.prepared.insert(n.clone());
+                        l.conn.statements().insert(n.clone());
                     }
                 }
                 _ => {}

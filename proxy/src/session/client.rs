@@ -113,7 +113,7 @@ impl Session<'_> {
             None => self.to_server.extend_from_slice(&frame),
             Some(sql) => wire::put(&mut self.to_server, &Query::new(sql)),
         }
-        self.lease().unnamed = None;
+        self.lease().unnamed_dropped();
         self.pending.push_back(Pending::Query {
             effects: routed.effects,
         });
@@ -375,7 +375,7 @@ impl Session<'_> {
                 );
                 self.skipping = true;
             }
-            self.lease().unnamed = None;
+            self.lease().unnamed_dropped();
             self.pending.push_back(Pending::Refused {
                 error: e.to_frame(),
                 simple,
@@ -442,7 +442,7 @@ impl Session<'_> {
             tracing::warn!(error = %e, "no server connection");
             ClientError::from(&e)
         })?;
-        let stale = lease.conn.settings != self.settings.fingerprint();
+        let stale = lease.conn.settings() != self.settings.fingerprint();
         self.server = Some(lease);
         self.drop_outdated_statements();
         if stale {
@@ -469,8 +469,7 @@ impl Session<'_> {
         if ours {
             self.cancel.hold();
         } else {
-            self.cancel
-                .set_target(Some((&lease.conn.key, &lease.conn.fence)));
+            self.cancel.set_target(Some(lease.conn.cancel_target()));
         }
     }
 
@@ -480,11 +479,8 @@ impl Session<'_> {
     pub(super) fn replay_settings(&mut self, report: bool) {
         wire::put(&mut self.to_server, &Query::new(self.settings.replay_sql()));
         let fingerprint = self.settings.fingerprint();
-        let conn = self.lease();
-        conn.settings = fingerprint;
         // A simple Query drops the unnamed statement; `RESET ALL` the tenant context.
-        conn.unnamed = None;
-        conn.context = crate::boundary::Context::Unknown;
+        self.lease().settings_replayed(fingerprint);
         self.pending.push_back(Pending::Settings { report });
     }
 

@@ -7,7 +7,7 @@ use bytes::BytesMut;
 
 use super::pending::Pending;
 use super::Session;
-use crate::boundary::{self, unix_now, Context};
+use crate::boundary::{self, unix_now};
 use crate::errors::{code, ClientError};
 use crate::wire;
 
@@ -36,7 +36,7 @@ impl Session<'_> {
         let Some(lease) = self.server.as_ref() else {
             return Ok(());
         };
-        if lease.is_shared() || lease.conn.context.serves(self.current_org_str(), now) {
+        if lease.is_shared() || lease.conn.context().serves(self.current_org_str(), now) {
             return Ok(());
         }
         let want = self.current_org();
@@ -49,7 +49,7 @@ impl Session<'_> {
             })?;
         let synced = fresh || (self.status == b'I' && self.at_sync_boundary());
         boundary::put_set_context(&mut self.to_server, &ticket.token, synced);
-        self.lease().context = ticket.context;
+        self.lease().note_context(ticket.context);
         self.context_unsure |= !synced;
         self.pending.push_back(Pending::Context {
             synced,
@@ -97,7 +97,7 @@ impl Session<'_> {
     pub(super) fn context_lost(&mut self) {
         if let Some(l) = self.server.as_mut() {
             if !l.is_shared() {
-                l.conn.context = Context::Unknown;
+                l.conn.context_lost();
             }
         }
     }
@@ -121,7 +121,7 @@ impl Session<'_> {
         if !wall.trips(&name, &value) {
             return false;
         }
-        let server = self.server.as_ref().map(|l| l.conn.id);
+        let server = self.server.as_ref().map(|l| l.conn.id());
         tracing::warn!(
             user = %self.principal.user,
             org_id = %self.principal.org_id,

@@ -241,12 +241,7 @@ impl Session<'_> {
                         Io::Wrote(r) => Event::ClientWrote(r),
                     },
                     io = std::future::poll_fn(|cx| match server.as_mut() {
-                        Some(l) => duplex::poll_duplex(
-                            cx,
-                            &mut l.conn.stream,
-                            read_server.then_some(&mut l.conn.rbuf),
-                            to_server,
-                        ),
+                        Some(l) => l.conn.poll_io(cx, read_server, to_server),
                         None => std::task::Poll::Pending,
                     }), if has_server => match io {
                         Io::Read(r) => Event::ServerRead(r),
@@ -310,7 +305,7 @@ impl Session<'_> {
     /// common case where the socket has room. Errors are left for the awaited write to report.
     fn try_flush(&mut self) {
         if let Some(lease) = self.server.as_mut() {
-            duplex::write_now(&mut lease.conn.stream, &mut self.to_server);
+            lease.conn.write_now(&mut self.to_server);
         }
         duplex::write_now(&mut self.client, &mut self.to_client);
     }
@@ -401,7 +396,7 @@ impl Session<'_> {
                 self.pool().release(lease);
             } else {
                 tracing::info!(
-                    server = lease.conn.id,
+                    server = lease.conn.id(),
                     "closing server connection left mid-transaction"
                 );
             }

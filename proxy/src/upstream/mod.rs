@@ -12,6 +12,7 @@ pub mod catalog;
 mod conn;
 pub mod context;
 mod error;
+mod held;
 pub mod listing;
 mod mux;
 mod prepared;
