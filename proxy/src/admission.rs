@@ -15,7 +15,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::errors::{code, UserFacing};
 
-/// Why a logged-in client gets no slot (`53300` for the client).
+/// Why a connection gets no place: no client slot, none at the startup gate, no file descriptor
+/// (`53300` for the client, and the connection ends).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
     #[error("sorry, too many clients already")]
@@ -26,6 +27,9 @@ pub enum AdmissionError {
     Evicted,
     #[error("too many connections for user \"{user}\" (its max_client_connections, {max})")]
     UserFull { user: String, max: usize },
+    /// The process has no file descriptor left for another connection.
+    #[error("out of file descriptors; try again later")]
+    OutOfFiles,
 }
 
 /// Like PostgreSQL's own refusals at its connection limits: the connection ends.

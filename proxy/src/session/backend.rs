@@ -3,10 +3,11 @@
 
 use bytes::BytesMut;
 
+use super::error::SessionError;
 use super::pending::{self, Action, Pending};
 use super::{settings, Session};
 use crate::config::PoolMode;
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::SessionEffect;
 use crate::wire::answer_too_large;
 use crate::wire::{self, WireError};
@@ -424,10 +425,7 @@ impl Session<'_> {
             return;
         }
         tracing::warn!("lost the server connection mid-transaction");
-        self.abandon_server(ClientError::fatal(
-            code::CONNECTION_FAILURE,
-            "lost the connection to PostgreSQL; the current transaction was aborted",
-        ));
+        self.abandon_server(SessionError::ServerLost.into());
     }
 
     /// Lets the server connection go without returning it to the pool (dropped, it closes),

@@ -10,12 +10,13 @@ use pgwire::messages::simplequery::Query;
 
 use super::admin;
 use super::encoding::{nth_string, text_is_utf8};
+use super::error::SessionError;
 use super::pending::Pending;
 use super::prepare::Placement;
 use super::{Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::SessionEffect;
 use crate::upstream::Holder;
 use crate::wire;
@@ -155,10 +156,7 @@ impl Session<'_> {
             Err(e) => return self.refuse(e, false).await,
         };
         if !name.is_empty() && self.statements.contains_key(&name) {
-            let e = ClientError::error(
-                code::DUPLICATE_PREPARED_STATEMENT,
-                format!("prepared statement \"{name}\" already exists"),
-            );
+            let e = SessionError::DuplicateStatement(name).into();
             return self.refuse(e, false).await;
         }
         let local = self

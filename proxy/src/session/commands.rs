@@ -15,10 +15,11 @@ use super::tenant::{self, OrgwallCommand};
 
 /// The column `SHOW orgwall.org_id` answers in, named as PostgreSQL names a SHOW's column.
 const SHOW_COLUMN: &str = "orgwall.org_id";
+use super::error::SessionError;
 use super::Session;
 use crate::boundary::unix_now;
 use crate::config::PoolMode;
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::lex::{self, Token};
 use crate::wire;
 
@@ -66,7 +67,7 @@ impl Session<'_> {
     /// goes to it; `backend.rs` sees it done).
     pub(super) fn local_command(&self, text: &str) -> Option<Result<OrgwallCommand, ClientError>> {
         if let Some(cmd) = tenant::parse_command(text) {
-            return Some(cmd);
+            return Some(cmd.map_err(ClientError::from));
         }
         let name = parse_deallocate(text)?;
         let local = match (&name, self.mode) {
@@ -127,10 +128,7 @@ impl Session<'_> {
             Err(e) => return self.refuse(e, false).await,
         };
         if !name.is_empty() && self.knows_statement(&name) {
-            let e = ClientError::error(
-                code::DUPLICATE_PREPARED_STATEMENT,
-                format!("prepared statement \"{name}\" already exists"),
-            );
+            let e = SessionError::DuplicateStatement(name).into();
             return self.refuse(e, false).await;
         }
         self.statements.remove(&name);
@@ -212,10 +210,7 @@ impl Session<'_> {
         simple: bool,
     ) -> Result<&'static str, ClientError> {
         if self.status == b'E' {
-            return Err(ClientError::error(
-                code::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
+            return Err(SessionError::InFailedTransaction.into());
         }
         match cmd {
             OrgwallCommand::Bind { org, local } => {
@@ -253,10 +248,7 @@ impl Session<'_> {
                 let known = !name.is_empty()
                     && (removed.is_some() | self.commands.statements.remove(&name).is_some());
                 if !known {
-                    return Err(ClientError::error(
-                        code::INVALID_STATEMENT_NAME,
-                        format!("prepared statement \"{name}\" does not exist"),
-                    ));
+                    return Err(SessionError::UnknownStatement(name).into());
                 }
                 Ok("DEALLOCATE")
             }

@@ -5,10 +5,11 @@
 
 use bytes::BytesMut;
 
+use super::error::SessionError;
 use super::pending::Pending;
 use super::Session;
 use crate::boundary::{self, unix_now};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::wire;
 
 impl Session<'_> {
@@ -81,10 +82,7 @@ impl Session<'_> {
         if synced {
             // The client's messages after Orgwall's Sync run anyway, under the connection's
             // previous context: drop the connection, and their answers with it.
-            self.abandon_server(ClientError::fatal(
-                code::CONNECTION_FAILURE,
-                "could not set the tenant context on the server connection",
-            ));
+            self.abandon_server(SessionError::ContextNotSet.into());
         } else {
             // PostgreSQL skips the client's messages up to its Sync: they fail with it.
             self.context_lost();
@@ -133,10 +131,13 @@ impl Session<'_> {
         if let Some(lease) = self.server.as_ref().filter(|l| l.is_shared()) {
             lease.conn.poison();
         }
-        self.abandon_server(ClientError::fatal(
-            code::INSUFFICIENT_PRIVILEGE,
-            format!("the server connection reported {name} = {value}, which Orgwall never sets for a tenant; the session is closed"),
-        ));
+        self.abandon_server(
+            SessionError::Tripwire {
+                name: name.into_owned(),
+                value: value.into_owned(),
+            }
+            .into(),
+        );
         true
     }
 }

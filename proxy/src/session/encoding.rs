@@ -3,9 +3,10 @@
 //! another encoding, whose SQL passes through as written (PostgreSQL converts it; Orgwall's own
 //! reading of it is a lossy UTF-8 copy, never sent).
 
+use super::error::SessionError;
 use super::Session;
 use crate::config::Role;
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 
 impl Session<'_> {
     /// An admin login whose `client_encoding` is not UTF8 sends SQL in that encoding: it passes
@@ -30,10 +31,7 @@ pub(super) fn text_is_utf8(frame: &[u8], n: usize) -> Result<(), ClientError> {
             return Ok(()); // malformed: the decoder says so
         };
         if std::str::from_utf8(&rest[..end]).is_err() {
-            return Err(ClientError::error(
-                code::CHARACTER_NOT_IN_REPERTOIRE,
-                "invalid byte sequence for encoding \"UTF8\"",
-            ));
+            return Err(SessionError::NotUtf8.into());
         }
         rest = &rest[end + 1..];
     }

@@ -13,6 +13,7 @@ mod context;
 mod ddl;
 mod defer;
 mod encoding;
+mod error;
 mod local;
 mod pending;
 mod prepare;
@@ -31,11 +32,12 @@ use tokio::time::Instant;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::duplex::{self, Io};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::frontend::{ClientStream, Login, Principal};
 use crate::state::ProxyState;
 use crate::upstream::Lease;
 use crate::wire;
+use error::SessionError;
 use pending::Pending;
 use settings::Settings;
 
@@ -199,10 +201,7 @@ impl Session<'_> {
                 }
             }
             if draining && self.is_idle() && !self.closing {
-                self.fatal(ClientError::fatal(
-                    code::ADMIN_SHUTDOWN,
-                    "the proxy is shutting down",
-                ));
+                self.fatal(SessionError::ShuttingDown.into());
             }
             self.try_flush();
             if self.closing && self.to_client.is_empty() {
@@ -277,25 +276,16 @@ impl Session<'_> {
                 Event::Shutdown => draining = true,
                 Event::Terminate => {
                     self.pending.clear();
-                    self.fatal(ClientError::fatal(
-                        code::ADMIN_SHUTDOWN,
-                        "terminating connection: the proxy is shutting down",
-                    ));
+                    self.fatal(SessionError::Terminated.into());
                     self.try_flush();
                     return "terminated by shutdown";
                 }
-                Event::Idle => self.fatal(ClientError::fatal(
-                    code::IDLE_SESSION_TIMEOUT,
-                    "terminating connection due to idle-session timeout",
-                )),
+                Event::Idle => self.fatal(SessionError::IdleSession.into()),
                 Event::IdleInTransaction => {
                     // Its server connection is mid-transaction: closed (PostgreSQL rolls the
                     // transaction back), never returned to the pool.
                     tracing::info!("closing a client idle in a transaction");
-                    self.abandon_server(ClientError::fatal(
-                        code::IDLE_IN_TRANSACTION_TIMEOUT,
-                        "terminating connection due to idle-in-transaction timeout",
-                    ));
+                    self.abandon_server(SessionError::IdleInTransaction.into());
                 }
             }
         }

@@ -5,9 +5,10 @@
 use bytes::BytesMut;
 use pgwire::messages::extendedquery::{Close, Parse, ParseComplete};
 
+use super::error::SessionError;
 use super::pending::Pending;
 use super::{Session, Statement};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::lex::{self, Token};
 use crate::wire;
 
@@ -136,15 +137,11 @@ impl Session<'_> {
         follow: bool,
     ) -> Result<Option<String>, ClientError> {
         let Some(found) = self.statements.get(name).cloned() else {
-            let what = if name.is_empty() {
-                "unnamed prepared statement".to_string()
-            } else {
-                format!("prepared statement \"{name}\"")
-            };
-            return Err(ClientError::error(
-                code::INVALID_STATEMENT_NAME,
-                format!("{what} does not exist"),
-            ));
+            return Err(match name {
+                "" => SessionError::UnknownUnnamed,
+                _ => SessionError::UnknownStatement(name.to_string()),
+            }
+            .into());
         };
         let stmt = self.for_current_tenant(found.clone()).await?;
         if !std::sync::Arc::ptr_eq(&stmt, &found) {
