@@ -238,7 +238,7 @@ impl Session<'_> {
             }
             Err(e) => return self.refuse(e, true).await,
         };
-        wire::put_ready(&mut out, self.status);
+        wire::put_ready(&mut out, self.status.byte());
         self.push_synthetic(out);
         Ok(())
     }

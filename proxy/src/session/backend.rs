@@ -5,6 +5,7 @@ use bytes::BytesMut;
 
 use super::error::SessionError;
 use super::pending::{self, Action, Pending};
+use super::txn::TxnStatus;
 use super::{settings, Session};
 use crate::config::PoolMode;
 use crate::errors::ClientError;
@@ -69,8 +70,8 @@ impl Session<'_> {
             Action::SwallowPop => self.pop_head(),
             Action::Error => self.on_server_error(frame),
             Action::Ready { swallow } => {
-                self.status = wire::ready_status(&frame);
-                if self.status == b'I' {
+                self.status = TxnStatus::of_ready(&frame);
+                if self.status == TxnStatus::Idle {
                     self.context_settled();
                     self.ddl_settled();
                     if !swallow {
@@ -84,7 +85,7 @@ impl Session<'_> {
                 if swallow {
                     self.arm_cancel();
                 }
-                if self.status == b'I' {
+                if self.status == TxnStatus::Idle {
                     self.ledger_transaction_ended();
                 }
                 self.restore_startup_settings();
@@ -384,7 +385,7 @@ impl Session<'_> {
     /// it is released once the replay is answered). PostgreSQL's reports of the restored
     /// values reach the client, which has seen those of the reset.
     fn restore_startup_settings(&mut self) {
-        if !self.startup_reset || self.status != b'I' || !self.pending.is_empty() {
+        if !self.startup_reset || !self.settled() {
             return;
         }
         self.startup_reset = false;
@@ -409,8 +410,7 @@ impl Session<'_> {
     /// leave the connection ignoring the next client's messages).
     pub(super) fn server_is_clean(&self) -> bool {
         self.mode == PoolMode::Transaction
-            && self.status == b'I'
-            && self.pending.is_empty()
+            && self.settled()
             && !self.skipping
             && self.to_server.is_empty()
     }
@@ -420,7 +420,7 @@ impl Session<'_> {
         self.server = None;
         self.cancel.set_target(None);
         self.to_server.clear();
-        if self.pending.is_empty() && self.status == b'I' && self.mode == PoolMode::Transaction {
+        if self.settled() && self.mode == PoolMode::Transaction {
             tracing::info!("idle server connection closed");
             return;
         }

@@ -13,6 +13,7 @@ use super::encoding::{nth_string, text_is_utf8};
 use super::error::SessionError;
 use super::pending::Pending;
 use super::prepare::Placement;
+use super::txn::TxnStatus;
 use super::{Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
@@ -106,7 +107,7 @@ impl Session<'_> {
         if let Err(e) = self.ensure_server().await {
             self.push_synthetic(e.to_frame());
             let mut rfq = BytesMut::new();
-            wire::put_ready(&mut rfq, self.status);
+            wire::put_ready(&mut rfq, self.status.byte());
             self.push_synthetic(rfq);
             return Ok(());
         }
@@ -349,10 +350,10 @@ impl Session<'_> {
             self.portals.clear();
             // The implicit transaction of what the client sent since its last Sync ends here
             // (what Orgwall answered itself: `SET orgwall.*` commits or rolls back with it).
-            if self.status == b'I' {
+            if self.status == TxnStatus::Idle {
                 self.transaction_ended();
             }
-            let status = self.status;
+            let status = self.status.byte();
             self.push_synthetic_with(|out| wire::put_ready(out, status));
         }
         Ok(())
@@ -382,7 +383,7 @@ impl Session<'_> {
             self.push_synthetic(e.to_frame());
             if simple {
                 let mut b = BytesMut::new();
-                wire::put_ready(&mut b, self.status);
+                wire::put_ready(&mut b, self.status.byte());
                 self.push_synthetic(b);
             } else {
                 // PostgreSQL would fail the implicit transaction up to the Sync.

@@ -16,6 +16,7 @@ use super::tenant::{self, OrgwallCommand};
 /// The column `SHOW orgwall.org_id` answers in, named as PostgreSQL names a SHOW's column.
 const SHOW_COLUMN: &str = "orgwall.org_id";
 use super::error::SessionError;
+use super::txn::TxnStatus;
 use super::Session;
 use crate::boundary::unix_now;
 use crate::config::PoolMode;
@@ -88,11 +89,11 @@ impl Session<'_> {
         &mut self,
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
-        if matches!(cmd, Ok(OrgwallCommand::Show)) && self.status != b'E' {
+        if matches!(cmd, Ok(OrgwallCommand::Show)) && self.status != TxnStatus::Failed {
             let mut b = admin::row_description(&[SHOW_COLUMN]);
             b.extend_from_slice(&self.show_row());
             wire::put(&mut b, &CommandComplete::new("SHOW".into()));
-            wire::put_ready(&mut b, self.status);
+            wire::put_ready(&mut b, self.status.byte());
             self.push_synthetic(b);
             return Ok(());
         }
@@ -102,7 +103,7 @@ impl Session<'_> {
         };
         let mut b = BytesMut::new();
         wire::put(&mut b, &CommandComplete::new(tag.into()));
-        wire::put_ready(&mut b, self.status);
+        wire::put_ready(&mut b, self.status.byte());
         self.push_synthetic(b);
         Ok(())
     }
@@ -181,7 +182,7 @@ impl Session<'_> {
         if let OrgwallCommand::Admin(a) = cmd {
             return self.execute_admin(a).await;
         }
-        if matches!(cmd, OrgwallCommand::Show) && self.status != b'E' {
+        if matches!(cmd, OrgwallCommand::Show) && self.status != TxnStatus::Failed {
             let row = self.show_row();
             self.push_synthetic(row);
         }
@@ -209,7 +210,7 @@ impl Session<'_> {
         cmd: OrgwallCommand,
         simple: bool,
     ) -> Result<&'static str, ClientError> {
-        if self.status == b'E' {
+        if self.status == TxnStatus::Failed {
             return Err(SessionError::InFailedTransaction.into());
         }
         match cmd {
@@ -219,7 +220,7 @@ impl Session<'_> {
                 let binding = tenant::resolve(self.principal.role, &org, jwt, unix_now())?;
                 tracing::info!(org_id = %binding.org, local, token = binding.expires.is_some(), "tenant bound");
                 // As in PostgreSQL, SET LOCAL outside a transaction block has no effect.
-                if !(local && self.status == b'I') {
+                if !(local && self.status == TxnStatus::Idle) {
                     self.settings.bind_tenant(Some(binding), local);
                     self.binding_changed(simple);
                 }
@@ -259,7 +260,7 @@ impl Session<'_> {
 
     /// A binding set outside a transaction block by a Query of its own is committed at once.
     fn binding_changed(&mut self, simple: bool) {
-        if simple && self.status == b'I' {
+        if simple && self.status == TxnStatus::Idle {
             self.settings.commit();
         }
     }

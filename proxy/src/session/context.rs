@@ -7,6 +7,7 @@ use bytes::BytesMut;
 
 use super::error::SessionError;
 use super::pending::Pending;
+use super::txn::TxnStatus;
 use super::Session;
 use crate::boundary::{self, unix_now};
 use crate::errors::ClientError;
@@ -30,7 +31,7 @@ impl Session<'_> {
         // the transaction fails there anyway. After it, the context is set again if needed: it
         // counts as unknown once a transaction it was set in ends, and a statement pipelined
         // behind a ROLLBACK that changes a switcher's binding waits for it (`barrier`).
-        if self.status == b'E' {
+        if self.status == TxnStatus::Failed {
             return Ok(());
         }
         let now = unix_now();
@@ -48,7 +49,7 @@ impl Session<'_> {
                 tracing::warn!(error = %e, "cannot register a tenant token");
                 ClientError::from(&e)
             })?;
-        let synced = fresh || (self.status == b'I' && self.at_sync_boundary());
+        let synced = fresh || (self.status == TxnStatus::Idle && self.at_sync_boundary());
         boundary::put_set_context(&mut self.to_server, &ticket.token, synced);
         self.lease().note_context(ticket.context);
         self.context_unsure |= !synced;

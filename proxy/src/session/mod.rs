@@ -21,6 +21,7 @@ mod route;
 mod settings;
 mod shared;
 mod tenant;
+mod txn;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -40,6 +41,7 @@ use crate::wire;
 use error::SessionError;
 use pending::Pending;
 use settings::Settings;
+use txn::TxnStatus;
 
 /// Stop reading from one side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -91,7 +93,7 @@ pub(crate) struct Session<'a> {
     /// The open transaction's savepoints, with the settings as they were at each.
     savepoints: Vec<(String, settings::Snapshot)>,
     /// Transaction status from the last ReadyForQuery.
-    status: u8,
+    status: TxnStatus,
     /// A confirmed `RESET` dropped settings of the startup packet on the server connection
     /// (`backend.rs` restores them when the transaction ends).
     startup_reset: bool,
@@ -160,7 +162,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         skipping: false,
         rolled_back: false,
         savepoints: Vec::new(),
-        status: b'I',
+        status: TxnStatus::Idle,
         startup_reset: false,
         cancel: login.cancel,
         closing: false,
@@ -305,17 +307,22 @@ impl Session<'_> {
         self.state.pool_for(self.principal.role)
     }
 
+    /// Between transactions with no answer awaited: PostgreSQL's last ReadyForQuery said idle
+    /// and nothing sent since is unanswered. The one idle test; callers add what else they
+    /// need (no Sync being skipped to, no COPY, nothing unsent).
+    pub(super) fn settled(&self) -> bool {
+        self.status == TxnStatus::Idle && self.pending.is_empty()
+    }
+
     /// No server work in flight and no transaction open.
     fn is_idle(&self) -> bool {
-        self.pending.is_empty()
-            && self.status == b'I'
-            && (self.server.is_none() || self.mode == PoolMode::Session)
+        self.settled() && (self.server.is_none() || self.mode == PoolMode::Session)
     }
 
     /// Inside a transaction with nothing in flight: waiting on the client (the clock of
     /// `idle_in_transaction_timeout` runs from `active_at`).
     fn is_idle_in_transaction(&self) -> bool {
-        matches!(self.status, b'T' | b'E')
+        self.status.in_block()
             && self.pending.is_empty()
             && self.to_server.is_empty()
             && !self.closing

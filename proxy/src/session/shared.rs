@@ -35,8 +35,7 @@ impl Session<'_> {
         if self.state.config.upstream.multiplex == 0
             || self.mode != PoolMode::Transaction
             || self.server.is_some()
-            || self.status != b'I'
-            || !self.pending.is_empty()
+            || !self.settled()
             || self.skipping
             || self.copy_in
             || !self.to_server.is_empty()
