@@ -11,13 +11,14 @@ use pgwire::messages::extendedquery::{CloseComplete, Describe, Parse};
 use pgwire::messages::simplequery::Query;
 
 use super::admin;
-use super::encoding::not_utf8;
+use super::error::SessionError;
 use super::pending::Pending;
 use super::prepare::Placement;
+use super::txn::TxnStatus;
 use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::SessionEffect;
 use crate::upstream::Holder;
 use crate::wire::{self, client::ClientMessage};
@@ -36,7 +37,7 @@ impl<S: ClientIo> Session<'_, S> {
             Ok(m) => m,
             // A name that is not UTF-8: an error, not a broken stream (as PostgreSQL says).
             Err(wire::WireError::NotUtf8) => {
-                return self.refuse(not_utf8(), tag == b'Q').await;
+                return self.refuse(SessionError::NotUtf8.into(), tag == b'Q').await;
             }
             Err(e) => return Err(e.into()),
         };
@@ -115,7 +116,7 @@ impl<S: ClientIo> Session<'_, S> {
         if let Err(e) = self.ensure_server().await {
             self.push_synthetic(e.to_frame());
             let mut rfq = BytesMut::new();
-            wire::put_ready(&mut rfq, self.status);
+            wire::put_ready(&mut rfq, self.status.byte());
             self.push_synthetic(rfq);
             return Ok(());
         }
@@ -123,7 +124,7 @@ impl<S: ClientIo> Session<'_, S> {
             None => self.to_server.extend_from_slice(frame),
             Some(sql) => wire::put(&mut self.to_server, &Query::new(sql)),
         }
-        self.lease().unnamed = None;
+        self.lease().unnamed_dropped();
         self.pending.push_back(Pending::Query {
             effects: routed.effects,
         });
@@ -168,10 +169,7 @@ impl<S: ClientIo> Session<'_, S> {
             Err(e) => return self.refuse(e, false).await,
         };
         if !name.is_empty() && self.statements.contains_key(&name) {
-            let e = ClientError::error(
-                code::DUPLICATE_PREPARED_STATEMENT,
-                format!("prepared statement \"{name}\" already exists"),
-            );
+            let e = SessionError::DuplicateStatement(name).into();
             return self.refuse(e, false).await;
         }
         let local = self.parse_locally(&name, &query, &type_oids, &routed).await;
@@ -336,10 +334,10 @@ impl<S: ClientIo> Session<'_, S> {
             self.portals.clear();
             // The implicit transaction of what the client sent since its last Sync ends here
             // (what Orgwall answered itself: `SET orgwall.*` commits or rolls back with it).
-            if self.status == b'I' {
+            if self.status == TxnStatus::Idle {
                 self.transaction_ended();
             }
-            let status = self.status;
+            let status = self.status.byte();
             self.push_synthetic_with(|out| wire::put_ready(out, status));
         }
         Ok(())
@@ -360,7 +358,7 @@ impl<S: ClientIo> Session<'_, S> {
                 );
                 self.skipping = true;
             }
-            self.lease().unnamed = None;
+            self.lease().unnamed_dropped();
             self.pending.push_back(Pending::Refused {
                 error: e.to_frame(),
                 simple,
@@ -369,7 +367,7 @@ impl<S: ClientIo> Session<'_, S> {
             self.push_synthetic(e.to_frame());
             if simple {
                 let mut b = BytesMut::new();
-                wire::put_ready(&mut b, self.status);
+                wire::put_ready(&mut b, self.status.byte());
                 self.push_synthetic(b);
             } else {
                 // PostgreSQL would fail the implicit transaction up to the Sync.
@@ -438,10 +436,7 @@ impl<S: ClientIo> Session<'_, S> {
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "restoring client settings failed");
-                    return Err(ClientError::error(
-                        code::CONNECTION_FAILURE,
-                        "could not bring a server connection to this session's settings; retry",
-                    ));
+                    return Err(SessionError::SettingsNotRestored.into());
                 }
             }
         };
@@ -468,8 +463,7 @@ impl<S: ClientIo> Session<'_, S> {
         if ours {
             self.cancel.hold();
         } else {
-            self.cancel
-                .set_target(Some((&lease.conn.key, &lease.conn.fence)));
+            self.cancel.set_target(Some(lease.conn.cancel_target()));
         }
     }
 
@@ -483,14 +477,12 @@ impl<S: ClientIo> Session<'_, S> {
         conn: &mut crate::upstream::ServerConn,
     ) -> Result<(), crate::upstream::UpstreamError> {
         let fingerprint = self.settings.fingerprint();
-        if conn.settings == fingerprint {
+        if conn.settings() == fingerprint {
             return Ok(());
         }
-        // A simple Query drops the unnamed statement; `RESET ALL` the tenant context.
-        conn.unnamed = None;
-        conn.context = crate::boundary::Context::Unknown;
+        // (On failure the caller drops the connection: its state is unknown.)
         conn.query_text(&self.settings.replay_sql()).await?;
-        conn.settings = fingerprint;
+        conn.settings_replayed(fingerprint);
         Ok(())
     }
 
@@ -500,11 +492,8 @@ impl<S: ClientIo> Session<'_, S> {
     pub(super) fn replay_settings(&mut self, report: bool) {
         wire::put(&mut self.to_server, &Query::new(self.settings.replay_sql()));
         let fingerprint = self.settings.fingerprint();
-        let conn = self.lease();
-        conn.settings = fingerprint;
         // A simple Query drops the unnamed statement; `RESET ALL` the tenant context.
-        conn.unnamed = None;
-        conn.context = crate::boundary::Context::Unknown;
+        self.lease().settings_replayed(fingerprint);
         self.pending.push_back(Pending::Settings { report });
     }
 

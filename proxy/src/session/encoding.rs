@@ -5,9 +5,10 @@
 
 use std::borrow::Cow;
 
+use super::error::SessionError;
 use super::{ClientIo, Session};
 use crate::config::Role;
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 
 impl<S: ClientIo> Session<'_, S> {
     /// An admin login whose `client_encoding` is not UTF8 sends SQL in that encoding: it passes
@@ -15,17 +16,7 @@ impl<S: ClientIo> Session<'_, S> {
     pub(super) fn passes_other_encodings(&self) -> bool {
         self.principal.role == Role::Admin && !self.settings.client_text_is_utf8()
     }
-}
 
-/// PostgreSQL's refusal of text that is not valid UTF-8 (`22021`).
-pub(super) fn not_utf8() -> ClientError {
-    ClientError::error(
-        code::CHARACTER_NOT_IN_REPERTOIRE,
-        "invalid byte sequence for encoding \"UTF8\"",
-    )
-}
-
-impl<S: ClientIo> Session<'_, S> {
     /// The SQL of a Query or Parse as Orgwall reads it: borrowed when it is UTF-8; a lossy
     /// copy (`Cow::Owned`) for an admin login in another client encoding, whose bytes are then
     /// sent as written; refused (22021, as PostgreSQL does) otherwise — a decoder would replace
@@ -34,7 +25,7 @@ impl<S: ClientIo> Session<'_, S> {
         match std::str::from_utf8(sql) {
             Ok(t) => Ok(Cow::Borrowed(t)),
             Err(_) if self.passes_other_encodings() => Ok(String::from_utf8_lossy(sql)),
-            Err(_) => Err(not_utf8()),
+            Err(_) => Err(SessionError::NotUtf8.into()),
         }
     }
 }

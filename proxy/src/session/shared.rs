@@ -38,8 +38,7 @@ impl<S: ClientIo> Session<'_, S> {
         if self.state.config.upstream.multiplex == 0
             || self.mode != PoolMode::Transaction
             || self.server.is_some()
-            || self.status != b'I'
-            || !self.pending.is_empty()
+            || !self.settled()
             || self.skipping
             || self.copy_in
             || !self.to_server.is_empty()

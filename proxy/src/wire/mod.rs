@@ -9,8 +9,9 @@
 pub mod client;
 
 use bytes::{Buf, BufMut, BytesMut};
-use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::{DecodeContext, Message};
+
+use crate::errors::{code, ClientError, UserFacing};
 
 /// Why a byte stream is not a valid sequence of protocol messages.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
@@ -26,6 +27,32 @@ pub enum WireError {
     /// A name in a client message is not UTF-8 (`22021` to the client, as PostgreSQL says).
     #[error("invalid byte sequence for encoding \"UTF8\"")]
     NotUtf8,
+}
+
+/// From a client, a malformed stream ends its connection.
+impl UserFacing for WireError {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            WireError::NotUtf8 => code::CHARACTER_NOT_IN_REPERTOIRE,
+            _ => code::PROTOCOL_VIOLATION,
+        }
+    }
+    /// A name that is not UTF-8 is an error, as PostgreSQL reports it; the rest breaks the stream.
+    fn fatal(&self) -> bool {
+        !matches!(self, WireError::NotUtf8)
+    }
+    fn client_message(&self) -> String {
+        format!("invalid message: {self}")
+    }
+}
+
+/// A message from PostgreSQL longer than `max_message_bytes`: the session ends, its server
+/// connection closed mid-answer (the message is never buffered whole).
+pub fn answer_too_large(e: &WireError) -> ClientError {
+    ClientError::fatal(
+        code::PROGRAM_LIMIT_EXCEEDED,
+        format!("an answer from PostgreSQL is too large: {e} (max_message_bytes)"),
+    )
 }
 
 /// Splits one complete tagged message (tag byte + length + body) off the front of `buf`.
@@ -116,24 +143,6 @@ pub fn put<M: Message>(out: &mut BytesMut, msg: &M) {
     if let Err(e) = msg.encode(out) {
         tracing::error!(error = %e, "failed to encode a protocol message");
     }
-}
-
-/// The SQLSTATE-carrying fields of an ErrorResponse or NoticeResponse.
-pub fn error_fields(severity: &str, code: &str, message: &str) -> Vec<(u8, String)> {
-    vec![
-        (b'S', severity.to_string()),
-        (b'V', severity.to_string()),
-        (b'C', code.to_string()),
-        (b'M', message.to_string()),
-    ]
-}
-
-/// Appends an ErrorResponse.
-pub fn put_error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
-    put(
-        out,
-        &ErrorResponse::new(error_fields(severity, code, message)),
-    );
 }
 
 /// Appends ReadyForQuery with the given status byte (`I`, `T` or `E`).
@@ -391,10 +400,12 @@ mod tests {
 
     #[test]
     fn error_fields_round_trip() {
-        let mut out = BytesMut::new();
-        put_error(&mut out, "ERROR", "42501", "orgwall: nope");
+        let out = ClientError::error("42501", "nope").to_frame();
         assert_eq!(out[0], b'E');
         assert_eq!(error_code(&out), Some("42501"));
+        let f: ClientError = WireError::BadLength(-1).into();
+        assert!(f.fatal);
+        assert_eq!(f.code, "08P01");
         let mut cc = frame(b'C', b"SELECT 1\0");
         assert_eq!(command_tag(&cc), "SELECT 1");
         cc.clear();
