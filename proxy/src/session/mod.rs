@@ -61,7 +61,7 @@ struct Statement {
     server_name: String,
     /// How it may use a multiplexed connection.
     sharing: shared::Sharing,
-    /// The SQL names `inventory_ledger`: running it may write the ledger (read-your-writes).
+    /// The SQL names the ledger (`balances::names_ledger`): running it may write it (read-your-writes).
     writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
