@@ -22,6 +22,8 @@ pub use convert::Outcome;
 pub use plugin::Plugin;
 
 use crate::config::{PluginSpec, Role};
+use crate::errors::{code, UserFacing};
+
 use crate::sql::analyze;
 
 /// Bindings generated from the WIT world.
@@ -45,11 +47,21 @@ pub enum PolicyError {
     Engine(String),
 }
 
-/// A statement refused by policy; becomes an ErrorResponse (see `errors.rs`).
+/// A statement refused by policy: a plugin's decision (its validated SQLSTATE), or a failure
+/// of the policy machinery itself (`42501`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub code: &'static str,
     pub message: String,
+}
+
+impl UserFacing for Refusal {
+    fn sqlstate(&self) -> &'static str {
+        self.code
+    }
+    fn client_message(&self) -> String {
+        self.message.clone()
+    }
 }
 
 /// Who is asking, as plugins see it.
@@ -112,7 +124,7 @@ impl Analysed {
 /// that does not parse.
 pub(crate) fn analyse(sql: &str) -> Result<Arc<Analysed>, Refusal> {
     let refuse = |why: String| Refusal {
-        code: "42601",
+        code: code::SYNTAX_ERROR,
         message: format!("policy: {why}"),
     };
     let Some(shape) = crate::sql::shape_key(sql) else {
@@ -288,12 +300,12 @@ impl PolicyEngine {
         }
         if infos.len() != 1 {
             return Err(Refusal {
-                code: "42501",
+                code: code::INSUFFICIENT_PRIVILEGE,
                 message: "policy: masked columns cannot be used in a multi-statement query".into(),
             });
         }
         mask::apply(sql, &masks).map(Some).map_err(|e| Refusal {
-            code: "42501",
+            code: code::INSUFFICIENT_PRIVILEGE,
             message: format!("policy: {e}"),
         })
     }
@@ -306,14 +318,14 @@ impl PolicyEngine {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
         if !valid || code.starts_with("00") {
-            return "42501";
+            return code::INSUFFICIENT_PRIVILEGE;
         }
         let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = codes.get(code) {
             return c;
         }
         if codes.len() >= 256 {
-            return "42501";
+            return code::INSUFFICIENT_PRIVILEGE;
         }
         let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
         codes.insert(leaked);

@@ -68,7 +68,7 @@ impl<S: ClientIo> Session<'_, S> {
     pub(super) fn send_copy_in(&mut self, text: &str, sql: String, extended: bool) {
         self.note_ledger_write(text);
         wire::put(&mut self.to_server, &Query::new(sql));
-        self.lease().unnamed = None;
+        self.lease().unnamed_dropped();
         self.pending.push_back(Pending::CopyIn { extended });
     }
 

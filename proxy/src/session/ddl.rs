@@ -49,12 +49,12 @@ impl<S: ClientIo> Session<'_, S> {
         let Some(lease) = self.server.as_mut() else {
             return;
         };
-        let prepared = &mut lease.conn.prepared;
+        let prepared = lease.conn.statements();
         if !prepared.outdated_by(epoch) || prepared.is_shared() {
             return;
         }
         let stale = prepared.take_where(super::route::is_orgwall_name);
-        lease.conn.unnamed = None;
+        lease.conn.unnamed_dropped();
         if !stale.is_empty() {
             tracing::debug!(
                 statements = stale.len(),

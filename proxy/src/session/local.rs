@@ -89,11 +89,7 @@ impl<S: ClientIo> Session<'_, S> {
     /// Nothing in flight, no transaction, not at REPEATABLE READ/SERIALIZABLE by default: a
     /// local answer cannot overtake or miss anything, nor stand in for a snapshot.
     fn quiet(&self) -> bool {
-        self.pending.is_empty()
-            && self.status == b'I'
-            && !self.skipping
-            && !self.copy_in
-            && !self.settings.strict_isolation()
+        self.settled() && !self.skipping && !self.copy_in && !self.settings.strict_isolation()
     }
 
     /// The shape of a routed tenant statement, if the cache may answer it.
@@ -158,7 +154,7 @@ impl<S: ClientIo> Session<'_, S> {
         let Some(resp) = b.answer(&shape, &org, &[], &[], &[]) else {
             return false;
         };
-        let status = self.status;
+        let status = self.status.byte();
         self.push_synthetic_with(|out| {
             out.extend_from_slice(&resp.row_description);
             for r in &resp.rows {

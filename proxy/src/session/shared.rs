@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{ClientIo, Session};
 use crate::config::PoolMode;
 use crate::plan::Plan;
-use crate::wire;
+use crate::wire::{self, client::ClientMessage};
 
 /// How statements may use a multiplexed connection (from `sql::Summary`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,15 +38,14 @@ impl<S: ClientIo> Session<'_, S> {
         if self.state.config.upstream.multiplex == 0
             || self.mode != PoolMode::Transaction
             || self.server.is_some()
-            || self.status != b'I'
-            || !self.pending.is_empty()
+            || !self.settled()
             || self.skipping
             || self.copy_in
             || !self.to_server.is_empty()
         {
             return None;
         }
-        let mut parsed: Vec<(&[u8], bool)> = Vec::new();
+        let mut parsed: Vec<(&str, bool)> = Vec::new();
         let mut read_only = true;
         // Extended-protocol messages since the last Sync: a batch is a run of whole units,
         // each one Query or extended messages ending in Sync. A Query behind unsynced
@@ -55,27 +54,29 @@ impl<S: ClientIo> Session<'_, S> {
         let mut open_extended = false;
         let mut any = false;
         let mut msgs = wire::frames(&self.cbuf);
+        let mut at = 0;
         for (tag, body) in msgs.by_ref() {
-            if !wire::well_formed_client(tag, body) {
+            let frame = &self.cbuf[at..at + 5 + body.len()];
+            at += 5 + body.len();
+            let Ok(msg) = wire::client::decode(frame) else {
                 return None;
-            }
+            };
             any = true;
             open_extended = match tag {
                 b'Q' if open_extended => return None,
                 b'Q' | b'S' => false,
                 _ => true,
             };
-            let sharing = match tag {
-                b'Q' => cstr(body).and_then(|(q, _)| self.summarize(q, memo)),
-                b'P' => cstr(body).and_then(|(name, rest)| {
-                    let s = self.summarize(cstr(rest)?.0, memo)?;
+            let sharing = match msg {
+                ClientMessage::Query { sql } => self.summarize(sql, memo),
+                ClientMessage::Parse { name, sql, .. } => self.summarize(sql, memo).inspect(|s| {
                     parsed.push((name, s.read_only));
-                    Some(s)
                 }),
-                b'B' => cstr(body)
-                    .and_then(|(_portal, rest)| cstr(rest))
-                    .and_then(|(stmt, _)| self.bound_statement(stmt, &parsed)),
-                b'D' | b'E' | b'C' | b'S' => Some(Sharing {
+                ClientMessage::Bind(v) => self.bound_statement(v.statement, &parsed),
+                ClientMessage::Describe { .. }
+                | ClientMessage::Execute { .. }
+                | ClientMessage::Close { .. }
+                | ClientMessage::Sync => Some(Sharing {
                     batchable: true,
                     read_only: true,
                 }),
@@ -95,18 +96,14 @@ impl<S: ClientIo> Session<'_, S> {
 
     /// What a Bind in the batch runs: a statement parsed earlier in it (the last one of that
     /// name), or one the client prepared before.
-    fn bound_statement(&self, stmt: &[u8], parsed: &[(&[u8], bool)]) -> Option<Sharing> {
+    fn bound_statement(&self, stmt: &str, parsed: &[(&str, bool)]) -> Option<Sharing> {
         if let Some(&(_, read_only)) = parsed.iter().rev().find(|(n, _)| *n == stmt) {
             return Some(Sharing {
                 batchable: true,
                 read_only,
             });
         }
-        Some(
-            self.statements
-                .get(std::str::from_utf8(stmt).ok()?)?
-                .sharing,
-        )
+        Some(self.statements.get(stmt)?.sharing)
     }
 }
 
@@ -118,10 +115,4 @@ impl<S: ClientIo> Session<'_, S> {
         memo.push(plan);
         Some(sharing)
     }
-}
-
-/// A NUL-terminated string at the start of `b`, and what follows it.
-fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
-    Some((&b[..end], &b[end + 1..]))
 }

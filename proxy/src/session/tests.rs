@@ -10,7 +10,7 @@ use bytes::{BufMut, BytesMut};
 use super::run;
 use crate::config::{Config, EnvOverrides, Role};
 use crate::frontend::{Login, Principal};
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 use crate::wire;
 
 const CONFIG: &str = r#"
@@ -115,7 +115,7 @@ fn spell(frame: &[u8]) -> String {
 async fn converse(user: &str, messages: &[Vec<u8>]) -> Vec<String> {
     let config = Config::from_toml(CONFIG, std::path::Path::new("."), &EnvOverrides::default())
         .expect("config");
-    let state = ProxyState::new(Arc::new(config)).expect("state");
+    let state = ProxyState::new(Arc::new(config), None).expect("state");
     let u = state.config.user(user).expect("user");
     let principal = Principal {
         user: u.name.clone(),

@@ -218,20 +218,6 @@ impl Metrics {
         self.clients_refused.with_label_values(&[reason]).inc();
     }
 
-    /// A handshake that ended without a login, counted when Orgwall refused it.
-    pub fn handshake_failed(&self, e: &crate::frontend::FrontendError) {
-        use crate::frontend::FrontendError as F;
-        match e {
-            F::Timeout => self.client_refused("startup_timeout"),
-            F::Client(c) if c.code == crate::errors::code::INVALID_PASSWORD => {
-                self.client_refused("authentication")
-            }
-            F::Admission(_) => self.client_refused("connection_limit"),
-            F::Client(_) => self.client_refused("refused"),
-            _ => {}
-        }
-    }
-
     /// One client SQL string through `route_sql`: `refused` carries the SQLSTATE; `org` is the
     /// tenant it ran for (tenants and bound switchers).
     pub fn statement(&self, role: &str, org: Option<&str>, refused: Option<&str>) {
