@@ -10,24 +10,11 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use bytes::Bytes;
 use futures_util::SinkExt;
 
 mod common;
-use common::{balances_proxy_toml, Cluster, Dataset, InProcessProxy, DB, ORG, PASSWORD};
-
-fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context("missing value")?
-            .parse()
-            .with_context(|| format!("bad {name}")),
-        None => Ok(default),
-    }
-}
+use common::{arg, balances_proxy_toml, Cluster, Dataset, InProcessProxy, DB, ORG, PASSWORD};
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")

@@ -13,8 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use orgwall::localpg::{LocalPgOptions, LocalPostgres};
+
+mod common;
+use common::arg;
 use orgwall::migrate::{self, backup::BackupPolicy, plan, RunOptions, Target};
 
 const WRITE_BLOCKING: [&str; 4] = [
@@ -23,18 +25,6 @@ const WRITE_BLOCKING: [&str; 4] = [
     "ExclusiveLock",
     "AccessExclusiveLock",
 ];
-
-fn arg(name: &str, default: i64) -> anyhow::Result<i64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        Some(i) => args
-            .get(i + 1)
-            .context("missing value")?
-            .parse()
-            .with_context(|| format!("bad {name}")),
-        None => Ok(default),
-    }
-}
 
 fn seed_sql(rows: i64) -> String {
     format!(

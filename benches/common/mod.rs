@@ -105,6 +105,19 @@ impl Drop for InProcessProxy {
     }
 }
 
+/// The value after the command-line flag `name` (`--rows 1000`), or `default` without it.
+pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        Some(i) => args
+            .get(i + 1)
+            .context("missing value")?
+            .parse()
+            .map_err(|_| anyhow::anyhow!("bad {name}")),
+        None => Ok(default),
+    }
+}
+
 /// `-h 127.0.0.1 -p <port>`.
 pub fn host_args(port: u16) -> Vec<String> {
     vec![

@@ -76,73 +76,67 @@ pub const SET_CLOSES: u8 = 4;
 /// ParseComplete, BindComplete, DataRow, CommandComplete, CloseComplete, then CloseComplete,
 /// ParseComplete, BindComplete, CommandComplete, CloseComplete (and ReadyForQuery).
 pub fn put_set_context(out: &mut BytesMut, token: &str, sync: bool) {
-    let mut msg = |tag: u8, body: &dyn Fn(&mut BytesMut)| {
-        let mut b = BytesMut::new();
-        body(&mut b);
-        out.put_u8(tag);
-        out.put_i32(b.len() as i32 + 4);
-        out.extend_from_slice(&b);
-    };
+    put_named_run(out, SET_SQL, Some(token));
+    put_named_run(out, DISCARD_SQL, None);
+    if sync {
+        put_msg(out, b'S', &|_| {});
+    }
+}
+
+/// Close of the statement [`SET_NAME`], Parse of `sql` under that name (one text parameter when
+/// `param` is given), Bind to the portal of that name, Execute, Close of the portal.
+fn put_named_run(out: &mut BytesMut, sql: &str, param: Option<&str>) {
     let name = |b: &mut BytesMut| {
         b.extend_from_slice(SET_NAME.as_bytes());
         b.put_u8(0);
     };
-    msg(b'C', &|b| {
+    put_msg(out, b'C', &|b| {
         b.put_u8(b'S');
         name(b);
     });
-    msg(b'P', &|b| {
+    put_msg(out, b'P', &|b| {
         name(b);
-        b.extend_from_slice(SET_SQL.as_bytes());
+        b.extend_from_slice(sql.as_bytes());
         b.put_u8(0);
-        b.put_i16(1);
-        b.put_u32(25); // text
+        match param {
+            Some(_) => {
+                b.put_i16(1);
+                b.put_u32(25); // text
+            }
+            None => b.put_i16(0),
+        }
     });
-    msg(b'B', &|b| {
+    put_msg(out, b'B', &|b| {
         name(b); // portal
         name(b); // statement
         b.put_i16(0); // parameter formats: all text
-        b.put_i16(1);
-        b.put_i32(token.len() as i32);
-        b.extend_from_slice(token.as_bytes());
+        match param {
+            Some(v) => {
+                b.put_i16(1);
+                b.put_i32(v.len() as i32);
+                b.extend_from_slice(v.as_bytes());
+            }
+            None => b.put_i16(0),
+        }
         b.put_i16(0); // result formats: all text
     });
-    msg(b'E', &|b| {
+    put_msg(out, b'E', &|b| {
         name(b);
         b.put_i32(0);
     });
-    msg(b'C', &|b| {
+    put_msg(out, b'C', &|b| {
         b.put_u8(b'P');
         name(b);
     });
-    msg(b'C', &|b| {
-        b.put_u8(b'S');
-        name(b);
-    });
-    msg(b'P', &|b| {
-        name(b);
-        b.extend_from_slice(DISCARD_SQL.as_bytes());
-        b.put_u8(0);
-        b.put_i16(0);
-    });
-    msg(b'B', &|b| {
-        name(b); // portal
-        name(b); // statement
-        b.put_i16(0);
-        b.put_i16(0);
-        b.put_i16(0);
-    });
-    msg(b'E', &|b| {
-        name(b);
-        b.put_i32(0);
-    });
-    msg(b'C', &|b| {
-        b.put_u8(b'P');
-        name(b);
-    });
-    if sync {
-        msg(b'S', &|_| {});
-    }
+}
+
+/// One frontend message: `tag`, length, and the body `body` writes.
+fn put_msg(out: &mut BytesMut, tag: u8, body: &dyn Fn(&mut BytesMut)) {
+    let mut b = BytesMut::new();
+    body(&mut b);
+    out.put_u8(tag);
+    out.put_i32(b.len() as i32 + 4);
+    out.extend_from_slice(&b);
 }
 
 #[cfg(test)]
