@@ -94,14 +94,18 @@ impl<S: ClientIo> Session<'_, S> {
 
     /// The shape of a routed tenant statement, if the cache may answer it.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
+        let names_ledger = match &routed.plan {
+            Some(p) => p.names_ledger(),
+            None => crate::balances::names_ledger(text),
+        };
+        if names_ledger {
+            self.local.ledger_write_open = true;
+        }
+        let rendered = routed.tenant.as_ref()?;
         let plan = match &routed.plan {
             Some(p) => p.clone(),
             None => self.state.planner.plan(text),
         };
-        if plan.names_ledger() {
-            self.local.ledger_write_open = true;
-        }
-        let rendered = routed.tenant.as_ref()?;
         let shape = self.state.planner.balance(&plan)?;
         if !routed.masked {
             return Some(shape);

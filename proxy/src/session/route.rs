@@ -27,8 +27,9 @@ pub(super) struct Routed {
     pub masked: bool,
     /// How it may use a multiplexed connection.
     pub sharing: Sharing,
-    /// The plan of the client's text (`None` when a prepared statement was rendered again
-    /// for another tenant from its template alone).
+    /// The plan of the client's text (`None` for pass-through without policy plugins, which
+    /// needs only the lexical summary, and when a prepared statement was rendered again for
+    /// another tenant from its template alone).
     pub plan: Option<Arc<Plan>>,
 }
 
@@ -78,6 +79,25 @@ impl<S: ClientIo> Session<'_, S> {
                 format!("statement is {} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)", text.len()),
             ));
         }
+        // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
+        let passes = self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite;
+        if passes && self.state.policy.is_empty() {
+            // Pass-through needs only the lexical summary: no plan is made (a plan would cost
+            // a second tokenizer pass for every new literal).
+            let summary = match self.batch_plans.iter().find(|p| p.text() == text) {
+                Some(p) => p.lexical().clone(),
+                None => sql::summarize(text),
+            };
+            let (effects, sharing) = self.pooling_effects(summary)?;
+            return Ok(Routed {
+                sql: None,
+                effects,
+                tenant: None,
+                masked: false,
+                sharing,
+                plan: None,
+            });
+        }
         let plan = self.plan_of(text);
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
         let started = std::time::Instant::now();
@@ -105,8 +125,7 @@ impl<S: ClientIo> Session<'_, S> {
             Some(m) => self.state.planner.plan(m),
             None => plan.clone(),
         };
-        // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
-        if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
+        if passes {
             let (effects, sharing) = self.pooling_effects(runs.lexical().clone())?;
             return Ok(Routed {
                 sql: masked.clone(),
