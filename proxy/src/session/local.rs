@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::error::SessionError;
 use super::pending::Pending;
 use super::route::Routed;
 use super::{ClientIo, Session};
 use crate::balances::{answer, bind, shape::Shape, Balances, Response};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::rewrite::Template;
 use crate::wire;
 
@@ -221,12 +222,7 @@ impl<S: ClientIo> Session<'_, S> {
             // count is not.
             None => bind.param_formats.len() <= 1 || bind.param_formats.len() == bind.params.len(),
         };
-        counted.then(|| {
-            ClientError::error(
-                code::DUPLICATE_CURSOR,
-                format!("cursor \"{}\" already exists", bind.portal),
-            )
-        })
+        counted.then(|| SessionError::DuplicateCursor(bind.portal.to_string()).into())
     }
 
     /// Bind: answers it (BindComplete) and computes the portal's rows when the cache can.

@@ -5,6 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use super::error::SessionError;
 use super::shared::Sharing;
 use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
@@ -74,10 +75,11 @@ impl<S: ClientIo> Session<'_, S> {
     async fn route_sql_unlogged(&self, text: &str) -> Result<Routed, ClientError> {
         let max = self.state.current().tenancy.max_statement_bytes;
         if self.principal.role != Role::Admin && text.len() > max {
-            return Err(ClientError::error(
-                code::PROGRAM_LIMIT_EXCEEDED,
-                format!("statement is {} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)", text.len()),
-            ));
+            return Err(SessionError::TooLong {
+                len: text.len(),
+                max,
+            }
+            .into());
         }
         // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
         let passes = self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite;
@@ -154,10 +156,7 @@ impl<S: ClientIo> Session<'_, S> {
                 || lexical.read_only && !summary.read_only
                 || lexical.statements != summary.statements
             {
-                return Err(ClientError::error(
-                    code::SYNTAX_ERROR,
-                    "this statement reads differently to Orgwall's lexer and its parser; refused",
-                ));
+                return Err(SessionError::ReadsDifferently.into());
             }
         }
         let (effects, sharing) = self.pooling_effects(summary)?;
@@ -202,10 +201,7 @@ impl<S: ClientIo> Session<'_, S> {
                 .iter()
                 .find(|e| matches!(e, SessionEffect::Pinned(_)))
             {
-                return Err(ClientError::error(
-                    code::FEATURE_NOT_SUPPORTED,
-                    format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
-                ));
+                return Err(SessionError::NeedsSessionPooling(what).into());
             }
         }
         Ok((summary.effects, sharing))
@@ -240,12 +236,10 @@ impl<S: ClientIo> Session<'_, S> {
 
     /// The refusal of a statement that needs a tenant when none is bound (or its token expired).
     fn unbound(&self) -> ClientError {
-        let why = if self.settings.tenant().is_some() {
-            "the tenant token has expired: SET orgwall.tenant_token to a fresh token (or RESET orgwall.tenant_token)"
-        } else {
-            "no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first"
-        };
-        ClientError::error(code::INSUFFICIENT_PRIVILEGE, why)
+        match self.settings.tenant() {
+            Some(_) => SessionError::TokenExpired.into(),
+            None => SessionError::NoTenant.into(),
+        }
     }
 
     /// For a switcher whose tenant changed since the statement was prepared, renders it again
@@ -329,10 +323,7 @@ impl<S: ClientIo> Session<'_, S> {
             code = code::INSUFFICIENT_PRIVILEGE,
             "execute refused: portal bound for another tenant"
         );
-        Err(ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            format!("portal \"{portal}\" was bound for another tenant; bind it again"),
-        ))
+        Err(SessionError::PortalOfAnotherTenant(portal.to_string()).into())
     }
 
     /// Refuses a Bind whose tenant-column parameters are not the session's tenant.
@@ -357,10 +348,7 @@ impl<S: ClientIo> Session<'_, S> {
                     parameter = n,
                     "bind refused: a parameter supplies another tenant"
                 );
-                return Err(ClientError::error(
-                    code::INSUFFICIENT_PRIVILEGE,
-                    format!("parameter ${n} supplies the tenant column and must be the session's tenant"),
-                ));
+                return Err(SessionError::TenantParameter(n).into());
             }
         }
         Ok(())
