@@ -1,5 +1,6 @@
 //! What a session refuses or ends a client with on its own account (statements it answers,
-//! timeouts, shutdown, a lost or tripped server connection), each with its SQLSTATE.
+//! timeouts, shutdown, a lost or tripped server connection, a tenant statement refused on its
+//! way to the SQL layer), each with its SQLSTATE.
 //! Refusals from the layers below carry their own (`UserFacing` beside their types).
 
 use crate::errors::{code, UserFacing};
@@ -42,13 +43,42 @@ pub enum SessionError {
     IdleSession,
     #[error("terminating connection due to idle-in-transaction timeout")]
     IdleInTransaction,
+    // A tenant's statement refused on its way to the SQL layer (`route.rs`, `local.rs`).
+    #[error(
+        "statement is {len} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)"
+    )]
+    TooLong { len: usize, max: usize },
+    #[error("this statement reads differently to Orgwall's lexer and its parser; refused")]
+    ReadsDifferently,
+    #[error("{0} cannot be used with transaction pooling (pool_mode = \"session\" allows it)")]
+    NeedsSessionPooling(&'static str),
+    #[error("the tenant token has expired: SET orgwall.tenant_token to a fresh token (or RESET orgwall.tenant_token)")]
+    TokenExpired,
+    #[error("no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first")]
+    NoTenant,
+    #[error("portal \"{0}\" was bound for another tenant; bind it again")]
+    PortalOfAnotherTenant(String),
+    /// A Bind parameter (`$n`, never its value) supplies another tenant's id.
+    #[error("parameter ${0} supplies the tenant column and must be the session's tenant")]
+    TenantParameter(usize),
+    #[error("cursor \"{0}\" already exists")]
+    DuplicateCursor(String),
 }
 
 impl UserFacing for SessionError {
     fn sqlstate(&self) -> &'static str {
         use SessionError as E;
         match self {
-            E::AdminOnly(_) | E::Tripwire { .. } => code::INSUFFICIENT_PRIVILEGE,
+            E::AdminOnly(_)
+            | E::Tripwire { .. }
+            | E::TokenExpired
+            | E::NoTenant
+            | E::PortalOfAnotherTenant(_)
+            | E::TenantParameter(_) => code::INSUFFICIENT_PRIVILEGE,
+            E::TooLong { .. } => code::PROGRAM_LIMIT_EXCEEDED,
+            E::ReadsDifferently => code::SYNTAX_ERROR,
+            E::NeedsSessionPooling(_) => code::FEATURE_NOT_SUPPORTED,
+            E::DuplicateCursor(_) => code::DUPLICATE_CURSOR,
             E::DuplicateStatement(_) => code::DUPLICATE_PREPARED_STATEMENT,
             E::UnknownStatement(_) | E::UnknownUnnamed => code::INVALID_STATEMENT_NAME,
             E::InFailedTransaction => code::IN_FAILED_SQL_TRANSACTION,
@@ -107,6 +137,14 @@ mod tests {
             (E::Terminated, "57P01", true, "terminating connection: the proxy is shutting down"),
             (E::IdleSession, "57P05", true, "terminating connection due to idle-session timeout"),
             (E::IdleInTransaction, "25P03", true, "terminating connection due to idle-in-transaction timeout"),
+            (E::TooLong { len: 9, max: 8 }, "54000", false, "statement is 9 bytes; tenants may send at most 8 ([tenancy] max_statement_bytes)"),
+            (E::ReadsDifferently, "42601", false, "this statement reads differently to Orgwall's lexer and its parser; refused"),
+            (E::NeedsSessionPooling("LISTEN"), "0A000", false, "LISTEN cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
+            (E::TokenExpired, "42501", false, "the tenant token has expired: SET orgwall.tenant_token to a fresh token (or RESET orgwall.tenant_token)"),
+            (E::NoTenant, "42501", false, "no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first"),
+            (E::PortalOfAnotherTenant("p".into()), "42501", false, "portal \"p\" was bound for another tenant; bind it again"),
+            (E::TenantParameter(2), "42501", false, "parameter $2 supplies the tenant column and must be the session's tenant"),
+            (E::DuplicateCursor("c".into()), "42P03", false, "cursor \"c\" already exists"),
         ];
         for (e, code, fatal, message) in cases {
             let want = ClientError {

@@ -17,11 +17,12 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::error::SessionError;
 use super::pending::Pending;
 use super::route::Routed;
 use super::{ClientIo, Session};
 use crate::balances::{answer, bind, shape::Shape, Balances, Response};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::rewrite::Template;
 use crate::wire;
 
@@ -94,14 +95,18 @@ impl<S: ClientIo> Session<'_, S> {
 
     /// The shape of a routed tenant statement, if the cache may answer it.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
+        let names_ledger = match &routed.plan {
+            Some(p) => p.names_ledger(),
+            None => crate::balances::names_ledger(text),
+        };
+        if names_ledger {
+            self.local.ledger_write_open = true;
+        }
+        let rendered = routed.tenant.as_ref()?;
         let plan = match &routed.plan {
             Some(p) => p.clone(),
             None => self.state.planner.plan(text),
         };
-        if plan.names_ledger() {
-            self.local.ledger_write_open = true;
-        }
-        let rendered = routed.tenant.as_ref()?;
         let shape = self.state.planner.balance(&plan)?;
         if !routed.masked {
             return Some(shape);
@@ -225,12 +230,7 @@ impl<S: ClientIo> Session<'_, S> {
             // count is not.
             None => bind.param_formats.len() <= 1 || bind.param_formats.len() == bind.params.len(),
         };
-        counted.then(|| {
-            ClientError::error(
-                code::DUPLICATE_CURSOR,
-                format!("cursor \"{}\" already exists", bind.portal),
-            )
-        })
+        counted.then(|| SessionError::DuplicateCursor(bind.portal.to_string()).into())
     }
 
     /// Bind: answers it (BindComplete) and computes the portal's rows when the cache can.

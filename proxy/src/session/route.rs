@@ -5,6 +5,7 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use super::error::SessionError;
 use super::shared::Sharing;
 use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
@@ -27,8 +28,9 @@ pub(super) struct Routed {
     pub masked: bool,
     /// How it may use a multiplexed connection.
     pub sharing: Sharing,
-    /// The plan of the client's text (`None` when a prepared statement was rendered again
-    /// for another tenant from its template alone).
+    /// The plan of the client's text (`None` for pass-through without policy plugins, which
+    /// needs only the lexical summary, and when a prepared statement was rendered again for
+    /// another tenant from its template alone).
     pub plan: Option<Arc<Plan>>,
 }
 
@@ -73,10 +75,30 @@ impl<S: ClientIo> Session<'_, S> {
     async fn route_sql_unlogged(&self, text: &str) -> Result<Routed, ClientError> {
         let max = self.state.current().tenancy.max_statement_bytes;
         if self.principal.role != Role::Admin && text.len() > max {
-            return Err(ClientError::error(
-                code::PROGRAM_LIMIT_EXCEEDED,
-                format!("statement is {} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)", text.len()),
-            ));
+            return Err(SessionError::TooLong {
+                len: text.len(),
+                max,
+            }
+            .into());
+        }
+        // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
+        let passes = self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite;
+        if passes && self.state.policy.is_empty() {
+            // Pass-through needs only the lexical summary: no plan is made (a plan would cost
+            // a second tokenizer pass for every new literal).
+            let summary = match self.batch_plans.iter().find(|p| p.text() == text) {
+                Some(p) => p.lexical().clone(),
+                None => sql::summarize(text),
+            };
+            let (effects, sharing) = self.pooling_effects(summary)?;
+            return Ok(Routed {
+                sql: None,
+                effects,
+                tenant: None,
+                masked: false,
+                sharing,
+                plan: None,
+            });
         }
         let plan = self.plan_of(text);
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
@@ -105,8 +127,7 @@ impl<S: ClientIo> Session<'_, S> {
             Some(m) => self.state.planner.plan(m),
             None => plan.clone(),
         };
-        // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
-        if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
+        if passes {
             let (effects, sharing) = self.pooling_effects(runs.lexical().clone())?;
             return Ok(Routed {
                 sql: masked.clone(),
@@ -135,10 +156,7 @@ impl<S: ClientIo> Session<'_, S> {
                 || lexical.read_only && !summary.read_only
                 || lexical.statements != summary.statements
             {
-                return Err(ClientError::error(
-                    code::SYNTAX_ERROR,
-                    "this statement reads differently to Orgwall's lexer and its parser; refused",
-                ));
+                return Err(SessionError::ReadsDifferently.into());
             }
         }
         let (effects, sharing) = self.pooling_effects(summary)?;
@@ -183,10 +201,7 @@ impl<S: ClientIo> Session<'_, S> {
                 .iter()
                 .find(|e| matches!(e, SessionEffect::Pinned(_)))
             {
-                return Err(ClientError::error(
-                    code::FEATURE_NOT_SUPPORTED,
-                    format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
-                ));
+                return Err(SessionError::NeedsSessionPooling(what).into());
             }
         }
         Ok((summary.effects, sharing))
@@ -221,12 +236,10 @@ impl<S: ClientIo> Session<'_, S> {
 
     /// The refusal of a statement that needs a tenant when none is bound (or its token expired).
     fn unbound(&self) -> ClientError {
-        let why = if self.settings.tenant().is_some() {
-            "the tenant token has expired: SET orgwall.tenant_token to a fresh token (or RESET orgwall.tenant_token)"
-        } else {
-            "no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first"
-        };
-        ClientError::error(code::INSUFFICIENT_PRIVILEGE, why)
+        match self.settings.tenant() {
+            Some(_) => SessionError::TokenExpired.into(),
+            None => SessionError::NoTenant.into(),
+        }
     }
 
     /// For a switcher whose tenant changed since the statement was prepared, renders it again
@@ -310,10 +323,7 @@ impl<S: ClientIo> Session<'_, S> {
             code = code::INSUFFICIENT_PRIVILEGE,
             "execute refused: portal bound for another tenant"
         );
-        Err(ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            format!("portal \"{portal}\" was bound for another tenant; bind it again"),
-        ))
+        Err(SessionError::PortalOfAnotherTenant(portal.to_string()).into())
     }
 
     /// Refuses a Bind whose tenant-column parameters are not the session's tenant.
@@ -338,10 +348,7 @@ impl<S: ClientIo> Session<'_, S> {
                     parameter = n,
                     "bind refused: a parameter supplies another tenant"
                 );
-                return Err(ClientError::error(
-                    code::INSUFFICIENT_PRIVILEGE,
-                    format!("parameter ${n} supplies the tenant column and must be the session's tenant"),
-                ));
+                return Err(SessionError::TenantParameter(n).into());
             }
         }
         Ok(())

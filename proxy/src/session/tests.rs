@@ -85,6 +85,12 @@ fn describe_statement(name: &str) -> Vec<u8> {
     msg(b'D', &b)
 }
 
+fn describe_portal(name: &str) -> Vec<u8> {
+    let mut b = vec![b'P'];
+    b.extend_from_slice(&cstrs(&[name]));
+    msg(b'D', &b)
+}
+
 fn sync() -> Vec<u8> {
     msg(b'S', &[])
 }
@@ -261,4 +267,50 @@ async fn broken_messages_end_the_session_with_a_protocol_error() {
     check("ops", &[msg(b'B', b"p\0s")], &["E 08P01"]).await;
     // A message type clients never send.
     check("ops", &[msg(b'y', b"")], &["E 08P01"]).await;
+}
+
+#[tokio::test]
+async fn local_commands_through_the_extended_protocol() {
+    // The admin console as a prepared statement: Parse, Bind, Describe, Execute answered here.
+    let got = converse(
+        "ops",
+        &[
+            parse("", "SHOW orgwall_pool"),
+            bind("", ""),
+            describe_portal(""),
+            execute(""),
+            sync(),
+        ],
+    )
+    .await;
+    let rows = got.iter().filter(|m| *m == "D").count();
+    assert!(rows > 0, "{got:?}");
+    let mut want = vec!["1".to_string(), "2".into(), "T".into()];
+    want.extend((0..rows).map(|_| "D".to_string()));
+    want.extend([format!("C SELECT {rows}"), "Z I".into()]);
+    assert_eq!(got, want);
+    // A switcher's binding, prepared and executed.
+    check(
+        "sw",
+        &[
+            parse("b", "SET orgwall.org_id = 'org_b'"),
+            bind("", "b"),
+            execute(""),
+            sync(),
+        ],
+        &["1", "2", "C SET", "Z I"],
+    )
+    .await;
+    // A tenant may not: refused at Parse, the rest skipped until Sync.
+    check(
+        "acme",
+        &[
+            parse("b", "SET orgwall.org_id = 'org_b'"),
+            bind("", "b"),
+            execute(""),
+            sync(),
+        ],
+        &["E 42501", "Z I"],
+    )
+    .await;
 }
