@@ -16,10 +16,11 @@ use bytes::BytesMut;
 use pgwire::messages::response::CommandComplete;
 use pgwire::messages::simplequery::Query;
 
+use super::error::SessionError;
 use super::pending::Pending;
 use super::tenant::OrgwallCommand;
 use super::{ClientIo, Session};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::wire;
 
 impl<S: ClientIo> Session<'_, S> {
@@ -45,11 +46,9 @@ impl<S: ClientIo> Session<'_, S> {
         let routed = match self.route_sql(text).await {
             Ok(r) if is_copy_in(&r) => r,
             Ok(_) => {
-                let e = ClientError::error(
-                    code::FEATURE_NOT_SUPPORTED,
-                    "this COPY statement no longer routes as a tenant COPY; prepare it again",
-                );
-                return self.refuse(e, false).await;
+                return self
+                    .refuse(SessionError::CopyNoLongerRoutes.into(), false)
+                    .await
             }
             Err(e) => return self.refuse(e, false).await,
         };

@@ -63,6 +63,10 @@ pub enum SessionError {
     TenantParameter(usize),
     #[error("cursor \"{0}\" already exists")]
     DuplicateCursor(String),
+    /// A prepared tenant COPY FROM whose text, routed again at Execute, is no longer one
+    /// (`copy_in.rs`: a policy plugin or the catalog changed in between).
+    #[error("this COPY statement no longer routes as a tenant COPY; prepare it again")]
+    CopyNoLongerRoutes,
 }
 
 impl UserFacing for SessionError {
@@ -77,7 +81,7 @@ impl UserFacing for SessionError {
             | E::TenantParameter(_) => code::INSUFFICIENT_PRIVILEGE,
             E::TooLong { .. } => code::PROGRAM_LIMIT_EXCEEDED,
             E::ReadsDifferently => code::SYNTAX_ERROR,
-            E::NeedsSessionPooling(_) => code::FEATURE_NOT_SUPPORTED,
+            E::NeedsSessionPooling(_) | E::CopyNoLongerRoutes => code::FEATURE_NOT_SUPPORTED,
             E::DuplicateCursor(_) => code::DUPLICATE_CURSOR,
             E::DuplicateStatement(_) => code::DUPLICATE_PREPARED_STATEMENT,
             E::UnknownStatement(_) | E::UnknownUnnamed => code::INVALID_STATEMENT_NAME,
@@ -137,6 +141,7 @@ mod tests {
             (E::Terminated, "57P01", true, "terminating connection: the proxy is shutting down"),
             (E::IdleSession, "57P05", true, "terminating connection due to idle-session timeout"),
             (E::IdleInTransaction, "25P03", true, "terminating connection due to idle-in-transaction timeout"),
+            (E::CopyNoLongerRoutes, "0A000", false, "this COPY statement no longer routes as a tenant COPY; prepare it again"),
             (E::TooLong { len: 9, max: 8 }, "54000", false, "statement is 9 bytes; tenants may send at most 8 ([tenancy] max_statement_bytes)"),
             (E::ReadsDifferently, "42601", false, "this statement reads differently to Orgwall's lexer and its parser; refused"),
             (E::NeedsSessionPooling("LISTEN"), "0A000", false, "LISTEN cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
