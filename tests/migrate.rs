@@ -114,8 +114,8 @@ async fn assert_verified_skipping(db: &TestDb, skipped: usize) {
     assert_eq!(skips, skipped, "verify: {checks:#?}");
 }
 
-/// The checks that `verify` skips until 0004 and 0005 are applied.
-const BOUNDARY_CHECKS: usize = 8;
+/// The checks that `verify` skips until 0004, 0005 and 0006 are applied.
+const BOUNDARY_CHECKS: usize = 9;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn populated_database_up_verify_down_round_trip() {
@@ -167,11 +167,15 @@ async fn populated_database_up_verify_down_round_trip() {
         );
         let schema_3 = schema_dump(&db);
 
-        // 0004 and 0005 up, down, up on the same 120k-row database.
+        // 0004, 0005 and 0006 up, down, up on the same 120k-row database.
         let report = migrate::up(&t, None, &opts(10_000)).await.unwrap();
         assert_eq!(
             report.migrations,
-            ["0004_tenant_boundary", "0005_ledger_replica_identity"]
+            [
+                "0004_tenant_boundary",
+                "0005_ledger_replica_identity",
+                "0006_balances_mirror"
+            ]
         );
         assert_verified(&db).await;
         assert_eq!(checksums(&db).await, before, "data changed by 0004");
@@ -191,7 +195,11 @@ async fn populated_database_up_verify_down_round_trip() {
             .unwrap();
         assert_eq!(
             report.migrations,
-            ["0005_ledger_replica_identity", "0004_tenant_boundary"]
+            [
+                "0006_balances_mirror",
+                "0005_ledger_replica_identity",
+                "0004_tenant_boundary"
+            ]
         );
         assert_eq!(
             schema_dump(&db),
@@ -208,6 +216,7 @@ async fn populated_database_up_verify_down_round_trip() {
         assert_eq!(
             report.migrations,
             [
+                "0006_balances_mirror",
                 "0005_ledger_replica_identity",
                 "0004_tenant_boundary",
                 "0003_add_balance_table",
@@ -246,7 +255,7 @@ async fn up_resumes_after_failures_midway() {
         assert!(left > 0 && left < 20_000, "{left} ledger rows still NULL");
 
         let report = migrate::up(&t, None, &opts(1000)).await.unwrap();
-        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table", "0004_tenant_boundary", "0005_ledger_replica_identity"]);
+        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table", "0004_tenant_boundary", "0005_ledger_replica_identity", "0006_balances_mirror"]);
         assert_verified(&db).await;
         assert_eq!(checksums(&db).await, before);
 
@@ -286,7 +295,8 @@ async fn concurrent_runners_never_double_apply() {
                 "0002_add_organization_support",
                 "0003_add_balance_table",
                 "0004_tenant_boundary",
-                "0005_ledger_replica_identity"
+                "0005_ledger_replica_identity",
+                "0006_balances_mirror"
             ],
             "a: {:?}, b: {:?}",
             a.migrations,
@@ -295,7 +305,7 @@ async fn concurrent_runners_never_double_apply() {
         assert_eq!(
             db.psql("SELECT count(*) FROM orgwall.schema_migrations")
                 .await,
-            "5"
+            "6"
         );
         assert_eq!(db.psql("SELECT count(*) FROM organizations").await, "1");
         assert_verified(&db).await;

@@ -514,7 +514,11 @@ async fn every_step_resumes_after_a_failure() {
         let report = migrate::up(&t, None, &opts()).await.unwrap();
         assert_eq!(
             report.migrations,
-            ["0004_tenant_boundary", "0005_ledger_replica_identity"]
+            [
+                "0004_tenant_boundary",
+                "0005_ledger_replica_identity",
+                "0006_balances_mirror"
+            ]
         );
         let checks = verify::verify(&t).await.unwrap();
         assert!(failed(&checks).is_empty(), "{checks:#?}");
@@ -581,7 +585,7 @@ async fn the_role_is_shared_by_the_databases_of_a_cluster() {
         let report = migrate::down(&t1, to_3, &opts()).await.unwrap();
         assert_eq!(
             report.migrations,
-            ["0005_ledger_replica_identity", "0004_tenant_boundary"]
+            ["0006_balances_mirror", "0005_ledger_replica_identity", "0004_tenant_boundary"]
         );
         assert_eq!(roles().await, "1");
         assert_eq!(

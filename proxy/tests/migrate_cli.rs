@@ -104,7 +104,7 @@ fn migrate_and_reconcile_commands() {
     );
     assert!(
         out.contains(
-            "applied: 0002_add_organization_support, 0003_add_balance_table, 0004_tenant_boundary, 0005_ledger_replica_identity"
+            "applied: 0002_add_organization_support, 0003_add_balance_table, 0004_tenant_boundary, 0005_ledger_replica_identity, 0006_balances_mirror"
         ),
         "{out}"
     );
@@ -170,7 +170,7 @@ fn migrate_and_reconcile_commands() {
     let out = ok(&url, &["migrate", "down", "--to", "0", "--no-backup"]);
     assert!(
         out.contains(
-            "rolled back: 0005_ledger_replica_identity, 0004_tenant_boundary, 0003_add_balance_table, 0002_add_organization_support, 0001_base_schema"
+            "rolled back: 0006_balances_mirror, 0005_ledger_replica_identity, 0004_tenant_boundary, 0003_add_balance_table, 0002_add_organization_support, 0001_base_schema"
         ),
         "{out}"
     );

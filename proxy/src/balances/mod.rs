@@ -25,11 +25,11 @@
 pub mod answer;
 pub mod bind;
 pub mod decimal;
-pub mod delta;
 pub mod drift;
 pub mod feed;
 pub mod fence;
 pub mod metrics;
+pub mod mirror;
 pub mod pgoutput;
 pub mod request;
 pub mod shape;
@@ -37,6 +37,7 @@ pub mod shape_cache;
 mod snapshot;
 pub mod store;
 mod stream;
+pub mod timestamp;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -232,6 +233,14 @@ impl Balances {
     }
 }
 
+/// Who reads: the tenant whose balances are answered and how its session prints
+/// `timestamptz`.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub org: &'a str,
+    pub time: &'a timestamp::TimeStyle,
+}
+
 /// The messages that answer one recognised statement: RowDescription and the DataRows
 /// (CommandComplete is `answer::command_complete(rows.len())`).
 #[derive(Debug)]
@@ -241,20 +250,20 @@ pub struct Response {
 }
 
 impl Balances {
-    /// Answers `shape` for tenant `org` from memory, or `None` when PostgreSQL must (not
+    /// Answers `shape` for `reader` from memory, or `None` when PostgreSQL must (not
     /// serving, a value the store cannot reproduce, parameters not read here as PostgreSQL
     /// would). `params` and `param_formats` are the Bind's.
     pub fn answer(
         &self,
         shape: &shape::Shape,
-        org: &str,
+        reader: Reader<'_>,
         params: &[Option<&[u8]>],
         param_formats: &[i16],
         result_formats: &[i16],
     ) -> Option<Response> {
         self.answer_with(
             shape,
-            org,
+            reader,
             params,
             param_formats,
             result_formats,
@@ -270,7 +279,7 @@ impl Balances {
     pub fn answer_with(
         &self,
         shape: &shape::Shape,
-        org: &str,
+        reader: Reader<'_>,
         params: &[Option<&[u8]>],
         param_formats: &[i16],
         result_formats: &[i16],
@@ -278,7 +287,7 @@ impl Balances {
     ) -> Option<Response> {
         let found = answer::formats(shape, result_formats).and_then(|formats| {
             let row_description = describe(&formats)?;
-            let rows = self.rows(shape, org, params, param_formats, &formats)?;
+            let rows = self.rows(shape, reader, params, param_formats, &formats)?;
             Some(Response {
                 row_description,
                 rows,
@@ -296,24 +305,29 @@ impl Balances {
     fn rows(
         &self,
         shape: &shape::Shape,
-        org: &str,
+        reader: Reader<'_>,
         params: &[Option<&[u8]>],
         param_formats: &[i16],
         formats: &[i16],
     ) -> Option<Vec<bytes::BytesMut>> {
+        let org = reader.org;
         use store::Lookup;
         let r = request::resolve(shape, params, param_formats)?;
-        let bytewise = self.columns()?.bytewise;
+        let columns = self.columns()?;
+        if !columns.serve(shape) {
+            return None;
+        }
+        let utc_text = reader.time.utc_iso();
         self.store.read(|t| {
             if !self.serving() {
                 return None;
             }
             Some(match shape {
                 shape::Shape::Rows { cols, order, .. } => {
-                    request::select(t, org, &r, order, bytewise)?
+                    request::select(t, org, &r, order, columns.bytewise)?
                         .iter()
-                        .map(|row| answer::data_row(cols, org, row, formats))
-                        .collect()
+                        .map(|row| answer::data_row(cols, org, row, formats, utc_text))
+                        .collect::<Option<_>>()?
                 }
                 shape::Shape::Total { .. } => match request::total(t, org, &r) {
                     Lookup::Unservable => return None,

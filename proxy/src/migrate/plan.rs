@@ -34,6 +34,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0003_add_balance_table"),
     migration!("0004_tenant_boundary"),
     migration!("0005_ledger_replica_identity"),
+    migration!("0006_balances_mirror"),
 ];
 
 impl Migration {

@@ -20,7 +20,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use super::pending::Pending;
 use super::route::Routed;
 use super::Session;
-use crate::balances::{answer, bind, shape::Shape, Balances, Response};
+use crate::balances::timestamp::TimeStyle;
+use crate::balances::{answer, bind, shape::Shape, Balances, Reader, Response};
 use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
 use crate::wire;
@@ -38,6 +39,8 @@ pub(super) struct Local {
     /// The last RowDescription built for a Bind, reused while statement, formats and
     /// column metadata stay the same (the usual case: one prepared statement re-executed).
     described: Option<Described>,
+    /// How this client's `timestamptz` text looks (the ParameterStatus it was sent).
+    pub(super) time: TimeStyle,
 }
 
 #[derive(Debug)]
@@ -160,7 +163,11 @@ impl Session<'_> {
         if shape.param_count() > 0 || !self.quiet() || !b.wait_fresh(&org).await {
             return false;
         }
-        let Some(resp) = b.answer(&shape, &org, &[], &[], &[]) else {
+        let reader = Reader {
+            org: &org,
+            time: &self.local.time,
+        };
+        let Some(resp) = b.answer(&shape, reader, &[], &[], &[]) else {
             return false;
         };
         let status = self.status;
@@ -307,9 +314,13 @@ impl Session<'_> {
     ) -> Option<Response> {
         let org = self.current_org_str()?;
         let (shape, _) = self.local_statement(bind.statement)?;
+        let reader = Reader {
+            org,
+            time: &self.local.time,
+        };
         b.answer_with(
             shape,
-            org,
+            reader,
             &bind.params,
             &bind.param_formats,
             &bind.result_formats,

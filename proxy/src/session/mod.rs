@@ -142,6 +142,9 @@ enum Event {
 pub async fn run(login: Login, state: &ProxyState) {
     // Held until the session ends: its place among `max_client_connections`.
     let _slot = login.slot;
+    let time = crate::balances::timestamp::TimeStyle::from_reported(
+        login.reported.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     let mut s = Session {
         state,
         principal: login.principal,
@@ -174,6 +177,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         ddl_in_transaction: false,
         active_at: tokio::time::Instant::now(),
     };
+    s.local.time = time;
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
     s.finish().await;
