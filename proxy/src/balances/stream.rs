@@ -59,6 +59,9 @@ pub(super) async fn stream(
     slot: &str,
     start: u64,
 ) -> Result<(), FeedError> {
+    // pgoutput writes values with the walsender's output functions: `updated_at` in ISO text
+    // whatever the database's default DateStyle (`mirror.rs` reads any zone's offset).
+    repl.query_text("SET DateStyle = ISO").await?;
     let mut q = BytesMut::new();
     wire::put(
         &mut q,
