@@ -259,7 +259,7 @@ async fn every_column_and_star_are_answered_as_postgres_answers_them() {
         compare_on(&mut a, &mut b, &served, true).await;
         assert_eq!(hits().await - before, served.len() as u64, "every one answered from memory");
         let before = hits().await;
-        compare_on(&mut a, &mut b, &[infinite.clone()], true).await;
+        compare_on(&mut a, &mut b, std::slice::from_ref(&infinite), true).await;
         assert_eq!(hits().await, before, "infinity is PostgreSQL's to print");
 
         // Another zone: the same bytes, from PostgreSQL (text timestamps are not printed here).

@@ -168,13 +168,17 @@ impl Balances {
     /// allow it. False: go to PostgreSQL.
     pub async fn wait_fresh(&self, org: &str) -> bool {
         let bound = Duration::from_millis(self.config.max_staleness_ms);
+        self.fence.reading();
         if self.serving() && self.fence.fresh(org, bound) {
             return true;
         }
         let m = &self.metrics;
         m.read_your_writes_waits.fetch_add(1, Ordering::Relaxed);
         let start = tokio::time::Instant::now();
-        let deadline = start + Duration::from_millis(self.config.read_your_writes_timeout_ms);
+        // Tokio's timer fires on the millisecond tick after its deadline: one tick early, so
+        // that a wait ends within `read_your_writes_timeout_ms`, not just past it.
+        let timeout = Duration::from_millis(self.config.read_your_writes_timeout_ms);
+        let deadline = start + timeout.saturating_sub(Duration::from_millis(1));
         let ok = loop {
             let notified = self.advanced.notified();
             if !self.serving() {
