@@ -34,22 +34,8 @@ fn reconcile_args(proxy: Option<String>, database_url: Option<String>) -> Reconc
     }
 }
 
-fn row(
-    org: &str,
-    item: &str,
-    loc: &str,
-    lot: Option<&str>,
-    cached: Option<&str>,
-    actual: Option<&str>,
-) -> Vec<Option<String>> {
-    [Some(org), Some(item), Some(loc), lot, cached, actual]
-        .iter()
-        .map(|v| v.map(str::to_string))
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drift_is_empty_when_exact_and_lists_every_key_provoked_behind_the_cache() {
+async fn drift_is_empty_when_exact_and_the_mirror_follows_changes_behind_the_proxy() {
     bounded(300, async {
         let db = tenancy::tenant_db("bal_drift").await;
         let proxy = cached_proxy(&db).await;
