@@ -38,6 +38,7 @@ mod snapshot;
 pub mod store;
 mod stream;
 pub mod timestamp;
+pub mod writes;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};

@@ -21,6 +21,7 @@ use super::pending::Pending;
 use super::route::Routed;
 use super::Session;
 use crate::balances::timestamp::TimeStyle;
+use crate::balances::writes::{may_write_balances, mentions};
 use crate::balances::{answer, bind, shape::Shape, Balances, Reader, Response};
 use crate::errors::{code, ClientError};
 use crate::sql::rewrite::Template;
@@ -84,19 +85,6 @@ fn describe(
     Some(bytes)
 }
 
-/// Whether `sql` contains `what` (lowercase ASCII), ignoring ASCII case.
-pub(super) fn mentions(sql: &str, what: &str) -> bool {
-    let (hay, needle) = (sql.as_bytes(), what.as_bytes());
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    hay.len() >= needle.len()
-        && (0..=hay.len() - needle.len()).any(|i| {
-            hay[i].to_ascii_lowercase() == first
-                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
-        })
-}
-
 impl Session<'_> {
     fn cache(&self) -> Option<Arc<Balances>> {
         self.state.balances.clone().filter(|b| b.serving())
@@ -114,7 +102,7 @@ impl Session<'_> {
 
     /// The shape of a routed tenant statement, if the cache may answer it.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
-        if mentions(text, "inventory_ledger") {
+        if may_write_balances(text) {
             self.local.ledger_write_open = true;
         }
         let b = self.state.balances.as_ref()?;

@@ -55,7 +55,8 @@ struct Statement {
     server_name: String,
     /// How it may use a multiplexed connection.
     sharing: shared::Sharing,
-    /// The SQL names `inventory_ledger`: running it may write the ledger (read-your-writes).
+    /// Running it may write the ledger or `inventory_balances` (read-your-writes:
+    /// `balances::writes`).
     writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).

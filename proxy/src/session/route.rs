@@ -348,7 +348,7 @@ impl Statement {
         Statement {
             server_name: format!("{SERVER_NAME_PREFIX}{hash:016x}"),
             sharing,
-            writes_ledger: super::local::mentions(&sql, "inventory_ledger"),
+            writes_ledger: crate::balances::writes::may_write_balances(&sql),
             sql,
             raw_sql: None,
             executes: None,
