@@ -508,3 +508,41 @@ async fn bad_input_gets_clear_errors() {
     })
     .await
 }
+
+/// 0006 down takes `inventory_balances` out of the publications naming it before dropping
+/// its replica identity (published without one, every ledger insert would fail in the
+/// balance trigger's upsert), and refuses when a publication covers every table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_migration_down_leaves_publications_first() {
+    bounded(300, async {
+        let db = TestDb::create("mig_mirror_down").await;
+        let t = target(&db);
+        migrate::up(&t, to("1"), &opts(1000)).await.unwrap();
+        db.psql(&seed_sql(100)).await;
+        migrate::up(&t, None, &opts(1000)).await.unwrap();
+        let identity = "SELECT relreplident FROM pg_class WHERE oid = 'inventory_balances'::regclass";
+        assert_eq!(db.psql(identity).await, "f");
+        db.psql("CREATE PUBLICATION mirror_pub FOR TABLE inventory_balances, inventory_ledger")
+            .await;
+        let report = migrate::down(&t, Some(to("5")), &opts(1000)).await.unwrap();
+        assert_eq!(report.migrations, ["0006_balances_mirror"]);
+        assert_eq!(db.psql(identity).await, "d");
+        assert_eq!(
+            db.psql("SELECT string_agg(tablename, ',') FROM pg_publication_tables WHERE pubname = 'mirror_pub'")
+                .await,
+            "inventory_ledger"
+        );
+        // The balance trigger's upsert still works.
+        db.psql(
+            "INSERT INTO inventory_ledger (org_id, item_id, location_id, quantity_delta, reason) \
+             SELECT org_id, item_id, location_id, 1, 'after down' FROM inventory_ledger LIMIT 1",
+        )
+        .await;
+        migrate::up(&t, None, &opts(1000)).await.unwrap();
+        db.psql("CREATE PUBLICATION everything FOR ALL TABLES").await;
+        let err = migrate::down(&t, Some(to("5")), &opts(1000)).await.unwrap_err();
+        assert!(err.to_string().contains("FOR ALL TABLES"), "{err}");
+        assert_eq!(db.psql(identity).await, "f", "refused: nothing changed");
+    })
+    .await
+}

@@ -1,9 +1,12 @@
-//! The balance cache (DESIGN.md §5): inventory balances held in memory, kept exact by the
-//! ledger's logical replication stream, answering point lookups and per-item totals locally.
+//! The balance cache (DESIGN.md §5): a mirror of `inventory_balances` held in memory, kept
+//! exact by its logical replication stream, answering lookups (any of its columns, `*`)
+//! and per-item / per-location totals locally.
 //!
 //! - [`shape`]: which statements can be answered (pure, on the client's SQL).
 //! - [`bind`]: whether a Bind is one PostgreSQL would accept as it is (else PostgreSQL gets it).
-//! - [`store`]: the balances and per-item totals (`DashMap`, interned ids, exact decimals).
+//! - [`store`]: the mirrored rows and running totals (ordered map, interned ids, exact
+//!   decimals, `updated_at`).
+//! - [`timestamp`]: `timestamptz` text and binary, and a session's text style.
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
 //! - [`request`]: a request's values (Bind parameters, `= ANY` arrays) and its rows, in order.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
@@ -11,12 +14,12 @@
 //! - [`feed`]: the replication rounds — reconnect with backoff, resync, off for good;
 //!   `snapshot` (checks, slot with exported snapshot, initial load) and `stream` (streaming,
 //!   applying whole transactions, acknowledgements) are its two halves.
-//! - [`delta`]: ledger inserts, updates and deletes as movements, as the balance trigger
-//!   applies them.
+//! - [`mirror`]: `inventory_balances` inserts, updates and deletes as puts and removes.
 //! - [`drift`]: the cache against `inventory_balances` at a consistent point
 //!   (`SHOW orgwall.balances_drift`).
-//! - [`fence`]: when a read may be answered — after every ledger write through this proxy
-//!   that ended before it, and within `max_staleness_ms` of the server.
+//! - [`fence`]: when a read may be answered — after every ledger or balance write through
+//!   this proxy that ended before it ([`writes`] says which statements count), and within
+//!   `max_staleness_ms` of the server.
 //!
 //! Invariant: a lookup is answered only while the feed is streaming from a consistent load
 //! (`serving()`) and the fence allows it (`wait_fresh`); otherwise, and for anything the store
