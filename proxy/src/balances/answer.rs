@@ -240,7 +240,11 @@ pub fn data_row(
                 timestamp::NULL => put_value(&mut out, None),
                 timestamp::UNSERVABLE => return None,
                 at if f == 1 => put_value(&mut out, Some(&timestamp::to_binary(at))),
-                at if utc_text => put_value(&mut out, Some(timestamp::to_text_utc(at)?.as_bytes())),
+                at if utc_text => {
+                    let mut text = [0u8; 32];
+                    let n = timestamp::write_text_utc(at, &mut text)?;
+                    put_value(&mut out, Some(&text[..n]));
+                }
                 _ => return None,
             },
         }

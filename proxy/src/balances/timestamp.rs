@@ -111,6 +111,13 @@ pub fn to_binary(us: i64) -> [u8; 8] {
 /// `timestamptz_out` for `TimeZone` UTC and `DateStyle` ISO: seconds' fraction without
 /// trailing zeros, offset `+00`. `None` for [`NULL`] and [`UNSERVABLE`].
 pub fn to_text_utc(us: i64) -> Option<String> {
+    let mut buf = [0u8; 32];
+    let n = write_text_utc(us, &mut buf)?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+/// [`to_text_utc`] into `out` (no allocation: the cache's hot path); returns the length.
+pub fn write_text_utc(us: i64, out: &mut [u8; 32]) -> Option<usize> {
     if us == NULL || us == UNSERVABLE {
         return None;
     }
@@ -121,20 +128,33 @@ pub fn to_text_utc(us: i64) -> Option<String> {
         return None;
     }
     let secs = in_day / 1_000_000;
-    let micros = in_day % 1_000_000;
-    let mut out = format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        secs / 3600,
-        secs / 60 % 60,
-        secs % 60
-    );
-    if micros != 0 {
-        let f = format!("{micros:06}");
-        out.push('.');
-        out.push_str(f.trim_end_matches('0'));
+    let mut micros = in_day % 1_000_000;
+    fn put(out: &mut [u8; 32], at: usize, mut v: i64, width: usize) {
+        for i in (0..width).rev() {
+            out[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
     }
-    out.push_str("+00");
-    Some(out)
+    out[..19].copy_from_slice(b"0000-00-00 00:00:00");
+    put(out, 0, y, 4);
+    put(out, 5, m, 2);
+    put(out, 8, d, 2);
+    put(out, 11, secs / 3600, 2);
+    put(out, 14, secs / 60 % 60, 2);
+    put(out, 17, secs % 60, 2);
+    let mut n = 19;
+    if micros != 0 {
+        let mut digits = 6;
+        while micros % 10 == 0 {
+            micros /= 10;
+            digits -= 1;
+        }
+        out[n] = b'.';
+        put(out, n + 1, micros, digits);
+        n += 1 + digits;
+    }
+    out[n..n + 3].copy_from_slice(b"+00");
+    Some(n + 3)
 }
 
 /// How a session's `timestamptz` text looks, from the ParameterStatus values it was sent.
