@@ -1,17 +1,19 @@
-//! The in-memory balances: `(org_id, item_id, location_id, lot_id)` → exact quantity, plus a
-//! running total per `(org_id, item_id)`.
+//! The in-memory mirror of `inventory_balances`: `(org_id, item_id, location_id, lot_id)` →
+//! exact quantity and `updated_at`, plus a running total per `(org_id, location_id)`.
 //!
 //! Memory (issue 5: ≤ 150 bytes per balance at 1M): ids are interned to `u32` (`interner.rs`:
 //! one text arena, 12-byte hash slots) and a quantity is packed into 8 bytes when it fits
-//! (`qty.rs`; wider values sit in a side map), so a balance is one 24-byte entry of a
-//! `BTreeMap` ordered by `(org, item, location, lot)` ids — ordered so that every balance of an
-//! item (or of an item at a location) is one range: lookups without the lot or the location.
-//! Running totals are kept per `(org, item)` and per `(org, location)`. All tables sit behind
+//! (`qty.rs`; wider values sit in a side map), so a balance is one 32-byte entry (16 of key,
+//! 8 of quantity, 8 of `updated_at`) of a `BTreeMap` ordered by `(org, item, location, lot)`
+//! ids — ordered so that every balance of an item (or of an item at a location) is one range:
+//! lookups without the lot or the location, and per-item sums (summed from the range when
+//! asked; no per-item table). Running totals are kept per `(org, location)`, whose rows are
+//! spread over the map (`change.rs` keeps them exact). All tables sit behind
 //! one `RwLock`: a transaction is applied under the write side and lookups hold the read side,
 //! so a reader never sees half a transaction — which is also why no per-shard locking
 //! (DashMap) is needed.
 //!
-//! Use: `store.write(|t| { t.apply(..); .. })`, `store.read(|t| t.point(..))`. Do not call the
+//! Use: `store.write(|t| { t.put(..); .. })`, `store.read(|t| t.point(..))`. Do not call the
 //! `Store`'s own locking methods (`len`, `snapshot`, …) from inside those closures.
 
 mod change;
@@ -43,7 +45,6 @@ struct Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Balance(Key),
-    Total(Id, Id),
     LocationTotal(Id, Id),
 }
 
@@ -87,19 +88,12 @@ struct Entry {
     at: i64,
 }
 
-/// A running `sum(quantity)` and how many balance rows it covers (none: the entry is gone,
-/// so the sum reads as NULL).
+/// A running per-location `sum(quantity)` and how many balance rows it covers (none: the
+/// entry is gone, so the sum reads as NULL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Total {
     sum: Packed,
     rows: u32,
-}
-
-/// Which running totals a change touches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Sums {
-    Item,
-    Location,
 }
 
 /// Heap bytes of a hash table (std's `HashMap` is hashbrown: a power-of-two number of buckets
@@ -137,7 +131,6 @@ fn malloc_chunk(n: usize) -> usize {
 pub struct Tables {
     ids: Interner,
     balances: BTreeMap<Key, Entry>,
-    totals: HashMap<(Id, Id), Total>,
     /// `sum(quantity)` per `(org, location)`.
     location_totals: HashMap<(Id, Id), Total>,
     /// Values `Packed` cannot hold (wide or unservable), by slot; its entries carry
@@ -149,7 +142,6 @@ impl Tables {
     /// Forgets everything (keeps the allocations: a resync loads about as much again).
     pub fn clear(&mut self) {
         self.balances.clear();
-        self.totals.clear();
         self.location_totals.clear();
         self.wide.clear();
         self.ids.clear();
@@ -218,13 +210,17 @@ impl Tables {
         self.balances.get(&key).map(|e| e.at)
     }
 
-    /// `sum(quantity)` over the item's balance rows.
+    /// `sum(quantity)` over the item's balance rows (one range of the ordered map).
     pub fn total(&self, org: &str, item: &str) -> Lookup {
-        let pair = self.ids.get(org).zip(self.ids.get(item));
-        match pair.and_then(|k| Some((k, *self.totals.get(&k)?))) {
-            None => Lookup::Missing,
-            Some(((o, i), t)) => self.value(Slot::Total(o, i), t.sum).into(),
+        let Some((org, item)) = self.ids.get(org).zip(self.ids.get(item)) else {
+            return Lookup::Missing;
+        };
+        let mut sum: Option<Value> = None;
+        for (&k, e) in self.item_rows(org, item) {
+            let v = self.value(Slot::Balance(k), e.qty);
+            sum = Some(sum.map_or(v, |s| s.add(v)));
         }
+        sum.map_or(Lookup::Missing, Lookup::from)
     }
 
     /// Number of balances.
@@ -241,7 +237,6 @@ impl Tables {
     pub fn bytes_per_balance(&self) -> usize {
         use std::mem::size_of;
         let bytes = btree_bytes(self.balances.len(), size_of::<(Key, Entry)>())
-            + table_bytes(self.totals.capacity(), size_of::<((Id, Id), Total)>())
             + table_bytes(
                 self.location_totals.capacity(),
                 size_of::<((Id, Id), Total)>(),

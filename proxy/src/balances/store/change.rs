@@ -1,17 +1,17 @@
 //! Changes to the mirrored `inventory_balances` rows: a row loaded, a row put as it now is
 //! (INSERT, or the new row of an UPDATE), a row removed (DELETE, or the old row of an UPDATE
-//! that moved its key), and the running totals kept in step with them — their row counts
-//! (no rows: `sum` is NULL) and PostgreSQL's display scale for `sum(numeric)` (the largest
-//! of the rows' scales).
+//! that moved its key), and the per-location running totals kept in step with them — their
+//! row counts (no rows: `sum` is NULL) and PostgreSQL's display scale for `sum(numeric)` (the
+//! largest of the rows' scales). Per-item sums need no running total: an item's rows are one
+//! range of the ordered map, summed when asked.
 //!
 //! A running total cannot tell which rows hold its scale: when a row that may have held it
-//! leaves (removed, or replaced by a value of smaller scale), a per-item total is summed
-//! again over the item's range and a per-location total becomes unservable (PostgreSQL
-//! answers it until the next load). Ledger-driven changes never do that: the balance
-//! trigger's `quantity + delta` keeps or grows the scale.
+//! leaves (removed, or replaced by a value of smaller scale), the location's total becomes
+//! unservable (PostgreSQL answers it until the next load). Ledger-driven changes never do
+//! that: the balance trigger's `quantity + delta` keeps or grows the scale.
 
 use super::qty::{Small, Value};
-use super::{BalanceRow, Entry, Id, Key, Slot, Sums, Tables, Total};
+use super::{BalanceRow, Entry, Id, Key, Slot, Tables, Total};
 
 impl Tables {
     fn intern(&mut self, row: &BalanceRow) -> Key {
@@ -50,8 +50,7 @@ impl Tables {
         if !self.wide.is_empty() {
             self.wide.remove(&Slot::Balance(key));
         }
-        self.adjust(Sums::Item, key, Some(v), None);
-        self.adjust(Sums::Location, key, Some(v), None);
+        self.adjust_location(key, Some(v), None);
     }
 
     fn put_key(&mut self, key: Key, v: Value, at: i64) {
@@ -61,32 +60,21 @@ impl Tables {
             .map(|e| self.value(Slot::Balance(key), e.qty));
         let qty = self.packed(Slot::Balance(key), v);
         self.balances.insert(key, Entry { qty, at });
-        self.adjust(Sums::Item, key, old, Some(v));
-        self.adjust(Sums::Location, key, old, Some(v));
+        self.adjust_location(key, old, Some(v));
     }
 
-    /// Moves one running total from `old` (the row's value before, if it existed) to `new`
-    /// (after, if it still exists). The balance map already holds the change.
-    fn adjust(&mut self, sums: Sums, key: Key, old: Option<Value>, new: Option<Value>) {
-        let (pair, slot) = match sums {
-            Sums::Item => ((key.org, key.item), Slot::Total(key.org, key.item)),
-            Sums::Location => (
-                (key.org, key.location),
-                Slot::LocationTotal(key.org, key.location),
-            ),
-        };
-        let current = match sums {
-            Sums::Item => self.totals.get(&pair),
-            Sums::Location => self.location_totals.get(&pair),
-        }
-        .copied();
+    /// Moves the running total of the row's location from `old` (the row's value before, if
+    /// it existed) to `new` (after, if it still exists).
+    fn adjust_location(&mut self, key: Key, old: Option<Value>, new: Option<Value>) {
+        let (pair, slot) = (
+            (key.org, key.location),
+            Slot::LocationTotal(key.org, key.location),
+        );
+        let current = self.location_totals.get(&pair).copied();
         let rows = (current.map_or(0, |t| t.rows) + u32::from(new.is_some()))
             .saturating_sub(u32::from(old.is_some()));
         if rows == 0 {
-            match sums {
-                Sums::Item => self.totals.remove(&pair),
-                Sums::Location => self.location_totals.remove(&pair),
-            };
+            self.location_totals.remove(&pair);
             if !self.wide.is_empty() {
                 self.wide.remove(&slot);
             }
@@ -107,32 +95,22 @@ impl Tables {
             }
             _ => false,
         };
-        if unsure || sum == Value::Unservable {
-            sum = match sums {
-                Sums::Item => self.item_sum(key.org, key.item),
-                Sums::Location => Value::Unservable,
-            };
+        if unsure {
+            sum = Value::Unservable;
         }
         let packed = self.packed(slot, sum);
-        let total = Total { sum: packed, rows };
-        match sums {
-            Sums::Item => self.totals.insert(pair, total),
-            Sums::Location => self.location_totals.insert(pair, total),
-        };
+        self.location_totals
+            .insert(pair, Total { sum: packed, rows });
     }
 
-    /// `sum(quantity)` over an item's rows, from the balances themselves.
-    fn item_sum(&self, org: Id, item: Id) -> Value {
+    /// An item's balances, in key order.
+    pub(super) fn item_rows(&self, org: Id, item: Id) -> impl Iterator<Item = (&Key, &Entry)> {
         let key = |location, lot| Key {
             org,
             item,
             location,
             lot,
         };
-        self.balances
-            .range(key(0, 0)..=key(Id::MAX, Id::MAX))
-            .fold(Value::Small(Small::ZERO), |sum, (&k, e)| {
-                sum.add(self.value(Slot::Balance(k), e.qty))
-            })
+        self.balances.range(key(0, 0)..=key(Id::MAX, Id::MAX))
     }
 }

@@ -94,7 +94,7 @@ impl Tables {
 
     /// `sum(quantity)` over the selection (`Missing`: no rows, SQL NULL).
     pub fn sum(&self, q: &Selection<'_>) -> Lookup {
-        // Whole items: their running totals.
+        // Whole items: each item's range summed.
         if q.locations.is_none() && q.lots == Lots::Any {
             let totals = q.items.iter().map(|i| self.total(q.org, i));
             return add_up(totals);
