@@ -208,11 +208,11 @@ async fn direct_balance(
 }
 
 /// Item 9 of "Hostile clients on shared connections": a tenant's UPDATE or DELETE of its own
-/// ledger rows (a no-op one included) is applied as a delta — the cache keeps serving every
-/// tenant, nothing is reloaded, and its answers equal `inventory_balances` (kept by the
-/// trigger of migration 0005) for that tenant and the other.
+/// ledger rows (a no-op one included) reaches the cache as the balance-row changes the
+/// trigger of migration 0005 makes (mirrored) — the cache keeps serving every tenant, nothing
+/// is reloaded, and its answers equal `inventory_balances` for that tenant and the other.
 #[tokio::test]
-async fn ledger_updates_and_deletes_are_deltas_not_resyncs() {
+async fn ledger_updates_and_deletes_are_mirrored_not_resyncs() {
     bounded(180, async {
         let db = tenancy::tenant_db("bal_deltas").await;
         let cached = cached_proxy(&db).await;
