@@ -600,7 +600,7 @@ async fn the_role_is_shared_by_the_databases_of_a_cluster() {
                 .iter()
                 .filter(|c| c.outcome == Outcome::Skip)
                 .count(),
-            8,
+            9,
             "{checks:#?}"
         );
         // ... and the last one drops it.

@@ -71,7 +71,7 @@ fn migrate_and_reconcile_commands() {
     let sql = |s: &str| pg.psql("app", s).unwrap();
 
     let out = ok(&url, &["migrate", "status"]);
-    assert_eq!(out.matches("pending").count(), 5, "{out}");
+    assert_eq!(out.matches("pending").count(), 6, "{out}");
     ok(&url, &["migrate", "up", "--to", "1"]);
     sql("INSERT INTO items (id, item_number) VALUES ('i1', 'W-100');
          INSERT INTO locations (id, site, name) VALUES ('l1', 'Main', 'A-01');
@@ -146,7 +146,7 @@ fn migrate_and_reconcile_commands() {
         .unwrap();
     let (out, err) = text(&o);
     assert!(
-        o.status.success() && out.matches("applied").count() == 5,
+        o.status.success() && out.matches("applied").count() == 6,
         "{out}{err}"
     );
 
@@ -176,7 +176,7 @@ fn migrate_and_reconcile_commands() {
     );
     assert_eq!(
         ok(&url, &["migrate", "status"]).matches("pending").count(),
-        5
+        6
     );
     drop(pg);
 }
