@@ -150,7 +150,8 @@ pub struct Order {
 pub enum Shape {
     /// The balance rows matching `filter` (an item is always given), ordered by `order`.
     Rows {
-        cols: Vec<Out>,
+        /// Shared: a shape filled with a statement's literals keeps its columns.
+        cols: std::sync::Arc<[Out]>,
         filter: Filter,
         order: Vec<Order>,
         /// The select list has `*`: [`STAR`] must be the table's columns.

@@ -304,7 +304,7 @@ fn recognise_unbounded(sql: &str, schema: &str, literals_from: usize) -> Option<
             (by_item || by_location).then_some(Shape::Total { name, filter })?
         }
         (None, false) if filter.item.is_some() => Shape::Rows {
-            cols: projection,
+            cols: projection.into(),
             filter,
             order,
             star,

@@ -29,7 +29,7 @@ fn q() -> Vec<Out> {
 
 fn rows(cols: Vec<Out>, filter: Filter, order: Vec<Order>) -> Shape {
     Shape::Rows {
-        cols,
+        cols: cols.into(),
         filter,
         order,
         star: false,
@@ -110,7 +110,7 @@ fn every_column_and_star() {
         ("SELECT b.*, quantity FROM inventory_balances b WHERE b.item_id = $1 AND location_id = $2 AND lot_id IS NULL", vec![out(Column::Quantity, "quantity")]),
         ("select INVENTORY_BALANCES.* from inventory_balances where item_id = $1 and location_id = $2 and lot_id is null", vec![]),
     ] {
-        let want = Shape::Rows { cols: star(extra), filter: filter.clone(), order: vec![], star: true };
+        let want = Shape::Rows { cols: star(extra).into(), filter: filter.clone(), order: vec![], star: true };
         check(sql, Some(want));
     }
 }
