@@ -57,6 +57,7 @@ fn columns() -> Columns {
         updated_at: Some(c(6, 1184, 8)),
         bytewise: true,
         star: true,
+        names: shape::STAR.iter().map(|c| c.name().to_string()).collect(),
     }
 }
 

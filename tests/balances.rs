@@ -543,3 +543,39 @@ async fn transactions_and_strict_isolation_read_from_postgres() {
     })
     .await;
 }
+
+/// A column added to `inventory_balances` while the cache streams: the stream's next
+/// Relation message differs from the columns the round started with, so the cache reloads;
+/// `SELECT *` (no longer the six columns it knows) is then PostgreSQL's to answer, byte for
+/// byte, while lookups of named columns stay in memory.
+#[tokio::test]
+async fn a_column_added_to_the_table_resyncs_and_star_goes_to_postgres() {
+    bounded(180, async {
+        let db = tenancy::tenant_db("bal_alter").await;
+        let cached = cached_proxy(&db).await;
+        let plain = tenancy::tenant_proxy(&db, ProxyOptions::pool(4, "transaction")).await;
+        wait_serving(&cached).await;
+        db.psql("ALTER TABLE inventory_balances ADD COLUMN note text DEFAULT 'n'")
+            .await;
+        let a = connect(&cached.conn_str(TENANT_A)).await;
+        a.simple_query(
+            "INSERT INTO inventory_ledger (item_id, location_id, lot_id, quantity_delta, reason) \
+             VALUES ('i_a1', 'l_a1', NULL, 5, 'after alter')",
+        )
+        .await
+        .expect("insert");
+        let s = wait_stats(&cached, 400, "no resync after ALTER TABLE", |s| {
+            counter(s, "resyncs") >= 1 && s["serving"] == "true"
+        })
+        .await;
+        assert!(s["last_resync_reason"].contains("columns changed"), "{s:?}");
+        wait_caught_up(&db, &cached).await;
+        let star = "SELECT * FROM inventory_balances WHERE item_id = 'i_a1' AND location_id = 'l_a1' AND lot_id IS NULL".to_string();
+        let hits = counter(&stats(&cached).await, "hits");
+        compare_simple(&cached, &plain, std::slice::from_ref(&star)).await;
+        assert_eq!(counter(&stats(&cached).await, "hits"), hits, "SELECT * left to PostgreSQL");
+        compare_simple(&cached, &plain, &[lookup_sql("i_a1", "l_a1", None)]).await;
+        assert_eq!(counter(&stats(&cached).await, "hits"), hits + 1);
+    })
+    .await;
+}

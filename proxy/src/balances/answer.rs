@@ -34,6 +34,9 @@ pub struct Columns {
     /// The table's columns are exactly [`STAR`](super::shape::STAR), in that order: `*` is
     /// answered.
     pub star: bool,
+    /// The table's column names in attnum order, as the round started (the stream resyncs
+    /// when its Relation message says otherwise: a column added or dropped meanwhile).
+    pub names: Vec<String>,
 }
 
 impl Columns {

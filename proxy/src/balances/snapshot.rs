@@ -235,6 +235,7 @@ async fn load_columns(conn: &mut ServerConn, schema: &str) -> Result<Columns, Fe
     let cols = Columns {
         bytewise,
         star: star && updated_at.is_some(),
+        names: names.iter().map(|n| n.to_string()).collect(),
         org_id: meta("org_id")?,
         item_id: meta("item_id")?,
         location_id: meta("location_id")?,

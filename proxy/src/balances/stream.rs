@@ -157,6 +157,11 @@ fn apply(b: &Balances, msg: Message, txn: &mut Txn) -> Result<(), FeedError> {
             columns,
         } if s == *schema => match name.as_str() {
             "inventory_balances" => {
+                if b.columns().is_some_and(|c| c.names != columns) {
+                    return Err(FeedError::Resync(
+                        "inventory_balances' columns changed (ALTER TABLE)".into(),
+                    ));
+                }
                 let c = mirror::Columns::find(&columns).ok_or_else(|| {
                     FeedError::Off("inventory_balances lacks a key or quantity column".into())
                 })?;
