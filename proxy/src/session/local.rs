@@ -100,17 +100,20 @@ impl Session<'_> {
             && !self.settings.strict_isolation()
     }
 
-    /// The shape of a routed tenant statement, if the cache may answer it.
+    /// The shape of a routed tenant statement, if the cache may answer it. A statement that
+    /// is not a lookup and may write the balances marks the session for the fence.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
-        if may_write_balances(text) {
+        let b = self.state.balances.as_ref()?;
+        let shape = match routed.tenant.as_ref() {
+            Some(_) if mentions(text, "inventory_balances") => b.shapes.recognise(text),
+            _ => None,
+        };
+        // (A lookup writes nothing: the word scan is for the rest.)
+        if shape.is_none() && may_write_balances(text) {
             self.local.ledger_write_open = true;
         }
-        let b = self.state.balances.as_ref()?;
+        let shape = shape?;
         let rendered = routed.tenant.as_ref()?;
-        if !mentions(text, "inventory_balances") {
-            return None;
-        }
-        let shape = b.shapes.recognise(text)?;
         if !routed.masked {
             return Some(shape);
         }
