@@ -11,7 +11,8 @@ use orgwall::balances::answer::{self, ColumnMeta, Columns};
 use orgwall::balances::decimal::Decimal;
 use orgwall::balances::store::{BalanceRow, Store};
 use orgwall::balances::{request, shape};
-use orgwall::sql::rewrite::{rewrite, Catalog, RewriteCache};
+use orgwall::plan::Planner;
+use orgwall::sql::rewrite::{rewrite, Catalog};
 
 const LITERAL: &str = "SELECT quantity FROM inventory_balances \
                        WHERE item_id = '417' AND location_id = '42' AND lot_id IS NULL";
@@ -73,7 +74,7 @@ fn bench(c: &mut Criterion) {
     g.bench_function("rewrite_cold_literal", |b| {
         b.iter(|| rewrite(black_box(LITERAL), &cat).expect("rewrites"))
     });
-    let cache = RewriteCache::new(1024);
+    let cache = Planner::new(1024, None);
     g.bench_function("rewrite_cached_params", |b| {
         b.iter(|| {
             let t = cache

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use orgwall::config::{PluginSpec, Role};
+use orgwall::plan::Planner;
 use orgwall::policy::{PolicyEngine, Who};
 
 const SQL: &str = "SELECT id, name FROM items WHERE org_id = 'org_a' AND id = 'i_a1'";
@@ -44,13 +45,19 @@ fn bench(c: &mut Criterion) {
         ] {
             let specs: Vec<PluginSpec> = names.iter().map(|n| spec(&dir, n, cache)).collect();
             let engine = PolicyEngine::new(&specs).expect("engine");
+            let planner = Planner::new(4096, None);
             let label = format!(
                 "check/{}_plugins/{}",
                 names.len(),
                 if cache { "cache" } else { "nocache" }
             );
             c.bench_function(&label, |b| {
-                b.iter(|| engine.check(&who, std::hint::black_box(SQL)).is_ok())
+                b.iter(|| {
+                    let sql = std::hint::black_box(SQL);
+                    engine
+                        .check(&who, sql, || planner.plan(sql).analysis())
+                        .is_ok()
+                })
             });
             // Simple-protocol traffic: the same statement with a new literal each time (the
             // analysis and decisions are found by shape, after one tokenizer pass).
@@ -61,7 +68,10 @@ fn bench(c: &mut Criterion) {
             c.bench_function(&format!("{label}/new_literals"), |b| {
                 b.iter(|| {
                     i = (i + 1) % texts.len();
-                    engine.check(&who, std::hint::black_box(&texts[i])).is_ok()
+                    let sql = std::hint::black_box(&texts[i]);
+                    engine
+                        .check(&who, sql, || planner.plan(sql).analysis())
+                        .is_ok()
                 })
             });
         }

@@ -1,13 +1,14 @@
 //! Rewrite latency (issue 3 benchmark): `orgwall::sql::rewrite::rewrite` over ORM-style
 //! statements against the seed catalog, cold (parse + rewrite + print) and cached
-//! (`RewriteCache::get_or_rewrite` hit + `Template::render`), and with new literal values on
-//! every call (the simple protocol's case: served by the shape cache).
+//! (`Planner::get_or_rewrite`: a plan that holds its rewrite + `Template::render`), and with new literal values on
+//! every call (the simple protocol's case: served by the plan's shape).
 //!
 //! Run: `cargo bench -p orgwall-benches --bench rewrite` (criterion prints the median of
 //! each; the issue's targets are cold ≤ 30 µs for the 3-table join, cached ≤ 1 µs).
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
-use orgwall::sql::rewrite::{rewrite, Catalog, RewriteCache};
+use orgwall::plan::Planner;
+use orgwall::sql::rewrite::{rewrite, Catalog};
 
 /// (name, SQL): what ORMs and hand-written code send.
 const CORPUS: &[(&str, &str)] = &[
@@ -53,7 +54,7 @@ fn bench(c: &mut Criterion) {
     }
     cold.finish();
 
-    let cache = RewriteCache::new(1024);
+    let cache = Planner::new(1024, None);
     let mut cached = c.benchmark_group("rewrite_cached");
     for (name, sql) in CORPUS {
         if cache.get_or_rewrite(sql, &cat).is_err() {

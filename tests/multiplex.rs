@@ -190,11 +190,13 @@ async fn transactions_errors_and_settings_stay_with_their_client() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_statement_holds_up_nobody_and_can_be_cancelled() {
     bounded(120, async {
-        let (_db, proxy) = db_and_proxy("mux_slow", opts(4, 1)).await;
+        let (db, proxy) = db_and_proxy("mux_slow", opts(4, 1)).await;
         let sleeper = connect(&proxy.conn_str(ADMIN)).await;
         let token = sleeper.cancel_token();
         let sleeping = tokio::spawn(async move { sleeper.query_one("SELECT pg_sleep(30)", &[]).await.map(|_| ()) });
-        let watcher = connect(&proxy.conn_str(ADMIN)).await;
+        // Watched directly: a read sent through the proxy in the sleep's first 20 ms would
+        // rightly queue behind it on the shared connection (README, Multiplexing).
+        let watcher = connect(&db.direct_conn_str()).await;
         loop {
             let n: i64 = watcher
                 .query_one(
@@ -209,6 +211,8 @@ async fn a_slow_statement_holds_up_nobody_and_can_be_cancelled() {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        // Past the 20 ms after which the shared connection takes no new statements.
+        tokio::time::sleep(Duration::from_millis(50)).await;
         let other = connect(&proxy.conn_str(ADMIN)).await;
         for i in 0..50i32 {
             let v: i32 = other.query_one("SELECT $1::int", &[&i]).await.expect("quick").get(0);

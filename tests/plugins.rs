@@ -7,6 +7,7 @@ mod common;
 
 use common::{plugin_toml, wasm};
 use orgwall::config::{PluginSpec, Role};
+use orgwall::plan::Planner;
 use orgwall::policy::{PolicyEngine, Who};
 use orgwall_e2e::clients::{expect_db_error, sqlstate};
 use orgwall_e2e::tenancy::{tenancy_toml, tenant_db, SWITCHER, TENANT_A};
@@ -35,9 +36,15 @@ const ADMIN_WHO: Who<'static> = Who {
     role: Role::Admin,
 };
 
+/// One planner for the whole file, as the proxy has one: analyses are shared by shape.
+static PLANNER: std::sync::LazyLock<Planner> =
+    std::sync::LazyLock::new(|| Planner::new(4096, None));
+
 /// `Ok(None)` allow, `Ok(Some(sql))` masked, `Err(code)` refused.
 fn check(engine: &PolicyEngine, who: &Who<'_>, sql: &str) -> Result<Option<String>, String> {
-    engine.check(who, sql).map_err(|r| r.code.to_string())
+    engine
+        .check(who, sql, || PLANNER.plan(sql).analysis())
+        .map_err(|r| r.code.to_string())
 }
 
 /// (principal, SQL, expected: allow `Ok(None)`, mask `Ok(Some(sql))`, refusal `Err(code)`).

@@ -291,3 +291,65 @@ async fn each_client_gets_what_it_gets_alone() {
     })
     .await;
 }
+
+/// The previous holder's settings may make Orgwall's own settings restore fail: tenant A
+/// leaves a 1 ms `statement_timeout` and thousands of custom settings on the only server
+/// connection, and B's statements alternate with A's on it. Whether or not a restore is
+/// cancelled (Orgwall now waits for it and, if it fails, closes the connection and tries
+/// another), none of B's statements may run with A's settings. (This machine's PostgreSQL
+/// finishes `RESET ALL` within the 1 ms, so the failing path is exercised only under load.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_settings_restore_never_runs_a_statement_with_anothers_settings() {
+    bounded(180, async {
+        let db = tenant_db("restore_fails").await;
+        let proxy = tenant_proxy(&db, ProxyOptions::pool(1, "transaction")).await;
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        let b = connect(&proxy.conn_str(TENANT_B)).await;
+        let sets: String = (0..3000)
+            .map(|i| format!("SET app.k{i} = 'secret-of-a';"))
+            .collect();
+        assert!(run_simple(&a, &sets).await.code().is_none());
+        assert!(run_simple(&a, "SET statement_timeout = 1")
+            .await
+            .code()
+            .is_none());
+        let (mut leaks, mut refused, mut clean) = (0, 0, 0);
+        for _ in 0..40 {
+            // A takes the connection back (its own statement may time out: that is A's).
+            let _ = run_simple(&a, "SELECT 1").await;
+            match run_simple(
+                &b,
+                "SELECT current_setting('app.k7', true), current_setting('statement_timeout')",
+            )
+            .await
+            {
+                Outcome::Rows(rs) => {
+                    let row = &rs.rows[0];
+                    if row
+                        .iter()
+                        .any(|v| v.contains("secret-of-a") || v == "'1ms'")
+                    {
+                        leaks += 1;
+                    } else {
+                        clean += 1;
+                    }
+                }
+                Outcome::Error { code, message } => {
+                    assert_eq!(code, "08006", "B's error: {message}");
+                    refused += 1;
+                }
+                other => panic!("B: {other:?}"),
+            }
+        }
+        eprintln!("B: {clean} clean, {refused} refused, {leaks} with A's settings");
+        assert_eq!(
+            leaks, 0,
+            "B ran with A's settings ({clean} clean, {refused} refused)"
+        );
+        assert!(
+            clean > 0,
+            "B never got a clean connection ({refused} refused)"
+        );
+    })
+    .await;
+}

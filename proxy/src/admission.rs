@@ -13,7 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
-/// Why a logged-in client gets no slot (`errors.rs` makes these `53300`).
+use crate::errors::{code, UserFacing};
+
+/// Why a connection gets no place: no client slot, none at the startup gate, no file descriptor
+/// (`53300` for the client, and the connection ends).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AdmissionError {
     #[error("sorry, too many clients already")]
@@ -24,6 +27,22 @@ pub enum AdmissionError {
     Evicted,
     #[error("too many connections for user \"{user}\" (its max_client_connections, {max})")]
     UserFull { user: String, max: usize },
+    /// The process has no file descriptor left for another connection.
+    #[error("out of file descriptors; try again later")]
+    OutOfFiles,
+}
+
+/// Like PostgreSQL's own refusals at its connection limits: the connection ends.
+impl UserFacing for AdmissionError {
+    fn sqlstate(&self) -> &'static str {
+        code::TOO_MANY_CONNECTIONS
+    }
+    fn fatal(&self) -> bool {
+        true
+    }
+    fn client_message(&self) -> String {
+        self.to_string()
+    }
 }
 
 /// Connections that have not finished their startup exchange: at most `max` at once.

@@ -138,29 +138,6 @@ impl ClientRegistry {
         })
     }
 
-    /// Adds a client that just logged in, until the guard is dropped.
-    pub fn register_login(
-        self: &Arc<Self>,
-        login: &crate::frontend::Login,
-        peer: &impl std::fmt::Display,
-    ) -> Registered {
-        let p = &login.principal;
-        let app = login
-            .settings
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
-            .map_or("", |(_, v)| v.as_str());
-        self.register(
-            login.cancel.pid,
-            &p.user,
-            p.role,
-            &p.org_id,
-            peer.to_string(),
-            login.stream.is_tls(),
-            app,
-        )
-    }
-
     /// Client `pid` sent a statement, for `org` (a switcher's current binding).
     pub fn statement(&self, pid: i32, org: Option<&str>) {
         let Some(info) = self.map.get(&pid) else {

@@ -1,16 +1,58 @@
-//! The one place where errors become what a client sees: SQLSTATE, severity and an
-//! `orgwall:`-prefixed message. Modules define their own `thiserror` enums; this file maps them.
+//! How errors reach a client. Each module's `thiserror` enum implements [`UserFacing`] next to
+//! its variants (its SQLSTATE, whether the connection ends, the message a client may read);
+//! [`ClientError`] is what they become: an `orgwall:`-prefixed ErrorResponse.
+//!
+//! A leaf module: it imports nothing of the crate, so every module may depend on it (neon's
+//! proxy splits it the same way, `ReportableError`/`UserFacingError` beside each error type).
 
 use bytes::BytesMut;
+use pgwire::messages::response::ErrorResponse;
+use pgwire::messages::Message;
 
-use crate::admission::AdmissionError;
-use crate::balances::drift::DriftError;
-use crate::jwt::TokenError;
-use crate::policy::Refusal as PolicyRefusal;
-use crate::scram::ScramError;
-use crate::sql::rewrite::Refusal;
-use crate::upstream::{SettingError, UpstreamError};
-use crate::wire::{self, WireError};
+/// How an error reaches a client. Implemented beside each error type, so the SQLSTATE a
+/// variant earns is picked where the variant is defined, once.
+pub trait UserFacing {
+    /// The SQLSTATE the client sees.
+    fn sqlstate(&self) -> &'static str;
+
+    /// Whether the connection ends after the error (`FATAL`), or only the statement (`ERROR`).
+    fn fatal(&self) -> bool {
+        false
+    }
+
+    /// What follows `orgwall: ` in the message: only what a client may know (an upstream's
+    /// host or login failure, for instance, stays in the log).
+    fn client_message(&self) -> String;
+
+    /// The ErrorResponse-ready error.
+    fn to_client(&self) -> ClientError {
+        ClientError {
+            code: self.sqlstate(),
+            message: format!("orgwall: {}", self.client_message()),
+            fatal: self.fatal(),
+        }
+    }
+}
+
+impl<T: UserFacing + ?Sized> UserFacing for &T {
+    fn sqlstate(&self) -> &'static str {
+        (**self).sqlstate()
+    }
+    fn fatal(&self) -> bool {
+        (**self).fatal()
+    }
+    fn client_message(&self) -> String {
+        (**self).client_message()
+    }
+}
+
+/// Any error that says how it reaches a client becomes a [`ClientError`] by `?` or `from`,
+/// owned or borrowed.
+impl<E: UserFacing> From<E> for ClientError {
+    fn from(e: E) -> Self {
+        e.to_client()
+    }
+}
 
 /// An error ready to be sent to a client as an ErrorResponse.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,7 +82,7 @@ impl ClientError {
     /// Appends the ErrorResponse to `out`.
     pub fn write(&self, out: &mut BytesMut) {
         let sev = if self.fatal { "FATAL" } else { "ERROR" };
-        wire::put_error(out, sev, self.code, &self.message);
+        put_error(out, sev, self.code, &self.message);
     }
 
     /// The ErrorResponse as its own buffer.
@@ -80,146 +122,22 @@ pub mod code {
     pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
 }
 
-impl From<&TokenError> for ClientError {
-    fn from(e: &TokenError) -> Self {
-        ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            format!("tenant token rejected: {e}"),
-        )
-    }
+/// The SQLSTATE-carrying fields of an ErrorResponse or NoticeResponse.
+pub fn error_fields(severity: &str, code: &str, message: &str) -> Vec<(u8, String)> {
+    vec![
+        (b'S', severity.to_string()),
+        (b'V', severity.to_string()),
+        (b'C', code.to_string()),
+        (b'M', message.to_string()),
+    ]
 }
 
-impl From<WireError> for ClientError {
-    fn from(e: WireError) -> Self {
-        ClientError::fatal(code::PROTOCOL_VIOLATION, format!("invalid message: {e}"))
-    }
-}
-
-/// A message from PostgreSQL longer than `max_message_bytes`: the session ends, its server
-/// connection closed mid-answer (the message is never buffered whole).
-pub fn answer_too_large(e: &WireError) -> ClientError {
-    ClientError::fatal(
-        code::PROGRAM_LIMIT_EXCEEDED,
-        format!("an answer from PostgreSQL is too large: {e} (max_message_bytes)"),
-    )
-}
-
-impl From<&UpstreamError> for ClientError {
-    fn from(e: &UpstreamError) -> Self {
-        match e {
-            UpstreamError::PoolTimeout(_) | UpstreamError::TenantCap { .. } => ClientError::error(
-                code::TOO_MANY_CONNECTIONS,
-                format!("no PostgreSQL connection available: {e}"),
-            ),
-            // What went wrong upstream (a wrong password, the upstream role's name, a host) is
-            // the operator's business: it is in the log, the client gets a generic error.
-            _ => upstream_unavailable(),
-        }
-    }
-}
-
-/// `08006 orgwall: upstream unavailable`: PostgreSQL cannot be reached or refused Orgwall's
-/// login; the reason is logged, never shown to clients.
-pub fn upstream_unavailable() -> ClientError {
-    ClientError::error(code::CONNECTION_FAILURE, "upstream unavailable")
-}
-
-impl From<&crate::admin::reload::ReloadError> for ClientError {
-    fn from(e: &crate::admin::reload::ReloadError) -> Self {
-        ClientError::error(
-            code::CONFIG_FILE_ERROR,
-            format!("RELOAD: {e}; the running config stays"),
-        )
-    }
-}
-
-/// A startup setting PostgreSQL refused: the login fails as PostgreSQL would fail it, with
-/// its SQLSTATE (the codes `set_config` raises) and its message.
-impl From<&SettingError> for ClientError {
-    fn from(e: &SettingError) -> Self {
-        match e {
-            SettingError::Upstream(u) => ClientError {
-                fatal: true,
-                ..ClientError::from(u)
-            },
-            SettingError::Refused { code: c, message } => {
-                let code = match c.as_str() {
-                    "42704" => code::UNDEFINED_OBJECT,
-                    "55P02" => code::CANT_CHANGE_RUNTIME_PARAM,
-                    "42501" => code::INSUFFICIENT_PRIVILEGE,
-                    _ => code::INVALID_PARAMETER_VALUE,
-                };
-                ClientError::fatal(code, format!("startup setting refused: {message}"))
-            }
-        }
-    }
-}
-
-impl From<&AdmissionError> for ClientError {
-    fn from(e: &AdmissionError) -> Self {
-        // Like PostgreSQL's own refusals: the connection ends.
-        ClientError::fatal(code::TOO_MANY_CONNECTIONS, e)
-    }
-}
-
-impl From<&crate::boundary::WallError> for ClientError {
-    fn from(e: &crate::boundary::WallError) -> Self {
-        use crate::boundary::WallError;
-        match e {
-            WallError::Connect(u) => ClientError {
-                fatal: true,
-                ..ClientError::from(u)
-            },
-            WallError::Unreachable => ClientError {
-                fatal: true,
-                ..upstream_unavailable()
-            },
-            WallError::Unsafe(_) => ClientError::fatal(
-                code::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("tenant logins are refused: {e}"),
-            ),
-        }
-    }
-}
-
-impl From<&DriftError> for ClientError {
-    fn from(e: &DriftError) -> Self {
-        match e {
-            DriftError::Upstream(u) => {
-                let inner = ClientError::from(u);
-                ClientError::error(inner.code, format!("balance drift check: {e}"))
-            }
-            _ => ClientError::error(
-                code::OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!("balance drift check: {e}"),
-            ),
-        }
-    }
-}
-
-impl From<Refusal> for ClientError {
-    fn from(r: Refusal) -> Self {
-        let code = match r.code {
-            "42601" => "42601",
-            "0A000" => code::FEATURE_NOT_SUPPORTED,
-            "54001" => code::STATEMENT_TOO_COMPLEX,
-            _ => code::INSUFFICIENT_PRIVILEGE,
-        };
-        ClientError::error(code, r.message)
-    }
-}
-
-impl From<PolicyRefusal> for ClientError {
-    fn from(r: PolicyRefusal) -> Self {
-        // The code is the plugin's (validated, interned) SQLSTATE.
-        ClientError::error(r.code, r.message)
-    }
-}
-
-impl From<ScramError> for ClientError {
-    fn from(_: ScramError) -> Self {
-        // Never say which part failed: it would help a password guesser.
-        ClientError::fatal(code::INVALID_PASSWORD, "password authentication failed")
+/// Appends an ErrorResponse (the one message this module encodes itself, so that it needs
+/// nothing of `wire`, which sits above it).
+pub fn put_error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
+    let e = ErrorResponse::new(error_fields(severity, code, message));
+    if let Err(e) = e.encode(out) {
+        tracing::error!(error = %e, "failed to encode an ErrorResponse");
     }
 }
 
@@ -227,14 +145,36 @@ impl From<ScramError> for ClientError {
 mod tests {
     use super::*;
 
+    /// An error type as a module would write it.
+    struct Shut;
+
+    impl UserFacing for Shut {
+        fn sqlstate(&self) -> &'static str {
+            code::ADMIN_SHUTDOWN
+        }
+        fn fatal(&self) -> bool {
+            true
+        }
+        fn client_message(&self) -> String {
+            "shutting down".into()
+        }
+    }
+
     #[test]
     fn messages_are_prefixed_and_carry_the_code() {
         let e = ClientError::error(code::FEATURE_NOT_SUPPORTED, "LISTEN needs session pooling");
         let frame = e.to_frame();
-        assert_eq!(wire::error_code(&frame), Some("0A000"));
+        assert_eq!(frame[0], b'E');
+        let fields = &frame[5..];
+        assert!(fields.windows(7).any(|w| w == b"C0A000\0"));
+        assert!(fields.windows(6).any(|w| w == b"SERROR"));
         assert!(e.message.starts_with("orgwall: "));
-        let f: ClientError = WireError::BadLength(-1).into();
-        assert!(f.fatal);
-        assert_eq!(f.code, "08P01");
+        let f = ClientError::from(&Shut);
+        assert_eq!(
+            f,
+            ClientError::fatal(code::ADMIN_SHUTDOWN, "shutting down"),
+            "the trait's parts make the same error as the constructors"
+        );
+        assert!(f.to_frame().windows(6).any(|w| w == b"SFATAL"));
     }
 }

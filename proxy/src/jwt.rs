@@ -9,6 +9,7 @@ use jsonwebtoken::{decode, decode_header, Algorithm, Validation};
 use serde_json::Value;
 
 use crate::config::{JwtConfig, JwtKey};
+use crate::errors::{code, UserFacing};
 
 /// Why a token was refused (shown to the client, prefixed `tenant token rejected:`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -43,6 +44,15 @@ pub enum TokenError {
     Audience,
     #[error("no org_id claim")]
     NoOrg,
+}
+
+impl UserFacing for TokenError {
+    fn sqlstate(&self) -> &'static str {
+        code::INSUFFICIENT_PRIVILEGE
+    }
+    fn client_message(&self) -> String {
+        format!("tenant token rejected: {self}")
+    }
 }
 
 /// A token that passed every rule.

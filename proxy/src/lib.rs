@@ -3,7 +3,8 @@
 //! Module map, in the order a connection flows through them (DESIGN.md §2):
 //! - [`config`]: TOML + environment, validated at load.
 //! - [`listen`], [`server`]: the listening sockets (TCP, Unix), the accept loop and graceful
-//!   drain; [`admission`]: the startup gate and the client slots (with the admin reserve).
+//!   drain; [`state`]: what every connection shares (`ProxyState`); [`admission`]: the
+//!   startup gate and the client slots (with the admin reserve).
 //! - [`startup`]: what `orgwall serve` checks first (upstream logins, file-descriptor limit).
 //! - [`frontend`]: one client's handshake — SSLRequest/TLS, startup, SCRAM, cancel requests.
 //! - [`session`]: the per-client protocol loop (simple + extended), statement names, pooling.
@@ -15,9 +16,14 @@
 //! - [`upstream`]: connections to PostgreSQL, the pool, the server-side statement cache.
 //! - [`clients`]: the registry of logged-in clients (`SHOW CLIENTS`).
 //! - [`cancel`]: the registry that routes a client's cancel to the backend running its query.
-//! - [`errors`]: the one place that turns errors into SQLSTATE + client-visible messages.
+//! - [`errors`]: `UserFacing` (each module's errors say their SQLSTATE and client message) and
+//!   `ClientError`, the ErrorResponse they become.
 //! - [`logging`]: log format, colour, the dependency cap, rate-limited warnings.
-//! - [`admin`]: the `/metrics` and `/healthz` endpoint (`[admin] listen`) and the metrics.
+//! - [`admin`]: the `/metrics` and `/healthz` endpoint (`[admin] listen`), console rows, reload;
+//!   [`metrics`]: the Prometheus registry.
+//!
+//! Imports between these modules point one way (ARCHITECTURE.md, "Layers";
+//! `proxy/tests/layers.rs` fails on a circle).
 //! - [`wire`], [`scram`]: protocol framing and SCRAM primitives shared by both sides.
 //! - [`localpg`], [`demo`]: a private PostgreSQL for `orgwall demo` and the test suite.
 //! - [`balances`]: the inventory balance cache fed by logical replication; answers balance
@@ -42,12 +48,15 @@ pub mod listen;
 pub mod localpg;
 pub mod logging;
 pub mod lru;
+pub mod metrics;
 pub mod migrate;
+pub mod plan;
 pub mod policy;
 pub mod scram;
 pub mod server;
 pub mod session;
 pub mod sql;
 pub mod startup;
+pub mod state;
 pub mod upstream;
 pub mod wire;

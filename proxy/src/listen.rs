@@ -12,12 +12,10 @@ use std::path::{Path, PathBuf};
 
 use tokio::net::{TcpListener, UnixListener};
 
+use crate::admission::AdmissionError;
+use crate::config::socket_file;
+use crate::errors::ClientError;
 use crate::frontend::ClientStream;
-
-/// The file name PostgreSQL and libpq use for a server socket on `port`.
-pub fn socket_file(dir: &Path, port: u16) -> PathBuf {
-    dir.join(format!(".s.PGSQL.{port}"))
-}
 
 /// Who connected, for the connection's span.
 #[derive(Debug, Clone, Copy)]
@@ -142,11 +140,7 @@ impl Listeners {
         drop(fd);
         let wait = std::time::Duration::from_millis(50);
         if let Ok(Ok((mut socket, _))) = tokio::time::timeout(wait, self.accept()).await {
-            let frame = crate::errors::ClientError::fatal(
-                crate::errors::code::TOO_MANY_CONNECTIONS,
-                "out of file descriptors; try again later",
-            )
-            .to_frame();
+            let frame = ClientError::from(AdmissionError::OutOfFiles).to_frame();
             let _ = tokio::time::timeout(std::time::Duration::from_millis(200), async {
                 use tokio::io::AsyncWriteExt;
                 let _ = socket.write_all(&frame).await;

@@ -1,6 +1,6 @@
 //! A bounded map from text to a cloneable value, shared by all sessions (`&self` methods,
 //! one mutex). Least-recently-used entries are evicted in batches of an eighth when full, so
-//! eviction cost is amortized. Used by the rewrite cache and the policy analysis cache.
+//! eviction cost is amortized. Used by the planner (`plan/`) for texts and shapes.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -10,6 +10,8 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use crate::errors::{code, UserFacing};
+
 const ITERATIONS: u32 = 4096;
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
@@ -110,6 +112,19 @@ pub enum ScramError {
     Proof,
     #[error("server signature did not verify")]
     ServerSignature,
+}
+
+impl UserFacing for ScramError {
+    fn sqlstate(&self) -> &'static str {
+        code::INVALID_PASSWORD
+    }
+    fn fatal(&self) -> bool {
+        true
+    }
+    /// Never which part failed: it would help a password guesser.
+    fn client_message(&self) -> String {
+        "password authentication failed".into()
+    }
 }
 
 fn attr(msg: &str, key: char) -> Result<&str, ScramError> {

@@ -8,219 +8,16 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{field::Empty, Instrument};
 
-use crate::admission::{ClientSlots, StartupGate, StartupTicket};
-use crate::boundary::{establish, Wall, WallError};
-use crate::cancel::CancelRegistry;
-use crate::config::{Config, Role};
+use crate::admission::StartupTicket;
+use crate::config::Config;
 use crate::frontend::{self, tls_acceptor, ClientStream};
 use crate::listen::{Listeners, Peer};
-use crate::policy::{self, PolicyEngine};
-use crate::scram::Verifier;
+use crate::policy;
 use crate::session;
-use crate::sql::rewrite::{Catalog, RewriteCache};
-use crate::upstream::{catalog, Pool, UpstreamError};
-
-/// What every connection task shares.
-pub struct ProxyState {
-    pub config: Arc<Config>,
-    /// The owner login's pool: admin traffic, catalog discovery, the balance cache.
-    pub pool: Pool,
-    /// The tenant identity's pool (`[upstream] tenant_user`): tenant and switcher traffic, when
-    /// `[tenancy] enforce_in_postgres` (the default).
-    pub tenant_pool: Option<Pool>,
-    /// The second wall once its start-up check passed, or the last failure and when it was seen.
-    wall: tokio::sync::Mutex<WallState>,
-    pub cancel: Arc<CancelRegistry>,
-    /// Connections still logging in (`max_startup_connections`, oldest evicted).
-    pub startup: Arc<StartupGate>,
-    /// Logged-in clients (`max_client_connections`, `reserved_admin_connections`).
-    pub clients: Arc<ClientSlots>,
-    pub tls: Option<tokio_rustls::TlsAcceptor>,
-    /// Verifier used for unknown users so they cannot be told apart from wrong passwords.
-    pub decoy: Verifier,
-    /// Fires when the proxy starts draining.
-    pub shutdown: CancellationToken,
-    /// Fires when draining timed out: sessions end even mid-transaction.
-    pub terminate: CancellationToken,
-    /// The rewriter's view of the schema; loaded on first use, replaced on reload (SIGHUP).
-    catalog: std::sync::RwLock<Option<Arc<Catalog>>>,
-    /// Serialises catalog discovery so concurrent sessions load it once.
-    catalog_loading: tokio::sync::Mutex<()>,
-    /// Tenant-independent rewrite templates, shared by all sessions.
-    pub rewrites: RewriteCache,
-    /// The balance cache, when `[balances] enabled = true` (its feed starts in [`run`]).
-    pub balances: Option<Arc<crate::balances::Balances>>,
-    /// Policy plugins (`[[plugins]]`), hot-reloaded by `policy::reload::watch`.
-    pub policy: Arc<PolicyEngine>,
-    /// Refusals at the connection limits are logged at most once a second, with a count of
-    /// the ones held back.
-    pub limit_warnings: crate::logging::Throttle,
-    /// What `/metrics` exports (`[admin] listen`).
-    pub metrics: Arc<crate::admin::metrics::Metrics>,
-    /// Logged-in clients (`SHOW CLIENTS`).
-    pub registry: Arc<crate::clients::ClientRegistry>,
-    /// The config in force: `config` at start, replaced by each successful reload (the
-    /// settings `config::merge_reloadable` allows; the rest stay as at start).
-    pub(crate) live: std::sync::RwLock<Arc<Config>>,
-    /// Bumped whenever a client's DDL completes (`session/ddl.rs`): server-side statements
-    /// Orgwall shares between clients and prepared before it are closed before their next use.
-    pub ddl_epoch: std::sync::atomic::AtomicU64,
-}
-
-impl ProxyState {
-    pub fn new(config: Arc<Config>) -> std::io::Result<ProxyState> {
-        let tls = match &config.tls {
-            Some(t) => Some(tls_acceptor(&t.cert_pem, &t.key_pem)?),
-            None => None,
-        };
-        let metrics = Arc::new(crate::admin::metrics::Metrics::new(
-            config.admin.tenant_metrics,
-        ));
-        let pool = |cfg: crate::config::UpstreamConfig, name: &str| {
-            Pool::new(cfg)
-                .map(|p| p.observed_by(metrics.pool_wait(name)))
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))
-        };
-        Ok(ProxyState {
-            pool: pool(config.upstream.clone(), "owner")?,
-            tenant_pool: match config.tenancy.enforce_in_postgres {
-                true => Some(pool(config.upstream.for_tenants(), "tenant")?),
-                false => None,
-            },
-            wall: tokio::sync::Mutex::new(WallState::Unchecked),
-            cancel: Arc::default(),
-            startup: StartupGate::new(config.max_startup_connections),
-            clients: ClientSlots::new(
-                config.max_client_connections,
-                config.reserved_admin_connections,
-            ),
-            tls,
-            decoy: Verifier::from_password(&crate::scram::nonce()),
-            shutdown: CancellationToken::new(),
-            terminate: CancellationToken::new(),
-            catalog: std::sync::RwLock::new(None),
-            catalog_loading: tokio::sync::Mutex::new(()),
-            ddl_epoch: std::sync::atomic::AtomicU64::new(0),
-            rewrites: RewriteCache::new(config.tenancy.rewrite_cache_size),
-            balances: config
-                .balances
-                .enabled
-                .then(|| Arc::new(crate::balances::Balances::new(config.balances.clone()))),
-            policy: Arc::new(PolicyEngine::new(&config.plugins).map_err(std::io::Error::other)?),
-            limit_warnings: crate::logging::Throttle::new(std::time::Duration::from_secs(1)),
-            metrics,
-            registry: Arc::default(),
-            live: std::sync::RwLock::new(config.clone()),
-            config,
-        })
-    }
-}
-
-/// Where the second wall's start-up check stands.
-enum WallState {
-    Unchecked,
-    Ready(Arc<Wall>),
-    /// Failed at this instant (what is unsafe, or `None`: PostgreSQL was unreachable);
-    /// checked again after [`WALL_RETRY`].
-    Failed(std::time::Instant, Option<String>),
-}
-
-/// A failed start-up check is not repeated for every login.
-const WALL_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-
-impl ProxyState {
-    /// The pool a principal's statements run on: the tenant identity's for tenants and
-    /// switchers (with the second wall), the owner's otherwise.
-    pub fn pool_for(&self, role: Role) -> &Pool {
-        match (&self.tenant_pool, role) {
-            (Some(p), Role::Tenant | Role::Switcher) => p,
-            _ => &self.pool,
-        }
-    }
-
-    /// The second wall for tenant and switcher logins: `Ok(None)` when it is turned off,
-    /// an error naming what is missing when its start-up check fails (checked at start, after
-    /// a reload, and again at most every few seconds while it fails).
-    pub async fn wall(&self) -> Result<Option<Arc<Wall>>, WallError> {
-        let Some(tenant_pool) = &self.tenant_pool else {
-            return Ok(None);
-        };
-        let mut state = self.wall.lock().await;
-        match &*state {
-            WallState::Ready(w) => return Ok(Some(w.clone())),
-            WallState::Failed(at, why) if at.elapsed() < WALL_RETRY => {
-                return Err(match why {
-                    Some(why) => WallError::Unsafe(why.clone()),
-                    None => WallError::Unreachable,
-                })
-            }
-            _ => {}
-        }
-        let checked = match self.catalog().await {
-            Ok(catalog) => {
-                establish(
-                    &self.pool,
-                    tenant_pool,
-                    &catalog,
-                    &self.config.upstream.tenant_user,
-                )
-                .await
-            }
-            Err(e) => Err(WallError::Connect(e)),
-        };
-        match checked {
-            Ok(w) => {
-                tracing::info!(tenant_user = %self.config.upstream.tenant_user, "second wall in place: tenant traffic runs under PostgreSQL row-level security");
-                let w = Arc::new(w);
-                *state = WallState::Ready(w.clone());
-                Ok(Some(w))
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "tenant and switcher logins are refused");
-                let why = match &e {
-                    WallError::Unsafe(w) => Some(w.clone()),
-                    _ => None,
-                };
-                *state = WallState::Failed(std::time::Instant::now(), why);
-                Err(e)
-            }
-        }
-    }
-
-    /// The current catalog, discovering it from PostgreSQL the first time.
-    pub async fn catalog(&self) -> Result<Arc<Catalog>, UpstreamError> {
-        if let Some(c) = self.current_catalog() {
-            return Ok(c);
-        }
-        let _loading = self.catalog_loading.lock().await;
-        if let Some(c) = self.current_catalog() {
-            return Ok(c);
-        }
-        let c = Arc::new(catalog::load(&self.pool, &self.current().tenancy).await?);
-        tracing::info!(version = c.version(), "catalog loaded");
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = Some(c.clone());
-        Ok(c)
-    }
-
-    fn current_catalog(&self) -> Option<Arc<Catalog>> {
-        self.catalog
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// Forgets the catalog; the next tenant statement rediscovers it. Cached rewrites are keyed
-    /// by catalog version, so stale templates are never used.
-    pub async fn reload_catalog(&self) {
-        *self.catalog.write().unwrap_or_else(|p| p.into_inner()) = None;
-        *self.wall.lock().await = WallState::Unchecked;
-        tracing::info!("catalog reload requested");
-    }
-}
+use crate::state::{spawn_wall_check, ProxyState};
 
 /// The async runtime for `workers` threads (`Config::workers`): a single-threaded one for 1.
 pub fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
@@ -243,7 +40,11 @@ pub async fn run(
     config: Arc<Config>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let state = Arc::new(ProxyState::new(config)?);
+    let tls = match &config.tls {
+        Some(t) => Some(tls_acceptor(&t.cert_pem, &t.key_pem)?),
+        None => None,
+    };
+    let state = Arc::new(ProxyState::new(config, tls)?);
     let tasks = TaskTracker::new();
     if let Some(addr) = state.config.admin.listen {
         let admin = tokio::net::TcpListener::bind(addr).await.map_err(|e| {
@@ -363,15 +164,6 @@ async fn refuse_out_of_files(
     listener.refuse_waiting(spare).await;
 }
 
-/// Runs the second wall's start-up check in the background; a failure is logged and refuses
-/// tenant logins until it passes.
-pub(crate) fn spawn_wall_check(state: &Arc<ProxyState>) {
-    let st = state.clone();
-    tokio::spawn(async move {
-        let _ = st.wall().await;
-    });
-}
-
 /// One connection: its handshake under `ticket` (its place at the startup gate, given back
 /// once it is logged in), then its session.
 async fn serve_client(
@@ -395,7 +187,7 @@ async fn serve_client(
             Ok(Some(login)) => {
                 tracing::info!("login");
                 let _counted = state.metrics.client(login.principal.role.as_str());
-                let _listed = state.registry.register_login(&login, &peer);
+                let _listed = login.register(&state.registry, &peer);
                 session::run(login, &state).await;
             }
             Ok(None) => {}
@@ -404,13 +196,17 @@ async fn serve_client(
                 tracing::debug!("client closed before logging in")
             }
             Err(e @ frontend::FrontendError::Admission(_)) => {
-                state.metrics.handshake_failed(&e);
+                if let Some(reason) = e.refusal() {
+                    state.metrics.client_refused(reason);
+                }
                 if let Some(held_back) = state.limit_warnings.admit(std::time::Instant::now()) {
                     tracing::warn!(error = %e, held_back, "connection refused at a limit");
                 }
             }
             Err(e) => {
-                state.metrics.handshake_failed(&e);
+                if let Some(reason) = e.refusal() {
+                    state.metrics.client_refused(reason);
+                }
                 tracing::info!(error = %e, "handshake ended")
             }
         }

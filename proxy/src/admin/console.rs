@@ -5,7 +5,7 @@
 //! Invariant: nothing here reads statement text or secrets.
 
 use crate::config::Role;
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// Text rows (NULL = `None`).
 pub type Rows = Vec<Vec<Option<String>>>;

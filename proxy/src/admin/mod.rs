@@ -1,5 +1,5 @@
 //! The operations endpoint on `[admin] listen` (off by default): `GET /metrics` (Prometheus
-//! text, [`metrics`]) and `GET /healthz` (200 when PostgreSQL answers and, with the second
+//! text, [`crate::metrics`]) and `GET /healthz` (200 when PostgreSQL answers and, with the second
 //! wall, its start-up check passed; 503 with the reason otherwise), over a minimal HTTP/1.1
 //! exchange: one request per connection, bounded in size and time.
 //!
@@ -7,7 +7,6 @@
 //! most one small buffer for at most [`REQUEST_TIMEOUT`].
 
 pub mod console;
-pub mod metrics;
 pub mod reload;
 
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 
 /// A request must arrive whole within this time.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,7 +117,7 @@ fn metrics_text(state: &ProxyState) -> String {
     let balances = state.balances.as_ref().map(|b| b.stats());
     state
         .metrics
-        .render(&pools, balances, state.rewrites.counts())
+        .render(&pools, balances, state.planner.counts())
 }
 
 /// Whether PostgreSQL gives the owner pool a connection, and whether the second wall stands.

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::server::{spawn_wall_check, ProxyState};
+use crate::errors::{code, UserFacing};
+use crate::state::{spawn_wall_check, ProxyState};
 
 /// Why a reload did not apply.
 #[derive(Debug, thiserror::Error)]
@@ -17,6 +18,15 @@ pub enum ReloadError {
     NoFile,
     #[error("{0}")]
     Invalid(crate::config::ConfigError),
+}
+
+impl UserFacing for ReloadError {
+    fn sqlstate(&self) -> &'static str {
+        code::CONFIG_FILE_ERROR
+    }
+    fn client_message(&self) -> String {
+        format!("RELOAD: {self}; the running config stays")
+    }
 }
 
 impl ProxyState {

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::{pgoutput, timestamp, Balances};
+use crate::errors::{code, UserFacing};
 use crate::upstream::{Pool, UpstreamError};
 
 /// How long a round waits for the cache to apply PostgreSQL's position.
@@ -37,6 +38,18 @@ pub enum DriftError {
     Upstream(#[from] UpstreamError),
     #[error("unexpected answer from PostgreSQL: {0}")]
     Protocol(String),
+}
+
+impl UserFacing for DriftError {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            DriftError::Upstream(u) => u.sqlstate(),
+            _ => code::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        }
+    }
+    fn client_message(&self) -> String {
+        format!("balance drift check: {self}")
+    }
 }
 
 /// `(org_id, item_id, location_id, lot_id)`.

@@ -36,7 +36,6 @@ pub mod mirror;
 pub mod pgoutput;
 pub mod request;
 pub mod shape;
-pub mod shape_cache;
 mod snapshot;
 pub mod store;
 mod stream;
@@ -51,6 +50,19 @@ use crate::config::BalancesConfig;
 use answer::Columns;
 pub use metrics::Metrics;
 use store::Store;
+
+/// Whether running `sql` may change a balance the cache answers (it names the ledger, or
+/// `inventory_balances` with a writing keyword: `writes.rs`): a session that sent it notes
+/// the end of its transaction to the fence (read-your-writes). Erring towards yes only costs
+/// a fence note.
+pub fn names_ledger(sql: &str) -> bool {
+    writes::may_write_balances(sql)
+}
+
+/// Whether `sql` names `inventory_balances` (only such text is worth parsing for a shape).
+pub fn names_balances(sql: &str) -> bool {
+    writes::mentions(sql, "inventory_balances")
+}
 
 /// Resident set size of this process in bytes (`/proc/self/statm`; `None` where there is no
 /// such file), for the memory figures measured rather than estimated.
@@ -67,8 +79,6 @@ pub fn resident_bytes() -> Option<u64> {
 pub struct Balances {
     pub config: BalancesConfig,
     pub store: Store,
-    /// Recognised statement shapes (parsed once per shape).
-    pub shapes: shape_cache::ShapeCache,
     serving: AtomicBool,
     /// End LSN of the last applied transaction (or keepalive position with nothing pending).
     applied_lsn: AtomicU64,
@@ -94,11 +104,9 @@ pub struct Balances {
 
 impl Balances {
     pub fn new(config: BalancesConfig) -> Balances {
-        let shapes = shape_cache::ShapeCache::new(&config.schema);
         Balances {
             config,
             store: Store::new(),
-            shapes,
             serving: AtomicBool::new(false),
             applied_lsn: AtomicU64::new(0),
             server_lsn: AtomicU64::new(0),

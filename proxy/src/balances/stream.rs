@@ -10,7 +10,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::feed::FeedError;
 use super::mirror::{self, Change};
@@ -45,11 +44,7 @@ async fn send_status(repl: &mut ServerConn, lsn: u64, reply: bool) -> Result<(),
     out.put_u8(b'd');
     out.put_i32(payload.len() as i32 + 4);
     out.put_slice(&payload);
-    repl.stream
-        .write_all(&out)
-        .await
-        .map_err(UpstreamError::Io)?;
-    Ok(())
+    Ok(repl.send(&out).await?)
 }
 
 /// Streams the slot from `start` until the connection fails or the ledger needs a resync.
@@ -71,7 +66,7 @@ pub(super) async fn stream(
             b.config.publication
         )),
     );
-    repl.stream.write_all(&q).await.map_err(UpstreamError::Io)?;
+    repl.send(&q).await?;
     loop {
         let f = repl.next_frame(usize::MAX >> 1).await?;
         match f[0] {
@@ -91,22 +86,15 @@ pub(super) async fn stream(
     loop {
         let mut reply = false;
         let mut frames = Vec::new();
-        {
-            let ServerConn { stream, rbuf, .. } = &mut *repl;
-            tokio::select! {
-                n = stream.read_buf(rbuf) => {
-                    if n.map_err(UpstreamError::Io)? == 0 {
-                        return Err(UpstreamError::Closed.into());
-                    }
-                }
-                _ = b.ping.notified() => reply = true,
-                _ = tick.tick() => {}
-                // A fence probe waits for the store: ask for the server's position again
-                // until the stream has passed it.
-                _ = tokio::time::sleep(REPING), if b.fence.pending() => reply = true,
-            }
+        tokio::select! {
+            read = repl.read_more() => read?,
+            _ = b.ping.notified() => reply = true,
+            _ = tick.tick() => {}
+            // A fence probe waits for the store: ask for the server's position again
+            // until the stream has passed it.
+            _ = tokio::time::sleep(REPING), if b.fence.pending() => reply = true,
         }
-        while let Some(f) = wire::split_frame(&mut repl.rbuf, usize::MAX >> 1)? {
+        while let Some(f) = repl.buffered_frame(usize::MAX >> 1)? {
             frames.push(f);
         }
         for f in frames {

@@ -5,6 +5,7 @@
 //! so Orgwall's tokens and the function the policies call are known to agree.
 
 use super::Wall;
+use crate::errors::{code, UserFacing};
 use crate::sql::quote_literal;
 use crate::sql::rewrite::{Catalog, TableKind};
 use crate::upstream::{Pool, UpstreamError};
@@ -31,6 +32,27 @@ pub enum WallError {
     Unreachable,
     #[error("the tenant boundary in PostgreSQL is not in place: {0}; run `orgwall migrate up` (or see the README's \"Two walls\" for a deployment with its own roles)")]
     Unsafe(String),
+}
+
+/// Tenant logins end (FATAL) while the wall is not known to stand.
+impl UserFacing for WallError {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            WallError::Connect(u) => u.sqlstate(),
+            WallError::Unreachable => code::CONNECTION_FAILURE,
+            WallError::Unsafe(_) => code::OBJECT_NOT_IN_PREREQUISITE_STATE,
+        }
+    }
+    fn fatal(&self) -> bool {
+        true
+    }
+    fn client_message(&self) -> String {
+        match self {
+            WallError::Connect(u) => u.client_message(),
+            WallError::Unreachable => "upstream unavailable".into(),
+            WallError::Unsafe(_) => format!("tenant logins are refused: {self}"),
+        }
+    }
 }
 
 /// Runs the start-up check; on success, the wall sessions use.

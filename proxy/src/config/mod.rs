@@ -255,7 +255,7 @@ impl Config {
         let unix_socket_dir = raw.unix_socket_dir.map(|d| base.join(d));
         if let Some(d) = &unix_socket_dir {
             // sockaddr_un holds 107 bytes of path; the longest name is `.s.PGSQL.65535`.
-            let longest = crate::listen::socket_file(d, u16::MAX);
+            let longest = socket_file(d, u16::MAX);
             if longest.as_os_str().len() > 107 {
                 return Err(invalid(
                     "unix_socket_dir",
@@ -412,6 +412,12 @@ fn read_file(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
         path: path.to_path_buf(),
         source,
     })
+}
+
+/// The file name PostgreSQL and libpq use for a server socket on `port` (in
+/// `unix_socket_dir`).
+pub fn socket_file(dir: &Path, port: u16) -> PathBuf {
+    dir.join(format!(".s.PGSQL.{port}"))
 }
 
 #[cfg(test)]

@@ -4,8 +4,12 @@
 //! Everything before `ReadyForQuery` happens here; the result is a [`Login`] for `session`.
 
 mod auth;
+mod error;
 mod options;
 mod stream;
+
+use std::fmt;
+use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
 use pgwire::messages::startup::{
@@ -14,14 +18,15 @@ use pgwire::messages::startup::{
 use pgwire::messages::{DecodeContext, Message};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
+pub use error::{FrontendError, LoginRefused};
 pub use stream::{tls_acceptor, ClientStream};
 
 use crate::admission::{AdmissionError, ClientSlot};
 use crate::cancel::CancelHandle;
+use crate::clients::{ClientRegistry, Registered};
 use crate::config::Role;
-use crate::errors::{code, ClientError};
-use crate::scram::ScramError;
-use crate::server::ProxyState;
+use crate::errors::ClientError;
+use crate::state::ProxyState;
 use crate::upstream::UpstreamError;
 use crate::wire::{self, WireError};
 
@@ -44,8 +49,8 @@ pub struct Principal {
 }
 
 /// A logged-in client, greeted and ready for its first query.
-pub struct Login {
-    pub stream: ClientStream,
+pub struct Login<S = ClientStream> {
+    pub stream: S,
     /// Bytes the client already sent after its login.
     pub buf: BytesMut,
     pub principal: Principal,
@@ -62,52 +67,24 @@ pub struct Login {
     pub user_slot: crate::clients::UserSlot,
 }
 
-/// Why a handshake ended without a login.
-#[derive(Debug, thiserror::Error)]
-pub enum FrontendError {
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Wire(#[from] WireError),
-    #[error("authentication: {0}")]
-    Scram(#[from] ScramError),
-    #[error("TLS handshake: {0}")]
-    Tls(std::io::Error),
-    #[error("{}", .0.message)]
-    Client(ClientError),
-    #[error("client closed the connection")]
-    Closed,
-    #[error("handshake timed out")]
-    Timeout,
-    #[error("{0}")]
-    Admission(AdmissionError),
-}
-
-impl FrontendError {
-    fn client_error(&self) -> Option<ClientError> {
-        match self {
-            FrontendError::Client(e) => Some(e.clone()),
-            FrontendError::Scram(e) => Some(e.clone().into()),
-            FrontendError::Wire(e) => Some(ClientError::from(clone_wire(e))),
-            FrontendError::Timeout => Some(ClientError::fatal(
-                code::PROTOCOL_VIOLATION,
-                "handshake timed out",
-            )),
-            FrontendError::Admission(e) => Some(ClientError::from(e)),
-            _ => None,
-        }
-    }
-}
-
-fn clone_wire(e: &WireError) -> WireError {
-    match e {
-        WireError::TooLarge { len, max } => WireError::TooLarge {
-            len: *len,
-            max: *max,
-        },
-        WireError::BadLength(l) => WireError::BadLength(*l),
-        WireError::Malformed(w) => WireError::Malformed(w),
-        WireError::UnexpectedType(c) => WireError::UnexpectedType(*c),
+impl Login {
+    /// Lists the client in `registry` (`SHOW CLIENTS`) until the guard is dropped.
+    pub fn register(&self, registry: &Arc<ClientRegistry>, peer: &impl fmt::Display) -> Registered {
+        let p = &self.principal;
+        let app = self
+            .settings
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("application_name"))
+            .map_or("", |(_, v)| v.as_str());
+        registry.register(
+            self.cancel.pid,
+            &p.user,
+            p.role,
+            &p.org_id,
+            peer.to_string(),
+            self.stream.is_tls(),
+            app,
+        )
     }
 }
 
@@ -149,8 +126,7 @@ pub async fn handshake(
             let wall = match wall {
                 Ok(w) => w,
                 Err(e) => {
-                    let e = FrontendError::Client(ClientError::from(&e));
-                    return Err(report(&mut stream, e).await);
+                    return Err(report(&mut stream, FrontendError::Wall(e)).await);
                 }
             };
             let cancel = state.cancel.register();
@@ -278,7 +254,6 @@ async fn startup(
         .ok_or(WireError::Malformed("startup packet"))?;
     // Users, passwords and roles as of the last reload.
     let cfg = state.current();
-    let refuse = |code, msg: String| FrontendError::Client(ClientError::fatal(code, msg));
     let pq_options: Vec<String> = startup
         .parameters
         .keys()
@@ -291,24 +266,15 @@ async fn startup(
         stream.write_all(&out).await?;
     }
     if cfg.tls.as_ref().is_some_and(|t| t.require) && !stream.is_tls() && !stream.is_local() {
-        return Err(refuse(
-            code::INVALID_AUTHORIZATION,
-            "SSL connection is required (use sslmode=require)".into(),
-        ));
+        return Err(LoginRefused::TlsRequired.into());
     }
     let params = startup.parameters;
     let user_name = params.get("user").cloned().unwrap_or_default();
     if user_name.is_empty() {
-        return Err(refuse(
-            code::INVALID_AUTHORIZATION,
-            "no user name in startup packet".into(),
-        ));
+        return Err(LoginRefused::NoUser.into());
     }
     if params.contains_key("replication") && params["replication"] != "false" {
-        return Err(refuse(
-            code::FEATURE_NOT_SUPPORTED,
-            "replication connections are not supported".into(),
-        ));
+        return Err(LoginRefused::Replication.into());
     }
     let database = params
         .get("database")
@@ -318,36 +284,25 @@ async fn startup(
     auth::scram(stream, buf, user, &state.decoy)
         .await
         .map_err(|e| match e {
-            FrontendError::Scram(_) => refuse(
-                code::INVALID_PASSWORD,
-                format!("password authentication failed for user \"{user_name}\""),
-            ),
+            FrontendError::Scram(_) => LoginRefused::Password(user_name.clone()).into(),
             other => other,
         })?;
-    let user = user.ok_or_else(|| {
-        refuse(
-            code::INVALID_PASSWORD,
-            "password authentication failed".into(),
-        )
-    })?;
+    let user = user.ok_or(LoginRefused::NoSuchUser)?;
     if database != cfg.upstream.database {
-        return Err(refuse(
-            code::UNDEFINED_DATABASE,
-            format!("database \"{database}\" does not exist"),
-        ));
+        return Err(LoginRefused::NoDatabase(database).into());
     }
     let mut settings = Vec::new();
     for (k, v) in params {
         match k.as_str() {
             "user" | "database" | "replication" => {}
-            "options" => settings.extend(
-                options::parse_options(&v).map_err(|m| refuse(code::FEATURE_NOT_SUPPORTED, m))?,
-            ),
+            "options" => {
+                settings.extend(options::parse_options(&v).map_err(LoginRefused::Options)?)
+            }
             _ if k.starts_with("_pq_.") => {}
             _ => settings.push((k, v)),
         }
     }
-    options::check(user.role, &settings).map_err(|m| refuse(code::INSUFFICIENT_PRIVILEGE, m))?;
+    options::check(user.role, &settings).map_err(LoginRefused::Setting)?;
     let principal = Principal {
         user: user.name.clone(),
         org_id: user.org_id.clone(),
@@ -375,17 +330,14 @@ async fn greet(
 ) -> Result<Vec<(String, String)>, FrontendError> {
     let fatal = |e: UpstreamError| {
         tracing::warn!(error = %e, "cannot open a server connection for the greeting");
-        FrontendError::Client(ClientError {
-            fatal: true,
-            ..ClientError::from(&e)
-        })
+        FrontendError::Greeting(e)
     };
     let pool = state.pool_for(role);
     let server = pool.server_params().await.map_err(fatal)?;
     let reported = pool
         .reported_values(&server, settings)
         .await
-        .map_err(|e| FrontendError::Client(ClientError::from(&e)))?;
+        .map_err(FrontendError::Setting)?;
     let mut out = BytesMut::new();
     for (name, value) in &reported {
         wire::put(&mut out, &ParameterStatus::new(name.clone(), value.clone()));

@@ -95,7 +95,7 @@ pub fn check(args: &CheckArgs) -> Result<(String, i32), PolicyError> {
         org_id: args.org.as_deref(),
         role: args.role,
     };
-    let status = match engine.check(&who, &args.sql) {
+    let status = match engine.check(&who, &args.sql, || super::analyse(&args.sql)) {
         Ok(None) => {
             report.push_str("decision: allow\n");
             0

@@ -9,6 +9,7 @@ use super::plugin::CacheKey;
 use super::wit;
 use super::{PluginSet, Slot, Who};
 use crate::config::Role;
+use crate::errors::code;
 use crate::sql::analyze::{Access, Operation, StatementInfo};
 
 /// The combined verdict on one statement.
@@ -72,7 +73,7 @@ fn decide_part(
             Slot::Ready(p) => p,
             Slot::Failed { spec, why } => {
                 return Outcome::Deny {
-                    code: "42501".into(),
+                    code: code::INSUFFICIENT_PRIVILEGE.into(),
                     message: format!("policy plugin `{}` is not loaded ({why})", spec.name),
                 }
             }
@@ -104,7 +105,7 @@ fn decide_part(
             Err(e) => {
                 tracing::error!(plugin = %plugin.name, fingerprint = %format!("{fingerprint:016x}"), error = %e, "policy plugin failed; statement refused");
                 return Outcome::Deny {
-                    code: "42501".into(),
+                    code: code::INSUFFICIENT_PRIVILEGE.into(),
                     message: format!("policy plugin `{}` failed; statement refused", plugin.name),
                 };
             }

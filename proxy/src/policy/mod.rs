@@ -22,7 +22,8 @@ pub use convert::Outcome;
 pub use plugin::Plugin;
 
 use crate::config::{PluginSpec, Role};
-use crate::lru::Lru;
+use crate::errors::{code, UserFacing};
+
 use crate::sql::analyze;
 
 /// Bindings generated from the WIT world.
@@ -46,11 +47,21 @@ pub enum PolicyError {
     Engine(String),
 }
 
-/// A statement refused by policy; becomes an ErrorResponse (see `errors.rs`).
+/// A statement refused by policy: a plugin's decision (its validated SQLSTATE), or a failure
+/// of the policy machinery itself (`42501`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub code: &'static str,
     pub message: String,
+}
+
+impl UserFacing for Refusal {
+    fn sqlstate(&self) -> &'static str {
+        self.code
+    }
+    fn client_message(&self) -> String {
+        self.message.clone()
+    }
 }
 
 /// Who is asking, as plugins see it.
@@ -90,13 +101,10 @@ pub struct PolicyEngine {
     /// bounded (see [`PolicyEngine::intern`]).
     codes: Mutex<HashSet<&'static str>>,
     compiled: Compiled,
-    /// Statement analyses by exact text and by shape key (see [`PolicyEngine::analysed`]).
-    by_text: Lru<Arc<Analysed>>,
-    by_shape: Lru<Arc<Analysed>>,
 }
 
 /// The analysis of one SQL text, shared by every text of the same shape.
-pub(crate) struct Analysed {
+pub struct Analysed {
     /// The shape key (literal-blind; see `sql::shape_key`): the decision caches' key.
     pub(crate) key: Arc<str>,
     /// `sql::fingerprint` of the first text of this shape (for logs and plugins).
@@ -104,8 +112,35 @@ pub(crate) struct Analysed {
     pub(crate) infos: Vec<analyze::StatementInfo>,
 }
 
-/// Analyses cached per engine; plenty for an application's statement shapes.
-const ANALYSES: usize = 4096;
+impl Analysed {
+    /// The analysis depends on a literal value (a literal `LIMIT`), so texts of the same shape
+    /// cannot share it.
+    pub(crate) fn literal_limit(&self) -> bool {
+        self.infos.iter().any(|i| i.limit.is_some())
+    }
+}
+
+/// The analysis of `sql` (uncached: `plan::Plan::analysis` keeps it), or the refusal of text
+/// that does not parse.
+pub(crate) fn analyse(sql: &str) -> Result<Arc<Analysed>, Refusal> {
+    let refuse = |why: String| Refusal {
+        code: code::SYNTAX_ERROR,
+        message: format!("policy: {why}"),
+    };
+    let Some(shape) = crate::sql::shape_key(sql) else {
+        // Tokenizing failed; the parser's error says why.
+        return Err(refuse(match analyze::analyze(sql) {
+            Err(e) => e.to_string(),
+            Ok(_) => "cannot tokenize SQL".into(),
+        }));
+    };
+    let infos = analyze::analyze(sql).map_err(|e| refuse(e.to_string()))?;
+    Ok(Arc::new(Analysed {
+        key: Arc::from(shape.as_str()),
+        fingerprint: crate::sql::fingerprint(sql),
+        infos,
+    }))
+}
 
 /// Compiled components by content hash, so plugins sharing a file (and reloads that did not
 /// change it) compile once. Holds only what the last build used.
@@ -148,8 +183,6 @@ impl PolicyEngine {
             set: RwLock::new(Arc::default()),
             codes: Mutex::new(HashSet::new()),
             compiled: Compiled::default(),
-            by_text: Lru::new(ANALYSES),
-            by_shape: Lru::new(ANALYSES),
         };
         let set = me.build(specs, &PluginSet::default());
         me.swap(set);
@@ -228,13 +261,19 @@ impl PolicyEngine {
     }
 
     /// Checks `sql` for `who`: `Ok(None)` to run it as is, `Ok(Some(sql))` to run masked SQL
-    /// instead, or a refusal.
-    pub fn check(&self, who: &Who<'_>, sql: &str) -> Result<Option<String>, Refusal> {
+    /// instead, or a refusal. `analysed` gives its analysis (asked only when a plugin is
+    /// configured).
+    pub fn check(
+        &self,
+        who: &Who<'_>,
+        sql: &str,
+        analysed: impl FnOnce() -> Result<Arc<Analysed>, Refusal>,
+    ) -> Result<Option<String>, Refusal> {
         let set = self.current();
         if set.slots.is_empty() {
             return Ok(None);
         }
-        let analysed = self.analysed(sql)?;
+        let analysed = analysed()?;
         let fingerprint = analysed.fingerprint;
         let infos = &analysed.infos;
         let mut masks = Vec::new();
@@ -261,50 +300,14 @@ impl PolicyEngine {
         }
         if infos.len() != 1 {
             return Err(Refusal {
-                code: "42501",
+                code: code::INSUFFICIENT_PRIVILEGE,
                 message: "policy: masked columns cannot be used in a multi-statement query".into(),
             });
         }
         mask::apply(sql, &masks).map(Some).map_err(|e| Refusal {
-            code: "42501",
+            code: code::INSUFFICIENT_PRIVILEGE,
             message: format!("policy: {e}"),
         })
-    }
-
-    /// The analysis of `sql`: by exact text (repeated and prepared statements: a hash lookup),
-    /// else by shape (the same statement with other literals: one tokenizer pass), else
-    /// analysed and cached. An analysis with a literal `LIMIT` depends on that literal, so it
-    /// is cached by exact text only.
-    fn analysed(&self, sql: &str) -> Result<Arc<Analysed>, Refusal> {
-        if let Some(hit) = self.by_text.get(sql) {
-            return Ok(hit);
-        }
-        let refuse = |why: String| Refusal {
-            code: "42601",
-            message: format!("policy: {why}"),
-        };
-        let Some(shape) = crate::sql::shape_key(sql) else {
-            // Tokenizing failed; the parser's error says why.
-            return Err(refuse(match analyze::analyze(sql) {
-                Err(e) => e.to_string(),
-                Ok(_) => "cannot tokenize SQL".into(),
-            }));
-        };
-        if let Some(hit) = self.by_shape.get(&shape) {
-            return Ok(hit);
-        }
-        let infos = analyze::analyze(sql).map_err(|e| refuse(e.to_string()))?;
-        let literal_limit = infos.iter().any(|i| i.limit.is_some());
-        let analysed = Arc::new(Analysed {
-            key: Arc::from(shape.as_str()),
-            fingerprint: crate::sql::fingerprint(sql),
-            infos,
-        });
-        self.by_text.insert(sql, analysed.clone());
-        if !literal_limit {
-            self.by_shape.insert(&shape, analysed.clone());
-        }
-        Ok(analysed)
     }
 
     /// A `&'static` SQLSTATE for a plugin's (validated) code. At most 256 distinct codes are
@@ -315,14 +318,14 @@ impl PolicyEngine {
                 .bytes()
                 .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase());
         if !valid || code.starts_with("00") {
-            return "42501";
+            return code::INSUFFICIENT_PRIVILEGE;
         }
         let mut codes = self.codes.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = codes.get(code) {
             return c;
         }
         if codes.len() >= 256 {
-            return "42501";
+            return code::INSUFFICIENT_PRIVILEGE;
         }
         let leaked: &'static str = Box::leak(code.to_string().into_boxed_str());
         codes.insert(leaked);
@@ -342,7 +345,10 @@ mod tests {
             org_id: None,
             role: Role::Tenant,
         };
-        assert_eq!(e.check(&who, "not even sql"), Ok(None));
+        assert_eq!(
+            e.check(&who, "not even sql", || analyse("not even sql")),
+            Ok(None)
+        );
     }
 
     #[test]
@@ -372,7 +378,9 @@ mod tests {
             org_id: Some("o"),
             role: Role::Admin,
         };
-        let r = e.check(&who, "SELECT 1").unwrap_err();
+        let r = e
+            .check(&who, "SELECT 1", || analyse("SELECT 1"))
+            .unwrap_err();
         assert_eq!(r.code, "42501");
         assert!(r.message.contains("gone"), "{}", r.message);
     }

@@ -8,13 +8,14 @@
 use bytes::BytesMut;
 use pgwire::messages::response::CommandComplete;
 
+use super::error::SessionError;
 use super::tenant::OrgwallCommand;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::admin::console::{self, Rows};
 use crate::balances::answer;
 use crate::balances::drift::{self, DriftError};
 use crate::config::Role;
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::wire;
 
 /// An admin statement.
@@ -210,7 +211,7 @@ enum Answer {
     Done(&'static str),
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// An admin statement in a Query (`parse_name: None`) or a Parse under that name (then it
     /// is remembered, and Bind/Describe/Execute answered by `commands.rs`).
     pub(super) async fn on_admin_command(
@@ -220,10 +221,7 @@ impl Session<'_> {
     ) -> Result<(), ClientError> {
         let simple = parse_name.is_none();
         if self.principal.role != Role::Admin {
-            let e = ClientError::error(
-                code::INSUFFICIENT_PRIVILEGE,
-                format!("{} is only for admin logins", cmd.sql()),
-            );
+            let e = SessionError::AdminOnly(cmd.sql().to_string()).into();
             return self.refuse(e, simple).await;
         }
         if let Some(name) = parse_name {
@@ -240,7 +238,7 @@ impl Session<'_> {
             }
             Err(e) => return self.refuse(e, true).await,
         };
-        wire::put_ready(&mut out, self.status);
+        wire::put_ready(&mut out, self.status.byte());
         self.push_synthetic(out);
         Ok(())
     }

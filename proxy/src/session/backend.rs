@@ -3,14 +3,17 @@
 
 use bytes::BytesMut;
 
+use super::error::SessionError;
 use super::pending::{self, Action, Pending};
-use super::{settings, Session};
+use super::txn::TxnStatus;
+use super::{settings, ClientIo, Session};
 use crate::config::PoolMode;
-use crate::errors::{answer_too_large, code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::SessionEffect;
+use crate::wire::answer_too_large;
 use crate::wire::{self, WireError};
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Handles every complete server message in the server's buffer.
     /// A message over `max_message_bytes` is refused from its length word, before it is read
     /// (`54000`; the server connection is closed).
@@ -20,7 +23,7 @@ impl Session<'_> {
             let Some(lease) = self.server.as_mut() else {
                 return;
             };
-            let frame = match wire::split_frame(&mut lease.conn.rbuf, max) {
+            let frame = match lease.conn.buffered_frame(max) {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
                 Err(e @ WireError::TooLarge { .. }) => {
@@ -72,8 +75,8 @@ impl Session<'_> {
             Action::SwallowPop => self.pop_head(),
             Action::Error => self.on_server_error(frame),
             Action::Ready { swallow } => {
-                self.status = wire::ready_status(&frame);
-                if self.status == b'I' {
+                self.status = TxnStatus::of_ready(&frame);
+                if self.status == TxnStatus::Idle {
                     self.context_settled();
                     self.ddl_settled();
                     if !swallow {
@@ -87,7 +90,7 @@ impl Session<'_> {
                 if swallow {
                     self.arm_cancel();
                 }
-                if self.status == b'I' {
+                if self.status == TxnStatus::Idle {
                     self.ledger_transaction_ended();
                 }
                 self.restore_startup_settings();
@@ -140,8 +143,7 @@ impl Session<'_> {
                 self.forget_statements(false);
                 self.context_lost();
                 if let Some(l) = self.server.as_mut() {
-                    l.conn.prepared.clear();
-                    l.conn.unnamed = None;
+                    l.conn.statements_discarded();
                 }
             }
             "SET" => self.apply_effect(|e| matches!(e, SessionEffect::Set { .. })),
@@ -184,7 +186,7 @@ impl Session<'_> {
         }
         self.settings.apply(&effect);
         if let Some(l) = self.server.as_mut() {
-            l.conn.settings = settings::DIRTY;
+            l.conn.note_settings(settings::DIRTY);
         }
     }
 
@@ -229,7 +231,7 @@ impl Session<'_> {
         let Some(lease) = self.server.as_ref() else {
             return;
         };
-        if frame.get(5..9) == Some(&lease.conn.key.pid.to_be_bytes()[..]) {
+        if frame.get(5..9) == Some(&lease.conn.backend_pid().to_be_bytes()[..]) {
             frame[5..9].copy_from_slice(&self.cancel.pid.to_be_bytes());
         }
     }
@@ -244,7 +246,7 @@ impl Session<'_> {
             Some(lease),
         ) = (self.pending.front(), self.server.as_mut())
         {
-            lease.conn.prepared.confirm(name);
+            lease.conn.statements().confirm(name);
         }
     }
 
@@ -366,12 +368,12 @@ impl Session<'_> {
                     ..
                 } => {
                     if let Some(l) = self.server.as_mut() {
-                        l.conn.prepared.remove(n);
+                        l.conn.statements().remove(n);
                     }
                 }
                 Pending::CloseQuietly { evicted: Some(n) } => {
                     if let Some(l) = self.server.as_mut() {
-                        l.conn.prepared.insert(n.clone());
+                        l.conn.statements().insert(n.clone());
                     }
                 }
                 _ => {}
@@ -388,7 +390,7 @@ impl Session<'_> {
     /// it is released once the replay is answered). PostgreSQL's reports of the restored
     /// values reach the client, which has seen those of the reset.
     fn restore_startup_settings(&mut self) {
-        if !self.startup_reset || self.status != b'I' || !self.pending.is_empty() {
+        if !self.startup_reset || !self.settled() {
             return;
         }
         self.startup_reset = false;
@@ -413,8 +415,7 @@ impl Session<'_> {
     /// leave the connection ignoring the next client's messages).
     pub(super) fn server_is_clean(&self) -> bool {
         self.mode == PoolMode::Transaction
-            && self.status == b'I'
-            && self.pending.is_empty()
+            && self.settled()
             && !self.skipping
             && self.to_server.is_empty()
     }
@@ -424,15 +425,12 @@ impl Session<'_> {
         self.server = None;
         self.cancel.set_target(None);
         self.to_server.clear();
-        if self.pending.is_empty() && self.status == b'I' && self.mode == PoolMode::Transaction {
+        if self.settled() && self.mode == PoolMode::Transaction {
             tracing::info!("idle server connection closed");
             return;
         }
         tracing::warn!("lost the server connection mid-transaction");
-        self.abandon_server(ClientError::fatal(
-            code::CONNECTION_FAILURE,
-            "lost the connection to PostgreSQL; the current transaction was aborted",
-        ));
+        self.abandon_server(SessionError::ServerLost.into());
     }
 
     /// Lets the server connection go without returning it to the pool (dropped, it closes),

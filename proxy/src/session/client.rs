@@ -5,46 +5,60 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use pgwire::messages::extendedquery::{Bind, Close, CloseComplete, Describe, Parse};
+use std::borrow::Cow;
+
+use pgwire::messages::extendedquery::{CloseComplete, Describe, Parse};
 use pgwire::messages::simplequery::Query;
 
 use super::admin;
-use super::encoding::{nth_string, text_is_utf8};
+use super::error::SessionError;
 use super::pending::Pending;
 use super::prepare::Placement;
-use super::{Session, Statement};
+use super::txn::TxnStatus;
+use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::SessionEffect;
 use crate::upstream::Holder;
-use crate::wire;
+use crate::wire::{self, client::ClientMessage};
 
 /// SQL that always fails to parse; stands in for a refused statement (see `Pending::Refused`).
 const REFUSED_SQL: &str = "orgwall refused this statement";
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     pub(super) async fn on_client_message(&mut self, frame: BytesMut) -> Result<(), ClientError> {
         let tag = frame[0];
         if self.skipping && matches!(tag, b'Q' | b'P' | b'B' | b'D' | b'E' | b'C' | b'H') {
             return Ok(());
         }
-        match tag {
-            b'Q' => self.on_query(frame).await,
-            b'P' => self.on_parse(frame).await,
-            b'B' => self.on_bind(frame).await,
-            b'D' => self.on_describe(frame).await,
-            b'E' => self.on_execute(frame).await,
-            b'C' => self.on_close(frame).await,
-            b'S' => self.on_sync(frame),
-            b'H' => {
+        // Each message is read once, in place (`wire::client`), and handled from that reading.
+        let msg = match wire::client::decode(&frame) {
+            Ok(m) => m,
+            // A name that is not UTF-8: an error, not a broken stream (as PostgreSQL says).
+            Err(wire::WireError::NotUtf8) => {
+                return self.refuse(SessionError::NotUtf8.into(), tag == b'Q').await;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match msg {
+            ClientMessage::Query { sql } => self.on_query(&frame, sql).await,
+            ClientMessage::Parse { name, sql, types } => self.on_parse(name, sql, types).await,
+            ClientMessage::Bind(v) => self.on_bind(&frame, v).await,
+            ClientMessage::Describe { target, name } => {
+                self.on_describe(&frame, target, name).await
+            }
+            ClientMessage::Execute { portal, .. } => self.on_execute(&frame, portal).await,
+            ClientMessage::Close { target, name } => self.on_close(&frame, target, name).await,
+            ClientMessage::Sync => self.on_sync(&frame),
+            ClientMessage::Flush => {
                 if self.server.is_some() {
                     self.to_server.extend_from_slice(&frame);
                 }
                 Ok(())
             }
             // COPY data goes to the server that asked for it; outside COPY PostgreSQL ignores it.
-            b'd' | b'c' | b'f' => {
+            ClientMessage::CopyData | ClientMessage::CopyDone | ClientMessage::CopyFail => {
                 if self.server.is_some() {
                     self.to_server.extend_from_slice(&frame);
                     if tag != b'd' {
@@ -57,30 +71,27 @@ impl Session<'_> {
                 }
                 Ok(())
             }
-            b'X' => {
+            ClientMessage::Terminate => {
                 self.closing = true;
                 self.terminated = true;
                 Ok(())
             }
-            other => Err(wire::WireError::UnexpectedType(other as char).into()),
         }
     }
 
-    async fn on_query(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        let utf8 = text_is_utf8(&frame, 1);
-        if let Err(e) = &utf8 {
-            if !self.passes_other_encodings() {
-                return self.refuse(e.clone(), true).await;
-            }
-        }
-        let q: Query = wire::decode_client(frame.clone(), "Query")?;
+    async fn on_query(&mut self, frame: &[u8], sql: &[u8]) -> Result<(), ClientError> {
+        let query = match self.sql_text(sql) {
+            Ok(q) => q,
+            Err(e) => return self.refuse(e, true).await,
+        };
+        let utf8 = matches!(query, Cow::Borrowed(_));
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
-        if let Some(cmd) = admin::parse(&q.query) {
+        if let Some(cmd) = admin::parse(&query) {
             return self.on_admin_command(cmd, None).await;
         }
-        if let Some(cmd) = self.local_command(&q.query) {
+        if let Some(cmd) = self.local_command(&query) {
             if self.in_flight() {
-                self.defer(frame);
+                self.defer(BytesMut::from(frame));
                 return Ok(());
             }
             return self.on_orgwall_command(cmd).await;
@@ -88,55 +99,58 @@ impl Session<'_> {
         // `EXECUTE name` of a protocol-level statement: PostgreSQL knows it by Orgwall's name
         // (not for text in another encoding, whose lossy reading must not be sent).
         let mapped = match utf8 {
-            Ok(()) => match self.map_executed_statement(&q.query).await {
+            true => match self.map_executed_statement(&query).await {
                 Ok(m) => m,
                 Err(e) => return self.refuse(e, true).await,
             },
-            Err(_) => None,
+            false => None,
         };
-        let text = mapped.as_deref().unwrap_or(&q.query);
+        let text = mapped.as_deref().unwrap_or(&query);
         let routed = match self.route_sql(text).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, true).await,
         };
-        if self.answer_query_locally(&q.query, &routed).await {
+        if self.answer_query_locally(&query, &routed).await {
             return Ok(());
         }
         if let Err(e) = self.ensure_server().await {
             self.push_synthetic(e.to_frame());
             let mut rfq = BytesMut::new();
-            wire::put_ready(&mut rfq, self.status);
+            wire::put_ready(&mut rfq, self.status.byte());
             self.push_synthetic(rfq);
             return Ok(());
         }
         match routed.sql.or(mapped) {
-            None => self.to_server.extend_from_slice(&frame),
+            None => self.to_server.extend_from_slice(frame),
             Some(sql) => wire::put(&mut self.to_server, &Query::new(sql)),
         }
-        self.lease().unnamed = None;
+        self.lease().unnamed_dropped();
         self.pending.push_back(Pending::Query {
             effects: routed.effects,
         });
         Ok(())
     }
 
-    async fn on_parse(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+    async fn on_parse(
+        &mut self,
+        name: &str,
+        sql: &[u8],
+        type_oids: Vec<u32>,
+    ) -> Result<(), ClientError> {
         // SQL in another client encoding (admin logins only) is sent to PostgreSQL as the
         // client wrote it; Orgwall reads a lossy UTF-8 copy (ASCII keywords intact).
-        let mut other_encoding = None;
-        if let Err(e) = text_is_utf8(&frame, 2) {
-            if !self.passes_other_encodings() {
-                return self.refuse(e, false).await;
-            }
-            other_encoding = nth_string(&frame, 1).map(<[u8]>::to_vec);
-        }
-        let p: Parse = wire::decode_client(frame, "Parse")?;
-        let name = p.name.unwrap_or_default();
+        let query = match self.sql_text(sql) {
+            Ok(q) => q,
+            Err(e) => return self.refuse(e, false).await,
+        };
+        let other_encoding = matches!(query, Cow::Owned(_)).then(|| sql.to_vec());
+        let query = query.into_owned();
+        let name = name.to_string();
         // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
-        if let Some(cmd) = admin::parse(&p.query) {
+        if let Some(cmd) = admin::parse(&query) {
             return self.on_admin_command(cmd, Some(name)).await;
         }
-        if let Some(cmd) = self.local_command(&p.query) {
+        if let Some(cmd) = self.local_command(&query) {
             return self.parse_command_statement(name, cmd).await;
         }
         self.commands.forget_statement(&name);
@@ -144,30 +158,25 @@ impl Session<'_> {
         // statement runs with Orgwall's name in place, that one prepared wherever it runs.
         let (executes, mapped) = match other_encoding {
             Some(_) => (None, None),
-            None => match self.map_executed_statement(&p.query).await {
-                Ok(m) => (self.executed_client_statement(&p.query), m),
+            None => match self.map_executed_statement(&query).await {
+                Ok(m) => (self.executed_client_statement(&query), m),
                 Err(e) => return self.refuse(e, false).await,
             },
         };
         let executes = executes.filter(|_| mapped.is_some());
-        let routed = match self.route_sql(mapped.as_deref().unwrap_or(&p.query)).await {
+        let routed = match self.route_sql(mapped.as_deref().unwrap_or(&query)).await {
             Ok(r) => r,
             Err(e) => return self.refuse(e, false).await,
         };
         if !name.is_empty() && self.statements.contains_key(&name) {
-            let e = ClientError::error(
-                code::DUPLICATE_PREPARED_STATEMENT,
-                format!("prepared statement \"{name}\" already exists"),
-            );
+            let e = SessionError::DuplicateStatement(name).into();
             return self.refuse(e, false).await;
         }
-        let local = self
-            .parse_locally(&name, &p.query, &p.type_oids, &routed)
-            .await;
-        let sql = routed.sql.or(mapped).unwrap_or(p.query);
+        let local = self.parse_locally(&name, &query, &type_oids, &routed).await;
+        let sql = routed.sql.or(mapped).unwrap_or(query);
         let mut stmt = Statement::new(
             sql,
-            p.type_oids,
+            type_oids,
             routed.effects.into_iter().last(),
             routed.tenant,
             routed.sharing,
@@ -202,25 +211,9 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn on_bind(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        // Read in place: a Bind the balance cache answers is never copied or decoded, and one
-        // that is forwarded is copied once, naming the statement as the server knows it. A
-        // Bind the in-place reader does not take is decoded by pgwire (which reports what is
-        // wrong with it) and read again as pgwire encodes it.
-        let mut reencoded = BytesMut::new();
-        let v = match wire::bind_view(&frame) {
-            Some(v) => v,
-            None => {
-                let b: Bind = wire::decode_client(frame.clone(), "Bind")?;
-                wire::put(&mut reencoded, &b);
-                wire::bind_view(&reencoded).ok_or(wire::WireError::Malformed("Bind"))?
-            }
-        };
-        let raw: &[u8] = if reencoded.is_empty() {
-            &frame
-        } else {
-            &reencoded
-        };
+    async fn on_bind(&mut self, raw: &[u8], v: wire::BindView<'_>) -> Result<(), ClientError> {
+        // Read in place: a Bind the balance cache answers is never copied, and one that is
+        // forwarded is copied once, naming the statement as the server knows it.
         if self.bind_command(v.statement, v.portal) {
             return Ok(());
         }
@@ -251,77 +244,67 @@ impl Session<'_> {
         Ok(())
     }
 
-    async fn on_describe(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        // Read in place first: a Describe Orgwall answers itself is never copied or decoded.
-        if let Some((target, name)) = wire::describe_view(&frame) {
-            if self.describe_command(target, name) || self.describe_locally(target, name) {
-                return Ok(());
-            }
+    async fn on_describe(
+        &mut self,
+        frame: &[u8],
+        target: u8,
+        name: &str,
+    ) -> Result<(), ClientError> {
+        if self.describe_command(target, name) || self.describe_locally(target, name) {
+            return Ok(());
         }
-        let mut d: Describe = wire::decode_client(frame.clone(), "Describe")?;
-        if wire::describe_view(&frame).is_none() {
-            let name = d.name.as_deref().unwrap_or("");
-            if self.describe_command(d.target_type, name)
-                || self.describe_locally(d.target_type, name)
-            {
-                return Ok(());
-            }
-        }
-        if d.target_type == b'S' {
-            let name = d.name.clone().unwrap_or_default();
-            match self.statement_on_server(&name).await {
-                Ok(n) => d.name = n,
+        if target == b'S' {
+            let server_name = match self.statement_on_server(name).await {
+                Ok(n) => n,
                 Err(e) => return self.refuse(e, false).await,
-            }
+            };
+            let d = Describe::new(b'S', server_name);
             wire::put(&mut self.to_server, &d);
             self.pending.push_back(Pending::DescribeStatement);
         } else {
             if let Err(e) = self.ensure_server().await {
                 return self.refuse(e, false).await;
             }
-            self.to_server.extend_from_slice(&frame);
+            self.to_server.extend_from_slice(frame);
             self.pending.push_back(Pending::DescribePortal);
         }
         Ok(())
     }
 
-    async fn on_execute(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        if let Some(cmd) = self.commands.portal(wire_portal_name(&frame)) {
+    async fn on_execute(&mut self, frame: &[u8], portal: &str) -> Result<(), ClientError> {
+        if let Some(cmd) = self.commands.portal(portal) {
             if self.in_flight() {
-                self.defer(frame);
+                self.defer(BytesMut::from(frame));
                 return Ok(());
             }
             return self.execute_command(cmd).await;
         }
-        if let Err(e) = self.portal_tenant_check(wire_portal_name(&frame)) {
+        if let Err(e) = self.portal_tenant_check(portal) {
             return self.refuse(e, false).await;
         }
-        if self.execute_locally(&frame) {
+        if self.execute_locally(frame) {
             return Ok(());
         }
         if let Err(e) = self.ensure_server().await {
             return self.refuse(e, false).await;
         }
-        let portal = wire_portal_name(&frame);
         let effect = self.portals.get(portal).and_then(|(e, _)| e.clone());
-        self.to_server.extend_from_slice(&frame);
+        self.to_server.extend_from_slice(frame);
         self.pending.push_back(Pending::Execute { effect });
         Ok(())
     }
 
-    async fn on_close(&mut self, frame: BytesMut) -> Result<(), ClientError> {
-        let c: Close = wire::decode_client(frame.clone(), "Close")?;
-        self.commands
-            .forget(c.target_type, c.name.as_deref().unwrap_or(""));
-        if self.close_locally(c.target_type, c.name.as_deref().unwrap_or("")) {
+    async fn on_close(&mut self, frame: &[u8], target: u8, name: &str) -> Result<(), ClientError> {
+        self.commands.forget(target, name);
+        if self.close_locally(target, name) {
             return Ok(());
         }
-        if c.target_type == b'S' || self.server.is_none() {
+        if target == b'S' || self.server.is_none() {
             // Statements stay prepared on the server connections for the next user (except
             // those under the client's own name); a portal cannot exist without a held server
             // connection.
-            if c.target_type == b'S' {
-                if let Some(stmt) = self.statements.remove(&c.name.unwrap_or_default()) {
+            if target == b'S' {
+                if let Some(stmt) = self.statements.remove(name) {
                     self.close_client_named(&stmt, false);
                 }
             }
@@ -329,32 +312,32 @@ impl Session<'_> {
             wire::put(&mut b, &CloseComplete::new());
             self.push_synthetic(b);
         } else {
-            self.portals.remove(&c.name.unwrap_or_default());
-            self.to_server.extend_from_slice(&frame);
+            self.portals.remove(name);
+            self.to_server.extend_from_slice(frame);
             self.pending.push_back(Pending::Close);
         }
         Ok(())
     }
 
-    fn on_sync(&mut self, frame: BytesMut) -> Result<(), ClientError> {
+    fn on_sync(&mut self, frame: &[u8]) -> Result<(), ClientError> {
         self.skipping = false;
         self.sync_locally();
         if self.copy_in {
             // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
-            self.to_server.extend_from_slice(&frame);
+            self.to_server.extend_from_slice(frame);
             return Ok(());
         }
         if self.server.is_some() {
-            self.to_server.extend_from_slice(&frame);
+            self.to_server.extend_from_slice(frame);
             self.pending.push_back(Pending::Sync);
         } else {
             self.portals.clear();
             // The implicit transaction of what the client sent since its last Sync ends here
             // (what Orgwall answered itself: `SET orgwall.*` commits or rolls back with it).
-            if self.status == b'I' {
+            if self.status == TxnStatus::Idle {
                 self.transaction_ended();
             }
-            let status = self.status;
+            let status = self.status.byte();
             self.push_synthetic_with(|out| wire::put_ready(out, status));
         }
         Ok(())
@@ -375,7 +358,7 @@ impl Session<'_> {
                 );
                 self.skipping = true;
             }
-            self.lease().unnamed = None;
+            self.lease().unnamed_dropped();
             self.pending.push_back(Pending::Refused {
                 error: e.to_frame(),
                 simple,
@@ -384,7 +367,7 @@ impl Session<'_> {
             self.push_synthetic(e.to_frame());
             if simple {
                 let mut b = BytesMut::new();
-                wire::put_ready(&mut b, self.status);
+                wire::put_ready(&mut b, self.status.byte());
                 self.push_synthetic(b);
             } else {
                 // PostgreSQL would fail the implicit transaction up to the Sync.
@@ -425,29 +408,40 @@ impl Session<'_> {
                 return Ok(());
             }
         }
-        let checkout = match self.principal.role {
-            Role::Admin => pool.acquire().await,
-            // Counted against the org the session serves now (an unbound switcher: its own).
-            _ => {
-                let org = self.current_org_str().unwrap_or(&self.principal.org_id);
-                let who = Holder {
-                    org,
-                    user: &self.principal.user,
-                    user_cap: self.principal.max_server_connections,
-                };
-                pool.acquire_for(who).await
+        let mut tries = 0;
+        let lease = loop {
+            tries += 1;
+            let checkout = match self.principal.role {
+                Role::Admin => pool.acquire().await,
+                // Counted against the org the session serves now (an unbound switcher: its own).
+                _ => {
+                    let org = self.current_org_str().unwrap_or(&self.principal.org_id);
+                    let who = Holder {
+                        org,
+                        user: &self.principal.user,
+                        user_cap: self.principal.max_server_connections,
+                    };
+                    pool.acquire_for(who).await
+                }
+            };
+            let mut lease = checkout.map_err(|e| {
+                tracing::warn!(error = %e, "no server connection");
+                ClientError::from(&e)
+            })?;
+            match self.restore_settings(&mut lease.conn).await {
+                Ok(()) => break lease,
+                // The connection's state is unknown: it is closed (dropped), never reused.
+                Err(e) if tries < 2 => {
+                    tracing::warn!(error = %e, "restoring client settings failed; trying another connection")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "restoring client settings failed");
+                    return Err(SessionError::SettingsNotRestored.into());
+                }
             }
         };
-        let lease = checkout.map_err(|e| {
-            tracing::warn!(error = %e, "no server connection");
-            ClientError::from(&e)
-        })?;
-        let stale = lease.conn.settings != self.settings.fingerprint();
         self.server = Some(lease);
         self.drop_outdated_statements();
-        if stale {
-            self.replay_settings(false);
-        }
         self.sync_context(true).await?;
         self.arm_cancel();
         Ok(())
@@ -469,9 +463,27 @@ impl Session<'_> {
         if ours {
             self.cancel.hold();
         } else {
-            self.cancel
-                .set_target(Some((&lease.conn.key, &lease.conn.fence)));
+            self.cancel.set_target(Some(lease.conn.cancel_target()));
         }
+    }
+
+    /// Brings a connection just checked out to the session's settings (`RESET ALL; …`) when it
+    /// last served others, and waits for PostgreSQL's answer: the previous holder's settings
+    /// (a 1 ms `statement_timeout`, say) can fail the replay, and then nothing of this client
+    /// may run on the connection — a statement pipelined behind the failed replay would run
+    /// with the other client's settings.
+    async fn restore_settings(
+        &self,
+        conn: &mut crate::upstream::ServerConn,
+    ) -> Result<(), crate::upstream::UpstreamError> {
+        let fingerprint = self.settings.fingerprint();
+        if conn.settings() == fingerprint {
+            return Ok(());
+        }
+        // (On failure the caller drops the connection: its state is unknown.)
+        conn.query_text(&self.settings.replay_sql()).await?;
+        conn.settings_replayed(fingerprint);
+        Ok(())
     }
 
     /// Sends the client's settings (`RESET ALL; …`) ahead of whatever comes next on the held
@@ -480,11 +492,8 @@ impl Session<'_> {
     pub(super) fn replay_settings(&mut self, report: bool) {
         wire::put(&mut self.to_server, &Query::new(self.settings.replay_sql()));
         let fingerprint = self.settings.fingerprint();
-        let conn = self.lease();
-        conn.settings = fingerprint;
         // A simple Query drops the unnamed statement; `RESET ALL` the tenant context.
-        conn.unnamed = None;
-        conn.context = crate::boundary::Context::Unknown;
+        self.lease().settings_replayed(fingerprint);
         self.pending.push_back(Pending::Settings { report });
     }
 
@@ -528,11 +537,4 @@ fn bound_effect(effect: SessionEffect, params: &[Option<&[u8]>]) -> SessionEffec
             Err(_) => SessionEffect::SetParam { name, param },
         },
     }
-}
-
-/// The portal name of a raw Execute frame.
-fn wire_portal_name(frame: &[u8]) -> &str {
-    let body = frame.get(5..).unwrap_or_default();
-    let end = body.iter().position(|&b| b == 0).unwrap_or(0);
-    std::str::from_utf8(&body[..end]).unwrap_or("")
 }

@@ -15,10 +15,12 @@ use super::tenant::{self, OrgwallCommand};
 
 /// The column `SHOW orgwall.org_id` answers in, named as PostgreSQL names a SHOW's column.
 const SHOW_COLUMN: &str = "orgwall.org_id";
-use super::Session;
+use super::error::SessionError;
+use super::txn::TxnStatus;
+use super::{ClientIo, Session};
 use crate::boundary::unix_now;
 use crate::config::PoolMode;
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::lex::{self, Token};
 use crate::wire;
 
@@ -49,7 +51,7 @@ impl Commands {
     }
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Drops the client's prepared statements, its own and its `orgwall.*` ones, as
     /// PostgreSQL's `DEALLOCATE ALL` and `DISCARD ALL` do (which do not touch the unnamed
     /// statement: `keep_unnamed`, unless PostgreSQL replaced it anyway).
@@ -66,7 +68,7 @@ impl Session<'_> {
     /// goes to it; `backend.rs` sees it done).
     pub(super) fn local_command(&self, text: &str) -> Option<Result<OrgwallCommand, ClientError>> {
         if let Some(cmd) = tenant::parse_command(text) {
-            return Some(cmd);
+            return Some(cmd.map_err(ClientError::from));
         }
         let name = parse_deallocate(text)?;
         let local = match (&name, self.mode) {
@@ -87,11 +89,11 @@ impl Session<'_> {
         &mut self,
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
-        if matches!(cmd, Ok(OrgwallCommand::Show)) && self.status != b'E' {
+        if matches!(cmd, Ok(OrgwallCommand::Show)) && self.status != TxnStatus::Failed {
             let mut b = admin::row_description(&[SHOW_COLUMN]);
             b.extend_from_slice(&self.show_row());
             wire::put(&mut b, &CommandComplete::new("SHOW".into()));
-            wire::put_ready(&mut b, self.status);
+            wire::put_ready(&mut b, self.status.byte());
             self.push_synthetic(b);
             return Ok(());
         }
@@ -101,7 +103,7 @@ impl Session<'_> {
         };
         let mut b = BytesMut::new();
         wire::put(&mut b, &CommandComplete::new(tag.into()));
-        wire::put_ready(&mut b, self.status);
+        wire::put_ready(&mut b, self.status.byte());
         self.push_synthetic(b);
         Ok(())
     }
@@ -127,10 +129,7 @@ impl Session<'_> {
             Err(e) => return self.refuse(e, false).await,
         };
         if !name.is_empty() && self.knows_statement(&name) {
-            let e = ClientError::error(
-                code::DUPLICATE_PREPARED_STATEMENT,
-                format!("prepared statement \"{name}\" already exists"),
-            );
+            let e = SessionError::DuplicateStatement(name).into();
             return self.refuse(e, false).await;
         }
         self.statements.remove(&name);
@@ -183,7 +182,7 @@ impl Session<'_> {
         if let OrgwallCommand::Admin(a) = cmd {
             return self.execute_admin(a).await;
         }
-        if matches!(cmd, OrgwallCommand::Show) && self.status != b'E' {
+        if matches!(cmd, OrgwallCommand::Show) && self.status != TxnStatus::Failed {
             let row = self.show_row();
             self.push_synthetic(row);
         }
@@ -211,11 +210,8 @@ impl Session<'_> {
         cmd: OrgwallCommand,
         simple: bool,
     ) -> Result<&'static str, ClientError> {
-        if self.status == b'E' {
-            return Err(ClientError::error(
-                code::IN_FAILED_SQL_TRANSACTION,
-                "current transaction is aborted, commands ignored until end of transaction block",
-            ));
+        if self.status == TxnStatus::Failed {
+            return Err(SessionError::InFailedTransaction.into());
         }
         match cmd {
             OrgwallCommand::Bind { org, local } => {
@@ -224,7 +220,7 @@ impl Session<'_> {
                 let binding = tenant::resolve(self.principal.role, &org, jwt, unix_now())?;
                 tracing::info!(org_id = %binding.org, local, token = binding.expires.is_some(), "tenant bound");
                 // As in PostgreSQL, SET LOCAL outside a transaction block has no effect.
-                if !(local && self.status == b'I') {
+                if !(local && self.status == TxnStatus::Idle) {
                     self.settings.bind_tenant(Some(binding), local);
                     self.binding_changed(simple);
                 }
@@ -253,10 +249,7 @@ impl Session<'_> {
                 let known = !name.is_empty()
                     && (removed.is_some() | self.commands.statements.remove(&name).is_some());
                 if !known {
-                    return Err(ClientError::error(
-                        code::INVALID_STATEMENT_NAME,
-                        format!("prepared statement \"{name}\" does not exist"),
-                    ));
+                    return Err(SessionError::UnknownStatement(name).into());
                 }
                 Ok("DEALLOCATE")
             }
@@ -267,7 +260,7 @@ impl Session<'_> {
 
     /// A binding set outside a transaction block by a Query of its own is committed at once.
     fn binding_changed(&mut self, simple: bool) {
-        if simple && self.status == b'I' {
+        if simple && self.status == TxnStatus::Idle {
             self.settings.commit();
         }
     }

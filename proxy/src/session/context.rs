@@ -5,13 +5,15 @@
 
 use bytes::BytesMut;
 
+use super::error::SessionError;
 use super::pending::Pending;
-use super::Session;
-use crate::boundary::{self, unix_now, Context};
-use crate::errors::{code, ClientError};
+use super::txn::TxnStatus;
+use super::{ClientIo, Session};
+use crate::boundary::{self, unix_now};
+use crate::errors::ClientError;
 use crate::wire;
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Sets the held server connection's tenant context to the session's current tenant (or
     /// clears it when none is bound), ahead of the next client message, if it differs. `fresh`:
     /// the connection was just taken, so nothing of the client's is in flight on it.
@@ -29,14 +31,14 @@ impl Session<'_> {
         // the transaction fails there anyway. After it, the context is set again if needed: it
         // counts as unknown once a transaction it was set in ends, and a statement pipelined
         // behind a ROLLBACK that changes a switcher's binding waits for it (`barrier`).
-        if self.status == b'E' {
+        if self.status == TxnStatus::Failed {
             return Ok(());
         }
         let now = unix_now();
         let Some(lease) = self.server.as_ref() else {
             return Ok(());
         };
-        if lease.is_shared() || lease.conn.context.serves(self.current_org_str(), now) {
+        if lease.is_shared() || lease.conn.context().serves(self.current_org_str(), now) {
             return Ok(());
         }
         let want = self.current_org();
@@ -47,9 +49,9 @@ impl Session<'_> {
                 tracing::warn!(error = %e, "cannot register a tenant token");
                 ClientError::from(&e)
             })?;
-        let synced = fresh || (self.status == b'I' && self.at_sync_boundary());
+        let synced = fresh || (self.status == TxnStatus::Idle && self.at_sync_boundary());
         boundary::put_set_context(&mut self.to_server, &ticket.token, synced);
-        self.lease().context = ticket.context;
+        self.lease().note_context(ticket.context);
         self.context_unsure |= !synced;
         self.pending.push_back(Pending::Context {
             synced,
@@ -81,10 +83,7 @@ impl Session<'_> {
         if synced {
             // The client's messages after Orgwall's Sync run anyway, under the connection's
             // previous context: drop the connection, and their answers with it.
-            self.abandon_server(ClientError::fatal(
-                code::CONNECTION_FAILURE,
-                "could not set the tenant context on the server connection",
-            ));
+            self.abandon_server(SessionError::ContextNotSet.into());
         } else {
             // PostgreSQL skips the client's messages up to its Sync: they fail with it.
             self.context_lost();
@@ -97,7 +96,7 @@ impl Session<'_> {
     pub(super) fn context_lost(&mut self) {
         if let Some(l) = self.server.as_mut() {
             if !l.is_shared() {
-                l.conn.context = Context::Unknown;
+                l.conn.context_lost();
             }
         }
     }
@@ -121,7 +120,7 @@ impl Session<'_> {
         if !wall.trips(&name, &value) {
             return false;
         }
-        let server = self.server.as_ref().map(|l| l.conn.id);
+        let server = self.server.as_ref().map(|l| l.conn.id());
         tracing::warn!(
             user = %self.principal.user,
             org_id = %self.principal.org_id,
@@ -133,10 +132,13 @@ impl Session<'_> {
         if let Some(lease) = self.server.as_ref().filter(|l| l.is_shared()) {
             lease.conn.poison();
         }
-        self.abandon_server(ClientError::fatal(
-            code::INSUFFICIENT_PRIVILEGE,
-            format!("the server connection reported {name} = {value}, which Orgwall never sets for a tenant; the session is closed"),
-        ));
+        self.abandon_server(
+            SessionError::Tripwire {
+                name: name.into_owned(),
+                value: value.into_owned(),
+            }
+            .into(),
+        );
         true
     }
 }

@@ -12,7 +12,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::Session;
+use super::{ClientIo, Session};
 
 /// Command tags of statements that can change what a prepared statement was planned against.
 fn is_ddl(tag: &str) -> bool {
@@ -21,7 +21,7 @@ fn is_ddl(tag: &str) -> bool {
         .any(|p| tag.starts_with(p))
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// A CommandComplete with `tag` arrived for this client.
     pub(super) fn note_command(&mut self, tag: &str) {
         if is_ddl(tag) {
@@ -49,12 +49,12 @@ impl Session<'_> {
         let Some(lease) = self.server.as_mut() else {
             return;
         };
-        let prepared = &mut lease.conn.prepared;
+        let prepared = lease.conn.statements();
         if !prepared.outdated_by(epoch) || prepared.is_shared() {
             return;
         }
         let stale = prepared.take_where(super::route::is_orgwall_name);
-        lease.conn.unnamed = None;
+        lease.conn.unnamed_dropped();
         if !stale.is_empty() {
             tracing::debug!(
                 statements = stale.len(),

@@ -10,11 +10,11 @@
 use bytes::BytesMut;
 
 use super::pending::Pending;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::config::Role;
 use crate::sql::SessionEffect;
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// The server has yet to answer something the session sent it.
     pub(super) fn in_flight(&self) -> bool {
         self.server.is_some() && !self.pending.is_empty()

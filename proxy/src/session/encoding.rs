@@ -3,39 +3,29 @@
 //! another encoding, whose SQL passes through as written (PostgreSQL converts it; Orgwall's own
 //! reading of it is a lossy UTF-8 copy, never sent).
 
-use super::Session;
-use crate::config::Role;
-use crate::errors::{code, ClientError};
+use std::borrow::Cow;
 
-impl Session<'_> {
+use super::error::SessionError;
+use super::{ClientIo, Session};
+use crate::config::Role;
+use crate::errors::ClientError;
+
+impl<S: ClientIo> Session<'_, S> {
     /// An admin login whose `client_encoding` is not UTF8 sends SQL in that encoding: it passes
     /// through as written (PostgreSQL converts it). Tenant logins are held to UTF8.
     pub(super) fn passes_other_encodings(&self) -> bool {
         self.principal.role == Role::Admin && !self.settings.client_text_is_utf8()
     }
-}
 
-/// The `i`-th NUL-terminated string of a message's body.
-pub(super) fn nth_string(frame: &[u8], i: usize) -> Option<&[u8]> {
-    frame.get(5..)?.split(|&b| b == 0).nth(i)
-}
-
-/// Refuses (22021, as PostgreSQL does) a message whose first `n` strings are not UTF-8: the
-/// codec would replace the bad bytes with U+FFFD and Orgwall would then confine and forward
-/// text the client never sent.
-pub(super) fn text_is_utf8(frame: &[u8], n: usize) -> Result<(), ClientError> {
-    let mut rest = frame.get(5..).unwrap_or_default();
-    for _ in 0..n {
-        let Some(end) = rest.iter().position(|&c| c == 0) else {
-            return Ok(()); // malformed: the decoder says so
-        };
-        if std::str::from_utf8(&rest[..end]).is_err() {
-            return Err(ClientError::error(
-                code::CHARACTER_NOT_IN_REPERTOIRE,
-                "invalid byte sequence for encoding \"UTF8\"",
-            ));
+    /// The SQL of a Query or Parse as Orgwall reads it: borrowed when it is UTF-8; a lossy
+    /// copy (`Cow::Owned`) for an admin login in another client encoding, whose bytes are then
+    /// sent as written; refused (22021, as PostgreSQL does) otherwise — a decoder would replace
+    /// the bad bytes with U+FFFD and Orgwall would confine and forward text never sent.
+    pub(super) fn sql_text<'t>(&self, sql: &'t [u8]) -> Result<Cow<'t, str>, ClientError> {
+        match std::str::from_utf8(sql) {
+            Ok(t) => Ok(Cow::Borrowed(t)),
+            Err(_) if self.passes_other_encodings() => Ok(String::from_utf8_lossy(sql)),
+            Err(_) => Err(SessionError::NotUtf8.into()),
         }
-        rest = &rest[end + 1..];
     }
-    Ok(())
 }

@@ -17,13 +17,13 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use super::error::SessionError;
 use super::pending::Pending;
 use super::route::Routed;
-use super::Session;
+use super::{ClientIo, Session};
 use crate::balances::timestamp::TimeStyle;
-use crate::balances::writes::{may_write_balances, mentions};
 use crate::balances::{answer, bind, shape::Shape, Balances, Reader, Response};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::sql::rewrite::Template;
 use crate::wire;
 
@@ -85,7 +85,7 @@ fn describe(
     Some(bytes)
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     fn cache(&self) -> Option<Arc<Balances>> {
         self.state.balances.clone().filter(|b| b.serving())
     }
@@ -93,26 +93,28 @@ impl Session<'_> {
     /// Nothing in flight, no transaction, not at REPEATABLE READ/SERIALIZABLE by default: a
     /// local answer cannot overtake or miss anything, nor stand in for a snapshot.
     fn quiet(&self) -> bool {
-        self.pending.is_empty()
-            && self.status == b'I'
-            && !self.skipping
-            && !self.copy_in
-            && !self.settings.strict_isolation()
+        self.settled() && !self.skipping && !self.copy_in && !self.settings.strict_isolation()
     }
 
     /// The shape of a routed tenant statement, if the cache may answer it. A statement that
     /// is not a lookup and may write the balances marks the session for the fence.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
-        let b = self.state.balances.as_ref()?;
-        let shape = match routed.tenant.as_ref() {
-            Some(_) if mentions(text, "inventory_balances") => b.shapes.recognise(text),
-            _ => None,
-        };
+        let planned = routed.tenant.as_ref().map(|_| match &routed.plan {
+            Some(p) => p.clone(),
+            None => self.state.planner.plan(text),
+        });
+        let shape = planned.as_ref().and_then(|p| self.state.planner.balance(p));
         // (A lookup writes nothing: the word scan is for the rest.)
-        if shape.is_none() && may_write_balances(text) {
-            self.local.ledger_write_open = true;
+        if shape.is_none() {
+            let may_write = match &routed.plan {
+                Some(p) => p.names_ledger(),
+                None => crate::balances::names_ledger(text),
+            };
+            if may_write {
+                self.local.ledger_write_open = true;
+            }
         }
-        let shape = shape?;
+        let (shape, plan) = (shape?, planned?);
         let rendered = routed.tenant.as_ref()?;
         if !routed.masked {
             return Some(shape);
@@ -120,7 +122,7 @@ impl Session<'_> {
         // A policy plugin rewrote (masked) the text: only the client's own SQL, confined by
         // the tenant rewrite, is answered here.
         let catalog = self.state.catalog().await.ok()?;
-        let own = self.state.rewrites.get_or_rewrite(text, &catalog).ok()?;
+        let own = self.state.planner.rewrite(&plan, &catalog).ok()?;
         (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
     }
 
@@ -161,7 +163,7 @@ impl Session<'_> {
         let Some(resp) = b.answer(&shape, reader, &[], &[], &[]) else {
             return false;
         };
-        let status = self.status;
+        let status = self.status.byte();
         self.push_synthetic_with(|out| {
             out.extend_from_slice(&resp.row_description);
             for r in &resp.rows {
@@ -232,12 +234,7 @@ impl Session<'_> {
             // count is not.
             None => bind.param_formats.len() <= 1 || bind.param_formats.len() == bind.params.len(),
         };
-        counted.then(|| {
-            ClientError::error(
-                code::DUPLICATE_CURSOR,
-                format!("cursor \"{}\" already exists", bind.portal),
-            )
-        })
+        counted.then(|| SessionError::DuplicateCursor(bind.portal.to_string()).into())
     }
 
     /// Bind: answers it (BindComplete) and computes the portal's rows when the cache can.

@@ -13,6 +13,7 @@ mod context;
 mod ddl;
 mod defer;
 mod encoding;
+mod error;
 mod local;
 mod pending;
 mod prepare;
@@ -20,6 +21,9 @@ mod route;
 mod settings;
 mod shared;
 mod tenant;
+#[cfg(test)]
+mod tests;
+mod txn;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -31,13 +35,15 @@ use tokio::time::Instant;
 use crate::cancel::CancelHandle;
 use crate::config::PoolMode;
 use crate::duplex::{self, Io};
-use crate::errors::{code, ClientError};
+use crate::errors::ClientError;
 use crate::frontend::{ClientStream, Login, Principal};
-use crate::server::ProxyState;
+use crate::state::ProxyState;
 use crate::upstream::Lease;
 use crate::wire;
+use error::SessionError;
 use pending::Pending;
 use settings::Settings;
+use txn::TxnStatus;
 
 /// Stop reading from one side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
@@ -55,8 +61,8 @@ struct Statement {
     server_name: String,
     /// How it may use a multiplexed connection.
     sharing: shared::Sharing,
-    /// Running it may write the ledger or `inventory_balances` (read-your-writes:
-    /// `balances::writes`).
+    /// Running it may write the ledger or `inventory_balances` (`balances::names_ledger`,
+    /// read-your-writes).
     writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
@@ -66,12 +72,18 @@ struct Statement {
     executes: Option<String>,
 }
 
+/// What a session talks to its client over: a socket in production (`ClientStream`), an
+/// in-memory pipe in the session's own tests.
+pub trait ClientIo: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> ClientIo for T {}
+
 /// Everything one client connection owns.
-pub(crate) struct Session<'a> {
+pub(crate) struct Session<'a, S = ClientStream> {
     state: &'a ProxyState,
     principal: Principal,
     mode: PoolMode,
-    client: ClientStream,
+    client: S,
     cbuf: BytesMut,
     to_client: BytesMut,
     to_server: BytesMut,
@@ -90,7 +102,7 @@ pub(crate) struct Session<'a> {
     /// The open transaction's savepoints, with the settings as they were at each.
     savepoints: Vec<(String, settings::Snapshot)>,
     /// Transaction status from the last ReadyForQuery.
-    status: u8,
+    status: TxnStatus,
     /// A confirmed `RESET` dropped settings of the startup packet on the server connection
     /// (`backend.rs` restores them when the transaction ends).
     startup_reset: bool,
@@ -110,8 +122,8 @@ pub(crate) struct Session<'a> {
     local: local::Local,
     /// The messages being handled form a batch that may share a multiplexed connection.
     shareable: Option<shared::Sharing>,
-    /// The SQL texts of the batch being handled, classified once (see `shared`).
-    summaries: shared::Summaries,
+    /// The plans of the SQL texts in the batch being handled (see `shared`).
+    batch_plans: shared::BatchPlans,
     /// The second wall (tenant and switcher logins; see `context.rs`).
     wall: Option<Arc<crate::boundary::Wall>>,
     /// A context was set inside the client's transaction (PostgreSQL undoes it if that rolls
@@ -140,7 +152,7 @@ enum Event {
 }
 
 /// Serves a logged-in client until it leaves, breaks the protocol, or the proxy drains.
-pub async fn run(login: Login, state: &ProxyState) {
+pub async fn run<S: ClientIo>(login: Login<S>, state: &ProxyState) {
     // Held until the session ends: its place among `max_client_connections`.
     let _slot = login.slot;
     let time = crate::balances::timestamp::TimeStyle::from_reported(
@@ -162,7 +174,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         skipping: false,
         rolled_back: false,
         savepoints: Vec::new(),
-        status: b'I',
+        status: TxnStatus::Idle,
         startup_reset: false,
         cancel: login.cancel,
         closing: false,
@@ -172,7 +184,7 @@ pub async fn run(login: Login, state: &ProxyState) {
         commands: commands::Commands::default(),
         local: local::Local::default(),
         shareable: None,
-        summaries: Vec::new(),
+        batch_plans: Vec::new(),
         wall: login.wall,
         context_unsure: false,
         ddl_in_transaction: false,
@@ -184,7 +196,7 @@ pub async fn run(login: Login, state: &ProxyState) {
     s.finish().await;
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     async fn run_loop(&mut self) -> &'static str {
         let mut draining = false;
         // Registered once, not on every pass: each registration locks the shared token.
@@ -204,10 +216,7 @@ impl Session<'_> {
                 }
             }
             if draining && self.is_idle() && !self.closing {
-                self.fatal(ClientError::fatal(
-                    code::ADMIN_SHUTDOWN,
-                    "the proxy is shutting down",
-                ));
+                self.fatal(SessionError::ShuttingDown.into());
             }
             self.try_flush();
             if self.closing && self.to_client.is_empty() {
@@ -246,12 +255,7 @@ impl Session<'_> {
                         Io::Wrote(r) => Event::ClientWrote(r),
                     },
                     io = std::future::poll_fn(|cx| match server.as_mut() {
-                        Some(l) => duplex::poll_duplex(
-                            cx,
-                            &mut l.conn.stream,
-                            read_server.then_some(&mut l.conn.rbuf),
-                            to_server,
-                        ),
+                        Some(l) => l.conn.poll_io(cx, read_server, to_server),
                         None => std::task::Poll::Pending,
                     }), if has_server => match io {
                         Io::Read(r) => Event::ServerRead(r),
@@ -287,25 +291,16 @@ impl Session<'_> {
                 Event::Shutdown => draining = true,
                 Event::Terminate => {
                     self.pending.clear();
-                    self.fatal(ClientError::fatal(
-                        code::ADMIN_SHUTDOWN,
-                        "terminating connection: the proxy is shutting down",
-                    ));
+                    self.fatal(SessionError::Terminated.into());
                     self.try_flush();
                     return "terminated by shutdown";
                 }
-                Event::Idle => self.fatal(ClientError::fatal(
-                    code::IDLE_SESSION_TIMEOUT,
-                    "terminating connection due to idle-session timeout",
-                )),
+                Event::Idle => self.fatal(SessionError::IdleSession.into()),
                 Event::IdleInTransaction => {
                     // Its server connection is mid-transaction: closed (PostgreSQL rolls the
                     // transaction back), never returned to the pool.
                     tracing::info!("closing a client idle in a transaction");
-                    self.abandon_server(ClientError::fatal(
-                        code::IDLE_IN_TRANSACTION_TIMEOUT,
-                        "terminating connection due to idle-in-transaction timeout",
-                    ));
+                    self.abandon_server(SessionError::IdleInTransaction.into());
                 }
             }
         }
@@ -315,7 +310,7 @@ impl Session<'_> {
     /// common case where the socket has room. Errors are left for the awaited write to report.
     fn try_flush(&mut self) {
         if let Some(lease) = self.server.as_mut() {
-            duplex::write_now(&mut lease.conn.stream, &mut self.to_server);
+            lease.conn.write_now(&mut self.to_server);
         }
         duplex::write_now(&mut self.client, &mut self.to_client);
     }
@@ -325,17 +320,22 @@ impl Session<'_> {
         self.state.pool_for(self.principal.role)
     }
 
+    /// Between transactions with no answer awaited: PostgreSQL's last ReadyForQuery said idle
+    /// and nothing sent since is unanswered. The one idle test; callers add what else they
+    /// need (no Sync being skipped to, no COPY, nothing unsent).
+    pub(super) fn settled(&self) -> bool {
+        self.status == TxnStatus::Idle && self.pending.is_empty()
+    }
+
     /// No server work in flight and no transaction open.
     fn is_idle(&self) -> bool {
-        self.pending.is_empty()
-            && self.status == b'I'
-            && (self.server.is_none() || self.mode == PoolMode::Session)
+        self.settled() && (self.server.is_none() || self.mode == PoolMode::Session)
     }
 
     /// Inside a transaction with nothing in flight: waiting on the client (the clock of
     /// `idle_in_transaction_timeout` runs from `active_at`).
     fn is_idle_in_transaction(&self) -> bool {
-        matches!(self.status, b'T' | b'E')
+        self.status.in_block()
             && self.pending.is_empty()
             && self.to_server.is_empty()
             && !self.closing
@@ -350,10 +350,10 @@ impl Session<'_> {
     /// Splits and handles every complete client message in the buffer.
     async fn process_client(&mut self) -> Result<(), &'static str> {
         let max = self.state.config.max_message_bytes;
-        let mut memo = std::mem::take(&mut self.summaries);
+        let mut memo = std::mem::take(&mut self.batch_plans);
         memo.clear();
         self.shareable = self.batch_is_shareable(&mut memo);
-        self.summaries = memo;
+        self.batch_plans = memo;
         while !self.closing && !self.deferred {
             match wire::split_frame(&mut self.cbuf, max) {
                 Ok(Some(frame)) => {
@@ -406,7 +406,7 @@ impl Session<'_> {
                 self.pool().release(lease);
             } else {
                 tracing::info!(
-                    server = lease.conn.id,
+                    server = lease.conn.id(),
                     "closing server connection left mid-transaction"
                 );
             }

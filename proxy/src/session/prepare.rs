@@ -5,9 +5,10 @@
 use bytes::BytesMut;
 use pgwire::messages::extendedquery::{Close, Parse, ParseComplete};
 
+use super::error::SessionError;
 use super::pending::Pending;
-use super::{Session, Statement};
-use crate::errors::{code, ClientError};
+use super::{ClientIo, Session, Statement};
+use crate::errors::ClientError;
 use crate::sql::lex::{self, Token};
 use crate::wire;
 
@@ -22,7 +23,7 @@ pub(super) enum Placement {
     Unnamed,
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Decides where the statement the client calls `client_name` runs on the held connection.
     /// A named one is prepared under its server name, on a full connection in place of the
     /// least recently used statement — except on a multiplexed connection, where it runs
@@ -36,7 +37,7 @@ impl Session<'_> {
                 .prepare_unnamed
                 .min(upstream.max_prepared_statements),
         );
-        let prepared = &mut self.lease().prepared;
+        let prepared = self.lease().statements();
         if (!client_name.is_empty() || unnamed_cap > 0) && prepared.use_name(&stmt.server_name) {
             return Placement::OnServer;
         }
@@ -64,7 +65,7 @@ impl Session<'_> {
     pub(super) fn send_parse(&mut self, stmt: &Statement, named: bool, forward: bool) {
         let name = named.then(|| stmt.server_name.clone());
         let cap = self.state.config.upstream.max_prepared_statements;
-        let prepared = &mut self.lease().prepared;
+        let prepared = self.lease().statements();
         if named && prepared.is_shared() {
             // Another client's batch may be preparing it on this connection right now; closing
             // a statement that does not exist is not an error.
@@ -83,9 +84,9 @@ impl Session<'_> {
         }
         let conn = self.lease();
         if named {
-            conn.prepared.insert(stmt.server_name.clone());
+            conn.statements().insert(stmt.server_name.clone());
         } else {
-            conn.unnamed = Some(stmt.hash);
+            conn.parsed_unnamed(stmt.hash);
         }
         self.pending.push_back(Pending::Parse {
             server_name: name,
@@ -103,10 +104,10 @@ impl Session<'_> {
         let Some(lease) = self.server.as_mut() else {
             return;
         };
-        if !lease.conn.prepared.contains(&stmt.server_name) {
+        if !lease.conn.statements().contains(&stmt.server_name) {
             return;
         }
-        lease.conn.prepared.remove(&stmt.server_name);
+        lease.conn.statements().remove(&stmt.server_name);
         self.put_close(Some(stmt.server_name.clone()), None);
         if flush {
             self.to_server.extend_from_slice(&[b'H', 0, 0, 0, 4]);
@@ -136,15 +137,11 @@ impl Session<'_> {
         follow: bool,
     ) -> Result<Option<String>, ClientError> {
         let Some(found) = self.statements.get(name).cloned() else {
-            let what = if name.is_empty() {
-                "unnamed prepared statement".to_string()
-            } else {
-                format!("prepared statement \"{name}\"")
-            };
-            return Err(ClientError::error(
-                code::INVALID_STATEMENT_NAME,
-                format!("{what} does not exist"),
-            ));
+            return Err(match name {
+                "" => SessionError::UnknownUnnamed,
+                _ => SessionError::UnknownStatement(name.to_string()),
+            }
+            .into());
         };
         let stmt = self.for_current_tenant(found.clone()).await?;
         if !std::sync::Arc::ptr_eq(&stmt, &found) {
@@ -162,7 +159,7 @@ impl Session<'_> {
                 Ok(Some(stmt.server_name.clone()))
             }
             Placement::Unnamed => {
-                if self.lease().unnamed != Some(stmt.hash) {
+                if !self.lease().holds_unnamed(stmt.hash) {
                     self.send_parse(&stmt, false, false);
                 }
                 Ok(None)
@@ -171,7 +168,7 @@ impl Session<'_> {
     }
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// `EXECUTE name` / `EXPLAIN … EXECUTE name` (admin logins) of a statement the client
     /// prepared through the protocol: PostgreSQL knows it under Orgwall's name, so the text is
     /// returned with that name in place, once the statement is prepared on the held server

@@ -5,11 +5,13 @@
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
+use super::error::SessionError;
 use super::shared::Sharing;
-use super::{Session, Statement};
+use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
 use crate::config::{PoolMode, Role};
 use crate::errors::{code, ClientError};
+use crate::plan::Plan;
 use crate::sql::rewrite::Template;
 use crate::sql::{self, SessionEffect};
 
@@ -26,6 +28,10 @@ pub(super) struct Routed {
     pub masked: bool,
     /// How it may use a multiplexed connection.
     pub sharing: Sharing,
+    /// The plan of the client's text (`None` for pass-through without policy plugins, which
+    /// needs only the lexical summary, and when a prepared statement was rendered again for
+    /// another tenant from its template alone).
+    pub plan: Option<Arc<Plan>>,
 }
 
 /// A statement rendered for one tenant.
@@ -38,7 +44,7 @@ pub(super) struct Rendered {
     pub client_text: Option<Arc<str>>,
 }
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// The single function every client SQL string passes through before PostgreSQL. Each
     /// statement is logged by fingerprint (DEBUG; admin statements at INFO with
     /// `audit_admin_statements`), each refusal at INFO with its SQLSTATE — never the text or
@@ -69,11 +75,32 @@ impl Session<'_> {
     async fn route_sql_unlogged(&self, text: &str) -> Result<Routed, ClientError> {
         let max = self.state.current().tenancy.max_statement_bytes;
         if self.principal.role != Role::Admin && text.len() > max {
-            return Err(ClientError::error(
-                code::PROGRAM_LIMIT_EXCEEDED,
-                format!("statement is {} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)", text.len()),
-            ));
+            return Err(SessionError::TooLong {
+                len: text.len(),
+                max,
+            }
+            .into());
         }
+        // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
+        let passes = self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite;
+        if passes && self.state.policy.is_empty() {
+            // Pass-through needs only the lexical summary: no plan is made (a plan would cost
+            // a second tokenizer pass for every new literal).
+            let summary = match self.batch_plans.iter().find(|p| p.text() == text) {
+                Some(p) => p.lexical().clone(),
+                None => sql::summarize(text),
+            };
+            let (effects, sharing) = self.pooling_effects(summary)?;
+            return Ok(Routed {
+                sql: None,
+                effects,
+                tenant: None,
+                masked: false,
+                sharing,
+                plan: None,
+            });
+        }
+        let plan = self.plan_of(text);
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
         let started = std::time::Instant::now();
         let decision = self.state.policy.check(
@@ -83,6 +110,7 @@ impl Session<'_> {
                 role: self.principal.role,
             },
             text,
+            || plan.analysis(),
         );
         if !self.state.policy.is_empty() {
             let kind = match &decision {
@@ -94,17 +122,20 @@ impl Session<'_> {
             self.state.metrics.plugin_decision(kind, seconds);
         }
         let masked = decision?;
-        let text = masked.as_deref().unwrap_or(text);
-        // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
-        if self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite {
-            let summary = self.lexical_summary(text);
-            let (effects, sharing) = self.pooling_effects(summary)?;
+        // A masked statement runs the masked text's plan.
+        let runs = match &masked {
+            Some(m) => self.state.planner.plan(m),
+            None => plan.clone(),
+        };
+        if passes {
+            let (effects, sharing) = self.pooling_effects(runs.lexical().clone())?;
             return Ok(Routed {
                 sql: masked.clone(),
                 effects,
                 tenant: None,
                 masked: masked.is_some(),
                 sharing,
+                plan: Some(plan),
             });
         }
         let catalog = self
@@ -113,21 +144,19 @@ impl Session<'_> {
             .await
             .map_err(|e| ClientError::from(&e))?;
         // Policy first: a tenant is told "not allowed" before "not poolable".
-        let template = self.state.rewrites.get_or_rewrite(text, &catalog)?;
+        let template = self.state.planner.rewrite(&runs, &catalog)?;
         // What the pooler tracks comes from the parse that produced the SQL PostgreSQL runs.
         // The multiplexing decision was taken earlier, from a lexical reading of the waiting
         // batch: if that reading let this statement share a connection and the parse does
         // not, the two readings differ, and the statement is refused.
         let summary = template.summary().clone();
-        if let Some((_, lexical)) = self.summaries.iter().find(|(t, _)| t == text) {
+        if self.batch_plans.iter().any(|p| Arc::ptr_eq(p, &runs)) {
+            let lexical = runs.lexical();
             if lexical.batchable && !summary.batchable
                 || lexical.read_only && !summary.read_only
                 || lexical.statements != summary.statements
             {
-                return Err(ClientError::error(
-                    code::SYNTAX_ERROR,
-                    "this statement reads differently to Orgwall's lexer and its parser; refused",
-                ));
+                return Err(SessionError::ReadsDifferently.into());
             }
         }
         let (effects, sharing) = self.pooling_effects(summary)?;
@@ -141,6 +170,7 @@ impl Session<'_> {
                 tenant: None,
                 masked: masked.is_some(),
                 sharing,
+                plan: Some(plan),
             });
         };
         let sql = template.render_checked(&org)?;
@@ -154,6 +184,7 @@ impl Session<'_> {
             }),
             masked: masked.is_some(),
             sharing,
+            plan: Some(plan),
         })
     }
 
@@ -170,21 +201,18 @@ impl Session<'_> {
                 .iter()
                 .find(|e| matches!(e, SessionEffect::Pinned(_)))
             {
-                return Err(ClientError::error(
-                    code::FEATURE_NOT_SUPPORTED,
-                    format!("{what} cannot be used with transaction pooling (pool_mode = \"session\" allows it)"),
-                ));
+                return Err(SessionError::NeedsSessionPooling(what).into());
             }
         }
         Ok((summary.effects, sharing))
     }
 
-    /// The lexical summary of an admin's text (the batch check may have made it already).
-    fn lexical_summary(&self, text: &str) -> sql::Summary {
-        self.summaries
-            .iter()
-            .find(|(t, _)| t == text)
-            .map_or_else(|| sql::summarize(text), |(_, s)| s.clone())
+    /// The plan of `text`: the batch check's, when it planned this text, else the planner's.
+    fn plan_of(&self, text: &str) -> Arc<Plan> {
+        match self.batch_plans.iter().find(|p| p.text() == text) {
+            Some(p) => p.clone(),
+            None => self.state.planner.plan(text),
+        }
     }
 
     /// The org this session's statements run as now.
@@ -208,12 +236,10 @@ impl Session<'_> {
 
     /// The refusal of a statement that needs a tenant when none is bound (or its token expired).
     fn unbound(&self) -> ClientError {
-        let why = if self.settings.tenant().is_some() {
-            "the tenant token has expired: SET orgwall.tenant_token to a fresh token (or RESET orgwall.tenant_token)"
-        } else {
-            "no tenant is bound: SET orgwall.org_id or orgwall.tenant_token first"
-        };
-        ClientError::error(code::INSUFFICIENT_PRIVILEGE, why)
+        match self.settings.tenant() {
+            Some(_) => SessionError::TokenExpired.into(),
+            None => SessionError::NoTenant.into(),
+        }
     }
 
     /// For a switcher whose tenant changed since the statement was prepared, renders it again
@@ -243,6 +269,7 @@ impl Session<'_> {
                 }),
                 masked: true,
                 sharing: stmt.sharing,
+                plan: None,
             },
         };
         let sql = routed.sql.unwrap_or_else(|| stmt.sql.clone());
@@ -296,10 +323,7 @@ impl Session<'_> {
             code = code::INSUFFICIENT_PRIVILEGE,
             "execute refused: portal bound for another tenant"
         );
-        Err(ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            format!("portal \"{portal}\" was bound for another tenant; bind it again"),
-        ))
+        Err(SessionError::PortalOfAnotherTenant(portal.to_string()).into())
     }
 
     /// Refuses a Bind whose tenant-column parameters are not the session's tenant.
@@ -324,10 +348,7 @@ impl Session<'_> {
                     parameter = n,
                     "bind refused: a parameter supplies another tenant"
                 );
-                return Err(ClientError::error(
-                    code::INSUFFICIENT_PRIVILEGE,
-                    format!("parameter ${n} supplies the tenant column and must be the session's tenant"),
-                ));
+                return Err(SessionError::TenantParameter(n).into());
             }
         }
         Ok(())
@@ -348,7 +369,7 @@ impl Statement {
         Statement {
             server_name: format!("{SERVER_NAME_PREFIX}{hash:016x}"),
             sharing,
-            writes_ledger: crate::balances::writes::may_write_balances(&sql),
+            writes_ledger: crate::balances::names_ledger(&sql),
             sql,
             raw_sql: None,
             executes: None,

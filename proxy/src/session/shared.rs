@@ -3,9 +3,12 @@
 //! run is `sql::Summary::batchable`, so the batch is a run of implicit transactions that leaves
 //! no session state and no open transaction behind.
 
-use super::Session;
+use std::sync::Arc;
+
+use super::{ClientIo, Session};
 use crate::config::PoolMode;
-use crate::wire;
+use crate::plan::Plan;
+use crate::wire::{self, client::ClientMessage};
 
 /// How statements may use a multiplexed connection (from `sql::Summary`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -25,25 +28,24 @@ impl Sharing {
     }
 }
 
-/// The SQL texts of the client's waiting batch, classified once: `route_sql` finds them here.
-pub(super) type Summaries = Vec<(String, crate::sql::Summary)>;
+/// The plans of the SQL texts in the client's waiting batch: `route_sql` finds them here.
+pub(super) type BatchPlans = Vec<Arc<Plan>>;
 
-impl Session<'_> {
+impl<S: ClientIo> Session<'_, S> {
     /// Whether every complete message in the client buffer may go to a multiplexed connection;
-    /// records each SQL text it classifies in `memo`.
-    pub(super) fn batch_is_shareable(&self, memo: &mut Summaries) -> Option<Sharing> {
+    /// records the plan of each SQL text it classifies in `memo`.
+    pub(super) fn batch_is_shareable(&self, memo: &mut BatchPlans) -> Option<Sharing> {
         if self.state.config.upstream.multiplex == 0
             || self.mode != PoolMode::Transaction
             || self.server.is_some()
-            || self.status != b'I'
-            || !self.pending.is_empty()
+            || !self.settled()
             || self.skipping
             || self.copy_in
             || !self.to_server.is_empty()
         {
             return None;
         }
-        let mut parsed: Vec<(&[u8], bool)> = Vec::new();
+        let mut parsed: Vec<(&str, bool)> = Vec::new();
         let mut read_only = true;
         // Extended-protocol messages since the last Sync: a batch is a run of whole units,
         // each one Query or extended messages ending in Sync. A Query behind unsynced
@@ -52,27 +54,29 @@ impl Session<'_> {
         let mut open_extended = false;
         let mut any = false;
         let mut msgs = wire::frames(&self.cbuf);
+        let mut at = 0;
         for (tag, body) in msgs.by_ref() {
-            if !wire::well_formed_client(tag, body) {
+            let frame = &self.cbuf[at..at + 5 + body.len()];
+            at += 5 + body.len();
+            let Ok(msg) = wire::client::decode(frame) else {
                 return None;
-            }
+            };
             any = true;
             open_extended = match tag {
                 b'Q' if open_extended => return None,
                 b'Q' | b'S' => false,
                 _ => true,
             };
-            let sharing = match tag {
-                b'Q' => cstr(body).and_then(|(q, _)| summarize(q, memo)),
-                b'P' => cstr(body).and_then(|(name, rest)| {
-                    let s = summarize(cstr(rest)?.0, memo)?;
+            let sharing = match msg {
+                ClientMessage::Query { sql } => self.summarize(sql, memo),
+                ClientMessage::Parse { name, sql, .. } => self.summarize(sql, memo).inspect(|s| {
                     parsed.push((name, s.read_only));
-                    Some(s)
                 }),
-                b'B' => cstr(body)
-                    .and_then(|(_portal, rest)| cstr(rest))
-                    .and_then(|(stmt, _)| self.bound_statement(stmt, &parsed)),
-                b'D' | b'E' | b'C' | b'S' => Some(Sharing {
+                ClientMessage::Bind(v) => self.bound_statement(v.statement, &parsed),
+                ClientMessage::Describe { .. }
+                | ClientMessage::Execute { .. }
+                | ClientMessage::Close { .. }
+                | ClientMessage::Sync => Some(Sharing {
                     batchable: true,
                     read_only: true,
                 }),
@@ -92,31 +96,23 @@ impl Session<'_> {
 
     /// What a Bind in the batch runs: a statement parsed earlier in it (the last one of that
     /// name), or one the client prepared before.
-    fn bound_statement(&self, stmt: &[u8], parsed: &[(&[u8], bool)]) -> Option<Sharing> {
+    fn bound_statement(&self, stmt: &str, parsed: &[(&str, bool)]) -> Option<Sharing> {
         if let Some(&(_, read_only)) = parsed.iter().rev().find(|(n, _)| *n == stmt) {
             return Some(Sharing {
                 batchable: true,
                 read_only,
             });
         }
-        Some(
-            self.statements
-                .get(std::str::from_utf8(stmt).ok()?)?
-                .sharing,
-        )
+        Some(self.statements.get(stmt)?.sharing)
     }
 }
 
-fn summarize(sql: &[u8], memo: &mut Summaries) -> Option<Sharing> {
-    let text = std::str::from_utf8(sql).ok()?;
-    let s = crate::sql::summarize(text);
-    let sharing = Sharing::of(&s);
-    memo.push((text.to_string(), s));
-    Some(sharing)
-}
-
-/// A NUL-terminated string at the start of `b`, and what follows it.
-fn cstr(b: &[u8]) -> Option<(&[u8], &[u8])> {
-    let end = b.iter().position(|&c| c == 0)?;
-    Some((&b[..end], &b[end + 1..]))
+impl<S: ClientIo> Session<'_, S> {
+    /// How the text may share a connection, by its lexical summary; its plan goes to `memo`.
+    fn summarize(&self, sql: &[u8], memo: &mut BatchPlans) -> Option<Sharing> {
+        let plan = self.state.planner.plan(std::str::from_utf8(sql).ok()?);
+        let sharing = Sharing::of(plan.lexical());
+        memo.push(plan);
+        Some(sharing)
+    }
 }

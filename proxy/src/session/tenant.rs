@@ -5,8 +5,43 @@
 //! SET semantics (undone by ROLLBACK and ROLLBACK TO, SET LOCAL ending with the transaction).
 
 use crate::config::{JwtConfig, Role};
-use crate::errors::{code, ClientError};
-use crate::{jwt, sql};
+use crate::errors::{code, UserFacing};
+use crate::jwt::{self, TokenError};
+use crate::sql;
+
+/// Why an `orgwall.*` command or a binding is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TenantError {
+    #[error("SET orgwall.* must be sent as its own statement")]
+    NotAlone,
+    /// A form of `orgwall.*` command that is not supported (the message says which are).
+    #[error("{0}")]
+    Command(&'static str),
+    #[error("only switcher logins may change the tenant (this login is bound to its own org)")]
+    NotSwitcher,
+    #[error("SET orgwall.org_id is disabled (jwt.require_token): bind the tenant with SET orgwall.tenant_token")]
+    TokenRequired,
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error("empty tenant id")]
+    EmptyOrg,
+}
+
+impl UserFacing for TenantError {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            TenantError::NotAlone => code::FEATURE_NOT_SUPPORTED,
+            TenantError::Token(t) => t.sqlstate(),
+            _ => code::INSUFFICIENT_PRIVILEGE,
+        }
+    }
+    fn client_message(&self) -> String {
+        match self {
+            TenantError::Token(t) => t.client_message(),
+            _ => self.to_string(),
+        }
+    }
+}
 
 /// A command Orgwall answers itself: a `SET`/`RESET` of an `orgwall.*` setting, or a
 /// `DEALLOCATE` of the client's own prepared statements (`commands.rs`).
@@ -36,26 +71,23 @@ pub enum Source {
 
 /// Recognises an `orgwall.*` command. `None`: not one. A string that mixes one with other
 /// statements is refused, so a binding can never be half-applied.
-pub fn parse_command(text: &str) -> Option<Result<OrgwallCommand, ClientError>> {
+pub fn parse_command(text: &str) -> Option<Result<OrgwallCommand, TenantError>> {
     if !text.to_ascii_lowercase().contains("orgwall.") {
         return None;
     }
     let stmts = sql::split_statements(text);
-    let cmds: Vec<Option<Result<OrgwallCommand, ClientError>>> =
+    let cmds: Vec<Option<Result<OrgwallCommand, TenantError>>> =
         stmts.iter().map(|s| parse_one(s)).collect();
     if !cmds.iter().any(Option::is_some) {
         return None;
     }
     if stmts.len() != 1 {
-        return Some(Err(ClientError::error(
-            code::FEATURE_NOT_SUPPORTED,
-            "SET orgwall.* must be sent as its own statement",
-        )));
+        return Some(Err(TenantError::NotAlone));
     }
     cmds.into_iter().next().flatten()
 }
 
-fn parse_one(stmt: &str) -> Option<Result<OrgwallCommand, ClientError>> {
+fn parse_one(stmt: &str) -> Option<Result<OrgwallCommand, TenantError>> {
     let words: Vec<&str> = stmt.split_whitespace().collect();
     let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
     let (verb, rest) = lower.split_first()?;
@@ -69,12 +101,7 @@ fn parse_one(stmt: &str) -> Option<Result<OrgwallCommand, ClientError>> {
     if !name.starts_with("orgwall.") {
         return None;
     }
-    let bad = |why: &str| {
-        Some(Err(ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            why.to_string(),
-        )))
-    };
+    let bad = |why: &'static str| Some(Err(TenantError::Command(why)));
     match verb.as_str() {
         "reset" => Some(Ok(OrgwallCommand::Reset)),
         "show" if name == "orgwall.org_id" && rest.len() == 1 => Some(Ok(OrgwallCommand::Show)),
@@ -130,14 +157,11 @@ impl Binding {
 }
 
 /// Only switcher logins may change their tenant.
-pub fn may_switch(role: Role) -> Result<(), ClientError> {
-    if role == Role::Switcher {
-        return Ok(());
+pub fn may_switch(role: Role) -> Result<(), TenantError> {
+    match role {
+        Role::Switcher => Ok(()),
+        _ => Err(TenantError::NotSwitcher),
     }
-    Err(ClientError::error(
-        code::INSUFFICIENT_PRIVILEGE,
-        "only switcher logins may change the tenant (this login is bound to its own org)",
-    ))
 }
 
 /// Resolves a binding at unix time `now`, verifying tokens; only switcher logins may bind, and
@@ -147,21 +171,16 @@ pub fn resolve(
     source: &Source,
     jwt: &JwtConfig,
     now: u64,
-) -> Result<Binding, ClientError> {
+) -> Result<Binding, TenantError> {
     may_switch(role)?;
     let binding = match source {
-        Source::OrgId(_) if jwt.require_token => {
-            return Err(ClientError::error(
-                code::INSUFFICIENT_PRIVILEGE,
-                "SET orgwall.org_id is disabled (jwt.require_token): bind the tenant with SET orgwall.tenant_token",
-            ))
-        }
+        Source::OrgId(_) if jwt.require_token => return Err(TenantError::TokenRequired),
         Source::OrgId(o) => Binding {
             org: o.clone(),
             expires: None,
         },
         Source::Token(t) => {
-            let v = jwt::verify(t, jwt, now).map_err(|e| ClientError::from(&e))?;
+            let v = jwt::verify(t, jwt, now)?;
             Binding {
                 org: v.org,
                 expires: Some(v.expires),
@@ -169,10 +188,7 @@ pub fn resolve(
         }
     };
     if binding.org.is_empty() {
-        return Err(ClientError::error(
-            code::INSUFFICIENT_PRIVILEGE,
-            "empty tenant id",
-        ));
+        return Err(TenantError::EmptyOrg);
     }
     Ok(binding)
 }
@@ -181,7 +197,7 @@ pub fn resolve(
 mod tests {
     use super::*;
 
-    fn bind(org: &str, local: bool) -> Option<Result<OrgwallCommand, ClientError>> {
+    fn bind(org: &str, local: bool) -> Option<Result<OrgwallCommand, TenantError>> {
         Some(Ok(OrgwallCommand::Bind {
             org: Source::OrgId(org.into()),
             local,
@@ -249,7 +265,7 @@ mod tests {
         };
         let (good, bad) = (sign(b"s3cret"), sign(b"other"));
         let token = |t: &String| Source::Token(t.clone());
-        let code = |r: Result<Binding, ClientError>| r.unwrap_err().code;
+        let code = |r: Result<Binding, TenantError>| r.unwrap_err().sqlstate();
         assert_eq!(
             resolve(Role::Switcher, &token(&good), &cfg, now).unwrap(),
             Binding {
@@ -277,11 +293,10 @@ mod tests {
         assert_eq!(code(resolve(Role::Switcher, &empty, &cfg, now)), "42501");
         cfg.require_token = true;
         let refused = resolve(Role::Switcher, &org, &cfg, now).unwrap_err();
-        assert_eq!(refused.code, "42501");
+        assert_eq!(refused.sqlstate(), "42501");
         assert!(
-            refused.message.contains("require_token"),
-            "{}",
-            refused.message
+            refused.client_message().contains("require_token"),
+            "{refused}"
         );
         assert!(resolve(Role::Switcher, &token(&good), &cfg, now).is_ok());
     }

@@ -1,5 +1,6 @@
 //! One connection to PostgreSQL: connect, authenticate (trust, cleartext, md5, SCRAM-SHA-256)
-//! and the per-connection state the session relies on (statement cache, applied settings).
+//! and the per-connection state the session relies on (statement cache, applied settings),
+//! private to `upstream` (sessions use `held.rs`'s methods).
 
 use bytes::{Bytes, BytesMut};
 use pgwire::messages::startup::{
@@ -25,25 +26,25 @@ const STARTUP_MAX: usize = 1 << 20;
 /// An authenticated connection to PostgreSQL.
 #[derive(Debug)]
 pub struct ServerConn {
-    pub id: u64,
-    pub stream: ServerStream,
+    pub(super) id: u64,
+    pub(super) stream: ServerStream,
     /// Bytes read from the server and not yet processed.
-    pub rbuf: BytesMut,
-    pub key: BackendKey,
+    pub(super) rbuf: BytesMut,
+    pub(super) key: BackendKey,
     /// ParameterStatus values PostgreSQL reported at startup.
-    pub startup_params: Vec<(String, String)>,
+    pub(super) startup_params: Vec<(String, String)>,
     /// Server-side names of the statements prepared on this connection.
-    pub prepared: Prepared,
+    pub(super) prepared: Prepared,
     /// Hash of the SQL and types of the unnamed statement, when this proxy parsed it.
-    pub unnamed: Option<u64>,
+    pub(super) unnamed: Option<u64>,
     /// Fingerprint of the client settings applied on this connection (0 = server defaults).
-    pub settings: u64,
+    pub(super) settings: u64,
     /// The tenant context (`orgwall.tenant`) Orgwall set on this connection.
-    pub context: crate::boundary::Context,
+    pub(super) context: super::context::Context,
     /// Cancels forwarded to its backend: none may land on another client's statement.
-    pub fence: std::sync::Arc<Fence>,
+    pub(super) fence: std::sync::Arc<Fence>,
     /// Its entry in the pool's `SHOW SERVERS` listing (pooled connections only).
-    pub listed: Option<super::listing::Listed>,
+    pub(super) listed: Option<super::listing::Listed>,
 }
 
 impl ServerConn {
@@ -94,7 +95,7 @@ impl ServerConn {
             prepared: Prepared::default(),
             unnamed: None,
             settings: 0,
-            context: crate::boundary::Context::Unknown,
+            context: super::context::Context::Unknown,
             fence: Default::default(),
             listed: None,
         };
@@ -119,7 +120,8 @@ impl ServerConn {
         Ok(conn)
     }
 
-    async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
+    /// Writes `bytes` to PostgreSQL, all of them.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), UpstreamError> {
         self.stream
             .write_all(bytes)
             .await
@@ -362,7 +364,7 @@ impl ServerConn {
     /// connection, and waits for PostgreSQL's answer.
     pub async fn set_context(&mut self, token: &str) -> Result<(), UpstreamError> {
         let mut out = BytesMut::new();
-        crate::boundary::put_set_context(&mut out, token, true);
+        super::context::put_set_context(&mut out, token, true);
         self.run_synced(&out).await
     }
 

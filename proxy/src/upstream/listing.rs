@@ -50,7 +50,7 @@ impl Listing {
             id,
             Entry {
                 pid,
-                connected_at: crate::clients::unix_secs(),
+                connected_at: super::context::unix_now(),
                 active: AtomicBool::new(true),
             },
         );

@@ -10,6 +10,9 @@
 mod caps;
 pub mod catalog;
 mod conn;
+pub mod context;
+mod error;
+mod held;
 pub mod listing;
 mod mux;
 mod prepared;
@@ -18,55 +21,20 @@ mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use crate::cancel::BackendKey;
 pub use caps::Holder;
 pub use conn::ServerConn;
+pub use error::UpstreamError;
 pub use prepared::Prepared;
 pub use reported::SettingError;
 pub use stream::ServerStream;
 
 use crate::cancel::CancelSlot;
 use crate::config::UpstreamConfig;
-use crate::wire::{self, WireError};
-
-/// Why a server connection could not be had or used.
-#[derive(Debug, thiserror::Error)]
-pub enum UpstreamError {
-    #[error("connect failed: {0}")]
-    Connect(std::io::Error),
-    #[error("connect timed out after {0:?}")]
-    ConnectTimeout(Duration),
-    #[error("all {0} server connections are busy")]
-    PoolTimeout(usize),
-    #[error("{what} already holds {cap} server connections, its cap ({key})")]
-    TenantCap {
-        key: &'static str,
-        what: String,
-        cap: usize,
-    },
-    #[error("I/O error: {0}")]
-    Io(std::io::Error),
-    #[error("server closed the connection")]
-    Closed,
-    #[error("PostgreSQL said {code}: {message}")]
-    Rejected { code: String, message: String },
-    #[error("upstream asks for a password but the upstream URL has none")]
-    PasswordRequired,
-    #[error("unsupported upstream authentication method {0}")]
-    UnsupportedAuth(String),
-    #[error("SCRAM with PostgreSQL failed: {0}")]
-    Scram(crate::scram::ScramError),
-    #[error("unexpected message from PostgreSQL")]
-    Protocol,
-    #[error("{0}")]
-    Wire(#[from] WireError),
-    #[error("TLS with PostgreSQL: {0}")]
-    Tls(String),
-}
+use crate::wire;
 
 impl UpstreamError {
     /// Builds `Rejected` from a raw ErrorResponse frame.

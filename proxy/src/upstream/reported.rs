@@ -4,6 +4,7 @@
 //! table of PostgreSQL's spellings that could drift from the server's.
 
 use super::{Pool, UpstreamError};
+use crate::errors::{code, UserFacing};
 use crate::sql::quote_literal;
 
 /// Why a client's startup settings could not be reported.
@@ -14,6 +15,31 @@ pub enum SettingError {
     /// PostgreSQL refused a value (it would have refused the login the same way).
     #[error("{message}")]
     Refused { code: String, message: String },
+}
+
+/// A startup setting PostgreSQL refused: the login fails as PostgreSQL would fail it, with
+/// its SQLSTATE (the codes `set_config` raises) and its message.
+impl UserFacing for SettingError {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            SettingError::Upstream(u) => u.sqlstate(),
+            SettingError::Refused { code: c, .. } => match c.as_str() {
+                "42704" => code::UNDEFINED_OBJECT,
+                "55P02" => code::CANT_CHANGE_RUNTIME_PARAM,
+                "42501" => code::INSUFFICIENT_PRIVILEGE,
+                _ => code::INVALID_PARAMETER_VALUE,
+            },
+        }
+    }
+    fn fatal(&self) -> bool {
+        true
+    }
+    fn client_message(&self) -> String {
+        match self {
+            SettingError::Upstream(u) => u.client_message(),
+            SettingError::Refused { message, .. } => format!("startup setting refused: {message}"),
+        }
+    }
 }
 
 /// Spellings remembered per pool; past this many the memory starts over (a client can send any

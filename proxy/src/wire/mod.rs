@@ -1,19 +1,20 @@
 //! Message framing and the few messages Orgwall builds itself, on top of pgwire's codec.
 //!
 //! Frames are split here (tag + length, checked against the configured maximum) so that rows
-//! can be forwarded as raw bytes: a `DataRow` is never decoded. Everything Orgwall must read or
-//! produce is decoded/encoded with `pgwire::messages`, except on the balance cache's hot path:
-//! Bind and Describe are first read in place (`bind_view`, `describe_view`) and ReadyForQuery
-//! is written directly.
+//! can be forwarded as raw bytes: a `DataRow` is never decoded. Every client message is read
+//! in place (`client`: one decoder, one enum, nothing copied); what Orgwall reads from
+//! PostgreSQL or produces is decoded/encoded with `pgwire::messages`, except ReadyForQuery and a
+//! renamed Bind, written directly.
 
-mod checked;
+pub mod client;
 
 use bytes::{Buf, BufMut, BytesMut};
-use pgwire::messages::response::ErrorResponse;
 use pgwire::messages::{DecodeContext, Message};
 
+use crate::errors::{code, ClientError, UserFacing};
+
 /// Why a byte stream is not a valid sequence of protocol messages.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
     #[error("message length {len} exceeds the limit of {max} bytes")]
     TooLarge { len: usize, max: usize },
@@ -23,6 +24,35 @@ pub enum WireError {
     Malformed(&'static str),
     #[error("unexpected message type {0:?}")]
     UnexpectedType(char),
+    /// A name in a client message is not UTF-8 (`22021` to the client, as PostgreSQL says).
+    #[error("invalid byte sequence for encoding \"UTF8\"")]
+    NotUtf8,
+}
+
+/// From a client, a malformed stream ends its connection.
+impl UserFacing for WireError {
+    fn sqlstate(&self) -> &'static str {
+        match self {
+            WireError::NotUtf8 => code::CHARACTER_NOT_IN_REPERTOIRE,
+            _ => code::PROTOCOL_VIOLATION,
+        }
+    }
+    /// A name that is not UTF-8 is an error, as PostgreSQL reports it; the rest breaks the stream.
+    fn fatal(&self) -> bool {
+        !matches!(self, WireError::NotUtf8)
+    }
+    fn client_message(&self) -> String {
+        format!("invalid message: {self}")
+    }
+}
+
+/// A message from PostgreSQL longer than `max_message_bytes`: the session ends, its server
+/// connection closed mid-answer (the message is never buffered whole).
+pub fn answer_too_large(e: &WireError) -> ClientError {
+    ClientError::fatal(
+        code::PROGRAM_LIMIT_EXCEEDED,
+        format!("an answer from PostgreSQL is too large: {e} (max_message_bytes)"),
+    )
 }
 
 /// Splits one complete tagged message (tag byte + length + body) off the front of `buf`.
@@ -100,20 +130,6 @@ pub fn split_startup(buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>,
     Ok(Some(buf.split_to(len)))
 }
 
-/// Whether a client message body has the layout its type requires (see `checked`).
-pub fn well_formed_client(tag: u8, body: &[u8]) -> bool {
-    checked::well_formed(tag, body)
-}
-
-/// Decodes a complete frame a client sent, once its layout has been checked (pgwire's
-/// decoders panic on some malformed bodies).
-pub fn decode_client<M: Message>(frame: BytesMut, what: &'static str) -> Result<M, WireError> {
-    if frame.len() < 5 || !checked::well_formed(frame[0], &frame[5..]) {
-        return Err(WireError::Malformed(what));
-    }
-    decode(frame, what)
-}
-
 /// Decodes a complete frame with pgwire's codec.
 pub fn decode<M: Message>(mut frame: BytesMut, what: &'static str) -> Result<M, WireError> {
     M::decode(&mut frame, &DecodeContext::default())
@@ -127,24 +143,6 @@ pub fn put<M: Message>(out: &mut BytesMut, msg: &M) {
     if let Err(e) = msg.encode(out) {
         tracing::error!(error = %e, "failed to encode a protocol message");
     }
-}
-
-/// The SQLSTATE-carrying fields of an ErrorResponse or NoticeResponse.
-pub fn error_fields(severity: &str, code: &str, message: &str) -> Vec<(u8, String)> {
-    vec![
-        (b'S', severity.to_string()),
-        (b'V', severity.to_string()),
-        (b'C', code.to_string()),
-        (b'M', message.to_string()),
-    ]
-}
-
-/// Appends an ErrorResponse.
-pub fn put_error(out: &mut BytesMut, severity: &str, code: &str, message: &str) {
-    put(
-        out,
-        &ErrorResponse::new(error_fields(severity, code, message)),
-    );
 }
 
 /// Appends ReadyForQuery with the given status byte (`I`, `T` or `E`).
@@ -309,16 +307,6 @@ pub fn put_bind_renamed(out: &mut BytesMut, frame: &[u8], view: &BindView<'_>, s
     out.put_slice(rest);
 }
 
-/// Target (`S`/`P`) and name of a raw Describe frame, when well formed.
-pub fn describe_view(frame: &[u8]) -> Option<(u8, &str)> {
-    let (&target, rest) = frame.get(5..)?.split_first()?;
-    let name = rest.strip_suffix(b"\0")?;
-    if name.contains(&0) {
-        return None;
-    }
-    Some((target, std::str::from_utf8(name).ok()?))
-}
-
 /// Reads a big-endian i32 from the start of `b`, if long enough.
 pub fn be_i32(mut b: &[u8]) -> Option<i32> {
     (b.len() >= 4).then(|| b.get_i32())
@@ -412,10 +400,12 @@ mod tests {
 
     #[test]
     fn error_fields_round_trip() {
-        let mut out = BytesMut::new();
-        put_error(&mut out, "ERROR", "42501", "orgwall: nope");
+        let out = ClientError::error("42501", "nope").to_frame();
         assert_eq!(out[0], b'E');
         assert_eq!(error_code(&out), Some("42501"));
+        let f: ClientError = WireError::BadLength(-1).into();
+        assert!(f.fatal);
+        assert_eq!(f.code, "08P01");
         let mut cc = frame(b'C', b"SELECT 1\0");
         assert_eq!(command_tag(&cc), "SELECT 1");
         cc.clear();

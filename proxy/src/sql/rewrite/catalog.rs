@@ -155,7 +155,7 @@ pub struct Catalog {
     tables: HashMap<String, HashMap<String, TableInfo>>,
     /// Schemas searched, in order, for an unqualified table name (after `pg_catalog`).
     /// Set it through [`Catalog::new`]: `version()` is computed there, so changing a built
-    /// catalog in place would let the rewrite cache serve templates made for the old one.
+    /// catalog in place would let the planner serve templates made for the old one.
     pub search_path: Vec<String>,
     /// Functions allowed in addition to the built-in list: `name` or `schema.name`, as
     /// PostgreSQL would resolve them (lower case unless created quoted).
@@ -352,7 +352,7 @@ impl Catalog {
         self.allow_explain
     }
 
-    /// Identifies this catalog's contents; part of the rewrite cache key.
+    /// Identifies this catalog's contents; plans check their rewrite against it.
     pub fn version(&self) -> u64 {
         self.version
     }

@@ -7,7 +7,6 @@
 //! template (and one cache entry) serves every tenant.
 
 mod build;
-pub mod cache;
 mod calls;
 pub mod catalog;
 mod dml;
@@ -36,8 +35,8 @@ use sqlparser::ast::{Expr, Ident};
 use sqlparser::dialect::PostgreSqlDialect;
 
 use super::{quote_literal, Summary};
+use crate::errors::{code, UserFacing};
 
-pub use cache::RewriteCache;
 pub use catalog::{Catalog, TableInfo, TableKind};
 pub use functions::{builtin_class, builtin_functions, function_allowed, FunctionClass};
 pub(crate) use parse::parse;
@@ -54,13 +53,13 @@ pub struct Refusal {
 
 impl Refusal {
     /// SQLSTATE for a policy refusal (insufficient_privilege).
-    pub const POLICY: &'static str = "42501";
+    pub const POLICY: &'static str = code::INSUFFICIENT_PRIVILEGE;
     /// SQLSTATE for SQL the parser rejects (syntax_error).
-    pub const SYNTAX: &'static str = "42601";
+    pub const SYNTAX: &'static str = code::SYNTAX_ERROR;
     /// SQLSTATE for SQL Orgwall cannot confine (feature_not_supported).
-    pub const UNSUPPORTED: &'static str = "0A000";
+    pub const UNSUPPORTED: &'static str = code::FEATURE_NOT_SUPPORTED;
     /// SQLSTATE for a statement nested too deeply to parse safely (statement_too_complex).
-    pub const TOO_COMPLEX: &'static str = "54001";
+    pub const TOO_COMPLEX: &'static str = code::STATEMENT_TOO_COMPLEX;
 
     pub(crate) fn policy(message: impl Into<String>) -> Refusal {
         Refusal {
@@ -89,6 +88,15 @@ impl fmt::Display for Refusal {
 }
 
 impl std::error::Error for Refusal {}
+
+impl UserFacing for Refusal {
+    fn sqlstate(&self) -> &'static str {
+        self.code
+    }
+    fn client_message(&self) -> String {
+        self.message.clone()
+    }
+}
 
 /// The text the rewriter places wherever the tenant literal goes. It contains NUL, which
 /// cannot occur in a query string (the protocol NUL-terminates it, and input containing it is

@@ -422,7 +422,7 @@ proptest! {
     fn generated_queries_are_confined_or_refused(sql in query()) {
         let cat = Catalog::seed_for_tests();
         let direct = rewrite(&sql, &cat);
-        // The literal-shaped template (what the rewrite cache serves for plain text with
+        // The literal-shaped template (what the planner serves for plain text with
         // literals) renders the same SQL as the direct rewrite.
         if let Some(lits) = super::shaped::literals_of(&sql) {
             if let Some(shape) = super::shaped::shape(&sql, &lits, &cat) {

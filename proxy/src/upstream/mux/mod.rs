@@ -35,8 +35,8 @@ use super::conn::ServerConn;
 use super::prepared::Prepared;
 use super::stream::ServerStream;
 use super::Pool;
-use crate::boundary::{self, unix_now, Ticket};
 use crate::cancel::{BackendKey, CancelSlot, Fence};
+use crate::upstream::context::{self as tenant, unix_now, Ticket};
 use crate::wire;
 use task::{Batch, Counters, Load};
 
@@ -77,7 +77,7 @@ pub struct MuxConn {
     settings: u64,
     /// The tenant context set when it opened (tenant identity only): it carries one tenant's
     /// batches, or those of sessions with no tenant bound.
-    context: boundary::Context,
+    context: tenant::Context,
     submit: mpsc::UnboundedSender<Batch>,
     prepared: Arc<RwLock<HashSet<String>>>,
     load: Arc<Load>,
@@ -206,7 +206,7 @@ impl Mux {
             lease.conn.query_text(&sql).await?;
             lease.conn.settings = settings;
         }
-        let mut context = boundary::Context::Unknown;
+        let mut context = tenant::Context::Unknown;
         if let Some(ticket) = want {
             lease.conn.set_context(&ticket.token).await?;
             context = ticket.context.clone();

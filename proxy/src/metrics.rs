@@ -14,7 +14,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
-use crate::sql::rewrite::cache::CacheCounts;
+use crate::plan::CacheCounts;
 use crate::upstream::PoolSnapshot;
 
 /// Every metric family Orgwall exports, registered once.
@@ -116,7 +116,7 @@ impl Metrics {
             .expect("unique metric");
         let rewrite_entries = prometheus::IntGauge::new(
             "orgwall_rewrite_cache_entries",
-            "Statements in the rewrite cache",
+            "SQL texts kept by the planner (plans)",
         )
         .expect("valid metric");
         registry
@@ -125,7 +125,7 @@ impl Metrics {
         Metrics {
             rewrite_lookups: counter(
                 "orgwall_rewrite_cache_lookups_total",
-                "Rewrite cache lookups: hit (same text), shape_hit (same statement, other literals), miss (rewritten)",
+                "Tenant rewrites asked of the planner: hit (plan held it), shape_hit (same statement, other literals), miss (rewritten)",
                 &["result"],
             ),
             rewrite_entries,
@@ -216,20 +216,6 @@ impl Metrics {
     /// `startup_timeout`, `refused`).
     pub fn client_refused(&self, reason: &str) {
         self.clients_refused.with_label_values(&[reason]).inc();
-    }
-
-    /// A handshake that ended without a login, counted when Orgwall refused it.
-    pub fn handshake_failed(&self, e: &crate::frontend::FrontendError) {
-        use crate::frontend::FrontendError as F;
-        match e {
-            F::Timeout => self.client_refused("startup_timeout"),
-            F::Client(c) if c.code == crate::errors::code::INVALID_PASSWORD => {
-                self.client_refused("authentication")
-            }
-            F::Admission(_) => self.client_refused("connection_limit"),
-            F::Client(_) => self.client_refused("refused"),
-            _ => {}
-        }
     }
 
     /// One client SQL string through `route_sql`: `refused` carries the SQLSTATE; `org` is the
