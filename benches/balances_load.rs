@@ -7,13 +7,14 @@
 //!
 //! Run: `cargo run --release -p orgwall-benches --bin balances_load -- [--clients 32]
 //! [--seconds 5] [--writers-pct 0] [--balances 100000] [--protocol simple,extended,prepared]
-//! [--pool 16] [--uncached]`.
+//! [--pool 16] [--uncached] [--shape point|no-lot|star]`.
 //! A private PostgreSQL (wal_level = logical) gets the migrated schema and `--balances`
 //! balances of tenant `org_bench`; the proxy runs in this process on its own 2-thread runtime,
 //! the clients (tokio-postgres) on another. Through Orgwall the tenant login sends
 //! `SELECT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id
-//! IS NULL`; directly, the superuser sends the same with `AND org_id = 'org_bench'` — what
-//! Orgwall sends upstream when the cache does not answer. `--uncached` adds a third target: a
+//! IS NULL` (`--shape no-lot`: `SELECT quantity, lot_id … WHERE item_id = $1 AND
+//! location_id = $2`; `--shape star`: `SELECT * …` with the point key); directly, the
+//! superuser sends the same with `AND org_id = 'org_bench'` — what Orgwall sends upstream when the cache does not answer. `--uncached` adds a third target: a
 //! proxy without the cache. Protocols: `simple` (literals), `extended` (unnamed statement,
 //! one round trip: `query_typed`), `prepared` (named statement prepared once per client).
 
@@ -36,6 +37,41 @@ struct Args {
     protocols: Vec<Protocol>,
     pool: u32,
     uncached: bool,
+    shape: Shape,
+}
+
+/// Which lookup the clients send (and where its quantity column is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Point,
+    NoLot,
+    Star,
+}
+
+impl Shape {
+    fn sql(self) -> &'static str {
+        match self {
+            Shape::Point => {
+                "SELECT quantity FROM inventory_balances \
+                 WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL"
+            }
+            Shape::NoLot => {
+                "SELECT quantity, lot_id FROM inventory_balances \
+                 WHERE item_id = $1 AND location_id = $2"
+            }
+            Shape::Star => {
+                "SELECT * FROM inventory_balances WHERE item_id = $1 AND location_id = $2 \
+                 AND lot_id IS NULL"
+            }
+        }
+    }
+
+    fn quantity_column(self) -> usize {
+        match self {
+            Shape::Point | Shape::NoLot => 0,
+            Shape::Star => 4,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,6 +90,7 @@ fn parse_args() -> anyhow::Result<Args> {
         protocols: vec![Protocol::Simple, Protocol::Extended, Protocol::Prepared],
         pool: 16,
         uncached: false,
+        shape: Shape::Point,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -68,6 +105,14 @@ fn parse_args() -> anyhow::Result<Args> {
             "--writers-pct" => a.writers_pct = val.parse()?,
             "--balances" => a.balances = val.parse()?,
             "--pool" => a.pool = val.parse()?,
+            "--shape" => {
+                a.shape = match val.as_str() {
+                    "point" => Shape::Point,
+                    "no-lot" => Shape::NoLot,
+                    "star" => Shape::Star,
+                    _ => bail!("--shape takes point, no-lot, star"),
+                }
+            }
             "--protocol" => {
                 a.protocols = val
                     .split(',')
@@ -97,6 +142,7 @@ struct Target {
     direct: bool,
     /// The proxy's admin port, for the cache's hit counters.
     admin_port: Option<u16>,
+    shape: Shape,
 }
 
 impl Target {
@@ -106,10 +152,7 @@ impl Target {
         } else {
             String::new()
         };
-        format!(
-            "SELECT quantity FROM inventory_balances \
-             WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL{org}"
-        )
+        format!("{}{org}", self.shape.sql())
     }
 
     fn insert_sql(&self) -> String {
@@ -160,6 +203,7 @@ struct Conn {
     lookup_sql: String,
     insert_sql: String,
     prepared: Option<(Statement, Statement)>,
+    quantity: usize,
 }
 
 impl Conn {
@@ -186,6 +230,7 @@ impl Conn {
             lookup_sql,
             insert_sql,
             prepared,
+            quantity: target.shape.quantity_column(),
         })
     }
 
@@ -197,7 +242,9 @@ impl Conn {
                 let sql = literal_sql(&self.lookup_sql, item, loc);
                 let msgs = self.client.simple_query(&sql).await?;
                 Ok(msgs.iter().find_map(|m| match m {
-                    SimpleQueryMessage::Row(r) => Some(r.get(0).and_then(|t| t.parse().ok())),
+                    SimpleQueryMessage::Row(r) => {
+                        Some(r.get(self.quantity).and_then(|t| t.parse().ok()))
+                    }
                     _ => None,
                 }))
             }
@@ -206,11 +253,15 @@ impl Conn {
                     .client
                     .query_typed(&self.lookup_sql, &[(&item, Type::TEXT), (&loc, Type::TEXT)])
                     .await?;
-                Ok(rows.first().map(|r| numeric_integer(&r.get::<_, Raw>(0).0)))
+                Ok(rows
+                    .first()
+                    .map(|r| numeric_integer(&r.get::<_, Raw>(self.quantity).0)))
             }
             (Protocol::Prepared, Some((stmt, _))) => {
                 let rows = self.client.query(stmt, &[&item, &loc]).await?;
-                Ok(rows.first().map(|r| numeric_integer(&r.get::<_, Raw>(0).0)))
+                Ok(rows
+                    .first()
+                    .map(|r| numeric_integer(&r.get::<_, Raw>(self.quantity).0)))
             }
         }
     }
@@ -532,12 +583,14 @@ fn main() -> anyhow::Result<()> {
             conn: conn(pg.port, "postgres"),
             direct: true,
             admin_port: None,
+            shape: args.shape,
         },
         Target {
             name: "orgwall",
             conn: conn(cached.port, "bench"),
             direct: false,
             admin_port: Some(cached.port),
+            shape: args.shape,
         },
     ];
     if let Some(u) = &uncached {
@@ -546,6 +599,7 @@ fn main() -> anyhow::Result<()> {
             conn: conn(u.port, "bench"),
             direct: false,
             admin_port: None,
+            shape: args.shape,
         });
     }
     let result = rt.block_on(async {

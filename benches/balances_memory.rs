@@ -10,7 +10,7 @@
 //! interner's worst case).
 
 use anyhow::{bail, Context};
-use orgwall::balances::store::{Movement, Store};
+use orgwall::balances::store::{BalanceRow, Store};
 
 struct Args {
     balances: usize,
@@ -47,7 +47,7 @@ fn rss_bytes() -> anyhow::Result<usize> {
 }
 
 /// The n-th synthetic balance.
-fn balance(n: usize, a: &Args) -> Movement {
+fn balance(n: usize, a: &Args) -> BalanceRow {
     let org = n % a.orgs;
     let rest = n / a.orgs;
     let (item, location) = (rest % a.items, rest / a.items);
@@ -57,12 +57,14 @@ fn balance(n: usize, a: &Args) -> Movement {
         2 => format!("-{}.{:03}", n % 50, n % 1000),
         _ => format!("{}.25", n % 10_000),
     };
-    Movement {
+    BalanceRow {
         org: format!("org_{org:03}"),
         item: format!("itm_{org:03}_{item:07}"),
         location: format!("loc_{location:05}"),
         lot: n.is_multiple_of(3).then(|| format!("LOT-{:04}", n % 97)),
         quantity,
+        // A second apart, from 2026-12-05 (the mirror keeps every row's `updated_at`).
+        updated_at: 849_744_000_000_000 + n as i64 * 1_000_000,
     }
 }
 

@@ -208,11 +208,11 @@ async fn direct_balance(
 }
 
 /// Item 9 of "Hostile clients on shared connections": a tenant's UPDATE or DELETE of its own
-/// ledger rows (a no-op one included) is applied as a delta — the cache keeps serving every
-/// tenant, nothing is reloaded, and its answers equal `inventory_balances` (kept by the
-/// trigger of migration 0005) for that tenant and the other.
+/// ledger rows (a no-op one included) reaches the cache as the balance-row changes the
+/// trigger of migration 0005 makes (mirrored) — the cache keeps serving every tenant, nothing
+/// is reloaded, and its answers equal `inventory_balances` for that tenant and the other.
 #[tokio::test]
-async fn ledger_updates_and_deletes_are_deltas_not_resyncs() {
+async fn ledger_updates_and_deletes_are_mirrored_not_resyncs() {
     bounded(180, async {
         let db = tenancy::tenant_db("bal_deltas").await;
         let cached = cached_proxy(&db).await;
@@ -288,10 +288,13 @@ async fn ledger_updates_and_deletes_are_deltas_not_resyncs() {
     .await;
 }
 
-/// Without `REPLICA IDENTITY FULL` an UPDATE comes without the old row: the cache falls back
-/// to a full resync, says why, and is exact again afterwards.
+/// The cache mirrors `inventory_balances`, so the ledger's replica identity no longer
+/// matters: a ledger UPDATE (the trigger updates the balance row) is mirrored without a
+/// resync. If `inventory_balances` leaves the publication behind the cache's back, the next
+/// ledger insert arrives without its balance change: the cache resyncs, says why, publishes
+/// the table again and is exact.
 #[tokio::test]
-async fn without_replica_identity_full_an_update_falls_back_to_a_resync() {
+async fn ledger_identity_no_longer_matters_and_an_unpublished_mirror_resyncs() {
     bounded(180, async {
         let db = tenancy::tenant_db("bal_update").await;
         db.psql("ALTER TABLE inventory_ledger REPLICA IDENTITY DEFAULT")
@@ -303,15 +306,6 @@ async fn without_replica_identity_full_an_update_falls_back_to_a_resync() {
         a.simple_query("UPDATE inventory_ledger SET quantity_delta = 90 WHERE id = 'led_a1'")
             .await
             .expect("update");
-        let s = wait_stats(&cached, 400, "no resync after the UPDATE", |s| {
-            counter(s, "resyncs") >= 1 && s["serving"] == "true"
-        })
-        .await;
-        let why = &s["last_resync_reason"];
-        assert!(
-            why.contains("UPDATE") && why.contains("REPLICA IDENTITY"),
-            "{s:?}"
-        );
         wait_caught_up(&db, &cached).await;
         assert_eq!(
             direct_balance(&db, "org_a", "i_a1", "l_a1", None)
@@ -320,6 +314,60 @@ async fn without_replica_identity_full_an_update_falls_back_to_a_resync() {
             Some("75")
         );
         assert_cache_matches_ledger(&db, &cached).await;
+        assert_eq!(counter(&stats(&cached).await, "resyncs"), 0);
+
+        db.psql("ALTER PUBLICATION orgwall_ledger DROP TABLE inventory_balances")
+            .await;
+        a.simple_query(
+            "INSERT INTO inventory_ledger (item_id, location_id, lot_id, quantity_delta, reason) \
+             VALUES ('i_a1', 'l_a1', NULL, 5, 'unpublished')",
+        )
+        .await
+        .expect("insert");
+        let s = wait_stats(
+            &cached,
+            400,
+            "no resync after the unpublished change",
+            |s| counter(s, "resyncs") >= 1 && s["serving"] == "true",
+        )
+        .await;
+        let why = &s["last_resync_reason"];
+        assert!(why.contains("changed no inventory_balances row"), "{s:?}");
+        wait_caught_up(&db, &cached).await;
+        assert_cache_matches_ledger(&db, &cached).await;
+    })
+    .await;
+}
+
+/// Without migration 0007 (`inventory_balances` not `REPLICA IDENTITY FULL`) the table is
+/// never published — its updates, and so every ledger insert, would fail — and the cache
+/// stays off, saying why; PostgreSQL answers and writes keep working.
+#[tokio::test]
+async fn without_the_mirror_migration_the_cache_stays_off() {
+    bounded(180, async {
+        let db = tenancy::tenant_db("bal_no_0007").await;
+        db.psql("ALTER TABLE inventory_balances REPLICA IDENTITY DEFAULT")
+            .await;
+        let cached = cached_proxy(&db).await;
+        let s = wait_stats(&cached, 400, "the cache never said why it is off", |s| {
+            !s["off_reason"].is_empty()
+        })
+        .await;
+        assert_eq!(s["serving"], "false", "{s:?}");
+        assert!(s["off_reason"].contains("0007_balances_mirror"), "{s:?}");
+        let a = connect(&cached.conn_str(TENANT_A)).await;
+        a.simple_query(
+            "INSERT INTO inventory_ledger (item_id, location_id, lot_id, quantity_delta, reason) \
+             VALUES ('i_a1', 'l_a1', NULL, 5, 'still writable')",
+        )
+        .await
+        .expect("ledger inserts still work");
+        let rows = a
+            .query(&lookup_sql("i_a1", "l_a1", None), &[])
+            .await
+            .expect("lookup");
+        assert_eq!(rows.len(), 1);
+        assert_eq!(counter(&stats(&cached).await, "hits"), 0);
     })
     .await;
 }
@@ -492,6 +540,42 @@ async fn transactions_and_strict_isolation_read_from_postgres() {
             "served from the cache again: {:?}",
             stats(&cached).await
         );
+    })
+    .await;
+}
+
+/// A column added to `inventory_balances` while the cache streams: the stream's next
+/// Relation message differs from the columns the round started with, so the cache reloads;
+/// `SELECT *` (no longer the six columns it knows) is then PostgreSQL's to answer, byte for
+/// byte, while lookups of named columns stay in memory.
+#[tokio::test]
+async fn a_column_added_to_the_table_resyncs_and_star_goes_to_postgres() {
+    bounded(180, async {
+        let db = tenancy::tenant_db("bal_alter").await;
+        let cached = cached_proxy(&db).await;
+        let plain = tenancy::tenant_proxy(&db, ProxyOptions::pool(4, "transaction")).await;
+        wait_serving(&cached).await;
+        db.psql("ALTER TABLE inventory_balances ADD COLUMN note text DEFAULT 'n'")
+            .await;
+        let a = connect(&cached.conn_str(TENANT_A)).await;
+        a.simple_query(
+            "INSERT INTO inventory_ledger (item_id, location_id, lot_id, quantity_delta, reason) \
+             VALUES ('i_a1', 'l_a1', NULL, 5, 'after alter')",
+        )
+        .await
+        .expect("insert");
+        let s = wait_stats(&cached, 400, "no resync after ALTER TABLE", |s| {
+            counter(s, "resyncs") >= 1 && s["serving"] == "true"
+        })
+        .await;
+        assert!(s["last_resync_reason"].contains("columns changed"), "{s:?}");
+        wait_caught_up(&db, &cached).await;
+        let star = "SELECT * FROM inventory_balances WHERE item_id = 'i_a1' AND location_id = 'l_a1' AND lot_id IS NULL".to_string();
+        let hits = counter(&stats(&cached).await, "hits");
+        compare_simple(&cached, &plain, std::slice::from_ref(&star)).await;
+        assert_eq!(counter(&stats(&cached).await, "hits"), hits, "SELECT * left to PostgreSQL");
+        compare_simple(&cached, &plain, &[lookup_sql("i_a1", "l_a1", None)]).await;
+        assert_eq!(counter(&stats(&cached).await, "hits"), hits + 1);
     })
     .await;
 }

@@ -30,6 +30,8 @@ async fn the_load_test_runs_every_shape_and_finds_no_stale_reads() {
             (Shape::Any, Protocol::Simple, 0),
             (Shape::ItemTotal, Protocol::Prepared, 0),
             (Shape::LocationTotal, Protocol::Extended, 0),
+            (Shape::Star, Protocol::Prepared, 0),
+            (Shape::Star, Protocol::Simple, 0),
         ] {
             let r = balances(args(shape, protocol, writers))
                 .await
@@ -43,11 +45,6 @@ async fn the_load_test_runs_every_shape_and_finds_no_stale_reads() {
                 assert!(r.writes > 0, "{what}");
             }
         }
-        // `SELECT *` is not answered from memory: PostgreSQL answers it, correctly.
-        let r = balances(args(Shape::Star, Protocol::Prepared, 0))
-            .await
-            .expect("bench");
-        assert_eq!((r.errors, r.cache.map(|c| c.0)), (0, Some(0)), "{r:?}");
         // Directly against PostgreSQL, with the org filter Orgwall would add.
         let mut direct = args(Shape::Point, Protocol::Prepared, 50);
         direct.url = db.direct_conn_str();

@@ -206,3 +206,62 @@ async fn one_tenants_writes_do_not_hold_back_another_tenants_reads() {
     })
     .await;
 }
+
+/// The probe runs only while reads come: an idle proxy reads no server position, and the
+/// first read after the pause still sees a write another session just committed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_cache_sends_no_probes_and_its_first_read_is_still_fresh() {
+    bounded(120, async {
+        let db = tenancy::tenant_db("bal_idle").await;
+        let proxy = cached_proxy_with(&db, "").await;
+        wait_serving(&proxy).await;
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        let b = connect(&proxy.conn_str(TENANT_A)).await;
+        assert_eq!(simple_value(&b, READ).await.as_deref(), Some("85"));
+        // Past the idle window (1 s) without a read: the probe count stops moving.
+        let probes = || async { counter(&stats(&proxy).await, "probes") };
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        let idle = probes().await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        assert_eq!(probes().await, idle, "probes while nothing was read");
+        a.batch_execute(WRITE).await.expect("write");
+        let hits = counter(&stats(&proxy).await, "hits");
+        assert_eq!(simple_value(&b, READ).await.as_deref(), Some("86"));
+        let s = stats(&proxy).await;
+        assert_eq!(counter(&s, "hits"), hits + 1, "answered from memory: {s:?}");
+        assert!(counter(&s, "probes") > idle, "{s:?}");
+    })
+    .await;
+}
+
+/// The cache mirrors `inventory_balances`, so a write to the table itself through the proxy
+/// (a reconciliation a tenant runs) is fenced like a ledger write: B reads it at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_balance_write_through_the_proxy_is_read_back_by_another_session() {
+    bounded(300, async {
+        let db = tenancy::tenant_db("bal_fence_direct").await;
+        // A wide staleness bound: only the write note can make B wait for the stream.
+        let proxy = cached_proxy_with(&db, "max_staleness_ms = 60000\n").await;
+        wait_serving(&proxy).await;
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        let b = connect(&proxy.conn_str(TENANT_A)).await;
+        let before = counter(&stats(&proxy).await, "hits");
+        let mut stale = Vec::new();
+        for n in 0..300i64 {
+            let set = format!(
+                "UPDATE inventory_balances SET quantity = {} \
+                 WHERE item_id = 'i_a1' AND location_id = 'l_a1' AND lot_id IS NULL",
+                1000 + n
+            );
+            a.batch_execute(&set).await.expect("direct write");
+            let got = read_as(&b, n as usize).await;
+            if got.as_deref() != Some((1000 + n).to_string().as_str()) {
+                stale.push((n, got));
+            }
+        }
+        assert!(stale.is_empty(), "stale reads: {stale:?}");
+        let s = stats(&proxy).await;
+        assert!(counter(&s, "hits") > before, "{s:?}");
+    })
+    .await;
+}

@@ -6,8 +6,8 @@
 //! Hostile tenant inputs: another org's org_id, ids or locations; malformed arrays.
 use bytes::BytesMut;
 use orgwall_e2e::balances::{
-    cached_proxy, compare_simple_rows, counter, raw_pair, render_rows, sort_data_rows, stats,
-    wait_caught_up,
+    cached_proxy, compare_describe, compare_on, compare_simple_rows, counter, raw_pair,
+    render_rows, sort_data_rows, stats, wait_caught_up,
 };
 use orgwall_e2e::raw::{bind_execute_text, parse};
 use orgwall_e2e::tenancy::{self, TENANT_A};
@@ -211,4 +211,104 @@ fn sorting_rows_keeps_the_other_messages_in_place() {
             (b'C', vec![0])
         ]
     );
+}
+
+/// Balance rows with `updated_at` values that test its text form (fractions, the epoch's
+/// edge) and one PostgreSQL has but the cache does not reproduce (`infinity`).
+const TIMES: &str = "UPDATE inventory_balances SET updated_at = CASE \
+    WHEN item_id = 'i_a1' AND location_id = 'l_a1' AND lot_id IS NULL THEN '2026-12-05 04:21:17.5+00'::timestamptz \
+    WHEN lot_id = 'LOT-1' AND item_id = 'i_a1' THEN '1999-12-31 23:59:59.999999+00' \
+    WHEN item_id = 'i_a2' AND lot_id = 'LOT-1' THEN 'infinity' \
+    ELSE '2000-01-01 00:00:00+00' END";
+
+/// `SELECT *` and `updated_at` (issue 19): RowDescription (types, typmods, table OID and
+/// attnums) and every row byte for byte as PostgreSQL sends them — text in a UTC session,
+/// binary through tokio-postgres — answered from the mirrored rows; a session in another
+/// zone gets PostgreSQL's own text (the cache does not answer it); direct writes to
+/// `inventory_balances` (a lower scale, a moved and a deleted row) reach the mirror.
+#[tokio::test]
+async fn every_column_and_star_are_answered_as_postgres_answers_them() {
+    bounded(300, async {
+        let db = tenancy::tenant_db("bal_star").await;
+        let admin = tenancy::admin_direct(&db).await;
+        // Not ISO by default: the cache's own connections read `updated_at` in ISO anyway
+        // (tokio-postgres asks for ISO itself, the raw connections below set it).
+        admin
+            .batch_execute(&format!("ALTER DATABASE {} SET DateStyle = 'SQL, DMY'", db.name))
+            .await
+            .expect("datestyle");
+        admin.batch_execute(MORE).await.expect("more balances");
+        admin.batch_execute(TIMES).await.expect("timestamps");
+        let cached = cached_proxy(&db).await;
+        let plain = tenancy::tenant_proxy(&db, ProxyOptions::pool(8, "transaction")).await;
+        wait_caught_up(&db, &cached).await;
+        let (mut a, mut b) = raw_pair(&cached, &plain).await;
+        let point = "SELECT * FROM inventory_balances WHERE item_id = 'i_a1' AND location_id = 'l_a1' AND lot_id IS NULL";
+        let served = [
+            point.to_string(),
+            "SELECT updated_at, quantity AS q FROM inventory_balances WHERE item_id = 'i_a1' ORDER BY location_id, lot_id".into(),
+            "SELECT b.*, b.updated_at AS at FROM inventory_balances b WHERE b.item_id IN ('i_a1', 'i_b1') ORDER BY b.location_id DESC, b.lot_id".into(),
+            "SELECT * FROM inventory_balances WHERE org_id = 'org_b' AND item_id = 'i_b1'".into(),
+        ];
+        // The infinite timestamp: PostgreSQL answers.
+        let infinite = "SELECT * FROM inventory_balances WHERE item_id = 'i_a2' AND location_id = 'l_a1' AND lot_id = 'LOT-1'".to_string();
+        let iso_utc = ["SET DateStyle = ISO".into(), "SET TimeZone = 'Etc/UTC'".into()];
+        compare_on(&mut a, &mut b, &iso_utc, true).await;
+        let hits = || async { counter(&stats(&cached).await, "hits") };
+        let before = hits().await;
+        compare_on(&mut a, &mut b, &served, true).await;
+        assert_eq!(hits().await - before, served.len() as u64, "every one answered from memory");
+        let before = hits().await;
+        compare_on(&mut a, &mut b, std::slice::from_ref(&infinite), true).await;
+        assert_eq!(hits().await, before, "infinity is PostgreSQL's to print");
+
+        // Another zone: the same bytes, from PostgreSQL (text timestamps are not printed here).
+        compare_on(&mut a, &mut b, &["SET TimeZone = 'America/St_Johns'".into()], true).await;
+        let before = hits().await;
+        compare_on(&mut a, &mut b, &served, true).await;
+        let quantity_only = "SELECT quantity FROM inventory_balances WHERE item_id = 'i_a1' AND location_id = 'l_a1' AND lot_id IS NULL";
+        compare_on(&mut a, &mut b, &[quantity_only.into()], true).await;
+        // Only the last (no updated_at, and org_b's empty answer) came from memory.
+        assert_eq!(hits().await - before, 2);
+
+        // Binary results (tokio-postgres) and Describe: from memory, whatever the zone.
+        let x = connect(&cached.conn_str(TENANT_A)).await;
+        let y = connect(&plain.conn_str(TENANT_A)).await;
+        let star = "SELECT * FROM inventory_balances WHERE item_id = ANY($1) ORDER BY item_id, location_id, lot_id";
+        let items = vec!["i_a1", "i_b2"];
+        let before = hits().await;
+        assert_eq!(
+            render_rows(x.query(star, &[&items]).await.expect("cached"), true),
+            render_rows(y.query(star, &[&items]).await.expect("plain"), true),
+        );
+        assert_eq!(hits().await - before, 1);
+        compare_describe(&cached, &plain, &[(star, &[]), ("SELECT updated_at FROM inventory_balances WHERE item_id = $1", &[])]).await;
+
+        // Direct writes to the table (a reconciliation job's): a lower scale, a moved row, a
+        // deleted row. The mirror follows; totals stay PostgreSQL's.
+        admin
+            .batch_execute(
+                "UPDATE inventory_balances SET quantity = 3, updated_at = '2001-02-03 04:05:06.7+00' \
+                   WHERE org_id = 'org_a' AND item_id = 'i_a1' AND location_id = 'l_a2' AND lot_id = 'LOT-2'; \
+                 UPDATE inventory_balances SET lot_id = 'LOT-9' \
+                   WHERE org_id = 'org_a' AND item_id = 'i_a1' AND location_id = 'l_a1' AND lot_id = 'LOT-1'; \
+                 DELETE FROM inventory_balances WHERE org_id = 'org_a' AND item_id = 'i_a2' AND lot_id = 'LOT-1'",
+            )
+            .await
+            .expect("direct writes");
+        wait_caught_up(&db, &cached).await;
+        compare_on(&mut a, &mut b, &["SET TimeZone = 'UTC'".into()], true).await;
+        let before = hits().await;
+        compare_on(&mut a, &mut b, &served, true).await;
+        assert_eq!(hits().await - before, served.len() as u64);
+        let sums = [
+            "SELECT sum(quantity) FROM inventory_balances WHERE item_id = 'i_a1'".into(),
+            "SELECT sum(quantity) FROM inventory_balances WHERE item_id = 'i_a2'".into(),
+            "SELECT sum(quantity) FROM inventory_balances WHERE location_id = 'l_a2'".into(),
+            "SELECT sum(quantity) FROM inventory_balances WHERE location_id = 'l_a1'".into(),
+            "SELECT * FROM inventory_balances WHERE item_id = 'i_a2' ORDER BY location_id, lot_id".into(),
+        ];
+        compare_on(&mut a, &mut b, &sums, true).await;
+    })
+    .await;
 }

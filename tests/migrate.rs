@@ -114,8 +114,8 @@ async fn assert_verified_skipping(db: &TestDb, skipped: usize) {
     assert_eq!(skips, skipped, "verify: {checks:#?}");
 }
 
-/// The checks that `verify` skips until 0004 and 0005 are applied.
-const BOUNDARY_CHECKS: usize = 8;
+/// The checks that `verify` skips until 0004, 0005 and 0007 are applied.
+const BOUNDARY_CHECKS: usize = 9;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn populated_database_up_verify_down_round_trip() {
@@ -167,14 +167,15 @@ async fn populated_database_up_verify_down_round_trip() {
         );
         let schema_3 = schema_dump(&db);
 
-        // 0004 and 0005 up, down, up on the same 120k-row database.
+        // 0004 to 0007 up, down, up on the same 120k-row database.
         let report = migrate::up(&t, None, &opts(10_000)).await.unwrap();
         assert_eq!(
             report.migrations,
             [
                 "0004_tenant_boundary",
                 "0005_ledger_replica_identity",
-                "0006_tenant_copy"
+                "0006_tenant_copy",
+                "0007_balances_mirror"
             ]
         );
         assert_verified(&db).await;
@@ -196,6 +197,7 @@ async fn populated_database_up_verify_down_round_trip() {
         assert_eq!(
             report.migrations,
             [
+                "0007_balances_mirror",
                 "0006_tenant_copy",
                 "0005_ledger_replica_identity",
                 "0004_tenant_boundary"
@@ -216,6 +218,7 @@ async fn populated_database_up_verify_down_round_trip() {
         assert_eq!(
             report.migrations,
             [
+                "0007_balances_mirror",
                 "0006_tenant_copy",
                 "0005_ledger_replica_identity",
                 "0004_tenant_boundary",
@@ -255,7 +258,7 @@ async fn up_resumes_after_failures_midway() {
         assert!(left > 0 && left < 20_000, "{left} ledger rows still NULL");
 
         let report = migrate::up(&t, None, &opts(1000)).await.unwrap();
-        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table", "0004_tenant_boundary", "0005_ledger_replica_identity", "0006_tenant_copy"]);
+        assert_eq!(report.migrations, ["0002_add_organization_support", "0003_add_balance_table", "0004_tenant_boundary", "0005_ledger_replica_identity", "0006_tenant_copy", "0007_balances_mirror"]);
         assert_verified(&db).await;
         assert_eq!(checksums(&db).await, before);
 
@@ -296,7 +299,8 @@ async fn concurrent_runners_never_double_apply() {
                 "0003_add_balance_table",
                 "0004_tenant_boundary",
                 "0005_ledger_replica_identity",
-                "0006_tenant_copy"
+                "0006_tenant_copy",
+                "0007_balances_mirror"
             ],
             "a: {:?}, b: {:?}",
             a.migrations,
@@ -305,7 +309,7 @@ async fn concurrent_runners_never_double_apply() {
         assert_eq!(
             db.psql("SELECT count(*) FROM orgwall.schema_migrations")
                 .await,
-            "6"
+            "7"
         );
         assert_eq!(db.psql("SELECT count(*) FROM organizations").await, "1");
         assert_verified(&db).await;
@@ -505,6 +509,44 @@ async fn bad_input_gets_clear_errors() {
         // verify on an empty database fails (tables missing) rather than erroring out.
         let err = cli::migrate(args(MigrateAction::Verify)).await.unwrap_err();
         assert!(matches!(err, MigrateError::VerifyFailed(1)), "{err}");
+    })
+    .await
+}
+
+/// 0007 down takes `inventory_balances` out of the publications naming it before dropping
+/// its replica identity (published without one, every ledger insert would fail in the
+/// balance trigger's upsert), and refuses when a publication covers every table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mirror_migration_down_leaves_publications_first() {
+    bounded(300, async {
+        let db = TestDb::create("mig_mirror_down").await;
+        let t = target(&db);
+        migrate::up(&t, to("1"), &opts(1000)).await.unwrap();
+        db.psql(&seed_sql(100)).await;
+        migrate::up(&t, None, &opts(1000)).await.unwrap();
+        let identity = "SELECT relreplident FROM pg_class WHERE oid = 'inventory_balances'::regclass";
+        assert_eq!(db.psql(identity).await, "f");
+        db.psql("CREATE PUBLICATION mirror_pub FOR TABLE inventory_balances, inventory_ledger")
+            .await;
+        let report = migrate::down(&t, Some(to("6")), &opts(1000)).await.unwrap();
+        assert_eq!(report.migrations, ["0007_balances_mirror"]);
+        assert_eq!(db.psql(identity).await, "d");
+        assert_eq!(
+            db.psql("SELECT string_agg(tablename, ',') FROM pg_publication_tables WHERE pubname = 'mirror_pub'")
+                .await,
+            "inventory_ledger"
+        );
+        // The balance trigger's upsert still works.
+        db.psql(
+            "INSERT INTO inventory_ledger (org_id, item_id, location_id, quantity_delta, reason) \
+             SELECT org_id, item_id, location_id, 1, 'after down' FROM inventory_ledger LIMIT 1",
+        )
+        .await;
+        migrate::up(&t, None, &opts(1000)).await.unwrap();
+        db.psql("CREATE PUBLICATION everything FOR ALL TABLES").await;
+        let err = migrate::down(&t, Some(to("5")), &opts(1000)).await.unwrap_err();
+        assert!(err.to_string().contains("FOR ALL TABLES"), "{err}");
+        assert_eq!(db.psql(identity).await, "f", "refused: nothing changed");
     })
     .await
 }

@@ -517,7 +517,8 @@ async fn every_step_resumes_after_a_failure() {
             [
                 "0004_tenant_boundary",
                 "0005_ledger_replica_identity",
-                "0006_tenant_copy"
+                "0006_tenant_copy",
+                "0007_balances_mirror"
             ]
         );
         let checks = verify::verify(&t).await.unwrap();
@@ -585,7 +586,7 @@ async fn the_role_is_shared_by_the_databases_of_a_cluster() {
         let report = migrate::down(&t1, to_3, &opts()).await.unwrap();
         assert_eq!(
             report.migrations,
-            ["0006_tenant_copy", "0005_ledger_replica_identity", "0004_tenant_boundary"]
+            ["0007_balances_mirror", "0006_tenant_copy", "0005_ledger_replica_identity", "0004_tenant_boundary"]
         );
         assert_eq!(roles().await, "1");
         assert_eq!(
@@ -600,7 +601,7 @@ async fn the_role_is_shared_by_the_databases_of_a_cluster() {
                 .iter()
                 .filter(|c| c.outcome == Outcome::Skip)
                 .count(),
-            8,
+            9,
             "{checks:#?}"
         );
         // ... and the last one drops it.

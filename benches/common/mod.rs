@@ -317,6 +317,12 @@ pub struct CacheCounters {
     pub fallbacks: u64,
     pub resyncs: u64,
     pub ryw_timeouts: u64,
+    /// Reads that waited for the fence.
+    pub ryw_waits: u64,
+    /// The longest such wait since the proxy started, in µs (a maximum: not a difference).
+    pub longest_wait_us: u64,
+    /// Server positions the fence's prober read.
+    pub probes: u64,
 }
 
 impl CacheCounters {
@@ -327,6 +333,9 @@ impl CacheCounters {
             fallbacks: self.fallbacks.saturating_sub(earlier.fallbacks),
             resyncs: self.resyncs.saturating_sub(earlier.resyncs),
             ryw_timeouts: self.ryw_timeouts.saturating_sub(earlier.ryw_timeouts),
+            ryw_waits: self.ryw_waits.saturating_sub(earlier.ryw_waits),
+            longest_wait_us: self.longest_wait_us,
+            probes: self.probes.saturating_sub(earlier.probes),
         }
     }
 }
@@ -335,8 +344,15 @@ impl std::fmt::Display for CacheCounters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "cache hits {}, fallbacks {}, resyncs {}, read-your-writes timeouts {}",
-            self.hits, self.fallbacks, self.resyncs, self.ryw_timeouts
+            "cache hits {}, fallbacks {}, resyncs {}, read-your-writes waits {} (timeouts {}, \
+             longest so far {} µs), probes {}",
+            self.hits,
+            self.fallbacks,
+            self.resyncs,
+            self.ryw_waits,
+            self.ryw_timeouts,
+            self.longest_wait_us,
+            self.probes
         )
     }
 }
@@ -350,5 +366,8 @@ pub async fn cache_counters(port: u16) -> anyhow::Result<CacheCounters> {
         fallbacks: n("fallbacks"),
         resyncs: n("resyncs"),
         ryw_timeouts: n("read_your_writes_timeouts"),
+        ryw_waits: n("read_your_writes_waits"),
+        longest_wait_us: n("longest_wait_us"),
+        probes: n("probes"),
     })
 }

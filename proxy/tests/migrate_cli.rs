@@ -71,7 +71,7 @@ fn migrate_and_reconcile_commands() {
     let sql = |s: &str| pg.psql("app", s).unwrap();
 
     let out = ok(&url, &["migrate", "status"]);
-    assert_eq!(out.matches("pending").count(), 6, "{out}");
+    assert_eq!(out.matches("pending").count(), 7, "{out}");
     ok(&url, &["migrate", "up", "--to", "1"]);
     sql("INSERT INTO items (id, item_number) VALUES ('i1', 'W-100');
          INSERT INTO locations (id, site, name) VALUES ('l1', 'Main', 'A-01');
@@ -104,7 +104,7 @@ fn migrate_and_reconcile_commands() {
     );
     assert!(
         out.contains(
-            "applied: 0002_add_organization_support, 0003_add_balance_table, 0004_tenant_boundary, 0005_ledger_replica_identity, 0006_tenant_copy"
+            "applied: 0002_add_organization_support, 0003_add_balance_table, 0004_tenant_boundary, 0005_ledger_replica_identity, 0006_tenant_copy, 0007_balances_mirror"
         ),
         "{out}"
     );
@@ -146,7 +146,7 @@ fn migrate_and_reconcile_commands() {
         .unwrap();
     let (out, err) = text(&o);
     assert!(
-        o.status.success() && out.matches("applied").count() == 6,
+        o.status.success() && out.matches("applied").count() == 7,
         "{out}{err}"
     );
 
@@ -170,13 +170,13 @@ fn migrate_and_reconcile_commands() {
     let out = ok(&url, &["migrate", "down", "--to", "0", "--no-backup"]);
     assert!(
         out.contains(
-            "rolled back: 0006_tenant_copy, 0005_ledger_replica_identity, 0004_tenant_boundary, 0003_add_balance_table, 0002_add_organization_support, 0001_base_schema"
+            "rolled back: 0007_balances_mirror, 0006_tenant_copy, 0005_ledger_replica_identity, 0004_tenant_boundary, 0003_add_balance_table, 0002_add_organization_support, 0001_base_schema"
         ),
         "{out}"
     );
     assert_eq!(
         ok(&url, &["migrate", "status"]).matches("pending").count(),
-        6
+        7
     );
     drop(pg);
 }

@@ -384,9 +384,14 @@ pub async fn compare_simple_rows(
     ordered: bool,
 ) {
     let (mut a, mut b) = raw_pair(cached, plain).await;
+    compare_on(&mut a, &mut b, sqls, ordered).await;
+}
+
+/// [`compare_simple_rows`] on two logged-in connections (their session settings kept).
+pub async fn compare_on(a: &mut RawConn, b: &mut RawConn, sqls: &[String], ordered: bool) {
     for sql in sqls {
         let mut answers = Vec::new();
-        for conn in [&mut a, &mut b] {
+        for conn in [&mut *a, &mut *b] {
             let mut msgs: Vec<(u8, Vec<u8>)> = conn
                 .query(sql)
                 .await

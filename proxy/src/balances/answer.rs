@@ -7,6 +7,7 @@ use bytes::{BufMut, BytesMut};
 use super::decimal::Decimal;
 use super::shape::{Column, Out, Shape};
 use super::store::Row;
+use super::timestamp;
 
 /// Catalog facts about one column of `inventory_balances`, as `pg_attribute` reports them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,7 +19,7 @@ pub struct ColumnMeta {
     pub typmod: i32,
 }
 
-/// Metadata of the five columns the cache serves, in [`Column`] order.
+/// Metadata of the columns the cache serves, in [`Column`] order.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Columns {
     pub org_id: ColumnMeta,
@@ -26,8 +27,16 @@ pub struct Columns {
     pub location_id: ColumnMeta,
     pub lot_id: ColumnMeta,
     pub quantity: ColumnMeta,
+    /// `None` when the table has no `updated_at timestamptz` (then it is not served).
+    pub updated_at: Option<ColumnMeta>,
     /// The key columns sort bytewise (the "C" collation): ORDER BY answers are PostgreSQL's.
     pub bytewise: bool,
+    /// The table's columns are exactly [`STAR`](super::shape::STAR), in that order: `*` is
+    /// answered.
+    pub star: bool,
+    /// The table's column names in attnum order, as the round started (the stream resyncs
+    /// when its Relation message says otherwise: a column added or dropped meanwhile).
+    pub names: Vec<String>,
 }
 
 impl Columns {
@@ -38,11 +47,26 @@ impl Columns {
             Column::LocationId => self.location_id,
             Column::LotId => self.lot_id,
             Column::Quantity => self.quantity,
+            Column::UpdatedAt => self.updated_at.unwrap_or(self.quantity),
+        }
+    }
+
+    /// Whether answers to `shape` can be built from these columns: `*` only for the table
+    /// as migration 0003 creates it, `updated_at` only when it is a `timestamptz`.
+    pub fn serve(&self, shape: &Shape) -> bool {
+        match shape {
+            Shape::Total { .. } => true,
+            Shape::Rows { cols, star, .. } => {
+                (!star || self.star)
+                    && (self.updated_at.is_some()
+                        || cols.iter().all(|o| o.column != Column::UpdatedAt))
+            }
         }
     }
 }
 
 const NUMERIC: u32 = 1700;
+pub const TIMESTAMPTZ: u32 = 1184;
 const TEXT: u32 = 25;
 const VARCHAR: u32 = 1043;
 const TEXT_ARRAY: u32 = 1009;
@@ -118,6 +142,9 @@ pub fn row_description(shape: &Shape, cols: &Columns, formats: &[i16]) -> BytesM
 /// `= ANY($n)`) — which PostgreSQL infers unambiguously only for `text` columns, so anything
 /// else is `None` (ask PostgreSQL).
 pub fn parameter_description(shape: &Shape, cols: &Columns, declared: &[u32]) -> Option<BytesMut> {
+    if !cols.serve(shape) {
+        return None;
+    }
     let uses = shape.params();
     let n = shape.param_count().max(declared.len());
     let mut body = BytesMut::new();
@@ -192,8 +219,16 @@ fn end_frame(out: &mut BytesMut, at: usize) {
     out[at + 1..at + 5].copy_from_slice(&len.to_be_bytes());
 }
 
-/// The DataRow of one balance row for the shape's columns.
-pub fn data_row(outs: &[Out], org: &str, row: &Row<'_>, formats: &[i16]) -> BytesMut {
+/// The DataRow of one balance row for the shape's columns; `None` when a value cannot be
+/// written as PostgreSQL would (`updated_at` as text for a session not in UTC and ISO
+/// style — `utc_text` false — or a timestamp this module does not reproduce).
+pub fn data_row(
+    outs: &[Out],
+    org: &str,
+    row: &Row<'_>,
+    formats: &[i16],
+    utc_text: bool,
+) -> Option<BytesMut> {
     let mut out = BytesMut::with_capacity(64);
     let at = start_frame(&mut out, b'D');
     out.put_i16(outs.len() as i16);
@@ -204,10 +239,21 @@ pub fn data_row(outs: &[Out], org: &str, row: &Row<'_>, formats: &[i16]) -> Byte
             Column::LocationId => put_value(&mut out, Some(row.location.as_bytes())),
             Column::LotId => put_value(&mut out, row.lot.map(str::as_bytes)),
             Column::Quantity => put_value(&mut out, Some(&numeric(row.quantity, f))),
+            Column::UpdatedAt => match row.updated_at {
+                timestamp::NULL => put_value(&mut out, None),
+                timestamp::UNSERVABLE => return None,
+                at if f == 1 => put_value(&mut out, Some(&timestamp::to_binary(at))),
+                at if utc_text => {
+                    let mut text = [0u8; 32];
+                    let n = timestamp::write_text_utc(at, &mut text)?;
+                    put_value(&mut out, Some(&text[..n]));
+                }
+                _ => return None,
+            },
         }
     }
     end_frame(&mut out, at);
-    out
+    Some(out)
 }
 
 /// The DataRow of a total (`None` = no balance rows: SQL NULL).
@@ -253,6 +299,7 @@ pub fn supported(cols: &Columns) -> bool {
         .iter()
         .all(|c| c.type_oid == TEXT)
         && cols.quantity.type_oid == NUMERIC
+        && cols.updated_at.is_none_or(|c| c.type_oid == TIMESTAMPTZ)
 }
 
 #[cfg(test)]

@@ -58,6 +58,14 @@ impl Decimal {
         })
     }
 
+    /// `-self`, same display scale (as PostgreSQL's `numeric_uminus`).
+    pub fn negated(self) -> Decimal {
+        Decimal {
+            mant: -self.mant,
+            scale: self.scale,
+        }
+    }
+
     /// The display scale (digits after the decimal point).
     pub fn scale(self) -> u16 {
         self.scale

@@ -1,5 +1,6 @@
-//! The drift check behind `SHOW orgwall.balances_drift`: the running cache against
-//! PostgreSQL's `inventory_balances`, key by key, at a consistent point.
+//! The drift check behind `SHOW orgwall.balances_drift`: the running cache (a mirror of
+//! `inventory_balances`) against the table, key by key — quantity text and `updated_at` — at
+//! a consistent point.
 //!
 //! One round reads the balances in a REPEATABLE READ transaction whose first statement also
 //! returns `pg_current_wal_insert_lsn()`: every commit visible in that snapshot ends at or
@@ -17,8 +18,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use super::decimal::Decimal;
-use super::{pgoutput, Balances};
+use super::{pgoutput, timestamp, Balances};
 use crate::errors::{code, UserFacing};
 use crate::upstream::{Pool, UpstreamError};
 
@@ -145,23 +145,40 @@ async fn round(
         let key = (m.org, m.item, m.location, m.lot);
         let pg = actual.remove(&key);
         // An unservable value is never answered from memory, so it cannot be served wrong.
-        if exact && !same(Some(&m.quantity), pg.as_deref()) {
-            drift.insert(key, (Some(m.quantity), pg));
+        // The mirror answers both columns byte for byte: both must be PostgreSQL's.
+        let same_time = pg.as_ref().is_none_or(|p| p.1 == m.updated_at);
+        if exact && !(same(Some(&m.quantity), pg.as_ref().map(|p| p.0.as_str())) && same_time) {
+            let shown = |q: &str, at: i64| match same_time {
+                true => q.to_string(),
+                false => format!("{q} @ {}", shown_time(at)),
+            };
+            let pg = pg.map(|(q, at)| shown(&q, at));
+            drift.insert(key, (Some(shown(&m.quantity, m.updated_at)), pg));
         }
     }
-    for (key, pg) in actual {
+    for (key, (pg, _)) in actual {
         drift.insert(key, (None, Some(pg)));
     }
     Ok(drift)
 }
 
-/// PostgreSQL's balances and a WAL position past every commit they reflect.
+/// A mirrored `updated_at` as the drift report shows it.
+fn shown_time(at: i64) -> String {
+    match at {
+        timestamp::NULL => "NULL".into(),
+        at => timestamp::to_text_utc(at).unwrap_or_else(|| "(not kept)".into()),
+    }
+}
+
+/// PostgreSQL's balances (quantity text, `updated_at` as the mirror keeps it) and a WAL
+/// position past every commit they reflect.
 async fn read_postgres(
     b: &Balances,
     pool: &Pool,
-) -> Result<(u64, HashMap<Key, String>), DriftError> {
+) -> Result<(u64, HashMap<Key, (String, i64)>), DriftError> {
     // A connection of its own: an error half-way must not leave a pooled one in a transaction.
     let mut conn = pool.connect_dedicated(false).await?;
+    conn.query_text("SET DateStyle = ISO").await?;
     conn.query_text("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
     // The first statement takes the snapshot; the position is read after it was taken.
@@ -174,9 +191,13 @@ async fn read_postgres(
         .and_then(|c| c.as_deref())
         .and_then(pgoutput::parse_lsn)
         .ok_or_else(|| DriftError::Protocol("no WAL position".into()))?;
+    let updated_at = match b.columns().is_some_and(|c| c.updated_at.is_some()) {
+        true => "updated_at",
+        false => "NULL::timestamptz",
+    };
     let rows = conn
         .query_text(&format!(
-            "SELECT org_id, item_id, location_id, lot_id, quantity::text \
+            "SELECT org_id, item_id, location_id, lot_id, quantity::text, {updated_at} \
              FROM {}.inventory_balances",
             quote_ident(&b.config.schema)
         ))
@@ -186,12 +207,13 @@ async fn read_postgres(
     for r in rows {
         let mut it = r.into_iter();
         let mut next = || it.next().flatten();
-        let (Some(org), Some(item), Some(loc), lot, Some(q)) =
-            (next(), next(), next(), next(), next())
+        let (Some(org), Some(item), Some(loc), lot, Some(q), at) =
+            (next(), next(), next(), next(), next(), next())
         else {
             return Err(DriftError::Protocol("a balance row with a NULL key".into()));
         };
-        out.insert((org, item, loc, lot), q);
+        let at = at.map_or(timestamp::NULL, |t| timestamp::parse_iso(&t));
+        out.insert((org, item, loc, lot), (q, at));
     }
     Ok((target, out))
 }
@@ -201,31 +223,10 @@ fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
-/// Numerically equal (`1.50` = `1.5`); a missing side only equals another missing side.
+/// The same text (the mirror answers `1.50` as `1.50`: the display scale is part of the
+/// answer); a missing side only equals another missing side.
 fn same(a: Option<&str>, b: Option<&str>) -> bool {
-    match (a, b) {
-        (Some(a), Some(b)) => {
-            a == b
-                || matches!((Decimal::parse(a), Decimal::parse(b)), (Some(x), Some(y)) if normal(x) == normal(y))
-        }
-        (None, None) => true,
-        _ => false,
-    }
-}
-
-/// Text without trailing fractional zeros (`-1.500` → `-1.5`, `-0.00` → `0`).
-fn normal(d: Decimal) -> String {
-    let t = d.to_text();
-    let t = if t.contains('.') {
-        t.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        t
-    };
-    if t == "-0" {
-        "0".into()
-    } else {
-        t
-    }
+    a == b
 }
 
 #[cfg(test)]
@@ -233,15 +234,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn values_compare_numerically() {
-        assert!(same(Some("1.50"), Some("1.5")));
-        assert!(same(Some("-0.00"), Some("0")));
-        assert!(!same(Some("1.5"), Some("1.51")));
+    fn values_compare_as_answered() {
+        assert!(!same(Some("1.50"), Some("1.5")), "another display scale");
+        assert!(same(Some("-0.00"), Some("-0.00")));
         assert!(!same(Some("0"), None));
         assert!(same(None, None));
-        assert_eq!(normal(Decimal::parse("-1.500").unwrap()), "-1.5");
-        assert_eq!(normal(Decimal::parse("-0.00").unwrap()), "0");
-        assert_eq!(normal(Decimal::parse("100").unwrap()), "100");
+        assert_eq!(shown_time(timestamp::NULL), "NULL");
+        assert_eq!(shown_time(0), "2000-01-01 00:00:00+00");
+        assert_eq!(shown_time(timestamp::UNSERVABLE), "(not kept)");
     }
 
     #[test]

@@ -17,6 +17,11 @@
 //!
 //! Writes of a tenant login are confined to its org, so its readers wait only for their own
 //! org's writes; admin and switcher writes hold back every reader.
+//!
+//! Idle cost: the periodic probe runs only while reads come (one within [`IDLE_AFTER`]);
+//! an idle proxy sends no probe at all, and its first read waits for one probe (about one
+//! round trip plus the stream's catch-up) — the guarantee is the same, it only costs that
+//! read the wait.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -60,7 +65,13 @@ pub struct Fence {
     waiting: Mutex<VecDeque<Probe>>,
     /// Asks the prober for a probe now.
     wanted: tokio::sync::Notify,
+    /// When a read last asked whether it may be answered (µs since `epoch`; 0: never).
+    last_read_us: AtomicU64,
 }
+
+/// The periodic probe pauses once no read came for this long (or four staleness bounds,
+/// if that is longer).
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 impl Default for Fence {
     fn default() -> Self {
@@ -74,6 +85,7 @@ impl Default for Fence {
             server_flush: AtomicU64::new(0),
             waiting: Mutex::new(VecDeque::new()),
             wanted: tokio::sync::Notify::new(),
+            last_read_us: AtomicU64::new(0),
         }
     }
 }
@@ -100,6 +112,17 @@ impl Fence {
             }
         }
         self.wanted.notify_one();
+    }
+
+    /// A read is about to ask [`fresh`](Self::fresh): keeps the periodic probe running.
+    pub fn reading(&self) {
+        self.last_read_us.store(self.now_us(), Ordering::Relaxed);
+    }
+
+    /// Whether a read came within `window`.
+    fn read_within(&self, window: Duration) -> bool {
+        let last = self.last_read_us.load(Ordering::Relaxed);
+        last != 0 && self.now_us().saturating_sub(last) <= window.as_micros() as u64
     }
 
     /// Whether a read of `org`'s balances may be answered from the store now.
@@ -201,13 +224,17 @@ async fn probe(b: &Balances, conn: &mut ServerConn) -> Result<(), UpstreamError>
     Ok(())
 }
 
-/// The prober: reads the server's WAL flush position every `max_staleness_ms / 4` and when
-/// asked, on a connection of its own, until `shutdown`.
+/// The prober: reads the server's WAL flush position when asked (a read waits, a write
+/// ended) and, while reads come, every `max_staleness_ms / 4`, on a connection of its own,
+/// until `shutdown`.
 pub async fn run(b: Arc<Balances>, pool: &Pool, shutdown: CancellationToken) {
     let period = Duration::from_micros((b.config.max_staleness_ms * 1000 / 4).max(500));
+    let idle_after = IDLE_AFTER.max(Duration::from_millis(b.config.max_staleness_ms * 4));
     let mut conn: Option<ServerConn> = None;
+    let mut asked = true;
     loop {
-        if b.serving() {
+        if b.serving() && (asked || b.fence.read_within(idle_after)) {
+            b.metrics.probes.fetch_add(1, Ordering::Relaxed);
             let c = match conn.as_mut() {
                 Some(c) => Ok(c),
                 None => pool.connect_dedicated(false).await.map(|c| conn.insert(c)),
@@ -226,11 +253,13 @@ pub async fn run(b: Arc<Balances>, pool: &Pool, shutdown: CancellationToken) {
                 continue;
             }
         }
-        tokio::select! {
-            _ = b.fence.wanted.notified() => {}
-            _ = tokio::time::sleep(period) => {}
+        // Idle: no timer at all until a read or a write asks.
+        let idle = !b.fence.read_within(idle_after);
+        asked = tokio::select! {
+            _ = b.fence.wanted.notified() => true,
+            _ = tokio::time::sleep(period), if !idle => false,
             _ = shutdown.cancelled() => return,
-        }
+        };
     }
 }
 
@@ -268,6 +297,16 @@ mod tests {
         assert!(!f.fresh("b", BOUND), "an admin write holds back everyone");
         assert!(f.answered(p(3, 200), || 200));
         assert!(f.fresh("b", BOUND));
+    }
+
+    #[test]
+    fn reads_keep_the_periodic_probe_running() {
+        let f = Fence::default();
+        assert!(!f.read_within(Duration::from_secs(60)), "no read yet");
+        f.reading();
+        assert!(f.read_within(Duration::from_secs(60)));
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(!f.read_within(Duration::from_millis(1)));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Metrics {
     pub load_rss_growth: AtomicU64,
     /// Keys found drifting by the last drift check.
     pub drift_keys: AtomicU64,
+    /// Server positions the fence's prober read (none while no read comes).
+    pub probes: AtomicU64,
 }
 
 impl Balances {
@@ -66,6 +68,7 @@ impl Balances {
             ("read_your_writes_timeouts", n(&m.read_your_writes_timeouts)),
             ("longest_wait_us", n(&m.longest_wait_us)),
             ("drift_keys", n(&m.drift_keys)),
+            ("probes", n(&m.probes)),
         ]
     }
 

@@ -1,9 +1,12 @@
-//! The balance cache (DESIGN.md §5): inventory balances held in memory, kept exact by the
-//! ledger's logical replication stream, answering point lookups and per-item totals locally.
+//! The balance cache (DESIGN.md §5): a mirror of `inventory_balances` held in memory, kept
+//! exact by its logical replication stream, answering lookups (any of its columns, `*`)
+//! and per-item / per-location totals locally.
 //!
 //! - [`shape`]: which statements can be answered (pure, on the client's SQL).
 //! - [`bind`]: whether a Bind is one PostgreSQL would accept as it is (else PostgreSQL gets it).
-//! - [`store`]: the balances and per-item totals (`DashMap`, interned ids, exact decimals).
+//! - [`store`]: the mirrored rows and running totals (ordered map, interned ids, exact
+//!   decimals, `updated_at`).
+//! - [`timestamp`]: `timestamptz` text and binary, and a session's text style.
 //! - [`decimal`]: `numeric` arithmetic, text and binary output as PostgreSQL does them.
 //! - [`request`]: a request's values (Bind parameters, `= ANY` arrays) and its rows, in order.
 //! - [`answer`]: RowDescription / DataRow / CommandComplete bytes for a shape.
@@ -11,12 +14,12 @@
 //! - [`feed`]: the replication rounds — reconnect with backoff, resync, off for good;
 //!   `snapshot` (checks, slot with exported snapshot, initial load) and `stream` (streaming,
 //!   applying whole transactions, acknowledgements) are its two halves.
-//! - [`delta`]: ledger inserts, updates and deletes as movements, as the balance trigger
-//!   applies them.
+//! - [`mirror`]: `inventory_balances` inserts, updates and deletes as puts and removes.
 //! - [`drift`]: the cache against `inventory_balances` at a consistent point
 //!   (`SHOW orgwall.balances_drift`).
-//! - [`fence`]: when a read may be answered — after every ledger write through this proxy
-//!   that ended before it, and within `max_staleness_ms` of the server.
+//! - [`fence`]: when a read may be answered — after every ledger or balance write through
+//!   this proxy that ended before it ([`writes`] says which statements count), and within
+//!   `max_staleness_ms` of the server.
 //!
 //! Invariant: a lookup is answered only while the feed is streaming from a consistent load
 //! (`serving()`) and the fence allows it (`wait_fresh`); otherwise, and for anything the store
@@ -25,17 +28,19 @@
 pub mod answer;
 pub mod bind;
 pub mod decimal;
-pub mod delta;
 pub mod drift;
 pub mod feed;
 pub mod fence;
 pub mod metrics;
+pub mod mirror;
 pub mod pgoutput;
 pub mod request;
 pub mod shape;
 mod snapshot;
 pub mod store;
 mod stream;
+pub mod timestamp;
+pub mod writes;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -46,29 +51,17 @@ use answer::Columns;
 pub use metrics::Metrics;
 use store::Store;
 
-/// Whether `sql` names the ledger, so running it may write it: a session that sent it notes
+/// Whether running `sql` may change a balance the cache answers (it names the ledger, or
+/// `inventory_balances` with a writing keyword: `writes.rs`): a session that sent it notes
 /// the end of its transaction to the fence (read-your-writes). Erring towards yes only costs
 /// a fence note.
 pub fn names_ledger(sql: &str) -> bool {
-    mentions(sql, "inventory_ledger")
+    writes::may_write_balances(sql)
 }
 
 /// Whether `sql` names `inventory_balances` (only such text is worth parsing for a shape).
 pub fn names_balances(sql: &str) -> bool {
-    mentions(sql, "inventory_balances")
-}
-
-/// Whether `sql` contains `what` (lowercase ASCII), ignoring ASCII case.
-fn mentions(sql: &str, what: &str) -> bool {
-    let (hay, needle) = (sql.as_bytes(), what.as_bytes());
-    let Some((&first, rest)) = needle.split_first() else {
-        return true;
-    };
-    hay.len() >= needle.len()
-        && (0..=hay.len() - needle.len()).any(|i| {
-            hay[i].to_ascii_lowercase() == first
-                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
-        })
+    writes::mentions(sql, "inventory_balances")
 }
 
 /// Resident set size of this process in bytes (`/proc/self/statm`; `None` where there is no
@@ -187,13 +180,17 @@ impl Balances {
     /// allow it. False: go to PostgreSQL.
     pub async fn wait_fresh(&self, org: &str) -> bool {
         let bound = Duration::from_millis(self.config.max_staleness_ms);
+        self.fence.reading();
         if self.serving() && self.fence.fresh(org, bound) {
             return true;
         }
         let m = &self.metrics;
         m.read_your_writes_waits.fetch_add(1, Ordering::Relaxed);
         let start = tokio::time::Instant::now();
-        let deadline = start + Duration::from_millis(self.config.read_your_writes_timeout_ms);
+        // Tokio's timer fires on the millisecond tick after its deadline: one tick early, so
+        // that a wait ends within `read_your_writes_timeout_ms`, not just past it.
+        let timeout = Duration::from_millis(self.config.read_your_writes_timeout_ms);
+        let deadline = start + timeout.saturating_sub(Duration::from_millis(1));
         let ok = loop {
             let notified = self.advanced.notified();
             if !self.serving() {
@@ -252,6 +249,14 @@ impl Balances {
     }
 }
 
+/// Who reads: the tenant whose balances are answered and how its session prints
+/// `timestamptz`.
+#[derive(Debug, Clone, Copy)]
+pub struct Reader<'a> {
+    pub org: &'a str,
+    pub time: &'a timestamp::TimeStyle,
+}
+
 /// The messages that answer one recognised statement: RowDescription and the DataRows
 /// (CommandComplete is `answer::command_complete(rows.len())`).
 #[derive(Debug)]
@@ -261,20 +266,20 @@ pub struct Response {
 }
 
 impl Balances {
-    /// Answers `shape` for tenant `org` from memory, or `None` when PostgreSQL must (not
+    /// Answers `shape` for `reader` from memory, or `None` when PostgreSQL must (not
     /// serving, a value the store cannot reproduce, parameters not read here as PostgreSQL
     /// would). `params` and `param_formats` are the Bind's.
     pub fn answer(
         &self,
         shape: &shape::Shape,
-        org: &str,
+        reader: Reader<'_>,
         params: &[Option<&[u8]>],
         param_formats: &[i16],
         result_formats: &[i16],
     ) -> Option<Response> {
         self.answer_with(
             shape,
-            org,
+            reader,
             params,
             param_formats,
             result_formats,
@@ -290,7 +295,7 @@ impl Balances {
     pub fn answer_with(
         &self,
         shape: &shape::Shape,
-        org: &str,
+        reader: Reader<'_>,
         params: &[Option<&[u8]>],
         param_formats: &[i16],
         result_formats: &[i16],
@@ -298,7 +303,7 @@ impl Balances {
     ) -> Option<Response> {
         let found = answer::formats(shape, result_formats).and_then(|formats| {
             let row_description = describe(&formats)?;
-            let rows = self.rows(shape, org, params, param_formats, &formats)?;
+            let rows = self.rows(shape, reader, params, param_formats, &formats)?;
             Some(Response {
                 row_description,
                 rows,
@@ -316,24 +321,29 @@ impl Balances {
     fn rows(
         &self,
         shape: &shape::Shape,
-        org: &str,
+        reader: Reader<'_>,
         params: &[Option<&[u8]>],
         param_formats: &[i16],
         formats: &[i16],
     ) -> Option<Vec<bytes::BytesMut>> {
+        let org = reader.org;
         use store::Lookup;
         let r = request::resolve(shape, params, param_formats)?;
-        let bytewise = self.columns()?.bytewise;
+        let columns = self.columns()?;
+        if !columns.serve(shape) {
+            return None;
+        }
+        let utc_text = reader.time.utc_iso();
         self.store.read(|t| {
             if !self.serving() {
                 return None;
             }
             Some(match shape {
                 shape::Shape::Rows { cols, order, .. } => {
-                    request::select(t, org, &r, order, bytewise)?
+                    request::select(t, org, &r, order, columns.bytewise)?
                         .iter()
-                        .map(|row| answer::data_row(cols, org, row, formats))
-                        .collect()
+                        .map(|row| answer::data_row(cols, org, row, formats, utc_text))
+                        .collect::<Option<_>>()?
                 }
                 shape::Shape::Total { .. } => match request::total(t, org, &r) {
                     Lookup::Unservable => return None,

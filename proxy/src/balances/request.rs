@@ -201,7 +201,8 @@ fn cmp_by<'t>(org: &'t str, a: &Row<'t>, b: &Row<'t>, o: Order) -> Ordering {
             Column::ItemId => Some(r.item),
             Column::LocationId => Some(r.location),
             Column::LotId => r.lot,
-            Column::Quantity => None,
+            // Not an ORDER BY key (`shape.rs` takes key columns only).
+            Column::Quantity | Column::UpdatedAt => None,
         }
     };
     // NULL sorts last ascending, first descending.

@@ -3,7 +3,9 @@
 //!
 //! Accepted (any case, optional schema and table alias, values as `$n` or '...' literals):
 //! - `SELECT <cols> FROM inventory_balances WHERE <conds> [ORDER BY <keys>]` with `<cols>`
-//!   drawn from org_id, item_id, location_id, lot_id, quantity (each optionally `AS alias`),
+//!   drawn from org_id, item_id, location_id, lot_id, quantity, updated_at (each optionally
+//!   `AS alias`) or `*` / `alias.*` (the table's columns: answered only while the table has
+//!   exactly [`STAR`], in that order),
 //!   `<conds>` a conjunction of `col = v`, `col IN (v, …)` and `col = ANY($n)` on org_id,
 //!   item_id (required), location_id and lot_id (or `lot_id IS NULL`), in any order, and
 //!   `<keys>` key columns, each optionally `ASC` or `DESC`. Without the lot (or the location)
@@ -30,7 +32,18 @@ pub enum Column {
     LocationId,
     LotId,
     Quantity,
+    UpdatedAt,
 }
+
+/// What `*` stands for: the columns of `inventory_balances` as migration 0003 creates them.
+pub const STAR: [Column; 6] = [
+    Column::OrgId,
+    Column::ItemId,
+    Column::LocationId,
+    Column::LotId,
+    Column::Quantity,
+    Column::UpdatedAt,
+];
 
 impl Column {
     pub fn name(self) -> &'static str {
@@ -40,7 +53,13 @@ impl Column {
             Column::LocationId => "location_id",
             Column::LotId => "lot_id",
             Column::Quantity => "quantity",
+            Column::UpdatedAt => "updated_at",
         }
+    }
+
+    /// One of the four key columns (`org_id`, `item_id`, `location_id`, `lot_id`).
+    pub fn is_key(self) -> bool {
+        !matches!(self, Column::Quantity | Column::UpdatedAt)
     }
 
     pub(super) fn from_name(s: &str) -> Option<Column> {
@@ -50,6 +69,7 @@ impl Column {
             "location_id" => Column::LocationId,
             "lot_id" => Column::LotId,
             "quantity" => Column::Quantity,
+            "updated_at" => Column::UpdatedAt,
             _ => return None,
         })
     }
@@ -130,9 +150,12 @@ pub struct Order {
 pub enum Shape {
     /// The balance rows matching `filter` (an item is always given), ordered by `order`.
     Rows {
-        cols: Vec<Out>,
+        /// Shared: a shape filled with a statement's literals keeps its columns.
+        cols: std::sync::Arc<[Out]>,
         filter: Filter,
         order: Vec<Order>,
+        /// The select list has `*`: [`STAR`] must be the table's columns.
+        star: bool,
     },
     /// Exactly one row: `sum(quantity)` over the matching rows (NULL when there are none).
     Total { name: String, filter: Filter },
@@ -165,10 +188,12 @@ impl Shape {
                 cols,
                 filter,
                 order,
+                star,
             } => Shape::Rows {
                 cols: cols.clone(),
                 filter: filter.map(&fill)?,
                 order: order.clone(),
+                star: *star,
             },
             Shape::Total { name, filter } => Shape::Total {
                 name: name.clone(),

@@ -1,5 +1,6 @@
 //! The start of a feed round: the server checks (`wal_level`, the served columns' catalog
-//! facts, the ledger publication), the replication connection, and the initial load —
+//! facts, `inventory_balances`' replica identity, the publication of it and the ledger), the
+//! replication connection, and the initial load —
 //! a temporary logical slot that exports its snapshot, and `inventory_balances` read in a
 //! REPEATABLE READ transaction on exactly that snapshot, so the load and the stream that
 //! starts at the slot's consistent point meet with nothing missed or counted twice.
@@ -9,7 +10,8 @@ use std::sync::atomic::Ordering;
 use super::answer::{self, ColumnMeta, Columns};
 use super::feed::FeedError;
 use super::pgoutput;
-use super::store::{Movement, Tables};
+use super::store::{BalanceRow, Tables};
+use super::timestamp;
 use super::Balances;
 use crate::sql::quote_literal;
 use crate::upstream::{Pool, ServerConn, UpstreamError};
@@ -34,7 +36,7 @@ pub(super) async fn prepare(b: &Balances, pool: &Pool) -> Result<ServerConn, Fee
             "PostgreSQL runs with wal_level = {level}; the cache needs wal_level = logical"
         )));
     }
-    note_ledger_identity(b, &mut conn).await?;
+    note_identities(b, &mut conn).await?;
     let columns = load_columns(&mut conn, &cfg.schema).await?;
     b.set_columns(columns);
     ensure_publication(&mut conn, &cfg.schema, &cfg.publication).await?;
@@ -74,6 +76,8 @@ pub(super) async fn load(
         .ok_or_else(|| FeedError::Protocol("no exported snapshot".into()))?
         .to_string();
 
+    // `updated_at` is read as ISO text (any zone: the offset is in the text).
+    conn.query_text("SET DateStyle = ISO").await?;
     conn.query_text("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .await?;
     conn.query_text(&format!(
@@ -85,22 +89,28 @@ pub(super) async fn load(
     // the allocator would keep as resident memory after the load), then swapped in.
     let rss_before = super::resident_bytes();
     let mut tables = Tables::default();
+    let updated_at = match b.columns().is_some_and(|c| c.updated_at.is_some()) {
+        true => "updated_at",
+        false => "NULL::timestamptz",
+    };
     conn.query_each(
         &format!(
-            "SELECT org_id, item_id, location_id, lot_id, quantity FROM {}.inventory_balances",
+            "SELECT org_id, item_id, location_id, lot_id, quantity, {updated_at} \
+             FROM {}.inventory_balances",
             b.config.schema
         ),
         |r| {
             let mut r = r.into_iter();
             let mut next = || r.next().flatten();
-            let m = Movement {
+            let row = BalanceRow {
                 org: next().unwrap_or_default(),
                 item: next().unwrap_or_default(),
                 location: next().unwrap_or_default(),
                 lot: next(),
                 quantity: next().unwrap_or_else(|| "NaN".into()),
+                updated_at: next().map_or(timestamp::NULL, |t| timestamp::parse_iso(&t)),
             };
-            tables.load(&m);
+            tables.load(&row);
         },
     )
     .await?;
@@ -121,38 +131,43 @@ pub(super) async fn load(
     Ok(start)
 }
 
-/// Records the ledger's `REPLICA IDENTITY`; anything but FULL is logged: its UPDATEs and
-/// DELETEs then come without the old row and each one makes the cache reload.
-async fn note_ledger_identity(b: &Balances, conn: &mut ServerConn) -> Result<(), FeedError> {
+/// Records the ledger's `REPLICA IDENTITY` (shown in `SHOW orgwall_balances`) and requires
+/// `FULL` on `inventory_balances`: the cache mirrors its rows, and with any other identity
+/// their UPDATEs and DELETEs could not be followed (migration 0007 sets it).
+async fn note_identities(b: &Balances, conn: &mut ServerConn) -> Result<(), FeedError> {
+    let schema = &b.config.schema;
     let rows = conn
         .query_text(&format!(
-            "SELECT c.relreplident::text FROM pg_catalog.pg_class c \
+            "SELECT c.relname::text, c.relreplident::text FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = {} AND c.relname = 'inventory_ledger'",
-            quote_literal(&b.config.schema)
+             WHERE n.nspname = {} AND c.relname IN ('inventory_ledger', 'inventory_balances')",
+            quote_literal(schema)
         ))
         .await?;
-    let identity = match rows.first().and_then(|r| cell(r, 0)) {
-        Some("f") => "full",
-        Some("d") => "default",
-        Some("i") => "index",
-        Some("n") => "nothing",
-        _ => {
-            return Err(FeedError::Off(format!(
-                "{}.inventory_ledger does not exist",
-                b.config.schema
-            )))
-        }
+    let identity = |table: &str| {
+        let r = rows.iter().find(|r| cell(r, 0) == Some(table))?;
+        Some(match cell(r, 1) {
+            Some("f") => "full",
+            Some("d") => "default",
+            Some("i") => "index",
+            _ => "nothing",
+        })
     };
-    if identity != "full" {
-        tracing::warn!(
-            identity,
-            "inventory_ledger's REPLICA IDENTITY is not FULL (migration \
-             0005_ledger_replica_identity sets it): each ledger UPDATE or DELETE makes the \
-             balance cache reload"
-        );
+    for table in ["inventory_ledger", "inventory_balances"] {
+        if identity(table).is_none() {
+            return Err(FeedError::Off(format!("{schema}.{table} does not exist")));
+        }
     }
-    Balances::note(&b.ledger_identity, identity.to_string());
+    let balances = identity("inventory_balances").unwrap_or("nothing");
+    if balances != "full" {
+        return Err(FeedError::Off(format!(
+            "{schema}.inventory_balances has REPLICA IDENTITY {balances}, not FULL: its \
+             UPDATEs and DELETEs cannot be mirrored (run `orgwall migrate`: migration \
+             0007_balances_mirror sets it)"
+        )));
+    }
+    let ledger = identity("inventory_ledger").unwrap_or("nothing");
+    Balances::note(&b.ledger_identity, ledger.to_string());
     Ok(())
 }
 
@@ -206,13 +221,27 @@ async fn load_columns(conn: &mut ServerConn, schema: &str) -> Result<Columns, Fe
         .first()
         .and_then(|r| cell(r, 0))
         == Some("t");
+    // `*` is answered only for the table exactly as migration 0003 creates it.
+    let mut by_attnum: Vec<(i64, &str)> = rows
+        .iter()
+        .filter_map(|r| Some((cell(r, 2)?.parse().ok()?, cell(r, 0)?)))
+        .collect();
+    by_attnum.sort_unstable();
+    let names: Vec<&str> = by_attnum.iter().map(|&(_, n)| n).collect();
+    let star = names == super::shape::STAR.map(|c| c.name());
+    let updated_at = meta("updated_at")
+        .ok()
+        .filter(|m| m.type_oid == answer::TIMESTAMPTZ);
     let cols = Columns {
         bytewise,
+        star: star && updated_at.is_some(),
+        names: names.iter().map(|n| n.to_string()).collect(),
         org_id: meta("org_id")?,
         item_id: meta("item_id")?,
         location_id: meta("location_id")?,
         lot_id: meta("lot_id")?,
         quantity: meta("quantity")?,
+        updated_at,
     };
     if !answer::supported(&cols) {
         return Err(FeedError::Off(
@@ -222,30 +251,60 @@ async fn load_columns(conn: &mut ServerConn, schema: &str) -> Result<Columns, Fe
     Ok(cols)
 }
 
+/// Makes sure the publication exists and carries both tables: `inventory_balances` (the rows
+/// the cache mirrors) and the ledger (whose inserts the stream checks against the balance
+/// changes of the same transaction). A publication of an older Orgwall (the ledger only)
+/// gets `inventory_balances` added; its identity was checked first, so its updates keep
+/// working.
 async fn ensure_publication(
     conn: &mut ServerConn,
     schema: &str,
     publication: &str,
 ) -> Result<(), FeedError> {
-    let exists = |rows: &Vec<Vec<Option<String>>>| !rows.is_empty();
-    let check = format!(
-        "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
-        quote_literal(publication)
-    );
-    if exists(&conn.query_text(&check).await?) {
-        return Ok(());
-    }
-    match conn
+    let published = conn
         .query_text(&format!(
-            "CREATE PUBLICATION {publication} FOR TABLE {schema}.inventory_ledger"
+            "SELECT tablename::text FROM pg_catalog.pg_publication_tables \
+             WHERE pubname = {} AND schemaname = {}",
+            quote_literal(publication),
+            quote_literal(schema)
         ))
-        .await
-    {
+        .await?;
+    let has = |t: &str| published.iter().any(|r| cell(r, 0) == Some(t));
+    let exists = !published.is_empty()
+        || !conn
+            .query_text(&format!(
+                "SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = {}",
+                quote_literal(publication)
+            ))
+            .await?
+            .is_empty();
+    let sql = match (exists, has("inventory_ledger"), has("inventory_balances")) {
+        (true, true, true) => return Ok(()),
+        (false, ..) => format!(
+            "CREATE PUBLICATION {publication} FOR TABLE {schema}.inventory_balances, \
+             {schema}.inventory_ledger"
+        ),
+        (true, ledger, balances) => {
+            let missing: Vec<String> = [
+                ("inventory_balances", balances),
+                ("inventory_ledger", ledger),
+            ]
+            .iter()
+            .filter(|(_, there)| !there)
+            .map(|(t, _)| format!("{schema}.{t}"))
+            .collect();
+            format!(
+                "ALTER PUBLICATION {publication} ADD TABLE {}",
+                missing.join(", ")
+            )
+        }
+    };
+    match conn.query_text(&sql).await {
         Ok(_) => {
-            tracing::info!(publication, "created the ledger publication");
+            tracing::info!(publication, "published inventory_balances and the ledger");
             Ok(())
         }
-        // Another proxy created it first.
+        // Another proxy created or altered it first.
         Err(UpstreamError::Rejected { code, .. }) if code == "42710" => Ok(()),
         Err(e) => Err(e.into()),
     }

@@ -1,19 +1,22 @@
-//! The in-memory balances: `(org_id, item_id, location_id, lot_id)` → exact quantity, plus a
-//! running total per `(org_id, item_id)`.
+//! The in-memory mirror of `inventory_balances`: `(org_id, item_id, location_id, lot_id)` →
+//! exact quantity and `updated_at`, plus a running total per `(org_id, location_id)`.
 //!
 //! Memory (issue 5: ≤ 150 bytes per balance at 1M): ids are interned to `u32` (`interner.rs`:
 //! one text arena, 12-byte hash slots) and a quantity is packed into 8 bytes when it fits
-//! (`qty.rs`; wider values sit in a side map), so a balance is one 24-byte entry of a
-//! `BTreeMap` ordered by `(org, item, location, lot)` ids — ordered so that every balance of an
-//! item (or of an item at a location) is one range: lookups without the lot or the location.
-//! Running totals are kept per `(org, item)` and per `(org, location)`. All tables sit behind
+//! (`qty.rs`; wider values sit in a side map), so a balance is one 32-byte entry (16 of key,
+//! 8 of quantity, 8 of `updated_at`) of a `BTreeMap` ordered by `(org, item, location, lot)`
+//! ids — ordered so that every balance of an item (or of an item at a location) is one range:
+//! lookups without the lot or the location, and per-item sums (summed from the range when
+//! asked; no per-item table). Running totals are kept per `(org, location)`, whose rows are
+//! spread over the map (`change.rs` keeps them exact). All tables sit behind
 //! one `RwLock`: a transaction is applied under the write side and lookups hold the read side,
 //! so a reader never sees half a transaction — which is also why no per-shard locking
 //! (DashMap) is needed.
 //!
-//! Use: `store.write(|t| { t.apply(..); .. })`, `store.read(|t| t.point(..))`. Do not call the
+//! Use: `store.write(|t| { t.put(..); .. })`, `store.read(|t| t.point(..))`. Do not call the
 //! `Store`'s own locking methods (`len`, `snapshot`, …) from inside those closures.
 
+mod change;
 mod interner;
 mod qty;
 mod select;
@@ -25,7 +28,7 @@ use std::sync::RwLock;
 
 use super::decimal::Decimal;
 use interner::Interner;
-use qty::{Packed, Small, Value};
+use qty::{Packed, Value};
 
 /// Interned id; `0` stands for a NULL lot.
 type Id = u32;
@@ -42,7 +45,6 @@ struct Key {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Balance(Key),
-    Total(Id, Id),
     LocationTotal(Id, Id),
 }
 
@@ -66,15 +68,32 @@ impl From<Value> for Lookup {
     }
 }
 
-/// One ledger movement (or one initial balance row): its key and quantity text.
+/// One row of `inventory_balances` as the store takes it: its key, quantity text and
+/// `updated_at` (see `timestamp.rs`: microseconds, or its `NULL`/`UNSERVABLE` marks).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Movement {
+pub struct BalanceRow {
     pub org: String,
     pub item: String,
     pub location: String,
     pub lot: Option<String>,
     /// `numeric` text as PostgreSQL printed it.
     pub quantity: String,
+    pub updated_at: i64,
+}
+
+/// A balance's stored value: its quantity and `updated_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Entry {
+    qty: Packed,
+    at: i64,
+}
+
+/// A running per-location `sum(quantity)` and how many balance rows it covers (none: the
+/// entry is gone, so the sum reads as NULL).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Total {
+    sum: Packed,
+    rows: u32,
 }
 
 /// Heap bytes of a hash table (std's `HashMap` is hashbrown: a power-of-two number of buckets
@@ -111,10 +130,9 @@ fn malloc_chunk(n: usize) -> usize {
 #[derive(Debug, Default)]
 pub struct Tables {
     ids: Interner,
-    balances: BTreeMap<Key, Packed>,
-    totals: HashMap<(Id, Id), Packed>,
+    balances: BTreeMap<Key, Entry>,
     /// `sum(quantity)` per `(org, location)`.
-    location_totals: HashMap<(Id, Id), Packed>,
+    location_totals: HashMap<(Id, Id), Total>,
     /// Values `Packed` cannot hold (wide or unservable), by slot; its entries carry
     /// `Packed::WIDE` in their table.
     wide: HashMap<Slot, Value>,
@@ -124,7 +142,6 @@ impl Tables {
     /// Forgets everything (keeps the allocations: a resync loads about as much again).
     pub fn clear(&mut self) {
         self.balances.clear();
-        self.totals.clear();
         self.location_totals.clear();
         self.wide.clear();
         self.ids.clear();
@@ -135,50 +152,6 @@ impl Tables {
     pub fn shrink(&mut self) {
         self.ids.shrink();
         self.wide.shrink_to_fit();
-    }
-
-    /// Sets a balance row as loaded from `inventory_balances`.
-    pub fn load(&mut self, row: &Movement) {
-        self.set_or_add(row, true);
-    }
-
-    /// Adds one ledger movement.
-    pub fn apply(&mut self, m: &Movement) {
-        self.set_or_add(m, false);
-    }
-
-    fn set_or_add(&mut self, m: &Movement, set: bool) {
-        let key = Key {
-            org: self.ids.intern(&m.org),
-            item: self.ids.intern(&m.item),
-            location: self.ids.intern(&m.location),
-            lot: m.lot.as_deref().map_or(0, |l| self.ids.intern(l)),
-        };
-        let delta = Value::parse(&m.quantity);
-        let (pair, at) = ((key.org, key.item), (key.org, key.location));
-        let running = |map: &HashMap<(Id, Id), Packed>, slot: Slot, k: &(Id, Id)| {
-            map.get(k)
-                .map_or(Value::Small(Small::ZERO), |&p| self.value(slot, p))
-        };
-        let total = running(&self.totals, Slot::Total(pair.0, pair.1), &pair);
-        let at_location = running(&self.location_totals, Slot::LocationTotal(at.0, at.1), &at);
-        let (balance, total, at_location) = match self.balances.get(&key) {
-            // A duplicate key in the initial load cannot happen (unique index); be safe.
-            Some(_) if set => (Value::Unservable, Value::Unservable, Value::Unservable),
-            Some(&p) => (
-                self.value(Slot::Balance(key), p).add(delta),
-                total.add(delta),
-                at_location.add(delta),
-            ),
-            // The trigger inserts the delta itself as the new row's quantity.
-            None => (delta, total.add(delta), at_location.add(delta)),
-        };
-        let p = self.packed(Slot::Balance(key), balance);
-        self.balances.insert(key, p);
-        let p = self.packed(Slot::Total(pair.0, pair.1), total);
-        self.totals.insert(pair, p);
-        let p = self.packed(Slot::LocationTotal(at.0, at.1), at_location);
-        self.location_totals.insert(at, p);
     }
 
     fn value(&self, slot: Slot, p: Packed) -> Value {
@@ -204,32 +177,50 @@ impl Tables {
         }
     }
 
+    fn key(&self, org: &str, item: &str, location: &str, lot: Option<&str>) -> Option<Key> {
+        Some(Key {
+            org: self.ids.get(org)?,
+            item: self.ids.get(item)?,
+            location: self.ids.get(location)?,
+            lot: match lot {
+                None => 0,
+                Some(l) => self.ids.get(l)?,
+            },
+        })
+    }
+
     /// The balance of one key.
     pub fn point(&self, org: &str, item: &str, location: &str, lot: Option<&str>) -> Lookup {
-        let key = (|| {
-            Some(Key {
-                org: self.ids.get(org)?,
-                item: self.ids.get(item)?,
-                location: self.ids.get(location)?,
-                lot: match lot {
-                    None => 0,
-                    Some(l) => self.ids.get(l)?,
-                },
-            })
-        })();
+        let key = self.key(org, item, location, lot);
         match key.and_then(|k| Some((k, *self.balances.get(&k)?))) {
             None => Lookup::Missing,
-            Some((k, p)) => self.value(Slot::Balance(k), p).into(),
+            Some((k, e)) => self.value(Slot::Balance(k), e.qty).into(),
         }
     }
 
-    /// `sum(quantity)` over the item's balance rows.
+    /// `updated_at` of one key (`None`: no such balance).
+    pub fn updated_at(
+        &self,
+        org: &str,
+        item: &str,
+        location: &str,
+        lot: Option<&str>,
+    ) -> Option<i64> {
+        let key = self.key(org, item, location, lot)?;
+        self.balances.get(&key).map(|e| e.at)
+    }
+
+    /// `sum(quantity)` over the item's balance rows (one range of the ordered map).
     pub fn total(&self, org: &str, item: &str) -> Lookup {
-        let pair = self.ids.get(org).zip(self.ids.get(item));
-        match pair.and_then(|k| Some((k, *self.totals.get(&k)?))) {
-            None => Lookup::Missing,
-            Some(((o, i), p)) => self.value(Slot::Total(o, i), p).into(),
+        let Some((org, item)) = self.ids.get(org).zip(self.ids.get(item)) else {
+            return Lookup::Missing;
+        };
+        let mut sum: Option<Value> = None;
+        for (&k, e) in self.item_rows(org, item) {
+            let v = self.value(Slot::Balance(k), e.qty);
+            sum = Some(sum.map_or(v, |s| s.add(v)));
         }
+        sum.map_or(Lookup::Missing, Lookup::from)
     }
 
     /// Number of balances.
@@ -245,35 +236,35 @@ impl Tables {
     /// the side map and the interned names with allocator overhead, over the balance count.
     pub fn bytes_per_balance(&self) -> usize {
         use std::mem::size_of;
-        let bytes = btree_bytes(self.balances.len(), size_of::<(Key, Packed)>())
-            + table_bytes(self.totals.capacity(), size_of::<((Id, Id), Packed)>())
+        let bytes = btree_bytes(self.balances.len(), size_of::<(Key, Entry)>())
             + table_bytes(
                 self.location_totals.capacity(),
-                size_of::<((Id, Id), Packed)>(),
+                size_of::<((Id, Id), Total)>(),
             )
             + table_bytes(self.wide.capacity(), size_of::<(Slot, Value)>())
             + self.ids.bytes();
         bytes / self.len().max(1)
     }
 
-    /// Every balance as `(key and quantity text, servable)`; unservable ones have no text.
-    pub fn snapshot(&self) -> Vec<(Movement, bool)> {
+    /// Every balance as `(row, servable)`; unservable ones have no quantity text.
+    pub fn snapshot(&self) -> Vec<(BalanceRow, bool)> {
         let name = |id: Id| self.ids.name(id).to_string();
         self.balances
             .iter()
-            .map(|(&k, &p)| {
-                let (quantity, ok) = match Lookup::from(self.value(Slot::Balance(k), p)) {
+            .map(|(&k, &e)| {
+                let (quantity, ok) = match Lookup::from(self.value(Slot::Balance(k), e.qty)) {
                     Lookup::Found(d) => (d.to_text(), true),
                     _ => (String::new(), false),
                 };
-                let movement = Movement {
+                let row = BalanceRow {
                     org: name(k.org),
                     item: name(k.item),
                     location: name(k.location),
                     lot: (k.lot != 0).then(|| name(k.lot)),
                     quantity,
+                    updated_at: e.at,
                 };
-                (movement, ok)
+                (row, ok)
             })
             .collect()
     }
@@ -321,7 +312,7 @@ impl Store {
     }
 
     /// See [`Tables::snapshot`].
-    pub fn snapshot(&self) -> Vec<(Movement, bool)> {
+    pub fn snapshot(&self) -> Vec<(BalanceRow, bool)> {
         self.read(Tables::snapshot)
     }
 }

@@ -1,19 +1,19 @@
 //! The streaming half of a feed round: START_REPLICATION from the load's position, pgoutput
 //! messages applied a whole transaction at a time at its Commit (in commit order, under the
 //! store's write gate together with the applied LSN), keepalives answered and positions
-//! acknowledged. Ledger UPDATEs and DELETEs are applied as deltas from the old and new rows
-//! (`delta.rs`, `REPLICA IDENTITY FULL`); one that comes without the old row, or a TRUNCATE,
-//! ends the round with [`FeedError::Resync`].
+//! acknowledged. `inventory_balances` changes are mirrored (`mirror.rs`); one that comes
+//! without the old row, a TRUNCATE of the table, or a transaction that inserted ledger rows
+//! but brought no balance change (the table left the publication, or the balance trigger is
+//! off) ends the round with [`FeedError::Resync`].
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 
-use super::delta;
 use super::feed::FeedError;
+use super::mirror::{self, Change};
 use super::pgoutput::{self, Message, ServerCopy};
-use super::store::Movement;
 use super::Balances;
 use crate::upstream::{ServerConn, UpstreamError};
 use crate::wire;
@@ -21,11 +21,16 @@ use crate::wire;
 /// How often the server is asked for its position while a fence probe waits for the stream.
 const REPING: Duration = Duration::from_millis(1);
 
-/// The ledger relation as the stream describes it: its id and where our columns are.
-struct Ledger {
-    id: u32,
-    /// Indexes of org_id, item_id, location_id, lot_id, quantity_delta.
-    idx: [usize; 5],
+/// The relations as the stream described them, and the transaction being received.
+#[derive(Default)]
+struct Txn {
+    /// `inventory_balances`: its relation id and where its columns are.
+    balances: Option<(u32, mirror::Columns)>,
+    /// `inventory_ledger`'s relation id.
+    ledger: Option<u32>,
+    changes: Vec<Change>,
+    ledger_inserts: usize,
+    open: bool,
 }
 
 async fn send_status(repl: &mut ServerConn, lsn: u64, reply: bool) -> Result<(), FeedError> {
@@ -49,6 +54,9 @@ pub(super) async fn stream(
     slot: &str,
     start: u64,
 ) -> Result<(), FeedError> {
+    // pgoutput writes values with the walsender's output functions: `updated_at` in ISO text
+    // whatever the database's default DateStyle (`mirror.rs` reads any zone's offset).
+    repl.query_text("SET DateStyle = ISO").await?;
     let mut q = BytesMut::new();
     wire::put(
         &mut q,
@@ -73,9 +81,7 @@ pub(super) async fn stream(
             }
         }
     }
-    let mut ledger: Option<Ledger> = None;
-    let mut txn: Vec<Movement> = Vec::new();
-    let mut in_txn = false;
+    let mut txn = Txn::default();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         let mut reply = false;
@@ -97,11 +103,11 @@ pub(super) async fn stream(
                     ServerCopy::XLogData { end, data, .. } => {
                         b.set_server_lsn(end);
                         let msg = pgoutput::message(data)?;
-                        apply(b, msg, &mut ledger, &mut txn, &mut in_txn)?;
+                        apply(b, msg, &mut txn)?;
                     }
                     ServerCopy::Keepalive { end, reply: wanted } => {
                         b.set_server_lsn(end);
-                        if !in_txn {
+                        if !txn.open {
                             b.set_applied(end);
                         }
                         reply |= wanted;
@@ -126,74 +132,82 @@ pub(super) async fn stream(
     }
 }
 
-/// Applies one pgoutput message; a transaction's movements are applied together at Commit.
-/// Ledger UPDATEs and DELETEs are deltas (`delta.rs`); one without the old row ends the round.
-fn apply(
-    b: &Balances,
-    msg: Message,
-    ledger: &mut Option<Ledger>,
-    txn: &mut Vec<Movement>,
-    in_txn: &mut bool,
-) -> Result<(), FeedError> {
-    let cols = |rel: u32| ledger.as_ref().filter(|l| l.id == rel).map(|l| l.idx);
-    let resync = |e: delta::NeedsResync| FeedError::Resync(e.to_string());
+/// Applies one pgoutput message; a transaction's changes are applied together at Commit.
+fn apply(b: &Balances, msg: Message, txn: &mut Txn) -> Result<(), FeedError> {
+    let schema = &b.config.schema;
+    let cols = |t: &Txn, rel: u32| t.balances.filter(|x| x.0 == rel).map(|x| x.1);
+    let resync = |e: mirror::NeedsResync| FeedError::Resync(e.to_string());
     match msg {
         Message::Relation {
             id,
-            schema,
+            schema: s,
             name,
             columns,
-        } if schema == b.config.schema && name == "inventory_ledger" => {
-            let pos = |c: &str| {
-                columns
-                    .iter()
-                    .position(|x| x == c)
-                    .ok_or_else(|| FeedError::Off(format!("inventory_ledger has no column {c}")))
-            };
-            *ledger = Some(Ledger {
-                id,
-                idx: [
-                    pos("org_id")?,
-                    pos("item_id")?,
-                    pos("location_id")?,
-                    pos("lot_id")?,
-                    pos("quantity_delta")?,
-                ],
-            });
-        }
-        Message::Relation { .. } => {}
+        } if s == *schema => match name.as_str() {
+            "inventory_balances" => {
+                if b.columns().is_some_and(|c| c.names != columns) {
+                    return Err(FeedError::Resync(
+                        "inventory_balances' columns changed (ALTER TABLE)".into(),
+                    ));
+                }
+                let c = mirror::Columns::find(&columns).ok_or_else(|| {
+                    FeedError::Off("inventory_balances lacks a key or quantity column".into())
+                })?;
+                txn.balances = Some((id, c));
+            }
+            "inventory_ledger" => txn.ledger = Some(id),
+            _ => {}
+        },
         Message::Begin { .. } => {
-            txn.clear();
-            *in_txn = true;
+            txn.changes.clear();
+            txn.ledger_inserts = 0;
+            txn.open = true;
         }
         Message::Insert { relation, tuple } => {
-            if let Some(c) = cols(relation) {
-                txn.push(delta::insert(&c, &tuple).map_err(resync)?);
+            if let Some(c) = cols(txn, relation) {
+                txn.changes
+                    .push(mirror::insert(&c, &tuple).map_err(resync)?);
+            } else if txn.ledger == Some(relation) {
+                txn.ledger_inserts += 1;
             }
         }
         Message::Update { relation, old, new } => {
-            if let Some(c) = cols(relation) {
-                txn.extend(delta::update(&c, old.as_ref(), &new).map_err(resync)?);
+            if let Some(c) = cols(txn, relation) {
+                let changes = mirror::update(&c, old.as_ref(), &new).map_err(resync)?;
+                txn.changes.extend(changes);
             }
         }
         Message::Delete { relation, old } => {
-            if let Some(c) = cols(relation) {
-                txn.push(delta::delete(&c, &old).map_err(resync)?);
+            if let Some(c) = cols(txn, relation) {
+                txn.changes.push(mirror::delete(&c, &old).map_err(resync)?);
             }
         }
-        Message::Truncate { relations } if relations.iter().any(|&r| cols(r).is_some()) => {
-            tracing::error!("inventory_ledger was truncated; the balance cache resyncs");
-            return Err(FeedError::Resync("TRUNCATE of inventory_ledger".into()));
+        Message::Truncate { relations } if relations.iter().any(|&r| cols(txn, r).is_some()) => {
+            tracing::error!("inventory_balances was truncated; the balance cache resyncs");
+            return Err(FeedError::Resync("TRUNCATE of inventory_balances".into()));
         }
         Message::Commit { end_lsn, .. } => {
-            let n = txn.len() as u64;
-            // The position moves under the write gate with the movements, so a reader holding
+            if txn.ledger_inserts > 0 && txn.changes.is_empty() {
+                return Err(FeedError::Resync(format!(
+                    "a transaction inserted {} ledger rows but changed no inventory_balances \
+                     row (is inventory_balances still in publication {}, and \
+                     inventory_ledger_balance_trigger enabled?)",
+                    txn.ledger_inserts, b.config.publication
+                )));
+            }
+            let n = txn.changes.len() as u64;
+            // The position moves under the write gate with the changes, so a reader holding
             // the read side sees a store and an applied LSN that agree (the drift check).
             if n == 0 {
                 b.set_applied(end_lsn);
             } else {
                 b.store.write(|s| {
-                    txn.iter().for_each(|m| s.apply(m));
+                    for c in &txn.changes {
+                        match c {
+                            Change::Put(row) => s.put(row),
+                            Change::Remove(row) => s.remove(row),
+                        }
+                    }
                     b.set_applied(end_lsn);
                 });
                 b.metrics
@@ -201,8 +215,8 @@ fn apply(
                     .fetch_add(1, Ordering::Relaxed);
                 b.metrics.rows_applied.fetch_add(n, Ordering::Relaxed);
             }
-            txn.clear();
-            *in_txn = false;
+            txn.changes.clear();
+            txn.open = false;
         }
         _ => {}
     }

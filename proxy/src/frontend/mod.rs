@@ -56,6 +56,8 @@ pub struct Login<S = ClientStream> {
     pub principal: Principal,
     /// Run-time settings the client asked for in its startup packet (name, value).
     pub settings: Vec<(String, String)>,
+    /// The ParameterStatus values the client was sent at login (name, value).
+    pub reported: Vec<(String, String)>,
     pub cancel: CancelHandle,
     /// The second wall, for tenant and switcher logins (`None`: turned off, or an admin).
     pub wall: Option<std::sync::Arc<crate::boundary::Wall>>,
@@ -129,11 +131,12 @@ pub async fn handshake(
             };
             let cancel = state.cancel.register();
             match greet(&mut stream, state, principal.role, &settings, &cancel).await {
-                Ok(()) => Ok(Some(Login {
+                Ok(reported) => Ok(Some(Login {
                     stream,
                     buf,
                     principal,
                     settings,
+                    reported,
                     cancel,
                     wall,
                     slot,
@@ -317,14 +320,14 @@ async fn startup(
 }
 
 /// Sends ParameterStatus (the server's, overridden by the client's own settings),
-/// the proxy's BackendKeyData and ReadyForQuery.
+/// the proxy's BackendKeyData and ReadyForQuery; returns the ParameterStatus values sent.
 async fn greet(
     stream: &mut ClientStream,
     state: &ProxyState,
     role: Role,
     settings: &[(String, String)],
     cancel: &CancelHandle,
-) -> Result<(), FrontendError> {
+) -> Result<Vec<(String, String)>, FrontendError> {
     let fatal = |e: UpstreamError| {
         tracing::warn!(error = %e, "cannot open a server connection for the greeting");
         FrontendError::Greeting(e)
@@ -336,8 +339,8 @@ async fn greet(
         .await
         .map_err(FrontendError::Setting)?;
     let mut out = BytesMut::new();
-    for (name, value) in reported {
-        wire::put(&mut out, &ParameterStatus::new(name, value));
+    for (name, value) in &reported {
+        wire::put(&mut out, &ParameterStatus::new(name.clone(), value.clone()));
     }
     wire::put(
         &mut out,
@@ -345,5 +348,5 @@ async fn greet(
     );
     wire::put_ready(&mut out, b'I');
     stream.write_all(&out).await?;
-    Ok(())
+    Ok(reported)
 }

@@ -35,6 +35,7 @@ pub const MIGRATIONS: &[Migration] = &[
     migration!("0004_tenant_boundary"),
     migration!("0005_ledger_replica_identity"),
     migration!("0006_tenant_copy"),
+    migration!("0007_balances_mirror"),
 ];
 
 impl Migration {

@@ -58,6 +58,7 @@ pub async fn verify(target: &Target) -> Result<Vec<Check>, MigrateError> {
     let has = |n: &str| history.keys().any(|k| k.starts_with(n));
     let (org, bal, wall) = (has("0002_"), has("0003_"), has("0004_"));
     let deltas = has("0005_");
+    let mirror = has("0007_");
     let mut out = Vec::new();
     let mut push = |name, applies: bool, why: &str, r: Result<(bool, String), MigrateError>| {
         let (outcome, detail) = match (applies, r) {
@@ -103,6 +104,12 @@ pub async fn verify(target: &Target) -> Result<Vec<Check>, MigrateError> {
         deltas,
         "0005",
         ledger_deltas(c).await,
+    );
+    push(
+        "balances can be mirrored",
+        mirror,
+        "0007",
+        balances_identity(c).await,
     );
     push(
         "tenant role least-privilege",
@@ -369,6 +376,27 @@ async fn ledger_deltas(c: &Client) -> Result<(bool, String), MigrateError> {
             "REPLICA IDENTITY FULL, trigger on INSERT/UPDATE/DELETE".into(),
         ),
         false => (false, list(&bad)),
+    })
+}
+
+/// 0007: inventory_balances replicates whole old rows (the cache mirrors it).
+async fn balances_identity(c: &Client) -> Result<(bool, String), MigrateError> {
+    let identity: String = c
+        .query_one(
+            "SELECT relreplident::text FROM pg_class WHERE oid = 'inventory_balances'::regclass",
+            &[],
+        )
+        .await
+        .map_err(MigrateError::sql(
+            "reading inventory_balances' replica identity",
+        ))?
+        .get(0);
+    Ok(match identity.as_str() {
+        "f" => (true, "inventory_balances REPLICA IDENTITY FULL".into()),
+        other => (
+            false,
+            format!("inventory_balances REPLICA IDENTITY is {other:?}, not FULL"),
+        ),
     })
 }
 

@@ -64,7 +64,12 @@ impl<S: ClientIo> Session<'_, S> {
             _ => {}
         }
         match pending::classify(self.pending.front(), frame[0]) {
-            Action::Forward => self.to_client.extend_from_slice(&frame),
+            Action::Forward => {
+                if frame[0] == b'S' {
+                    self.local.time.note_frame(&frame);
+                }
+                self.to_client.extend_from_slice(&frame);
+            }
             Action::Swallow => {}
             Action::ForwardPop => {
                 self.to_client.extend_from_slice(&frame);

@@ -21,7 +21,8 @@ use super::error::SessionError;
 use super::pending::Pending;
 use super::route::Routed;
 use super::{ClientIo, Session};
-use crate::balances::{answer, bind, shape::Shape, Balances, Response};
+use crate::balances::timestamp::TimeStyle;
+use crate::balances::{answer, bind, shape::Shape, Balances, Reader, Response};
 use crate::errors::ClientError;
 use crate::sql::rewrite::Template;
 use crate::wire;
@@ -39,6 +40,8 @@ pub(super) struct Local {
     /// The last RowDescription built for a Bind, reused while statement, formats and
     /// column metadata stay the same (the usual case: one prepared statement re-executed).
     described: Option<Described>,
+    /// How this client's `timestamptz` text looks (the ParameterStatus it was sent).
+    pub(super) time: TimeStyle,
 }
 
 #[derive(Debug)]
@@ -93,21 +96,26 @@ impl<S: ClientIo> Session<'_, S> {
         self.settled() && !self.skipping && !self.copy_in && !self.settings.strict_isolation()
     }
 
-    /// The shape of a routed tenant statement, if the cache may answer it.
+    /// The shape of a routed tenant statement, if the cache may answer it. A statement that
+    /// is not a lookup and may write the balances marks the session for the fence.
     async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
-        let names_ledger = match &routed.plan {
-            Some(p) => p.names_ledger(),
-            None => crate::balances::names_ledger(text),
-        };
-        if names_ledger {
-            self.local.ledger_write_open = true;
-        }
-        let rendered = routed.tenant.as_ref()?;
-        let plan = match &routed.plan {
+        let planned = routed.tenant.as_ref().map(|_| match &routed.plan {
             Some(p) => p.clone(),
             None => self.state.planner.plan(text),
-        };
-        let shape = self.state.planner.balance(&plan)?;
+        });
+        let shape = planned.as_ref().and_then(|p| self.state.planner.balance(p));
+        // (A lookup writes nothing: the word scan is for the rest.)
+        if shape.is_none() {
+            let may_write = match &routed.plan {
+                Some(p) => p.names_ledger(),
+                None => crate::balances::names_ledger(text),
+            };
+            if may_write {
+                self.local.ledger_write_open = true;
+            }
+        }
+        let (shape, plan) = (shape?, planned?);
+        let rendered = routed.tenant.as_ref()?;
         if !routed.masked {
             return Some(shape);
         }
@@ -156,7 +164,11 @@ impl<S: ClientIo> Session<'_, S> {
         if shape.param_count() > 0 || !self.quiet() || !b.wait_fresh(&org).await {
             return false;
         }
-        let Some(resp) = b.answer(&shape, &org, &[], &[], &[]) else {
+        let reader = Reader {
+            org: &org,
+            time: &self.local.time,
+        };
+        let Some(resp) = b.answer(&shape, reader, &[], &[], &[]) else {
             return false;
         };
         let status = self.status.byte();
@@ -298,9 +310,13 @@ impl<S: ClientIo> Session<'_, S> {
     ) -> Option<Response> {
         let org = self.current_org_str()?;
         let (shape, _) = self.local_statement(bind.statement)?;
+        let reader = Reader {
+            org,
+            time: &self.local.time,
+        };
         b.answer_with(
             shape,
-            org,
+            reader,
             &bind.params,
             &bind.param_formats,
             &bind.result_formats,

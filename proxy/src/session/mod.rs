@@ -62,7 +62,8 @@ struct Statement {
     server_name: String,
     /// How it may use a multiplexed connection.
     sharing: shared::Sharing,
-    /// The SQL names the ledger (`balances::names_ledger`): running it may write it (read-your-writes).
+    /// Running it may write the ledger or `inventory_balances` (`balances::names_ledger`,
+    /// read-your-writes).
     writes_ledger: bool,
     effect: Option<crate::sql::SessionEffect>,
     /// The tenant and template this statement was rendered with (tenant/switcher logins).
@@ -155,6 +156,9 @@ enum Event {
 pub async fn run<S: ClientIo>(login: Login<S>, state: &ProxyState) {
     // Held until the session ends: its place among `max_client_connections`.
     let _slot = login.slot;
+    let time = crate::balances::timestamp::TimeStyle::from_reported(
+        login.reported.iter().map(|(n, v)| (n.as_str(), v.as_str())),
+    );
     let mut s = Session {
         state,
         principal: login.principal,
@@ -187,6 +191,7 @@ pub async fn run<S: ClientIo>(login: Login<S>, state: &ProxyState) {
         ddl_in_transaction: false,
         active_at: tokio::time::Instant::now(),
     };
+    s.local.time = time;
     let reason = s.run_loop().await;
     tracing::info!(reason, "session ended");
     s.finish().await;

@@ -135,6 +135,7 @@ async fn converse(user: &str, messages: &[Vec<u8>]) -> Vec<String> {
         stream: ours,
         buf: BytesMut::new(),
         settings: Vec::new(),
+        reported: Vec::new(),
         cancel: state.cancel.register(),
         wall: None,
         slot: state.clients.take(u.role == Role::Admin).expect("slot"),

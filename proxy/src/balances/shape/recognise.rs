@@ -4,12 +4,13 @@
 
 use sqlparser::ast::{
     BinaryOperator, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, Ident, InTarget,
-    ObjectNamePart, OrderByKind, OrderBySort, SelectItem, SetExpr, Statement, TableFactor, Value,
+    ObjectNamePart, OrderByKind, OrderBySort, SelectItem, SelectItemQualifiedWildcardKind, SetExpr,
+    Statement, TableFactor, Value, WildcardAdditionalOptions,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
-use super::{Column, Cond, Filter, Order, Out, Shape, Val};
+use super::{Column, Cond, Filter, Order, Out, Shape, Val, STAR};
 
 /// PostgreSQL's folding of an identifier: unquoted → lower case, quoted → as written.
 fn folded(i: &Ident) -> String {
@@ -153,7 +154,7 @@ fn where_clause(e: &Expr, t: &Table) -> Option<Filter> {
             Column::ItemId => &mut w.item,
             Column::LocationId => &mut w.location,
             Column::LotId => &mut w.lot,
-            Column::Quantity => return None,
+            Column::Quantity | Column::UpdatedAt => return None,
         };
         // `IS NULL` only where NULLs exist; one condition per column.
         if (cond == Cond::Null && col != Column::LotId) || slot.replace(cond).is_some() {
@@ -182,6 +183,27 @@ fn is_sum_of_quantity(e: &Expr, t: &Table) -> bool {
         && f.over.is_none()
         && f.within_group.is_empty()
         && matches!(f.parameters, FunctionArguments::None)
+}
+
+/// `*` or `qualifier.*`, without EXCLUDE, REPLACE or the other dialects' options.
+fn is_star(item: &SelectItem, t: &Table) -> bool {
+    match item {
+        SelectItem::Wildcard(o) => plain(o),
+        SelectItem::QualifiedWildcard(SelectItemQualifiedWildcardKind::ObjectName(n), o) => {
+            plain(o)
+                && matches!(n.0.as_slice(), [ObjectNamePart::Identifier(i)] if folded(i) == t.qualifier)
+        }
+        _ => false,
+    }
+}
+
+fn plain(o: &WildcardAdditionalOptions) -> bool {
+    o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none()
+        && o.opt_alias.is_none()
 }
 
 /// ORDER BY keys: key columns, `ASC`/`DESC` only. A bare name is an output column's first
@@ -216,7 +238,7 @@ fn order_by(q: &sqlparser::ast::Query, outs: &[Out], t: &Table) -> Option<Vec<Or
                 [one] => one.column,
                 _ => return None,
             };
-            (column != Column::Quantity).then_some(Order { column, desc })
+            column.is_key().then_some(Order { column, desc })
         })
         .collect()
 }
@@ -249,7 +271,16 @@ fn recognise_unbounded(sql: &str, schema: &str, literals_from: usize) -> Option<
     let filter = where_clause(selection, &t)?;
     let mut projection = Vec::new();
     let mut total = None;
+    let mut star = false;
     for item in &sel.projection {
+        if is_star(item, &t) {
+            star = true;
+            projection.extend(STAR.map(|column| Out {
+                column,
+                name: column.name().into(),
+            }));
+            continue;
+        }
         let (expr, alias) = match item {
             SelectItem::UnnamedExpr(e) => (e, None),
             SelectItem::ExprWithAlias { expr, alias } => (expr, Some(folded(alias))),
@@ -273,9 +304,10 @@ fn recognise_unbounded(sql: &str, schema: &str, literals_from: usize) -> Option<
             (by_item || by_location).then_some(Shape::Total { name, filter })?
         }
         (None, false) if filter.item.is_some() => Shape::Rows {
-            cols: projection,
+            cols: projection.into(),
             filter,
             order,
+            star,
         },
         _ => return None,
     };

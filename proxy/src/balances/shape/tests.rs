@@ -29,9 +29,10 @@ fn q() -> Vec<Out> {
 
 fn rows(cols: Vec<Out>, filter: Filter, order: Vec<Order>) -> Shape {
     Shape::Rows {
-        cols,
+        cols: cols.into(),
         filter,
         order,
+        star: false,
     }
 }
 
@@ -83,6 +84,33 @@ fn row_lookups() {
         ),
     ];
     for (sql, want) in cases {
+        check(sql, Some(want));
+    }
+}
+
+#[test]
+fn every_column_and_star() {
+    let star = |extra: Vec<Out>| -> Vec<Out> {
+        let mut v: Vec<Out> = STAR.iter().map(|&c| out(c, c.name())).collect();
+        v.extend(extra);
+        v
+    };
+    let filter = Filter {
+        item: is(vec![p(1)]),
+        location: is(vec![p(2)]),
+        lot: Some(Cond::Null),
+        org: None,
+    };
+    check(
+        "SELECT quantity, updated_at AS at FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
+        Some(rows(vec![out(Column::Quantity, "quantity"), out(Column::UpdatedAt, "at")], filter.clone(), vec![])),
+    );
+    for (sql, extra) in [
+        ("SELECT * FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL", vec![]),
+        ("SELECT b.*, quantity FROM inventory_balances b WHERE b.item_id = $1 AND location_id = $2 AND lot_id IS NULL", vec![out(Column::Quantity, "quantity")]),
+        ("select INVENTORY_BALANCES.* from inventory_balances where item_id = $1 and location_id = $2 and lot_id is null", vec![]),
+    ] {
+        let want = Shape::Rows { cols: star(extra).into(), filter: filter.clone(), order: vec![], star: true };
         check(sql, Some(want));
     }
 }
@@ -141,8 +169,11 @@ fn everything_else_is_not_a_shape() {
         "SELECT quantity FROM inventory_balances WHERE item_id = ALL($1)",
         "SELECT quantity FROM inventory_balances WHERE item_id <> $1",
         "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND quantity = $2",
-        "SELECT quantity, updated_at FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
-        "SELECT * FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
+        "SELECT * EXCLUDE (quantity) FROM inventory_balances WHERE item_id = $1",
+        "SELECT x.* FROM inventory_balances b WHERE item_id = $1",
+        "SELECT inventory_balances.* FROM inventory_balances b WHERE item_id = $1",
+        "SELECT quantity FROM inventory_balances WHERE item_id = $1 AND updated_at = $2",
+        "SELECT quantity FROM inventory_balances WHERE item_id = $1 ORDER BY updated_at",
         "SELECT DISTINCT quantity FROM inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
         "SELECT quantity FROM other.inventory_balances WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",
         "SELECT quantity FROM \"Inventory_balances\" WHERE item_id = $1 AND location_id = $2 AND lot_id IS NULL",

@@ -129,6 +129,34 @@ impl Value {
         }
     }
 
+    /// `-self` (same display scale).
+    pub(super) fn negated(self) -> Value {
+        match self {
+            Value::Small(s) => s
+                .mant
+                .checked_neg()
+                .and_then(|m| Small::new(m, s.scale))
+                .map_or_else(
+                    || {
+                        s.to_decimal()
+                            .map_or(Value::Unservable, |d| Value::Wide(d.negated()))
+                    },
+                    Value::Small,
+                ),
+            Value::Wide(d) => Value::from_decimal(d.negated()),
+            Value::Unservable => Value::Unservable,
+        }
+    }
+
+    /// The display scale (`None`: unservable).
+    pub(super) fn scale(self) -> Option<u16> {
+        match self {
+            Value::Small(s) => Some(u16::from(s.scale)),
+            Value::Wide(d) => Some(d.scale()),
+            Value::Unservable => None,
+        }
+    }
+
     /// `self + delta`: packed while it fits, `Decimal` past that, unservable past `Decimal`.
     pub(super) fn add(self, delta: Value) -> Value {
         if let (Value::Small(a), Value::Small(b)) = (self, delta) {

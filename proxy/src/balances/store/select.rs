@@ -32,11 +32,13 @@ pub struct Row<'t> {
     pub location: &'t str,
     pub lot: Option<&'t str>,
     pub quantity: Decimal,
+    /// `updated_at` (see `timestamp.rs`).
+    pub updated_at: i64,
 }
 
 impl Tables {
     /// Every matching balance with its value (`Value::Unservable` ones included).
-    fn matching(&self, q: &Selection<'_>, mut each: impl FnMut(Key, Value)) {
+    fn matching(&self, q: &Selection<'_>, mut each: impl FnMut(Key, Value, i64)) {
         let Some(org) = self.ids.get(q.org) else {
             return;
         };
@@ -64,9 +66,9 @@ impl Tables {
                 None => vec![(0, Id::MAX)],
             };
             for (from, to) in ranges {
-                for (&k, &p) in self.balances.range(key(from, 0)..=key(to, Id::MAX)) {
+                for (&k, e) in self.balances.range(key(from, 0)..=key(to, Id::MAX)) {
                     if lot_ok(k.lot) {
-                        each(k, self.value(Slot::Balance(k), p));
+                        each(k, self.value(Slot::Balance(k), e.qty), e.at);
                     }
                 }
             }
@@ -77,8 +79,9 @@ impl Tables {
     pub fn select(&self, q: &Selection<'_>) -> Option<Vec<Row<'_>>> {
         let mut out = Vec::new();
         let mut servable = true;
-        self.matching(q, |k, v| match Lookup::from(v) {
+        self.matching(q, |k, v, updated_at| match Lookup::from(v) {
             Lookup::Found(quantity) => out.push(Row {
+                updated_at,
                 item: self.ids.name(k.item),
                 location: self.ids.name(k.location),
                 lot: (k.lot != 0).then(|| self.ids.name(k.lot)),
@@ -91,13 +94,13 @@ impl Tables {
 
     /// `sum(quantity)` over the selection (`Missing`: no rows, SQL NULL).
     pub fn sum(&self, q: &Selection<'_>) -> Lookup {
-        // Whole items: their running totals.
+        // Whole items: each item's range summed.
         if q.locations.is_none() && q.lots == Lots::Any {
             let totals = q.items.iter().map(|i| self.total(q.org, i));
             return add_up(totals);
         }
         let mut sum: Option<Value> = None;
-        self.matching(q, |_, v| {
+        self.matching(q, |_, v, _| {
             sum = Some(sum.unwrap_or(Value::Small(Small::ZERO)).add(v));
         });
         sum.map_or(Lookup::Missing, Lookup::from)
@@ -109,7 +112,7 @@ impl Tables {
             let at = self.ids.get(org).zip(self.ids.get(l));
             match at.and_then(|k| Some((k, *self.location_totals.get(&k)?))) {
                 None => Lookup::Missing,
-                Some(((o, l), p)) => self.value(Slot::LocationTotal(o, l), p).into(),
+                Some(((o, l), t)) => self.value(Slot::LocationTotal(o, l), t.sum).into(),
             }
         });
         add_up(totals)
