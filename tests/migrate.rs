@@ -473,7 +473,7 @@ async fn bad_input_gets_clear_errors() {
             tenant_password: None,
         };
         for action in [
-            MigrateAction::Up(up("7")),
+            MigrateAction::Up(up("8")),
             MigrateAction::Down(change("0009")),
         ] {
             let err = cli::migrate(args(action)).await.unwrap_err().to_string();
