@@ -169,11 +169,6 @@ impl Plan {
         self.lexical
             .get_or_init(|| crate::sql::summarize(&self.text))
     }
-
-    /// Whether the text names the ledger, so running it may write it (read-your-writes).
-    pub fn names_ledger(&self) -> bool {
-        crate::balances::names_ledger(&self.text)
-    }
 }
 
 impl ShapePlan {

@@ -139,7 +139,7 @@ fn analyses_are_shared_by_shape_unless_a_literal_decides() {
 fn the_lexical_summary_and_ledger_reading() {
     let p = planner();
     let plan = p.plan("INSERT INTO inventory_ledger (id) VALUES ('x')");
-    assert!(plan.names_ledger() && !plan.lexical().read_only);
+    assert!(crate::balances::names_ledger(plan.text()) && !plan.lexical().read_only);
     let plan = p.plan("SELECT 1");
-    assert!(!plan.names_ledger() && plan.lexical().read_only);
+    assert!(!crate::balances::names_ledger(plan.text()) && plan.lexical().read_only);
 }

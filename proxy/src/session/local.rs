@@ -106,13 +106,7 @@ impl<S: ClientIo> Session<'_, S> {
         let shape = planned.as_ref().and_then(|p| self.state.planner.balance(p));
         // (A lookup writes nothing: the word scan is for the rest.)
         if shape.is_none() {
-            let may_write = match &routed.plan {
-                Some(p) => p.names_ledger(),
-                None => crate::balances::names_ledger(text),
-            };
-            if may_write {
-                self.local.ledger_write_open = true;
-            }
+            self.note_ledger_write(text);
         }
         let (shape, plan) = (shape?, planned?);
         let rendered = routed.tenant.as_ref()?;

@@ -83,24 +83,20 @@ impl<S: ClientIo> Session<'_, S> {
         }
         // (`tenancy.rewrite` is off only in tests that show the second wall holds alone.)
         let passes = self.principal.role == Role::Admin || !self.state.config.tenancy.rewrite;
-        if passes && self.state.policy.is_empty() {
+        let plugins = !self.state.policy.is_empty();
+        if passes && !plugins {
             // Pass-through needs only the lexical summary: no plan is made (a plan would cost
             // a second tokenizer pass for every new literal).
-            let summary = match self.batch_plans.iter().find(|p| p.text() == text) {
+            let summary = match self.batch_plan(text) {
                 Some(p) => p.lexical().clone(),
                 None => sql::summarize(text),
             };
-            let (effects, sharing) = self.pooling_effects(summary)?;
-            return Ok(Routed {
-                sql: None,
-                effects,
-                tenant: None,
-                masked: false,
-                sharing,
-                plan: None,
-            });
+            return self.passed(summary, None, None);
         }
-        let plan = self.plan_of(text);
+        let plan = match self.batch_plan(text) {
+            Some(p) => p.clone(),
+            None => self.state.planner.plan(text),
+        };
         // Policy plugins see the statement after tenant binding; a mask rewrites the text.
         let started = std::time::Instant::now();
         let decision = self.state.policy.check(
@@ -112,7 +108,7 @@ impl<S: ClientIo> Session<'_, S> {
             text,
             || plan.analysis(),
         );
-        if !self.state.policy.is_empty() {
+        if plugins {
             let kind = match &decision {
                 Ok(None) => "allow",
                 Ok(Some(_)) => "mask",
@@ -128,15 +124,7 @@ impl<S: ClientIo> Session<'_, S> {
             None => plan.clone(),
         };
         if passes {
-            let (effects, sharing) = self.pooling_effects(runs.lexical().clone())?;
-            return Ok(Routed {
-                sql: masked.clone(),
-                effects,
-                tenant: None,
-                masked: masked.is_some(),
-                sharing,
-                plan: Some(plan),
-            });
+            return self.passed(runs.lexical().clone(), masked, Some(plan));
         }
         let catalog = self
             .state
@@ -207,12 +195,28 @@ impl<S: ClientIo> Session<'_, S> {
         Ok((summary.effects, sharing))
     }
 
-    /// The plan of `text`: the batch check's, when it planned this text, else the planner's.
-    fn plan_of(&self, text: &str) -> Arc<Plan> {
-        match self.batch_plans.iter().find(|p| p.text() == text) {
-            Some(p) => p.clone(),
-            None => self.state.planner.plan(text),
-        }
+    /// The batch check's plan of `text`, when it planned this text (`shared.rs`).
+    fn batch_plan(&self, text: &str) -> Option<&Arc<Plan>> {
+        self.batch_plans.iter().find(|p| p.text() == text)
+    }
+
+    /// A statement sent as the client wrote it (or as a policy plugin masked it), with what
+    /// the pooler must track of it.
+    fn passed(
+        &self,
+        summary: sql::Summary,
+        masked: Option<String>,
+        plan: Option<Arc<Plan>>,
+    ) -> Result<Routed, ClientError> {
+        let (effects, sharing) = self.pooling_effects(summary)?;
+        Ok(Routed {
+            masked: masked.is_some(),
+            sql: masked,
+            effects,
+            tenant: None,
+            sharing,
+            plan,
+        })
     }
 
     /// The org this session's statements run as now.

@@ -54,10 +54,8 @@ impl<S: ClientIo> Session<'_, S> {
         let mut open_extended = false;
         let mut any = false;
         let mut msgs = wire::frames(&self.cbuf);
-        let mut at = 0;
-        for (tag, body) in msgs.by_ref() {
-            let frame = &self.cbuf[at..at + 5 + body.len()];
-            at += 5 + body.len();
+        while let Some(frame) = msgs.next_whole() {
+            let tag = frame[0];
             let Ok(msg) = wire::client::decode(frame) else {
                 return None;
             };

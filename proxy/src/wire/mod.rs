@@ -88,7 +88,18 @@ pub struct Frames<'a> {
     pos: usize,
 }
 
-impl Frames<'_> {
+impl<'a> Frames<'a> {
+    /// The next complete message, whole (tag and length included).
+    pub fn next_whole(&mut self) -> Option<&'a [u8]> {
+        let b = &self.buf[self.pos..];
+        let len = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize + 1;
+        if len < 5 || b.len() < len {
+            return None;
+        }
+        self.pos += len;
+        Some(&b[..len])
+    }
+
     /// Bytes of the messages yielded so far.
     pub fn consumed(&self) -> usize {
         self.pos
@@ -104,13 +115,7 @@ impl<'a> Iterator for Frames<'a> {
     type Item = (u8, &'a [u8]);
 
     fn next(&mut self) -> Option<(u8, &'a [u8])> {
-        let b = &self.buf[self.pos..];
-        let len = u32::from_be_bytes(b.get(1..5)?.try_into().ok()?) as usize + 1;
-        if len < 5 || b.len() < len {
-            return None;
-        }
-        self.pos += len;
-        Some((b[0], &b[5..len]))
+        self.next_whole().map(|f| (f[0], &f[5..]))
     }
 }
 
