@@ -562,6 +562,56 @@ async fn the_context_follows_the_session_tenant() {
     .await;
 }
 
+/// Temporary objects never outlive their tenant on a pooled server connection. A tenant whose
+/// statement Orgwall misread (here: the first wall off) can create tables and views in
+/// `pg_temp` without the word TEMP; they would shadow every unqualified relation and type of
+/// the same name for whoever runs on that connection next (a planted `pg_type` for another
+/// tenant's driver, a `users` table catching what another tenant writes unqualified). The
+/// context change that hands the connection to another tenant drops them (`DISCARD TEMP`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn temporary_objects_never_reach_the_next_tenant_on_a_pooled_connection() {
+    bounded(300, async {
+        let db = tenant_db("wall2_temp").await;
+        // One server connection: every session below takes its turn on it.
+        let one_connection = ProxyOptions {
+            first_wall: false,
+            ..ProxyOptions::pool(1, "transaction")
+        };
+        let proxy = tenant_proxy(&db, one_connection).await;
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        for sql in [
+            "CREATE VIEW pg_temp.pg_type AS SELECT 'planted'::name AS typname",
+            "CREATE TABLE pg_temp.users (LIKE public.users)",
+        ] {
+            let out = run_simple(&a, sql).await;
+            assert!(out.code().is_none(), "{sql}: {out}");
+        }
+        // Its own next statements see them: the connection stayed with tenant A.
+        let planted = "SELECT count(*) FROM pg_type WHERE typname = 'planted'";
+        let out = run_simple(&a, planted).await;
+        assert_eq!(single(planted, &out), "'1'", "A's own view, still there");
+
+        let b = connect(&proxy.conn_str(TENANT_B)).await;
+        let out = run_simple(&b, planted).await;
+        assert_eq!(single(planted, &out), "'0'", "B reads pg_catalog.pg_type");
+        let out = run_simple(&b, "SELECT count(*) FROM pg_temp.users").await;
+        assert_eq!(out.code(), Some("42P01"), "A's table is gone for B: {out}");
+
+        // And A, back on the connection after B, finds nothing B could have left either.
+        let out = run_simple(&a, "SELECT count(*) FROM pg_temp.users").await;
+        assert_eq!(out.code(), Some("42P01"), "gone for A too: {out}");
+    })
+    .await;
+}
+
+/// The one value of a one-row, one-column result.
+fn single(sql: &str, out: &Outcome) -> String {
+    match out {
+        Outcome::Rows(rs) if rs.rows.len() == 1 && rs.rows[0].len() == 1 => rs.rows[0][0].clone(),
+        other => panic!("{sql}: expected one value, got {other}"),
+    }
+}
+
 async fn item_ids(c: &tokio_postgres::Client) -> String {
     let rows = c
         .simple_query("SELECT coalesce(string_agg(id, ',' ORDER BY id), '') FROM items")

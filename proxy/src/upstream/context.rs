@@ -16,6 +16,13 @@ const SET_SQL: &str = "SELECT pg_catalog.set_config('orgwall.tenant', $1, false)
 /// `55000`, "not yet defined in this session").
 const DISCARD_SQL: &str = "DISCARD SEQUENCES";
 
+/// Also run with every context change: temporary objects the previous tenant left on the
+/// connection are dropped before another tenant's statement runs. Tenants cannot create them
+/// through Orgwall, but the second wall assumes a statement Orgwall misread: a table or view in
+/// `pg_temp` shadows every unqualified relation or type of the same name (`pg_type`, `text`)
+/// for whoever runs on the connection next, and could catch what they write there.
+const DISCARD_TEMP_SQL: &str = "DISCARD TEMP";
+
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -67,16 +74,19 @@ pub struct Ticket {
 pub const SET_NAME: &str = "orgwall_tenant_context";
 
 /// CloseComplete messages PostgreSQL sends for [`put_set_context`] (its statements, its portals).
-pub const SET_CLOSES: u8 = 4;
+pub const SET_CLOSES: u8 = 6;
 
 /// Appends the messages that set the context to `token` (a Bind parameter): Close of
 /// [`SET_NAME`] (so it never exists already), Parse of `set_config('orgwall.tenant', $1, false)`
 /// under that name, Bind to the portal of that name, Execute, Close of the portal; the same for
-/// `DISCARD SEQUENCES`; and a Sync when `sync`. PostgreSQL answers CloseComplete,
-/// ParseComplete, BindComplete, DataRow, CommandComplete, CloseComplete, then CloseComplete,
-/// ParseComplete, BindComplete, CommandComplete, CloseComplete (and ReadyForQuery).
+/// `DISCARD TEMP` and `DISCARD SEQUENCES`; and a Sync when `sync`. PostgreSQL answers
+/// CloseComplete, ParseComplete, BindComplete, DataRow, CommandComplete, CloseComplete, then
+/// twice CloseComplete, ParseComplete, BindComplete, CommandComplete, CloseComplete (and
+/// ReadyForQuery). An error in any of them skips the rest up to the Sync (the client's, when
+/// not `sync`), so no statement of the client's runs on a connection half reset.
 pub fn put_set_context(out: &mut BytesMut, token: &str, sync: bool) {
     put_named_run(out, SET_SQL, Some(token));
+    put_named_run(out, DISCARD_TEMP_SQL, None);
     put_named_run(out, DISCARD_SQL, None);
     if sync {
         put_msg(out, b'S', &|_| {});
@@ -148,11 +158,11 @@ mod tests {
         let mut out = BytesMut::new();
         put_set_context(&mut out, "tok", true);
         let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
-        assert_eq!(tags, b"CPBECCPBECS");
+        assert_eq!(tags, b"CPBECCPBECCPBECS");
         let mut out = BytesMut::new();
         put_set_context(&mut out, "", false);
         let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
-        assert_eq!(tags, b"CPBECCPBEC");
+        assert_eq!(tags, b"CPBECCPBECCPBEC");
         assert_eq!(
             tags.iter().filter(|&&t| t == b'C').count(),
             usize::from(SET_CLOSES)
