@@ -254,6 +254,10 @@ fn classify(stmt: &str, w: &[String], scan: &Scan) -> Option<SessionEffect> {
         {
             Some(SessionEffect::Pinned("temporary tables"))
         }
+        // Without the word: a table, view or sequence created in `pg_temp` is temporary too.
+        ["CREATE", ..] if names_temp_schema(scan) && !scan.has_words(&["ON", "COMMIT", "DROP"]) => {
+            Some(SessionEffect::Pinned("temporary tables"))
+        }
         ["DECLARE", ..] if scan.has_words(&["WITH", "HOLD"]) => {
             Some(SessionEffect::Pinned("WITH HOLD cursors"))
         }
@@ -282,6 +286,21 @@ fn set_config_effect_unbounded(stmt: &str) -> Option<SessionEffect> {
 fn savepoint_name(stmt: &str) -> Option<String> {
     let (t, r) = lex::spans(stmt).last()?;
     lex::identifier(t, &stmt[r])
+}
+
+/// Whether a name is qualified by the session's temporary schema (`pg_temp.x`, or its real
+/// name `pg_temp_3.x`), quoted or not.
+fn names_temp_schema(scan: &Scan) -> bool {
+    (0..scan.tokens.len()).any(|i| {
+        scan.tokens
+            .get(i + 1)
+            .is_some_and(|(t, _)| *t == Token::Punct(b'.'))
+            && scan.ident(i).is_some_and(|n| {
+                n == "pg_temp"
+                    || n.strip_prefix("pg_temp_")
+                        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
+            })
+    })
 }
 
 fn is_temp(scan: &Scan) -> bool {
@@ -613,6 +632,21 @@ mod tests {
         );
         check("CREATE TEMPORARY TABLE t(x int) ON COMMIT DROP", 1, &[]);
         check("create table temp(x int)", 1, &[]);
+        for temp in [
+            "CREATE TABLE pg_temp.t (x int)",
+            "create view PG_TEMP.pg_type as select 1",
+            r#"CREATE SEQUENCE "pg_temp".s"#,
+            "CREATE TABLE pg_temp_3.t AS SELECT 1",
+        ] {
+            check(temp, 1, &[Pinned("temporary tables")]);
+        }
+        check("CREATE TABLE pg_temp.t (x int) ON COMMIT DROP", 1, &[]);
+        check("CREATE TABLE pg_temporary.t (x int)", 1, &[]);
+        check(
+            "CREATE VIEW v AS SELECT pg_temp.f()",
+            1,
+            &[Pinned("temporary tables")],
+        );
         check(
             "PREPARE p AS select 1",
             1,
