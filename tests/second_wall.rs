@@ -563,8 +563,8 @@ async fn the_context_follows_the_session_tenant() {
 }
 
 /// Temporary objects never outlive their tenant on a pooled server connection. A tenant whose
-/// statement Orgwall misread (here: the first wall off) can create tables and views in
-/// `pg_temp` without the word TEMP; they would shadow every unqualified relation and type of
+/// statement Orgwall misread (here: the first wall off, and a DO block) can create tables and
+/// views in `pg_temp`; they would shadow every unqualified relation and type of
 /// the same name for whoever runs on that connection next (a planted `pg_type` for another
 /// tenant's driver, a `users` table catching what another tenant writes unqualified). The
 /// context change that hands the connection to another tenant drops them (`DISCARD TEMP`).
@@ -579,9 +579,10 @@ async fn temporary_objects_never_reach_the_next_tenant_on_a_pooled_connection() 
         };
         let proxy = tenant_proxy(&db, one_connection).await;
         let a = connect(&proxy.conn_str(TENANT_A)).await;
+        // (Inside a DO block, where no reading of the statement's words sees them.)
         for sql in [
-            "CREATE VIEW pg_temp.pg_type AS SELECT 'planted'::name AS typname",
-            "CREATE TABLE pg_temp.users (LIKE public.users)",
+            "DO $$ BEGIN EXECUTE 'CREATE VIEW pg_temp.pg_type AS SELECT ''planted''::name AS typname'; END $$",
+            "DO $$ BEGIN EXECUTE 'CREATE TABLE pg_temp.users (LIKE public.users)'; END $$",
         ] {
             let out = run_simple(&a, sql).await;
             assert!(out.code().is_none(), "{sql}: {out}");
