@@ -605,6 +605,58 @@ async fn temporary_objects_never_reach_the_next_tenant_on_a_pooled_connection() 
     .await;
 }
 
+/// Prepared statements never cross tenants on a pooled server connection: a connection that
+/// changes tenant when it is taken drops every statement prepared on it. Otherwise a tenant
+/// whose statement Orgwall misread (a DO block) could list another tenant's statements in
+/// `pg_prepared_statements` and put its own under their names, to run with that tenant's
+/// parameters the next time Orgwall binds them (here: copying them into a setting it reads back
+/// later on the same connection).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prepared_statements_never_cross_tenants_on_a_pooled_connection() {
+    bounded(300, async {
+        let db = tenant_db("wall2_prepared").await;
+        let one_connection = ProxyOptions {
+            first_wall: false,
+            ..ProxyOptions::pool(1, "transaction")
+        };
+        let proxy = tenant_proxy(&db, one_connection).await;
+        let b = connect(&proxy.conn_str(TENANT_B)).await;
+        let lookup = b
+            .prepare("SELECT id FROM items WHERE id = $1")
+            .await
+            .unwrap();
+        let rows = b.query(&lookup, &[&"i_b1"]).await.unwrap();
+        assert_eq!(rows.len(), 1, "B's own item");
+
+        // Another session of the same tenant finds the statement still prepared there.
+        let others = "SELECT count(*) FROM pg_prepared_statements \
+                      WHERE name <> 'orgwall_tenant_context'";
+        let b2 = connect(&proxy.conn_str(TENANT_B)).await;
+        let out = run_simple(&b2, others).await;
+        assert_eq!(single(others, &out), "'1'", "kept for the same tenant");
+        drop(b2);
+
+        let a = connect(&proxy.conn_str(TENANT_A)).await;
+        let out = run_simple(&a, others).await;
+        assert_eq!(single(others, &out), "'0'", "A sees none of B's statements");
+        let replace = "DO $$ DECLARE r record; BEGIN \
+            FOR r IN SELECT name FROM pg_prepared_statements LOOP \
+              EXECUTE format('DEALLOCATE %I', r.name); \
+              EXECUTE format('PREPARE %I(text) AS SELECT set_config(''x.loot'', $1, false) AS id', r.name); \
+            END LOOP; END $$";
+        let out = run_simple(&a, replace).await;
+        assert!(out.code().is_none(), "{out}");
+
+        // B's statement is B's own: no row for an id that does not exist.
+        let rows = b.query(&lookup, &[&"secret-of-b"]).await.unwrap();
+        assert!(rows.is_empty(), "B ran a statement A prepared");
+        let loot = "SELECT coalesce(current_setting('x.loot', true), '')";
+        let out = run_simple(&a, loot).await;
+        assert_eq!(single(loot, &out), "''", "B's parameter reached A");
+    })
+    .await;
+}
+
 /// The one value of a one-row, one-column result.
 fn single(sql: &str, out: &Outcome) -> String {
     match out {

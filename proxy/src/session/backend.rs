@@ -45,7 +45,11 @@ impl<S: ClientIo> Session<'_, S> {
         }
         match frame[0] {
             b'A' => self.own_notification_pid(&mut frame),
-            b'C' => self.complete_head(&frame),
+            // (Orgwall's own statements setting the context confirm nothing of the client's:
+            // their `DEALLOCATE ALL` is not the client's.)
+            b'C' if !matches!(self.pending.front(), Some(Pending::Context { .. })) => {
+                self.complete_head(&frame)
+            }
             b'E' if !matches!(
                 self.pending.front(),
                 Some(Pending::Settings { .. } | Pending::Context { synced: true, .. })

@@ -11,6 +11,7 @@ use pgwire::messages::extendedquery::{CloseComplete, Describe, Parse};
 use pgwire::messages::simplequery::Query;
 
 use super::admin;
+use super::context::Taken;
 use super::error::SessionError;
 use super::pending::Pending;
 use super::prepare::Placement;
@@ -391,7 +392,7 @@ impl<S: ClientIo> Session<'_, S> {
     pub(super) async fn ensure_server(&mut self) -> Result<(), ClientError> {
         if self.server.is_some() {
             self.drop_outdated_statements();
-            return self.sync_context(false).await;
+            return self.sync_context(Taken::Held).await;
         }
         let pool = self.state.pool_for(self.principal.role);
         if let Some(share) = self.shareable {
@@ -417,7 +418,7 @@ impl<S: ClientIo> Session<'_, S> {
             }
         }
         let mut tries = 0;
-        let lease = loop {
+        let (lease, other_tenant) = loop {
             tries += 1;
             let checkout = match self.principal.role {
                 Role::Admin => pool.acquire().await,
@@ -436,8 +437,10 @@ impl<S: ClientIo> Session<'_, S> {
                 tracing::warn!(error = %e, "no server connection");
                 ClientError::from(&e)
             })?;
+            // (Read before the settings' replay, which leaves the context unknown.)
+            let other_tenant = lease.conn.context().org() != self.current_org_str();
             match self.restore_settings(&mut lease.conn).await {
-                Ok(()) => break lease,
+                Ok(()) => break (lease, other_tenant),
                 // The connection's state is unknown: it is closed (dropped), never reused.
                 Err(e) if tries < 2 => {
                     tracing::warn!(error = %e, "restoring client settings failed; trying another connection")
@@ -450,7 +453,7 @@ impl<S: ClientIo> Session<'_, S> {
         };
         self.server = Some(lease);
         self.drop_outdated_statements();
-        self.sync_context(true).await?;
+        self.sync_context(Taken::Fresh { other_tenant }).await?;
         self.arm_cancel();
         Ok(())
     }

@@ -13,16 +13,25 @@ use crate::boundary::{self, unix_now};
 use crate::errors::ClientError;
 use crate::wire;
 
+/// How the session came to hold its server connection, for [`Session::sync_context`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Taken {
+    /// Held already: the client's work may be in flight on it.
+    Held,
+    /// Just taken from the pool: nothing of the client's is on it yet. `other_tenant`: it
+    /// last served another tenant, or its tenant is unknown.
+    Fresh { other_tenant: bool },
+}
+
 impl<S: ClientIo> Session<'_, S> {
     /// Sets the held server connection's tenant context to the session's current tenant (or
-    /// clears it when none is bound), ahead of the next client message, if it differs. `fresh`:
-    /// the connection was just taken, so nothing of the client's is in flight on it.
+    /// clears it when none is bound), ahead of the next client message, if it differs.
     ///
     /// The context is sent as its own implicit transaction (with a Sync) whenever the client is
     /// between transactions and between Syncs, so it holds whatever the client does next.
     /// Otherwise it joins the client's transaction, and PostgreSQL undoes it if that rolls
     /// back: the connection's context is then unknown once the transaction ends.
-    pub(super) async fn sync_context(&mut self, fresh: bool) -> Result<(), ClientError> {
+    pub(super) async fn sync_context(&mut self, taken: Taken) -> Result<(), ClientError> {
         let Some(wall) = self.wall.clone() else {
             return Ok(());
         };
@@ -49,13 +58,20 @@ impl<S: ClientIo> Session<'_, S> {
                 tracing::warn!(error = %e, "cannot register a tenant token");
                 ClientError::from(&e)
             })?;
+        let fresh = taken != Taken::Held;
         let synced = fresh || (self.status == TxnStatus::Idle && self.at_sync_boundary());
-        boundary::put_set_context(&mut self.to_server, &ticket.token, synced);
+        // A connection just taken that served another tenant (or whose tenant is unknown)
+        // keeps none of its prepared statements.
+        let reset = taken == Taken::Fresh { other_tenant: true };
+        boundary::put_set_context(&mut self.to_server, &ticket.token, synced, reset);
+        if reset {
+            self.lease().statements_discarded();
+        }
         self.lease().note_context(ticket.context);
         self.context_unsure |= !synced;
         self.pending.push_back(Pending::Context {
             synced,
-            closes: boundary::SET_CLOSES,
+            closes: boundary::set_closes(reset),
         });
         Ok(())
     }
