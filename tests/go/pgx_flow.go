@@ -61,9 +61,9 @@ func show(v interface{}) string {
 	case time.Time:
 		return "time.Time=" + x.UTC().Format(time.RFC3339Nano)
 	case driver.Valuer:
-		text, err := x.Value()
+		val, err := x.Value()
 		must(err, "value")
-		return fmt.Sprintf("%T=%v", v, text)
+		return fmt.Sprintf("%T=%v", v, val)
 	default:
 		return fmt.Sprintf("%T=%v", v, v)
 	}
@@ -155,42 +155,36 @@ func checkouts(pool *pgxpool.Pool) {
 	say("checkouts", got)
 }
 
+// text scans a row of one text column: "none" when there is no row, "null" for NULL.
+func text(row pgx.Row, what string) string {
+	var v *string
+	err := row.Scan(&v)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "none"
+	}
+	must(err, what)
+	if v == nil {
+		return "null"
+	}
+	return *v
+}
+
 // cached uses one statement eight times on one connection (prepared once, from pgx's statement
-// cache after that), once more over the simple protocol.
+// cache after that), once more over the simple protocol, and a statement prepared by name.
 func cached(c *pgxpool.Conn) {
 	const q = "SELECT description FROM items WHERE id = $1"
 	var got []string
 	before := c.Conn().StatementCache().Len()
 	for _, id := range []string{"i_a1", "i_a2", "i_b1", "i_go1", "i_a1", "i_b2", "i_a3", "i_a2"} {
-		var d *string
-		err := c.QueryRow(ctx, q, id).Scan(&d)
-		switch {
-		case errors.Is(err, pgx.ErrNoRows):
-			got = append(got, "none")
-		case d == nil:
-			must(err, "prepared")
-			got = append(got, "null")
-		default:
-			must(err, "prepared")
-			got = append(got, *d)
-		}
+		got = append(got, text(c.QueryRow(ctx, q, id), "prepared"))
 	}
 	say("prepared x8", got, "statements cached", c.Conn().StatementCache().Len()-before)
-	var d string
-	must(c.QueryRow(ctx, q, pgx.QuerySimpleProtocol(true), "i_go1").Scan(&d), "simple protocol")
-	say("simple protocol", d)
+	say("simple protocol", text(c.QueryRow(ctx, q, pgx.QuerySimpleProtocol(true), "i_go1"), "simple protocol"))
 	_, err := c.Conn().Prepare(ctx, "item_by_number", "SELECT id FROM items WHERE item_number = $1")
 	must(err, "prepare")
 	got = nil
 	for _, n := range []string{"W-100", "W-400", "G-1"} {
-		var id string
-		err := c.QueryRow(ctx, "item_by_number", n).Scan(&id)
-		if errors.Is(err, pgx.ErrNoRows) {
-			id = "none"
-		} else {
-			must(err, "named statement")
-		}
-		got = append(got, id)
+		got = append(got, text(c.QueryRow(ctx, "item_by_number", n), "named statement"))
 	}
 	say("named statement", got)
 }
@@ -206,14 +200,7 @@ func describeMode(url string) {
 	defer pool.Close()
 	var got []string
 	for _, id := range []string{"i_a1", "i_b1", "i_go1", "i_b4", "i_a2", "i_a1"} {
-		var n string
-		err := pool.QueryRow(ctx, "SELECT item_number FROM items WHERE id = $1", id).Scan(&n)
-		if errors.Is(err, pgx.ErrNoRows) {
-			n = "none"
-		} else {
-			must(err, "describe mode")
-		}
-		got = append(got, n)
+		got = append(got, text(pool.QueryRow(ctx, "SELECT item_number FROM items WHERE id = $1", id), "describe mode"))
 	}
 	say("statement_cache_mode=describe", got)
 }
