@@ -119,6 +119,18 @@ func main() {
 	must(err, "timestamptz write")
 	say("timestamptz", tag.String(), rows(pool.Query(ctx,
 		"SELECT id, completed_at FROM count_sheets WHERE completed_at IS NOT NULL ORDER BY id")))
+	say("array argument", rows(pool.Query(ctx,
+		"SELECT id, item_number FROM items WHERE id = ANY($1) ORDER BY id", []string{"i_a1", "i_b1", "i_a3", "i_b4"})))
+	payload := map[string]interface{}{"from": "pgx", "n": 3, "tags": []string{"a", "b"}}
+	tag, err = pool.Exec(ctx, "INSERT INTO audit_logs (id, action, entity_id, payload) VALUES ($1, $2, $3, $4)",
+		"aud_go1", "item.update", "i_go1", payload)
+	must(err, "jsonb argument")
+	say("jsonb argument", tag.String(), rows(pool.Query(ctx,
+		"SELECT id, payload FROM audit_logs WHERE payload @> $1 OR payload ? $2 ORDER BY id",
+		map[string]interface{}{"from": "pgx"}, "note")))
+	say("upsert", rows(pool.Query(ctx,
+		"INSERT INTO users (id, email, name) VALUES ($1, $2, $3) ON CONFLICT (org_id, email) DO UPDATE SET name = EXCLUDED.name RETURNING id, name, org_id",
+		"u_go2", "alice@shared.test", "Alice (pgx)")))
 	items := pgx.Identifier{"public", "items"}.Sanitize()
 	say("identifier", items, rows(pool.Query(ctx, "SELECT count(*) FROM "+items+" WHERE active = $1", true)))
 
