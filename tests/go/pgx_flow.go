@@ -303,6 +303,27 @@ func copies(c *pgxpool.Conn) {
 	say("copy in ledger", n)
 	say("balances", rows(c.Query(ctx, "SELECT item_id, location_id, quantity FROM inventory_balances ORDER BY 1, 2")))
 
+	// A bulk load past pgx's 64 KiB buffer (several CopyData messages) inside the client's
+	// transaction: rolled back once, then committed.
+	bulk := make([][]interface{}, 3000)
+	for i := range bulk {
+		bulk[i] = []interface{}{fmt.Sprintf("ff_go_bulk%04d", i), fmt.Sprintf("go_bulk_%04d_%s", i, strings.Repeat("x", 24)), i%3 == 0}
+	}
+	const bulkSum = "SELECT count(*), md5(string_agg(id || key || enabled::text || org_id, ',' ORDER BY id)) FROM feature_flags WHERE id LIKE 'ff_go_bulk%'"
+	for _, commit := range []bool{false, true} {
+		tx, err := c.Begin(ctx)
+		must(err, "begin")
+		n, err := copyIn(tx, pgx.Identifier{"feature_flags"}, []string{"id", "key", "enabled"}, bulk)
+		must(err, "bulk copy in")
+		inside := rows(tx.Query(ctx, bulkSum))
+		if commit {
+			must(tx.Commit(ctx), "commit")
+		} else {
+			must(tx.Rollback(ctx), "rollback")
+		}
+		say("bulk copy in a transaction", n, inside, "committed", commit, rows(c.Query(ctx, bulkSum)))
+	}
+
 	// Another tenant's org_id in the stream: refused through Orgwall by the staging table's
 	// CHECK (23514, constraint "orgwall: …") and under row-level security by the policy's
 	// WITH CHECK (42501); each side prints whether it got its own refusal. Nothing is written.
@@ -319,9 +340,16 @@ func copies(c *pgxpool.Conn) {
 		"SELECT (SELECT count(*) FROM feature_flags), (SELECT count(*) FROM inventory_ledger)")))
 }
 
-// copyIn is CopyFrom through Orgwall; the reference inserts the same rows one by one (in one
-// transaction, so that a refused row leaves nothing, as a refused COPY does).
-func copyIn(c *pgxpool.Conn, table pgx.Identifier, columns []string, data [][]interface{}) (int64, error) {
+// copier is where a CopyFrom runs: a pooled connection, or a transaction on one.
+type copier interface {
+	CopyFrom(ctx context.Context, table pgx.Identifier, columns []string, src pgx.CopyFromSource) (int64, error)
+	Begin(ctx context.Context) (pgx.Tx, error)
+}
+
+// copyIn is CopyFrom through Orgwall; the reference inserts the same rows as one batch in a
+// transaction (a savepoint inside the client's), so that a refused row leaves nothing behind,
+// as a refused COPY does.
+func copyIn(c copier, table pgx.Identifier, columns []string, data [][]interface{}) (int64, error) {
 	if !reference {
 		return c.CopyFrom(ctx, table, columns, pgx.CopyFromRows(data))
 	}
@@ -333,10 +361,17 @@ func copyIn(c *pgxpool.Conn, table pgx.Identifier, columns []string, data [][]in
 	tx, err := c.Begin(ctx)
 	must(err, "begin")
 	defer tx.Rollback(ctx) //nolint:errcheck // after Commit it is a no-op
+	b := &pgx.Batch{}
 	for _, row := range data {
-		if _, err := tx.Exec(ctx, q, row...); err != nil {
+		b.Queue(q, row...)
+	}
+	r := tx.SendBatch(ctx, b)
+	for range data {
+		if _, err := r.Exec(); err != nil {
+			r.Close()
 			return 0, err
 		}
 	}
+	must(r.Close(), "batch close")
 	return int64(len(data)), tx.Commit(ctx)
 }
