@@ -324,6 +324,19 @@ func copies(c *pgxpool.Conn) {
 		say("bulk copy in a transaction", n, inside, "committed", commit, rows(c.Query(ctx, bulkSum)))
 	}
 
+	// The source fails after two rows: pgx sends CopyFail, the server answers 57014 and keeps
+	// nothing; the connection goes on. (The reference has no COPY to abort: the source's error.)
+	src := &failing{rows: [][]interface{}{{"ff_go_f1", "go_fail_1"}, {"ff_go_f2", "go_fail_2"}}}
+	if reference {
+		err = errSource
+	} else {
+		_, err = c.CopyFrom(ctx, pgx.Identifier{"feature_flags"}, []string{"id", "key"}, src)
+		if strings.HasPrefix(sqlstate(err), "57014 ") && strings.Contains(err.Error(), errSource.Error()) {
+			err = errSource
+		}
+	}
+	say("copy in whose source fails", err == errSource, rows(c.Query(ctx, "SELECT count(*) FROM feature_flags WHERE id LIKE $1", "ff_go_f%")))
+
 	// Another tenant's org_id in the stream: refused through Orgwall by the staging table's
 	// CHECK (23514, constraint "orgwall: …") and under row-level security by the policy's
 	// WITH CHECK (42501); each side prints whether it got its own refusal. Nothing is written.
@@ -338,6 +351,25 @@ func copies(c *pgxpool.Conn) {
 	say("copy in of another tenant's item", sqlstate(err))
 	say("after the hostile copies", rows(c.Query(ctx,
 		"SELECT (SELECT count(*) FROM feature_flags), (SELECT count(*) FROM inventory_ledger)")))
+}
+
+var errSource = errors.New("the source broke")
+
+// failing is a CopyFromSource that yields its rows, then fails.
+type failing struct {
+	rows [][]interface{}
+	at   int
+}
+
+func (f *failing) Next() bool { f.at++; return f.at <= len(f.rows) }
+
+func (f *failing) Values() ([]interface{}, error) { return f.rows[f.at-1], nil }
+
+func (f *failing) Err() error {
+	if f.at > len(f.rows) {
+		return errSource
+	}
+	return nil
 }
 
 // copier is where a CopyFrom runs: a pooled connection, or a transaction on one.
