@@ -92,10 +92,12 @@ async fn activerecord() {
 }
 
 /// pgx v4 (Go) with a `pgxpool` pool, built from Debian's packages: arguments prepared under
-/// pgx's names and cached per connection (once more over its simple protocol), `Exec`,
-/// `BeginTx` rolled back and committed, a batch (one pipeline, one Sync) and one that names the
-/// other tenant, jsonb/interval/inet/numeric/timestamptz through `Values`, `pgx.Identifier`,
-/// `23505`, COPY out (`PgConn().CopyTo`) and binary COPY in (`CopyFrom`), hostile ones too.
+/// pgx's names and cached per connection (also `statement_cache_mode=describe`, a named
+/// `Prepare`, the simple protocol), `Exec`, `BeginTx` rolled back and committed, a batch (one
+/// pipeline, one Sync) and one that names the other tenant, `[]string` and jsonb arguments, an
+/// upsert, jsonb/interval/inet/numeric/timestamptz through `Values`, `pgx.Identifier`, `23505`,
+/// COPY out (`PgConn().CopyTo`) and binary COPY in (`CopyFrom`: 3000 rows in a transaction, a
+/// failing source, another tenant's `org_id` or item).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgx_pool() {
     bounded(
