@@ -5,7 +5,7 @@
 //! row-level security (`harness/drivers.rs`); the transcripts must be equal.
 
 use orgwall_e2e::bounded;
-use orgwall_e2e::clients::{java, node, python, ruby};
+use orgwall_e2e::clients::{go, java, node, python, ruby};
 use orgwall_e2e::drivers::{same_as_row_level_security, transcripts_match_row_level_security};
 
 #[path = "sqlx_flow.rs"]
@@ -86,6 +86,24 @@ async fn activerecord() {
         300,
         same_as_row_level_security("m_activerecord", "activerecord_flow.rb", |t| async move {
             ruby("activerecord_flow.rb", &t.args(), 120).await
+        }),
+    )
+    .await;
+}
+
+/// pgx v4 (Go) with a `pgxpool` pool, built from Debian's packages: arguments prepared under
+/// pgx's names and cached per connection (also `statement_cache_mode=describe`, a named
+/// `Prepare`, the simple protocol), `Exec`, `BeginTx` rolled back and committed, a batch (one
+/// pipeline, one Sync) and one that names the other tenant, `[]string` and jsonb arguments, an
+/// upsert, jsonb/interval/inet/numeric/timestamptz through `Values`, `pgx.Identifier`, `23505`,
+/// COPY out (`PgConn().CopyTo`) and binary COPY in (`CopyFrom`: 3000 rows in a transaction, a
+/// failing source, another tenant's `org_id` or item).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgx_pool() {
+    bounded(
+        300,
+        same_as_row_level_security("m_pgx", "pgx_flow.go", |t| async move {
+            go("pgx_flow.go", &[t.url()], 180).await
         }),
     )
     .await;

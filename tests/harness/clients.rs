@@ -158,13 +158,48 @@ pub async fn ruby(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
     .await
 }
 
+/// Where Debian's Go packages (`golang-github-jackc-pgx-v4-dev` and its dependencies) keep
+/// their source: the GOPATH [`go`] programs build against.
+const GO_PATH: &str = "/usr/share/gocode";
+
+/// Runs a Go program from `tests/go/` with `args` (`go run`, in GOPATH mode against Debian's
+/// packages, so no module proxy is needed; its build cache in `target/go-build`). Panics,
+/// naming what to install, when Go or pgx v4 is missing; never skips.
+pub async fn go(source: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let gopath = std::path::Path::new(GO_PATH);
+    assert!(
+        binary_on_path("go") && gopath.join("src/github.com/jackc/pgx/v4/pgxpool").is_dir(),
+        "the Go driver test needs Go and pgx v4 from Debian: `apt-get install -y golang-go \
+         golang-github-jackc-pgx-v4-dev` (.ci/run does this)"
+    );
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cache = root.join("../target/go-build");
+    let mut all = vec![
+        "run".to_string(),
+        root.join("go").join(source).display().to_string(),
+    ];
+    all.extend_from_slice(args);
+    run_in("go", &all, "", None, limit_secs, |cmd| {
+        cmd.env("GO111MODULE", "off")
+            .env("GOPATH", gopath)
+            .env("GOCACHE", &cache)
+            .env("GOFLAGS", "")
+            .env("GOPROXY", "off");
+    })
+    .await
+}
+
+/// Whether `name` is a file in one of `PATH`'s directories.
+fn binary_on_path(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+}
+
 /// Panics with the package to install when a client binary is missing; never skips.
 fn require_binary(name: &str) {
-    let found = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
-        .unwrap_or(false);
     assert!(
-        found,
+        binary_on_path(name),
         "`{name}` not found on PATH: the end-to-end tests need the PostgreSQL client tools. \
          Install them with `apt-get install -y postgresql` (Debian/Ubuntu)."
     );

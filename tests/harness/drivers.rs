@@ -1,5 +1,5 @@
-//! Apps in other languages as a tenant: a program (a Python script, a Node or Java program)
-//! runs once through Orgwall as tenant A and once directly as a role that PostgreSQL's
+//! Apps in other languages as a tenant: a program (a Python script; a Node, Java, Ruby or Go
+//! program) runs once through Orgwall as tenant A and once directly as a role that PostgreSQL's
 //! row-level security confines to A, on a second copy of the data; the two transcripts must be
 //! equal, B's rows byte-identical, and A's data the same in both databases afterwards.
 
