@@ -338,10 +338,10 @@ func copies(c *pgxpool.Conn) {
 	say("copy in whose source fails", err == errSource, rows(c.Query(ctx, "SELECT count(*) FROM feature_flags WHERE id LIKE $1", "ff_go_f%")))
 
 	// Another tenant's org_id in the stream: refused through Orgwall by the staging table's
-	// CHECK (23514, constraint "orgwall: …") and under row-level security by the policy's
+	// CHECK (reported as 42501, constraint "orgwall: …") and under row-level security by the policy's
 	// WITH CHECK (42501); each side prints whether it got its own refusal. Nothing is written.
 	_, err = copyIn(c, pgx.Identifier{"feature_flags"}, []string{"id", "key", "org_id"}, [][]interface{}{{"ff_go_evil", "go_evil", "org_b"}})
-	expected := "23514 orgwall: tenant column is not the session's tenant"
+	expected := "42501 orgwall: tenant column is not the session's tenant"
 	if reference {
 		expected = "42501 "
 	}

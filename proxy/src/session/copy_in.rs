@@ -20,7 +20,7 @@ use super::error::SessionError;
 use super::pending::Pending;
 use super::tenant::OrgwallCommand;
 use super::{ClientIo, Session};
-use crate::errors::ClientError;
+use crate::errors::{code, ClientError};
 use crate::wire;
 
 impl<S: ClientIo> Session<'_, S> {
@@ -93,7 +93,18 @@ impl<S: ClientIo> Session<'_, S> {
                 true
             }
             b'E' => {
-                self.to_client.extend_from_slice(frame);
+                // A row naming another tenant: 42501, as an INSERT of it gets (from the first
+                // wall or from row-level security); the rest of PostgreSQL's error (its line of
+                // the stream, the constraint's name) stays as it was.
+                let other_tenant = wire::field(&frame[5..], b'n')
+                    .is_some_and(crate::sql::rewrite::is_tenant_check);
+                match other_tenant {
+                    true => {
+                        let e = wire::with_error_code(frame, code::INSUFFICIENT_PRIVILEGE);
+                        self.to_client.extend_from_slice(&e);
+                    }
+                    false => self.to_client.extend_from_slice(frame),
+                }
                 self.rolled_back = true;
                 // The client's messages up to its Sync are skipped, as after a failed Execute
                 // (PostgreSQL is not skipping: the Query ended with ReadyForQuery).

@@ -173,14 +173,45 @@ pub fn error_code(frame: &[u8]) -> Option<&str> {
     sqlstate(frame.get(5..)?)
 }
 
+/// The ErrorResponse `frame` with its SQLSTATE replaced by `code`, every other field as it was.
+pub fn with_error_code(frame: &[u8], code: &str) -> BytesMut {
+    let mut body = BytesMut::new();
+    let mut rest = frame.get(5..).unwrap_or_default();
+    while let Some((&k, tail)) = rest.split_first() {
+        let Some(end) = tail.iter().position(|&b| b == 0).filter(|_| k != 0) else {
+            break;
+        };
+        body.put_u8(k);
+        body.extend_from_slice(if k == b'C' {
+            code.as_bytes()
+        } else {
+            &tail[..end]
+        });
+        body.put_u8(0);
+        rest = &tail[end + 1..];
+    }
+    body.put_u8(0);
+    let mut out = BytesMut::with_capacity(body.len() + 5);
+    out.put_u8(frame.first().copied().unwrap_or(b'E'));
+    out.put_i32(body.len() as i32 + 4);
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Reads the SQLSTATE (`C` field) out of an ErrorResponse/NoticeResponse body.
-pub fn sqlstate(mut body: &[u8]) -> Option<&str> {
-    while let Some((&kind, rest)) = body.split_first() {
-        if kind == 0 {
+pub fn sqlstate(body: &[u8]) -> Option<&str> {
+    field(body, b'C')
+}
+
+/// Reads field `kind` (`C` SQLSTATE, `n` constraint name, …) out of an ErrorResponse or
+/// NoticeResponse body.
+pub fn field(mut body: &[u8], kind: u8) -> Option<&str> {
+    while let Some((&k, rest)) = body.split_first() {
+        if k == 0 {
             break;
         }
         let end = rest.iter().position(|&b| b == 0)?;
-        if kind == b'C' {
+        if k == kind {
             return std::str::from_utf8(&rest[..end]).ok();
         }
         body = &rest[end + 1..];
@@ -411,6 +442,10 @@ mod tests {
         let f: ClientError = WireError::BadLength(-1).into();
         assert!(f.fatal);
         assert_eq!(f.code, "08P01");
+        let renamed = with_error_code(&out, "23514");
+        assert_eq!(error_code(&renamed), Some("23514"));
+        assert_eq!(field(&renamed[5..], b'M'), Some("orgwall: nope"));
+        assert_eq!(renamed.len(), out.len());
         let mut cc = frame(b'C', b"SELECT 1\0");
         assert_eq!(command_tag(&cc), "SELECT 1");
         cc.clear();

@@ -37,6 +37,12 @@ const STAGE: &str = "pg_temp.orgwall_copy";
 /// quotes it in its error (`violates check constraint "orgwall: …"`).
 const TENANT_CHECK: &str = "orgwall: tenant column is not the session's tenant";
 
+/// Whether a constraint PostgreSQL names in an error is the staging table's tenant check: a
+/// row of the stream named another tenant (reported as row-level security reports it).
+pub fn is_tenant_check(constraint: &str) -> bool {
+    constraint == TENANT_CHECK
+}
+
 /// The query string for a tenant's `COPY … FROM STDIN`, with the tenant as markers; `None`
 /// when `stmt` is not a COPY FROM.
 pub(super) fn expand(stmt: &mut Statement, cx: &mut Cx) -> Result<Option<String>, Refusal> {

@@ -10,6 +10,7 @@ mod build;
 mod calls;
 pub mod catalog;
 mod copy_from;
+pub use copy_from::is_tenant_check;
 mod dml;
 mod fields;
 mod functions;
