@@ -605,14 +605,15 @@ async fn temporary_objects_never_reach_the_next_tenant_on_a_pooled_connection() 
     .await;
 }
 
-/// Prepared statements never cross tenants on a pooled server connection: a connection that
-/// changes tenant when it is taken drops every statement prepared on it. Otherwise a tenant
+/// Prepared statements and settings never cross tenants on a pooled server connection: a
+/// connection that changes tenant when it is taken drops every statement prepared on it and
+/// resets its settings (`RESET ALL` and the session's own). Otherwise a tenant
 /// whose statement Orgwall misread (a DO block) could list another tenant's statements in
 /// `pg_prepared_statements` and put its own under their names, to run with that tenant's
 /// parameters the next time Orgwall binds them (here: copying them into a setting it reads back
 /// later on the same connection).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn prepared_statements_never_cross_tenants_on_a_pooled_connection() {
+async fn prepared_statements_and_settings_never_cross_tenants_on_a_pooled_connection() {
     bounded(300, async {
         let db = tenant_db("wall2_prepared").await;
         let one_connection = ProxyOptions {
@@ -640,6 +641,7 @@ async fn prepared_statements_never_cross_tenants_on_a_pooled_connection() {
         let out = run_simple(&a, others).await;
         assert_eq!(single(others, &out), "'0'", "A sees none of B's statements");
         let replace = "DO $$ DECLARE r record; BEGIN \
+            PERFORM set_config('x.leftover', 'from A', false); \
             FOR r IN SELECT name FROM pg_prepared_statements LOOP \
               EXECUTE format('DEALLOCATE %I', r.name); \
               EXECUTE format('PREPARE %I(text) AS SELECT set_config(''x.loot'', $1, false) AS id', r.name); \
@@ -647,9 +649,13 @@ async fn prepared_statements_never_cross_tenants_on_a_pooled_connection() {
         let out = run_simple(&a, replace).await;
         assert!(out.code().is_none(), "{out}");
 
-        // B's statement is B's own: no row for an id that does not exist.
+        // B's statement is B's own: no row for an id that does not exist; and nothing of A's
+        // settings, which Orgwall never saw, reaches B.
         let rows = b.query(&lookup, &[&"secret-of-b"]).await.unwrap();
         assert!(rows.is_empty(), "B ran a statement A prepared");
+        let leftover = "SELECT coalesce(current_setting('x.leftover', true), '')";
+        let out = run_simple(&b, leftover).await;
+        assert_eq!(single(leftover, &out), "''", "A's setting reached B");
         let loot = "SELECT coalesce(current_setting('x.loot', true), '')";
         let out = run_simple(&a, loot).await;
         assert_eq!(single(loot, &out), "''", "B's parameter reached A");

@@ -18,9 +18,7 @@ use hmac::{Hmac, Mac};
 
 pub use check::{establish, WallError};
 
-pub use crate::upstream::context::{
-    put_set_context, set_closes, unix_now, Context, Ticket, SET_NAME,
-};
+pub use crate::upstream::context::{put_set_context, unix_now, Context, Ticket, SET_NAME};
 use crate::upstream::{Pool, UpstreamError};
 
 /// How long a token is valid (seconds).

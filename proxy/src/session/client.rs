@@ -437,8 +437,12 @@ impl<S: ClientIo> Session<'_, S> {
                 tracing::warn!(error = %e, "no server connection");
                 ClientError::from(&e)
             })?;
-            // (Read before the settings' replay, which leaves the context unknown.)
             let other_tenant = lease.conn.context().org() != self.current_org_str();
+            // A tenant connection that changes tenant gets the settings' replay with its
+            // context, in the same round trip (`sync_context`).
+            if other_tenant && self.wall.is_some() {
+                break (lease, other_tenant);
+            }
             match self.restore_settings(&mut lease.conn).await {
                 Ok(()) => break (lease, other_tenant),
                 // The connection's state is unknown: it is closed (dropped), never reused.
@@ -453,7 +457,12 @@ impl<S: ClientIo> Session<'_, S> {
         };
         self.server = Some(lease);
         self.drop_outdated_statements();
-        self.sync_context(Taken::Fresh { other_tenant }).await?;
+        if let Err(e) = self.sync_context(Taken::Fresh { other_tenant }).await {
+            // (No token for the tenant: the connection, its settings possibly not replayed,
+            // is closed.)
+            self.server = None;
+            return Err(e);
+        }
         self.arm_cancel();
         Ok(())
     }

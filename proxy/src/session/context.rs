@@ -61,18 +61,23 @@ impl<S: ClientIo> Session<'_, S> {
         let fresh = taken != Taken::Held;
         let synced = fresh || (self.status == TxnStatus::Idle && self.at_sync_boundary());
         // A connection just taken that served another tenant (or whose tenant is unknown)
-        // keeps none of its prepared statements.
-        let reset = taken == Taken::Fresh { other_tenant: true };
-        boundary::put_set_context(&mut self.to_server, &ticket.token, synced, reset);
-        if reset {
-            self.lease().statements_discarded();
+        // keeps none of its prepared statements and none of its settings (`ensure_server` left
+        // the settings' replay to this run): what a misread statement left there, unseen by
+        // Orgwall, never reaches this tenant. If any of it fails, PostgreSQL skips the rest,
+        // the context included, and `context_failed` drops the connection and what ran on it.
+        let reset = (taken == Taken::Fresh { other_tenant: true })
+            .then(|| self.settings.replay_statements());
+        let closes =
+            boundary::put_set_context(&mut self.to_server, &ticket.token, synced, reset.as_deref());
+        if reset.is_some() {
+            let fingerprint = self.settings.fingerprint();
+            let conn = self.lease();
+            conn.statements_discarded();
+            conn.settings_replayed(fingerprint);
         }
         self.lease().note_context(ticket.context);
         self.context_unsure |= !synced;
-        self.pending.push_back(Pending::Context {
-            synced,
-            closes: boundary::set_closes(reset),
-        });
+        self.pending.push_back(Pending::Context { synced, closes });
         Ok(())
     }
 

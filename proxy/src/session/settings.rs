@@ -205,12 +205,23 @@ impl Settings {
         })
     }
 
-    /// The SQL that brings a server connection to these settings.
+    /// The SQL that brings a server connection to these settings (one simple Query).
     pub fn replay_sql(&self) -> String {
-        let mut sql = String::from("RESET ALL;");
+        let mut sql = String::new();
+        for statement in self.replay_statements() {
+            sql.push_str(&statement);
+            sql.push(';');
+        }
+        sql
+    }
+
+    /// The statements that bring a server connection to these settings, one by one:
+    /// `RESET ALL`, then each setting.
+    pub fn replay_statements(&self) -> Vec<String> {
+        let mut out = vec!["RESET ALL".to_string()];
         for (k, v) in &self.startup {
-            sql.push_str(&format!(
-                "SELECT pg_catalog.set_config({}, {}, false);",
+            out.push(format!(
+                "SELECT pg_catalog.set_config({}, {}, false)",
                 quote_literal(k),
                 quote_literal(v)
             ));
@@ -218,12 +229,12 @@ impl Settings {
         for (k, v) in &self.session {
             if k == "timezone" {
                 // The one form that takes every value `SET TIME ZONE` does (an INTERVAL too).
-                sql.push_str(&format!("SET TIME ZONE {v};"));
+                out.push(format!("SET TIME ZONE {v}"));
             } else {
-                sql.push_str(&format!("SET {k} TO {v};"));
+                out.push(format!("SET {k} TO {v}"));
             }
         }
-        sql
+        out
     }
 }
 

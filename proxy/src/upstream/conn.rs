@@ -364,7 +364,7 @@ impl ServerConn {
     /// connection, and waits for PostgreSQL's answer.
     pub async fn set_context(&mut self, token: &str) -> Result<(), UpstreamError> {
         let mut out = BytesMut::new();
-        super::context::put_set_context(&mut out, token, true, false);
+        super::context::put_set_context(&mut out, token, true, None);
         self.run_synced(&out).await
     }
 

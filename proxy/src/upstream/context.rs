@@ -23,11 +23,11 @@ const DISCARD_SQL: &str = "DISCARD SEQUENCES";
 /// for whoever runs on the connection next, and could catch what they write there.
 const DISCARD_TEMP_SQL: &str = "DISCARD TEMP";
 
-/// Run first when a connection just taken from the pool changes tenant: the previous tenant's
-/// server-side prepared statements are dropped, so none of them — Orgwall's statements for
-/// another tenant, or one a misread statement put in their place (a DO block can `PREPARE`) —
-/// ever runs with this tenant's parameters, and `pg_prepared_statements` shows this tenant
-/// none of another's texts.
+/// Run first when a connection just taken from the pool changes tenant (then followed by the
+/// settings' replay, `RESET ALL` first): the previous tenant's server-side prepared statements
+/// are dropped, so none of them — Orgwall's statements for another tenant, or one a misread
+/// statement put in their place (a DO block can `PREPARE`) — ever runs with this tenant's
+/// parameters, and `pg_prepared_statements` shows this tenant none of another's texts.
 const DEALLOCATE_SQL: &str = "DEALLOCATE ALL";
 
 /// Seconds since the Unix epoch.
@@ -80,19 +80,10 @@ pub struct Ticket {
 /// portal) leaves those alone.
 pub const SET_NAME: &str = "orgwall_tenant_context";
 
-/// CloseComplete messages PostgreSQL sends for [`put_set_context`] (its statements, its
-/// portals), with or without the statements' reset.
-pub fn set_closes(reset_statements: bool) -> u8 {
-    if reset_statements {
-        8
-    } else {
-        6
-    }
-}
-
 /// Appends the messages that set the context to `token` (a Bind parameter), after
-/// `DEALLOCATE ALL` when `reset_statements` (the caller forgets the connection's statements):
-/// Close of
+/// `DEALLOCATE ALL` and the statements of `reset` when given (a settings' replay, `RESET ALL`
+/// first; the caller forgets the connection's statements and settings), and returns the number
+/// of CloseComplete messages PostgreSQL answers them with. Each statement is a run: Close of
 /// [`SET_NAME`] (so it never exists already), Parse of `set_config('orgwall.tenant', $1, false)`
 /// under that name, Bind to the portal of that name, Execute, Close of the portal; the same for
 /// `DISCARD TEMP` and `DISCARD SEQUENCES`; and a Sync when `sync`. PostgreSQL answers
@@ -100,16 +91,31 @@ pub fn set_closes(reset_statements: bool) -> u8 {
 /// twice CloseComplete, ParseComplete, BindComplete, CommandComplete, CloseComplete (and
 /// ReadyForQuery). An error in any of them skips the rest up to the Sync (the client's, when
 /// not `sync`), so no statement of the client's runs on a connection half reset.
-pub fn put_set_context(out: &mut BytesMut, token: &str, sync: bool, reset_statements: bool) {
-    if reset_statements {
-        put_named_run(out, DEALLOCATE_SQL, None);
+pub fn put_set_context(
+    out: &mut BytesMut,
+    token: &str,
+    sync: bool,
+    reset: Option<&[String]>,
+) -> u8 {
+    let mut runs = 0u8;
+    let mut run = |out: &mut BytesMut, sql: &str, param: Option<&str>| {
+        put_named_run(out, sql, param);
+        runs = runs.saturating_add(1);
+    };
+    if let Some(statements) = reset {
+        run(out, DEALLOCATE_SQL, None);
+        for s in statements {
+            run(out, s, None);
+        }
     }
-    put_named_run(out, SET_SQL, Some(token));
-    put_named_run(out, DISCARD_TEMP_SQL, None);
-    put_named_run(out, DISCARD_SQL, None);
+    run(out, SET_SQL, Some(token));
+    run(out, DISCARD_TEMP_SQL, None);
+    run(out, DISCARD_SQL, None);
     if sync {
         put_msg(out, b'S', &|_| {});
     }
+    // (A statement and a portal closed per run.)
+    runs.saturating_mul(2)
 }
 
 /// Close of the statement [`SET_NAME`], Parse of `sql` under that name (one text parameter when
@@ -175,19 +181,17 @@ mod tests {
     #[test]
     fn set_context_messages_are_framed() {
         let mut out = BytesMut::new();
-        put_set_context(&mut out, "tok", true, false);
+        put_set_context(&mut out, "tok", true, None);
         let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
         assert_eq!(tags, b"CPBECCPBECCPBECS");
-        for reset in [false, true] {
+        let replay = ["RESET ALL".to_string(), "SET a TO 'b'".to_string()];
+        for (reset, runs) in [(None, 3), (Some(&replay[..]), 6)] {
             let mut out = BytesMut::new();
-            put_set_context(&mut out, "", false, reset);
+            let closes = put_set_context(&mut out, "", false, reset);
             let tags: Vec<u8> = crate::wire::frames(&out).map(|(t, _)| t).collect();
-            let runs = if reset { 4 } else { 3 };
             assert_eq!(tags, b"CPBEC".repeat(runs));
-            assert_eq!(
-                tags.iter().filter(|&&t| t == b'C').count(),
-                usize::from(set_closes(reset))
-            );
+            let counted = tags.iter().filter(|&&t| t == b'C').count();
+            assert_eq!(counted, usize::from(closes));
         }
     }
 }
