@@ -1,7 +1,7 @@
 //! Responders: the features that answer client messages themselves instead of PostgreSQL —
 //! the admin console (`admin.rs`), `orgwall.*` commands (`commands.rs`, which also holds the
 //! console's and a tenant's COPY FROM statements prepared in the extended protocol) and the
-//! balance cache's answers (`local.rs`). Each implements [`Responder`] and owns its state
+//! balance cache's answers (`local/`). Each implements [`Responder`] and owns its state
 //! (`Commands`, `Local`; the console has none); the `on_*` handlers (`client.rs`) ask them all
 //! through one function, [`Session::respond`], in a fixed order: console, commands, balances.
 //!
