@@ -72,8 +72,9 @@ pub(super) enum Reply {
     /// reaches PostgreSQL from the handler.
     Answered,
     /// For [`Ask::ParseRouted`] only: the responder may answer this statement's Bind, Describe
-    /// and Execute itself, so its Parse takes no server connection (the handler keeps the
-    /// statement; it is prepared on the server only if a message PostgreSQL answers needs it).
+    /// and Execute itself, so outside a transaction its Parse takes no server connection (the
+    /// handler keeps the statement, prepared on the server only if a message PostgreSQL
+    /// answers needs it; with a connection held, the Parse goes to it as any other).
     Claimed,
 }
 

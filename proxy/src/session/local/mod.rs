@@ -68,7 +68,7 @@ impl Responder for BalanceAnswers {
                     false => Reply::Pass,
                 });
             }
-            // 42P03 before anything else: the checks PostgreSQL makes first were made.
+            // A named portal of its own, still open, bound again: 42P03 (`duplicate_portal`).
             Ask::Bind(v) => match s.duplicate_portal(v) {
                 Some(e) => {
                     s.refuse(e, false).await?;
