@@ -41,6 +41,23 @@ impl<S: ClientIo> Session<'_, S> {
             }
             Err(e) => return Err(e.into()),
         };
+        // The responders (`respond.rs`) answer or pass these first; a Query's or Parse's SQL is
+        // theirs in its handler, before and after routing.
+        let asked = matches!(
+            msg,
+            ClientMessage::Bind(_)
+                | ClientMessage::Describe { .. }
+                | ClientMessage::Execute { .. }
+                | ClientMessage::Close { .. }
+                | ClientMessage::Sync
+        );
+        let ask = Ask::Message {
+            msg: &msg,
+            frame: &frame,
+        };
+        if asked && self.respond(ask).await? != Reply::Pass {
+            return Ok(());
+        }
         match msg {
             ClientMessage::Query { sql } => self.on_query(&frame, sql).await,
             ClientMessage::Parse { name, sql, types } => self.on_parse(name, sql, types).await,
@@ -48,11 +65,9 @@ impl<S: ClientIo> Session<'_, S> {
             ClientMessage::Describe { target, name } => {
                 self.on_describe(&frame, target, name).await
             }
-            ClientMessage::Execute { portal, max_rows } => {
-                self.on_execute(&frame, portal, max_rows).await
-            }
+            ClientMessage::Execute { portal, .. } => self.on_execute(&frame, portal).await,
             ClientMessage::Close { target, name } => self.on_close(&frame, target, name).await,
-            ClientMessage::Sync => self.on_sync(&frame).await,
+            ClientMessage::Sync => self.on_sync(&frame),
             ClientMessage::Flush => {
                 if self.server.is_some() {
                     self.to_server.extend_from_slice(&frame);
@@ -221,9 +236,6 @@ impl<S: ClientIo> Session<'_, S> {
     async fn on_bind(&mut self, raw: &[u8], v: wire::BindView<'_>) -> Result<(), ClientError> {
         // Read in place: a Bind the balance cache answers is never copied, and one that is
         // forwarded is copied once, naming the statement as the server knows it.
-        if self.respond(Ask::Bind(&v)).await? != Reply::Pass {
-            return Ok(());
-        }
         let server_name = match self.statement_on_server(v.statement).await {
             Ok(n) => n,
             Err(e) => return self.refuse(e, false).await,
@@ -250,9 +262,6 @@ impl<S: ClientIo> Session<'_, S> {
         target: u8,
         name: &str,
     ) -> Result<(), ClientError> {
-        if self.respond(Ask::Describe { target, name }).await? != Reply::Pass {
-            return Ok(());
-        }
         if target == b'S' {
             let server_name = match self.statement_on_server(name).await {
                 Ok(n) => n,
@@ -271,20 +280,7 @@ impl<S: ClientIo> Session<'_, S> {
         Ok(())
     }
 
-    async fn on_execute(
-        &mut self,
-        frame: &[u8],
-        portal: &str,
-        max_rows: i32,
-    ) -> Result<(), ClientError> {
-        let ask = Ask::Execute {
-            portal,
-            max_rows,
-            frame,
-        };
-        if self.respond(ask).await? != Reply::Pass {
-            return Ok(());
-        }
+    async fn on_execute(&mut self, frame: &[u8], portal: &str) -> Result<(), ClientError> {
         let bound = self.portals.get(portal).and_then(|(_, org)| org.as_deref());
         if let Err(e) = self.portal_tenant_check(portal, bound) {
             return self.refuse(e, false).await;
@@ -299,9 +295,6 @@ impl<S: ClientIo> Session<'_, S> {
     }
 
     async fn on_close(&mut self, frame: &[u8], target: u8, name: &str) -> Result<(), ClientError> {
-        if self.respond(Ask::Close { target, name }).await? != Reply::Pass {
-            return Ok(());
-        }
         if target == b'S' || self.server.is_none() {
             // Statements stay prepared on the server connections for the next user (except
             // those under the client's own name); a portal cannot exist without a held server
@@ -322,11 +315,8 @@ impl<S: ClientIo> Session<'_, S> {
         Ok(())
     }
 
-    async fn on_sync(&mut self, frame: &[u8]) -> Result<(), ClientError> {
+    fn on_sync(&mut self, frame: &[u8]) -> Result<(), ClientError> {
         self.skipping = false;
-        if self.respond(Ask::Sync).await? != Reply::Pass {
-            return Ok(());
-        }
         if self.copy_in {
             // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
             self.to_server.extend_from_slice(frame);

@@ -23,7 +23,7 @@ use crate::boundary::unix_now;
 use crate::config::PoolMode;
 use crate::errors::ClientError;
 use crate::sql::lex::{self, Token};
-use crate::wire;
+use crate::wire::{self, client::ClientMessage};
 
 /// Extended-protocol statements and portals that hold an `orgwall.*` command (and the admin
 /// console's statements, and a tenant's COPY FROM, prepared in the extended protocol).
@@ -81,18 +81,27 @@ impl Responder for OrgwallCommands {
                     return Ok(Reply::Pass);
                 }
             }
-            Ask::Bind(v) => {
+            Ask::Message {
+                msg: ClientMessage::Bind(v),
+                ..
+            } => {
                 if !s.bind_command(v.statement, v.portal) {
                     s.commands.portals.remove(v.portal);
                     return Ok(Reply::Pass);
                 }
             }
-            Ask::Describe { target, name } => {
+            Ask::Message {
+                msg: &ClientMessage::Describe { target, name },
+                ..
+            } => {
                 if !s.describe_command(target, name) {
                     return Ok(Reply::Pass);
                 }
             }
-            Ask::Execute { portal, frame, .. } => {
+            Ask::Message {
+                msg: &ClientMessage::Execute { portal, .. },
+                frame,
+            } => {
                 let Some(cmd) = s.commands.portals.get(portal).cloned() else {
                     return Ok(Reply::Pass);
                 };
@@ -102,11 +111,14 @@ impl Responder for OrgwallCommands {
                 }
                 s.execute_command(cmd).await?;
             }
-            Ask::Close { target, name } => {
+            Ask::Message {
+                msg: &ClientMessage::Close { target, name },
+                ..
+            } => {
                 s.commands.forget(target, name);
                 return Ok(Reply::Pass);
             }
-            Ask::QueryRouted { .. } | Ask::Sync => return Ok(Reply::Pass),
+            Ask::QueryRouted { .. } | Ask::Message { .. } => return Ok(Reply::Pass),
         }
         Ok(Reply::Answered)
     }

@@ -17,26 +17,17 @@ use bytes::BytesMut;
 use super::route::Routed;
 use super::{ClientIo, Session};
 use crate::errors::ClientError;
-use crate::wire::BindView;
+use crate::wire::client::ClientMessage;
 
 /// A client message a responder may answer, as far as the session has handled it.
 #[derive(Clone, Copy)]
 pub(super) enum Ask<'a> {
     /// A Query's SQL, before it is planned (`frame`: the message, should its answer wait).
-    Query {
-        sql: &'a str,
-        frame: &'a [u8],
-    },
+    Query { sql: &'a str, frame: &'a [u8] },
     /// A Parse's SQL, before it is planned.
-    Parse {
-        name: &'a str,
-        sql: &'a str,
-    },
+    Parse { name: &'a str, sql: &'a str },
     /// A Query's SQL (the client's text) once routed for the session's tenant.
-    QueryRouted {
-        sql: &'a str,
-        routed: &'a Routed,
-    },
+    QueryRouted { sql: &'a str, routed: &'a Routed },
     /// A Parse once routed, when its name is not one of the client's statements already.
     ParseRouted {
         name: &'a str,
@@ -44,21 +35,12 @@ pub(super) enum Ask<'a> {
         types: &'a [u32],
         routed: &'a Routed,
     },
-    Bind(&'a BindView<'a>),
-    Describe {
-        target: u8,
-        name: &'a str,
-    },
-    Execute {
-        portal: &'a str,
-        max_rows: i32,
+    /// A Bind, Describe, Execute, Close or Sync as decoded, before its handler (`frame`: the
+    /// message as sent, should its answer wait).
+    Message {
+        msg: &'a ClientMessage<'a>,
         frame: &'a [u8],
     },
-    Close {
-        target: u8,
-        name: &'a str,
-    },
-    Sync,
 }
 
 /// What a responder did with an [`Ask`].

@@ -24,7 +24,7 @@ use crate::balances::timestamp::TimeStyle;
 use crate::balances::{answer, shape::Shape, Balances, Reader};
 use crate::errors::ClientError;
 use crate::sql::rewrite::Template;
-use crate::wire;
+use crate::wire::{self, client::ClientMessage};
 use portals::{Described, Portal};
 
 /// The session's cache-related state.
@@ -45,7 +45,7 @@ pub(super) struct Local {
 }
 
 /// The balance cache as a responder: a routed Query it can answer, a routed Parse it recognises
-/// (claimed: its Parse takes no server connection), then Bind, Describe, Execute and Close of
+/// (claimed: outside a transaction its Parse takes no server connection), then Bind, Describe, Execute and Close of
 /// those statements and of the portals it answered. Whether it answers or not, a Bind notes a
 /// ledger write and a Sync ends its portals.
 pub(super) struct BalanceAnswers;
@@ -68,35 +68,36 @@ impl Responder for BalanceAnswers {
                     false => Reply::Pass,
                 });
             }
-            // A named portal of its own, still open, bound again: 42P03 (`duplicate_portal`).
-            Ask::Bind(v) => match s.duplicate_portal(v) {
-                Some(e) => {
-                    s.refuse(e, false).await?;
-                    true
-                }
-                None => s.bind_locally(v).await,
-            },
-            Ask::Describe { target, name } => s.describe_locally(target, name),
-            Ask::Execute {
-                portal, max_rows, ..
-            } => {
-                let Some(org) = s.local.portals.get(portal).map(|p| p.org.as_str()) else {
-                    return Ok(Reply::Pass);
-                };
-                match s.portal_tenant_check(portal, Some(org)) {
-                    Ok(()) => s.execute_locally(portal, max_rows),
-                    Err(e) => {
+            Ask::Message { msg, .. } => match *msg {
+                // A named portal of its own, still open, bound again: 42P03 (`duplicate_portal`).
+                ClientMessage::Bind(ref v) => match s.duplicate_portal(v) {
+                    Some(e) => {
                         s.refuse(e, false).await?;
                         true
                     }
+                    None => s.bind_locally(v).await,
+                },
+                ClientMessage::Describe { target, name } => s.describe_locally(target, name),
+                ClientMessage::Execute { portal, max_rows } => {
+                    let Some(org) = s.local.portals.get(portal).map(|p| p.org.as_str()) else {
+                        return Ok(Reply::Pass);
+                    };
+                    match s.portal_tenant_check(portal, Some(org)) {
+                        Ok(()) => s.execute_locally(portal, max_rows),
+                        Err(e) => {
+                            s.refuse(e, false).await?;
+                            true
+                        }
+                    }
                 }
-            }
-            Ask::Close { target, name } => s.close_locally(target, name),
-            Ask::Sync => {
-                // Sync ends the implicit transaction, and with it every portal.
-                s.local.portals.clear();
-                false
-            }
+                ClientMessage::Close { target, name } => s.close_locally(target, name),
+                ClientMessage::Sync => {
+                    // Sync ends the implicit transaction, and with it every portal.
+                    s.local.portals.clear();
+                    false
+                }
+                _ => false,
+            },
             Ask::Query { .. } | Ask::Parse { .. } => false,
         };
         Ok(Reply::answered(answered))
