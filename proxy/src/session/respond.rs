@@ -26,7 +26,7 @@ pub(super) enum Ask<'a> {
     Query { sql: &'a str, frame: &'a [u8] },
     /// A Parse's SQL, before it is planned.
     Parse { name: &'a str, sql: &'a str },
-    /// A Query's SQL (the client's text) once routed for the session's tenant.
+    /// A Query's SQL (the client's text) once routed (`route.rs`).
     QueryRouted { sql: &'a str, routed: &'a Routed },
     /// A Parse once routed, when its name is not one of the client's statements already.
     ParseRouted {
