@@ -4,7 +4,7 @@
 //! The cache answers only Binds that pass every check; anything unusual goes to PostgreSQL,
 //! which reports it with its own SQLSTATE and message and leaves the connection in its own
 //! state. The one check the session makes itself is a named portal that already exists
-//! locally (42P03, `session/local.rs`): PostgreSQL never saw that portal.
+//! locally (42P03, `session/local/portals.rs`): PostgreSQL never saw that portal.
 
 use crate::wire::BindView;
 

@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use pgwire::messages::response::CommandComplete;
 
 use super::error::SessionError;
+use super::respond::{Ask, Reply, Responder};
 use super::tenant::OrgwallCommand;
 use super::{ClientIo, Session};
 use crate::admin::console::{self, Rows};
@@ -205,6 +206,31 @@ fn name_values(stats: Vec<(&'static str, String)>) -> Rows {
         .collect()
 }
 
+/// The admin console as a responder: answers its statements in a Query or a Parse (for admin
+/// logins; 42501 for any other), before they are planned. It keeps no state: a statement
+/// prepared in the extended protocol is held by the commands responder, which answers its
+/// Bind, Describe and Execute.
+pub(super) struct Console;
+
+impl Responder for Console {
+    async fn respond<S: ClientIo>(
+        session: &mut Session<'_, S>,
+        ask: Ask<'_>,
+    ) -> Result<Reply, ClientError> {
+        let (cmd, parse_name) = match ask {
+            Ask::Query { sql, .. } => (parse(sql), None),
+            Ask::Parse { name, sql } => (parse(sql), Some(name)),
+            _ => return Ok(Reply::Pass),
+        };
+        let Some(cmd) = cmd else {
+            return Ok(Reply::Pass);
+        };
+        let parse_name = parse_name.map(str::to_string);
+        session.on_admin_command(cmd, parse_name).await?;
+        Ok(Reply::Answered)
+    }
+}
+
 /// What an admin statement answers: rows, or a command tag alone.
 enum Answer {
     Rows(Rows),
@@ -214,7 +240,7 @@ enum Answer {
 impl<S: ClientIo> Session<'_, S> {
     /// An admin statement in a Query (`parse_name: None`) or a Parse under that name (then it
     /// is remembered, and Bind/Describe/Execute answered by `commands.rs`).
-    pub(super) async fn on_admin_command(
+    async fn on_admin_command(
         &mut self,
         cmd: AdminCommand,
         parse_name: Option<String>,

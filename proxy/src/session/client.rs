@@ -10,11 +10,11 @@ use std::borrow::Cow;
 use pgwire::messages::extendedquery::{CloseComplete, Describe, Parse};
 use pgwire::messages::simplequery::Query;
 
-use super::admin;
 use super::context::Taken;
 use super::error::SessionError;
 use super::pending::Pending;
 use super::prepare::Placement;
+use super::respond::{Ask, Reply};
 use super::txn::TxnStatus;
 use super::{ClientIo, Session, Statement};
 use crate::boundary::unix_now;
@@ -42,6 +42,23 @@ impl<S: ClientIo> Session<'_, S> {
             }
             Err(e) => return Err(e.into()),
         };
+        // The responders (`respond.rs`) answer or pass these first; a Query's or Parse's SQL is
+        // theirs in its handler, before and after routing.
+        let asked = matches!(
+            msg,
+            ClientMessage::Bind(_)
+                | ClientMessage::Describe { .. }
+                | ClientMessage::Execute { .. }
+                | ClientMessage::Close { .. }
+                | ClientMessage::Sync
+        );
+        let ask = Ask::Message {
+            msg: &msg,
+            frame: &frame,
+        };
+        if asked && self.respond(ask).await? != Reply::Pass {
+            return Ok(());
+        }
         match msg {
             ClientMessage::Query { sql } => self.on_query(&frame, sql).await,
             ClientMessage::Parse { name, sql, types } => self.on_parse(name, sql, types).await,
@@ -86,16 +103,8 @@ impl<S: ClientIo> Session<'_, S> {
             Err(e) => return self.refuse(e, true).await,
         };
         let utf8 = matches!(query, Cow::Borrowed(_));
-        // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
-        if let Some(cmd) = admin::parse(&query) {
-            return self.on_admin_command(cmd, None).await;
-        }
-        if let Some(cmd) = self.local_command(&query) {
-            if self.in_flight() {
-                self.defer(BytesMut::from(frame));
-                return Ok(());
-            }
-            return self.on_orgwall_command(cmd).await;
+        if self.respond(Ask::Query { sql: &query, frame }).await? != Reply::Pass {
+            return Ok(());
         }
         // `EXECUTE name` of a protocol-level statement: PostgreSQL knows it by Orgwall's name
         // (not for text in another encoding, whose lossy reading must not be sent).
@@ -111,7 +120,11 @@ impl<S: ClientIo> Session<'_, S> {
             Ok(r) => r,
             Err(e) => return self.refuse(e, true).await,
         };
-        if self.answer_query_locally(&query, &routed).await {
+        let ask = Ask::QueryRouted {
+            sql: &query,
+            routed: &routed,
+        };
+        if self.respond(ask).await? != Reply::Pass {
             return Ok(());
         }
         if let Err(e) = self.ensure_server().await {
@@ -150,15 +163,10 @@ impl<S: ClientIo> Session<'_, S> {
         };
         let other_encoding = matches!(query, Cow::Owned(_)).then(|| sql.to_vec());
         let query = query.into_owned();
+        if self.respond(Ask::Parse { name, sql: &query }).await? != Reply::Pass {
+            return Ok(());
+        }
         let name = name.to_string();
-        // Before `orgwall.*` commands: `SHOW orgwall.balances_drift` is an admin statement.
-        if let Some(cmd) = admin::parse(&query) {
-            return self.on_admin_command(cmd, Some(name)).await;
-        }
-        if let Some(cmd) = self.local_command(&query) {
-            return self.parse_command_statement(name, cmd).await;
-        }
-        self.commands.forget_statement(&name);
         // `EXPLAIN … EXECUTE name(…)` of a protocol-level statement (sqlx's describe): the
         // statement runs with Orgwall's name in place, that one prepared wherever it runs.
         let (executes, mapped) = match other_encoding {
@@ -173,14 +181,21 @@ impl<S: ClientIo> Session<'_, S> {
             Ok(r) => r,
             Err(e) => return self.refuse(e, false).await,
         };
-        if self.parse_copy_in(&name, &query, &routed).await? {
-            return Ok(());
-        }
         if !name.is_empty() && self.statements.contains_key(&name) {
             let e = SessionError::DuplicateStatement(name).into();
             return self.refuse(e, false).await;
         }
-        let local = self.parse_locally(&name, &query, &type_oids, &routed).await;
+        let ask = Ask::ParseRouted {
+            name: &name,
+            sql: &query,
+            types: &type_oids,
+            routed: &routed,
+        };
+        let claimed = match self.respond(ask).await? {
+            Reply::Pass => false,
+            Reply::Claimed => true,
+            Reply::Answered => return Ok(()),
+        };
         let sql = routed.sql.or(mapped).unwrap_or(query);
         let mut stmt = Statement::new(
             sql,
@@ -197,8 +212,8 @@ impl<S: ClientIo> Session<'_, S> {
             stmt = stmt.keeping_client_name(&name);
         }
         let stmt = Arc::new(stmt);
-        if (local || !name.is_empty()) && self.server.is_none() {
-            // (`local`: a statement the balance cache answers, see `local.rs`.)
+        if (claimed || !name.is_empty()) && self.server.is_none() {
+            // (`claimed`: a statement a responder may answer, the balance cache's lookups.)
             // Outside a transaction a named Parse takes no server connection: the statement is
             // prepared on whichever connection first runs it. Taking one here would let a client
             // that prepares synchronously (pgbench -M prepared) wait on a pool its own other
@@ -222,16 +237,6 @@ impl<S: ClientIo> Session<'_, S> {
     async fn on_bind(&mut self, raw: &[u8], v: wire::BindView<'_>) -> Result<(), ClientError> {
         // Read in place: a Bind the balance cache answers is never copied, and one that is
         // forwarded is copied once, naming the statement as the server knows it.
-        if self.bind_command(v.statement, v.portal) {
-            return Ok(());
-        }
-        self.commands.forget(b'P', v.portal);
-        if let Some(e) = self.duplicate_portal(&v) {
-            return self.refuse(e, false).await;
-        }
-        if self.bind_locally(&v).await {
-            return Ok(());
-        }
         let server_name = match self.statement_on_server(v.statement).await {
             Ok(n) => n,
             Err(e) => return self.refuse(e, false).await,
@@ -258,9 +263,6 @@ impl<S: ClientIo> Session<'_, S> {
         target: u8,
         name: &str,
     ) -> Result<(), ClientError> {
-        if self.describe_command(target, name) || self.describe_locally(target, name) {
-            return Ok(());
-        }
         if target == b'S' {
             let server_name = match self.statement_on_server(name).await {
                 Ok(n) => n,
@@ -280,19 +282,9 @@ impl<S: ClientIo> Session<'_, S> {
     }
 
     async fn on_execute(&mut self, frame: &[u8], portal: &str) -> Result<(), ClientError> {
-        if let Some(cmd) = self.commands.portal(portal) {
-            // (A COPY runs on the server in protocol order: it need not wait.)
-            if self.in_flight() && !matches!(cmd, super::tenant::OrgwallCommand::CopyIn(_)) {
-                self.defer(BytesMut::from(frame));
-                return Ok(());
-            }
-            return self.execute_command(cmd).await;
-        }
-        if let Err(e) = self.portal_tenant_check(portal) {
+        let bound = self.portals.get(portal).and_then(|(_, org)| org.as_deref());
+        if let Err(e) = self.portal_tenant_check(portal, bound) {
             return self.refuse(e, false).await;
-        }
-        if self.execute_locally(frame) {
-            return Ok(());
         }
         if let Err(e) = self.ensure_server().await {
             return self.refuse(e, false).await;
@@ -304,10 +296,6 @@ impl<S: ClientIo> Session<'_, S> {
     }
 
     async fn on_close(&mut self, frame: &[u8], target: u8, name: &str) -> Result<(), ClientError> {
-        self.commands.forget(target, name);
-        if self.close_locally(target, name) {
-            return Ok(());
-        }
         if target == b'S' || self.server.is_none() {
             // Statements stay prepared on the server connections for the next user (except
             // those under the client's own name); a portal cannot exist without a held server
@@ -330,7 +318,6 @@ impl<S: ClientIo> Session<'_, S> {
 
     fn on_sync(&mut self, frame: &[u8]) -> Result<(), ClientError> {
         self.skipping = false;
-        self.sync_locally();
         if self.copy_in {
             // PostgreSQL ignores Sync during COPY FROM STDIN: no ReadyForQuery will answer it.
             self.to_server.extend_from_slice(frame);

@@ -11,6 +11,7 @@ use pgwire::messages::extendedquery::{BindComplete, ParseComplete};
 use pgwire::messages::response::CommandComplete;
 
 use super::admin;
+use super::respond::{Ask, Reply, Responder};
 use super::tenant::{self, OrgwallCommand};
 
 /// The column `SHOW orgwall.org_id` answers in, named as PostgreSQL names a SHOW's column.
@@ -22,32 +23,104 @@ use crate::boundary::unix_now;
 use crate::config::PoolMode;
 use crate::errors::ClientError;
 use crate::sql::lex::{self, Token};
-use crate::wire;
+use crate::wire::{self, client::ClientMessage};
 
-/// Extended-protocol statements and portals that hold an `orgwall.*` command.
+/// Extended-protocol statements and portals that hold an `orgwall.*` command (and the admin
+/// console's statements, and a tenant's COPY FROM, prepared in the extended protocol).
 #[derive(Debug, Default)]
-pub struct Commands {
+pub(super) struct Commands {
     statements: HashMap<String, OrgwallCommand>,
     portals: HashMap<String, OrgwallCommand>,
 }
 
 impl Commands {
-    /// A new Parse under `name` replaces whatever command statement had that name.
-    pub fn forget_statement(&mut self, name: &str) {
-        self.statements.remove(name);
-    }
-
     /// Close of a statement (`S`) or portal (`P`).
-    pub fn forget(&mut self, target: u8, name: &str) {
+    fn forget(&mut self, target: u8, name: &str) {
         if target == b'S' {
             self.statements.remove(name);
         } else {
             self.portals.remove(name);
         }
     }
+}
 
-    pub fn portal(&self, name: &str) -> Option<OrgwallCommand> {
-        self.portals.get(name).cloned()
+/// `orgwall.*` commands and `DEALLOCATE` as a responder: in a Query (answered once nothing is
+/// in flight, so the binding changes in protocol order) or a Parse, before planning; a
+/// tenant's COPY FROM at Parse, once routed; then Bind, Describe and Execute of the
+/// statements and portals it holds. A Parse, Bind or Close it passes still replaces or drops
+/// the command statement or portal of that name.
+pub(super) struct OrgwallCommands;
+
+impl Responder for OrgwallCommands {
+    async fn respond<S: ClientIo>(
+        s: &mut Session<'_, S>,
+        ask: Ask<'_>,
+    ) -> Result<Reply, ClientError> {
+        match ask {
+            Ask::Query { sql, frame } => {
+                let Some(cmd) = s.local_command(sql) else {
+                    return Ok(Reply::Pass);
+                };
+                if s.in_flight() {
+                    return Ok(s.answer_later(frame));
+                }
+                s.on_orgwall_command(cmd).await?;
+            }
+            Ask::Parse { name, sql } => {
+                let Some(cmd) = s.local_command(sql) else {
+                    // A new statement under that name replaces the command statement.
+                    s.commands.statements.remove(name);
+                    return Ok(Reply::Pass);
+                };
+                s.parse_command_statement(name.to_string(), cmd).await?;
+            }
+            Ask::ParseRouted {
+                name, sql, routed, ..
+            } => {
+                if !s.parse_copy_in(name, sql, routed).await? {
+                    return Ok(Reply::Pass);
+                }
+            }
+            Ask::Message {
+                msg: ClientMessage::Bind(v),
+                ..
+            } => {
+                if !s.bind_command(v.statement, v.portal) {
+                    s.commands.portals.remove(v.portal);
+                    return Ok(Reply::Pass);
+                }
+            }
+            Ask::Message {
+                msg: &ClientMessage::Describe { target, name },
+                ..
+            } => {
+                if !s.describe_command(target, name) {
+                    return Ok(Reply::Pass);
+                }
+            }
+            Ask::Message {
+                msg: &ClientMessage::Execute { portal, .. },
+                frame,
+            } => {
+                let Some(cmd) = s.commands.portals.get(portal).cloned() else {
+                    return Ok(Reply::Pass);
+                };
+                // (A COPY runs on the server in protocol order: it need not wait.)
+                if s.in_flight() && !matches!(cmd, OrgwallCommand::CopyIn(_)) {
+                    return Ok(s.answer_later(frame));
+                }
+                s.execute_command(cmd).await?;
+            }
+            Ask::Message {
+                msg: &ClientMessage::Close { target, name },
+                ..
+            } => {
+                s.commands.forget(target, name);
+                return Ok(Reply::Pass);
+            }
+            Ask::QueryRouted { .. } | Ask::Message { .. } => return Ok(Reply::Pass),
+        }
+        Ok(Reply::Answered)
     }
 }
 
@@ -66,7 +139,7 @@ impl<S: ClientIo> Session<'_, S> {
     /// statement the client has is a protocol-level one); with session pooling only of a
     /// protocol-level statement by name (PostgreSQL has SQL-level ones, and `DEALLOCATE ALL`
     /// goes to it; `backend.rs` sees it done).
-    pub(super) fn local_command(&self, text: &str) -> Option<Result<OrgwallCommand, ClientError>> {
+    fn local_command(&self, text: &str) -> Option<Result<OrgwallCommand, ClientError>> {
         if let Some(cmd) = tenant::parse_command(text) {
             return Some(cmd.map_err(ClientError::from));
         }
@@ -85,7 +158,7 @@ impl<S: ClientIo> Session<'_, S> {
     }
 
     /// Simple protocol: applies the command and answers CommandComplete + ReadyForQuery.
-    pub(super) async fn on_orgwall_command(
+    async fn on_orgwall_command(
         &mut self,
         cmd: Result<OrgwallCommand, ClientError>,
     ) -> Result<(), ClientError> {
@@ -142,7 +215,7 @@ impl<S: ClientIo> Session<'_, S> {
     }
 
     /// Bind of a command statement: answered locally.
-    pub(super) fn bind_command(&mut self, statement: &str, portal: &str) -> bool {
+    fn bind_command(&mut self, statement: &str, portal: &str) -> bool {
         let Some(cmd) = self.commands.statements.get(statement).cloned() else {
             return false;
         };
@@ -153,7 +226,7 @@ impl<S: ClientIo> Session<'_, S> {
 
     /// Describe of a command statement or portal: no parameters; no rows, except for an
     /// admin console statement (its text columns).
-    pub(super) fn describe_command(&mut self, target: u8, name: &str) -> bool {
+    fn describe_command(&mut self, target: u8, name: &str) -> bool {
         let known = if target == b'S' {
             self.commands.statements.get(name)
         } else {
@@ -181,7 +254,7 @@ impl<S: ClientIo> Session<'_, S> {
     }
 
     /// Execute of a command portal: applies it and answers CommandComplete.
-    pub(super) async fn execute_command(&mut self, cmd: OrgwallCommand) -> Result<(), ClientError> {
+    async fn execute_command(&mut self, cmd: OrgwallCommand) -> Result<(), ClientError> {
         match cmd {
             OrgwallCommand::Admin(a) => return self.execute_admin(a).await,
             OrgwallCommand::CopyIn(text) => return self.execute_copy_in(&text).await,

@@ -43,7 +43,7 @@ pub enum SessionError {
     IdleSession,
     #[error("terminating connection due to idle-in-transaction timeout")]
     IdleInTransaction,
-    // A tenant's statement refused on its way to the SQL layer (`route.rs`, `local.rs`).
+    // A tenant's statement refused on its way to the SQL layer (`route.rs`, `local/`).
     #[error(
         "statement is {len} bytes; tenants may send at most {max} ([tenancy] max_statement_bytes)"
     )]

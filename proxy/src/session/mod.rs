@@ -18,6 +18,7 @@ mod error;
 mod local;
 mod pending;
 mod prepare;
+mod respond;
 mod route;
 mod settings;
 mod shared;
@@ -117,9 +118,11 @@ pub(crate) struct Session<'a, S = ClientStream> {
     /// The rest of the client's messages wait in `cbuf` until the server has answered all that
     /// is in flight (`defer.rs`: so `SET orgwall.*` applies in protocol order).
     deferred: bool,
-    /// `SET orgwall.*` prepared through the extended protocol (answered by Orgwall).
+    /// The `orgwall.*` commands responder's state: the command statements and portals of the
+    /// extended protocol (`commands.rs`; responders in `respond.rs`).
     commands: commands::Commands,
-    /// Balance-cache state (recognised statements, local portals, read-your-writes).
+    /// The balance-cache responder's state (recognised statements, local portals,
+    /// read-your-writes).
     local: local::Local,
     /// The messages being handled form a batch that may share a multiplexed connection.
     shareable: Option<shared::Sharing>,

@@ -309,17 +309,14 @@ impl<S: ClientIo> Session<'_, S> {
         }
     }
 
-    /// Refuses to execute a portal bound for another tenant than the current one (a switcher
-    /// that changed tenant between its Bind and Execute): its rows, or its plugins' decision,
-    /// were for that tenant.
-    pub(super) fn portal_tenant_check(&self, portal: &str) -> Result<(), ClientError> {
-        let bound = match self.local_portal_org(portal) {
-            Some(org) => Some(org),
-            None => match self.portals.get(portal) {
-                Some((_, org)) => org.as_deref(),
-                None => return Ok(()),
-            },
-        };
+    /// Refuses to execute `portal`, bound for tenant `bound`, when that is not the current one
+    /// (a switcher that changed tenant between its Bind and Execute): its rows, or its
+    /// plugins' decision, were for that tenant.
+    pub(super) fn portal_tenant_check(
+        &self,
+        portal: &str,
+        bound: Option<&str>,
+    ) -> Result<(), ClientError> {
         if bound.is_none() || bound == self.current_org_str() {
             return Ok(());
         }

@@ -116,9 +116,43 @@ fn spell(frame: &[u8]) -> String {
     }
 }
 
+/// The values of a DataRow (text; NULL is `None`).
+fn row_values(frame: &[u8]) -> Vec<Option<String>> {
+    let body = &frame[5..];
+    let count = u16::from_be_bytes([body[0], body[1]]);
+    let mut at = 2;
+    (0..count)
+        .map(|_| {
+            let len = i32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes"));
+            at += 4;
+            let len = usize::try_from(len).ok()?;
+            at += len;
+            Some(String::from_utf8_lossy(&body[at - len..at]).into_owned())
+        })
+        .collect()
+}
+
 /// Runs a session for `user` (role as configured), sends `messages` and then Terminate, and
 /// spells what came back until the session closed the pipe.
 async fn converse(user: &str, messages: &[Vec<u8>]) -> Vec<String> {
+    let got = exchange(user, messages).await;
+    let mut frames = wire::frames(&got);
+    std::iter::from_fn(|| frames.next_whole().map(spell)).collect()
+}
+
+/// [`converse`], with each DataRow spelled `D` and its values.
+async fn converse_rows(user: &str, messages: &[Vec<u8>]) -> Vec<String> {
+    let got = exchange(user, messages).await;
+    let mut frames = wire::frames(&got);
+    let spell_rows = |f: &[u8]| match f[0] {
+        b'D' => format!("D {:?}", row_values(f)),
+        _ => spell(f),
+    };
+    std::iter::from_fn(|| frames.next_whole().map(spell_rows)).collect()
+}
+
+/// Runs a session for `user`, sends `messages` and then Terminate; all that came back.
+async fn exchange(user: &str, messages: &[Vec<u8>]) -> Vec<u8> {
     let config = Config::from_toml(CONFIG, std::path::Path::new("."), &EnvOverrides::default())
         .expect("config");
     let state = ProxyState::new(Arc::new(config), None).expect("state");
@@ -159,8 +193,7 @@ async fn converse(user: &str, messages: &[Vec<u8>]) -> Vec<String> {
     })
     .await
     .expect("the session answered and closed");
-    let mut frames = wire::frames(&got);
-    std::iter::from_fn(|| frames.next_whole().map(spell)).collect()
+    got
 }
 
 async fn check(user: &str, messages: &[Vec<u8>], expected: &[&str]) {
@@ -322,4 +355,184 @@ async fn local_commands_through_the_extended_protocol() {
         &["E 42501", "Z I"],
     )
     .await;
+}
+
+/// What the responders (`respond.rs`) answer, in their order, and what none claims.
+mod responders {
+    use super::*;
+
+    async fn check_rows(user: &str, messages: &[Vec<u8>], expected: &[&str]) {
+        let got = converse_rows(user, messages).await;
+        assert_eq!(got, expected, "{user}: {} messages", messages.len());
+    }
+
+    fn show(portal: &str) -> Vec<Vec<u8>> {
+        vec![
+            parse("", "SHOW orgwall.org_id"),
+            bind(portal, ""),
+            describe_portal(portal),
+            execute(portal),
+        ]
+    }
+
+    #[tokio::test]
+    async fn show_org_id_in_both_protocols() {
+        let simple = ["T", r#"D [Some("org_a")]"#, "C SHOW", "Z I"];
+        check_rows("acme", &[query("SHOW orgwall.org_id")], &simple).await;
+        let mut extended = show("");
+        extended.push(sync());
+        let want = ["1", "2", "T", r#"D [Some("org_a")]"#, "C SHOW", "Z I"];
+        check_rows("acme", &extended, &want).await;
+        // A switcher before it binds runs as no tenant (not its configured org), an admin
+        // as none: the value is empty.
+        let none = ["T", r#"D [Some("")]"#, "C SHOW", "Z I"];
+        check_rows("sw", &[query("show orgwall.org_id;")], &none).await;
+        check_rows("ops", &[query("SHOW orgwall.org_id")], &none).await;
+    }
+
+    #[tokio::test]
+    async fn a_prepared_binding_is_answered_in_protocol_order() {
+        // Parse, Describe, Bind, Execute of the SET, then a SHOW in the same batch: each
+        // answered in turn, the SHOW seeing the binding the Execute made.
+        let mut messages = vec![
+            parse("b", "SET orgwall.org_id = 'org_b'"),
+            describe_statement("b"),
+            bind("", "b"),
+            execute(""),
+        ];
+        messages.extend(show("p"));
+        messages.extend([sync(), query("SHOW orgwall.org_id")]);
+        let want = [
+            "1",
+            "t",
+            "n",
+            "2",
+            "C SET",
+            "1",
+            "2",
+            "T",
+            r#"D [Some("org_b")]"#,
+            "C SHOW",
+            "Z I",
+            // Committed with the implicit transaction at Sync.
+            "T",
+            r#"D [Some("org_b")]"#,
+            "C SHOW",
+            "Z I",
+        ];
+        check_rows("sw", &messages, &want).await;
+    }
+
+    #[tokio::test]
+    async fn a_binding_in_a_failed_implicit_transaction_is_undone() {
+        // The SET is executed, then a later statement of the same batch is refused: as
+        // PostgreSQL rolls back a SET in a failed transaction, the binding does not stick.
+        let long = format!("SELECT '{}'", "x".repeat(80));
+        let mut messages = vec![
+            parse("", "SET orgwall.org_id = 'org_b'"),
+            bind("", ""),
+            execute(""),
+            parse("", &long),
+            sync(),
+        ];
+        messages.extend(show(""));
+        messages.push(sync());
+        let want = [
+            "1",
+            "2",
+            "C SET",
+            "E 54000",
+            "Z I",
+            "1",
+            "2",
+            "T",
+            r#"D [Some("")]"#,
+            "C SHOW",
+            "Z I",
+        ];
+        check_rows("sw", &messages, &want).await;
+    }
+
+    #[tokio::test]
+    async fn the_console_is_refused_to_tenants_in_both_protocols() {
+        for user in ["acme", "sw"] {
+            for sql in ["SHOW CLIENTS", "RELOAD", "SHOW orgwall.balances_drift"] {
+                check(user, &[query(sql)], &["E 42501", "Z I"]).await;
+                let prepared = [
+                    parse("", sql),
+                    bind("", ""),
+                    execute(""),
+                    sync(),
+                    query("SHOW orgwall_pool"),
+                ];
+                check(user, &prepared, &["E 42501", "Z I", "E 42501", "Z I"]).await;
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_switcher_cannot_reuse_a_name_or_keep_a_closed_command() {
+        // A second Parse under a command statement's name is 42P05, as in PostgreSQL.
+        check(
+            "sw",
+            &[
+                parse("b", "SET orgwall.org_id = 'org_b'"),
+                parse("b", "SET orgwall.org_id = 'org_c'"),
+                sync(),
+            ],
+            &["1", "E 42P05", "Z I"],
+        )
+        .await;
+        // Once closed (or deallocated) the command is forgotten: its Bind passes on and
+        // finds no such statement.
+        let gone = &["1", "3", "E 26000", "Z I"];
+        let closed = [
+            parse("b", "SET orgwall.org_id = 'org_b'"),
+            close_statement("b"),
+            bind("", "b"),
+            execute(""),
+            sync(),
+        ];
+        check("sw", &closed, gone).await;
+        let deallocated = [
+            parse("b", "SET orgwall.org_id = 'org_b'"),
+            sync(),
+            query("DEALLOCATE b"),
+            bind("", "b"),
+            sync(),
+        ];
+        let want = &["1", "Z I", "C DEALLOCATE", "Z I", "E 26000", "Z I"];
+        check("sw", &deallocated, want).await;
+    }
+
+    #[tokio::test]
+    async fn statements_no_responder_claims_pass_on() {
+        // They reach for the (unreachable) server, and fail as they do today.
+        check("ops", &[query("SELECT 1")], &["E 08006", "Z I"]).await;
+        let unnamed = [parse("", "SELECT 1"), bind("", ""), execute(""), sync()];
+        check("ops", &unnamed, &["E 08006", "Z I"]).await;
+        // A plain statement of the client's own, prepared without a server connection, is
+        // deallocated here but its Bind is PostgreSQL's to answer.
+        let named = [
+            parse("s", "SELECT 1"),
+            bind("", "s"),
+            execute(""),
+            sync(),
+            query("DEALLOCATE s"),
+            query("DEALLOCATE s"),
+        ];
+        let want = [
+            "1",
+            "E 08006",
+            "Z I",
+            "C DEALLOCATE",
+            "Z I",
+            "E 26000",
+            "Z I",
+        ];
+        check("ops", &named, &want).await;
+        // A tenant's statement is routed (the catalog is PostgreSQL's) before the balance
+        // responder, absent here, is asked.
+        check("acme", &[query("SELECT 1")], &["E 08006", "Z I"]).await;
+    }
 }

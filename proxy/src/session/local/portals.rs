@@ -1,60 +1,30 @@
-//! Statements the balance cache answers (DESIGN.md §5), wired into the session: a recognised
-//! lookup is answered with `push_synthetic`, so its responses keep protocol order.
-//!
-//! When: a tenant statement (after the tenant rewrite, which must not have been altered by a
-//! policy plugin), outside any transaction with nothing in flight, while the cache is serving
-//! and its fence (`balances/fence.rs`) allows it — else, after a bounded wait, upstream. Every
-//! session notes the end of each transaction that may have written the ledger to the fence
-//! before its client hears of it, so a read through this proxy that starts later, in any
-//! session, sees that write.
-//! Extended protocol: Parse of a recognised statement takes no server connection; Bind decides
-//! (and computes the answer), Describe/Execute/Close of that portal are answered from it.
-//! Invariant: an answer is for the tenant current at Bind and Execute, and only for a
-//! statement routed (policy plugins included) for that tenant.
+//! The balance cache's answers in the extended protocol: Bind decides (and computes the rows),
+//! Describe, Execute and Close of that portal are answered from it; Describe of a recognised
+//! statement without a server connection. A portal answered here is for the tenant current at
+//! its Bind (its Execute checks it is still that one, `mod.rs`).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::error::SessionError;
-use super::pending::Pending;
-use super::route::Routed;
-use super::{ClientIo, Session};
-use crate::balances::timestamp::TimeStyle;
+use super::super::error::SessionError;
+use super::super::pending::Pending;
+use super::super::{ClientIo, Session, Statement};
 use crate::balances::{answer, bind, shape::Shape, Balances, Reader, Response};
 use crate::errors::ClientError;
-use crate::sql::rewrite::Template;
 use crate::wire;
 
-/// The session's cache-related state.
-#[derive(Debug, Default)]
-pub(super) struct Local {
-    /// The session sent something that may write the ledger: the end of its transaction is
-    /// noted to the fence.
-    ledger_write_open: bool,
-    /// Recognised statements, by client statement name, with the template they were routed with.
-    shapes: HashMap<String, (Arc<Template>, Arc<Shape>)>,
-    /// Portals answered locally, by name.
-    portals: HashMap<String, Portal>,
-    /// The last RowDescription built for a Bind, reused while statement, formats and
-    /// column metadata stay the same (the usual case: one prepared statement re-executed).
-    described: Option<Described>,
-    /// How this client's `timestamptz` text looks (the ParameterStatus it was sent).
-    pub(super) time: TimeStyle,
-}
-
 #[derive(Debug)]
-struct Portal {
+pub(super) struct Portal {
     /// The tenant whose balances `rows` are.
-    org: String,
+    pub(super) org: String,
     row_description: Bytes,
     rows: Vec<BytesMut>,
     sent: usize,
 }
 
 #[derive(Debug)]
-struct Described {
+pub(super) struct Described {
     shape: Arc<Shape>,
     generation: u64,
     formats: Vec<i16>,
@@ -86,128 +56,12 @@ fn describe(
 }
 
 impl<S: ClientIo> Session<'_, S> {
-    fn cache(&self) -> Option<Arc<Balances>> {
-        self.state.balances.clone().filter(|b| b.serving())
-    }
-
-    /// Nothing in flight, no transaction, not at REPEATABLE READ/SERIALIZABLE by default: a
-    /// local answer cannot overtake or miss anything, nor stand in for a snapshot.
-    fn quiet(&self) -> bool {
-        self.settled() && !self.skipping && !self.copy_in && !self.settings.strict_isolation()
-    }
-
-    /// The shape of a routed tenant statement, if the cache may answer it. A statement that
-    /// is not a lookup and may write the balances marks the session for the fence.
-    async fn recognise(&mut self, text: &str, routed: &Routed) -> Option<Arc<Shape>> {
-        let planned = routed.tenant.as_ref().map(|_| match &routed.plan {
-            Some(p) => p.clone(),
-            None => self.state.planner.plan(text),
-        });
-        let shape = planned.as_ref().and_then(|p| self.state.planner.balance(p));
-        // (A lookup writes nothing: the word scan is for the rest.)
-        if shape.is_none() {
-            self.note_ledger_write(text);
-        }
-        let (shape, plan) = (shape?, planned?);
-        let rendered = routed.tenant.as_ref()?;
-        if !routed.masked {
-            return Some(shape);
-        }
-        // A policy plugin rewrote (masked) the text: only the client's own SQL, confined by
-        // the tenant rewrite, is answered here.
-        let catalog = self.state.catalog().await.ok()?;
-        let own = self.state.planner.rewrite(&plan, &catalog).ok()?;
-        (Arc::ptr_eq(&own, &rendered.template) || *own == *rendered.template).then_some(shape)
-    }
-
-    /// A statement that may write the ledger was sent (read-your-writes: the fence learns of
-    /// it when its transaction ends).
-    pub(super) fn note_ledger_write(&mut self, text: &str) {
-        if crate::balances::names_ledger(text) {
-            self.local.ledger_write_open = true;
-        }
-    }
-
-    /// PostgreSQL said the transaction ended (ReadyForQuery idle): if it may have written the
-    /// ledger, the fence learns it now, before the client does. The note stays open while
-    /// more is in flight (a later statement of the pipeline may be the write).
-    pub(super) fn ledger_transaction_ended(&mut self) {
-        if !self.local.ledger_write_open {
-            return;
-        }
-        if let Some(b) = self.state.balances.as_ref() {
-            let org = match self.principal.role {
-                crate::config::Role::Tenant => Some(self.principal.org_id.as_str()),
-                _ => None,
-            };
-            b.fence.write_done(org);
-        }
-        if self.pending.is_empty() {
-            self.local.ledger_write_open = false;
-        }
-    }
-
-    /// Simple protocol: answers the query from the cache; true when answered.
-    pub(super) async fn answer_query_locally(&mut self, text: &str, routed: &Routed) -> bool {
-        let Some(shape) = self.recognise(text, routed).await else {
-            return false;
-        };
-        let (Some(b), Some(org)) = (self.cache(), self.current_org()) else {
-            return false;
-        };
-        if shape.param_count() > 0 || !self.quiet() || !b.wait_fresh(&org).await {
-            return false;
-        }
-        let reader = Reader {
-            org: &org,
-            time: &self.local.time,
-        };
-        let Some(resp) = b.answer(&shape, reader, &[], &[], &[]) else {
-            return false;
-        };
-        let status = self.status.byte();
-        self.push_synthetic_with(|out| {
-            out.extend_from_slice(&resp.row_description);
-            for r in &resp.rows {
-                out.extend_from_slice(r);
-            }
-            answer::put_command_complete(out, resp.rows.len());
-            wire::put_ready(out, status);
-        });
-        true
-    }
-
-    /// Parse: remembers whether the statement is recognised. True when its Parse may be
-    /// answered without a server connection (it is then prepared lazily if ever needed).
-    pub(super) async fn parse_locally(
-        &mut self,
-        name: &str,
-        text: &str,
-        types: &[u32],
-        routed: &Routed,
-    ) -> bool {
-        self.local.shapes.remove(name);
-        let Some(shape) = self.recognise(text, routed).await else {
-            return false;
-        };
-        let Some(rendered) = routed.tenant.as_ref() else {
-            return false;
-        };
-        if !answer::declared_types_fit(&shape, types) {
-            return false;
-        }
-        self.local
-            .shapes
-            .insert(name.to_string(), (rendered.template.clone(), shape));
-        self.server.is_none()
-    }
-
     /// Bind bookkeeping that holds whether or not the cache answers it: binding a statement
     /// that may write the ledger (a prepared INSERT re-executed) marks the session for
     /// read-your-writes, as its Parse did; the unnamed portal's old local answer is dropped
     /// (PostgreSQL replaces the unnamed portal silently; a named one that exists was refused
     /// by [`duplicate_portal`](Self::duplicate_portal)).
-    pub(super) fn note_bind(&mut self, statement: &str, portal: &str) {
+    fn note_bind(&mut self, statement: &str, portal: &str) {
         if self.state.balances.is_some()
             && self
                 .statements
@@ -339,7 +193,7 @@ impl<S: ClientIo> Session<'_, S> {
     /// A recognised statement and its shape, while the statement is rendered for the current
     /// tenant (so policy plugins decided for that tenant) with the template it was recognised
     /// with.
-    fn local_statement(&self, name: &str) -> Option<(&Arc<Shape>, &super::Statement)> {
+    fn local_statement(&self, name: &str) -> Option<(&Arc<Shape>, &Statement)> {
         let (template, shape) = self.local.shapes.get(name)?;
         let stmt = self.statements.get(name)?;
         let org = self.current_org_str()?;
@@ -347,11 +201,6 @@ impl<S: ClientIo> Session<'_, S> {
             .as_ref()
             .is_some_and(|r| r.org == org && Arc::ptr_eq(&r.template, template))
             .then_some((shape, &**stmt))
-    }
-
-    /// The tenant a portal the cache answers was bound for.
-    pub(super) fn local_portal_org(&self, portal: &str) -> Option<&str> {
-        self.local.portals.get(portal).map(|p| p.org.as_str())
     }
 
     fn describe_statement_locally(&mut self, name: &str) -> bool {
@@ -376,12 +225,8 @@ impl<S: ClientIo> Session<'_, S> {
 
     /// Execute of a local portal: its rows (at most `max_rows`), then CommandComplete or
     /// PortalSuspended, as PostgreSQL does.
-    pub(super) fn execute_locally(&mut self, frame: &[u8]) -> bool {
-        let body = frame.get(5..).unwrap_or_default();
-        let end = body.iter().position(|&b| b == 0).unwrap_or(body.len());
-        let name = std::str::from_utf8(&body[..end]).unwrap_or("");
-        let max_rows = wire::be_i32(body.get(end + 1..).unwrap_or_default()).unwrap_or(0);
-        let Some(p) = self.local.portals.get_mut(name) else {
+    pub(super) fn execute_locally(&mut self, portal: &str, max_rows: i32) -> bool {
+        let Some(p) = self.local.portals.get_mut(portal) else {
             return false;
         };
         let remaining = p.rows.len() - p.sent;
@@ -424,10 +269,5 @@ impl<S: ClientIo> Session<'_, S> {
         }
         self.push_synthetic_with(|out| out.put_slice(b"3\0\0\0\x04"));
         true
-    }
-
-    /// Sync ends the implicit transaction, and with it every portal.
-    pub(super) fn sync_locally(&mut self) {
-        self.local.portals.clear();
     }
 }
