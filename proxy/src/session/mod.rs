@@ -20,6 +20,7 @@ mod pending;
 mod prepare;
 mod respond;
 mod route;
+mod server;
 mod settings;
 mod shared;
 mod tenant;
