@@ -113,6 +113,69 @@ pub async fn node(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
     run("node", &all, "", None, limit_secs).await
 }
 
+/// The npm packages a [`prisma`] program needs (`tests/prisma/package.json`).
+const PRISMA_PACKAGES: &[&str] = &[
+    "prisma",
+    "@prisma/client",
+    "@prisma/adapter-pg",
+    "pg",
+    "tsx",
+];
+
+/// Runs a Prisma 7 program from `tests/prisma/` (TypeScript, run by `tsx`) with `args`, after
+/// generating its client from `tests/prisma/prisma/schema.prisma` into `tests/prisma/generated`
+/// (once per test process, so the client always matches the schema). Panics, naming what to
+/// install, when `node` or the packages are missing; never skips.
+pub async fn prisma(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prisma");
+    let modules = dir.join("node_modules");
+    let missing: Vec<_> = PRISMA_PACKAGES
+        .iter()
+        .filter(|p| !modules.join(p).join("package.json").is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the Prisma driver test needs node and the packages of tests/prisma/package.json \
+         (missing {missing:?}): `apt-get install -y nodejs npm && (cd tests/prisma && npm ci)` \
+         (.ci/run does this)"
+    );
+    static GENERATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    GENERATED
+        .get_or_init(|| async {
+            let cli = modules.join("prisma/build/index.js").display().to_string();
+            let out = run_in("node", &[cli, "generate".into()], "", None, 120, |cmd| {
+                prisma_env(cmd, &dir);
+            })
+            .await;
+            out.assert_success("prisma generate (tests/prisma)");
+        })
+        .await;
+    let mut all = vec![
+        modules.join("tsx/dist/cli.mjs").display().to_string(),
+        dir.join(script).display().to_string(),
+    ];
+    all.extend_from_slice(args);
+    run_in("node", &all, "", None, limit_secs, |cmd| {
+        prisma_env(cmd, &dir)
+    })
+    .await
+}
+
+/// The environment of the Prisma CLI and programs: run in `tests/prisma` (where
+/// `prisma.config.ts` is), nothing fetched or reported over the network. `prisma generate`
+/// checks that a schema engine binary exists although only migrations and introspection run
+/// it (generation is WebAssembly, and the test does neither), and downloads one when it is
+/// absent: it is pointed at `/bin/false` instead, so a run needs no access to Prisma's
+/// binaries server and any use of the engine would fail loudly.
+fn prisma_env(cmd: &mut tokio::process::Command, dir: &std::path::Path) {
+    cmd.current_dir(dir)
+        .env("PRISMA_SCHEMA_ENGINE_BINARY", "/bin/false")
+        .env("PRISMA_ENGINES_CHECKSUM_IGNORE_MISSING", "1")
+        .env("PRISMA_HIDE_UPDATE_MESSAGE", "1")
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("NO_COLOR", "1");
+}
+
 /// The jars [`java`] programs run with (Debian's `libpostgresql-jdbc-java`,
 /// `libhikaricp-java` and its `libslf4j-java`).
 const JAVA_CLASSPATH: &[&str] = &[
