@@ -161,6 +161,13 @@ async function main() {
   await expectFailure('ledger on org_b item', () => prisma.ledgerEntry.create({
     data: { id: 'led_prisma_b', itemId: 'i_b1', locationId: 'l_a1', quantityDelta: 1 }, select: { id: true } }));
 
+  await expectFailure('connect org_b item', () => prisma.ledgerEntry.create({
+    data: { id: 'led_prisma_c', item: { connect: { id: 'i_b2' } }, location: { connect: { id: 'l_a1' } },
+      quantityDelta: 1 }, select: { id: true } }));
+  say('filter org_b', await prisma.item.findMany({
+    where: { OR: [{ orgId: 'org_b' }, { id: { in: ['i_b1', 'i_b4'] } }, { description: { contains: 'SECRET' } }] } }),
+    await prisma.ledgerEntry.count({ where: { item: { orgId: 'org_b' } } }));
+
   say('final', await prisma.item.findMany({ orderBy: { id: 'asc' }, select: itemFields }),
     await prisma.featureFlag.findMany({ orderBy: { id: 'asc' }, select: { id: true, key: true, enabled: true } }));
   await named.$disconnect();
