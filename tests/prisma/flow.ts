@@ -11,11 +11,14 @@ const say = (...what: unknown[]) =>
 
 // What an app can see of a failure: Prisma's error code (or class) and, where the adapter
 // passes it on, PostgreSQL's SQLSTATE. Messages differ between Orgwall's refusal and
-// PostgreSQL's own error, so they are left out.
+// PostgreSQL's own error, so only whether the tenant boundary refused it is printed
+// (Orgwall's `orgwall:` refusal, or the reference's row-level-security violation).
 function failure(e: unknown): unknown[] {
   if (e instanceof Prisma.PrismaClientKnownRequestError) {
     const cause = (e.meta?.driverAdapterError as { cause?: { originalCode?: string; kind?: string } })?.cause;
-    return [e.code, cause?.kind ?? null, cause?.originalCode ?? null, e.meta?.modelName ?? null];
+    const boundary = /orgwall: |violates row-level security policy/.test(e.message);
+    return [e.code, cause?.kind ?? null, cause?.originalCode ?? null, e.meta?.modelName ?? null,
+      boundary ? 'tenant boundary' : 'other'];
   }
   return [(e as Error).name];
 }
