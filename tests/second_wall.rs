@@ -19,6 +19,14 @@ fn second_wall_alone() -> ProxyOptions {
     }
 }
 
+/// The second wall alone on one server connection: every session takes its turn on it.
+fn second_wall_alone_on_one_connection() -> ProxyOptions {
+    ProxyOptions {
+        first_wall: false,
+        ..ProxyOptions::pool(1, "transaction")
+    }
+}
+
 /// Rows, with nothing of tenant B in them.
 fn assert_no_leak(sql: &str, out: &Outcome) {
     match out {
@@ -572,12 +580,7 @@ async fn the_context_follows_the_session_tenant() {
 async fn temporary_objects_never_reach_the_next_tenant_on_a_pooled_connection() {
     bounded(300, async {
         let db = tenant_db("wall2_temp").await;
-        // One server connection: every session below takes its turn on it.
-        let one_connection = ProxyOptions {
-            first_wall: false,
-            ..ProxyOptions::pool(1, "transaction")
-        };
-        let proxy = tenant_proxy(&db, one_connection).await;
+        let proxy = tenant_proxy(&db, second_wall_alone_on_one_connection()).await;
         let a = connect(&proxy.conn_str(TENANT_A)).await;
         // (Inside a DO block, where no reading of the statement's words sees them.)
         for sql in [
@@ -616,11 +619,7 @@ async fn temporary_objects_never_reach_the_next_tenant_on_a_pooled_connection() 
 async fn prepared_statements_and_settings_never_cross_tenants_on_a_pooled_connection() {
     bounded(300, async {
         let db = tenant_db("wall2_prepared").await;
-        let one_connection = ProxyOptions {
-            first_wall: false,
-            ..ProxyOptions::pool(1, "transaction")
-        };
-        let proxy = tenant_proxy(&db, one_connection).await;
+        let proxy = tenant_proxy(&db, second_wall_alone_on_one_connection()).await;
         let b = connect(&proxy.conn_str(TENANT_B)).await;
         let lookup = b
             .prepare("SELECT id FROM items WHERE id = $1")
