@@ -53,7 +53,7 @@ impl<S: ClientIo> Session<'_, S> {
         if !prepared.outdated_by(epoch) || prepared.is_shared() {
             return;
         }
-        let stale = prepared.take_where(super::route::is_orgwall_name);
+        let stale = prepared.take_where(super::statement::is_orgwall_name);
         lease.conn.unnamed_dropped();
         if !stale.is_empty() {
             tracing::debug!(

@@ -23,6 +23,7 @@ mod route;
 mod server;
 mod settings;
 mod shared;
+mod statement;
 mod tenant;
 #[cfg(test)]
 mod tests;
@@ -46,34 +47,11 @@ use crate::wire;
 use error::SessionError;
 use pending::Pending;
 use settings::Settings;
+use statement::Statement;
 use txn::TxnStatus;
 
 /// Stop reading from one side while this much is waiting to be written to the other.
 const HIGH_WATER: usize = 256 * 1024;
-
-/// A statement the client prepared, by the client's name.
-#[derive(Debug)]
-struct Statement {
-    sql: String,
-    /// The SQL as sent, when in a client encoding other than UTF-8 (`sql` is then a lossy
-    /// reading of it; see `Statement::with_raw_sql`).
-    raw_sql: Option<Vec<u8>>,
-    types: Vec<u32>,
-    hash: u64,
-    /// Name on every server connection (derived from the SQL, so clients share them).
-    server_name: String,
-    /// How it may use a multiplexed connection.
-    sharing: shared::Sharing,
-    /// Running it may write the ledger or `inventory_balances` (`balances::names_ledger`,
-    /// read-your-writes).
-    writes_ledger: bool,
-    effect: Option<crate::sql::SessionEffect>,
-    /// The tenant and template this statement was rendered with (tenant/switcher logins).
-    tenant: Option<route::Rendered>,
-    /// `EXECUTE other` in its SQL, mapped to `other`'s server name: the client's statement
-    /// `other` must be prepared on whichever connection runs this one.
-    executes: Option<String>,
-}
 
 /// What a session talks to its client over: a socket in production (`ClientStream`), an
 /// in-memory pipe in the session's own tests.
