@@ -308,6 +308,23 @@ fn an_upstream_login_failure_reaches_clients_as_upstream_unavailable() {
             )
         })
         .expect("rotate the password");
+        // The terminated backend's FATAL reaches the pooled connection a moment after
+        // pg_terminate_backend returns: wait until the backend is gone, so the proxy's next
+        // checkout finds the connection closed and has to log in again.
+        for _ in 0..200 {
+            let alive = with_pg(|pg| {
+                pg.psql(
+                    "app",
+                    "SELECT 'alive=' || count(*) FROM pg_stat_activity \
+                     WHERE usename = 'rotating_owner'",
+                )
+            })
+            .expect("count backends");
+            if alive.contains("alive=0") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+        }
         let err = admin
             .simple_query("SELECT 1")
             .await
