@@ -45,6 +45,23 @@ struct Attack {
 async fn cancel_loop(proxy: &TestProxy, attack: &Attack) -> Arc<Tally> {
     let victim_sql = attack.victim_sql;
     let tally = Arc::new(Tally::default());
+    // First, with nothing else running, one cancel that must take effect: the loop's own can
+    // all miss on a loaded machine (the attacker's short statement is often over, or still
+    // waiting for a connection, when its cancel arrives), and then it would prove nothing.
+    let attacker = Arc::new(connect(&proxy.conn_str(TENANT_A)).await);
+    let (token, c) = (attacker.cancel_token(), attacker.clone());
+    let run = tokio::spawn(async move { c.simple_query("SELECT pg_sleep(30)").await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    token
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("cancel request sent");
+    match run.await.expect("task") {
+        Err(e) if sqlstate(&e).as_deref() == Some("57014") => {
+            tally.attacker_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        other => panic!("a cancel with nothing else running did not take effect: {other:?}"),
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let mut victims = Vec::new();
     for login in attack.victims {
@@ -62,7 +79,6 @@ async fn cancel_loop(proxy: &TestProxy, attack: &Attack) -> Arc<Tally> {
             }
         }));
     }
-    let attacker = Arc::new(connect(&proxy.conn_str(TENANT_A)).await);
     let mut rng = Rng::new(0x0ca_11ce1);
     for _ in 0..tries() {
         let token = attacker.cancel_token();
