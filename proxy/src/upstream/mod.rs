@@ -39,23 +39,10 @@ use crate::wire;
 impl UpstreamError {
     /// Builds `Rejected` from a raw ErrorResponse frame.
     pub fn rejected(frame: &[u8]) -> Self {
-        let field = |k: u8| {
-            let mut body = frame.get(5..).unwrap_or_default();
-            while let Some((&kind, rest)) = body.split_first() {
-                let end = rest.iter().position(|&b| b == 0).unwrap_or(rest.len());
-                if kind == k {
-                    return String::from_utf8_lossy(&rest[..end]).into_owned();
-                }
-                if kind == 0 || end == rest.len() {
-                    break;
-                }
-                body = &rest[end + 1..];
-            }
-            String::new()
-        };
+        let message = wire::field_bytes(frame.get(5..).unwrap_or_default(), b'M');
         UpstreamError::Rejected {
             code: wire::error_code(frame).unwrap_or("XX000").to_string(),
-            message: field(b'M'),
+            message: String::from_utf8_lossy(message.unwrap_or_default()).into_owned(),
         }
     }
 }

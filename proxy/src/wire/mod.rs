@@ -176,19 +176,10 @@ pub fn error_code(frame: &[u8]) -> Option<&str> {
 /// The ErrorResponse `frame` with its SQLSTATE replaced by `code`, every other field as it was.
 pub fn with_error_code(frame: &[u8], code: &str) -> BytesMut {
     let mut body = BytesMut::new();
-    let mut rest = frame.get(5..).unwrap_or_default();
-    while let Some((&k, tail)) = rest.split_first() {
-        let Some(end) = tail.iter().position(|&b| b == 0).filter(|_| k != 0) else {
-            break;
-        };
-        body.put_u8(k);
-        body.extend_from_slice(if k == b'C' {
-            code.as_bytes()
-        } else {
-            &tail[..end]
-        });
+    for (kind, value) in fields(frame.get(5..).unwrap_or_default()) {
+        body.put_u8(kind);
+        body.extend_from_slice(if kind == b'C' { code.as_bytes() } else { value });
         body.put_u8(0);
-        rest = &tail[end + 1..];
     }
     body.put_u8(0);
     let mut out = BytesMut::with_capacity(body.len() + 5);
@@ -204,19 +195,25 @@ pub fn sqlstate(body: &[u8]) -> Option<&str> {
 }
 
 /// Reads field `kind` (`C` SQLSTATE, `n` constraint name, …) out of an ErrorResponse or
-/// NoticeResponse body.
-pub fn field(mut body: &[u8], kind: u8) -> Option<&str> {
-    while let Some((&k, rest)) = body.split_first() {
-        if k == 0 {
-            break;
-        }
-        let end = rest.iter().position(|&b| b == 0)?;
-        if k == kind {
-            return std::str::from_utf8(&rest[..end]).ok();
-        }
+/// NoticeResponse body, if it is UTF-8.
+pub fn field(body: &[u8], kind: u8) -> Option<&str> {
+    field_bytes(body, kind).and_then(|v| std::str::from_utf8(v).ok())
+}
+
+/// Field `kind` of an ErrorResponse or NoticeResponse body, as sent.
+pub fn field_bytes(body: &[u8], kind: u8) -> Option<&[u8]> {
+    fields(body).find(|(k, _)| *k == kind).map(|(_, v)| v)
+}
+
+/// The (kind, value) fields of an ErrorResponse or NoticeResponse body, up to its terminator
+/// (or to a field without one).
+fn fields(mut body: &[u8]) -> impl Iterator<Item = (u8, &[u8])> {
+    std::iter::from_fn(move || {
+        let (&kind, rest) = body.split_first()?;
+        let end = rest.iter().position(|&b| b == 0).filter(|_| kind != 0)?;
         body = &rest[end + 1..];
-    }
-    None
+        Some((kind, &rest[..end]))
+    })
 }
 
 /// The status byte of a raw ReadyForQuery frame.
