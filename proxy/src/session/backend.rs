@@ -45,9 +45,9 @@ impl<S: ClientIo> Session<'_, S> {
         }
         match frame[0] {
             b'A' => self.own_notification_pid(&mut frame),
-            // (Orgwall's own statements setting the context confirm nothing of the client's:
-            // their `DEALLOCATE ALL` is not the client's.)
-            b'C' if !matches!(self.pending.front(), Some(Pending::Context { .. })) => {
+            // (Orgwall's own statements confirm nothing of the client's: the context run's
+            // `DEALLOCATE ALL` is not the client's.)
+            b'C' if !self.pending.front().is_some_and(Pending::is_orgwalls) => {
                 self.complete_head(&frame)
             }
             b'E' if !matches!(

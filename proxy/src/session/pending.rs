@@ -90,13 +90,18 @@ pub enum Action {
     Unexpected,
 }
 
+impl Pending {
+    /// Orgwall's own statements (settings' replay, tenant context): their answers are
+    /// swallowed, and nothing in them is the client's.
+    pub fn is_orgwalls(&self) -> bool {
+        matches!(self, Pending::Settings { .. } | Pending::Context { .. })
+    }
+}
+
 /// Decides what to do with a server message of type `tag`, given the head of the queue.
 pub fn classify(head: Option<&Pending>, tag: u8) -> Action {
     use Action::*;
-    let swallowing = matches!(
-        head,
-        Some(Pending::Settings { .. } | Pending::Context { .. })
-    );
+    let swallowing = head.is_some_and(Pending::is_orgwalls);
     match tag {
         b'E' => return Error,
         b'S' if matches!(head, Some(Pending::Settings { report: true })) => return Forward,
